@@ -1,0 +1,170 @@
+//! Loading a complete model (weights, tokenizer, optional PRM convention) from a
+//! local path, and describing it.
+
+use crate::error::{EngineError, Result};
+use crate::gguf_tokenizer;
+use crate::kv::KvCache;
+use crate::loader::{load_gguf, load_hf, ModelFiles};
+use crate::model::{Segment, Transformer};
+use crate::prm::{Prm, PrmConfig};
+use crate::tokenizer::TextCodec;
+use candle_core::{DType, Device};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// Compute dtype for safetensors models (GGUF models always compute in f32).
+    pub dtype: DType,
+    /// Overrides `tokenizer.json` beside the weights / the GGUF vocabulary.
+    pub tokenizer: Option<PathBuf>,
+    /// Overrides `prm.json` beside the weights.
+    pub prm: Option<PrmConfig>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            dtype: DType::F32,
+            tokenizer: None,
+            prm: None,
+        }
+    }
+}
+
+/// What a node reports about its model (`ModelInfo` RPCs, logs, metrics).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModelInfo {
+    pub id: String,
+    pub path: String,
+    pub architecture: String,
+    pub format: String,
+    pub dtype: String,
+    pub parameters: u64,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    pub num_layers: usize,
+    pub hidden_size: usize,
+    /// "token_prob" or "class_head" when the model is loaded as a PRM.
+    pub prm: Option<String>,
+}
+
+pub struct LoadedModel {
+    pub model: Transformer,
+    pub codec: TextCodec,
+    pub prm: Option<Prm>,
+    pub info: ModelInfo,
+}
+
+/// The CPU by default; the first CUDA device when built with `--features cuda` and one exists.
+pub fn default_device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(dev) = Device::new_cuda(0) {
+        return dev;
+    }
+    Device::Cpu
+}
+
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    let files = ModelFiles::discover(path)?;
+    let dir = files.dir();
+    let tokenizer_json = opts
+        .tokenizer
+        .clone()
+        .or_else(|| Some(dir.join("tokenizer.json")).filter(|p| p.is_file()));
+    let (model, codec, weights, format) = match &files {
+        ModelFiles::HuggingFace { dir, weights } => {
+            let model = load_hf(dir, weights, opts.dtype, &opts.device)?;
+            let tok = tokenizer_json.ok_or_else(|| {
+                EngineError::load(format!("{} has no tokenizer.json", dir.display()))
+            })?;
+            let codec = TextCodec::from_file(&tok, model.config.eos_token_ids.clone())?;
+            (model, codec, weights.clone(), "safetensors".to_string())
+        }
+        ModelFiles::Gguf { file } => {
+            let (model, content) = load_gguf(file, &opts.device)?;
+            let eos = model.config.eos_token_ids.clone();
+            let codec = match tokenizer_json {
+                Some(tok) => TextCodec::from_file(&tok, eos)?,
+                None => {
+                    let add_bos = content
+                        .metadata
+                        .get("tokenizer.ggml.add_bos_token")
+                        .and_then(|v| v.to_bool().ok())
+                        .unwrap_or(false);
+                    let bos = if add_bos {
+                        model.config.bos_token_id
+                    } else {
+                        None
+                    };
+                    TextCodec::from_gguf(gguf_tokenizer::from_gguf(&content)?, bos, eos)
+                }
+            };
+            let quant = content
+                .tensor_infos
+                .get("blk.0.attn_q.weight")
+                .map(|t| format!("{:?}", t.ggml_dtype))
+                .unwrap_or_default();
+            (model, codec, vec![], format!("gguf/{quant}"))
+        }
+    };
+    let prm_config = match &opts.prm {
+        Some(cfg) => Some(cfg.clone()),
+        None => {
+            let p = dir.join("prm.json");
+            if p.is_file() {
+                Some(PrmConfig::from_file(&p)?)
+            } else {
+                None
+            }
+        }
+    };
+    let prm = prm_config
+        .map(|cfg| Prm::new(cfg, &codec, &weights, model.dtype, &opts.device))
+        .transpose()?;
+    let cfg = &model.config;
+    let info = ModelInfo {
+        id: path
+            .file_name()
+            .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
+            .unwrap_or_else(|| "model".into()),
+        path: path.display().to_string(),
+        architecture: cfg.arch.name().into(),
+        format,
+        dtype: format!("{:?}", model.dtype).to_lowercase(),
+        parameters: cfg.num_parameters(),
+        vocab_size: cfg.vocab_size,
+        context_length: model.rope.max_positions(),
+        num_layers: cfg.num_layers,
+        hidden_size: cfg.hidden_size,
+        prm: prm.as_ref().map(|p| match p.config().readout {
+            crate::prm::ReadoutConfig::TokenProb { .. } => "token_prob".to_string(),
+            crate::prm::ReadoutConfig::ClassHead { .. } => "class_head".to_string(),
+        }),
+    };
+    Ok(LoadedModel {
+        model,
+        codec,
+        prm,
+        info,
+    })
+}
+
+impl LoadedModel {
+    /// One small forward pass so the first real request does not pay for lazy
+    /// initialisation (allocator, thread pools). Readiness waits for this.
+    pub fn warm_up(&self) -> Result<()> {
+        let ids = self.codec.encode("Hello", true)?;
+        let ids = if ids.is_empty() { vec![0] } else { ids };
+        let mut cache = KvCache::new(self.model.config.num_layers);
+        let hidden = self.model.forward(&mut [Segment {
+            tokens: &ids,
+            cache: &mut cache,
+        }])?;
+        let last = hidden.narrow(0, ids.len() - 1, 1)?;
+        self.model.logits(&last)?;
+        Ok(())
+    }
+}

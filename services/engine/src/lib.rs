@@ -1,0 +1,39 @@
+//! Ponder's inference engine: what every generator and verifier node runs.
+//!
+//! The map, in the order a request meets it:
+//! - [`engine`]: load a model from a local path ([`loader`] reads Hugging Face
+//!   safetensors or GGUF; [`config`] holds the architecture numbers), its
+//!   tokenizer ([`tokenizer`], or [`gguf_tokenizer`] from GGUF metadata) and its
+//!   optional PRM convention ([`prm`]).
+//! - [`model`]: the Llama/Qwen2 forward pass over a *packed* batch of sequences
+//!   of unequal length, each with its own copy-on-write KV cache ([`kv`]);
+//!   linear layers over dense or quantized weights ([`linear`], with our AVX2
+//!   Q4_1 kernel in [`q4_1`]).
+//! - [`worker`]: the model worker actor; it owns the model, runs continuous
+//!   batching, samples ([`sampling`]) and reuses prompt prefixes ([`prefix_cache`]).
+//!
+//! Services wrap a [`worker::ModelWorker`]; nothing else touches the model.
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod fixtures;
+pub mod gguf_tokenizer;
+pub mod kv;
+pub mod linear;
+pub mod loader;
+pub mod model;
+pub mod prefix_cache;
+pub mod prm;
+pub mod q4_1;
+pub mod sampling;
+pub mod tokenizer;
+pub mod worker;
+
+pub use engine::{load, LoadOptions, LoadedModel, ModelInfo};
+pub use error::{EngineError, Result};
+pub use sampling::{FinishReason, SamplingParams};
+pub use worker::{
+    Completion, GenerateRequest, GenerateResponse, ModelWorker, ScoreRequest, ScoreResponse,
+    WorkerConfig, WorkerStats,
+};

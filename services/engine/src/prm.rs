@@ -1,0 +1,250 @@
+//! Process reward model (PRM) scoring conventions, as configuration.
+//!
+//! Both common conventions mark the end of every step with one token and read a
+//! score from the model at that token's position:
+//! - token-probability PRMs (Math-Shepherd): softmax over the lm-head logits of
+//!   a positive and a negative token, score = P(positive);
+//! - classification-head PRMs (Qwen2.5-Math-PRM): a small MLP head over the
+//!   hidden state (Linear, ReLU, ..., Linear -> 2 classes), score = P(class positive).
+//!
+//! The convention lives in `prm.json` beside the weights (or is passed in), so a
+//! new PRM needs a config file, not a code fork.
+
+use crate::error::{EngineError, Result};
+use crate::linear::Linear;
+use crate::model::Transformer;
+use crate::tokenizer::TextCodec;
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// How scores are read at a step-tag position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ReadoutConfig {
+    TokenProb {
+        positive: String,
+        negative: String,
+    },
+    ClassHead {
+        /// Safetensors prefix of the head: `<prefix>.<i>.weight` / `.bias`, ReLU between layers.
+        head_prefix: String,
+        positive_index: usize,
+    },
+}
+
+/// The contents of `prm.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrmConfig {
+    /// The token placed after every step; scores are read at its positions.
+    pub step_tag: String,
+    #[serde(flatten)]
+    pub readout: ReadoutConfig,
+    /// Text before the steps; `{question}` is replaced by the question.
+    #[serde(default = "default_question_template")]
+    pub question_template: String,
+    /// Text appended to each step before its tag.
+    #[serde(default)]
+    pub step_suffix: String,
+    /// Text between a tag and the next step.
+    #[serde(default = "default_after_tag")]
+    pub after_tag: String,
+}
+
+fn default_question_template() -> String {
+    "{question}\n".into()
+}
+fn default_after_tag() -> String {
+    "\n".into()
+}
+
+impl PrmConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| EngineError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| EngineError::load(format!("{}: {e}", path.display())))
+    }
+}
+
+enum Readout {
+    TokenProb {
+        positive: u32,
+        negative: u32,
+    },
+    ClassHead {
+        layers: Vec<Linear>,
+        positive_index: usize,
+    },
+}
+
+/// A PRM convention bound to a loaded model's vocabulary and weights.
+pub struct Prm {
+    config: PrmConfig,
+    tag: u32,
+    readout: Readout,
+}
+
+/// Longest question + solution a PRM request may score, in characters.
+pub const MAX_SCORE_CHARS: usize = 64 * 1024;
+
+impl Prm {
+    /// Resolves tokens and, for a class head, loads its layers from `weights` (safetensors).
+    pub fn new(
+        config: PrmConfig,
+        codec: &TextCodec,
+        weights: &[PathBuf],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let tag = codec.single_token(&config.step_tag)?;
+        let readout = match &config.readout {
+            ReadoutConfig::TokenProb { positive, negative } => Readout::TokenProb {
+                positive: codec.single_token(positive)?,
+                negative: codec.single_token(negative)?,
+            },
+            ReadoutConfig::ClassHead {
+                head_prefix,
+                positive_index,
+            } => {
+                if weights.is_empty() {
+                    return Err(EngineError::load(
+                        "a class-head PRM needs safetensors weights holding the head",
+                    ));
+                }
+                let layers = load_head(weights, head_prefix, dtype, device)?;
+                Readout::ClassHead {
+                    layers,
+                    positive_index: *positive_index,
+                }
+            }
+        };
+        Ok(Self {
+            config,
+            tag,
+            readout,
+        })
+    }
+
+    pub fn config(&self) -> &PrmConfig {
+        &self.config
+    }
+
+    /// Tokens for a question and its steps, and the positions of the step tags.
+    pub fn encode(
+        &self,
+        codec: &TextCodec,
+        question: &str,
+        steps: &[String],
+    ) -> Result<(Vec<u32>, Vec<usize>)> {
+        let size = question.len() + steps.iter().map(String::len).sum::<usize>();
+        if size > MAX_SCORE_CHARS {
+            return Err(EngineError::invalid(format!(
+                "question and steps total {size} characters; the limit is {MAX_SCORE_CHARS}"
+            )));
+        }
+        if steps.is_empty() {
+            return Err(EngineError::invalid(
+                "a candidate must have at least one step to score",
+            ));
+        }
+        let mut ids = codec.encode(
+            &self
+                .config
+                .question_template
+                .replace("{question}", question),
+            true,
+        )?;
+        let mut tags = Vec::with_capacity(steps.len());
+        for (i, step) in steps.iter().enumerate() {
+            if i > 0 && !self.config.after_tag.is_empty() {
+                ids.extend(codec.encode(&self.config.after_tag, false)?);
+            }
+            ids.extend(codec.encode(&format!("{step}{}", self.config.step_suffix), false)?);
+            tags.push(ids.len());
+            ids.push(self.tag);
+        }
+        Ok((ids, tags))
+    }
+
+    /// Scores in [0, 1] for rows of final hidden states taken at tag positions.
+    pub fn score_rows(&self, model: &Transformer, hidden: &Tensor) -> Result<Vec<f32>> {
+        let probs = match &self.readout {
+            Readout::TokenProb { positive, negative } => {
+                let logits = model.logits(hidden)?;
+                let idx = Tensor::new(&[*positive, *negative], hidden.device())?;
+                let pair = logits.index_select(&idx, 1)?;
+                candle_nn::ops::softmax_last_dim(&pair)?.narrow(1, 0, 1)?
+            }
+            Readout::ClassHead {
+                layers,
+                positive_index,
+            } => {
+                let mut x = hidden.clone();
+                for (i, layer) in layers.iter().enumerate() {
+                    if i > 0 {
+                        x = x.relu()?;
+                    }
+                    x = layer.forward(&x)?;
+                }
+                let classes = x.dim(1)?;
+                if *positive_index >= classes {
+                    return Err(EngineError::load(format!(
+                        "positive_index {positive_index} is out of range for a head with {classes} classes"
+                    )));
+                }
+                candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.narrow(
+                    1,
+                    *positive_index,
+                    1,
+                )?
+            }
+        };
+        Ok(probs
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    }
+}
+
+fn load_head(
+    weights: &[PathBuf],
+    prefix: &str,
+    dtype: DType,
+    device: &Device,
+) -> Result<Vec<Linear>> {
+    // SAFETY: read-only memory map of files we do not modify.
+    let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(weights)? };
+    let mut indices: Vec<usize> = st
+        .tensors()
+        .iter()
+        .filter_map(|(name, _)| {
+            let rest = name.strip_prefix(prefix)?.strip_prefix('.')?;
+            rest.strip_suffix(".weight")?.parse().ok()
+        })
+        .collect();
+    indices.sort_unstable();
+    if indices.is_empty() {
+        return Err(EngineError::load(format!(
+            "no class-head weights named {prefix}.<i>.weight in the safetensors"
+        )));
+    }
+    let names: Vec<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
+    indices
+        .into_iter()
+        .map(|i| {
+            let w = st
+                .load(&format!("{prefix}.{i}.weight"), device)?
+                .to_dtype(dtype)?;
+            let bias_name = format!("{prefix}.{i}.bias");
+            let b = if names.contains(&bias_name) {
+                Some(st.load(&bias_name, device)?.to_dtype(dtype)?)
+            } else {
+                None
+            };
+            Ok(Linear::dense(w, b))
+        })
+        .collect()
+}

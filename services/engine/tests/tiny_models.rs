@@ -1,0 +1,446 @@
+//! The Hugging Face path, batching, KV reuse and PRM scoring on tiny random
+//! Llama and Qwen2 checkpoints written by the test itself.
+
+use futures::future::join_all;
+use ponder_engine::fixtures::{write_tiny_model, TinySpec};
+use ponder_engine::kv::KvCache;
+use ponder_engine::model::Segment;
+use ponder_engine::{
+    load, EngineError, FinishReason, GenerateRequest, LoadOptions, ModelWorker, SamplingParams,
+    ScoreRequest, WorkerConfig,
+};
+use std::path::Path;
+
+fn worker_for(dir: &Path, spec: &TinySpec, config: WorkerConfig) -> ModelWorker {
+    write_tiny_model(dir, spec).expect("write model");
+    let loaded = load(dir, &LoadOptions::default()).expect("load");
+    loaded.warm_up().expect("warm up");
+    ModelWorker::spawn(loaded, config)
+}
+
+fn greedy(max_tokens: usize) -> SamplingParams {
+    SamplingParams {
+        max_tokens,
+        ignore_eos: true,
+        ..Default::default()
+    }
+}
+
+async fn one(worker: &ModelWorker, prompt: &str, params: SamplingParams) -> Vec<u32> {
+    let req = GenerateRequest {
+        prompt: prompt.into(),
+        n: 1,
+        params,
+    };
+    worker
+        .generate(req)
+        .await
+        .expect("generate")
+        .completions
+        .remove(0)
+        .token_ids
+}
+
+#[tokio::test]
+async fn greedy_sequences_are_the_same_alone_or_batched_with_unequal_lengths() {
+    for spec in [TinySpec::llama(), TinySpec::qwen2()] {
+        let dir = tempfile::tempdir().unwrap();
+        // No prefix cache, so every request prefills from scratch in both runs.
+        let config = WorkerConfig {
+            prefix_cache_entries: 0,
+            ..Default::default()
+        };
+        let worker = worker_for(dir.path(), &spec, config);
+        let prompts = [
+            "a",
+            "Hello there, friend",
+            "(47+38)*3-19",
+            "xyz xyz xyz xyz xyz xyz xyz",
+        ];
+        let mut alone = Vec::new();
+        for p in prompts {
+            alone.push(one(&worker, p, greedy(24)).await);
+        }
+        let before = worker.stats().await.unwrap();
+        let batched = join_all(prompts.iter().map(|p| one(&worker, p, greedy(24)))).await;
+        let after = worker.stats().await.unwrap();
+        assert_eq!(
+            alone, batched,
+            "{:?}: batching changed greedy tokens",
+            spec.arch
+        );
+        assert!(
+            after.max_decode_batch >= 2,
+            "requests never shared a decode step"
+        );
+        assert!(
+            after.forward_passes - before.forward_passes < 4 * 24,
+            "batched run took as many passes as sequential ones"
+        );
+    }
+}
+
+#[tokio::test]
+async fn n_samples_share_one_prefill_and_are_reproducible_by_seed_and_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = worker_for(dir.path(), &TinySpec::llama(), WorkerConfig::default());
+    let params = SamplingParams {
+        temperature: 1.0,
+        max_tokens: 16,
+        seed: 42,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let before = worker.stats().await.unwrap();
+    let req = GenerateRequest {
+        prompt: "sample me".into(),
+        n: 8,
+        params: params.clone(),
+    };
+    let first = worker.generate(req.clone()).await.unwrap();
+    let after = worker.stats().await.unwrap();
+    assert_eq!(
+        after.prompt_tokens - before.prompt_tokens,
+        first.prompt_tokens as u64,
+        "one prefill for 8 samples"
+    );
+    assert_eq!(
+        after.forward_passes - before.forward_passes,
+        16,
+        "1 prefill + 15 decode steps for all 8"
+    );
+    let texts: std::collections::HashSet<_> =
+        first.completions.iter().map(|c| c.text.clone()).collect();
+    assert!(
+        texts.len() > 4,
+        "samples at temperature 1 should differ: {texts:?}"
+    );
+    // Same request again (now a prefix-cache hit) and on a fresh worker: identical samples.
+    let again = worker.generate(req.clone()).await.unwrap();
+    assert!(again.cached_prompt_tokens > 0);
+    let dir2 = tempfile::tempdir().unwrap();
+    let other = worker_for(dir2.path(), &TinySpec::llama(), WorkerConfig::default());
+    let elsewhere = other.generate(req).await.unwrap();
+    for ((a, b), c) in first
+        .completions
+        .iter()
+        .zip(&again.completions)
+        .zip(&elsewhere.completions)
+    {
+        assert_eq!(a.token_ids, b.token_ids);
+        assert_eq!(a.token_ids, c.token_ids);
+        assert!((a.logprob - c.logprob).abs() < 1e-3);
+    }
+}
+
+#[tokio::test]
+async fn a_prompt_extending_a_recent_one_reuses_its_kv_and_gets_the_same_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let cached = worker_for(dir.path(), &TinySpec::qwen2(), WorkerConfig::default());
+    let uncached = worker_for(
+        dir.path(),
+        &TinySpec::qwen2(),
+        WorkerConfig {
+            prefix_cache_entries: 0,
+            ..Default::default()
+        },
+    );
+    let base = "Q: (12+7)*3\nstep one";
+    let first = cached
+        .generate(GenerateRequest {
+            prompt: base.into(),
+            n: 1,
+            params: greedy(8),
+        })
+        .await
+        .unwrap();
+    let extended = format!("{base}{}\nstep two", first.completions[0].text);
+    let resp = cached
+        .generate(GenerateRequest {
+            prompt: extended.clone(),
+            n: 1,
+            params: greedy(8),
+        })
+        .await
+        .unwrap();
+    assert!(
+        resp.cached_prompt_tokens as usize >= base.len(),
+        "expected the {}-token base to be reused, got {}",
+        base.len(),
+        resp.cached_prompt_tokens
+    );
+    let stats = cached.stats().await.unwrap();
+    assert!(stats.prefix_cache.hits >= 1 && stats.prefix_cache.saved_tokens >= base.len() as u64);
+    let fresh = uncached
+        .generate(GenerateRequest {
+            prompt: extended,
+            n: 1,
+            params: greedy(8),
+        })
+        .await
+        .unwrap();
+    assert_eq!(fresh.cached_prompt_tokens, 0);
+    assert_eq!(
+        resp.completions[0].token_ids,
+        fresh.completions[0].token_ids
+    );
+}
+
+#[tokio::test]
+async fn stop_strings_cut_the_text_where_the_unstopped_sample_has_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = worker_for(dir.path(), &TinySpec::llama(), WorkerConfig::default());
+    let base = SamplingParams {
+        temperature: 1.0,
+        max_tokens: 40,
+        seed: 3,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let free = worker
+        .generate(GenerateRequest {
+            prompt: "go".into(),
+            n: 16,
+            params: base.clone(),
+        })
+        .await
+        .unwrap();
+    let stopped_params = SamplingParams {
+        stop: vec!["e".into(), "\n".into()],
+        ..base
+    };
+    let stopped = worker
+        .generate(GenerateRequest {
+            prompt: "go".into(),
+            n: 16,
+            params: stopped_params,
+        })
+        .await
+        .unwrap();
+    let mut saw_stop = false;
+    for (f, s) in free.completions.iter().zip(&stopped.completions) {
+        let cut = f.text.find(['e', '\n']);
+        match cut {
+            Some(pos) => {
+                saw_stop = true;
+                assert_eq!(s.finish_reason, FinishReason::Stop);
+                assert_eq!(s.text, f.text[..pos]);
+                assert!(s.stop.is_some());
+            }
+            None => {
+                assert_eq!(s.finish_reason, FinishReason::Length);
+                assert_eq!(s.text, f.text);
+            }
+        }
+    }
+    assert!(
+        saw_stop,
+        "no sample contained a stop string; pick a more common one"
+    );
+}
+
+#[tokio::test]
+async fn prm_scores_do_not_depend_on_batch_mates() {
+    for spec in [
+        TinySpec {
+            class_head: true,
+            ..TinySpec::qwen2()
+        },
+        TinySpec {
+            token_prob_prm: true,
+            ..TinySpec::llama()
+        },
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = worker_for(dir.path(), &spec, WorkerConfig::default());
+        let info = worker.info().prm.clone();
+        let candidates: Vec<Vec<String>> = vec![
+            vec!["12+7=19".into(), "19*3=57".into(), "Answer: 57".into()],
+            vec!["12+7=18".into(), "Answer: 54".into()],
+            vec!["a much longer first step with many characters".into()],
+        ];
+        let question = "(12+7)*3".to_string();
+        let batch = worker
+            .score(ScoreRequest {
+                question: question.clone(),
+                candidates: candidates.clone(),
+            })
+            .await
+            .unwrap();
+        for (i, c) in candidates.iter().enumerate() {
+            let alone = worker
+                .score(ScoreRequest {
+                    question: question.clone(),
+                    candidates: vec![c.clone()],
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                batch.scores[i].len(),
+                c.len(),
+                "{info:?}: one score per step"
+            );
+            for (a, b) in alone.scores[0].iter().zip(&batch.scores[i]) {
+                assert!((0.0..=1.0).contains(a));
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "{info:?} candidate {i}: {a} alone vs {b} batched"
+                );
+            }
+        }
+        let distinct: std::collections::HashSet<u32> = batch
+            .scores
+            .iter()
+            .flatten()
+            .map(|s| (s * 1e6) as u32)
+            .collect();
+        assert!(
+            distinct.len() > 3,
+            "{info:?}: scores look constant: {:?}",
+            batch.scores
+        );
+    }
+}
+
+#[test]
+fn sharded_checkpoints_load_to_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(dir.path(), &TinySpec::llama()).unwrap();
+    let single = load(dir.path(), &LoadOptions::default()).unwrap();
+    // Re-save the weights as two shards plus an index, as large checkpoints ship.
+    let sharded = tempfile::tempdir().unwrap();
+    let st = candle_core::safetensors::load(
+        dir.path().join("model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let mut names: Vec<_> = st.keys().cloned().collect();
+    names.sort();
+    let (a, b) = names.split_at(names.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (file, part) in [
+        ("model-00001-of-00002.safetensors", a),
+        ("model-00002-of-00002.safetensors", b),
+    ] {
+        let tensors: std::collections::HashMap<_, _> =
+            part.iter().map(|n| (n.clone(), st[n].clone())).collect();
+        candle_core::safetensors::save(&tensors, sharded.path().join(file)).unwrap();
+        for n in part {
+            map.insert(n.clone(), file.into());
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": map });
+    std::fs::write(
+        sharded.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(dir.path().join(f), sharded.path().join(f)).unwrap();
+    }
+    let split = load(sharded.path(), &LoadOptions::default()).unwrap();
+    let ids = single.codec.encode("shards", true).unwrap();
+    let logits = |m: &ponder_engine::LoadedModel| {
+        let mut cache = KvCache::new(m.model.config.num_layers);
+        let h = m
+            .model
+            .forward(&mut [Segment {
+                tokens: &ids,
+                cache: &mut cache,
+            }])
+            .unwrap();
+        m.model
+            .logits(&h)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(logits(&single), logits(&split));
+}
+
+#[test]
+fn missing_or_foreign_files_get_errors_that_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load(&dir.path().join("nope"), &LoadOptions::default())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    let err = load(dir.path(), &LoadOptions::default()).err().unwrap();
+    assert!(err.to_string().contains("neither config.json"), "{err}");
+    write_tiny_model(dir.path(), &TinySpec::llama()).unwrap();
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    let err = load(dir.path(), &LoadOptions::default()).err().unwrap();
+    assert!(err.to_string().contains("model.safetensors"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_requests_and_overload_are_refused_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = WorkerConfig {
+        max_queued_requests: 1,
+        ..Default::default()
+    };
+    let worker = worker_for(dir.path(), &TinySpec::llama(), config);
+    let bad = |params: SamplingParams, n: u32| GenerateRequest {
+        prompt: "x".into(),
+        n,
+        params,
+    };
+    let err = worker
+        .generate(bad(
+            SamplingParams {
+                temperature: -1.0,
+                ..greedy(4)
+            },
+            1,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::InvalidRequest(_)) && err.to_string().contains("temperature")
+    );
+    let err = worker.generate(bad(greedy(4), 0)).await.unwrap_err();
+    assert!(err.to_string().contains("n must be"), "{err}");
+    let err = worker.generate(bad(greedy(5000), 1)).await.unwrap_err();
+    assert!(err.to_string().contains("context"), "{err}");
+    let err = worker
+        .score(ScoreRequest {
+            question: "q".into(),
+            candidates: vec![vec!["s".into()]],
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not configured as a PRM"), "{err}");
+    // Two at once with room for one: one is refused as overload, the other completes.
+    let results = join_all([1, 2].iter().map(|_| worker.generate(bad(greedy(64), 1)))).await;
+    let overloaded = results
+        .iter()
+        .filter(|r| matches!(r, Err(EngineError::Overloaded(_))))
+        .count();
+    assert_eq!(overloaded, 1, "{results:?}");
+}
+
+#[tokio::test]
+async fn a_dropped_request_is_cancelled_in_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = worker_for(dir.path(), &TinySpec::llama(), WorkerConfig::default());
+    let req = GenerateRequest {
+        prompt: "long".into(),
+        n: 4,
+        params: greedy(900),
+    };
+    let slow = worker.generate(req);
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(50), slow).await;
+    // The worker notices at its next step and frees the sequences.
+    for _ in 0..100 {
+        let stats = worker.stats().await.unwrap();
+        if stats.cancelled_requests == 1 {
+            assert_eq!(stats.active_sequences, 0);
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the abandoned request kept running");
+}
