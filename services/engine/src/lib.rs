@@ -8,7 +8,7 @@
 //! - [`model`]: the Llama/Qwen2 forward pass over a *packed* batch of sequences
 //!   of unequal length, each with its own copy-on-write KV cache ([`kv`]);
 //!   linear layers over dense or quantized weights ([`linear`], with our AVX2
-//!   Q4_1 kernel in [`q4_1`]).
+//!   Q4_1/Q8_0 kernels in [`qmatmul`]).
 //! - [`worker`]: the model worker actor; it owns the model, runs continuous
 //!   batching, samples ([`sampling`]) and reuses prompt prefixes ([`prefix_cache`]).
 //!
@@ -25,7 +25,7 @@ pub mod loader;
 pub mod model;
 pub mod prefix_cache;
 pub mod prm;
-pub mod q4_1;
+pub mod qmatmul;
 pub mod sampling;
 pub mod tokenizer;
 pub mod worker;

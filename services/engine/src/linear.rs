@@ -1,7 +1,7 @@
 //! A linear layer over whichever weight storage the file gave us: dense
-//! (safetensors), ggml-quantized (candle's `QMatMul`), or Q4_1 (our kernel).
+//! (safetensors), ggml-quantized (candle's `QMatMul`), or Q4_1/Q8_0 (our kernels).
 
-use crate::q4_1::Q41Matmul;
+use crate::qmatmul::{self, BlockMatmul, BlockQ4_1, BlockQ8_0};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Module, Result, Tensor};
 use std::sync::Arc;
@@ -10,7 +10,8 @@ pub enum Weight {
     /// (out, in) dense matrix in the compute dtype.
     Dense(Tensor),
     Quantized(QMatMul),
-    Q41(Arc<Q41Matmul>),
+    Q4_1(Arc<BlockMatmul<BlockQ4_1>>),
+    Q8_0(Arc<BlockMatmul<BlockQ8_0>>),
 }
 
 pub struct Linear {
@@ -26,12 +27,13 @@ impl Linear {
         }
     }
 
-    /// Wraps a quantized tensor, choosing our Q4_1 kernel on CPU where it applies.
+    /// Wraps a quantized tensor, choosing our kernels on CPU where they apply.
     pub fn quantized(q: QTensor, bias: Option<Tensor>) -> Result<Self> {
-        let weight = if q.dtype() == GgmlDType::Q4_1 && q.device().is_cpu() {
-            Weight::Q41(Arc::new(Q41Matmul::from_qtensor(&q)?))
-        } else {
-            Weight::Quantized(QMatMul::from_qtensor(q)?)
+        let on_cpu = q.device().is_cpu() && qmatmul::supports(q.dtype());
+        let weight = match q.dtype() {
+            GgmlDType::Q4_1 if on_cpu => Weight::Q4_1(Arc::new(BlockMatmul::from_qtensor(&q)?)),
+            GgmlDType::Q8_0 if on_cpu => Weight::Q8_0(Arc::new(BlockMatmul::from_qtensor(&q)?)),
+            _ => Weight::Quantized(QMatMul::from_qtensor(q)?),
         };
         Ok(Self { weight, bias })
     }
@@ -41,7 +43,8 @@ impl Linear {
         let y = match &self.weight {
             Weight::Dense(w) => x.matmul(&w.t()?)?,
             Weight::Quantized(q) => q.forward(x)?,
-            Weight::Q41(op) => x.contiguous()?.apply_op1_no_bwd(op.as_ref())?,
+            Weight::Q4_1(op) => x.contiguous()?.apply_op1_no_bwd(op.as_ref())?,
+            Weight::Q8_0(op) => x.contiguous()?.apply_op1_no_bwd(op.as_ref())?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),

@@ -86,15 +86,46 @@ pub struct Sampled {
 /// Draws one token from a row of logits.
 pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> Sampled {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_z = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+    // weights[i] = exp(logit_i - max): the untempered softmax numerators.
+    let mut weights: Vec<f32> = logits.iter().map(|l| l - max).collect();
+    exp_in_place(&mut weights);
+    let log_z = max + weights.iter().sum::<f32>().ln();
     let token = if params.temperature == 0.0 {
         argmax(logits)
     } else {
-        draw(logits, max, params, rng)
+        if params.temperature != 1.0 {
+            weights
+                .iter_mut()
+                .zip(logits)
+                .for_each(|(w, l)| *w = (l - max) / params.temperature);
+            exp_in_place(&mut weights);
+        }
+        draw(weights, params, rng)
     };
     Sampled {
         token,
         logprob: logits[token as usize] - log_z,
+    }
+}
+
+/// `exp` over a slice, written so the compiler vectorises it (8 lanes with AVX2);
+/// libm's scalar `expf` on a 50k vocabulary was a visible share of batched decode.
+/// Range reduction to r in [-ln2/2, ln2/2] and a degree-6 polynomial: relative
+/// error below 2e-7, exact 0 for very negative inputs.
+pub fn exp_in_place(xs: &mut [f32]) {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    for x in xs.iter_mut() {
+        let v = x.clamp(-87.0, 88.0);
+        let n = (v * LOG2E).round();
+        let r = v - n * LN2_HI - n * LN2_LO;
+        let p = 1.0
+            + r * (1.0
+                + r * (0.5
+                    + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+        let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+        *x = if *x < -87.0 { 0.0 } else { p * scale };
     }
 }
 
@@ -108,13 +139,24 @@ fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-fn draw(logits: &[f32], max: f32, params: &SamplingParams, rng: &mut ChaCha8Rng) -> u32 {
-    let inv_t = 1.0 / params.temperature;
-    // (token, unnormalised probability at this temperature)
-    let mut cands: Vec<(u32, f32)> = logits
-        .iter()
+/// Draws from unnormalised probabilities `weights` after top-k / top-p truncation.
+fn draw(weights: Vec<f32>, params: &SamplingParams, rng: &mut ChaCha8Rng) -> u32 {
+    let truncate = (params.top_k > 0 && params.top_k < weights.len()) || params.top_p < 1.0;
+    if !truncate {
+        let total: f32 = weights.iter().sum();
+        let mut u = rng.random::<f32>() * total;
+        for (tok, p) in weights.iter().enumerate() {
+            if u < *p {
+                return tok as u32;
+            }
+            u -= p;
+        }
+        return weights.iter().rposition(|p| *p > 0.0).unwrap_or(0) as u32;
+    }
+    let mut cands: Vec<(u32, f32)> = weights
+        .into_iter()
         .enumerate()
-        .map(|(i, l)| (i as u32, ((l - max) * inv_t).exp()))
+        .map(|(i, p)| (i as u32, p))
         .collect();
     let by_prob_desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if params.top_k > 0 && params.top_k < cands.len() {
@@ -251,6 +293,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("max_tokens"));
+    }
+
+    #[test]
+    fn vectorised_exp_matches_libm() {
+        let xs: Vec<f32> = (-2000..=880).map(|i| i as f32 * 0.1).collect();
+        let mut ours = xs.clone();
+        exp_in_place(&mut ours);
+        for (x, e) in xs.iter().zip(&ours) {
+            // Below -87 (weights under 1e-38 of the top token) we return exactly 0.
+            let want = if *x < -87.0 { 0.0 } else { x.exp() };
+            assert!(
+                (e - want).abs() <= want * 3e-7 + 1e-38,
+                "exp({x}) = {e}, libm {want}"
+            );
+        }
     }
 
     #[test]

@@ -723,15 +723,14 @@ fn advance(
     } else {
         &seq.generated[..]
     };
-    let text = loaded.codec.decode(body).unwrap_or_default();
+    let decode = |ids: &[u32]| loaded.codec.decode(ids).unwrap_or_default();
     if !params.stop.is_empty() {
+        let text = decode(body);
         // Only the tail can hold a new match: earlier text was checked before.
         let longest = params.stop.iter().map(String::len).max().unwrap_or(0);
-        let prev = loaded
-            .codec
-            .decode(&body[..body.len().saturating_sub(1)])
-            .unwrap_or_default();
-        let from = prev.len().saturating_sub(longest);
+        let from = decode(&body[..body.len().saturating_sub(1)])
+            .len()
+            .saturating_sub(longest);
         if let Some((pos, which)) = find_stop(&text, &params.stop, from) {
             seq.done = Some(finish(
                 text[..pos].to_string(),
@@ -741,9 +740,10 @@ fn advance(
             return;
         }
     }
+    // Text is only materialised when the sequence ends (or stop strings need it above).
     if is_eos {
-        seq.done = Some(finish(text, FinishReason::Eos, None));
+        seq.done = Some(finish(decode(body), FinishReason::Eos, None));
     } else if seq.generated.len() >= params.max_tokens {
-        seq.done = Some(finish(text, FinishReason::Length, None));
+        seq.done = Some(finish(decode(body), FinishReason::Length, None));
     }
 }

