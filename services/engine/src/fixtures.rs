@@ -5,18 +5,13 @@
 //! real Llama/Qwen2 checkpoints with random weights and a character-level
 //! tokenizer; their text is gibberish, their numerics are not.
 
+use crate::char_tokenizer::char_tokenizer;
 use crate::config::Arch;
 use crate::error::{EngineError, Result};
 use crate::prm::{PrmConfig, ReadoutConfig};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
-use tokenizers::decoders::fuse::Fuse;
-use tokenizers::models::bpe::BPE;
-use tokenizers::{AddedToken, Tokenizer};
-
-/// Special tokens of the character tokenizer, ids 0.. in this order.
-pub const SPECIALS: &[&str] = &["<unk>", "<s>", "</s>", "<tag>", "<sep>"];
 
 #[derive(Debug, Clone)]
 pub struct TinySpec {
@@ -59,32 +54,6 @@ impl TinySpec {
             ..Self::llama()
         }
     }
-}
-
-/// A character-level tokenizer over newline, printable ASCII and [`SPECIALS`].
-pub fn char_tokenizer() -> Result<Tokenizer> {
-    let mut vocab: Vec<String> = SPECIALS.iter().map(|s| s.to_string()).collect();
-    vocab.push("\n".into());
-    vocab.extend((32u8..127).map(|b| (b as char).to_string()));
-    let map: tokenizers::models::bpe::Vocab = vocab
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
-    let bpe = BPE::builder()
-        .vocab_and_merges(map, vec![])
-        .unk_token("<unk>".into())
-        .build()
-        .map_err(EngineError::tokenizer)?;
-    let mut tok = Tokenizer::new(bpe);
-    tok.with_decoder(Some(Fuse::new()));
-    tok.add_special_tokens(
-        SPECIALS
-            .iter()
-            .map(|s| AddedToken::from(s.to_string(), true)),
-    )
-    .map_err(EngineError::tokenizer)?;
-    Ok(tok)
 }
 
 /// Deterministic N(0, std) weights from a seeded generator (candle's CPU randn is not seedable).

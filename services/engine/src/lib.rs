@@ -14,6 +14,7 @@
 //!
 //! Services wrap a [`worker::ModelWorker`]; nothing else touches the model.
 
+pub mod char_tokenizer;
 pub mod config;
 pub mod engine;
 pub mod error;
