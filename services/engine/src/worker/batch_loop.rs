@@ -1,253 +1,20 @@
-//! The model worker actor: one thread owns a model, its KV caches and its
-//! prefix cache, and runs the batch loop; everyone else holds a cheap
-//! [`ModelWorker`] handle and talks to it through a channel.
-//!
-//! Continuous batching: each loop iteration runs *one* packed forward pass that
-//! holds the next token of every running sequence, the prompts of newly
-//! admitted requests (prefill) and the candidates of scoring requests. So
-//! sequences join and leave between decode steps, and `n` samples of one prompt
-//! share one prefill and then decode together.
-//!
-//! Cancellation costs nothing extra: a request whose caller has gone away (its
-//! reply channel is closed) is dropped at the top of the next iteration.
+//! The worker thread: owns the model, the KV caches and the prefix cache, and
+//! runs one packed forward pass per iteration (see the module doc of `worker`).
 
-use crate::engine::{LoadedModel, ModelInfo};
+use super::types::*;
+use super::Command;
+use crate::engine::LoadedModel;
 use crate::error::{EngineError, Result};
 use crate::kv::KvCache;
 use crate::model::Segment;
-use crate::prefix_cache::{PrefixCache, PrefixCacheStats};
+use crate::prefix_cache::PrefixCache;
 use crate::sampling::{find_stop, sample, sequence_rng, FinishReason, SamplingParams};
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-
-/// Most samples one generate request may ask for.
-pub const MAX_SAMPLES_PER_REQUEST: u32 = 256;
-/// Longest prompt accepted, in characters (the token limit is the model's context).
-pub const MAX_PROMPT_CHARS: usize = 256 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GenerateRequest {
-    pub prompt: String,
-    pub n: u32,
-    pub params: SamplingParams,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Completion {
-    /// Sample index within the request (0..n); with the seed it identifies the RNG stream.
-    pub index: u32,
-    pub text: String,
-    /// Tokens generated, including a stop or EOS token.
-    pub tokens: u32,
-    /// Their ids, in order.
-    pub token_ids: Vec<u32>,
-    pub finish_reason: FinishReason,
-    /// The stop string that ended the text, when `finish_reason` is `Stop`.
-    pub stop: Option<String>,
-    /// Sum of log-probabilities of the generated tokens under the model.
-    pub logprob: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GenerateResponse {
-    pub completions: Vec<Completion>,
-    pub prompt_tokens: u32,
-    /// Prompt tokens whose KV came from the prefix cache.
-    pub cached_prompt_tokens: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScoreRequest {
-    pub question: String,
-    /// Each candidate solution as its list of steps.
-    pub candidates: Vec<Vec<String>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScoreResponse {
-    /// Per candidate, one score in [0, 1] per step.
-    pub scores: Vec<Vec<f32>>,
-    /// Tokens run through the PRM (cached prefix tokens excluded).
-    pub tokens: u32,
-}
-
-#[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    /// Requests accepted but not finished; beyond it submissions fail with `Overloaded`.
-    pub max_queued_requests: usize,
-    /// Sequences decoding at once.
-    pub max_active_sequences: usize,
-    /// New tokens per forward pass (at least one waiting request is always admitted).
-    pub max_batch_tokens: usize,
-    pub prefix_cache_entries: usize,
-    pub prefix_cache_tokens: usize,
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        Self {
-            max_queued_requests: 256,
-            max_active_sequences: 256,
-            max_batch_tokens: 2048,
-            prefix_cache_entries: 64,
-            prefix_cache_tokens: 32_768,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct WorkerStats {
-    pub forward_passes: u64,
-    /// Forward passes that decoded at least one running sequence.
-    pub decode_steps: u64,
-    /// Sum over decode steps of the sequences decoded (mean batch = this / decode_steps).
-    pub decoded_sequences: u64,
-    pub max_decode_batch: usize,
-    pub prompt_tokens: u64,
-    pub generated_tokens: u64,
-    pub scored_tokens: u64,
-    pub completed_requests: u64,
-    pub cancelled_requests: u64,
-    pub failed_requests: u64,
-    pub queued_requests: usize,
-    pub active_sequences: usize,
-    pub prefix_cache: PrefixCacheStats,
-}
-
-enum Command {
-    Generate(GenerateRequest, oneshot::Sender<Result<GenerateResponse>>),
-    Score(ScoreRequest, oneshot::Sender<Result<ScoreResponse>>),
-    Stats(oneshot::Sender<WorkerStats>),
-}
-
-/// Cheap, cloneable handle to a model worker thread.
-#[derive(Clone)]
-pub struct ModelWorker {
-    tx: mpsc::UnboundedSender<Command>,
-    outstanding: Arc<AtomicUsize>,
-    max_queued: usize,
-    max_samples: u32,
-    info: Arc<ModelInfo>,
-}
-
-impl ModelWorker {
-    /// Starts the worker thread. The model should already be warmed up.
-    pub fn spawn(loaded: LoadedModel, config: WorkerConfig) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let outstanding = Arc::new(AtomicUsize::new(0));
-        let info = Arc::new(loaded.info.clone());
-        let max_samples = MAX_SAMPLES_PER_REQUEST.min(config.max_active_sequences as u32);
-        let worker = Worker {
-            cache: PrefixCache::new(config.prefix_cache_entries, config.prefix_cache_tokens),
-            loaded,
-            config: config.clone(),
-            rx,
-            waiting: VecDeque::new(),
-            running: Vec::new(),
-            stats: WorkerStats::default(),
-            outstanding: outstanding.clone(),
-        };
-        std::thread::Builder::new()
-            .name(format!("model-worker-{}", info.id))
-            .spawn(move || worker.run())
-            .expect("spawning a thread");
-        Self {
-            tx,
-            outstanding,
-            max_queued: config.max_queued_requests,
-            max_samples,
-            info,
-        }
-    }
-
-    pub fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    /// Requests accepted and not yet answered.
-    pub fn queue_depth(&self) -> usize {
-        self.outstanding.load(Ordering::Relaxed)
-    }
-
-    fn admit(&self) -> Result<OutstandingGuard> {
-        let now = self.outstanding.fetch_add(1, Ordering::AcqRel) + 1;
-        let guard = OutstandingGuard(self.outstanding.clone());
-        if now > self.max_queued {
-            return Err(EngineError::Overloaded(format!(
-                "{} requests already queued on this model (limit {})",
-                now - 1,
-                self.max_queued
-            )));
-        }
-        Ok(guard)
-    }
-
-    pub async fn generate(&self, req: GenerateRequest) -> Result<GenerateResponse> {
-        req.params.validate()?;
-        if req.n == 0 || req.n > self.max_samples {
-            return Err(EngineError::invalid(format!(
-                "n must be in 1..={}, got {}",
-                self.max_samples, req.n
-            )));
-        }
-        if req.prompt.len() > MAX_PROMPT_CHARS {
-            return Err(EngineError::invalid(format!(
-                "prompt has {} characters; the limit is {MAX_PROMPT_CHARS}",
-                req.prompt.len()
-            )));
-        }
-        let _guard = self.admit()?;
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Generate(req, reply))
-            .map_err(|_| EngineError::WorkerGone)?;
-        rx.await.map_err(|_| EngineError::WorkerGone)?
-    }
-
-    pub async fn score(&self, req: ScoreRequest) -> Result<ScoreResponse> {
-        if self.info.prm.is_none() {
-            return Err(EngineError::invalid(
-                "this model is not configured as a PRM (no prm.json)",
-            ));
-        }
-        if req.candidates.is_empty() {
-            return Err(EngineError::invalid("candidates must not be empty"));
-        }
-        if req.candidates.len() > MAX_SAMPLES_PER_REQUEST as usize {
-            return Err(EngineError::invalid(format!(
-                "at most {MAX_SAMPLES_PER_REQUEST} candidates per request, got {}",
-                req.candidates.len()
-            )));
-        }
-        let _guard = self.admit()?;
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Score(req, reply))
-            .map_err(|_| EngineError::WorkerGone)?;
-        rx.await.map_err(|_| EngineError::WorkerGone)?
-    }
-
-    pub async fn stats(&self) -> Result<WorkerStats> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Stats(reply))
-            .map_err(|_| EngineError::WorkerGone)?;
-        rx.await.map_err(|_| EngineError::WorkerGone)
-    }
-}
-
-/// Decrements the outstanding count when a request is answered or abandoned.
-struct OutstandingGuard(Arc<AtomicUsize>);
-impl Drop for OutstandingGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// One sampled sequence of a running request.
 struct Sequence {
@@ -303,7 +70,7 @@ enum Use {
     Score(usize, usize),
 }
 
-struct Worker {
+pub(super) struct Worker {
     loaded: LoadedModel,
     config: WorkerConfig,
     cache: PrefixCache,
@@ -315,7 +82,25 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self) {
+    pub(super) fn new(
+        loaded: LoadedModel,
+        config: WorkerConfig,
+        rx: mpsc::UnboundedReceiver<Command>,
+        outstanding: Arc<AtomicUsize>,
+    ) -> Self {
+        Self {
+            cache: PrefixCache::new(config.prefix_cache_entries, config.prefix_cache_tokens),
+            loaded,
+            config,
+            rx,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            stats: WorkerStats::default(),
+            outstanding,
+        }
+    }
+
+    pub(super) fn run(mut self) {
         loop {
             if self.running.is_empty() && self.waiting.is_empty() {
                 match self.rx.blocking_recv() {

@@ -1,0 +1,99 @@
+//! What callers send to and get back from a model worker, and its settings and counters.
+
+use crate::prefix_cache::PrefixCacheStats;
+use crate::sampling::{FinishReason, SamplingParams};
+use serde::{Deserialize, Serialize};
+
+/// Most samples one generate request may ask for.
+pub const MAX_SAMPLES_PER_REQUEST: u32 = 256;
+/// Longest prompt accepted, in characters (the token limit is the model's context).
+pub const MAX_PROMPT_CHARS: usize = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    pub prompt: String,
+    pub n: u32,
+    pub params: SamplingParams,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// Sample index within the request (0..n); with the seed it identifies the RNG stream.
+    pub index: u32,
+    pub text: String,
+    /// Tokens generated, including a stop or EOS token.
+    pub tokens: u32,
+    /// Their ids, in order.
+    pub token_ids: Vec<u32>,
+    pub finish_reason: FinishReason,
+    /// The stop string that ended the text, when `finish_reason` is `Stop`.
+    pub stop: Option<String>,
+    /// Sum of log-probabilities of the generated tokens under the model.
+    pub logprob: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateResponse {
+    pub completions: Vec<Completion>,
+    pub prompt_tokens: u32,
+    /// Prompt tokens whose KV came from the prefix cache.
+    pub cached_prompt_tokens: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreRequest {
+    pub question: String,
+    /// Each candidate solution as its list of steps.
+    pub candidates: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreResponse {
+    /// Per candidate, one score in [0, 1] per step.
+    pub scores: Vec<Vec<f32>>,
+    /// Tokens run through the PRM (cached prefix tokens excluded).
+    pub tokens: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Requests accepted but not finished; beyond it submissions fail with `Overloaded`.
+    pub max_queued_requests: usize,
+    /// Sequences decoding at once.
+    pub max_active_sequences: usize,
+    /// New tokens per forward pass (at least one waiting request is always admitted).
+    pub max_batch_tokens: usize,
+    pub prefix_cache_entries: usize,
+    pub prefix_cache_tokens: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            max_queued_requests: 256,
+            max_active_sequences: 256,
+            max_batch_tokens: 2048,
+            prefix_cache_entries: 64,
+            prefix_cache_tokens: 32_768,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WorkerStats {
+    pub forward_passes: u64,
+    /// Forward passes that decoded at least one running sequence.
+    pub decode_steps: u64,
+    /// Sum over decode steps of the sequences decoded (mean batch = this / decode_steps).
+    pub decoded_sequences: u64,
+    pub max_decode_batch: usize,
+    pub prompt_tokens: u64,
+    pub generated_tokens: u64,
+    pub scored_tokens: u64,
+    pub completed_requests: u64,
+    pub cancelled_requests: u64,
+    pub failed_requests: u64,
+    pub queued_requests: usize,
+    pub active_sequences: usize,
+    pub prefix_cache: PrefixCacheStats,
+}
