@@ -2,15 +2,20 @@
 //!
 //!     cargo run --release -p ponder-arith -- train-generator --out models/arith-gen
 //!     cargo run --release -p ponder-arith -- eval-generator --model models/arith-gen/checkpoint
+//!     cargo run --release -p ponder-arith -- sample --model models/arith-gen --out data/prm-train.jsonl
+//!     cargo run --release -p ponder-arith -- train-prm --init models/arith-gen --samples data/prm-train.jsonl
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
-use ponder_arith::task;
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
 use ponder_arith::train::data::{sample_batch, DEFAULT_LEVEL_MIX};
 use ponder_arith::train::model::ModelShape;
-use ponder_arith::train::trainer::{train, TrainConfig};
-use ponder_arith::vocab::Vocab;
+use ponder_arith::train::prm_data::{self, LabelledSolution};
+use ponder_arith::train::trainer::{encode_example, train, Objective, TrainConfig};
+use ponder_arith::vocab::{Vocab, EOS, NEGATIVE, POSITIVE};
+use ponder_arith::{solution, task};
 use ponder_engine::{GenerateRequest, LoadOptions, ModelWorker, SamplingParams, WorkerConfig};
+use rand::Rng;
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -24,34 +29,73 @@ struct Cli {
     command: Command,
 }
 
+/// Settings shared by both training commands.
+#[derive(Args)]
+struct Schedule {
+    #[arg(long, default_value_t = 20_000)]
+    steps: usize,
+    /// Characters per batch (examples of one level are added until reached).
+    #[arg(long, default_value_t = 4096)]
+    batch_tokens: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    #[arg(long, default_value_t = 200)]
+    checkpoint_every: usize,
+    /// Continue from `<out>/checkpoint` if present.
+    #[arg(long)]
+    resume: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Train the generator (fresh attempts and revisions) from scratch, or resume.
     TrainGenerator {
         #[arg(long, default_value = "models/arith-gen")]
         out: PathBuf,
-        #[arg(long, default_value_t = 20_000)]
-        steps: usize,
-        /// Characters per batch (examples of one level are added until reached).
-        #[arg(long, default_value_t = 4096)]
-        batch_tokens: usize,
+        #[command(flatten)]
+        schedule: Schedule,
         #[arg(long, default_value_t = 128)]
         hidden: usize,
         #[arg(long, default_value_t = 6)]
         layers: usize,
         #[arg(long, default_value_t = 4)]
         heads: usize,
-        #[arg(long, default_value_t = 2e-3)]
-        lr: f64,
         #[arg(long, default_value_t = 0.2)]
         revision_fraction: f64,
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-        #[arg(long, default_value_t = 200)]
-        checkpoint_every: usize,
-        /// Continue from `<out>/checkpoint` if present.
+    },
+    /// Sample solutions from a generator and label every step with the checker (JSONL).
+    Sample {
         #[arg(long)]
-        resume: bool,
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        per_level: usize,
+        #[arg(short, default_value_t = 8)]
+        n: u32,
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        /// Question seed; keep it apart from the held-out evaluation seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Train the PRM (token-probability convention) starting from the generator's weights.
+    TrainPrm {
+        #[arg(long, default_value = "models/arith-prm")]
+        out: PathBuf,
+        /// Generator directory to start from (its shape is reused).
+        #[arg(long, default_value = "models/arith-gen")]
+        init: PathBuf,
+        /// Labelled generator samples from `sample` (JSONL).
+        #[arg(long)]
+        samples: Option<PathBuf>,
+        /// Share of each batch drawn from canonical solutions with injected slips.
+        #[arg(long, default_value_t = 0.3)]
+        synthetic_fraction: f64,
+        #[command(flatten)]
+        schedule: Schedule,
     },
     /// Greedy accuracy per level on a held-out set (seed and size given).
     EvalGenerator {
@@ -78,48 +122,123 @@ fn keep_freed_memory() {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?)
+}
+
+fn config(
+    out: PathBuf,
+    shape: ModelShape,
+    s: &Schedule,
+    init_from: Option<PathBuf>,
+    objective: Objective,
+) -> TrainConfig {
+    TrainConfig {
+        out,
+        shape,
+        steps: s.steps,
+        batch_tokens: s.batch_tokens,
+        lr: s.lr,
+        warmup: 100,
+        seed: s.seed,
+        checkpoint_every: s.checkpoint_every,
+        init_from,
+        objective,
+    }
+}
+
 fn main() -> Result<()> {
     keep_freed_memory();
     ponder_engine::engine::init_cpu_threads();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
+    let vocab = Vocab::new()?;
     match Cli::parse().command {
         Command::TrainGenerator {
             out,
-            steps,
-            batch_tokens,
+            schedule,
             hidden,
             layers,
             heads,
-            lr,
             revision_fraction,
-            seed,
-            checkpoint_every,
-            resume,
         } => {
             let shape = ModelShape {
                 hidden,
                 layers,
                 heads,
                 intermediate: hidden * 3,
-                vocab: Vocab::new()?.size(),
+                vocab: vocab.size(),
                 max_positions: 2048,
                 rope_theta: 10_000.0,
             };
-            let cfg = TrainConfig {
-                out,
-                shape,
-                steps,
-                batch_tokens,
-                lr,
-                warmup: 100,
-                seed,
-                checkpoint_every,
-            };
-            let state = train(cfg, resume, |rng, budget| {
+            let cfg = config(out, shape, &schedule, None, Objective::NextToken);
+            let state = train(cfg, schedule.resume, |rng, budget| {
                 let batch = sample_batch(rng, DEFAULT_LEVEL_MIX, revision_fraction, budget)?;
-                Ok(batch.into_iter().map(|ex| (ex.prompt, ex.target)).collect())
+                batch
+                    .iter()
+                    .map(|ex| encode_example(&vocab, &ex.prompt, &ex.target))
+                    .collect()
+            })?;
+            println!(
+                "trained {} steps, {:.1}M tokens in {:.0}s",
+                state.step,
+                state.tokens as f64 / 1e6,
+                state.seconds
+            );
+        }
+        Command::Sample {
+            model,
+            out,
+            per_level,
+            n,
+            temperature,
+            seed,
+        } => {
+            runtime()?.block_on(sample(model, out, per_level, n, temperature, seed))?;
+        }
+        Command::TrainPrm {
+            out,
+            init,
+            samples,
+            synthetic_fraction,
+            schedule,
+        } => {
+            let shape = ModelShape::from_hf_config(&init.join("config.json"))?;
+            let pool: Vec<LabelledSolution> = match &samples {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .lines()
+                    .map(serde_json::from_str)
+                    .collect::<Result<_, _>>()?,
+                None => vec![],
+            };
+            anyhow::ensure!(
+                !pool.is_empty() || synthetic_fraction > 0.0,
+                "give --samples or a synthetic fraction above 0"
+            );
+            let objective = Objective::StepLabels {
+                positive: vocab.id(POSITIVE)?,
+                negative: vocab.id(NEGATIVE)?,
+            };
+            let cfg = config(out, shape, &schedule, Some(init), objective);
+            let state = train(cfg, schedule.resume, |rng, budget| {
+                let mut batch = Vec::new();
+                let mut chars = 0;
+                while chars < budget {
+                    let ex = if pool.is_empty() || rng.random_bool(synthetic_fraction) {
+                        prm_data::synthetic(rng, DEFAULT_LEVEL_MIX)?
+                    } else {
+                        pool[rng.random_range(0..pool.len())].clone()
+                    };
+                    let enc = prm_data::encode(&vocab, &ex)?;
+                    chars += enc.ids.len();
+                    batch.push(enc);
+                }
+                Ok(batch)
             })?;
             println!(
                 "trained {} steps, {:.1}M tokens in {:.0}s",
@@ -133,53 +252,109 @@ fn main() -> Result<()> {
             per_level,
             seed,
         } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()?;
-            rt.block_on(eval_generator(model, per_level, seed))?;
+            runtime()?.block_on(eval_generator(model, per_level, seed))?;
         }
     }
     Ok(())
 }
 
-async fn eval_generator(model: PathBuf, per_level: usize, seed: u64) -> Result<()> {
-    let loaded = ponder_engine::load(&model, &LoadOptions::default())?;
-    let worker = ModelWorker::spawn(loaded, WorkerConfig::default());
-    let problems = task::held_out_set(seed, per_level);
-    let params = SamplingParams {
-        max_tokens: 1500,
-        ..Default::default()
-    };
-    let handles: Vec<_> = problems
+/// Greedy generation of one solution per question.
+async fn solve_all(
+    worker: &ModelWorker,
+    questions: &[String],
+    n: u32,
+    params: SamplingParams,
+) -> Result<Vec<Vec<String>>> {
+    let handles: Vec<_> = questions
         .iter()
-        .map(|p| {
+        .map(|q| {
             let req = GenerateRequest {
-                prompt: ponder_arith::solution::prompt(&p.question),
-                n: 1,
+                prompt: solution::prompt(q),
+                n,
                 params: params.clone(),
             };
             let w = worker.clone();
             tokio::spawn(async move { w.generate(req).await })
         })
         .collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        let resp = h.await??;
+        out.push(
+            resp.completions
+                .into_iter()
+                .map(|c| c.text.trim_end_matches(EOS).to_string())
+                .collect(),
+        );
+    }
+    Ok(out)
+}
+
+fn params(temperature: f32, seed: u64) -> SamplingParams {
+    SamplingParams {
+        temperature,
+        max_tokens: 1500,
+        seed,
+        ..Default::default()
+    }
+}
+
+async fn sample(
+    model: PathBuf,
+    out: PathBuf,
+    per_level: usize,
+    n: u32,
+    temperature: f32,
+    seed: u64,
+) -> Result<()> {
+    let worker = ModelWorker::spawn(
+        ponder_engine::load(&model, &LoadOptions::default())?,
+        WorkerConfig::default(),
+    );
+    let questions: Vec<String> = task::held_out_set(seed, per_level)
+        .into_iter()
+        .map(|p| p.question)
+        .collect();
+    let texts = solve_all(&worker, &questions, n, params(temperature, seed)).await?;
+    let mut file = std::fs::File::create(&out)?;
+    let (mut total, mut correct) = (0, 0);
+    for (q, samples) in questions.iter().zip(texts) {
+        for text in samples {
+            let labelled = prm_data::label(q, &text);
+            total += 1;
+            correct += labelled.correct as usize;
+            writeln!(file, "{}", serde_json::to_string(&labelled)?)?;
+        }
+    }
+    println!(
+        "{total} samples ({correct} correct) written to {}",
+        out.display()
+    );
+    Ok(())
+}
+
+async fn eval_generator(model: PathBuf, per_level: usize, seed: u64) -> Result<()> {
+    let worker = ModelWorker::spawn(
+        ponder_engine::load(&model, &LoadOptions::default())?,
+        WorkerConfig::default(),
+    );
+    let problems = task::held_out_set(seed, per_level);
+    let questions: Vec<String> = problems.iter().map(|p| p.question.clone()).collect();
+    let texts = solve_all(&worker, &questions, 1, params(0.0, 0)).await?;
     let mut correct = [0usize; 7];
     let mut total = [0usize; 7];
-    for (p, h) in problems.iter().zip(handles) {
-        let resp = h.await??;
-        let text = &resp.completions[0].text;
-        let ok = ponder_arith::solution::extract_answer(text) == Some(p.answer);
+    for (p, samples) in problems.iter().zip(texts) {
         total[p.level as usize] += 1;
-        correct[p.level as usize] += ok as usize;
+        correct[p.level as usize] +=
+            (solution::extract_answer(&samples[0]) == Some(p.answer)) as usize;
     }
-    let all: usize = correct.iter().sum();
-    let n: usize = total.iter().sum();
     for level in 1..=6 {
         println!(
             "level {level}: {}/{} greedy correct",
             correct[level], total[level]
         );
     }
+    let (all, n): (usize, usize) = (correct.iter().sum(), total.iter().sum());
     println!(
         "overall: {all}/{n} = {:.1}%",
         100.0 * all as f64 / n.max(1) as f64

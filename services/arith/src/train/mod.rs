@@ -2,10 +2,12 @@
 //!
 //! - [`model`]: the differentiable Llama forward (HF parameter names).
 //! - [`data`]: seeded training examples (fresh attempts and revisions).
-//! - [`trainer`]: the loop, checkpoints and resume.
+//! - [`prm_data`]: step-labelled solutions for the PRM, encoded as the engine reads them.
+//! - [`trainer`]: the loop (next-token or step-label objective), checkpoints and resume.
 
 pub mod data;
 pub mod model;
+pub mod prm_data;
 pub mod trainer;
 
 #[cfg(test)]
@@ -127,6 +129,8 @@ mod tests {
             warmup: 1,
             seed: 0,
             checkpoint_every: 1,
+            init_from: None,
+            objective: super::trainer::Objective::NextToken,
         };
         save_model_dir(
             dir.path(),

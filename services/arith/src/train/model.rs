@@ -30,6 +30,29 @@ impl ModelShape {
         self.hidden / self.heads
     }
 
+    /// Reads the shape back from a `config.json` this module wrote.
+    pub fn from_hf_config(path: &std::path::Path) -> anyhow::Result<Self> {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+        let get = |k: &str| -> anyhow::Result<usize> {
+            v.get(k)
+                .and_then(|x| x.as_u64())
+                .map(|x| x as usize)
+                .ok_or_else(|| anyhow::anyhow!("{} lacks {k}", path.display()))
+        };
+        Ok(Self {
+            hidden: get("hidden_size")?,
+            layers: get("num_hidden_layers")?,
+            heads: get("num_attention_heads")?,
+            intermediate: get("intermediate_size")?,
+            vocab: get("vocab_size")?,
+            max_positions: get("max_position_embeddings")?,
+            rope_theta: v
+                .get("rope_theta")
+                .and_then(|x| x.as_f64())
+                .unwrap_or(10_000.0) as f32,
+        })
+    }
+
     /// The Hugging Face `config.json` for this shape.
     pub fn hf_config(&self, eos_token_id: u32) -> serde_json::Value {
         serde_json::json!({

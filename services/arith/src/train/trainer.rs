@@ -19,11 +19,23 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// A tokenized example: ids and a 0/1 loss mask over the *targets* (next tokens).
+/// A tokenized example for either objective.
 pub struct Encoded {
     pub ids: Vec<u32>,
-    /// `loss_on[i]` = whether predicting `ids[i + 1]` counts.
+    /// Next-token objective: `loss_on[i]` = whether predicting `ids[i + 1]` counts.
     pub loss_on: Vec<bool>,
+    /// Step-label objective: (position of a step tag in `ids`, step is on track).
+    pub tags: Vec<(usize, bool)>,
+}
+
+/// What the model is trained to do.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Objective {
+    /// Language modelling on the target part of each example (the generator).
+    NextToken,
+    /// Token-probability PRM: at each step tag, P(positive) vs P(negative) from the
+    /// lm-head logits of those two tokens, exactly as the engine reads them.
+    StepLabels { positive: u32, negative: u32 },
 }
 
 /// Prompt tokens carry no loss; target tokens do.
@@ -33,7 +45,11 @@ pub fn encode_example(vocab: &Vocab, prompt: &str, target: &str) -> Result<Encod
     let mut ids = p.clone();
     ids.extend_from_slice(&t);
     let loss_on = (0..ids.len() - 1).map(|i| i + 1 >= p.len()).collect();
-    Ok(Encoded { ids, loss_on })
+    Ok(Encoded {
+        ids,
+        loss_on,
+        tags: vec![],
+    })
 }
 
 /// Pads a batch to its longest sequence: (inputs, targets, mask) of shape (batch, len - 1).
@@ -59,6 +75,42 @@ pub fn collate(batch: &[Encoded], pad: u32, dev: &Device) -> Result<(Tensor, Ten
     ))
 }
 
+/// Step-label loss: inputs are the whole sequences (tags may be last), and the
+/// 2-way softmax over (positive, negative) logits at every tag is scored.
+fn step_label_loss(
+    model: &TrainLlama,
+    batch: &[Encoded],
+    pad: u32,
+    positive: u32,
+    negative: u32,
+    dev: &Device,
+) -> Result<Tensor> {
+    let len = batch.iter().map(|e| e.ids.len()).max().unwrap_or(1);
+    let mut ids = Vec::with_capacity(batch.len() * len);
+    let (mut rows, mut labels) = (Vec::new(), Vec::new());
+    for (b, e) in batch.iter().enumerate() {
+        ids.extend((0..len).map(|i| *e.ids.get(i).unwrap_or(&pad)));
+        for (pos, ok) in &e.tags {
+            rows.push((b * len + pos) as u32);
+            labels.push(if *ok { 0u32 } else { 1u32 });
+        }
+    }
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "a step-label batch needs at least one tag"
+    );
+    let logits = model.forward(&Tensor::from_vec(ids, (batch.len(), len), dev)?)?;
+    let vocab = logits.dim(D::Minus1)?;
+    let at_tags = logits
+        .reshape((batch.len() * len, vocab))?
+        .index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?;
+    let pair = at_tags.index_select(&Tensor::new(&[positive, negative], dev)?, 1)?;
+    let logp = candle_nn::ops::log_softmax(&pair, D::Minus1)?;
+    let n = labels.len();
+    let picked = logp.gather(&Tensor::from_vec(labels, (n, 1), dev)?, 1)?;
+    Ok((picked.sum_all()?.neg()? / n as f64)?)
+}
+
 /// Mean cross-entropy over masked positions. logits (b, t, v), targets/mask (b, t).
 pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
@@ -80,6 +132,10 @@ pub struct TrainConfig {
     pub warmup: usize,
     pub seed: u64,
     pub checkpoint_every: usize,
+    /// Start from these weights (a model directory) instead of a seeded init.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
+    pub objective: Objective,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,7 +154,8 @@ fn lr_at(cfg: &TrainConfig, step: usize, resumed_at: Option<usize>) -> f64 {
     base * warm(resumed_at.unwrap_or(0))
 }
 
-/// Writes a loadable model directory (weights, config, tokenizer, state).
+/// Writes a loadable model directory (weights, config, tokenizer, state, and
+/// `prm.json` for a step-label model).
 pub fn save_model_dir(
     dir: &Path,
     varmap: &VarMap,
@@ -106,6 +163,11 @@ pub fn save_model_dir(
     vocab: &Vocab,
     state: &TrainState,
 ) -> Result<()> {
+    if let Objective::StepLabels { .. } = state.config.objective {
+        std::fs::create_dir_all(dir)?;
+        let prm = crate::train::prm_data::prm_config();
+        std::fs::write(dir.join("prm.json"), serde_json::to_string_pretty(&prm)?)?;
+    }
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join("model.safetensors.tmp");
     varmap.save(&tmp)?;
@@ -131,7 +193,7 @@ pub fn save_model_dir(
 pub fn train(
     cfg: TrainConfig,
     resume: bool,
-    mut next_batch: impl FnMut(&mut rand_chacha::ChaCha8Rng, usize) -> Result<Vec<(String, String)>>,
+    mut next_batch: impl FnMut(&mut rand_chacha::ChaCha8Rng, usize) -> Result<Vec<Encoded>>,
 ) -> Result<TrainState> {
     use rand::SeedableRng;
     let dev = Device::Cpu;
@@ -155,6 +217,11 @@ pub fn train(
     };
     let mut resumed_at = None;
     super::model::seeded_init(&varmap, cfg.seed)?;
+    if let Some(init) = &cfg.init_from {
+        let mut vm = varmap.clone();
+        vm.load(init.join("model.safetensors"))
+            .with_context(|| format!("loading initial weights from {}", init.display()))?;
+    }
     if resume && ckpt.join("train_state.json").is_file() {
         let mut vm = varmap.clone();
         vm.load(ckpt.join("model.safetensors"))
@@ -193,13 +260,17 @@ pub fn train(
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
             cfg.seed.wrapping_mul(0x9E37_79B9).wrapping_add(step as u64),
         );
-        let batch: Vec<Encoded> = next_batch(&mut rng, cfg.batch_tokens)?
-            .iter()
-            .map(|(p, t)| encode_example(&vocab, p, t))
-            .collect::<Result<_>>()?;
-        let (inputs, targets, mask) = collate(&batch, pad, &dev)?;
+        let batch: Vec<Encoded> = next_batch(&mut rng, cfg.batch_tokens)?;
         let t0 = Instant::now();
-        let loss = masked_cross_entropy(&model.forward(&inputs)?, &targets, &mask)?;
+        let loss = match cfg.objective {
+            Objective::NextToken => {
+                let (inputs, targets, mask) = collate(&batch, pad, &dev)?;
+                masked_cross_entropy(&model.forward(&inputs)?, &targets, &mask)?
+            }
+            Objective::StepLabels { positive, negative } => {
+                step_label_loss(&model, &batch, pad, positive, negative, &dev)?
+            }
+        };
         opt.set_learning_rate(lr_at(&cfg, step, resumed_at));
         opt.backward_step(&loss)?;
         state.seconds += t0.elapsed().as_secs_f64();
