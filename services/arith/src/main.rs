@@ -97,6 +97,20 @@ enum Command {
         #[command(flatten)]
         schedule: Schedule,
     },
+    /// The target table: greedy accuracy, pass@k, PRM AUROC, revisions vs fresh samples.
+    Report {
+        #[arg(long, default_value = "models/arith-gen")]
+        generator: PathBuf,
+        #[arg(long, default_value = "models/arith-prm")]
+        prm: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        per_level: usize,
+        /// Questions per level sampled `k` times (pass@k, PRM and revision figures).
+        #[arg(long, default_value_t = 20)]
+        pass_per_level: usize,
+        #[arg(short, default_value_t = 64)]
+        k: u32,
+    },
     /// Greedy accuracy per level on a held-out set (seed and size given).
     EvalGenerator {
         #[arg(long)]
@@ -246,6 +260,54 @@ fn main() -> Result<()> {
                 state.tokens as f64 / 1e6,
                 state.seconds
             );
+        }
+        Command::Report {
+            generator,
+            prm,
+            per_level,
+            pass_per_level,
+            k,
+        } => {
+            let report = runtime()?.block_on(async {
+                let open = |p: &PathBuf| -> Result<ModelWorker> {
+                    Ok(ModelWorker::spawn(
+                        ponder_engine::load(p, &LoadOptions::default())?,
+                        WorkerConfig::default(),
+                    ))
+                };
+                ponder_arith::report::run(
+                    &open(&generator)?,
+                    &open(&prm)?,
+                    per_level,
+                    pass_per_level,
+                    k,
+                )
+                .await
+            })?;
+            for (level, right, total) in &report.greedy_by_level {
+                println!(
+                    "greedy level {level}: {right}/{total} = {:.1}%",
+                    100.0 * *right as f64 / (*total).max(1) as f64
+                );
+            }
+            println!("greedy overall: {:.1}%", 100.0 * report.greedy_overall);
+            println!(
+                "pass@{} (T=0.8, {} questions): {:.1}%",
+                report.k,
+                report.pass_questions,
+                100.0 * report.pass_at_k
+            );
+            println!(
+                "PRM step AUROC: {:?}, final-answer AUROC: {:?}",
+                report.prm_step_auroc, report.prm_final_auroc
+            );
+            println!(
+                "revision of a wrong attempt correct: {:.1}% vs fresh sample {:.1}% ({} questions)",
+                100.0 * report.revision_correct,
+                100.0 * report.fresh_correct,
+                report.revision_pairs
+            );
+            println!("{}", serde_json::to_string(&report)?);
         }
         Command::EvalGenerator {
             model,
