@@ -10,7 +10,9 @@
 //! for Q4_1's offset term), and block pairs are reduced in integers.
 //!
 //! For batched decode, one weight row is dotted with [`TILE`] activation rows at
-//! once, so each weight block is loaded and unpacked once per tile. Work is
+//! once, so each weight block is loaded and unpacked once per tile. Where the CPU
+//! has AVX-512 VNNI (detected at run time; the build targets x86-64-v3), the
+//! integer dot is one `vpdpbusd` instead of `maddubs` + `madd`: ~+20% measured. Work is
 //! spread over candle's own barrier pool, so the process runs one set of
 //! compute threads, not two.
 //!
@@ -63,7 +65,9 @@ pub trait WeightBlock: Copy + Send + Sync + 'static {
     const BYTES: usize;
     fn from_bytes(b: &[u8]) -> Self;
     /// Dots one weight row with `T` activation rows.
-    fn dot_tile<const T: usize>(w: &[Self], acts: [&[ActBlock]; T]) -> [f32; T];
+    /// `VNNI` selects the AVX-512 VNNI integer dot (only valid inside a function
+    /// compiled with that feature; see [`BlockMatmul`]).
+    fn dot_tile<const T: usize, const VNNI: bool>(w: &[Self], acts: [&[ActBlock]; T]) -> [f32; T];
     /// Plain reference implementation, for tests and non-AVX2 builds.
     fn dot_scalar(w: &[Self], a: &[ActBlock]) -> f32;
 }
@@ -103,12 +107,25 @@ mod simd {
         }
     }
 
-    /// u8 x i8 products of 32 lanes, summed pairwise to i16 then to 8 i32 lanes.
+    /// u8 x i8 products of 32 lanes summed in groups of four into 8 i32 lanes.
     #[inline(always)]
-    pub fn dot_u8_i8(u: __m256i, i: __m256i) -> __m256i {
-        // SAFETY: AVX2 is enabled at compile time. For our inputs the i16 pair sums
-        // cannot saturate: Q4_1 gives 2*15*127, Q8_0 (via sign trick) 2*127*127.
-        unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(u, i), _mm256_set1_epi16(1)) }
+    pub fn dot_u8_i8<const VNNI: bool>(u: __m256i, i: __m256i) -> __m256i {
+        if VNNI {
+            // SAFETY: VNNI kernels are only entered from `rows_vnni`, which is
+            // compiled with these features and called after runtime detection.
+            unsafe { dot_vnni(u, i) }
+        } else {
+            // SAFETY: AVX2 is enabled at compile time. For our inputs the i16 pair
+            // sums cannot saturate: Q4_1 gives 2*15*127, Q8_0 (sign trick) 2*127*127.
+            unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(u, i), _mm256_set1_epi16(1)) }
+        }
+    }
+
+    /// One `vpdpbusd`: the same sums as maddubs + madd, in one instruction.
+    #[target_feature(enable = "avx512vnni,avx512vl")]
+    #[inline]
+    unsafe fn dot_vnni(u: __m256i, i: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, i)
     }
 }
 
@@ -130,7 +147,7 @@ impl WeightBlock for BlockQ4_1 {
         target_feature = "fma"
     ))]
     #[inline(always)]
-    fn dot_tile<const T: usize>(w: &[Self], acts: [&[ActBlock]; T]) -> [f32; T] {
+    fn dot_tile<const T: usize, const VNNI: bool>(w: &[Self], acts: [&[ActBlock]; T]) -> [f32; T] {
         use std::arch::x86_64::*;
         // SAFETY: AVX2/FMA enabled at compile time; loads read exactly one block field.
         unsafe {
@@ -148,7 +165,7 @@ impl WeightBlock for BlockQ4_1 {
                     let y = &acts[t][b];
                     mins[t] += xm * y.s;
                     let q = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
-                    let sums = simd::dot_u8_i8(nibbles, q);
+                    let sums = simd::dot_u8_i8::<VNNI>(nibbles, q);
                     acc[t] =
                         _mm256_fmadd_ps(_mm256_set1_ps(xd * y.d), _mm256_cvtepi32_ps(sums), acc[t]);
                 }
@@ -162,7 +179,7 @@ impl WeightBlock for BlockQ4_1 {
         target_feature = "avx2",
         target_feature = "fma"
     )))]
-    fn dot_tile<const T: usize>(w: &[Self], acts: [&[ActBlock]; T]) -> [f32; T] {
+    fn dot_tile<const T: usize, const VNNI: bool>(w: &[Self], acts: [&[ActBlock]; T]) -> [f32; T] {
         acts.map(|a| Self::dot_scalar(w, a))
     }
 
@@ -201,7 +218,7 @@ impl WeightBlock for BlockQ8_0 {
         target_feature = "fma"
     ))]
     #[inline(always)]
-    fn dot_tile<const T: usize>(w: &[Self], acts: [&[ActBlock]; T]) -> [f32; T] {
+    fn dot_tile<const T: usize, const VNNI: bool>(w: &[Self], acts: [&[ActBlock]; T]) -> [f32; T] {
         use std::arch::x86_64::*;
         // SAFETY: AVX2/FMA enabled at compile time; loads read exactly one block field.
         unsafe {
@@ -214,7 +231,7 @@ impl WeightBlock for BlockQ8_0 {
                 for t in 0..T {
                     let y = &acts[t][b];
                     let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
-                    let sums = simd::dot_u8_i8(ax, _mm256_sign_epi8(qy, qx));
+                    let sums = simd::dot_u8_i8::<VNNI>(ax, _mm256_sign_epi8(qy, qx));
                     acc[t] =
                         _mm256_fmadd_ps(_mm256_set1_ps(xd * y.d), _mm256_cvtepi32_ps(sums), acc[t]);
                 }
@@ -228,7 +245,7 @@ impl WeightBlock for BlockQ8_0 {
         target_feature = "avx2",
         target_feature = "fma"
     )))]
-    fn dot_tile<const T: usize>(w: &[Self], acts: [&[ActBlock]; T]) -> [f32; T] {
+    fn dot_tile<const T: usize, const VNNI: bool>(w: &[Self], acts: [&[ActBlock]; T]) -> [f32; T] {
         acts.map(|a| Self::dot_scalar(w, a))
     }
 
@@ -251,6 +268,8 @@ pub struct BlockMatmul<B: WeightBlock> {
     rows: usize,
     cols: usize,
     blocks: Vec<B>,
+    /// Use the AVX-512 VNNI kernels (detected at construction).
+    vnni: bool,
 }
 
 /// Whether this module has a kernel for `dtype`.
@@ -282,6 +301,7 @@ impl<B: WeightBlock> BlockMatmul<B> {
             rows,
             cols,
             blocks: data.chunks_exact(B::BYTES).map(B::from_bytes).collect(),
+            vnni: vnni_available(),
         })
     }
 
@@ -296,6 +316,84 @@ struct OutPtr(*mut f32);
 // SAFETY: threads write disjoint indices (each output feature belongs to one
 // chunk) and the buffer outlives the pool call.
 unsafe impl Sync for OutPtr {}
+
+/// What every chunk of output rows needs from one matmul call.
+struct RowJob<'a> {
+    act: &'a [ActBlock],
+    per_row: usize,
+    m: usize,
+    n: usize,
+    out: &'a OutPtr,
+}
+
+impl<B: WeightBlock> BlockMatmul<B> {
+    /// Output features `rows` for every activation row, in tiles of [`TILE`].
+    #[inline(always)]
+    fn rows<const VNNI: bool>(&self, job: &RowJob<'_>, rows: std::ops::Range<usize>) {
+        let act_row = |i: usize| &job.act[i * job.per_row..(i + 1) * job.per_row];
+        // SAFETY: (i, r) is written once; r belongs to this chunk only.
+        let put = |i: usize, r: usize, v: f32| unsafe { *job.out.0.add(i * job.n + r) = v };
+        for r in rows {
+            let w = self.row(r);
+            let mut i = 0;
+            while i + TILE <= job.m {
+                let vs = B::dot_tile::<TILE, VNNI>(w, std::array::from_fn(|t| act_row(i + t)));
+                vs.into_iter()
+                    .enumerate()
+                    .for_each(|(t, v)| put(i + t, r, v));
+                i += TILE;
+            }
+            while i + 2 <= job.m {
+                let vs = B::dot_tile::<2, VNNI>(w, [act_row(i), act_row(i + 1)]);
+                vs.into_iter()
+                    .enumerate()
+                    .for_each(|(t, v)| put(i + t, r, v));
+                i += 2;
+            }
+            if i < job.m {
+                put(i, r, B::dot_tile::<1, VNNI>(w, [act_row(i)])[0]);
+            }
+        }
+    }
+
+    /// [`Self::rows`] compiled with AVX-512 VNNI, so `vpdpbusd` inlines.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512vnni,avx512vl")]
+    unsafe fn rows_vnni(&self, job: &RowJob<'_>, rows: std::ops::Range<usize>) {
+        self.rows::<true>(job, rows)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn rows_vnni(&self, job: &RowJob<'_>, rows: std::ops::Range<usize>) {
+        self.rows::<false>(job, rows)
+    }
+}
+
+/// Whether this CPU runs the VNNI kernels (AVX-512 VNNI with 256-bit forms, and
+/// the AVX2 kernels compiled in). `PONDER_NO_VNNI=1` turns them off (benchmarks).
+fn vnni_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma"
+        ))]
+        {
+            std::env::var_os("PONDER_NO_VNNI").is_none()
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+        }
+        #[cfg(not(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma"
+        )))]
+        {
+            false
+        }
+    })
+}
 
 impl<B: WeightBlock> CustomOp1 for BlockMatmul<B> {
     fn name(&self) -> &'static str {
@@ -331,31 +429,19 @@ impl<B: WeightBlock> CustomOp1 for BlockMatmul<B> {
         let n = self.rows;
         let mut out = vec![0f32; m * n];
         let ptr = OutPtr(out.as_mut_ptr());
+        let job = RowJob {
+            act: &act,
+            per_row,
+            m,
+            n,
+            out: &ptr,
+        };
         candle_core::utils::barrier_pool().execute_chunked(n, |rows| {
-            let ptr = &ptr;
-            let act_row = |i: usize| &act[i * per_row..(i + 1) * per_row];
-            // SAFETY: (i, r) is written once; r belongs to this chunk only.
-            let put = |i: usize, r: usize, v: f32| unsafe { *ptr.0.add(i * n + r) = v };
-            for r in rows {
-                let w = self.row(r);
-                let mut i = 0;
-                while i + TILE <= m {
-                    let vs = B::dot_tile::<TILE>(w, std::array::from_fn(|t| act_row(i + t)));
-                    vs.into_iter()
-                        .enumerate()
-                        .for_each(|(t, v)| put(i + t, r, v));
-                    i += TILE;
-                }
-                while i + 2 <= m {
-                    let vs = B::dot_tile::<2>(w, [act_row(i), act_row(i + 1)]);
-                    vs.into_iter()
-                        .enumerate()
-                        .for_each(|(t, v)| put(i + t, r, v));
-                    i += 2;
-                }
-                if i < m {
-                    put(i, r, B::dot_tile::<1>(w, [act_row(i)])[0]);
-                }
+            if self.vnni {
+                // SAFETY: `vnni` is only set after runtime detection of the features.
+                unsafe { self.rows_vnni(&job, rows) }
+            } else {
+                self.rows::<false>(&job, rows)
             }
         });
         let mut out_dims = dims.to_vec();
@@ -373,10 +459,19 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (40, 128), &dev).unwrap();
         let q = QTensor::quantize(&w, B::DTYPE).unwrap();
-        let op = BlockMatmul::<B>::from_qtensor(&q).unwrap();
+        let mut op = BlockMatmul::<B>::from_qtensor(&q).unwrap();
+        let detected = op.vnni;
+        eprintln!("vnni kernels on this CPU: {detected}");
         // Every tile width path (8, 2, 1) against the scalar reference.
         let x = Tensor::randn(0f32, 1.0, (11, 128), &dev).unwrap();
+        // The AVX2 kernel, and the VNNI kernel where this CPU has it: same sums.
+        op.vnni = false;
         let ours = x.apply_op1_no_bwd(&op).unwrap().to_vec2::<f32>().unwrap();
+        if detected {
+            op.vnni = true;
+            let vnni = x.apply_op1_no_bwd(&op).unwrap().to_vec2::<f32>().unwrap();
+            assert_eq!(ours, vnni, "{:?}: VNNI and AVX2 kernels disagree", B::DTYPE);
+        }
         let rows = x.to_vec2::<f32>().unwrap();
         for (i, row) in rows.iter().enumerate() {
             let mut act = vec![];
