@@ -444,3 +444,34 @@ async fn a_dropped_request_is_cancelled_in_the_worker() {
     }
     panic!("the abandoned request kept running");
 }
+
+#[tokio::test]
+async fn safetensors_models_also_run_in_bf16() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(
+        dir.path(),
+        &TinySpec {
+            token_prob_prm: true,
+            ..TinySpec::qwen2()
+        },
+    )
+    .unwrap();
+    let opts = LoadOptions {
+        dtype: candle_core::DType::BF16,
+        ..Default::default()
+    };
+    let loaded = load(dir.path(), &opts).expect("bf16 load");
+    assert_eq!(loaded.info.dtype, "bf16");
+    loaded.warm_up().unwrap();
+    let worker = ModelWorker::spawn(loaded, WorkerConfig::default());
+    let tokens = one(&worker, "bf16 works", greedy(8)).await;
+    assert_eq!(tokens.len(), 8);
+    let scores = worker
+        .score(ScoreRequest {
+            question: "1+1".into(),
+            candidates: vec![vec!["1+1: 1+1=2 => 2".into()]],
+        })
+        .await
+        .unwrap();
+    assert!((0.0..=1.0).contains(&scores.scores[0][0]));
+}
