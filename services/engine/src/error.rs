@@ -13,6 +13,10 @@ pub enum EngineError {
     /// Queue full: the caller should back off or try another instance.
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// A forward pass failed for a reason that is not the caller's (the request was
+    /// valid); every request in that pass gets this error.
+    #[error("inference failed: {0}")]
+    Internal(String),
     /// The model worker has stopped (shutdown or a fatal error before this request).
     #[error("model worker stopped")]
     WorkerGone,

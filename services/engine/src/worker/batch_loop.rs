@@ -305,13 +305,13 @@ impl Worker {
                 let failed = self.running.len() + prefills.len() + scorings.len();
                 self.stats.failed_requests += failed as u64;
                 for run in self.running.drain(..) {
-                    let _ = run.reply.send(Err(EngineError::invalid(msg.clone())));
+                    let _ = run.reply.send(Err(EngineError::Internal(msg.clone())));
                 }
                 for p in prefills {
-                    let _ = p.reply.send(Err(EngineError::invalid(msg.clone())));
+                    let _ = p.reply.send(Err(EngineError::Internal(msg.clone())));
                 }
                 for s in scorings {
-                    let _ = s.reply.send(Err(EngineError::invalid(msg.clone())));
+                    let _ = s.reply.send(Err(EngineError::Internal(msg.clone())));
                 }
             }
         }
