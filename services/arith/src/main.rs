@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use ponder_arith::train::data::{sample_batch, DEFAULT_LEVEL_MIX};
 use ponder_arith::train::model::ModelShape;
 use ponder_arith::train::prm_data::{self, LabelledSolution};
-use ponder_arith::train::trainer::{encode_example, train, Objective, TrainConfig};
+use ponder_arith::train::trainer::{encode_example, train, Objective, TrainConfig, TrainState};
 use ponder_arith::vocab::{Vocab, EOS, NEGATIVE, POSITIVE};
 use ponder_arith::{solution, task};
 use ponder_engine::{GenerateRequest, LoadOptions, ModelWorker, SamplingParams, WorkerConfig};
@@ -136,6 +136,15 @@ fn keep_freed_memory() {
     }
 }
 
+fn print_trained(state: &TrainState) {
+    println!(
+        "trained {} steps, {:.1}M tokens in {:.0}s",
+        state.step,
+        state.tokens as f64 / 1e6,
+        state.seconds
+    );
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -197,12 +206,7 @@ fn main() -> Result<()> {
                     .map(|ex| encode_example(&vocab, &ex.prompt, &ex.target))
                     .collect()
             })?;
-            println!(
-                "trained {} steps, {:.1}M tokens in {:.0}s",
-                state.step,
-                state.tokens as f64 / 1e6,
-                state.seconds
-            );
+            print_trained(&state);
         }
         Command::Sample {
             model,
@@ -254,12 +258,7 @@ fn main() -> Result<()> {
                 }
                 Ok(batch)
             })?;
-            println!(
-                "trained {} steps, {:.1}M tokens in {:.0}s",
-                state.step,
-                state.tokens as f64 / 1e6,
-                state.seconds
-            );
+            print_trained(&state);
         }
         Command::Report {
             generator,

@@ -34,15 +34,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_parameter_gets_a_gradient() {
-        let vocab = Vocab::new().unwrap();
+    fn fresh(shape: ModelShape) -> (VarMap, TrainLlama) {
         let varmap = VarMap::new();
         let model = TrainLlama::new(
             VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-            tiny(vocab.size()),
+            shape,
         )
         .unwrap();
+        (varmap, model)
+    }
+
+    #[test]
+    fn every_parameter_gets_a_gradient() {
+        let vocab = Vocab::new().unwrap();
+        let (varmap, model) = fresh(tiny(vocab.size()));
         let ex = encode_example(&vocab, "Q: 1+2\n", "1+2: 1+2=3 => 3\nAnswer: 3").unwrap();
         let (x, y, m) = collate(&[ex], 0, &Device::Cpu).unwrap();
         let loss = masked_cross_entropy(&model.forward(&x).unwrap(), &y, &m).unwrap();
@@ -67,12 +72,7 @@ mod tests {
     #[test]
     fn the_loop_learns_a_copy_task_so_attention_trains() {
         let vocab = Vocab::new().unwrap();
-        let varmap = VarMap::new();
-        let model = TrainLlama::new(
-            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-            tiny(vocab.size()),
-        )
-        .unwrap();
+        let (varmap, model) = fresh(tiny(vocab.size()));
         let mut opt = AdamW::new(
             varmap.all_vars(),
             ParamsAdamW {
@@ -112,13 +112,8 @@ mod tests {
     #[test]
     fn training_and_engine_forward_give_the_same_logits() {
         let vocab = Vocab::new().unwrap();
-        let varmap = VarMap::new();
         let shape = tiny(vocab.size());
-        let model = TrainLlama::new(
-            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-            shape,
-        )
-        .unwrap();
+        let (varmap, model) = fresh(shape);
         let dir = tempfile::tempdir().unwrap();
         let cfg = TrainConfig {
             out: dir.path().into(),
