@@ -156,12 +156,7 @@ async fn prefix_reuse(worker: &ModelWorker, model: &std::path::Path) -> anyhow::
 }
 
 fn main() -> anyhow::Result<()> {
-    ponder_engine::engine::init_cpu_threads();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?
-        .block_on(run())
+    ponder_engine::engine::cli_runtime()?.block_on(run())
 }
 
 async fn run() -> anyhow::Result<()> {

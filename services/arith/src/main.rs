@@ -145,13 +145,6 @@ fn print_trained(state: &TrainState) {
     );
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?)
-}
-
 fn config(
     out: PathBuf,
     shape: ModelShape,
@@ -216,7 +209,14 @@ fn main() -> Result<()> {
             temperature,
             seed,
         } => {
-            runtime()?.block_on(sample(model, out, per_level, n, temperature, seed))?;
+            ponder_engine::engine::cli_runtime()?.block_on(sample(
+                model,
+                out,
+                per_level,
+                n,
+                temperature,
+                seed,
+            ))?;
         }
         Command::TrainPrm {
             out,
@@ -267,7 +267,7 @@ fn main() -> Result<()> {
             pass_per_level,
             k,
         } => {
-            let report = runtime()?.block_on(async {
+            let report = ponder_engine::engine::cli_runtime()?.block_on(async {
                 let open = |p: &PathBuf| -> Result<ModelWorker> {
                     Ok(ModelWorker::spawn(
                         ponder_engine::load(p, &LoadOptions::default())?,
@@ -313,7 +313,8 @@ fn main() -> Result<()> {
             per_level,
             seed,
         } => {
-            runtime()?.block_on(eval_generator(model, per_level, seed))?;
+            ponder_engine::engine::cli_runtime()?
+                .block_on(eval_generator(model, per_level, seed))?;
         }
     }
     Ok(())

@@ -82,6 +82,16 @@ pub fn init_cpu_threads() {
     }
 }
 
+/// The runtime our command-line tools use: CPU threads pinned first, then a
+/// one-worker tokio runtime (the model worker has its own thread).
+pub fn cli_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    init_cpu_threads();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+}
+
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let files = ModelFiles::discover(path)?;
     let dir = files.dir();

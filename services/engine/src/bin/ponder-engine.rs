@@ -123,12 +123,7 @@ fn open(args: &ModelArgs) -> anyhow::Result<ponder_engine::LoadedModel> {
 }
 
 fn main() -> anyhow::Result<()> {
-    ponder_engine::engine::init_cpu_threads();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?
-        .block_on(run())
+    ponder_engine::engine::cli_runtime()?.block_on(run())
 }
 
 async fn run() -> anyhow::Result<()> {
