@@ -49,6 +49,11 @@ pub struct ModelInfo {
     pub hidden_size: usize,
     /// "token_prob" or "class_head" when the model is loaded as a PRM.
     pub prm: Option<String>,
+    /// Longest UTF-8 text any single vocabulary token decodes to: a generated
+    /// completion of `t` tokens has at most `t * max_token_bytes` bytes.
+    pub max_token_bytes: usize,
+    /// For a PRM: what scoring costs beyond the question's and steps' own bytes.
+    pub prm_cost: Option<crate::prm::PrmCost>,
 }
 
 pub struct LoadedModel {
@@ -168,6 +173,8 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
             crate::prm::ReadoutConfig::TokenProb { .. } => "token_prob".to_string(),
             crate::prm::ReadoutConfig::ClassHead { .. } => "class_head".to_string(),
         }),
+        max_token_bytes: codec.max_token_bytes(),
+        prm_cost: prm.as_ref().map(|p| p.cost()),
     };
     Ok(LoadedModel {
         model,

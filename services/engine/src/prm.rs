@@ -81,6 +81,17 @@ enum Readout {
 }
 
 /// A PRM convention bound to a loaded model's vocabulary and weights.
+/// An upper bound on the tokens scoring costs, for callers that must stay within a
+/// token budget: `bytes(question) + prompt_overhead + sum(bytes(step) + step_overhead)`.
+/// It holds for byte-level BPE, byte-fallback and character tokenizers, where every
+/// token covers at least one byte of text (the +2 covers BOS-style specials, the +1 per
+/// step the tag token).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PrmCost {
+    pub prompt_overhead: u64,
+    pub step_overhead: u64,
+}
+
 pub struct Prm {
     config: PrmConfig,
     tag: u32,
@@ -130,6 +141,15 @@ impl Prm {
 
     pub fn config(&self) -> &PrmConfig {
         &self.config
+    }
+
+    /// Overheads for bounding a request's token count before it is sent (see [`PrmCost`]).
+    pub fn cost(&self) -> PrmCost {
+        let c = &self.config;
+        PrmCost {
+            prompt_overhead: c.question_template.replace("{question}", "").len() as u64 + 2,
+            step_overhead: (c.step_suffix.len() + c.after_tag.len()) as u64 + 1,
+        }
     }
 
     /// Tokens for a question and its steps, and the positions of the step tags.

@@ -82,6 +82,16 @@ impl TextCodec {
         }
     }
 
+    /// Longest text (in UTF-8 bytes) a single token decodes to, specials excluded.
+    pub fn max_token_bytes(&self) -> usize {
+        (0..self.inner.get_vocab_size(true) as u32)
+            .filter_map(|id| self.inner.decode(&[id], true).ok())
+            .map(|s| s.len())
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

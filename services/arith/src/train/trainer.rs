@@ -29,9 +29,10 @@ pub struct Encoded {
 }
 
 /// What the model is trained to do.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub enum Objective {
     /// Language modelling on the target part of each example (the generator).
+    #[default]
     NextToken,
     /// Token-probability PRM: at each step tag, P(positive) vs P(negative) from the
     /// lm-head logits of those two tokens, exactly as the engine reads them.
@@ -135,6 +136,8 @@ pub struct TrainConfig {
     /// Start from these weights (a model directory) instead of a seeded init.
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+    /// Absent in checkpoints written before PRM training existed: those were generators.
+    #[serde(default)]
     pub objective: Objective,
 }
 

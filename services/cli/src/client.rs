@@ -1,0 +1,155 @@
+//! Client commands: `ponder solve`, `ponder status`, and the `--demo` questions.
+
+use ponder_proto::v1 as pb;
+use ponder_proto::v1::orchestrator_client::OrchestratorClient;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+pub async fn connect(addr: &str) -> anyhow::Result<OrchestratorClient<Channel>> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let channel = Channel::from_shared(url.clone())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the orchestrator at {url}: {e}"))?;
+    Ok(OrchestratorClient::new(channel))
+}
+
+/// A solve request as the CLI builds it.
+pub fn request(question: &str, strategy: Option<&str>, budget: u32, max_tokens: u64, seed: u64) -> pb::SolveRequest {
+    pb::SolveRequest {
+        question: question.to_string(),
+        budget: Some(pb::Budget {
+            max_generations: budget,
+            max_tokens,
+        }),
+        strategy: strategy.map(|s| pb::Strategy {
+            kind: Some(pb::strategy::Kind::Name(s.to_string())),
+        }),
+        seed,
+        temperature: 0.0,
+    }
+}
+
+pub fn usage_line(u: &pb::Usage) -> String {
+    format!(
+        "{} generations, {} generator + {} verifier tokens, {:.2e} FLOPs",
+        u.generations, u.generator_tokens, u.verifier_tokens, u.flops
+    )
+}
+
+pub fn print_response(r: &pb::SolveResponse, elapsed: Duration) {
+    println!("answer:    {}", if r.answer.is_empty() { "(none)" } else { &r.answer });
+    println!("score:     {:.3} ({})", r.score, r.strategy);
+    println!("compute:   {}", r.usage.as_ref().map(usage_line).unwrap_or_default());
+    println!("latency:   {:.3} s", elapsed.as_secs_f64());
+    println!("solution:");
+    for line in r.solution.lines() {
+        println!("  {line}");
+    }
+}
+
+/// `ponder solve`: one question, optionally streaming.
+pub async fn solve(addr: &str, req: pb::SolveRequest, stream: bool, timeout: Duration) -> anyhow::Result<()> {
+    let mut client = connect(addr).await?;
+    let start = Instant::now();
+    let mut request = tonic::Request::new(req);
+    request.set_timeout(timeout);
+    if !stream {
+        let r = client.solve(request).await.map_err(status_error)?.into_inner();
+        print_response(&r, start.elapsed());
+        return Ok(());
+    }
+    let mut events = client.solve_stream(request).await.map_err(status_error)?.into_inner();
+    while let Some(ev) = events.message().await.map_err(status_error)? {
+        if let Some(fin) = ev.r#final {
+            print_response(&fin, start.elapsed());
+            return Ok(());
+        }
+        println!(
+            "[{:>7.3} s] best so far: {:<8} score {:.3}  ({})",
+            start.elapsed().as_secs_f64(),
+            if ev.best_answer.is_empty() { "-" } else { &ev.best_answer },
+            ev.best_score,
+            ev.usage.as_ref().map(usage_line).unwrap_or_default()
+        );
+    }
+    anyhow::bail!("the stream ended without a final result")
+}
+
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+/// `ponder status`: members, health and load.
+pub async fn status(addr: &str) -> anyhow::Result<()> {
+    let mut client = connect(addr).await?;
+    let s = client
+        .cluster_status(pb::ClusterStatusRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("cluster {} (discovery: {})", s.cluster, s.discovery);
+    println!(
+        "{:<10} {:<36} {:<22} {:<12} {:<11} {:>9} {:>9} {:>8}",
+        "ROLE", "INSTANCE", "ADDRESS", "MODEL", "HEALTH", "IN-FLIGHT", "REQUESTS", "FAILURES"
+    );
+    for m in s.members {
+        println!(
+            "{:<10} {:<36} {:<22} {:<12} {:<11} {:>9} {:>9} {:>8}",
+            m.role, m.instance_id, m.address, m.model_id, m.health, m.in_flight, m.requests, m.failures
+        );
+    }
+    Ok(())
+}
+
+/// Sample questions for `ponder up --demo`: one per level, fixed so runs compare.
+pub const DEMO_QUESTIONS: [&str; 6] = [
+    "47+38",
+    "85*3-19",
+    "(47+38)*3-19",
+    "12*(7+6)-45+3",
+    "(9+14)*3-(58-29)+6",
+    "2*(31+9)-17+6*4-8",
+];
+
+/// Solves the demo questions and prints question, answer, correctness and compute.
+pub async fn demo(addr: &str, budget: u32, strategy: Option<&str>) -> anyhow::Result<()> {
+    let mut client = connect(addr).await?;
+    println!(
+        "{:<22} {:>7} {:>7} {:>4} {:>6} {:>5} {:>8} {:>8}",
+        "QUESTION", "ANSWER", "TRUE", "OK", "SCORE", "GENS", "TOKENS", "LATENCY"
+    );
+    let mut correct = 0;
+    for (i, q) in DEMO_QUESTIONS.iter().enumerate() {
+        let truth = ponder_arith::solution::solve(q)
+            .map_err(|e| anyhow::anyhow!("demo question {q}: {e}"))?
+            .answer;
+        let start = Instant::now();
+        let r = client
+            .solve(request(q, strategy, budget, 0, i as u64))
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let ok = r.answer == truth.to_string();
+        correct += ok as usize;
+        let u = r.usage.unwrap_or_default();
+        println!(
+            "{:<22} {:>7} {:>7} {:>4} {:>6.3} {:>5} {:>8} {:>7.2}s",
+            q,
+            if r.answer.is_empty() { "-" } else { &r.answer },
+            truth,
+            if ok { "yes" } else { "no" },
+            r.score,
+            u.generations,
+            u.generator_tokens + u.verifier_tokens,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    println!("{correct}/{} correct (strategy {}, budget {budget} generations per question)", DEMO_QUESTIONS.len(), strategy.unwrap_or("default"));
+    Ok(())
+}

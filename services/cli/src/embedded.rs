@@ -1,0 +1,104 @@
+//! The embedded local cluster behind `ponder up`: real gRPC servers on loopback in one
+//! process (N generators, one verifier, one orchestrator), wired by static membership
+//! or by etcd. The same services run as separate processes in a real deployment.
+
+use ponder_cluster::metrics::Metrics;
+use ponder_cluster::model_node::{ModelArgs, ModelNode};
+use ponder_cluster::node::NodeArgs;
+use ponder_orchestrator::{OrchestratorArgs, OrchestratorNode};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    pub orchestrator_addr: SocketAddr,
+    pub generator_model: PathBuf,
+    pub verifier_model: Option<PathBuf>,
+    pub generators: usize,
+    /// etcd endpoints: nodes register there and the orchestrator discovers them.
+    pub etcd: Vec<String>,
+    pub cluster: String,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+pub struct EmbeddedCluster {
+    pub orchestrator: OrchestratorNode,
+    pub generators: Vec<ModelNode>,
+    pub verifier: Option<ModelNode>,
+    pub metrics: Metrics,
+}
+
+impl EmbeddedCluster {
+    /// Starts every node and returns when all are healthy.
+    pub async fn start(cfg: EmbeddedConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(cfg.generators >= 1, "--generators must be at least 1");
+        let metrics = Metrics::new();
+        if let Some(a) = cfg.metrics_addr {
+            metrics.serve(a).await?;
+        }
+        let worker_args = || NodeArgs {
+            etcd: cfg.etcd.clone(),
+            cluster: cfg.cluster.clone(),
+            drain_secs: 5,
+            ..NodeArgs::default()
+        };
+        let mut generators = Vec::new();
+        for _ in 0..cfg.generators {
+            let args = ponder_generator::GeneratorArgs {
+                node: worker_args(),
+                model: ModelArgs::new(cfg.generator_model.clone()),
+            };
+            generators.push(ponder_generator::start(args, metrics.clone()).await?);
+        }
+        let verifier = match &cfg.verifier_model {
+            Some(m) => Some(
+                ponder_verifier::start(
+                    ponder_verifier::VerifierArgs {
+                        node: worker_args(),
+                        model: ModelArgs::new(m.clone()),
+                    },
+                    metrics.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let mut oargs = OrchestratorArgs::new(NodeArgs {
+            listen: cfg.orchestrator_addr,
+            ..worker_args()
+        });
+        if cfg.etcd.is_empty() {
+            oargs.generators = generators.iter().map(|g| g.node.addr.to_string()).collect();
+            oargs.verifiers = verifier.iter().map(|v| v.node.addr.to_string()).collect();
+        }
+        let orchestrator = ponder_orchestrator::start(oargs, metrics.clone()).await?;
+        if verifier.is_some() {
+            // Healthy means every member answered ModelInfo, the verifier included.
+            while orchestrator.registry.ready(ponder_cluster::Role::Verifier) == 0
+                || orchestrator.registry.ready(ponder_cluster::Role::Generator) < generators.len()
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        Ok(Self {
+            orchestrator,
+            generators,
+            verifier,
+            metrics,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.orchestrator.node.addr
+    }
+
+    pub async fn stop(self) {
+        self.orchestrator.stop().await;
+        for g in self.generators {
+            g.stop().await;
+        }
+        if let Some(v) = self.verifier {
+            v.stop().await;
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The `ponder` command's library: the embedded local cluster and the client commands.
+
+pub mod client;
+pub mod embedded;
+pub mod models;

@@ -1,0 +1,148 @@
+//! `ponder`: the embedded local cluster, a client, and every node role in one binary.
+
+use clap::{Parser, Subcommand};
+use ponder_cli::embedded::{EmbeddedCluster, EmbeddedConfig};
+use ponder_cli::{client, models};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "ponder", version, about = "Ponder: test-time compute on a cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the embedded local cluster (orchestrator, generators, verifier) on loopback
+    /// with the bundled models, and serve until Ctrl-C.
+    Up {
+        #[arg(long, env = "PONDER_ORCHESTRATOR_ADDR", default_value = "127.0.0.1:50051")]
+        orchestrator_addr: SocketAddr,
+        /// Generator nodes to start.
+        #[arg(long, default_value_t = 1)]
+        generators: usize,
+        /// Use etcd at this URL for discovery instead of static membership.
+        #[arg(long, env = "PONDER_ETCD")]
+        etcd: Option<String>,
+        #[arg(long, env = "PONDER_CLUSTER", default_value = "default")]
+        cluster: String,
+        /// Directory holding arith-gen/ and arith-prm/ (default: ./models).
+        #[arg(long, env = "PONDER_MODELS")]
+        models: Option<PathBuf>,
+        /// Serve Prometheus metrics for all nodes on this address.
+        #[arg(long)]
+        metrics_addr: Option<SocketAddr>,
+        /// Answer the sample questions, print the results, and exit.
+        #[arg(long)]
+        demo: bool,
+        /// Generations per demo question.
+        #[arg(long, default_value_t = 16)]
+        demo_budget: u32,
+        #[arg(long, env = "PONDER_LOG_FORMAT", value_enum, default_value = "text")]
+        log_format: ponder_cluster::telemetry::LogFormat,
+    },
+    /// Ask the orchestrator one question.
+    Solve {
+        question: String,
+        /// Strategy name (self_consistency, best_of_n, weighted_best_of_n); default:
+        /// the best available.
+        #[arg(long)]
+        strategy: Option<String>,
+        /// Most generations to spend.
+        #[arg(long, default_value_t = 16)]
+        budget: u32,
+        /// Most generator + verifier tokens (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        max_tokens: u64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Show the best answer as compute is spent.
+        #[arg(long)]
+        stream: bool,
+        /// Give up after this many seconds (the gRPC deadline).
+        #[arg(long, default_value_t = 120.0)]
+        timeout: f64,
+        #[arg(long, env = "PONDER_ADDR", default_value = "127.0.0.1:50051")]
+        addr: String,
+    },
+    /// Show the orchestrator's members, their health and load.
+    Status {
+        #[arg(long, env = "PONDER_ADDR", default_value = "127.0.0.1:50051")]
+        addr: String,
+    },
+    /// Run one node role (the same as the ponder-<role> binaries).
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    Generator(ponder_generator::GeneratorArgs),
+    Verifier(ponder_verifier::VerifierArgs),
+    Orchestrator(ponder_orchestrator::OrchestratorArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    ponder_engine::engine::init_cpu_threads();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Up {
+                orchestrator_addr,
+                generators,
+                etcd,
+                cluster,
+                models,
+                metrics_addr,
+                demo,
+                demo_budget,
+                log_format,
+            } => {
+                ponder_cluster::telemetry::init_logging(log_format);
+                let dir = models::models_dir(models.as_deref())?;
+                let verifier = dir.join(models::VERIFIER_DIR);
+                let cfg = EmbeddedConfig {
+                    orchestrator_addr,
+                    generator_model: dir.join(models::GENERATOR_DIR),
+                    verifier_model: verifier.join("config.json").is_file().then_some(verifier),
+                    generators,
+                    etcd: etcd.into_iter().collect(),
+                    cluster,
+                    metrics_addr,
+                };
+                let cluster = EmbeddedCluster::start(cfg).await?;
+                println!("orchestrator listening on {}", cluster.addr());
+                if demo {
+                    let r = client::demo(&cluster.addr().to_string(), demo_budget, None).await;
+                    cluster.stop().await;
+                    return r;
+                }
+                ponder_cluster::telemetry::shutdown_signal().await;
+                cluster.stop().await;
+                Ok(())
+            }
+            Command::Solve {
+                question,
+                strategy,
+                budget,
+                max_tokens,
+                seed,
+                stream,
+                timeout,
+                addr,
+            } => {
+                anyhow::ensure!(timeout > 0.0 && timeout.is_finite(), "--timeout must be positive");
+                let req = client::request(&question, strategy.as_deref(), budget, max_tokens, seed);
+                client::solve(&addr, req, stream, Duration::from_secs_f64(timeout)).await
+            }
+            Command::Status { addr } => client::status(&addr).await,
+            Command::Node(NodeCommand::Generator(a)) => ponder_generator::run(a).await,
+            Command::Node(NodeCommand::Verifier(a)) => ponder_verifier::run(a).await,
+            Command::Node(NodeCommand::Orchestrator(a)) => ponder_orchestrator::run(a).await,
+        }
+    })
+}

@@ -1,0 +1,20 @@
+//! Cluster plumbing shared by every Ponder service.
+//!
+//! Why one crate: the generator, verifier and orchestrator differ only in the gRPC
+//! service they expose. Discovery (etcd or a static list), registration under a lease,
+//! routing with affinity and failover, health, reflection, metrics, logging and
+//! graceful shutdown are the same for all of them and live here once.
+
+pub mod discovery;
+pub mod member;
+pub mod metrics;
+pub mod model_node;
+pub mod node;
+pub mod pool;
+pub mod register;
+pub mod request_id;
+pub mod status;
+pub mod telemetry;
+
+pub use member::{Member, MemberRecord, Registry, Role};
+pub use pool::{GeneratorPool, VerifierPool};

@@ -1,0 +1,171 @@
+//! Prometheus metrics for every service, served as text on `/metrics`.
+//!
+//! One registry per process; each node or the orchestrator labels its series with
+//! its role, so an embedded cluster (all roles in one process) stays readable.
+
+use axum::{routing::get, Router};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+type Labels = Vec<(String, String)>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 18))
+}
+
+fn count_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 16))
+}
+
+/// The metric families all services share.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    pub requests: Family<Labels, Counter>,
+    pub latency: Family<Labels, Histogram, fn() -> Histogram>,
+    pub in_flight: Family<Labels, Gauge>,
+    pub queue_depth: Family<Labels, Gauge>,
+    pub batch_size: Family<Labels, Gauge>,
+    pub tokens: Family<Labels, Counter<u64, AtomicU64>>,
+    pub query_generations: Family<Labels, Histogram, fn() -> Histogram>,
+    pub query_tokens: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("ponder");
+        let requests = Family::<Labels, Counter>::default();
+        let latency = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let in_flight = Family::<Labels, Gauge>::default();
+        let queue_depth = Family::<Labels, Gauge>::default();
+        let batch_size = Family::<Labels, Gauge>::default();
+        let tokens = Family::<Labels, Counter<u64, AtomicU64>>::default();
+        let query_generations = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            count_histogram as fn() -> Histogram,
+        );
+        let query_tokens = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            count_histogram as fn() -> Histogram,
+        );
+        r.register("requests", "gRPC requests by role, method and status code", requests.clone());
+        r.register("request_duration_seconds", "gRPC request latency", latency.clone());
+        r.register("in_flight_requests", "requests being served", in_flight.clone());
+        r.register("queue_depth", "requests accepted by the model worker and not yet answered", queue_depth.clone());
+        r.register("batch_size", "largest decode batch the model worker has run", batch_size.clone());
+        r.register("tokens", "tokens processed by kind (prompt, generated, scored)", tokens.clone());
+        r.register("query_generations", "generations used per query (orchestrator)", query_generations.clone());
+        r.register("query_tokens", "generator + verifier tokens used per query (orchestrator)", query_tokens.clone());
+        Self {
+            registry: Arc::new(Mutex::new(r)),
+            requests,
+            latency,
+            in_flight,
+            queue_depth,
+            batch_size,
+            tokens,
+            query_generations,
+            query_tokens,
+        }
+    }
+
+    pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// Times one RPC: in-flight while alive, then counts and observes it on `finish`.
+    pub fn start(&self, role: &str, method: &str) -> RpcTimer {
+        let labels = Self::labels(&[("role", role), ("method", method)]);
+        self.in_flight.get_or_create(&labels).inc();
+        RpcTimer {
+            metrics: self.clone(),
+            labels,
+            start: Instant::now(),
+            done: false,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let reg = self.registry.lock().expect("metrics registry lock");
+        encode(&mut out, &reg).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Serves `/metrics` on `addr` until the process ends. Returns the bound address.
+    pub async fn serve(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let me = self.clone();
+        let app = Router::new().route(
+            "/metrics",
+            get(move || {
+                let me = me.clone();
+                async move { me.render() }
+            }),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        });
+        Ok(bound)
+    }
+}
+
+pub struct RpcTimer {
+    metrics: Metrics,
+    labels: Labels,
+    start: Instant,
+    done: bool,
+}
+
+impl RpcTimer {
+    pub fn finish(mut self, code: tonic::Code) {
+        self.record(code);
+    }
+
+    fn record(&mut self, code: tonic::Code) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.metrics.in_flight.get_or_create(&self.labels).dec();
+        self.metrics
+            .latency
+            .get_or_create(&self.labels)
+            .observe(self.start.elapsed().as_secs_f64());
+        let mut with_code = self.labels.clone();
+        with_code.push(("code".into(), format!("{code:?}")));
+        self.metrics.requests.get_or_create(&with_code).inc();
+    }
+}
+
+impl Drop for RpcTimer {
+    fn drop(&mut self) {
+        // A handler dropped mid-way (client went away) counts as cancelled.
+        self.record(tonic::Code::Cancelled);
+    }
+}
+
+/// The status code of an RPC result, for [`RpcTimer::finish`].
+pub fn code_of<T>(r: &Result<T, tonic::Status>) -> tonic::Code {
+    match r {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    }
+}

@@ -1,0 +1,156 @@
+//! The lifecycle of a node that serves a model (generator or verifier).
+//!
+//! The gRPC port answers at once (health NOT_SERVING, calls UNAVAILABLE "loading");
+//! the model loads and warms up on a blocking thread; then the node turns SERVING and
+//! registers. A once-cell hands the loaded worker to the service without a lock.
+
+use crate::member::{MemberRecord, Role};
+use crate::metrics::Metrics;
+use crate::node::{Node, NodeArgs};
+use clap::Args;
+use ponder_engine::{LoadOptions, ModelWorker, WorkerConfig};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tonic::service::Routes;
+use tonic::Status;
+
+/// Model flags of a generator or verifier node.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Model directory (HF layout) or .gguf file.
+    #[arg(long, env = "PONDER_MODEL")]
+    pub model: PathBuf,
+    /// Requests accepted before answering RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PONDER_MAX_QUEUED", default_value_t = 256)]
+    pub max_queued: usize,
+    /// Sequences decoded together at most.
+    #[arg(long, env = "PONDER_MAX_BATCH", default_value_t = 256)]
+    pub max_active_sequences: usize,
+    /// Prompt tokens per forward pass at most.
+    #[arg(long, env = "PONDER_MAX_BATCH_TOKENS", default_value_t = 2048)]
+    pub max_batch_tokens: usize,
+}
+
+impl ModelArgs {
+    pub fn new(model: PathBuf) -> Self {
+        Self {
+            model,
+            max_queued: 256,
+            max_active_sequences: 256,
+            max_batch_tokens: 2048,
+        }
+    }
+}
+
+/// The worker once loaded; what the gRPC service reads.
+#[derive(Clone, Default)]
+pub struct WorkerCell(Arc<OnceLock<(ModelWorker, String)>>);
+
+impl WorkerCell {
+    pub fn get(&self) -> Result<&ModelWorker, Status> {
+        self.0
+            .get()
+            .map(|(w, _)| w)
+            .ok_or_else(|| Status::unavailable("the model is still loading"))
+    }
+
+    /// This node's registration id (set together with the worker).
+    pub fn instance_id(&self) -> &str {
+        self.0.get().map_or("", |(_, id)| id.as_str())
+    }
+}
+
+pub struct ModelNode {
+    pub node: Node,
+    pub worker: WorkerCell,
+    pub role: Role,
+}
+
+impl ModelNode {
+    /// Starts serving `routes` (built over `cell`), loads the model, turns SERVING.
+    /// Returns once the model is loaded and warmed up.
+    pub async fn start(
+        node_args: NodeArgs,
+        model: ModelArgs,
+        role: Role,
+        service_name: &'static str,
+        cell: WorkerCell,
+        routes: Routes,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        let mut node = Node::start(node_args, service_name, routes).await?;
+        tracing::info!(addr = %node.addr, model = %model.model.display(), "loading model");
+        let path = model.model.clone();
+        let needs_prm = role == Role::Verifier;
+        let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let loaded = ponder_engine::load(&path, &LoadOptions::default())?;
+            if needs_prm && loaded.prm.is_none() {
+                anyhow::bail!(
+                    "{} is not a PRM: a verifier needs a prm.json beside the weights",
+                    path.display()
+                );
+            }
+            loaded.warm_up()?;
+            Ok(loaded)
+        })
+        .await??;
+        let worker = ModelWorker::spawn(
+            loaded,
+            WorkerConfig {
+                max_queued_requests: model.max_queued,
+                max_active_sequences: model.max_active_sequences,
+                max_batch_tokens: model.max_batch_tokens,
+                ..WorkerConfig::default()
+            },
+        );
+        let info = worker.info().clone();
+        let instance_id = node.instance_id(role.as_str());
+        let _ = cell.0.set((worker.clone(), instance_id.clone()));
+        spawn_stats(worker, metrics, role);
+        let record = MemberRecord {
+            role,
+            instance_id,
+            address: node.advertised(),
+            model_id: info.id.clone(),
+            capacity: model.max_queued as u32,
+        };
+        node.set_serving(Some(record)).await;
+        tracing::info!(addr = %node.addr, model = %info.id, parameters = info.parameters, "serving");
+        Ok(Self {
+            node,
+            worker: cell,
+            role,
+        })
+    }
+
+    pub async fn stop(self) {
+        self.node.stop().await
+    }
+}
+
+/// Copies the worker's counters into the metrics once a second.
+fn spawn_stats(worker: ModelWorker, metrics: Metrics, role: Role) {
+    tokio::spawn(async move {
+        let labels = Metrics::labels(&[("role", role.as_str())]);
+        let kinds = ["prompt", "generated", "scored"];
+        let mut last = [0u64; 3];
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let Ok(stats) = worker.stats().await else { return };
+            metrics.queue_depth.get_or_create(&labels).set(worker.queue_depth() as i64);
+            metrics.batch_size.get_or_create(&labels).set(stats.max_decode_batch as i64);
+            let now = [stats.prompt_tokens, stats.generated_tokens, stats.scored_tokens];
+            for i in 0..3 {
+                let l = Metrics::labels(&[("role", role.as_str()), ("kind", kinds[i])]);
+                metrics.tokens.get_or_create(&l).inc_by(now[i].saturating_sub(last[i]));
+            }
+            last = now;
+        }
+    });
+}
+
+/// Converts an engine error into the status a client should see.
+pub fn engine_status(e: ponder_engine::EngineError) -> Status {
+    crate::status::to_status(e.into())
+}

@@ -1,0 +1,176 @@
+//! The server skeleton every node runs: health, reflection, the role's service,
+//! optional etcd registration, and a graceful stop.
+//!
+//! Start order (what readiness means): the port is bound and health answers
+//! NOT_SERVING at once; the role loads and warms its model; only then health turns
+//! SERVING and the node registers in etcd. Stop order: health NOT_SERVING, the lease is
+//! revoked (orchestrators drop the member now), in-flight calls drain up to a limit,
+//! then the server exits.
+
+use crate::member::MemberRecord;
+use crate::register::{Registration, DEFAULT_TTL_SECS};
+use clap::Args;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+/// Flags every node shares (also read from `PONDER_*` environment variables).
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// Address to serve gRPC on (port 0: any free port).
+    #[arg(long, env = "PONDER_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Address other nodes use to reach this one (default: the bound address).
+    #[arg(long, env = "PONDER_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Serve Prometheus metrics on this address (`/metrics`).
+    #[arg(long, env = "PONDER_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// etcd endpoints (comma-separated); without them the node does not register.
+    #[arg(long, env = "PONDER_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Cluster name: the etcd key prefix is /ponder/v1/<cluster>/.
+    #[arg(long, env = "PONDER_CLUSTER", default_value = "default")]
+    pub cluster: String,
+    /// This node's id in etcd (default: role-host-port).
+    #[arg(long, env = "PONDER_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Lease TTL in seconds.
+    #[arg(long, env = "PONDER_LEASE_TTL", default_value_t = DEFAULT_TTL_SECS)]
+    pub lease_ttl: i64,
+    /// How long a stopping node waits for in-flight calls.
+    #[arg(long, env = "PONDER_DRAIN_SECS", default_value_t = 20)]
+    pub drain_secs: u64,
+    #[arg(long, env = "PONDER_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: crate::telemetry::LogFormat,
+}
+
+impl Default for NodeArgs {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:0".parse().expect("a valid address"),
+            advertise: None,
+            metrics_addr: None,
+            etcd: vec![],
+            cluster: "default".into(),
+            instance_id: None,
+            lease_ttl: DEFAULT_TTL_SECS,
+            drain_secs: 20,
+            log_format: Default::default(),
+        }
+    }
+}
+
+/// A running server.
+pub struct Node {
+    pub addr: SocketAddr,
+    pub service_name: &'static str,
+    args: NodeArgs,
+    health: HealthReporter,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    registration: Option<Registration>,
+}
+
+impl Node {
+    /// Binds and starts serving `routes` plus health and reflection; health reports
+    /// NOT_SERVING until [`Node::set_serving`].
+    pub async fn start(args: NodeArgs, service_name: &'static str, routes: Routes) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(args.listen).await?;
+        let addr = listener.local_addr()?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_service_status("", ServingStatus::NotServing).await;
+        health
+            .set_service_status(service_name, ServingStatus::NotServing)
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ponder_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let routes = routes.add_service(health_service).add_service(reflection);
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                }),
+        );
+        Ok(Self {
+            addr,
+            service_name,
+            args,
+            health,
+            stop,
+            task,
+            registration: None,
+        })
+    }
+
+    /// The address to publish: `--advertise` or the bound address.
+    pub fn advertised(&self) -> String {
+        self.args
+            .advertise
+            .clone()
+            .unwrap_or_else(|| self.addr.to_string())
+    }
+
+    pub fn instance_id(&self, role: &str) -> String {
+        self.args.instance_id.clone().unwrap_or_else(|| {
+            format!("{role}-{}", self.advertised().replace([':', '.', '[', ']'], "-"))
+        })
+    }
+
+    /// Health SERVING, then registration in etcd (if configured).
+    pub async fn set_serving(&mut self, record: Option<MemberRecord>) {
+        self.health.set_service_status("", ServingStatus::Serving).await;
+        self.health
+            .set_service_status(self.service_name, ServingStatus::Serving)
+            .await;
+        if let (Some(record), false) = (record, self.args.etcd.is_empty()) {
+            self.registration = Some(Registration::start(
+                self.args.etcd.clone(),
+                self.args.cluster.clone(),
+                record,
+                self.args.lease_ttl,
+            ));
+        }
+    }
+
+    /// Graceful stop: NOT_SERVING, leave etcd, drain, exit.
+    pub async fn stop(mut self) {
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        self.health
+            .set_service_status(self.service_name, ServingStatus::NotServing)
+            .await;
+        if let Some(r) = self.registration.take() {
+            r.revoke().await;
+        }
+        let _ = self.stop.send(true);
+        let drain = Duration::from_secs(self.args.drain_secs);
+        match tokio::time::timeout(drain, &mut self.task).await {
+            Ok(Ok(Ok(()))) => tracing::info!(addr = %self.addr, "stopped"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+            Err(_) => {
+                tracing::warn!(?drain, "in-flight calls did not drain in time; stopping anyway");
+                self.task.abort();
+            }
+        }
+    }
+
+    /// Waits until the server exits on its own (it only does on error).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await??;
+        Ok(())
+    }
+}

@@ -1,0 +1,288 @@
+//! [`Generate`] and [`Score`] over the cluster: pick a member, call it, fail over.
+//!
+//! Routing rules (docs/cluster.md):
+//! - only members that answered ModelInfo and are not ejected are candidates; if every
+//!   member is ejected, ejected ones are tried anyway (that is the recovery probe);
+//! - query affinity: each call's `affinity` key ranks members by rendezvous hashing, so
+//!   all rounds of one query prefer the same node and hit its prefix cache;
+//! - power of two choices: the preferred member is compared with one other random
+//!   member and loses if it has more than [`AFFINITY_SLACK`] more calls in flight;
+//! - a failed call (unavailable, internal, transport error) ejects the member with
+//!   exponential backoff and is retried on another member; requests are seeded, so the
+//!   retried call returns the same samples. Overload moves on without ejecting.
+//!   Invalid requests and deadlines are not retried.
+
+use crate::member::{InFlight, Member, Registry, Role};
+use crate::request_id;
+use crate::status::from_status;
+use ponder_proto::v1 as pb;
+use ponder_proto::v1::generator_client::GeneratorClient;
+use ponder_proto::v1::verifier_client::VerifierClient;
+use ponder_search::traits::{GeneratorLimits, VerifierCost};
+use ponder_search::{
+    Finish, GenOutput, GenRequest, Generate, Result, Sample, Score, ScoreOutput, ScoreRequest,
+    SearchError,
+};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Calls in flight by which the preferred member may exceed the alternative.
+pub const AFFINITY_SLACK: u32 = 2;
+/// Members tried per call.
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// Picks a member for a call (see the module docs). `exclude`: already tried.
+pub fn route(members: &[Arc<Member>], affinity: u64, exclude: &[String]) -> Option<Arc<Member>> {
+    let ready: Vec<&Arc<Member>> = members
+        .iter()
+        .filter(|m| m.info.get().is_some() && !exclude.contains(&m.record.instance_id))
+        .collect();
+    let healthy: Vec<&Arc<Member>> = ready.iter().copied().filter(|m| !m.is_ejected()).collect();
+    let pool = if healthy.is_empty() { ready } else { healthy };
+    let rank = |m: &Member| mix(affinity ^ crate_hash(&m.record.instance_id));
+    let preferred = *pool.iter().max_by_key(|m| rank(m))?;
+    if pool.len() == 1 {
+        return Some(preferred.clone());
+    }
+    let others: Vec<_> = pool
+        .iter()
+        .filter(|m| !Arc::ptr_eq(m, preferred))
+        .collect();
+    let other = others[rand::rng().random_range(0..others.len())];
+    let load = |m: &Member| m.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+    if load(preferred) > load(other) + AFFINITY_SLACK {
+        Some((*other).clone())
+    } else {
+        Some(preferred.clone())
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn crate_hash(s: &str) -> u64 {
+    ponder_search::solve::hash(s)
+}
+
+fn request_with<T>(msg: T, deadline: Option<Instant>, id: &str) -> Result<tonic::Request<T>> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(d) = deadline {
+        let left = d.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(SearchError::DeadlineExceeded("the query's deadline passed".into()));
+        }
+        req.set_timeout(left);
+    }
+    request_id::insert(req.metadata_mut(), id);
+    Ok(req)
+}
+
+/// Runs `call` on up to [`MAX_ATTEMPTS`] members of `role` with failover.
+async fn with_failover<T, F, Fut>(
+    registry: &Registry,
+    role: Role,
+    affinity: u64,
+    deadline: Option<Instant>,
+    mut call: F,
+) -> Result<T>
+where
+    F: FnMut(Arc<Member>) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+{
+    let members = registry.members(role);
+    let mut tried: Vec<String> = Vec::new();
+    let mut last: Option<SearchError> = None;
+    for _ in 0..MAX_ATTEMPTS {
+        let Some(m) = route(&members, affinity, &tried) else { break };
+        tried.push(m.record.instance_id.clone());
+        let guard = InFlight::new(m.clone());
+        let res = call(m.clone()).await;
+        drop(guard);
+        match res {
+            Ok(v) => {
+                m.record_success();
+                return Ok(v);
+            }
+            Err(status) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(SearchError::DeadlineExceeded(format!(
+                        "the query's deadline passed during a call to {}",
+                        m.record.instance_id
+                    )));
+                }
+                let e = from_status(&status);
+                if !e.is_retryable() {
+                    return Err(e);
+                }
+                if !matches!(e, SearchError::Overloaded(_)) {
+                    m.record_failure();
+                }
+                tracing::warn!(
+                    role = role.as_str(),
+                    instance = %m.record.instance_id,
+                    error = %e,
+                    "call failed; trying another member"
+                );
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        SearchError::Unavailable(format!("no {} is available", role.as_str()))
+    }))
+}
+
+/// The generator members of a registry as one [`Generate`].
+#[derive(Clone)]
+pub struct GeneratorPool {
+    registry: Registry,
+}
+
+impl GeneratorPool {
+    pub fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
+}
+
+fn finish(r: i32) -> Finish {
+    match pb::FinishReason::try_from(r) {
+        Ok(pb::FinishReason::Stop) => Finish::Stop,
+        Ok(pb::FinishReason::Eos) => Finish::Eos,
+        _ => Finish::Length,
+    }
+}
+
+impl Generate for GeneratorPool {
+    async fn generate(&self, req: GenRequest) -> Result<GenOutput> {
+        let msg = pb::GenerateRequest {
+            prompt: req.prompt.clone(),
+            n: req.n,
+            params: Some(pb::SamplingParams {
+                temperature: req.temperature,
+                top_p: req.top_p,
+                top_k: 0,
+                max_tokens: req.max_tokens,
+                stop: req.stop.clone(),
+                seed: req.seed,
+            }),
+        };
+        let (resp, params) = with_failover(&self.registry, Role::Generator, req.affinity, req.deadline, |m| {
+            let msg = msg.clone();
+            let (deadline, id) = (req.deadline, req.request_id.clone());
+            async move {
+                let r = request_with(msg, deadline, &id).map_err(|e| crate::status::to_status(e))?;
+                let resp = GeneratorClient::new(m.channel.clone()).generate(r).await?;
+                let params = m.info.get().map_or(0, |i| i.parameters);
+                Ok((resp.into_inner(), params))
+            }
+        })
+        .await?;
+        let sampled: u64 = resp.completions.iter().map(|c| c.tokens as u64).sum();
+        let uncached = resp.prompt_tokens.saturating_sub(resp.cached_prompt_tokens) as u64;
+        Ok(GenOutput {
+            flops: 2.0 * params as f64 * (sampled + uncached) as f64,
+            samples: resp
+                .completions
+                .into_iter()
+                .map(|c| Sample {
+                    finish: finish(c.finish_reason),
+                    text: c.text,
+                    tokens: c.tokens,
+                    logprob: c.logprob,
+                })
+                .collect(),
+            prompt_tokens: resp.prompt_tokens,
+            cached_prompt_tokens: resp.cached_prompt_tokens,
+        })
+    }
+
+    /// The largest bound over ready members (a bound must hold for whoever serves).
+    fn limits(&self) -> GeneratorLimits {
+        let max = self
+            .registry
+            .members(Role::Generator)
+            .iter()
+            .filter_map(|m| m.info.get().map(|i| i.max_token_bytes))
+            .max()
+            .unwrap_or(32);
+        GeneratorLimits {
+            max_token_bytes: max.max(1),
+        }
+    }
+}
+
+/// The verifier members of a registry as one [`Score`].
+#[derive(Clone)]
+pub struct VerifierPool {
+    registry: Registry,
+}
+
+impl VerifierPool {
+    pub fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
+}
+
+/// Per-step overheads a verifier publishes in ModelInfo, as `model_id` suffix-free
+/// fields: see `ModelInfoResponse.prm_prompt_overhead` / `prm_step_overhead`.
+fn cost_of(info: &pb::ModelInfoResponse) -> VerifierCost {
+    VerifierCost {
+        prompt_overhead: info.prm_prompt_overhead,
+        step_overhead: info.prm_step_overhead,
+    }
+}
+
+impl Score for VerifierPool {
+    async fn score(&self, req: ScoreRequest) -> Result<ScoreOutput> {
+        let msg = pb::ScoreRequest {
+            question: req.question.clone(),
+            candidates: req
+                .candidates
+                .iter()
+                .map(|c| pb::Candidate {
+                    steps: c.steps.clone(),
+                })
+                .collect(),
+        };
+        let (resp, params) = with_failover(&self.registry, Role::Verifier, req.affinity, req.deadline, |m| {
+            let msg = msg.clone();
+            let (deadline, id) = (req.deadline, req.request_id.clone());
+            async move {
+                let r = request_with(msg, deadline, &id).map_err(|e| crate::status::to_status(e))?;
+                let resp = VerifierClient::new(m.channel.clone()).score(r).await?;
+                let params = m.info.get().map_or(0, |i| i.parameters);
+                Ok((resp.into_inner(), params))
+            }
+        })
+        .await?;
+        if resp.candidates.len() != req.candidates.len() {
+            return Err(SearchError::Internal(format!(
+                "verifier returned {} score lists for {} candidates",
+                resp.candidates.len(),
+                req.candidates.len()
+            )));
+        }
+        Ok(ScoreOutput {
+            flops: 2.0 * params as f64 * resp.tokens as f64,
+            scores: resp.candidates.into_iter().map(|c| c.scores).collect(),
+            tokens: resp.tokens,
+        })
+    }
+
+    /// The largest overheads over ready members.
+    fn cost(&self) -> VerifierCost {
+        let members = self.registry.members(Role::Verifier);
+        let costs: Vec<VerifierCost> = members
+            .iter()
+            .filter_map(|m| m.info.get().map(cost_of))
+            .collect();
+        VerifierCost {
+            prompt_overhead: costs.iter().map(|c| c.prompt_overhead).max().unwrap_or(64),
+            step_overhead: costs.iter().map(|c| c.step_overhead).max().unwrap_or(16),
+        }
+    }
+}

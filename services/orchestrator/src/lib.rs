@@ -1,0 +1,140 @@
+//! The orchestrator: `ponder.v1.Orchestrator` over generator and verifier pools.
+//!
+//! The search itself is `ponder_search::solve`; this crate adds the wire contract,
+//! validation, admission control (a bound on queries in progress), discovery of the
+//! pools and the node lifecycle.
+
+pub mod request;
+pub mod service;
+
+use clap::Parser;
+use ponder_cluster::discovery::{Discovery, EtcdDiscovery, StaticDiscovery};
+use ponder_cluster::metrics::Metrics;
+use ponder_cluster::node::{Node, NodeArgs};
+use ponder_cluster::{Registry, Role};
+use ponder_proto::v1::orchestrator_server::OrchestratorServer;
+use ponder_search::SolutionFormat;
+use service::{OrchestratorService, Shared};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+pub const SERVICE_NAME: &str = "ponder.v1.Orchestrator";
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ponder-orchestrator", about = "Serve ponder.v1.Orchestrator")]
+pub struct OrchestratorArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Generator addresses (static membership; ignored when --etcd is set).
+    #[arg(long, env = "PONDER_GENERATORS", value_delimiter = ',')]
+    pub generators: Vec<String>,
+    /// Verifier addresses (static membership; ignored when --etcd is set).
+    #[arg(long, env = "PONDER_VERIFIERS", value_delimiter = ',')]
+    pub verifiers: Vec<String>,
+    /// Solution format JSON (prompt template, step delimiter, answer prefix); default:
+    /// the bundled ponder-arith models' format.
+    #[arg(long, env = "PONDER_FORMAT")]
+    pub format: Option<PathBuf>,
+    /// Generations when a request sets no budget.
+    #[arg(long, env = "PONDER_DEFAULT_GENERATIONS", default_value_t = request::DEFAULT_GENERATIONS)]
+    pub default_generations: u32,
+    /// Queries in progress at once; more are answered RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PONDER_MAX_QUERIES", default_value_t = 64)]
+    pub max_queries: usize,
+}
+
+impl OrchestratorArgs {
+    pub fn new(node: NodeArgs) -> Self {
+        Self {
+            node,
+            generators: vec![],
+            verifiers: vec![],
+            format: None,
+            default_generations: request::DEFAULT_GENERATIONS,
+            max_queries: 64,
+        }
+    }
+}
+
+pub struct OrchestratorNode {
+    pub node: Node,
+    pub registry: Registry,
+    discovery: tokio::task::JoinHandle<()>,
+}
+
+impl OrchestratorNode {
+    pub async fn stop(self) {
+        self.discovery.abort();
+        self.node.stop().await;
+    }
+}
+
+/// Starts the orchestrator; it turns SERVING once a generator is ready.
+pub async fn start(args: OrchestratorArgs, metrics: Metrics) -> anyhow::Result<OrchestratorNode> {
+    let format = match &args.format {
+        Some(p) => SolutionFormat::from_file(p)?,
+        None => SolutionFormat::default(),
+    };
+    anyhow::ensure!(
+        (1..=ponder_search::budget::MAX_GENERATIONS).contains(&args.default_generations),
+        "--default-generations must be in 1..={}",
+        ponder_search::budget::MAX_GENERATIONS
+    );
+    anyhow::ensure!(args.max_queries > 0, "--max-queries must be at least 1");
+    let registry = Registry::new();
+    let (kind, discovery) = if args.node.etcd.is_empty() {
+        anyhow::ensure!(
+            !args.generators.is_empty(),
+            "give --generators (static membership) or --etcd (discovery)"
+        );
+        let d = StaticDiscovery::new(&args.generators, &args.verifiers);
+        (d.kind(), tokio::spawn(d.run(registry.clone())))
+    } else {
+        let d = EtcdDiscovery {
+            endpoints: args.node.etcd.clone(),
+            cluster: args.node.cluster.clone(),
+        };
+        (d.kind(), tokio::spawn(d.run(registry.clone())))
+    };
+    let service = OrchestratorService::new(Shared {
+        registry: registry.clone(),
+        discovery: kind,
+        cluster: args.node.cluster.clone(),
+        format,
+        default_generations: args.default_generations,
+        queries: Arc::new(Semaphore::new(args.max_queries)),
+        max_queries: args.max_queries,
+        metrics,
+    });
+    let routes = tonic::service::Routes::new(OrchestratorServer::new(service));
+    let mut node = Node::start(args.node.clone(), SERVICE_NAME, routes).await?;
+    while registry.ready(Role::Generator) == 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.set_serving(None).await;
+    Ok(OrchestratorNode {
+        node,
+        registry,
+        discovery,
+    })
+}
+
+/// The `ponder-orchestrator` binary: serve until SIGTERM/Ctrl-C.
+pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
+    ponder_cluster::telemetry::init_logging(args.node.log_format);
+    let metrics = Metrics::new();
+    if let Some(addr) = args.node.metrics_addr {
+        let bound = metrics.serve(addr).await?;
+        tracing::info!(%bound, "metrics on /metrics");
+    }
+    let mut o = start(args, metrics).await?;
+    println!("orchestrator listening on {}", o.node.addr);
+    tokio::select! {
+        _ = ponder_cluster::telemetry::shutdown_signal() => {}
+        r = o.node.wait() => r?,
+    }
+    o.stop().await;
+    Ok(())
+}

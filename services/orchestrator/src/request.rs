@@ -1,0 +1,137 @@
+//! Turning a wire `SolveRequest` into validated search parameters, and results back.
+//!
+//! Every rejection is INVALID_ARGUMENT with a message naming the field and what to
+//! send instead; nothing here can panic on any input.
+
+use ponder_proto::v1 as pb;
+use ponder_search::{Budget, Outcome, SolveParams, StrategyKind, Usage};
+use std::time::{Duration, Instant};
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+/// The default budget when a request sets none.
+pub const DEFAULT_GENERATIONS: u32 = 16;
+
+/// The strategy a request asks for; None = best available.
+pub fn strategy(s: Option<&pb::Strategy>) -> Result<Option<StrategyKind>, Status> {
+    use pb::strategy::Kind;
+    let Some(kind) = s.and_then(|s| s.kind.as_ref()) else {
+        return Ok(None);
+    };
+    Ok(Some(match kind {
+        Kind::SelfConsistency(_) => StrategyKind::SelfConsistency,
+        Kind::BestOfN(_) => StrategyKind::BestOfN,
+        Kind::WeightedBestOfN(_) => StrategyKind::WeightedBestOfN,
+        Kind::Name(n) if n.is_empty() => return Ok(None),
+        Kind::Name(n) => StrategyKind::parse(n).map_err(|e| Status::invalid_argument(format!("strategy.name: {e}")))?,
+    }))
+}
+
+/// The client's deadline from the `grpc-timeout` header ("<digits><unit>").
+pub fn deadline(metadata: &MetadataMap) -> Option<Instant> {
+    let v = metadata.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 {
+        return None;
+    }
+    let (num, unit) = v.split_at(v.len() - 1);
+    let n: u64 = num.parse().ok()?;
+    let d = match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    Instant::now().checked_add(d)
+}
+
+pub fn params(
+    req: &pb::SolveRequest,
+    deadline: Option<Instant>,
+    default_generations: u32,
+    request_id: String,
+) -> Result<SolveParams, Status> {
+    let budget = match &req.budget {
+        None => Budget::new(default_generations, 0, deadline),
+        Some(b) => Budget::new(b.max_generations, b.max_tokens, deadline),
+    }
+    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let t = req.temperature;
+    if !t.is_finite() || !(0.0..=2.0).contains(&t) {
+        return Err(Status::invalid_argument(format!(
+            "temperature must be in (0, 2], or 0 for the default; got {t}"
+        )));
+    }
+    let mut p = SolveParams::new(req.question.clone(), budget, req.seed);
+    p.strategy = strategy(req.strategy.as_ref())?;
+    p.temperature = (t > 0.0).then_some(t);
+    p.request_id = request_id;
+    Ok(p)
+}
+
+pub fn usage(u: &Usage) -> pb::Usage {
+    pb::Usage {
+        generations: u.generations,
+        generator_tokens: u.generator_tokens,
+        verifier_tokens: u.verifier_tokens,
+        flops: u.flops,
+        cached_prompt_tokens: u.cached_prompt_tokens,
+    }
+}
+
+pub fn response(o: Outcome, request_id: &str) -> pb::SolveResponse {
+    pb::SolveResponse {
+        answer: o.answer.unwrap_or_default(),
+        solution: o.solution,
+        score: o.score,
+        strategy: o.strategy.name().to_string(),
+        usage: Some(usage(&o.usage)),
+        request_id: request_id.to_string(),
+        answers: o
+            .tallies
+            .into_iter()
+            .map(|t| pb::AnswerTally {
+                answer: t.answer,
+                votes: t.votes,
+                weight: t.weight,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        let mut m = MetadataMap::new();
+        m.insert("grpc-timeout", "1500m".parse().unwrap());
+        let d = deadline(&m).unwrap() - Instant::now();
+        assert!(d <= Duration::from_millis(1500) && d > Duration::from_millis(1400));
+        m.insert("grpc-timeout", "99999999H".parse().unwrap());
+        let _ = deadline(&m); // no overflow panic
+        m.insert("grpc-timeout", "x".parse().unwrap());
+        assert!(deadline(&m).is_none());
+    }
+
+    #[test]
+    fn strategies_by_message_and_name() {
+        use pb::strategy::Kind;
+        let s = |k| Some(pb::Strategy { kind: Some(k) });
+        assert_eq!(strategy(None).unwrap(), None);
+        assert_eq!(
+            strategy(s(Kind::BestOfN(pb::BestOfN {})).as_ref()).unwrap(),
+            Some(StrategyKind::BestOfN)
+        );
+        assert_eq!(
+            strategy(s(Kind::Name("majority".into())).as_ref()).unwrap(),
+            Some(StrategyKind::SelfConsistency)
+        );
+        let e = strategy(s(Kind::Name("mcts".into())).as_ref()).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("available"));
+    }
+}

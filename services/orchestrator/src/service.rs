@@ -1,0 +1,227 @@
+//! `ponder.v1.Orchestrator`: one task per query.
+//!
+//! Each query runs in its own tokio task, so a slow query never blocks another and a
+//! panic in one could not take the server down. The task is aborted when the handler
+//! is dropped (the client cancelled or went away), which drops its in-flight
+//! generate/score calls and so cancels them on the nodes.
+
+use crate::request;
+use ponder_cluster::metrics::{code_of, Metrics};
+use ponder_cluster::status::to_status;
+use ponder_cluster::{request_id, GeneratorPool, Registry, Role, VerifierPool};
+use ponder_proto::v1 as pb;
+use ponder_proto::v1::orchestrator_server::Orchestrator;
+use ponder_search::{solve, Outcome, Progress, SolutionFormat, SolveParams};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+pub struct Shared {
+    pub registry: Registry,
+    pub discovery: &'static str,
+    pub cluster: String,
+    pub format: SolutionFormat,
+    pub default_generations: u32,
+    pub queries: Arc<Semaphore>,
+    pub max_queries: usize,
+    pub metrics: Metrics,
+}
+
+#[derive(Clone)]
+pub struct OrchestratorService {
+    shared: Arc<Shared>,
+}
+
+/// Aborts the query's task if the RPC handler is dropped first.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl OrchestratorService {
+    pub fn new(shared: Shared) -> Self {
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Validates, admits and spawns one query.
+    fn spawn_query(
+        &self,
+        request: Request<pb::SolveRequest>,
+        progress: Option<mpsc::UnboundedSender<Progress>>,
+    ) -> Result<(AbortOnDrop<Result<Outcome, Status>>, String), Status> {
+        let id = request_id::from_metadata(request.metadata());
+        let deadline = request::deadline(request.metadata());
+        let params: SolveParams = request::params(
+            request.get_ref(),
+            deadline,
+            self.shared.default_generations,
+            id.clone(),
+        )?;
+        self.shared.format.check_question(&params.question).map_err(to_status)?;
+        let permit = self.shared.queries.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} queries are in progress (the limit); retry later",
+                self.shared.max_queries
+            ))
+        })?;
+        let shared = self.shared.clone();
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            let generators = GeneratorPool::new(shared.registry.clone());
+            let verifiers = VerifierPool::new(shared.registry.clone());
+            let has_verifier = shared.registry.ready(Role::Verifier) > 0;
+            if shared.registry.ready(Role::Generator) == 0 {
+                return Err(Status::unavailable("no generator is available"));
+            }
+            let outcome = solve(
+                &generators,
+                has_verifier.then_some(&verifiers),
+                &shared.format,
+                params,
+                progress,
+            )
+            .await
+            .map_err(to_status)?;
+            let u = &outcome.usage;
+            let l = ponder_cluster::metrics::Metrics::labels(&[("strategy", outcome.strategy.name())]);
+            shared.metrics.query_generations.get_or_create(&l).observe(u.generations as f64);
+            shared.metrics.query_tokens.get_or_create(&l).observe(u.tokens() as f64);
+            Ok(outcome)
+        });
+        Ok((AbortOnDrop(task), id))
+    }
+}
+
+async fn join(task: &mut AbortOnDrop<Result<Outcome, Status>>) -> Result<Outcome, Status> {
+    match (&mut task.0).await {
+        Ok(r) => r,
+        Err(e) if e.is_cancelled() => Err(Status::cancelled("the query was cancelled")),
+        Err(e) => Err(Status::internal(format!("the query failed: {e}"))),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SolveEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Orchestrator for OrchestratorService {
+    async fn solve(
+        &self,
+        request: Request<pb::SolveRequest>,
+    ) -> Result<Response<pb::SolveResponse>, Status> {
+        let timer = self.shared.metrics.start("orchestrator", "Solve");
+        let result = async {
+            let (mut task, id) = self.spawn_query(request, None)?;
+            let outcome = join(&mut task).await?;
+            let mut resp = Response::new(request::response(outcome, &id));
+            request_id::insert(resp.metadata_mut(), &id);
+            Ok(resp)
+        }
+        .await;
+        timer.finish(code_of(&result));
+        result
+    }
+
+    type SolveStreamStream = EventStream;
+
+    async fn solve_stream(
+        &self,
+        request: Request<pb::SolveRequest>,
+    ) -> Result<Response<Self::SolveStreamStream>, Status> {
+        let timer = self.shared.metrics.start("orchestrator", "SolveStream");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (mut task, id) = match self.spawn_query(request, Some(tx)) {
+            Ok(t) => t,
+            Err(e) => {
+                timer.finish(e.code());
+                return Err(e);
+            }
+        };
+        let stream_id = id.clone();
+        let stream = async_stream(move |out: mpsc::Sender<Result<pb::SolveEvent, Status>>| async move {
+            while let Some(p) = rx.recv().await {
+                let ev = pb::SolveEvent {
+                    best_answer: p.best_answer.unwrap_or_default(),
+                    best_score: p.best_score,
+                    usage: Some(request::usage(&p.usage)),
+                    progress: p.message,
+                    r#final: None,
+                };
+                if out.send(Ok(ev)).await.is_err() {
+                    return; // client gone: dropping `task` aborts the query
+                }
+            }
+            let last = match join(&mut task).await {
+                Ok(o) => {
+                    let resp = request::response(o, &stream_id);
+                    Ok(pb::SolveEvent {
+                        best_answer: resp.answer.clone(),
+                        best_score: resp.score,
+                        usage: resp.usage,
+                        progress: "done".into(),
+                        r#final: Some(resp),
+                    })
+                }
+                Err(e) => Err(e),
+            };
+            timer.finish(code_of(&last));
+            let _ = out.send(last).await;
+        });
+        let mut resp = Response::new(stream);
+        request_id::insert(resp.metadata_mut(), &id);
+        Ok(resp)
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let members = self
+            .shared
+            .registry
+            .all()
+            .into_iter()
+            .map(|m| pb::Member {
+                role: m.record.role.as_str().into(),
+                instance_id: m.record.instance_id.clone(),
+                address: m.record.address.clone(),
+                model_id: m
+                    .info
+                    .get()
+                    .map(|i| i.model_id.clone())
+                    .unwrap_or_else(|| m.record.model_id.clone()),
+                health: m.health().into(),
+                in_flight: m.in_flight.load(Relaxed),
+                requests: m.requests.load(Relaxed),
+                failures: m.failures.load(Relaxed),
+            })
+            .collect();
+        Ok(Response::new(pb::ClusterStatusResponse {
+            cluster: self.shared.cluster.clone(),
+            discovery: self.shared.discovery.into(),
+            members,
+        }))
+    }
+}
+
+/// A stream fed by a producer task; the task stops when the receiver is dropped.
+fn async_stream<F, Fut>(producer: F) -> EventStream
+where
+    F: FnOnce(mpsc::Sender<Result<pb::SolveEvent, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(16);
+    let handle = tokio::spawn(producer(tx));
+    let guard = AbortOnDrop(handle);
+    Box::pin(futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+        rx.recv().await.map(|item| (item, (rx, guard)))
+    }))
+}

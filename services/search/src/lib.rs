@@ -1,0 +1,28 @@
+//! Test-time search over a generator and a process reward model.
+//!
+//! Why a crate of its own: a strategy (majority vote, best-of-N, ...) is plain async
+//! code over two traits, [`Generate`] and [`Score`]. The engine implements them
+//! in-process ([`local`]); the cluster crate implements them with gRPC pools that
+//! route, retry and fail over. The same strategy code therefore runs in unit tests,
+//! in offline evaluation and in the distributed orchestrator, and a result measured in
+//! one place holds in the other.
+//!
+//! [`solve()`] is the entry point: it validates the request, runs one strategy under a
+//! [`Budget`] (never spending past it) and reports the [`Usage`].
+
+pub mod aggregate;
+pub mod budget;
+pub mod error;
+pub mod format;
+pub mod local;
+pub mod solve;
+pub mod strategy;
+pub mod traits;
+
+pub use aggregate::Aggregation;
+pub use budget::{Budget, Ledger, Usage};
+pub use error::{Result, SearchError};
+pub use format::SolutionFormat;
+pub use solve::{solve, Outcome, Progress, SolveParams};
+pub use strategy::StrategyKind;
+pub use traits::{Candidate, Finish, GenOutput, GenRequest, Generate, Sample, Score, ScoreOutput, ScoreRequest};

@@ -1,0 +1,129 @@
+//! The two capabilities every strategy is written against.
+//!
+//! `Generate` samples continuations of a prompt; `Score` returns a reward per step of
+//! candidate solutions. Each output carries the compute it cost (tokens and FLOPs), so
+//! the budget ledger can account for work without knowing where it ran.
+
+use crate::error::Result;
+use std::future::Future;
+use std::time::Instant;
+
+/// One generate call: `n` samples of a continuation of `prompt`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenRequest {
+    pub prompt: String,
+    pub n: u32,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub max_tokens: u32,
+    pub stop: Vec<String>,
+    /// Sample `i` draws from the stream `(seed, i)`: a retry elsewhere gives the same text.
+    pub seed: u64,
+    /// Routing hint: calls with the same key prefer the same node (its prefix cache).
+    pub affinity: u64,
+    /// The query's deadline; the call fails with `DeadlineExceeded` past it.
+    pub deadline: Option<Instant>,
+    /// Carried to the nodes for their logs.
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Stop,
+    Eos,
+    Length,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub text: String,
+    pub tokens: u32,
+    pub finish: Finish,
+    pub logprob: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenOutput {
+    pub samples: Vec<Sample>,
+    pub prompt_tokens: u32,
+    pub cached_prompt_tokens: u32,
+    /// 2 x parameters x (uncached prompt tokens + sampled tokens).
+    pub flops: f64,
+}
+
+/// One candidate solution, split into steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub steps: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreRequest {
+    pub question: String,
+    pub candidates: Vec<Candidate>,
+    pub deadline: Option<Instant>,
+    pub affinity: u64,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreOutput {
+    /// Per candidate, one reward in [0, 1] per step.
+    pub scores: Vec<Vec<f32>>,
+    pub tokens: u64,
+    pub flops: f64,
+}
+
+/// Facts a strategy needs to plan within a token budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GeneratorLimits {
+    /// A sampled token decodes to at most this many bytes.
+    pub max_token_bytes: u32,
+}
+
+/// See [`ponder_engine::prm::PrmCost`]: scoring `question` with `steps` costs at most
+/// `bytes(question) + prompt_overhead + sum(bytes(step) + step_overhead)` tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VerifierCost {
+    pub prompt_overhead: u64,
+    pub step_overhead: u64,
+}
+
+impl VerifierCost {
+    pub fn bound(&self, question: &str, steps: &[String]) -> u64 {
+        question.len() as u64
+            + self.prompt_overhead
+            + steps
+                .iter()
+                .map(|s| s.len() as u64 + self.step_overhead)
+                .sum::<u64>()
+    }
+}
+
+pub trait Generate: Send + Sync {
+    fn generate(&self, req: GenRequest) -> impl Future<Output = Result<GenOutput>> + Send;
+    fn limits(&self) -> GeneratorLimits;
+}
+
+pub trait Score: Send + Sync {
+    fn score(&self, req: ScoreRequest) -> impl Future<Output = Result<ScoreOutput>> + Send;
+    fn cost(&self) -> VerifierCost;
+}
+
+impl<T: Generate> Generate for std::sync::Arc<T> {
+    fn generate(&self, req: GenRequest) -> impl Future<Output = Result<GenOutput>> + Send {
+        (**self).generate(req)
+    }
+    fn limits(&self) -> GeneratorLimits {
+        (**self).limits()
+    }
+}
+
+impl<T: Score> Score for std::sync::Arc<T> {
+    fn score(&self, req: ScoreRequest) -> impl Future<Output = Result<ScoreOutput>> + Send {
+        (**self).score(req)
+    }
+    fn cost(&self) -> VerifierCost {
+        (**self).cost()
+    }
+}
