@@ -1,0 +1,234 @@
+//! The cluster over real gRPC on 127.0.0.1: answers, budgets, streaming, bad input,
+//! failover, and a client built from the proto with another gRPC stack.
+
+mod common;
+
+use common::*;
+use ponder_proto::v1 as pb;
+use rand::{Rng, SeedableRng};
+use std::time::Duration;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn solve_answers_easy_questions() {
+    let cluster = embedded(1).await;
+    let mut c = client(cluster.addr()).await;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let mut right = 0;
+    for i in 0..10 {
+        let p = ponder_arith::task::generate(1, &mut rng);
+        let r = c.solve(request(&p.question, 8, i)).await.unwrap().into_inner();
+        assert_eq!(r.strategy, "weighted_best_of_n", "the default with a verifier");
+        assert!(!r.solution.is_empty());
+        right += (r.answer == p.answer.to_string()) as u32;
+    }
+    assert!(right >= 9, "only {right}/10 level-1 questions answered correctly");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_never_exceeds_the_budget() {
+    let cluster = embedded(1).await;
+    let mut c = client(cluster.addr()).await;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let strategies = ["self_consistency", "best_of_n", "weighted_best_of_n"];
+    let mut answered = 0;
+    for case in 0..30u64 {
+        let p = ponder_arith::task::generate(rng.random_range(1..=3), &mut rng);
+        let generations = rng.random_range(1..=12);
+        let max_tokens = if rng.random_bool(0.3) {
+            0
+        } else {
+            rng.random_range(64..12_000)
+        };
+        let mut req = request(&p.question, generations, case);
+        req.budget = Some(pb::Budget {
+            max_generations: generations,
+            max_tokens,
+        });
+        req.strategy = Some(pb::Strategy {
+            kind: Some(pb::strategy::Kind::Name(
+                strategies[case as usize % 3].into(),
+            )),
+        });
+        match c.solve(req).await {
+            Ok(r) => {
+                let u = r.into_inner().usage.unwrap();
+                assert!(u.generations >= 1 && u.generations <= generations, "case {case}: {u:?}");
+                if max_tokens > 0 {
+                    assert!(
+                        u.generator_tokens + u.verifier_tokens <= max_tokens,
+                        "case {case}: {u:?} over {max_tokens} tokens"
+                    );
+                }
+                answered += 1;
+            }
+            // A token limit below one sample's worst case is refused, with a reason.
+            Err(s) => {
+                assert_eq!(s.code(), Code::InvalidArgument, "case {case}: {s:?}");
+                assert!(s.message().contains("max_tokens"), "{}", s.message());
+                assert!(max_tokens > 0 && max_tokens < 20_000);
+            }
+        }
+    }
+    assert!(answered >= 20, "only {answered}/30 budgets were usable");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_ends_with_what_solve_returns() {
+    let cluster = embedded(1).await;
+    let mut c = client(cluster.addr()).await;
+    let req = request("(47+38)*3-19", 16, 42);
+    let solved = c.solve(req.clone()).await.unwrap().into_inner();
+    let mut stream = c.solve_stream(req).await.unwrap().into_inner();
+    let mut events = vec![];
+    while let Some(ev) = stream.message().await.unwrap() {
+        events.push(ev);
+    }
+    let last = events.last().unwrap().r#final.clone().expect("a final event");
+    assert!(events.len() >= 3, "16 generations in waves of 8 give 2 progress events + final");
+    assert_eq!(last.answer, solved.answer);
+    assert_eq!(last.solution, solved.solution);
+    assert_eq!(last.score, solved.score);
+    // Token counts may differ: the second run hits the prefix caches (less compute).
+    let (a, b) = (last.usage.unwrap(), solved.usage.unwrap());
+    assert_eq!((a.generations, a.generator_tokens), (b.generations, b.generator_tokens));
+    // Compute only grows from event to event.
+    let gens: Vec<u32> = events.iter().map(|e| e.usage.unwrap().generations).collect();
+    assert!(gens.windows(2).all(|w| w[0] <= w[1]), "{gens:?}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_invalid_argument_with_a_reason() {
+    let cluster = embedded(1).await;
+    let mut c = client(cluster.addr()).await;
+    let ok = request("1+2", 4, 0);
+    let with = |f: &dyn Fn(&mut pb::SolveRequest)| {
+        let mut r = ok.clone();
+        f(&mut r);
+        r
+    };
+    let budget = |g: u32, t: u64| Some(pb::Budget {
+        max_generations: g,
+        max_tokens: t,
+    });
+    let named = |n: &str| Some(pb::Strategy {
+        kind: Some(pb::strategy::Kind::Name(n.into())),
+    });
+    let table: Vec<(pb::SolveRequest, &str)> = vec![
+        (with(&|r| r.question = String::new()), "question is empty"),
+        (with(&|r| r.question = "   ".into()), "question is empty"),
+        (with(&|r| r.question = "1".repeat(5000)), "the limit is"),
+        (with(&|r| r.question = "1+1\n2+2".into()), "single line"),
+        (with(&|r| r.budget = budget(0, 0)), "budget.max_generations"),
+        (with(&|r| r.budget = budget(1_000_000, 0)), "budget.max_generations"),
+        (with(&|r| r.budget = budget(4, 3)), "budget.max_tokens"),
+        (with(&|r| r.budget = budget(4, u64::MAX)), "budget.max_tokens"),
+        (with(&|r| r.budget = budget(4, 64)), "too small"),
+        (with(&|r| r.strategy = named("mcts")), "unknown strategy"),
+        (with(&|r| r.temperature = -1.0), "temperature"),
+        (with(&|r| r.temperature = f32::NAN), "temperature"),
+        (with(&|r| r.temperature = 9.0), "temperature"),
+    ];
+    for (req, expect) in table {
+        let q = req.question.chars().take(20).collect::<String>();
+        let s = c.solve(req).await.expect_err(&q);
+        assert_eq!(s.code(), Code::InvalidArgument, "{q:?}: {s:?}");
+        assert!(s.message().contains(expect), "{q:?}: {:?} lacks {expect:?}", s.message());
+    }
+    // The server is still fine.
+    assert!(c.solve(ok).await.is_ok());
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_serving_and_status_lists_members() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let cluster = embedded(2).await;
+    let ch = tonic::transport::Channel::from_shared(format!("http://{}", cluster.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let h = HealthClient::new(ch)
+        .check(HealthCheckRequest {
+            service: "ponder.v1.Orchestrator".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h.status, 1, "SERVING");
+    let mut c = client(cluster.addr()).await;
+    let s = c.cluster_status(pb::ClusterStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(s.discovery, "static");
+    let roles: Vec<_> = s.members.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(roles, ["generator", "generator", "verifier"]);
+    assert!(s.members.iter().all(|m| m.health == "serving"));
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generator_killed_mid_batch_fails_no_query() {
+    let gen = generator_model();
+    let prm = verifier_model();
+    let (mut g1, a1) = spawn_node("generator", &["--model", gen.to_str().unwrap()]);
+    let (_g2, a2) = spawn_node("generator", &["--model", gen.to_str().unwrap()]);
+    let (_v, av) = spawn_node("verifier", &["--model", prm.to_str().unwrap()]);
+    let mut args = ponder_orchestrator::OrchestratorArgs::new(Default::default());
+    args.generators = vec![a1, a2];
+    args.verifiers = vec![av];
+    let o = ponder_orchestrator::start(args, Default::default()).await.unwrap();
+    assert!(eventually(Duration::from_secs(10), || o.registry.ready(ponder_cluster::Role::Generator) == 2).await);
+    let addr = o.node.addr;
+    let mut tasks = vec![];
+    for i in 0..12u64 {
+        tasks.push(tokio::spawn(async move {
+            let mut c = client(addr).await;
+            let q = ["12*(7+6)-45+3", "(47+38)*3-19", "85*3-19"][i as usize % 3];
+            c.solve(request(q, 16, i)).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    g1.0.kill().unwrap(); // SIGKILL
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert!(r.is_ok(), "a query failed after a generator died: {r:?}");
+    }
+    o.stop().await;
+}
+
+/// The contract is usable outside Rust: Python grpcio stubs generated from proto/.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpcio_client_can_solve() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var("PONDER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join(".venv/bin/python"));
+    assert!(
+        python.is_file(),
+        "{} not found: run `bash .ci/run` once (it makes .venv with grpcio-tools) or set PONDER_PYTHON",
+        python.display()
+    );
+    let cluster = embedded(1).await;
+    let out = tokio::process::Command::new(&python)
+        .arg(root.join("tests/python/solve_client.py"))
+        .arg(cluster.addr().to_string())
+        .current_dir(&root)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("answer 85"), "{stdout}");
+    assert!(stdout.contains("INVALID_ARGUMENT"), "{stdout}");
+    cluster.stop().await;
+}
+
+use std::path::PathBuf;

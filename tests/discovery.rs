@@ -1,0 +1,101 @@
+//! Discovery through a real etcd: members appear and leave, a SIGKILLed node vanishes
+//! when its lease expires, and the orchestrator keeps serving while etcd restarts.
+
+mod common;
+
+use common::*;
+use ponder_cluster::model_node::ModelArgs;
+use ponder_cluster::node::NodeArgs;
+use ponder_cluster::Role;
+use std::time::Duration;
+
+fn node_args(etcd: &Etcd) -> NodeArgs {
+    NodeArgs {
+        etcd: vec![etcd.client_url.clone()],
+        cluster: "disco".into(),
+        lease_ttl: 2,
+        drain_secs: 2,
+        ..NodeArgs::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_come_and_go_and_etcd_may_restart() {
+    let mut etcd = Etcd::start();
+    let metrics = ponder_cluster::metrics::Metrics::new();
+    let g1 = ponder_generator::start(
+        ponder_generator::GeneratorArgs {
+            node: node_args(&etcd),
+            model: ModelArgs::new(generator_model()),
+        },
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+    let o = ponder_orchestrator::start(
+        ponder_orchestrator::OrchestratorArgs::new(node_args(&etcd)),
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+    let reg = o.registry.clone();
+    assert_eq!(reg.ready(Role::Generator), 1);
+
+    // A verifier joins: it appears.
+    let v = ponder_verifier::start(
+        ponder_verifier::VerifierArgs {
+            node: node_args(&etcd),
+            model: ModelArgs::new(verifier_model()),
+        },
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(eventually(Duration::from_secs(5), || reg.ready(Role::Verifier) == 1).await);
+
+    // A generator in another process, then SIGKILLed: gone after its lease (2 s) expires.
+    let url = etcd.client_url.clone();
+    let gen = generator_model();
+    let (mut killed, _) = spawn_node(
+        "generator",
+        &["--model", gen.to_str().unwrap(), "--etcd", &url, "--cluster", "disco", "--lease-ttl", "2"],
+    );
+    assert!(eventually(Duration::from_secs(5), || reg.ready(Role::Generator) == 2).await);
+    killed.0.kill().unwrap();
+    assert!(
+        eventually(Duration::from_secs(8), || reg.members(Role::Generator).len() == 1).await,
+        "the killed generator is still a member after its lease TTL"
+    );
+
+    // A graceful stop revokes the lease: the verifier leaves at once.
+    v.stop().await;
+    assert!(eventually(Duration::from_secs(2), || reg.members(Role::Verifier).is_empty()).await);
+
+    // etcd goes down: the orchestrator keeps its membership and keeps answering.
+    etcd.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut c = client(o.node.addr).await;
+    let r = c.solve(request("47+38", 4, 1)).await.expect("solve while etcd is down");
+    assert_eq!(r.into_inner().usage.unwrap().generations, 4);
+    assert_eq!(reg.members(Role::Generator).len(), 1);
+
+    // etcd comes back: the watch resyncs and a new node is seen.
+    etcd.restart();
+    let g3 = ponder_generator::start(
+        ponder_generator::GeneratorArgs {
+            node: node_args(&etcd),
+            model: ModelArgs::new(generator_model()),
+        },
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || reg.ready(Role::Generator) == 2).await,
+        "a node registered after etcd restarted was not discovered"
+    );
+    assert!(c.solve(request("47+38", 4, 2)).await.is_ok());
+    g3.stop().await;
+    g1.stop().await;
+    o.stop().await;
+}

@@ -1,0 +1,184 @@
+//! Helpers for the cross-service tests: the bundled models, node processes, etcd.
+#![allow(dead_code)]
+
+use ponder_cli::embedded::{EmbeddedCluster, EmbeddedConfig};
+use ponder_proto::v1 as pb;
+use ponder_proto::v1::orchestrator_client::OrchestratorClient;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+pub fn models() -> PathBuf {
+    let explicit = std::env::var_os("PONDER_MODELS").map(PathBuf::from);
+    ponder_cli::models::models_dir(explicit.as_deref()).expect("the bundled models")
+}
+
+pub fn generator_model() -> PathBuf {
+    models().join(ponder_cli::models::GENERATOR_DIR)
+}
+
+pub fn verifier_model() -> PathBuf {
+    models().join(ponder_cli::models::VERIFIER_DIR)
+}
+
+/// The embedded cluster on ephemeral ports with static membership.
+pub async fn embedded(generators: usize) -> EmbeddedCluster {
+    EmbeddedCluster::start(EmbeddedConfig {
+        orchestrator_addr: "127.0.0.1:0".parse().unwrap(),
+        generator_model: generator_model(),
+        verifier_model: Some(verifier_model()),
+        generators,
+        etcd: vec![],
+        cluster: "test".into(),
+        metrics_addr: None,
+    })
+    .await
+    .expect("the embedded cluster starts")
+}
+
+pub async fn client(addr: impl std::fmt::Display) -> OrchestratorClient<Channel> {
+    OrchestratorClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connecting to the orchestrator")
+}
+
+pub fn request(question: &str, generations: u32, seed: u64) -> pb::SolveRequest {
+    pb::SolveRequest {
+        question: question.into(),
+        budget: Some(pb::Budget {
+            max_generations: generations,
+            max_tokens: 0,
+        }),
+        strategy: None,
+        seed,
+        temperature: 0.0,
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `ponder node <role> ...` and waits for its "<role> listening on <addr>" line.
+pub fn spawn_node(role: &str, args: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ponder"))
+        .arg("node")
+        .arg(role)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning ponder node");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let prefix = format!("{role} listening on ");
+    let addr = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("{role} exited before it was ready"))
+            .unwrap();
+        if let Some(a) = line.strip_prefix(&prefix) {
+            break a.trim().to_string();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), addr)
+}
+
+/// A real etcd server on ephemeral loopback ports, with its own data directory.
+pub struct Etcd {
+    pub proc: Option<Proc>,
+    pub client_url: String,
+    peer_url: String,
+    dir: PathBuf,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let dir = std::env::temp_dir().join(format!("ponder-etcd-{}-{}", std::process::id(), free_port()));
+        let mut e = Etcd {
+            proc: None,
+            client_url: format!("http://127.0.0.1:{}", free_port()),
+            peer_url: format!("http://127.0.0.1:{}", free_port()),
+            dir,
+        };
+        e.restart();
+        e
+    }
+
+    /// (Re)starts the server on the same ports and data directory; waits until it serves.
+    pub fn restart(&mut self) {
+        let bin = std::env::var("PONDER_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+        let child = Command::new(&bin)
+            .args([
+                "--name",
+                "ponder-test",
+                "--data-dir",
+                self.dir.to_str().unwrap(),
+                "--listen-client-urls",
+                &self.client_url,
+                "--advertise-client-urls",
+                &self.client_url,
+                "--listen-peer-urls",
+                &self.peer_url,
+                "--initial-advertise-peer-urls",
+                &self.peer_url,
+                "--initial-cluster",
+                &format!("ponder-test={}", self.peer_url),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start `{bin}` ({e}); install etcd (Debian: apt-get install etcd-server) or set PONDER_ETCD_BIN")
+            });
+        self.proc = Some(Proc(child));
+        let port = self.client_url.rsplit(':').next().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.proc = None;
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.proc = None;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `cond` until true or `timeout`.
+pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
+}
