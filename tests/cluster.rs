@@ -17,12 +17,22 @@ async fn solve_answers_easy_questions() {
     let mut right = 0;
     for i in 0..10 {
         let p = ponder_arith::task::generate(1, &mut rng);
-        let r = c.solve(request(&p.question, 8, i)).await.unwrap().into_inner();
-        assert_eq!(r.strategy, "weighted_best_of_n", "the default with a verifier");
+        let r = c
+            .solve(request(&p.question, 8, i))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.strategy, "weighted_best_of_n",
+            "the default with a verifier"
+        );
         assert!(!r.solution.is_empty());
         right += (r.answer == p.answer.to_string()) as u32;
     }
-    assert!(right >= 9, "only {right}/10 level-1 questions answered correctly");
+    assert!(
+        right >= 9,
+        "only {right}/10 level-1 questions answered correctly"
+    );
     cluster.stop().await;
 }
 
@@ -54,7 +64,10 @@ async fn usage_never_exceeds_the_budget() {
         match c.solve(req).await {
             Ok(r) => {
                 let u = r.into_inner().usage.unwrap();
-                assert!(u.generations >= 1 && u.generations <= generations, "case {case}: {u:?}");
+                assert!(
+                    u.generations >= 1 && u.generations <= generations,
+                    "case {case}: {u:?}"
+                );
                 if max_tokens > 0 {
                     assert!(
                         u.generator_tokens + u.verifier_tokens <= max_tokens,
@@ -86,16 +99,30 @@ async fn stream_ends_with_what_solve_returns() {
     while let Some(ev) = stream.message().await.unwrap() {
         events.push(ev);
     }
-    let last = events.last().unwrap().r#final.clone().expect("a final event");
-    assert!(events.len() >= 3, "16 generations in waves of 8 give 2 progress events + final");
+    let last = events
+        .last()
+        .unwrap()
+        .r#final
+        .clone()
+        .expect("a final event");
+    assert!(
+        events.len() >= 3,
+        "16 generations in waves of 8 give 2 progress events + final"
+    );
     assert_eq!(last.answer, solved.answer);
     assert_eq!(last.solution, solved.solution);
     assert_eq!(last.score, solved.score);
     // Token counts may differ: the second run hits the prefix caches (less compute).
     let (a, b) = (last.usage.unwrap(), solved.usage.unwrap());
-    assert_eq!((a.generations, a.generator_tokens), (b.generations, b.generator_tokens));
+    assert_eq!(
+        (a.generations, a.generator_tokens),
+        (b.generations, b.generator_tokens)
+    );
     // Compute only grows from event to event.
-    let gens: Vec<u32> = events.iter().map(|e| e.usage.unwrap().generations).collect();
+    let gens: Vec<u32> = events
+        .iter()
+        .map(|e| e.usage.unwrap().generations)
+        .collect();
     assert!(gens.windows(2).all(|w| w[0] <= w[1]), "{gens:?}");
     cluster.stop().await;
 }
@@ -110,22 +137,32 @@ async fn bad_requests_are_invalid_argument_with_a_reason() {
         f(&mut r);
         r
     };
-    let budget = |g: u32, t: u64| Some(pb::Budget {
-        max_generations: g,
-        max_tokens: t,
-    });
-    let named = |n: &str| Some(pb::Strategy {
-        kind: Some(pb::strategy::Kind::Name(n.into())),
-    });
+    let budget = |g: u32, t: u64| {
+        Some(pb::Budget {
+            max_generations: g,
+            max_tokens: t,
+        })
+    };
+    let named = |n: &str| {
+        Some(pb::Strategy {
+            kind: Some(pb::strategy::Kind::Name(n.into())),
+        })
+    };
     let table: Vec<(pb::SolveRequest, &str)> = vec![
         (with(&|r| r.question = String::new()), "question is empty"),
         (with(&|r| r.question = "   ".into()), "question is empty"),
         (with(&|r| r.question = "1".repeat(5000)), "the limit is"),
         (with(&|r| r.question = "1+1\n2+2".into()), "single line"),
         (with(&|r| r.budget = budget(0, 0)), "budget.max_generations"),
-        (with(&|r| r.budget = budget(1_000_000, 0)), "budget.max_generations"),
+        (
+            with(&|r| r.budget = budget(1_000_000, 0)),
+            "budget.max_generations",
+        ),
         (with(&|r| r.budget = budget(4, 3)), "budget.max_tokens"),
-        (with(&|r| r.budget = budget(4, u64::MAX)), "budget.max_tokens"),
+        (
+            with(&|r| r.budget = budget(4, u64::MAX)),
+            "budget.max_tokens",
+        ),
         (with(&|r| r.budget = budget(4, 64)), "too small"),
         (with(&|r| r.strategy = named("mcts")), "unknown strategy"),
         (with(&|r| r.temperature = -1.0), "temperature"),
@@ -136,7 +173,11 @@ async fn bad_requests_are_invalid_argument_with_a_reason() {
         let q = req.question.chars().take(20).collect::<String>();
         let s = c.solve(req).await.expect_err(&q);
         assert_eq!(s.code(), Code::InvalidArgument, "{q:?}: {s:?}");
-        assert!(s.message().contains(expect), "{q:?}: {:?} lacks {expect:?}", s.message());
+        assert!(
+            s.message().contains(expect),
+            "{q:?}: {:?} lacks {expect:?}",
+            s.message()
+        );
     }
     // The server is still fine.
     assert!(c.solve(ok).await.is_ok());
@@ -162,12 +203,37 @@ async fn health_turns_serving_and_status_lists_members() {
         .into_inner();
     assert_eq!(h.status, 1, "SERVING");
     let mut c = client(cluster.addr()).await;
-    let s = c.cluster_status(pb::ClusterStatusRequest {}).await.unwrap().into_inner();
+    let s = c
+        .cluster_status(pb::ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(s.discovery, "static");
     let roles: Vec<_> = s.members.iter().map(|m| m.role.as_str()).collect();
     assert_eq!(roles, ["generator", "generator", "verifier"]);
     assert!(s.members.iter().all(|m| m.health == "serving"));
+    // Prometheus text on /metrics, with the call just made counted.
+    c.solve(request("1+2", 2, 0)).await.unwrap();
+    let m = cluster.metrics.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let body = http_get(m, "/metrics").await;
+    assert!(
+        body.contains("ponder_requests_total{role=\"orchestrator\",method=\"Solve\",code=\"Ok\"} 1"),
+        "{body}"
+    );
+    assert!(body.contains("ponder_request_duration_seconds_bucket"));
+    assert!(body.contains("ponder_query_generations_count"));
     cluster.stop().await;
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,8 +246,16 @@ async fn a_generator_killed_mid_batch_fails_no_query() {
     let mut args = ponder_orchestrator::OrchestratorArgs::new(Default::default());
     args.generators = vec![a1, a2];
     args.verifiers = vec![av];
-    let o = ponder_orchestrator::start(args, Default::default()).await.unwrap();
-    assert!(eventually(Duration::from_secs(10), || o.registry.ready(ponder_cluster::Role::Generator) == 2).await);
+    let o = ponder_orchestrator::start(args, Default::default())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || o
+            .registry
+            .ready(ponder_cluster::Role::Generator)
+            == 2)
+        .await
+    );
     let addr = o.node.addr;
     let mut tasks = vec![];
     for i in 0..12u64 {

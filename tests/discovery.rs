@@ -58,24 +58,45 @@ async fn members_come_and_go_and_etcd_may_restart() {
     let gen = generator_model();
     let (mut killed, _) = spawn_node(
         "generator",
-        &["--model", gen.to_str().unwrap(), "--etcd", &url, "--cluster", "disco", "--lease-ttl", "2"],
+        &[
+            "--model",
+            gen.to_str().unwrap(),
+            "--etcd",
+            &url,
+            "--cluster",
+            "disco",
+            "--lease-ttl",
+            "2",
+        ],
     );
     assert!(eventually(Duration::from_secs(5), || reg.ready(Role::Generator) == 2).await);
     killed.0.kill().unwrap();
     assert!(
-        eventually(Duration::from_secs(8), || reg.members(Role::Generator).len() == 1).await,
+        eventually(Duration::from_secs(8), || reg
+            .members(Role::Generator)
+            .len()
+            == 1)
+        .await,
         "the killed generator is still a member after its lease TTL"
     );
 
     // A graceful stop revokes the lease: the verifier leaves at once.
     v.stop().await;
-    assert!(eventually(Duration::from_secs(2), || reg.members(Role::Verifier).is_empty()).await);
+    assert!(
+        eventually(Duration::from_secs(2), || reg
+            .members(Role::Verifier)
+            .is_empty())
+        .await
+    );
 
     // etcd goes down: the orchestrator keeps its membership and keeps answering.
     etcd.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut c = client(o.node.addr).await;
-    let r = c.solve(request("47+38", 4, 1)).await.expect("solve while etcd is down");
+    let r = c
+        .solve(request("47+38", 4, 1))
+        .await
+        .expect("solve while etcd is down");
     assert_eq!(r.into_inner().usage.unwrap().generations, 4);
     assert_eq!(reg.members(Role::Generator).len(), 1);
 

@@ -113,7 +113,11 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn start() -> Etcd {
-        let dir = std::env::temp_dir().join(format!("ponder-etcd-{}-{}", std::process::id(), free_port()));
+        let dir = std::env::temp_dir().join(format!(
+            "ponder-etcd-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         let mut e = Etcd {
             proc: None,
             client_url: format!("http://127.0.0.1:{}", free_port()),

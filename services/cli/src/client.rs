@@ -20,7 +20,13 @@ pub async fn connect(addr: &str) -> anyhow::Result<OrchestratorClient<Channel>> 
 }
 
 /// A solve request as the CLI builds it.
-pub fn request(question: &str, strategy: Option<&str>, budget: u32, max_tokens: u64, seed: u64) -> pb::SolveRequest {
+pub fn request(
+    question: &str,
+    strategy: Option<&str>,
+    budget: u32,
+    max_tokens: u64,
+    seed: u64,
+) -> pb::SolveRequest {
     pb::SolveRequest {
         question: question.to_string(),
         budget: Some(pb::Budget {
@@ -43,9 +49,19 @@ pub fn usage_line(u: &pb::Usage) -> String {
 }
 
 pub fn print_response(r: &pb::SolveResponse, elapsed: Duration) {
-    println!("answer:    {}", if r.answer.is_empty() { "(none)" } else { &r.answer });
+    println!(
+        "answer:    {}",
+        if r.answer.is_empty() {
+            "(none)"
+        } else {
+            &r.answer
+        }
+    );
     println!("score:     {:.3} ({})", r.score, r.strategy);
-    println!("compute:   {}", r.usage.as_ref().map(usage_line).unwrap_or_default());
+    println!(
+        "compute:   {}",
+        r.usage.as_ref().map(usage_line).unwrap_or_default()
+    );
     println!("latency:   {:.3} s", elapsed.as_secs_f64());
     println!("solution:");
     for line in r.solution.lines() {
@@ -54,17 +70,30 @@ pub fn print_response(r: &pb::SolveResponse, elapsed: Duration) {
 }
 
 /// `ponder solve`: one question, optionally streaming.
-pub async fn solve(addr: &str, req: pb::SolveRequest, stream: bool, timeout: Duration) -> anyhow::Result<()> {
+pub async fn solve(
+    addr: &str,
+    req: pb::SolveRequest,
+    stream: bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let mut client = connect(addr).await?;
     let start = Instant::now();
     let mut request = tonic::Request::new(req);
     request.set_timeout(timeout);
     if !stream {
-        let r = client.solve(request).await.map_err(status_error)?.into_inner();
+        let r = client
+            .solve(request)
+            .await
+            .map_err(status_error)?
+            .into_inner();
         print_response(&r, start.elapsed());
         return Ok(());
     }
-    let mut events = client.solve_stream(request).await.map_err(status_error)?.into_inner();
+    let mut events = client
+        .solve_stream(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
     while let Some(ev) = events.message().await.map_err(status_error)? {
         if let Some(fin) = ev.r#final {
             print_response(&fin, start.elapsed());
@@ -73,7 +102,11 @@ pub async fn solve(addr: &str, req: pb::SolveRequest, stream: bool, timeout: Dur
         println!(
             "[{:>7.3} s] best so far: {:<8} score {:.3}  ({})",
             start.elapsed().as_secs_f64(),
-            if ev.best_answer.is_empty() { "-" } else { &ev.best_answer },
+            if ev.best_answer.is_empty() {
+                "-"
+            } else {
+                &ev.best_answer
+            },
             ev.best_score,
             ev.usage.as_ref().map(usage_line).unwrap_or_default()
         );
@@ -101,7 +134,14 @@ pub async fn status(addr: &str) -> anyhow::Result<()> {
     for m in s.members {
         println!(
             "{:<10} {:<36} {:<22} {:<12} {:<11} {:>9} {:>9} {:>8}",
-            m.role, m.instance_id, m.address, m.model_id, m.health, m.in_flight, m.requests, m.failures
+            m.role,
+            m.instance_id,
+            m.address,
+            m.model_id,
+            m.health,
+            m.in_flight,
+            m.requests,
+            m.failures
         );
     }
     Ok(())
@@ -150,6 +190,10 @@ pub async fn demo(addr: &str, budget: u32, strategy: Option<&str>) -> anyhow::Re
             start.elapsed().as_secs_f64()
         );
     }
-    println!("{correct}/{} correct (strategy {}, budget {budget} generations per question)", DEMO_QUESTIONS.len(), strategy.unwrap_or("default"));
+    println!(
+        "{correct}/{} correct (strategy {}, budget {budget} generations per question)",
+        DEMO_QUESTIONS.len(),
+        strategy.unwrap_or("default")
+    );
     Ok(())
 }

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "ponder", version, about = "Ponder: test-time compute on a cluster")]
+#[command(
+    name = "ponder",
+    version,
+    about = "Ponder: test-time compute on a cluster"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,7 +23,11 @@ enum Command {
     /// Start the embedded local cluster (orchestrator, generators, verifier) on loopback
     /// with the bundled models, and serve until Ctrl-C.
     Up {
-        #[arg(long, env = "PONDER_ORCHESTRATOR_ADDR", default_value = "127.0.0.1:50051")]
+        #[arg(
+            long,
+            env = "PONDER_ORCHESTRATOR_ADDR",
+            default_value = "127.0.0.1:50051"
+        )]
         orchestrator_addr: SocketAddr,
         /// Generator nodes to start.
         #[arg(long, default_value_t = 1)]
@@ -135,7 +143,10 @@ fn main() -> anyhow::Result<()> {
                 timeout,
                 addr,
             } => {
-                anyhow::ensure!(timeout > 0.0 && timeout.is_finite(), "--timeout must be positive");
+                anyhow::ensure!(
+                    timeout > 0.0 && timeout.is_finite(),
+                    "--timeout must be positive"
+                );
                 let req = client::request(&question, strategy.as_deref(), budget, max_tokens, seed);
                 client::solve(&addr, req, stream, Duration::from_secs_f64(timeout)).await
             }

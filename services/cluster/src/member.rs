@@ -103,7 +103,10 @@ impl Member {
     /// Ejects the member for a time that doubles with each consecutive failure.
     pub fn record_failure(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed).min(16);
+        let n = self
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            .min(16);
         let span = (FIRST_EJECTION * 2u32.pow(n)).min(MAX_EJECTION);
         self.ejected_until_ms
             .store(self.now_ms() + span.as_millis() as u64, Ordering::Relaxed);

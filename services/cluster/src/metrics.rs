@@ -56,20 +56,53 @@ impl Metrics {
         let queue_depth = Family::<Labels, Gauge>::default();
         let batch_size = Family::<Labels, Gauge>::default();
         let tokens = Family::<Labels, Counter<u64, AtomicU64>>::default();
-        let query_generations = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
-            count_histogram as fn() -> Histogram,
-        );
+        let query_generations =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+                count_histogram as fn() -> Histogram,
+            );
         let query_tokens = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
             count_histogram as fn() -> Histogram,
         );
-        r.register("requests", "gRPC requests by role, method and status code", requests.clone());
-        r.register("request_duration_seconds", "gRPC request latency", latency.clone());
-        r.register("in_flight_requests", "requests being served", in_flight.clone());
-        r.register("queue_depth", "requests accepted by the model worker and not yet answered", queue_depth.clone());
-        r.register("batch_size", "largest decode batch the model worker has run", batch_size.clone());
-        r.register("tokens", "tokens processed by kind (prompt, generated, scored)", tokens.clone());
-        r.register("query_generations", "generations used per query (orchestrator)", query_generations.clone());
-        r.register("query_tokens", "generator + verifier tokens used per query (orchestrator)", query_tokens.clone());
+        r.register(
+            "requests",
+            "gRPC requests by role, method and status code",
+            requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "gRPC request latency",
+            latency.clone(),
+        );
+        r.register(
+            "in_flight_requests",
+            "requests being served",
+            in_flight.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "requests accepted by the model worker and not yet answered",
+            queue_depth.clone(),
+        );
+        r.register(
+            "batch_size",
+            "largest decode batch the model worker has run",
+            batch_size.clone(),
+        );
+        r.register(
+            "tokens",
+            "tokens processed by kind (prompt, generated, scored)",
+            tokens.clone(),
+        );
+        r.register(
+            "query_generations",
+            "generations used per query (orchestrator)",
+            query_generations.clone(),
+        );
+        r.register(
+            "query_tokens",
+            "generator + verifier tokens used per query (orchestrator)",
+            query_tokens.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(r)),
             requests,
@@ -84,7 +117,10 @@ impl Metrics {
     }
 
     pub fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// Times one RPC: in-flight while alive, then counts and observes it on `finish`.

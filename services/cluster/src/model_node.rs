@@ -137,13 +137,28 @@ fn spawn_stats(worker: ModelWorker, metrics: Metrics, role: Role) {
         let mut last = [0u64; 3];
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let Ok(stats) = worker.stats().await else { return };
-            metrics.queue_depth.get_or_create(&labels).set(worker.queue_depth() as i64);
-            metrics.batch_size.get_or_create(&labels).set(stats.max_decode_batch as i64);
-            let now = [stats.prompt_tokens, stats.generated_tokens, stats.scored_tokens];
+            let Ok(stats) = worker.stats().await else {
+                return;
+            };
+            metrics
+                .queue_depth
+                .get_or_create(&labels)
+                .set(worker.queue_depth() as i64);
+            metrics
+                .batch_size
+                .get_or_create(&labels)
+                .set(stats.max_decode_batch as i64);
+            let now = [
+                stats.prompt_tokens,
+                stats.generated_tokens,
+                stats.scored_tokens,
+            ];
             for i in 0..3 {
                 let l = Metrics::labels(&[("role", role.as_str()), ("kind", kinds[i])]);
-                metrics.tokens.get_or_create(&l).inc_by(now[i].saturating_sub(last[i]));
+                metrics
+                    .tokens
+                    .get_or_create(&l)
+                    .inc_by(now[i].saturating_sub(last[i]));
             }
             last = now;
         }

@@ -81,11 +81,17 @@ pub struct Node {
 impl Node {
     /// Binds and starts serving `routes` plus health and reflection; health reports
     /// NOT_SERVING until [`Node::set_serving`].
-    pub async fn start(args: NodeArgs, service_name: &'static str, routes: Routes) -> anyhow::Result<Self> {
+    pub async fn start(
+        args: NodeArgs,
+        service_name: &'static str,
+        routes: Routes,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(args.listen).await?;
         let addr = listener.local_addr()?;
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_service_status("", ServingStatus::NotServing).await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         health
             .set_service_status(service_name, ServingStatus::NotServing)
             .await;
@@ -124,13 +130,18 @@ impl Node {
 
     pub fn instance_id(&self, role: &str) -> String {
         self.args.instance_id.clone().unwrap_or_else(|| {
-            format!("{role}-{}", self.advertised().replace([':', '.', '[', ']'], "-"))
+            format!(
+                "{role}-{}",
+                self.advertised().replace([':', '.', '[', ']'], "-")
+            )
         })
     }
 
     /// Health SERVING, then registration in etcd (if configured).
     pub async fn set_serving(&mut self, record: Option<MemberRecord>) {
-        self.health.set_service_status("", ServingStatus::Serving).await;
+        self.health
+            .set_service_status("", ServingStatus::Serving)
+            .await;
         self.health
             .set_service_status(self.service_name, ServingStatus::Serving)
             .await;
@@ -162,7 +173,10 @@ impl Node {
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
             Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
             Err(_) => {
-                tracing::warn!(?drain, "in-flight calls did not drain in time; stopping anyway");
+                tracing::warn!(
+                    ?drain,
+                    "in-flight calls did not drain in time; stopping anyway"
+                );
                 self.task.abort();
             }
         }

@@ -45,10 +45,7 @@ pub fn route(members: &[Arc<Member>], affinity: u64, exclude: &[String]) -> Opti
     if pool.len() == 1 {
         return Some(preferred.clone());
     }
-    let others: Vec<_> = pool
-        .iter()
-        .filter(|m| !Arc::ptr_eq(m, preferred))
-        .collect();
+    let others: Vec<_> = pool.iter().filter(|m| !Arc::ptr_eq(m, preferred)).collect();
     let other = others[rand::rng().random_range(0..others.len())];
     let load = |m: &Member| m.in_flight.load(std::sync::atomic::Ordering::Relaxed);
     if load(preferred) > load(other) + AFFINITY_SLACK {
@@ -73,7 +70,9 @@ fn request_with<T>(msg: T, deadline: Option<Instant>, id: &str) -> Result<tonic:
     if let Some(d) = deadline {
         let left = d.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(SearchError::DeadlineExceeded("the query's deadline passed".into()));
+            return Err(SearchError::DeadlineExceeded(
+                "the query's deadline passed".into(),
+            ));
         }
         req.set_timeout(left);
     }
@@ -97,7 +96,9 @@ where
     let mut tried: Vec<String> = Vec::new();
     let mut last: Option<SearchError> = None;
     for _ in 0..MAX_ATTEMPTS {
-        let Some(m) = route(&members, affinity, &tried) else { break };
+        let Some(m) = route(&members, affinity, &tried) else {
+            break;
+        };
         tried.push(m.record.instance_id.clone());
         let guard = InFlight::new(m.clone());
         let res = call(m.clone()).await;
@@ -131,9 +132,8 @@ where
             }
         }
     }
-    Err(last.unwrap_or_else(|| {
-        SearchError::Unavailable(format!("no {} is available", role.as_str()))
-    }))
+    Err(last
+        .unwrap_or_else(|| SearchError::Unavailable(format!("no {} is available", role.as_str()))))
 }
 
 /// The generator members of a registry as one [`Generate`].
@@ -170,16 +170,23 @@ impl Generate for GeneratorPool {
                 seed: req.seed,
             }),
         };
-        let (resp, params) = with_failover(&self.registry, Role::Generator, req.affinity, req.deadline, |m| {
-            let msg = msg.clone();
-            let (deadline, id) = (req.deadline, req.request_id.clone());
-            async move {
-                let r = request_with(msg, deadline, &id).map_err(|e| crate::status::to_status(e))?;
-                let resp = GeneratorClient::new(m.channel.clone()).generate(r).await?;
-                let params = m.info.get().map_or(0, |i| i.parameters);
-                Ok((resp.into_inner(), params))
-            }
-        })
+        let (resp, params) = with_failover(
+            &self.registry,
+            Role::Generator,
+            req.affinity,
+            req.deadline,
+            |m| {
+                let msg = msg.clone();
+                let (deadline, id) = (req.deadline, req.request_id.clone());
+                async move {
+                    let r = request_with(msg, deadline, &id)
+                        .map_err(crate::status::to_status)?;
+                    let resp = GeneratorClient::new(m.channel.clone()).generate(r).await?;
+                    let params = m.info.get().map_or(0, |i| i.parameters);
+                    Ok((resp.into_inner(), params))
+                }
+            },
+        )
         .await?;
         let sampled: u64 = resp.completions.iter().map(|c| c.tokens as u64).sum();
         let uncached = resp.prompt_tokens.saturating_sub(resp.cached_prompt_tokens) as u64;
@@ -248,16 +255,23 @@ impl Score for VerifierPool {
                 })
                 .collect(),
         };
-        let (resp, params) = with_failover(&self.registry, Role::Verifier, req.affinity, req.deadline, |m| {
-            let msg = msg.clone();
-            let (deadline, id) = (req.deadline, req.request_id.clone());
-            async move {
-                let r = request_with(msg, deadline, &id).map_err(|e| crate::status::to_status(e))?;
-                let resp = VerifierClient::new(m.channel.clone()).score(r).await?;
-                let params = m.info.get().map_or(0, |i| i.parameters);
-                Ok((resp.into_inner(), params))
-            }
-        })
+        let (resp, params) = with_failover(
+            &self.registry,
+            Role::Verifier,
+            req.affinity,
+            req.deadline,
+            |m| {
+                let msg = msg.clone();
+                let (deadline, id) = (req.deadline, req.request_id.clone());
+                async move {
+                    let r = request_with(msg, deadline, &id)
+                        .map_err(crate::status::to_status)?;
+                    let resp = VerifierClient::new(m.channel.clone()).score(r).await?;
+                    let params = m.info.get().map_or(0, |i| i.parameters);
+                    Ok((resp.into_inner(), params))
+                }
+            },
+        )
         .await?;
         if resp.candidates.len() != req.candidates.len() {
             return Err(SearchError::Internal(format!(

@@ -23,7 +23,8 @@ pub fn strategy(s: Option<&pb::Strategy>) -> Result<Option<StrategyKind>, Status
         Kind::BestOfN(_) => StrategyKind::BestOfN,
         Kind::WeightedBestOfN(_) => StrategyKind::WeightedBestOfN,
         Kind::Name(n) if n.is_empty() => return Ok(None),
-        Kind::Name(n) => StrategyKind::parse(n).map_err(|e| Status::invalid_argument(format!("strategy.name: {e}")))?,
+        Kind::Name(n) => StrategyKind::parse(n)
+            .map_err(|e| Status::invalid_argument(format!("strategy.name: {e}")))?,
     }))
 }
 
@@ -83,6 +84,8 @@ pub fn usage(u: &Usage) -> pb::Usage {
 
 pub fn response(o: Outcome, request_id: &str) -> pb::SolveResponse {
     pb::SolveResponse {
+        elapsed_seconds: o.elapsed.as_secs_f64(),
+        calls_seconds: o.calls.as_secs_f64(),
         answer: o.answer.unwrap_or_default(),
         solution: o.solution,
         score: o.score,

@@ -65,13 +65,21 @@ impl OrchestratorService {
             self.shared.default_generations,
             id.clone(),
         )?;
-        self.shared.format.check_question(&params.question).map_err(to_status)?;
-        let permit = self.shared.queries.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "{} queries are in progress (the limit); retry later",
-                self.shared.max_queries
-            ))
-        })?;
+        self.shared
+            .format
+            .check_question(&params.question)
+            .map_err(to_status)?;
+        let permit = self
+            .shared
+            .queries
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "{} queries are in progress (the limit); retry later",
+                    self.shared.max_queries
+                ))
+            })?;
         let shared = self.shared.clone();
         let task = tokio::spawn(async move {
             let _permit = permit;
@@ -91,9 +99,18 @@ impl OrchestratorService {
             .await
             .map_err(to_status)?;
             let u = &outcome.usage;
-            let l = ponder_cluster::metrics::Metrics::labels(&[("strategy", outcome.strategy.name())]);
-            shared.metrics.query_generations.get_or_create(&l).observe(u.generations as f64);
-            shared.metrics.query_tokens.get_or_create(&l).observe(u.tokens() as f64);
+            let l =
+                ponder_cluster::metrics::Metrics::labels(&[("strategy", outcome.strategy.name())]);
+            shared
+                .metrics
+                .query_generations
+                .get_or_create(&l)
+                .observe(u.generations as f64);
+            shared
+                .metrics
+                .query_tokens
+                .get_or_create(&l)
+                .observe(u.tokens() as f64);
             Ok(outcome)
         });
         Ok((AbortOnDrop(task), id))
@@ -145,35 +162,37 @@ impl Orchestrator for OrchestratorService {
             }
         };
         let stream_id = id.clone();
-        let stream = async_stream(move |out: mpsc::Sender<Result<pb::SolveEvent, Status>>| async move {
-            while let Some(p) = rx.recv().await {
-                let ev = pb::SolveEvent {
-                    best_answer: p.best_answer.unwrap_or_default(),
-                    best_score: p.best_score,
-                    usage: Some(request::usage(&p.usage)),
-                    progress: p.message,
-                    r#final: None,
+        let stream = async_stream(
+            move |out: mpsc::Sender<Result<pb::SolveEvent, Status>>| async move {
+                while let Some(p) = rx.recv().await {
+                    let ev = pb::SolveEvent {
+                        best_answer: p.best_answer.unwrap_or_default(),
+                        best_score: p.best_score,
+                        usage: Some(request::usage(&p.usage)),
+                        progress: p.message,
+                        r#final: None,
+                    };
+                    if out.send(Ok(ev)).await.is_err() {
+                        return; // client gone: dropping `task` aborts the query
+                    }
+                }
+                let last = match join(&mut task).await {
+                    Ok(o) => {
+                        let resp = request::response(o, &stream_id);
+                        Ok(pb::SolveEvent {
+                            best_answer: resp.answer.clone(),
+                            best_score: resp.score,
+                            usage: resp.usage,
+                            progress: "done".into(),
+                            r#final: Some(resp),
+                        })
+                    }
+                    Err(e) => Err(e),
                 };
-                if out.send(Ok(ev)).await.is_err() {
-                    return; // client gone: dropping `task` aborts the query
-                }
-            }
-            let last = match join(&mut task).await {
-                Ok(o) => {
-                    let resp = request::response(o, &stream_id);
-                    Ok(pb::SolveEvent {
-                        best_answer: resp.answer.clone(),
-                        best_score: resp.score,
-                        usage: resp.usage,
-                        progress: "done".into(),
-                        r#final: Some(resp),
-                    })
-                }
-                Err(e) => Err(e),
-            };
-            timer.finish(code_of(&last));
-            let _ = out.send(last).await;
-        });
+                timer.finish(code_of(&last));
+                let _ = out.send(last).await;
+            },
+        );
         let mut resp = Response::new(stream);
         request_id::insert(resp.metadata_mut(), &id);
         Ok(resp)
@@ -221,7 +240,8 @@ where
     let (tx, rx) = mpsc::channel(16);
     let handle = tokio::spawn(producer(tx));
     let guard = AbortOnDrop(handle);
-    Box::pin(futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
-        rx.recv().await.map(|item| (item, (rx, guard)))
-    }))
+    Box::pin(futures::stream::unfold(
+        (rx, guard),
+        |(mut rx, guard)| async move { rx.recv().await.map(|item| (item, (rx, guard))) },
+    ))
 }

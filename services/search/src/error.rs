@@ -30,7 +30,10 @@ impl SearchError {
 
     /// Worth retrying on another node (the same seeded call gives the same samples).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Overloaded(_) | Self::Unavailable(_) | Self::Internal(_))
+        matches!(
+            self,
+            Self::Overloaded(_) | Self::Unavailable(_) | Self::Internal(_)
+        )
     }
 }
 

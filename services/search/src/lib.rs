@@ -25,4 +25,6 @@ pub use error::{Result, SearchError};
 pub use format::SolutionFormat;
 pub use solve::{solve, Outcome, Progress, SolveParams};
 pub use strategy::StrategyKind;
-pub use traits::{Candidate, Finish, GenOutput, GenRequest, Generate, Sample, Score, ScoreOutput, ScoreRequest};
+pub use traits::{
+    Candidate, Finish, GenOutput, GenRequest, Generate, Sample, Score, ScoreOutput, ScoreRequest,
+};

@@ -72,6 +72,10 @@ pub struct Outcome {
     pub usage: Usage,
     pub tallies: Vec<Tally>,
     pub candidates: usize,
+    /// Wall time of the whole search.
+    pub elapsed: std::time::Duration,
+    /// Wall time during which at least one generate/score call was in flight.
+    pub calls: std::time::Duration,
 }
 
 /// Answers `params.question` with `generator` (and `verifier`, when the strategy needs
@@ -84,6 +88,8 @@ pub async fn solve<G: Generate, S: Score>(
     params: SolveParams,
     progress: Option<mpsc::UnboundedSender<Progress>>,
 ) -> Result<Outcome> {
+    let started = std::time::Instant::now();
+    let mut calls = std::time::Duration::ZERO;
     format.check_question(&params.question)?;
     let temperature = params.temperature.unwrap_or(DEFAULT_TEMPERATURE);
     if !(temperature > 0.0 && temperature <= 2.0) {
@@ -112,7 +118,9 @@ pub async fn solve<G: Generate, S: Score>(
     // Worst-case cost of one sample of `t` tokens: the tokens, plus scoring its text
     // at `max_token_bytes` per token with (at most) one step per token.
     let verify = verifier.map(|v| v.cost());
-    let per_token = 1 + verify.map_or(0, |c| generator.limits().max_token_bytes as u64 + c.step_overhead);
+    let per_token = 1 + verify.map_or(0, |c| {
+        generator.limits().max_token_bytes as u64 + c.step_overhead
+    });
     let fixed = verify.map_or(0, |c| params.question.len() as u64 + c.prompt_overhead);
     let sample_cost = |t: u32| fixed + t as u64 * per_token;
     let per_sample = sample_cost(max_new);
@@ -176,9 +184,14 @@ pub async fn solve<G: Generate, S: Score>(
             ));
             wave += 1;
         }
+        if in_flight.is_empty() {
+            break;
+        }
+        let waiting = std::time::Instant::now();
         let Some(done) = in_flight.next().await else {
             break;
         };
+        calls += waiting.elapsed();
         let (held, result) = done;
         match result {
             Ok((scored, spent)) => {
@@ -221,6 +234,8 @@ pub async fn solve<G: Generate, S: Score>(
         usage: ledger.used(),
         tallies: pick.tallies,
         candidates: candidates.len(),
+        elapsed: started.elapsed(),
+        calls,
     })
 }
 

@@ -39,7 +39,9 @@ impl Discovery for EtcdDiscovery {
         loop {
             match sync_and_watch(&self.endpoints, &prefix, &registry).await {
                 Ok(()) => tracing::warn!("etcd watch ended; resyncing"),
-                Err(e) => tracing::warn!(error = %e, "etcd unavailable; keeping the last membership"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "etcd unavailable; keeping the last membership")
+                }
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -65,7 +67,11 @@ fn apply(registry: &Registry, record: MemberRecord) {
     }
 }
 
-async fn sync_and_watch(endpoints: &[String], prefix: &str, registry: &Registry) -> anyhow::Result<()> {
+async fn sync_and_watch(
+    endpoints: &[String],
+    prefix: &str,
+    registry: &Registry,
+) -> anyhow::Result<()> {
     let mut client = Client::connect(endpoints, Some(connect_options())).await?;
     let listing = client
         .get(prefix, Some(GetOptions::new().with_prefix()))
@@ -73,7 +79,9 @@ async fn sync_and_watch(endpoints: &[String], prefix: &str, registry: &Registry)
     let revision = listing.header().map(|h| h.revision()).unwrap_or(0);
     let mut seen = HashSet::new();
     for kv in listing.kvs() {
-        let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) else { continue };
+        let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) else {
+            continue;
+        };
         match parse(k, v, prefix) {
             Some(r) => {
                 seen.insert(r.instance_id.clone());
@@ -91,7 +99,11 @@ async fn sync_and_watch(endpoints: &[String], prefix: &str, registry: &Registry)
     let mut stream = client
         .watch(
             prefix,
-            Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1)),
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1),
+            ),
         )
         .await?;
     while let Some(resp) = stream.message().await? {
@@ -108,7 +120,11 @@ async fn sync_and_watch(endpoints: &[String], prefix: &str, registry: &Registry)
                     }
                 }
                 EventType::Delete => {
-                    if let Some(id) = key.strip_prefix(prefix).and_then(|r| r.split_once('/')).map(|(_, id)| id) {
+                    if let Some(id) = key
+                        .strip_prefix(prefix)
+                        .and_then(|r| r.split_once('/'))
+                        .map(|(_, id)| id)
+                    {
                         if registry.remove(id).is_some() {
                             tracing::info!(instance = id, "member left");
                         }

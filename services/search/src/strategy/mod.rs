@@ -19,11 +19,8 @@ pub enum StrategyKind {
 }
 
 impl StrategyKind {
-    pub const ALL: [StrategyKind; 3] = [
-        Self::SelfConsistency,
-        Self::BestOfN,
-        Self::WeightedBestOfN,
-    ];
+    pub const ALL: [StrategyKind; 3] =
+        [Self::SelfConsistency, Self::BestOfN, Self::WeightedBestOfN];
 
     /// Parses a strategy name (with default parameters).
     pub fn parse(name: &str) -> Result<Self> {

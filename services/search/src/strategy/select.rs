@@ -56,7 +56,7 @@ pub fn select(kind: StrategyKind, candidates: &[Scored]) -> Option<Selection> {
     let answered: u32 = tallies.iter().map(|t| t.votes).sum();
     // Stable sorts keep first-seen order among equals.
     match kind {
-        StrategyKind::SelfConsistency => tallies.sort_by(|a, b| b.votes.cmp(&a.votes)),
+        StrategyKind::SelfConsistency => tallies.sort_by_key(|t| std::cmp::Reverse(t.votes)),
         _ => tallies.sort_by(|a, b| b.weight.total_cmp(&a.weight)),
     }
     let score_of = |c: &Scored| c.score.unwrap_or(0.0);
@@ -87,7 +87,8 @@ pub fn select(kind: StrategyKind, candidates: &[Scored]) -> Option<Selection> {
         (StrategyKind::BestOfN, Some(_)) => {
             let mut best = None::<usize>;
             for (i, c) in candidates.iter().enumerate() {
-                if c.answer.is_some() && best.is_none_or(|b| score_of(c) > score_of(&candidates[b])) {
+                if c.answer.is_some() && best.is_none_or(|b| score_of(c) > score_of(&candidates[b]))
+                {
                     best = Some(i);
                 }
             }
