@@ -214,10 +214,16 @@ async fn health_turns_serving_and_status_lists_members() {
     assert!(s.members.iter().all(|m| m.health == "serving"));
     // Prometheus text on /metrics, with the call just made counted.
     c.solve(request("1+2", 2, 0)).await.unwrap();
-    let m = cluster.metrics.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let m = cluster
+        .metrics
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let body = http_get(m, "/metrics").await;
     assert!(
-        body.contains("ponder_requests_total{role=\"orchestrator\",method=\"Solve\",code=\"Ok\"} 1"),
+        body.contains(
+            "ponder_requests_total{role=\"orchestrator\",method=\"Solve\",code=\"Ok\"} 1"
+        ),
         "{body}"
     );
     assert!(body.contains("ponder_request_duration_seconds_bucket"));

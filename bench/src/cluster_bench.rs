@@ -51,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             orchestrator_addr: "127.0.0.1:0".parse()?,
             generator_model: gen_path.clone(),
             verifier_model: Some(prm_path.clone()),
+            policy: None,
             generators: 1,
             etcd: vec![],
             cluster: "bench".into(),

@@ -30,6 +30,7 @@ pub async fn embedded(generators: usize) -> EmbeddedCluster {
         orchestrator_addr: "127.0.0.1:0".parse().unwrap(),
         generator_model: generator_model(),
         verifier_model: Some(verifier_model()),
+        policy: None,
         generators,
         etcd: vec![],
         cluster: "test".into(),
@@ -55,6 +56,7 @@ pub fn request(question: &str, generations: u32, seed: u64) -> pb::SolveRequest 
         strategy: None,
         seed,
         temperature: 0.0,
+        aggregation: String::new(),
     }
 }
 

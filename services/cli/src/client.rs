@@ -38,6 +38,7 @@ pub fn request(
         }),
         seed,
         temperature: 0.0,
+        aggregation: String::new(),
     }
 }
 

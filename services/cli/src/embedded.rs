@@ -14,6 +14,8 @@ pub struct EmbeddedConfig {
     pub orchestrator_addr: SocketAddr,
     pub generator_model: PathBuf,
     pub verifier_model: Option<PathBuf>,
+    /// Compute-optimal policy JSON.
+    pub policy: Option<PathBuf>,
     pub generators: usize,
     /// etcd endpoints: nodes register there and the orchestrator discovers them.
     pub etcd: Vec<String>,
@@ -67,6 +69,7 @@ impl EmbeddedCluster {
             listen: cfg.orchestrator_addr,
             ..worker_args()
         });
+        oargs.policy = cfg.policy.clone();
         if cfg.etcd.is_empty() {
             oargs.generators = generators.iter().map(|g| g.node.addr.to_string()).collect();
             oargs.verifiers = verifier.iter().map(|v| v.node.addr.to_string()).collect();

@@ -117,6 +117,7 @@ fn main() -> anyhow::Result<()> {
                     orchestrator_addr,
                     generator_model: dir.join(models::GENERATOR_DIR),
                     verifier_model: verifier.join("config.json").is_file().then_some(verifier),
+                    policy: Some(dir.join(models::POLICY_FILE)).filter(|p| p.is_file()),
                     generators,
                     etcd: etcd.into_iter().collect(),
                     cluster,

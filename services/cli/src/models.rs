@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 pub const GENERATOR_DIR: &str = "arith-gen";
 pub const VERIFIER_DIR: &str = "arith-prm";
+/// The compute-optimal policy fitted on the bundled pair by `ponder eval`.
+pub const POLICY_FILE: &str = "arith-policy.json";
 
 pub fn models_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {

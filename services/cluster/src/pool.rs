@@ -179,8 +179,7 @@ impl Generate for GeneratorPool {
                 let msg = msg.clone();
                 let (deadline, id) = (req.deadline, req.request_id.clone());
                 async move {
-                    let r = request_with(msg, deadline, &id)
-                        .map_err(crate::status::to_status)?;
+                    let r = request_with(msg, deadline, &id).map_err(crate::status::to_status)?;
                     let resp = GeneratorClient::new(m.channel.clone()).generate(r).await?;
                     let params = m.info.get().map_or(0, |i| i.parameters);
                     Ok((resp.into_inner(), params))
@@ -264,8 +263,7 @@ impl Score for VerifierPool {
                 let msg = msg.clone();
                 let (deadline, id) = (req.deadline, req.request_id.clone());
                 async move {
-                    let r = request_with(msg, deadline, &id)
-                        .map_err(crate::status::to_status)?;
+                    let r = request_with(msg, deadline, &id).map_err(crate::status::to_status)?;
                     let resp = VerifierClient::new(m.channel.clone()).score(r).await?;
                     let params = m.info.get().map_or(0, |i| i.parameters);
                     Ok((resp.into_inner(), params))

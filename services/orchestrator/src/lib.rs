@@ -37,6 +37,10 @@ pub struct OrchestratorArgs {
     /// the bundled ponder-arith models' format.
     #[arg(long, env = "PONDER_FORMAT")]
     pub format: Option<PathBuf>,
+    /// Compute-optimal policy JSON (fitted by `ponder eval`); default: the built-in,
+    /// unfitted policy (docs/strategies.md).
+    #[arg(long, env = "PONDER_POLICY")]
+    pub policy: Option<PathBuf>,
     /// Generations when a request sets no budget.
     #[arg(long, env = "PONDER_DEFAULT_GENERATIONS", default_value_t = request::DEFAULT_GENERATIONS)]
     pub default_generations: u32,
@@ -52,6 +56,7 @@ impl OrchestratorArgs {
             generators: vec![],
             verifiers: vec![],
             format: None,
+            policy: None,
             default_generations: request::DEFAULT_GENERATIONS,
             max_queries: 64,
         }
@@ -76,6 +81,12 @@ pub async fn start(args: OrchestratorArgs, metrics: Metrics) -> anyhow::Result<O
     let format = match &args.format {
         Some(p) => SolutionFormat::from_file(p)?,
         None => SolutionFormat::default(),
+    };
+    let policy = match &args.policy {
+        Some(p) => Some(Arc::new(
+            ponder_search::strategy::compute_optimal::Policy::from_file(p)?,
+        )),
+        None => None,
     };
     anyhow::ensure!(
         (1..=ponder_search::budget::MAX_GENERATIONS).contains(&args.default_generations),
@@ -103,6 +114,7 @@ pub async fn start(args: OrchestratorArgs, metrics: Metrics) -> anyhow::Result<O
         discovery: kind,
         cluster: args.node.cluster.clone(),
         format,
+        policy,
         default_generations: args.default_generations,
         queries: Arc::new(Semaphore::new(args.max_queries)),
         max_queries: args.max_queries,

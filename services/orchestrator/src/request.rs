@@ -4,7 +4,11 @@
 //! send instead; nothing here can panic on any input.
 
 use ponder_proto::v1 as pb;
-use ponder_search::{Budget, Outcome, SolveParams, StrategyKind, Usage};
+use ponder_search::strategy::{
+    DEFAULT_BEAM_WIDTH, DEFAULT_LOOKAHEAD, DEFAULT_MAX_ROUNDS, DEFAULT_REBASE_TEMPERATURE,
+    DEFAULT_STOP_SHARE, DEFAULT_WAVE,
+};
+use ponder_search::{Aggregation, Budget, Outcome, Rule, SolveParams, StrategyKind, Usage};
 use std::time::{Duration, Instant};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
@@ -18,14 +22,60 @@ pub fn strategy(s: Option<&pb::Strategy>) -> Result<Option<StrategyKind>, Status
     let Some(kind) = s.and_then(|s| s.kind.as_ref()) else {
         return Ok(None);
     };
-    Ok(Some(match kind {
+    let or = |v: u32, d: u32| if v == 0 { d } else { v };
+    let rule = |majority: bool| {
+        if majority {
+            Rule::Majority
+        } else {
+            Rule::Weighted
+        }
+    };
+    let s = match kind {
         Kind::SelfConsistency(_) => StrategyKind::SelfConsistency,
         Kind::BestOfN(_) => StrategyKind::BestOfN,
         Kind::WeightedBestOfN(_) => StrategyKind::WeightedBestOfN,
+        Kind::BeamSearch(b) => StrategyKind::BeamSearch {
+            width: or(b.beam_width, DEFAULT_BEAM_WIDTH),
+            max_rounds: or(b.max_rounds, DEFAULT_MAX_ROUNDS),
+        },
+        Kind::Lookahead(l) => StrategyKind::Lookahead {
+            width: or(l.beam_width, DEFAULT_BEAM_WIDTH),
+            depth: or(l.depth, DEFAULT_LOOKAHEAD),
+            max_rounds: or(l.max_rounds, DEFAULT_MAX_ROUNDS),
+        },
+        Kind::Dvts(d) => StrategyKind::Dvts {
+            width: or(d.beam_width, DEFAULT_BEAM_WIDTH),
+            max_rounds: or(d.max_rounds, DEFAULT_MAX_ROUNDS),
+        },
+        Kind::Rebase(r) => StrategyKind::Rebase {
+            temperature: if r.temperature == 0.0 {
+                DEFAULT_REBASE_TEMPERATURE
+            } else {
+                r.temperature
+            },
+            max_rounds: or(r.max_rounds, DEFAULT_MAX_ROUNDS),
+        },
+        Kind::Revisions(r) => StrategyKind::Revisions {
+            chains: r.chains,
+            rule: rule(r.majority),
+        },
+        Kind::Adaptive(a) => StrategyKind::Adaptive {
+            wave: or(a.wave_size, DEFAULT_WAVE),
+            share: if a.stop_share == 0.0 {
+                DEFAULT_STOP_SHARE
+            } else {
+                a.stop_share
+            },
+            rule: rule(a.majority),
+        },
+        Kind::ComputeOptimal(_) => StrategyKind::ComputeOptimal,
         Kind::Name(n) if n.is_empty() => return Ok(None),
         Kind::Name(n) => StrategyKind::parse(n)
             .map_err(|e| Status::invalid_argument(format!("strategy.name: {e}")))?,
-    }))
+    };
+    s.validate()
+        .map_err(|e| Status::invalid_argument(format!("strategy.{e}")))?;
+    Ok(Some(s))
 }
 
 /// The client's deadline from the `grpc-timeout` header ("<digits><unit>").
@@ -68,6 +118,8 @@ pub fn params(
     let mut p = SolveParams::new(req.question.clone(), budget, req.seed);
     p.strategy = strategy(req.strategy.as_ref())?;
     p.temperature = (t > 0.0).then_some(t);
+    p.aggregation = Aggregation::parse(&req.aggregation)
+        .map_err(|e| Status::invalid_argument(format!("aggregation: {e}")))?;
     p.request_id = request_id;
     Ok(p)
 }
@@ -89,7 +141,13 @@ pub fn response(o: Outcome, request_id: &str) -> pb::SolveResponse {
         answer: o.answer.unwrap_or_default(),
         solution: o.solution,
         score: o.score,
-        strategy: o.strategy.name().to_string(),
+        strategy: o.strategy.spec(),
+        difficulty_bin: o.decision.as_ref().map_or(0, |d| d.bin as u32 + 1),
+        routed_by: if o.decision.is_some() {
+            "compute_optimal".into()
+        } else {
+            String::new()
+        },
         usage: Some(usage(&o.usage)),
         request_id: request_id.to_string(),
         answers: o

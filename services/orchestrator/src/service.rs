@@ -24,6 +24,7 @@ pub struct Shared {
     pub discovery: &'static str,
     pub cluster: String,
     pub format: SolutionFormat,
+    pub policy: Option<Arc<ponder_search::strategy::compute_optimal::Policy>>,
     pub default_generations: u32,
     pub queries: Arc<Semaphore>,
     pub max_queries: usize,
@@ -59,12 +60,13 @@ impl OrchestratorService {
     ) -> Result<(AbortOnDrop<Result<Outcome, Status>>, String), Status> {
         let id = request_id::from_metadata(request.metadata());
         let deadline = request::deadline(request.metadata());
-        let params: SolveParams = request::params(
+        let mut params: SolveParams = request::params(
             request.get_ref(),
             deadline,
             self.shared.default_generations,
             id.clone(),
         )?;
+        params.policy = self.shared.policy.clone();
         self.shared
             .format
             .check_question(&params.question)

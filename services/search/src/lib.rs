@@ -12,6 +12,7 @@
 
 pub mod aggregate;
 pub mod budget;
+pub mod context;
 pub mod error;
 pub mod format;
 pub mod local;
@@ -24,7 +25,10 @@ pub use budget::{Budget, Ledger, Usage};
 pub use error::{Result, SearchError};
 pub use format::SolutionFormat;
 pub use solve::{solve, Outcome, Progress, SolveParams};
-pub use strategy::StrategyKind;
+pub use strategy::{Rule, StrategyKind};
+
+/// Candidates per score call.
+pub const MAX_SCORE_BATCH: usize = 256;
 pub use traits::{
     Candidate, Finish, GenOutput, GenRequest, Generate, Sample, Score, ScoreOutput, ScoreRequest,
 };

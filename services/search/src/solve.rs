@@ -1,28 +1,18 @@
-//! One query: validate, run the strategy in waves under the budget, report.
-//!
-//! Samples are drawn in waves of at most `wave_size`. A wave is launched only when its
-//! worst-case cost fits in what the budget has left (see [`crate::budget`]); several
-//! waves run at once so that a query uses more than one generator. Wave `w` samples
-//! with a seed derived from the query's seed and `w`, and candidates are kept in wave
-//! order, so the answer depends on the seed only, never on timing: `Solve` and
-//! `SolveStream` agree, and a retried call on another node gives the same samples.
+//! One query: validate, run the strategy under the budget, pick the answer, report.
 
 use crate::aggregate::Aggregation;
-use crate::budget::{Budget, Ledger, Reservation, Usage};
+use crate::budget::{Budget, Ledger, Usage};
+use crate::context::Context;
 use crate::error::{Result, SearchError};
 use crate::format::SolutionFormat;
-use crate::strategy::{select, Scored, StrategyKind, Tally};
-use crate::traits::{Candidate, GenRequest, Generate, Score, ScoreRequest};
-use futures::stream::{FuturesOrdered, StreamExt};
+use crate::strategy::compute_optimal::{compute_optimal, Decision, Policy};
+use crate::strategy::{run, select, StrategyKind, Tally};
+use crate::traits::{Generate, Score};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 pub const DEFAULT_TEMPERATURE: f32 = 0.8;
-/// Samples per generate call.
-pub const DEFAULT_WAVE_SIZE: u32 = 8;
-/// A sample shortened to fit a token budget is drawn only if it can be this long.
-pub const MIN_SAMPLE_TOKENS: u32 = 32;
-/// Waves of one query in flight at once.
-pub const MAX_WAVES_IN_FLIGHT: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct SolveParams {
@@ -34,9 +24,10 @@ pub struct SolveParams {
     /// None: [`DEFAULT_TEMPERATURE`].
     pub temperature: Option<f32>,
     pub aggregation: Aggregation,
-    pub wave_size: u32,
     /// Carried to every generate/score call.
     pub request_id: String,
+    /// The compute-optimal policy (None: [`Policy::default`]).
+    pub policy: Option<Arc<Policy>>,
 }
 
 impl SolveParams {
@@ -48,13 +39,13 @@ impl SolveParams {
             seed,
             temperature: None,
             aggregation: Aggregation::Last,
-            wave_size: DEFAULT_WAVE_SIZE,
             request_id: String::new(),
+            policy: None,
         }
     }
 }
 
-/// The best answer so far, sent after every wave.
+/// The best answer so far, sent as compute is spent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
     pub best_answer: Option<String>,
@@ -68,19 +59,22 @@ pub struct Outcome {
     pub answer: Option<String>,
     pub solution: String,
     pub score: f32,
+    /// The strategy that produced the candidates (for compute-optimal: the one it chose).
     pub strategy: StrategyKind,
+    /// Set when compute-optimal routed the query.
+    pub decision: Option<Decision>,
     pub usage: Usage,
     pub tallies: Vec<Tally>,
     pub candidates: usize,
     /// Wall time of the whole search.
-    pub elapsed: std::time::Duration,
+    pub elapsed: Duration,
     /// Wall time during which at least one generate/score call was in flight.
-    pub calls: std::time::Duration,
+    pub calls: Duration,
 }
 
 /// Answers `params.question` with `generator` (and `verifier`, when the strategy needs
-/// one), never spending past `params.budget`. Sends a [`Progress`] after each wave to
-/// `progress` if given.
+/// one), never spending past `params.budget`; sends [`Progress`] to `progress` as
+/// compute is spent.
 pub async fn solve<G: Generate, S: Score>(
     generator: &G,
     verifier: Option<&S>,
@@ -88,8 +82,7 @@ pub async fn solve<G: Generate, S: Score>(
     params: SolveParams,
     progress: Option<mpsc::UnboundedSender<Progress>>,
 ) -> Result<Outcome> {
-    let started = std::time::Instant::now();
-    let mut calls = std::time::Duration::ZERO;
+    let started = Instant::now();
     format.check_question(&params.question)?;
     let temperature = params.temperature.unwrap_or(DEFAULT_TEMPERATURE);
     if !(temperature > 0.0 && temperature <= 2.0) {
@@ -97,132 +90,53 @@ pub async fn solve<G: Generate, S: Score>(
             "temperature must be in (0, 2], got {temperature}"
         )));
     }
-    if params.wave_size == 0 {
-        return Err(SearchError::invalid("wave_size must be at least 1"));
-    }
     let strategy = params
         .strategy
         .unwrap_or_else(|| StrategyKind::best_available(verifier.is_some()));
-    let verifier = if strategy.needs_verifier() {
-        Some(verifier.ok_or_else(|| {
-            SearchError::Unavailable(format!(
-                "strategy {} needs a verifier and none is available",
-                strategy.name()
-            ))
-        })?)
-    } else {
-        None
-    };
-    let max_new = format.max_solution_tokens;
-    let prompt = format.prompt(&params.question);
-    // Worst-case cost of one sample of `t` tokens: the tokens, plus scoring its text
-    // at `max_token_bytes` per token with (at most) one step per token.
-    let verify = verifier.map(|v| v.cost());
-    let per_token = 1 + verify.map_or(0, |c| {
-        generator.limits().max_token_bytes as u64 + c.step_overhead
-    });
-    let fixed = verify.map_or(0, |c| params.question.len() as u64 + c.prompt_overhead);
-    let sample_cost = |t: u32| fixed + t as u64 * per_token;
-    let per_sample = sample_cost(max_new);
-    let mut ledger = Ledger::new(params.budget);
-    let mut candidates: Vec<Scored> = Vec::new();
-    let mut in_flight = FuturesOrdered::new();
-    let mut wave = 0u64;
-    let affinity = params.seed ^ hash(&params.question);
-    loop {
-        // Launch what fits.
-        while in_flight.len() < MAX_WAVES_IN_FLIGHT && !ledger.expired() {
-            let mut k = params.wave_size.min(ledger.generations_left());
-            let mut sample_tokens = max_new;
-            let held = loop {
-                if k == 0 {
-                    break None;
-                }
-                let want = Reservation {
-                    generations: k,
-                    tokens: per_sample * k as u64,
-                };
-                if let Some(h) = ledger.reserve(want) {
-                    break Some(h);
-                }
-                if k == 1 {
-                    // Not even one full-length sample fits: draw a shorter one if a
-                    // useful length still does (and nothing else is running).
-                    let left = ledger.tokens_left().saturating_sub(fixed);
-                    let t = (left / per_token).min(max_new as u64) as u32;
-                    if t >= MIN_SAMPLE_TOKENS && in_flight.is_empty() {
-                        sample_tokens = t;
-                        break ledger.reserve(Reservation {
-                            generations: 1,
-                            tokens: sample_cost(t),
-                        });
-                    }
-                }
-                k -= 1;
-            };
-            let Some(held) = held else { break };
-            let req = GenRequest {
-                prompt: prompt.clone(),
-                n: k,
-                temperature,
-                top_p: 1.0,
-                max_tokens: sample_tokens,
-                stop: vec![],
-                seed: wave_seed(params.seed, wave),
-                affinity,
-                deadline: params.budget.deadline,
-                request_id: params.request_id.clone(),
-            };
-            in_flight.push_back(run_wave(
-                generator,
-                verifier,
-                format,
-                &params.question,
-                params.aggregation,
-                req,
-                held,
-            ));
-            wave += 1;
-        }
-        if in_flight.is_empty() {
-            break;
-        }
-        let waiting = std::time::Instant::now();
-        let Some(done) = in_flight.next().await else {
-            break;
-        };
-        calls += waiting.elapsed();
-        let (held, result) = done;
-        match result {
-            Ok((scored, spent)) => {
-                ledger.settle(held, spent);
-                candidates.extend(scored);
-            }
-            Err(e) => {
-                ledger.release(held);
-                return Err(e);
-            }
-        }
-        if let Some(tx) = &progress {
-            let best = select(strategy, &candidates);
-            let _ = tx.send(Progress {
-                best_answer: best.as_ref().and_then(|b| b.answer.clone()),
-                best_score: best.as_ref().map_or(0.0, |b| b.score),
-                usage: ledger.used(),
-                message: format!(
-                    "{} candidates, {} generations used",
-                    candidates.len(),
-                    ledger.used().generations
-                ),
-            });
-        }
+    strategy.validate()?;
+    if strategy.needs_verifier() && verifier.is_none() {
+        return Err(SearchError::Unavailable(format!(
+            "strategy {} needs a verifier and none is available",
+            strategy.name()
+        )));
     }
-    let Some(pick) = select(strategy, &candidates) else {
-        return Err(if ledger.expired() {
+    let mut ctx = Context {
+        generator,
+        verifier,
+        format,
+        question: &params.question,
+        ledger: Ledger::new(params.budget),
+        seed: params.seed,
+        temperature,
+        aggregation: params.aggregation,
+        affinity: params.seed ^ hash(&params.question),
+        request_id: params.request_id.clone(),
+        progress,
+        calls: Duration::ZERO,
+        call_index: 0,
+    };
+    let n = params.budget.max_generations;
+    let (candidates, used, decision) = if strategy == StrategyKind::ComputeOptimal {
+        let default_policy;
+        let policy = match &params.policy {
+            Some(p) => p.as_ref(),
+            None => {
+                default_policy = Policy::default();
+                &default_policy
+            }
+        };
+        let (c, d) = compute_optimal(&mut ctx, policy).await?;
+        (c, d.chosen, Some(d))
+    } else {
+        (run(&mut ctx, strategy, n, vec![]).await?, strategy, None)
+    };
+    let Some(pick) = select(used.rule(), &candidates) else {
+        return Err(if ctx.ledger.expired() {
             SearchError::DeadlineExceeded("no candidate finished before the deadline".into())
         } else {
             SearchError::invalid(format!(
-                "budget.max_tokens is too small for one solution: one sample may cost {per_sample} tokens"
+                "budget.max_tokens is too small for one solution of up to {} tokens and its scoring",
+                format.max_solution_tokens
             ))
         });
     };
@@ -230,97 +144,18 @@ pub async fn solve<G: Generate, S: Score>(
         answer: pick.answer,
         solution: candidates[pick.winner].text.clone(),
         score: pick.score,
-        strategy,
-        usage: ledger.used(),
+        strategy: used,
+        decision,
+        usage: ctx.ledger.used(),
         tallies: pick.tallies,
         candidates: candidates.len(),
         elapsed: started.elapsed(),
-        calls,
+        calls: ctx.calls,
     })
 }
 
-/// Generates one wave and, if there is a verifier, scores it.
-async fn run_wave<G: Generate, S: Score>(
-    generator: &G,
-    verifier: Option<&S>,
-    format: &SolutionFormat,
-    question: &str,
-    aggregation: Aggregation,
-    req: GenRequest,
-    held: Reservation,
-) -> (Reservation, Result<(Vec<Scored>, Usage)>) {
-    let result = async {
-        let deadline = req.deadline;
-        let affinity = req.affinity;
-        let request_id = req.request_id.clone();
-        let out = generator.generate(req).await?;
-        let mut spent = Usage {
-            generations: out.samples.len() as u32,
-            generator_tokens: out.samples.iter().map(|s| s.tokens as u64).sum(),
-            flops: out.flops,
-            cached_prompt_tokens: out.cached_prompt_tokens as u64,
-            ..Default::default()
-        };
-        let mut scored: Vec<Scored> = out
-            .samples
-            .into_iter()
-            .map(|s| Scored {
-                answer: format.answer(&s.text),
-                text: s.text,
-                score: None,
-            })
-            .collect();
-        if let Some(v) = verifier {
-            let candidates: Vec<Candidate> = scored
-                .iter()
-                .map(|s| Candidate {
-                    steps: format.steps(&s.text),
-                })
-                .collect();
-            // An empty solution has nothing to score; it keeps score 0.
-            let (idx, to_score): (Vec<usize>, Vec<Candidate>) = candidates
-                .into_iter()
-                .enumerate()
-                .filter(|(_, c)| !c.steps.is_empty())
-                .unzip();
-            if !to_score.is_empty() {
-                let bound: u64 = to_score
-                    .iter()
-                    .map(|c| v.cost().bound(question, &c.steps))
-                    .sum();
-                let out = v
-                    .score(ScoreRequest {
-                        question: question.to_string(),
-                        candidates: to_score,
-                        deadline,
-                        affinity,
-                        request_id,
-                    })
-                    .await?;
-                if out.tokens > bound {
-                    tracing::warn!(
-                        tokens = out.tokens,
-                        bound,
-                        "verifier used more tokens than its declared bound"
-                    );
-                }
-                spent.verifier_tokens = out.tokens;
-                spent.flops += out.flops;
-                for (i, steps) in idx.into_iter().zip(out.scores) {
-                    scored[i].score = Some(aggregation.apply(&steps));
-                }
-            }
-            for s in &mut scored {
-                s.score.get_or_insert(0.0);
-            }
-        }
-        Ok((scored, spent))
-    }
-    .await;
-    (held, result)
-}
-
-/// The seed of wave `w` (SplitMix64 of the pair): waves draw independent streams.
+/// The seed of call `i` of a query (SplitMix64 of the pair): calls draw independent
+/// streams, deterministically in call order.
 pub fn wave_seed(seed: u64, wave: u64) -> u64 {
     let mut z = seed ^ wave.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

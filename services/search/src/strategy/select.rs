@@ -1,7 +1,17 @@
 //! Final-answer selection: majority vote, best-of-N, best-of-N weighted.
 
-use super::StrategyKind;
 use std::collections::HashMap;
+
+/// How a final answer is chosen among finished candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// The most frequent answer.
+    Majority,
+    /// The answer of the single best-scored candidate.
+    Best,
+    /// The answer with the largest sum of candidate scores.
+    Weighted,
+}
 
 /// A finished candidate: its text, extracted answer and aggregated score (if scored).
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +43,7 @@ pub struct Selection {
 /// Picks the final answer. Ties go to the candidate or answer seen first, so the
 /// result depends only on the candidates' order (which is seeded), not on timing.
 /// `None` when there are no candidates.
-pub fn select(kind: StrategyKind, candidates: &[Scored]) -> Option<Selection> {
+pub fn select(kind: Rule, candidates: &[Scored]) -> Option<Selection> {
     if candidates.is_empty() {
         return None;
     }
@@ -56,7 +66,7 @@ pub fn select(kind: StrategyKind, candidates: &[Scored]) -> Option<Selection> {
     let answered: u32 = tallies.iter().map(|t| t.votes).sum();
     // Stable sorts keep first-seen order among equals.
     match kind {
-        StrategyKind::SelfConsistency => tallies.sort_by_key(|t| std::cmp::Reverse(t.votes)),
+        Rule::Majority => tallies.sort_by_key(|t| std::cmp::Reverse(t.votes)),
         _ => tallies.sort_by(|a, b| b.weight.total_cmp(&a.weight)),
     }
     let score_of = |c: &Scored| c.score.unwrap_or(0.0);
@@ -77,14 +87,14 @@ pub fn select(kind: StrategyKind, candidates: &[Scored]) -> Option<Selection> {
             let w = best_with(None);
             (w, score_of(&candidates[w]))
         }
-        (StrategyKind::SelfConsistency, Some(top)) => {
+        (Rule::Majority, Some(top)) => {
             let w = candidates
                 .iter()
                 .position(|c| c.answer.as_deref() == Some(top.answer.as_str()))
                 .unwrap_or(0);
             (w, top.votes as f32 / answered as f32)
         }
-        (StrategyKind::BestOfN, Some(_)) => {
+        (Rule::Best, Some(_)) => {
             let mut best = None::<usize>;
             for (i, c) in candidates.iter().enumerate() {
                 if c.answer.is_some() && best.is_none_or(|b| score_of(c) > score_of(&candidates[b]))
@@ -95,12 +105,12 @@ pub fn select(kind: StrategyKind, candidates: &[Scored]) -> Option<Selection> {
             let w = best.unwrap_or(0);
             (w, score_of(&candidates[w]))
         }
-        (StrategyKind::WeightedBestOfN, Some(top)) => {
+        (Rule::Weighted, Some(top)) => {
             let w = best_with(Some(top.answer.as_str()));
             (w, score_of(&candidates[w]))
         }
     };
-    if kind == StrategyKind::BestOfN {
+    if kind == Rule::Best {
         // Order the tallies by their best single candidate, as best-of-N ranks.
         let best_single = |a: &str| {
             candidates
@@ -143,14 +153,14 @@ mod tests {
             c(Some("8"), 0.6),
             c(None, 1.0),
         ];
-        let sc = select(StrategyKind::SelfConsistency, &cands).unwrap();
+        let sc = select(Rule::Majority, &cands).unwrap();
         assert_eq!(sc.answer.as_deref(), Some("7"));
         assert!((sc.score - 0.5).abs() < 1e-6);
         assert_eq!(sc.winner, 0);
-        let bon = select(StrategyKind::BestOfN, &cands).unwrap();
+        let bon = select(Rule::Best, &cands).unwrap();
         assert_eq!(bon.answer.as_deref(), Some("9"));
         assert_eq!(bon.winner, 3);
-        let w = select(StrategyKind::WeightedBestOfN, &cands).unwrap();
+        let w = select(Rule::Weighted, &cands).unwrap();
         assert_eq!(w.answer.as_deref(), Some("8"));
         assert_eq!(w.winner, 4);
         assert_eq!(w.tallies[0].votes, 2);
@@ -160,8 +170,8 @@ mod tests {
     #[test]
     fn no_answers_still_returns_the_best_text() {
         let cands = vec![c(None, 0.2), c(None, 0.7)];
-        let s = select(StrategyKind::WeightedBestOfN, &cands).unwrap();
+        let s = select(Rule::Weighted, &cands).unwrap();
         assert_eq!((s.winner, s.answer), (1, None));
-        assert!(select(StrategyKind::BestOfN, &[]).is_none());
+        assert!(select(Rule::Best, &[]).is_none());
     }
 }

@@ -1,0 +1,130 @@
+//! Every strategy on the in-process engine with the bundled models: the budget is never
+//! exceeded for any strategy and parameter combination, results are deterministic for
+//! a fixed seed, and step-level search answers easy questions.
+
+use ponder_engine::{LoadOptions, ModelWorker, WorkerConfig};
+use ponder_search::local::{LocalGenerator, LocalVerifier};
+use ponder_search::{solve, Budget, SearchError, SolutionFormat, SolveParams, StrategyKind};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+fn models() -> PathBuf {
+    std::env::var_os("PONDER_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+}
+
+fn pair() -> &'static (LocalGenerator, LocalVerifier) {
+    static PAIR: OnceLock<(LocalGenerator, LocalVerifier)> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let open = |name: &str| {
+            let m = ponder_engine::load(&models().join(name), &LoadOptions::default()).unwrap();
+            ModelWorker::spawn(m, WorkerConfig::default())
+        };
+        (
+            LocalGenerator::new(open("arith-gen")),
+            LocalVerifier::new(open("arith-prm")).unwrap(),
+        )
+    })
+}
+
+const SPECS: [&str; 12] = [
+    "self_consistency",
+    "best_of_n",
+    "weighted_best_of_n",
+    "beam_search:2",
+    "beam_search:4",
+    "lookahead:2",
+    "dvts:2",
+    "rebase",
+    "revisions",
+    "revisions:1",
+    "adaptive",
+    "compute_optimal",
+];
+
+async fn run(
+    spec: &str,
+    question: &str,
+    generations: u32,
+    max_tokens: u64,
+    seed: u64,
+) -> Result<ponder_search::Outcome, SearchError> {
+    let (g, v) = pair();
+    let mut p = SolveParams::new(
+        question,
+        Budget::new(generations, max_tokens, None).unwrap(),
+        seed,
+    );
+    p.strategy = Some(StrategyKind::parse(spec).unwrap());
+    solve(g, Some(v), &SolutionFormat::default(), p, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_strategy_ever_exceeds_its_budget() {
+    for spec in SPECS {
+        for (generations, max_tokens) in [(1, 0), (3, 0), (8, 0), (8, 2500), (16, 6000), (5, 700)] {
+            match run(spec, "(47+38)*3-19", generations, max_tokens, 1).await {
+                Ok(o) => {
+                    let u = o.usage;
+                    assert!(
+                        u.generations <= generations,
+                        "{spec} {generations}/{max_tokens}: {u:?}"
+                    );
+                    if max_tokens > 0 {
+                        assert!(
+                            u.tokens() <= max_tokens,
+                            "{spec} {generations}/{max_tokens}: {u:?}"
+                        );
+                    }
+                }
+                // Allowed: a budget too small for the strategy, refused with a reason.
+                Err(SearchError::Invalid(m)) => {
+                    assert!(
+                        m.contains("budget") || m.contains("generations"),
+                        "{spec}: {m}"
+                    )
+                }
+                Err(e) => panic!("{spec} {generations}/{max_tokens}: {e}"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_seed_gives_the_same_result() {
+    for spec in SPECS {
+        let a = run(spec, "12*(7+6)-45+3", 8, 0, 9).await.unwrap();
+        let b = run(spec, "12*(7+6)-45+3", 8, 0, 9).await.unwrap();
+        assert_eq!(
+            (&a.answer, &a.solution, a.score, a.usage.generations),
+            (&b.answer, &b.solution, b.score, b.usage.generations),
+            "{spec}"
+        );
+        assert_eq!(a.usage.generator_tokens, b.usage.generator_tokens, "{spec}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_level_search_answers_easy_questions() {
+    for spec in ["beam_search:4", "dvts:2", "rebase", "lookahead:2"] {
+        let o = run(spec, "47+38", 8, 0, 3).await.unwrap();
+        assert_eq!(o.answer.as_deref(), Some("85"), "{spec}: {}", o.solution);
+        assert!(
+            o.solution.ends_with("Answer: 85"),
+            "{spec}: {:?}",
+            o.solution
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_stopping_spends_less_on_easy_questions() {
+    let o = run("adaptive", "47+38", 32, 0, 5).await.unwrap();
+    assert_eq!(o.answer.as_deref(), Some("85"));
+    assert!(
+        o.usage.generations < 32,
+        "adaptive used all {} generations",
+        o.usage.generations
+    );
+}
