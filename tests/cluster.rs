@@ -41,7 +41,18 @@ async fn usage_never_exceeds_the_budget() {
     let cluster = embedded(1).await;
     let mut c = client(cluster.addr()).await;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-    let strategies = ["self_consistency", "best_of_n", "weighted_best_of_n"];
+    let strategies = [
+        "self_consistency",
+        "best_of_n",
+        "weighted_best_of_n",
+        "beam_search:2",
+        "lookahead:2",
+        "dvts:2",
+        "rebase",
+        "revisions",
+        "adaptive",
+        "compute_optimal",
+    ];
     let mut answered = 0;
     for case in 0..30u64 {
         let p = ponder_arith::task::generate(rng.random_range(1..=3), &mut rng);
@@ -58,7 +69,7 @@ async fn usage_never_exceeds_the_budget() {
         });
         req.strategy = Some(pb::Strategy {
             kind: Some(pb::strategy::Kind::Name(
-                strategies[case as usize % 3].into(),
+                strategies[case as usize % strategies.len()].into(),
             )),
         });
         match c.solve(req).await {
@@ -76,11 +87,14 @@ async fn usage_never_exceeds_the_budget() {
                 }
                 answered += 1;
             }
-            // A token limit below one sample's worst case is refused, with a reason.
+            // A budget too small for the strategy is refused, with a reason.
             Err(s) => {
                 assert_eq!(s.code(), Code::InvalidArgument, "case {case}: {s:?}");
-                assert!(s.message().contains("max_tokens"), "{}", s.message());
-                assert!(max_tokens > 0 && max_tokens < 20_000);
+                assert!(
+                    s.message().contains("budget") || s.message().contains("generations"),
+                    "{}",
+                    s.message()
+                );
             }
         }
     }
@@ -128,6 +142,32 @@ async fn stream_ends_with_what_solve_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beam_search_and_compute_optimal_over_grpc() {
+    let cluster = embedded(2).await;
+    let mut c = client(cluster.addr()).await;
+    let mut beam = request("(47+38)*3-19", 8, 1);
+    beam.strategy = Some(pb::Strategy {
+        kind: Some(pb::strategy::Kind::BeamSearch(pb::BeamSearch {
+            beam_width: 2,
+            max_rounds: 0,
+        })),
+    });
+    let r = c.solve(beam).await.unwrap().into_inner();
+    assert_eq!(r.strategy, "beam_search:2");
+    assert_eq!(r.answer, "236", "{}", r.solution);
+    assert_eq!(r.usage.unwrap().generations, 8, "beam search costs N");
+    let mut co = request("47+38", 16, 2);
+    co.strategy = Some(pb::Strategy {
+        kind: Some(pb::strategy::Kind::ComputeOptimal(pb::ComputeOptimal {})),
+    });
+    let r = c.solve(co).await.unwrap().into_inner();
+    assert_eq!(r.routed_by, "compute_optimal");
+    assert_eq!(r.answer, "85");
+    assert!(r.usage.unwrap().generations <= 16);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_invalid_argument_with_a_reason() {
     let cluster = embedded(1).await;
     let mut c = client(cluster.addr()).await;
@@ -165,6 +205,35 @@ async fn bad_requests_are_invalid_argument_with_a_reason() {
         ),
         (with(&|r| r.budget = budget(4, 64)), "too small"),
         (with(&|r| r.strategy = named("mcts")), "unknown strategy"),
+        (
+            with(&|r| r.strategy = named("beam_search:0")),
+            "positive integer",
+        ),
+        (
+            with(&|r| {
+                r.strategy = Some(pb::Strategy {
+                    kind: Some(pb::strategy::Kind::Lookahead(pb::Lookahead {
+                        beam_width: 2,
+                        depth: 99,
+                        max_rounds: 0,
+                    })),
+                })
+            }),
+            "depth must be in",
+        ),
+        (
+            with(&|r| {
+                r.strategy = Some(pb::Strategy {
+                    kind: Some(pb::strategy::Kind::Adaptive(pb::AdaptiveStopping {
+                        wave_size: 4,
+                        stop_share: 0.2,
+                        majority: false,
+                    })),
+                })
+            }),
+            "stop_share",
+        ),
+        (with(&|r| r.aggregation = "median".into()), "aggregation"),
         (with(&|r| r.temperature = -1.0), "temperature"),
         (with(&|r| r.temperature = f32::NAN), "temperature"),
         (with(&|r| r.temperature = 9.0), "temperature"),

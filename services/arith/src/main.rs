@@ -64,6 +64,12 @@ enum Command {
         heads: usize,
         #[arg(long, default_value_t = 0.2)]
         revision_fraction: f64,
+        /// JSONL from `sample`: the model's own wrong solutions become revision
+        /// examples (a share `--own-fraction` of batches).
+        #[arg(long)]
+        own_attempts: Option<PathBuf>,
+        #[arg(long, default_value_t = 0.15)]
+        own_fraction: f64,
     },
     /// Sample solutions from a generator and label every step with the checker (JSONL).
     Sample {
@@ -181,7 +187,24 @@ fn main() -> Result<()> {
             layers,
             heads,
             revision_fraction,
+            own_attempts,
+            own_fraction,
         } => {
+            let own: Vec<(String, String)> = match &own_attempts {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .lines()
+                    .map(serde_json::from_str::<LabelledSolution>)
+                    .filter_map(|r| r.ok())
+                    .filter(|s| !s.correct && !s.steps.is_empty())
+                    .map(|s| (s.question, s.steps.join("\n")))
+                    .collect(),
+                None => vec![],
+            };
+            anyhow::ensure!(
+                own_attempts.is_none() || !own.is_empty(),
+                "--own-attempts holds no wrong solutions"
+            );
             let shape = ModelShape {
                 hidden,
                 layers,
@@ -193,7 +216,11 @@ fn main() -> Result<()> {
             };
             let cfg = config(out, shape, &schedule, None, Objective::NextToken);
             let state = train(cfg, schedule.resume, |rng, budget| {
-                let batch = sample_batch(rng, DEFAULT_LEVEL_MIX, revision_fraction, budget)?;
+                let batch = if !own.is_empty() && rng.random_bool(own_fraction) {
+                    ponder_arith::train::data::own_revision_batch(rng, &own, budget)?
+                } else {
+                    sample_batch(rng, DEFAULT_LEVEL_MIX, revision_fraction, budget)?
+                };
                 batch
                     .iter()
                     .map(|ex| encode_example(&vocab, &ex.prompt, &ex.target))
@@ -327,27 +354,31 @@ async fn solve_all(
     n: u32,
     params: SamplingParams,
 ) -> Result<Vec<Vec<String>>> {
-    let handles: Vec<_> = questions
-        .iter()
-        .map(|q| {
-            let req = GenerateRequest {
-                prompt: solution::prompt(q),
-                n,
-                params: params.clone(),
-            };
-            let w = worker.clone();
-            tokio::spawn(async move { w.generate(req).await })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        let resp = h.await??;
-        out.push(
-            resp.completions
-                .into_iter()
-                .map(|c| c.text.trim_end_matches(EOS).to_string())
-                .collect(),
-        );
+    // Chunks keep the requests in flight under the worker's queue limit.
+    let per_chunk = (WorkerConfig::default().max_queued_requests / 2).max(1);
+    let mut out = Vec::with_capacity(questions.len());
+    for chunk in questions.chunks(per_chunk) {
+        let handles: Vec<_> = chunk
+            .iter()
+            .map(|q| {
+                let req = GenerateRequest {
+                    prompt: solution::prompt(q),
+                    n,
+                    params: params.clone(),
+                };
+                let w = worker.clone();
+                tokio::spawn(async move { w.generate(req).await })
+            })
+            .collect();
+        for h in handles {
+            let resp = h.await??;
+            out.push(
+                resp.completions
+                    .into_iter()
+                    .map(|c| c.text.trim_end_matches(EOS).to_string())
+                    .collect(),
+            );
+        }
     }
     Ok(out)
 }

@@ -91,19 +91,22 @@ pub async fn run(
         ..Default::default()
     };
     let problems = task::held_out_set(HELD_OUT_SEED, per_level);
-    let mut tasks = Vec::new();
-    for p in &problems {
-        let (w, prompt, params) = (gen.clone(), solution::prompt(&p.question), greedy.clone());
-        tasks.push(tokio::spawn(async move {
-            generate(&w, prompt, 1, &params).await
-        }));
-    }
     let mut by_level = [(0usize, 0usize); 7];
-    for (p, t) in problems.iter().zip(tasks) {
-        let text = t.await??.remove(0);
-        by_level[p.level as usize].1 += 1;
-        by_level[p.level as usize].0 +=
-            (solution::extract_answer(&text) == Some(p.answer)) as usize;
+    // Chunks keep the requests in flight under the worker's queue limit.
+    for chunk in problems.chunks(128) {
+        let mut tasks = Vec::new();
+        for p in chunk {
+            let (w, prompt, params) = (gen.clone(), solution::prompt(&p.question), greedy.clone());
+            tasks.push(tokio::spawn(async move {
+                generate(&w, prompt, 1, &params).await
+            }));
+        }
+        for (p, t) in chunk.iter().zip(tasks) {
+            let text = t.await??.remove(0);
+            by_level[p.level as usize].1 += 1;
+            by_level[p.level as usize].0 +=
+                (solution::extract_answer(&text) == Some(p.answer)) as usize;
+        }
     }
     let (right, total): (usize, usize) =
         by_level.iter().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
