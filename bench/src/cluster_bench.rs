@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
         let local_ver = LocalVerifier::new(open(&prm_path)?)?;
         let format = SolutionFormat::default();
         println!(
-            "{} questions ({} per level), weighted best-of-N, 1 generator + 1 verifier",
+            "{} questions ({} per level), the default strategy (compute-optimal, built-in policy), 1 generator + 1 verifier",
             questions.len(),
             args.per_level
         );

@@ -206,17 +206,23 @@ impl Generate for GeneratorPool {
         })
     }
 
-    /// The largest bound over ready members (a bound must hold for whoever serves).
+    /// The most conservative bounds over ready members (they must hold for whoever
+    /// serves the call).
     fn limits(&self) -> GeneratorLimits {
-        let max = self
+        let infos: Vec<_> = self
             .registry
             .members(Role::Generator)
             .iter()
-            .filter_map(|m| m.info.get().map(|i| i.max_token_bytes))
-            .max()
-            .unwrap_or(32);
+            .filter_map(|m| m.info.get().cloned())
+            .collect();
         GeneratorLimits {
-            max_token_bytes: max.max(1),
+            max_token_bytes: infos
+                .iter()
+                .map(|i| i.max_token_bytes)
+                .max()
+                .unwrap_or(32)
+                .max(1),
+            context_length: infos.iter().map(|i| i.context_length).min().unwrap_or(2048),
         }
     }
 }

@@ -71,7 +71,8 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
         Ok(())
     }
 
-    /// A generate request with this query's settings.
+    /// A generate request with this query's settings; `max_tokens` is clamped to what
+    /// the generator's context leaves after the prompt.
     pub fn gen_request(
         &mut self,
         prompt: String,
@@ -80,6 +81,9 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
         stop: Vec<String>,
         temperature: f32,
     ) -> GenRequest {
+        let max_tokens = max_tokens
+            .min(self.generator.limits().room_after(&prompt))
+            .max(1);
         GenRequest {
             prompt,
             n,

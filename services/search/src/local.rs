@@ -124,6 +124,7 @@ impl Generate for LocalGenerator {
     fn limits(&self) -> GeneratorLimits {
         GeneratorLimits {
             max_token_bytes: self.worker.info().max_token_bytes as u32,
+            context_length: self.worker.info().context_length as u32,
         }
     }
 }

@@ -79,6 +79,16 @@ pub struct ScoreOutput {
 pub struct GeneratorLimits {
     /// A sampled token decodes to at most this many bytes.
     pub max_token_bytes: u32,
+    /// Prompt plus sampled tokens must fit in this many tokens.
+    pub context_length: u32,
+}
+
+impl GeneratorLimits {
+    /// Tokens that may still be sampled after `prompt` (a prompt has at most one
+    /// token per byte, plus a BOS).
+    pub fn room_after(&self, prompt: &str) -> u32 {
+        self.context_length.saturating_sub(prompt.len() as u32 + 2)
+    }
 }
 
 /// See [`ponder_engine::prm::PrmCost`]: scoring `question` with `steps` costs at most

@@ -103,6 +103,27 @@ pub fn sample_batch(
     Ok(batch)
 }
 
+/// A batch of revision examples whose wrong attempts are the model's own wrong
+/// samples (`attempts`: question and attempt text), about `char_budget` characters.
+pub fn own_revision_batch(
+    rng: &mut impl Rng,
+    attempts: &[(String, String)],
+    char_budget: usize,
+) -> Result<Vec<Example>> {
+    let mut batch = Vec::new();
+    let mut chars = 0;
+    while (chars < char_budget || batch.is_empty()) && !attempts.is_empty() {
+        let (question, attempt) = &attempts[rng.random_range(0..attempts.len())];
+        let ex = Example {
+            prompt: solution::revision_prompt(question, std::slice::from_ref(attempt)),
+            target: completion(&solution::solve(question)?),
+        };
+        chars += ex.prompt.len() + ex.target.len();
+        batch.push(ex);
+    }
+    Ok(batch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,25 +164,4 @@ mod tests {
             lens[250], lens[450], lens[499]
         );
     }
-}
-
-/// A batch of revision examples whose wrong attempts are the model's own wrong
-/// samples (`attempts`: question and attempt text), about `char_budget` characters.
-pub fn own_revision_batch(
-    rng: &mut impl Rng,
-    attempts: &[(String, String)],
-    char_budget: usize,
-) -> Result<Vec<Example>> {
-    let mut batch = Vec::new();
-    let mut chars = 0;
-    while (chars < char_budget || batch.is_empty()) && !attempts.is_empty() {
-        let (question, attempt) = &attempts[rng.random_range(0..attempts.len())];
-        let ex = Example {
-            prompt: solution::revision_prompt(question, std::slice::from_ref(attempt)),
-            target: completion(&solution::solve(question)?),
-        };
-        chars += ex.prompt.len() + ex.target.len();
-        batch.push(ex);
-    }
-    Ok(batch)
 }

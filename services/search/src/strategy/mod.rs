@@ -283,40 +283,6 @@ impl StrategyKind {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip_and_bad_specs_say_why() {
-        for name in StrategyKind::NAMES {
-            let s = StrategyKind::parse(name).unwrap();
-            assert_eq!(s.name(), name);
-            assert_eq!(StrategyKind::parse(&s.spec()).unwrap(), s);
-        }
-        assert_eq!(
-            StrategyKind::parse("beam_search:8").unwrap(),
-            StrategyKind::BeamSearch {
-                width: 8,
-                max_rounds: DEFAULT_MAX_ROUNDS
-            }
-        );
-        for bad in [
-            "mcts",
-            "beam_search:0",
-            "beam_search:x",
-            "rebase:-1",
-            "best_of_n:3",
-            "beam_search:999",
-        ] {
-            assert!(
-                matches!(StrategyKind::parse(bad), Err(SearchError::Invalid(_))),
-                "{bad}"
-            );
-        }
-    }
-}
-
 /// Runs `strategy` with `n` generations (its budget unit) after `initial` candidates
 /// (already paid for; included in the final choice). Compute-optimal is not run here:
 /// it chooses among these.
@@ -381,4 +347,38 @@ pub async fn run<G: crate::Generate, S: crate::Score>(
     };
     out.extend(more);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_bad_specs_say_why() {
+        for name in StrategyKind::NAMES {
+            let s = StrategyKind::parse(name).unwrap();
+            assert_eq!(s.name(), name);
+            assert_eq!(StrategyKind::parse(&s.spec()).unwrap(), s);
+        }
+        assert_eq!(
+            StrategyKind::parse("beam_search:8").unwrap(),
+            StrategyKind::BeamSearch {
+                width: 8,
+                max_rounds: DEFAULT_MAX_ROUNDS
+            }
+        );
+        for bad in [
+            "mcts",
+            "beam_search:0",
+            "beam_search:x",
+            "rebase:-1",
+            "best_of_n:3",
+            "beam_search:999",
+        ] {
+            assert!(
+                matches!(StrategyKind::parse(bad), Err(SearchError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
 }

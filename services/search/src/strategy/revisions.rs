@@ -39,11 +39,19 @@ pub async fn revisions<G: Generate, S: Score>(
         let reqs: Vec<_> = (0..active)
             .map(|c| {
                 let earlier = &history[c];
-                let from = earlier.len().saturating_sub(CONTEXT_ATTEMPTS);
-                let prompt = if earlier.is_empty() {
-                    ctx.format.prompt(ctx.question)
-                } else {
-                    ctx.format.revision_prompt(ctx.question, &earlier[from..])
+                // The last few attempts, fewer if they would crowd out a full answer.
+                let limits = ctx.generator.limits();
+                let mut from = earlier.len().saturating_sub(CONTEXT_ATTEMPTS);
+                let prompt = loop {
+                    let p = if from == earlier.len() {
+                        ctx.format.prompt(ctx.question)
+                    } else {
+                        ctx.format.revision_prompt(ctx.question, &earlier[from..])
+                    };
+                    if from == earlier.len() || limits.room_after(&p) >= max_new {
+                        break p;
+                    }
+                    from += 1;
                 };
                 ctx.gen_request(prompt, 1, max_new, vec![], ctx.temperature)
             })
