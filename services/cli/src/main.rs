@@ -81,6 +81,28 @@ enum Command {
         #[arg(long, env = "PONDER_ADDR", default_value = "127.0.0.1:50051")]
         addr: String,
     },
+    /// Evaluate strategies on a held-out question set at several budgets, in-process
+    /// on the bundled models; writes records.jsonl and summary.json.
+    Eval {
+        #[arg(long, env = "PONDER_MODELS")]
+        models: Option<PathBuf>,
+        /// Questions per level (levels 1..=6).
+        #[arg(long, default_value_t = 100)]
+        per_level: usize,
+        /// Seed of the question set (not the report's 20261129 nor PRM training's 1).
+        #[arg(long, default_value_t = 20_261_130)]
+        seed: u64,
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+        budgets: Vec<u32>,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "self_consistency,weighted_best_of_n,beam_search:4,compute_optimal"
+        )]
+        strategies: Vec<String>,
+        #[arg(long, default_value = "bench/results/eval")]
+        out: PathBuf,
+    },
     /// Run one node role (the same as the ponder-<role> binaries).
     #[command(subcommand)]
     Node(NodeCommand),
@@ -152,6 +174,26 @@ fn main() -> anyhow::Result<()> {
                 client::solve(&addr, req, stream, Duration::from_secs_f64(timeout)).await
             }
             Command::Status { addr } => client::status(&addr).await,
+            Command::Eval {
+                models,
+                per_level,
+                seed,
+                budgets,
+                strategies,
+                out,
+            } => {
+                let cfg = ponder_cli::eval::EvalConfig {
+                    models: models::models_dir(models.as_deref())?,
+                    per_level,
+                    seed,
+                    budgets,
+                    strategies,
+                    out: out.clone(),
+                };
+                let cells = ponder_cli::eval::run(cfg).await?;
+                ponder_cli::eval::print_table(&cells, &out);
+                Ok(())
+            }
             Command::Node(NodeCommand::Generator(a)) => ponder_generator::run(a).await,
             Command::Node(NodeCommand::Verifier(a)) => ponder_verifier::run(a).await,
             Command::Node(NodeCommand::Orchestrator(a)) => ponder_orchestrator::run(a).await,
