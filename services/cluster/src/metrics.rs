@@ -116,6 +116,18 @@ impl Metrics {
         }
     }
 
+    /// Logging and metrics as every service binary sets them up from its node flags:
+    /// a subscriber in the chosen format, and `/metrics` on `--metrics-addr` if given.
+    pub async fn for_binary(args: &crate::node::NodeArgs) -> anyhow::Result<Self> {
+        crate::telemetry::init_logging(args.log_format);
+        let metrics = Self::new();
+        if let Some(addr) = args.metrics_addr {
+            let bound = metrics.serve(addr).await?;
+            tracing::info!(%bound, "metrics on /metrics");
+        }
+        Ok(metrics)
+    }
+
     pub fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs
             .iter()

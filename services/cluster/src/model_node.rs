@@ -127,6 +127,18 @@ impl ModelNode {
     pub async fn stop(self) {
         self.node.stop().await
     }
+
+    /// What a node binary does once started: print its ready line, serve until
+    /// SIGTERM/Ctrl-C (or a server error), then stop gracefully.
+    pub async fn serve_until_shutdown(mut self) -> anyhow::Result<()> {
+        println!("{} listening on {}", self.role.as_str(), self.node.addr);
+        tokio::select! {
+            _ = crate::telemetry::shutdown_signal() => {}
+            r = self.node.wait() => r?,
+        }
+        self.stop().await;
+        Ok(())
+    }
 }
 
 /// Copies the worker's counters into the metrics once a second.

@@ -151,18 +151,6 @@ pub async fn start(args: GeneratorArgs, metrics: Metrics) -> anyhow::Result<Mode
 
 /// The `ponder-generator` binary: serve until SIGTERM/Ctrl-C, then stop gracefully.
 pub async fn run(args: GeneratorArgs) -> anyhow::Result<()> {
-    ponder_cluster::telemetry::init_logging(args.node.log_format);
-    let metrics = Metrics::new();
-    if let Some(addr) = args.node.metrics_addr {
-        let bound = metrics.serve(addr).await?;
-        tracing::info!(%bound, "metrics on /metrics");
-    }
-    let mut node = start(args, metrics).await?;
-    println!("generator listening on {}", node.node.addr);
-    tokio::select! {
-        _ = ponder_cluster::telemetry::shutdown_signal() => {}
-        r = node.node.wait() => r?,
-    }
-    node.stop().await;
-    Ok(())
+    let metrics = Metrics::for_binary(&args.node).await?;
+    start(args, metrics).await?.serve_until_shutdown().await
 }

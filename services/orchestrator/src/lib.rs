@@ -135,12 +135,7 @@ pub async fn start(args: OrchestratorArgs, metrics: Metrics) -> anyhow::Result<O
 
 /// The `ponder-orchestrator` binary: serve until SIGTERM/Ctrl-C.
 pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
-    ponder_cluster::telemetry::init_logging(args.node.log_format);
-    let metrics = Metrics::new();
-    if let Some(addr) = args.node.metrics_addr {
-        let bound = metrics.serve(addr).await?;
-        tracing::info!(%bound, "metrics on /metrics");
-    }
+    let metrics = Metrics::for_binary(&args.node).await?;
     let mut o = start(args, metrics).await?;
     println!("orchestrator listening on {}", o.node.addr);
     tokio::select! {

@@ -165,6 +165,34 @@ async fn rollout<G: Generate, S: Score>(
     Ok(true)
 }
 
+/// Moves finished paths from `active` to `finished`, reports progress, and returns
+/// the open paths.
+fn retire_finished<G: Generate, S: Score>(
+    ctx: &Context<'_, G, S>,
+    strategy: StrategyKind,
+    round: u32,
+    finished: &mut Vec<Path>,
+    active: Vec<Path>,
+) -> Vec<Path> {
+    let (done, open): (Vec<Path>, Vec<Path>) = active.into_iter().partition(|p| p.done);
+    finished.extend(done);
+    let all: Vec<Scored> = finished
+        .iter()
+        .chain(&open)
+        .map(|p| p.to_scored(ctx))
+        .collect();
+    ctx.report(
+        strategy,
+        &all,
+        format!(
+            "round {round}: {} finished, {} open",
+            finished.len(),
+            open.len()
+        ),
+    );
+    open
+}
+
 /// Indices of the `k` best paths by value (ties: the earlier path).
 fn top(paths: &[Path], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..paths.len()).collect();
@@ -207,23 +235,7 @@ pub async fn beam<G: Generate, S: Score>(
         if !evaluated {
             break;
         }
-        let (done, open): (Vec<Path>, Vec<Path>) = active.into_iter().partition(|p| p.done);
-        finished.extend(done);
-        active = open;
-        let all: Vec<Scored> = finished
-            .iter()
-            .chain(&active)
-            .map(|p| p.to_scored(ctx))
-            .collect();
-        ctx.report(
-            strategy,
-            &all,
-            format!(
-                "round {round}: {} finished, {} open",
-                finished.len(),
-                active.len()
-            ),
-        );
+        active = retire_finished(ctx, strategy, round, &mut finished, active);
         let slots = (n as usize).saturating_sub(finished.len());
         if slots == 0 || active.is_empty() {
             break;
@@ -351,23 +363,7 @@ pub async fn rebase<G: Generate, S: Score>(
         if !scored {
             break;
         }
-        let (done, open): (Vec<Path>, Vec<Path>) = active.into_iter().partition(|p| p.done);
-        finished.extend(done);
-        active = open;
-        let all: Vec<Scored> = finished
-            .iter()
-            .chain(&active)
-            .map(|p| p.to_scored(ctx))
-            .collect();
-        ctx.report(
-            strategy,
-            &all,
-            format!(
-                "round {round}: {} finished, {} open",
-                finished.len(),
-                active.len()
-            ),
-        );
+        active = retire_finished(ctx, strategy, round, &mut finished, active);
         let width = n.saturating_sub(finished.len() as u32);
         if width == 0 || active.is_empty() {
             break;
