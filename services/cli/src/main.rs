@@ -82,7 +82,8 @@ enum Command {
         addr: String,
     },
     /// Evaluate strategies on a held-out question set at several budgets, in-process
-    /// on the bundled models; writes records.jsonl and summary.json.
+    /// on the bundled models; with --fit also fit the compute-optimal policy
+    /// (2-fold cross-validated) and draw the plots. See docs/results.md.
     Eval {
         #[arg(long, env = "PONDER_MODELS")]
         models: Option<PathBuf>,
@@ -92,14 +93,27 @@ enum Command {
         /// Seed of the question set (not the report's 20261129 nor PRM training's 1).
         #[arg(long, default_value_t = 20_261_130)]
         seed: u64,
-        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+        /// Generation budgets; sampling strategies are replayed at each from one draw
+        /// of the largest.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
         budgets: Vec<u32>,
+        /// Budgets for the strategies that must be run (beam search, ...); default:
+        /// --budgets.
+        #[arg(long, value_delimiter = ',')]
+        run_budgets: Option<Vec<u32>>,
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "self_consistency,weighted_best_of_n,beam_search:4,compute_optimal"
+            default_value = "self_consistency,best_of_n,weighted_best_of_n,adaptive:8,beam_search:4"
         )]
         strategies: Vec<String>,
+        /// Fit the compute-optimal policy (writes <out>/policy.json; copy it to
+        /// models/arith-policy.json to ship it), cross-validate it and draw the plots.
+        #[arg(long)]
+        fit: bool,
+        /// Re-analyse the draws.jsonl and runs.jsonl already in --out (no sampling).
+        #[arg(long, requires = "fit")]
+        reanalyze: bool,
         #[arg(long, default_value = "bench/results/eval")]
         out: PathBuf,
     },
@@ -179,18 +193,38 @@ fn main() -> anyhow::Result<()> {
                 per_level,
                 seed,
                 budgets,
+                run_budgets,
                 strategies,
+                fit,
+                reanalyze,
                 out,
             } => {
-                let cfg = ponder_cli::eval::EvalConfig {
-                    models: models::models_dir(models.as_deref())?,
-                    per_level,
-                    seed,
-                    budgets,
-                    strategies,
-                    out: out.clone(),
+                let cells = if reanalyze {
+                    let replayed: Vec<String> = strategies
+                        .iter()
+                        .map(|s| ponder_search::StrategyKind::parse(s).map(|k| k.spec()))
+                        .collect::<Result<Vec<_>, _>>()?
+                        .into_iter()
+                        .filter(|s| {
+                            ponder_search::replay::replayable(
+                                ponder_search::StrategyKind::parse(s).expect("parsed above"),
+                            )
+                        })
+                        .collect();
+                    ponder_cli::eval::reanalyze(&out, &replayed, &budgets)?
+                } else {
+                    let cfg = ponder_cli::eval::EvalConfig {
+                        models: models::models_dir(models.as_deref())?,
+                        per_level,
+                        seed,
+                        budgets,
+                        run_budgets,
+                        strategies,
+                        out: out.clone(),
+                        fit,
+                    };
+                    ponder_cli::eval::run(cfg).await?
                 };
-                let cells = ponder_cli::eval::run(cfg).await?;
                 ponder_cli::eval::print_table(&cells, &out);
                 Ok(())
             }

@@ -100,21 +100,7 @@ pub async fn solve<G: Generate, S: Score>(
             strategy.name()
         )));
     }
-    let mut ctx = Context {
-        generator,
-        verifier,
-        format,
-        question: &params.question,
-        ledger: Ledger::new(params.budget),
-        seed: params.seed,
-        temperature,
-        aggregation: params.aggregation,
-        affinity: params.seed ^ hash(&params.question),
-        request_id: params.request_id.clone(),
-        progress,
-        calls: Duration::ZERO,
-        call_index: 0,
-    };
+    let mut ctx = query_context(generator, verifier, format, &params, temperature, progress);
     let n = params.budget.max_generations;
     let (candidates, used, decision) = if strategy == StrategyKind::ComputeOptimal {
         let default_policy;
@@ -152,6 +138,60 @@ pub async fn solve<G: Generate, S: Score>(
         elapsed: started.elapsed(),
         calls: ctx.calls,
     })
+}
+
+/// The context of one query: a fresh ledger, the query's seed and affinity.
+fn query_context<'a, G: Generate, S: Score>(
+    generator: &'a G,
+    verifier: Option<&'a S>,
+    format: &'a SolutionFormat,
+    params: &'a SolveParams,
+    temperature: f32,
+    progress: Option<mpsc::UnboundedSender<Progress>>,
+) -> Context<'a, G, S> {
+    Context {
+        generator,
+        verifier,
+        format,
+        question: &params.question,
+        ledger: Ledger::new(params.budget),
+        seed: params.seed,
+        temperature,
+        aggregation: params.aggregation,
+        affinity: params.seed ^ hash(&params.question),
+        request_id: params.request_id.clone(),
+        progress,
+        calls: Duration::ZERO,
+        call_index: 0,
+    }
+}
+
+/// `n` scored samples drawn exactly as a best-of-N query with `params` draws its
+/// first `n` (the same waves, seeds and order), for offline evaluation: a sampling
+/// strategy's result at any budget <= `n` can then be replayed from a prefix of one
+/// draw (see [`crate::replay`]) instead of being sampled again.
+pub async fn draw<G: Generate, S: Score>(
+    generator: &G,
+    verifier: &S,
+    format: &SolutionFormat,
+    params: &SolveParams,
+    n: u32,
+) -> Result<(Vec<crate::strategy::Scored>, Usage)> {
+    use crate::strategy::sampling::{sample, Stop, DEFAULT_WAVE_SIZE, MAX_WAVES_IN_FLIGHT};
+    format.check_question(&params.question)?;
+    let temperature = params.temperature.unwrap_or(DEFAULT_TEMPERATURE);
+    let mut ctx = query_context(generator, Some(verifier), format, params, temperature, None);
+    let candidates = sample(
+        &mut ctx,
+        StrategyKind::WeightedBestOfN,
+        n,
+        DEFAULT_WAVE_SIZE,
+        MAX_WAVES_IN_FLIGHT,
+        Stop::Never,
+        vec![],
+    )
+    .await?;
+    Ok((candidates, ctx.ledger.used()))
 }
 
 /// The seed of call `i` of a query (SplitMix64 of the pair): calls draw independent
