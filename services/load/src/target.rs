@@ -1,0 +1,130 @@
+//! The one orchestrator the driver talks to, and how one request is sent.
+//!
+//! The driver dials exactly the address it is given, over `--connections` HTTP/2
+//! connections (requests are spread over them in turn), and nothing else: it does no
+//! discovery, so it can never put load on a cluster it was not pointed at.
+
+use ponder_proto::v1 as pb;
+use ponder_proto::v1::orchestrator_client::OrchestratorClient;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// Which RPC to call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rpc {
+    Solve,
+    SolveStream,
+}
+
+#[derive(Clone)]
+pub struct Target {
+    pub addr: String,
+    pub rpc: Rpc,
+    /// The gRPC deadline of each request.
+    pub timeout: Duration,
+    clients: Vec<OrchestratorClient<Channel>>,
+}
+
+/// What came back for one request.
+pub struct Outcome {
+    pub result: Result<pb::SolveResponse, Status>,
+    /// When the first stream event arrived (SolveStream only).
+    pub first_event: Option<Instant>,
+}
+
+impl Target {
+    /// Opens `connections` connections to `addr` (`host:port` or a URL).
+    pub async fn connect(
+        addr: &str,
+        connections: usize,
+        rpc: Rpc,
+        timeout: Duration,
+    ) -> anyhow::Result<Target> {
+        anyhow::ensure!(
+            (1..=64).contains(&connections),
+            "--connections must be 1..=64"
+        );
+        anyhow::ensure!(!timeout.is_zero(), "--timeout must be positive");
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| anyhow::anyhow!("--addr {addr:?} is not an address: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let mut clients = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach the orchestrator at {url}: {e}"))?;
+            clients.push(OrchestratorClient::new(channel));
+        }
+        Ok(Target {
+            addr: addr.to_string(),
+            rpc,
+            timeout,
+            clients,
+        })
+    }
+
+    /// Sends request number `index` and waits for its answer (or the deadline).
+    pub async fn call(&self, index: u64, req: pb::SolveRequest) -> Outcome {
+        let mut client = self.clients[(index % self.clients.len() as u64) as usize].clone();
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(self.timeout);
+        match self.rpc {
+            Rpc::Solve => Outcome {
+                result: client.solve(request).await.map(|r| r.into_inner()),
+                first_event: None,
+            },
+            Rpc::SolveStream => {
+                let mut first_event = None;
+                let result = async {
+                    let mut events = client.solve_stream(request).await?.into_inner();
+                    while let Some(ev) = events.message().await? {
+                        first_event.get_or_insert_with(Instant::now);
+                        if let Some(fin) = ev.r#final {
+                            return Ok(fin);
+                        }
+                    }
+                    Err(Status::unknown("the stream ended without a final event"))
+                }
+                .await;
+                Outcome {
+                    result,
+                    first_event,
+                }
+            }
+        }
+    }
+}
+
+/// The canonical name of a gRPC status code (`RESOURCE_EXHAUSTED`), as the gRPC
+/// documentation and other tools print it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
