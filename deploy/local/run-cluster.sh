@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# Runs a Ponder cluster as separate processes on this machine, with a real etcd: one
+# etcd, N generators, M verifiers and one orchestrator, each its own process that
+# registers in (or watches) etcd exactly as on Kubernetes. The step between `ponder up`
+# (one process) and the Helm chart.
+#
+#   cargo build --release -p ponder-cli          # the `ponder` binary runs every role
+#   deploy/local/run-cluster.sh --generators 3   # prints the orchestrator's address
+#   ponder solve "(47+38)*3-19" --addr 127.0.0.1:50051
+#
+# Ctrl-C (or SIGTERM) stops every process (nodes first, gracefully, then etcd) and
+# removes the working directory unless --keep is given. A node that dies meanwhile
+# (e.g. killed on purpose to test failover) is reported and the rest keep running.
+# Needs etcd (Debian/Ubuntu: apt-get install etcd-server; or set PONDER_ETCD_BIN).
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: deploy/local/run-cluster.sh [options]
+
+  --generators N         generator processes (default 2)
+  --verifiers N          verifier processes (default 1; 0: none)
+  --port PORT            orchestrator gRPC port on 127.0.0.1 (default 50051)
+  --models DIR           directory holding arith-gen/ and arith-prm/ (default: ./models)
+  --generator-model P    generator model (default: DIR/arith-gen)
+  --verifier-model P     verifier model, a PRM (default: DIR/arith-prm)
+  --bin PATH             the ponder binary (default: target/release/ponder)
+  --etcd-bin PATH        etcd binary (default: $PONDER_ETCD_BIN or etcd)
+  --cluster NAME         cluster name, the etcd key prefix (default: local)
+  --metrics              serve /metrics on every node (free ports, listed at start)
+  --log-format FMT       text or json (default: text)
+  --work-dir DIR         etcd data, logs and cluster.env (default: a new temp dir)
+  --keep                 keep the working directory on exit
+  --timeout SECS         how long to wait for each process to be ready (default 120)
+  -h, --help             this help
+
+Every node gets the shared flags of docs/cluster.md through PONDER_* variables set in
+the caller's environment (e.g. PONDER_MAX_BATCH=64, RUST_LOG=debug).
+Writes WORK_DIR/cluster.env (PONDER_ADDR, PONDER_ETCD, PONDER_CLUSTER, PIDs) for scripts.
+EOF
+}
+
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+
+generators=2
+verifiers=1
+port=50051
+models="$repo/models"
+generator_model=""
+verifier_model=""
+bin="$repo/target/release/ponder"
+etcd_bin="${PONDER_ETCD_BIN:-etcd}"
+cluster=local
+metrics=0
+log_format=text
+work=""
+keep=0
+timeout=120
+
+need() { [ $# -ge 2 ] || { echo "run-cluster.sh: $1 needs a value" >&2; exit 2; }; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --generators) need "$@"; generators="$2"; shift 2 ;;
+        --verifiers) need "$@"; verifiers="$2"; shift 2 ;;
+        --port) need "$@"; port="$2"; shift 2 ;;
+        --models) need "$@"; models="$2"; shift 2 ;;
+        --generator-model) need "$@"; generator_model="$2"; shift 2 ;;
+        --verifier-model) need "$@"; verifier_model="$2"; shift 2 ;;
+        --bin) need "$@"; bin="$2"; shift 2 ;;
+        --etcd-bin) need "$@"; etcd_bin="$2"; shift 2 ;;
+        --cluster) need "$@"; cluster="$2"; shift 2 ;;
+        --metrics) metrics=1; shift ;;
+        --log-format) need "$@"; log_format="$2"; shift 2 ;;
+        --work-dir) need "$@"; work="$2"; shift 2 ;;
+        --keep) keep=1; shift ;;
+        --timeout) need "$@"; timeout="$2"; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "run-cluster.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+# Paths given on the command line are relative to the caller's directory.
+abs() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+models="$(abs "$models")"; bin="$(abs "$bin")"
+[ -z "$generator_model" ] || generator_model="$(abs "$generator_model")"
+[ -z "$verifier_model" ] || verifier_model="$(abs "$verifier_model")"
+[ -z "$work" ] || work="$(abs "$work")"
+case "$etcd_bin" in */*) etcd_bin="$(abs "$etcd_bin")" ;; esac
+
+is_count() { [[ "$1" =~ ^[0-9]+$ ]]; }
+is_count "$generators" && [ "$generators" -ge 1 ] || { echo "--generators must be at least 1" >&2; exit 2; }
+is_count "$verifiers" || { echo "--verifiers must be a number" >&2; exit 2; }
+is_count "$port" || { echo "--port must be a number" >&2; exit 2; }
+generator_model="${generator_model:-$models/arith-gen}"
+verifier_model="${verifier_model:-$models/arith-prm}"
+[ -x "$bin" ] || { echo "no ponder binary at $bin; build it: cargo build --release -p ponder-cli" >&2; exit 1; }
+command -v "$etcd_bin" >/dev/null || { echo "no etcd ($etcd_bin); install it (apt-get install etcd-server) or pass --etcd-bin" >&2; exit 1; }
+[ -e "$generator_model" ] || { echo "no generator model at $generator_model" >&2; exit 1; }
+if [ "$verifiers" -gt 0 ] && [ ! -e "$verifier_model" ]; then
+    echo "no verifier model at $verifier_model" >&2; exit 1
+fi
+
+# A port nothing listens on yet, from $1 upwards.
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if port_in_use "$port"; then
+    echo "127.0.0.1:$port is in use; pick another with --port" >&2; exit 1
+fi
+# free_port: sets $PORT to a port nothing listens on (no subshell: it advances a counter).
+next_port=$((20000 + RANDOM % 20000))
+free_port() {
+    while port_in_use "$next_port"; do next_port=$((next_port + 1)); done
+    PORT="$next_port"
+    next_port=$((next_port + 1))
+}
+
+if [ -z "$work" ]; then
+    work="$(mktemp -d "${TMPDIR:-/tmp}/ponder-cluster.XXXXXX")"
+else
+    mkdir -p "$work"
+fi
+mkdir -p "$work/logs"
+
+names=()   # process names, in start order
+pids=()    # their pids
+stopping=0
+
+# Stops processes [from, to) gracefully (SIGTERM), SIGKILL after `grace` seconds.
+stop_range() {
+    local from="$1" to="$2" grace="$3" i
+    for ((i = from; i < to; i++)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
+    local deadline=$((SECONDS + grace))
+    for ((i = from; i < to; i++)); do
+        while kill -0 "${pids[i]}" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+        if kill -0 "${pids[i]}" 2>/dev/null; then
+            echo "${names[i]} (pid ${pids[i]}) did not stop in time; killing it"
+            kill -KILL "${pids[i]}" 2>/dev/null || true
+        fi
+        wait "${pids[i]}" 2>/dev/null || true
+    done
+}
+
+stop_all() {
+    [ "$stopping" = 1 ] && return
+    stopping=1
+    trap - INT TERM
+    if [ "${#pids[@]}" -gt 0 ]; then
+        echo "stopping the cluster"
+        # Nodes first (SIGTERM: leave etcd, drain up to --drain-secs, exit), then etcd.
+        stop_range 1 "${#pids[@]}" 30
+        stop_range 0 1 10
+    fi
+    if [ "$keep" = 1 ]; then
+        echo "kept $work (logs in $work/logs)"
+    else
+        rm -rf "$work"
+    fi
+}
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
+trap 'stop_all' EXIT
+
+# Waits until `pattern` appears in the log of process $1 (index), or it dies.
+wait_for() {
+    local idx="$1" pattern="$2" log="$work/logs/${names[$1]}.log"
+    local deadline=$((SECONDS + timeout))
+    until grep -q -- "$pattern" "$log" 2>/dev/null; do
+        if ! kill -0 "${pids[idx]}" 2>/dev/null; then
+            echo "${names[idx]} exited before it was ready; its log ($log):" >&2
+            tail -n 20 "$log" >&2 || true
+            exit 1
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "${names[idx]} not ready after ${timeout}s; its log ($log):" >&2
+            tail -n 20 "$log" >&2 || true
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
+
+start() {   # start NAME CMD...
+    local name="$1"; shift
+    "$@" >"$work/logs/$name.log" 2>&1 &
+    names+=("$name")
+    pids+=("$!")
+}
+
+# etcd on free loopback ports, with its own data directory.
+free_port; etcd_client="http://127.0.0.1:$PORT"
+free_port; etcd_peer="http://127.0.0.1:$PORT"
+start etcd "$etcd_bin" --name ponder-local --data-dir "$work/etcd" \
+    --listen-client-urls "$etcd_client" --advertise-client-urls "$etcd_client" \
+    --listen-peer-urls "$etcd_peer" --initial-advertise-peer-urls "$etcd_peer" \
+    --initial-cluster "ponder-local=$etcd_peer"
+etcd_port="${etcd_client##*:}"
+deadline=$((SECONDS + timeout))
+until port_in_use "$etcd_port"; do
+    kill -0 "${pids[0]}" 2>/dev/null || { echo "etcd exited; its log:" >&2; tail -n 20 "$work/logs/etcd.log" >&2; exit 1; }
+    [ "$SECONDS" -lt "$deadline" ] || { echo "etcd did not start" >&2; exit 1; }
+    sleep 0.1
+done
+echo "etcd listening on $etcd_client"
+
+export PONDER_ETCD="$etcd_client" PONDER_CLUSTER="$cluster" PONDER_LOG_FORMAT="$log_format"
+metrics_lines=()
+node_args() {   # sets $ARGS: a node's listen address, id and, with --metrics, a metrics port
+    local name="$1" listen="$2"
+    ARGS=(--listen "$listen" --instance-id "$name")
+    if [ "$metrics" = 1 ]; then
+        free_port
+        ARGS+=(--metrics-addr "127.0.0.1:$PORT")
+        metrics_lines+=("$name http://127.0.0.1:$PORT/metrics")
+    fi
+}
+
+# Model nodes on free ports (port 0: the node binds any free port and advertises it).
+for ((g = 1; g <= generators; g++)); do
+    node_args "generator-$g" 127.0.0.1:0
+    start "generator-$g" "$bin" node generator --model "$generator_model" "${ARGS[@]}"
+done
+for ((v = 1; v <= verifiers; v++)); do
+    node_args "verifier-$v" 127.0.0.1:0
+    start "verifier-$v" "$bin" node verifier --model "$verifier_model" "${ARGS[@]}"
+done
+for ((i = 1; i < ${#pids[@]}; i++)); do
+    role="${names[i]%-*}"
+    wait_for "$i" "$role listening on "
+    echo "${names[i]} $(grep -o -- "$role listening on .*" "$work/logs/${names[i]}.log" | head -n 1) (pid ${pids[i]})"
+done
+
+# The orchestrator turns SERVING (and prints its line) once a generator is registered.
+node_args orchestrator "127.0.0.1:$port"
+start orchestrator "$bin" node orchestrator "${ARGS[@]}"
+orch=$((${#pids[@]} - 1))
+wait_for "$orch" "orchestrator listening on "
+
+{
+    echo "PONDER_ADDR=127.0.0.1:$port"
+    echo "PONDER_ETCD=$etcd_client"
+    echo "PONDER_CLUSTER=$cluster"
+    for ((i = 0; i < ${#pids[@]}; i++)); do
+        echo "PID_$(echo "${names[i]}" | tr 'a-z-' 'A-Z_')=${pids[i]}"
+    done
+} >"$work/cluster.env"
+
+for line in "${metrics_lines[@]+"${metrics_lines[@]}"}"; do echo "metrics: $line"; done
+echo "logs: $work/logs   env: $work/cluster.env"
+echo "ask it:  $bin solve \"(47+38)*3-19\" --addr 127.0.0.1:$port"
+echo "orchestrator listening on 127.0.0.1:$port"
+echo "(Ctrl-C stops the cluster)"
+
+# Serve until Ctrl-C; report processes that die meanwhile.
+alive=("${pids[@]}")
+while :; do
+    sleep 1
+    for ((i = 0; i < ${#pids[@]}; i++)); do
+        if [ -n "${alive[i]}" ] && ! kill -0 "${pids[i]}" 2>/dev/null; then
+            status=0
+            wait "${pids[i]}" 2>/dev/null || status=$?
+            echo "${names[i]} (pid ${pids[i]}) exited with status $status; see $work/logs/${names[i]}.log"
+            alive[i]=""
+        fi
+    done
+done
