@@ -1,6 +1,8 @@
 //! Helpers for the cross-service tests: the bundled models, node processes, etcd.
 #![allow(dead_code)]
 
+pub mod security;
+
 use ponder_cli::embedded::{EmbeddedCluster, EmbeddedConfig};
 use ponder_proto::v1 as pb;
 use ponder_proto::v1::orchestrator_client::OrchestratorClient;

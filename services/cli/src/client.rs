@@ -1,22 +1,48 @@
 //! Client commands: `ponder solve`, `ponder status`, and the `--demo` questions.
+//!
+//! They dial with `ponder_cluster::connect::ConnectArgs`: plaintext by default, TLS
+//! with `--tls-ca` (and a client certificate with `--tls-cert`/`--tls-key`), and an
+//! API key with `--token` / `PONDER_TOKEN` (docs/security.md).
 
+use ponder_cluster::connect::{BearerToken, ConnectArgs};
 use ponder_proto::v1 as pb;
 use ponder_proto::v1::orchestrator_client::OrchestratorClient;
 use std::time::{Duration, Instant};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-pub async fn connect(addr: &str) -> anyhow::Result<OrchestratorClient<Channel>> {
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let channel = Channel::from_shared(url.clone())?
-        .connect_timeout(Duration::from_secs(5))
+/// An orchestrator client that sends the configured token with every call.
+pub type Client = OrchestratorClient<InterceptedService<Channel, BearerToken>>;
+
+/// A plaintext client without a token (the embedded cluster, benchmarks).
+pub async fn connect(addr: &str) -> anyhow::Result<Client> {
+    connect_with(addr, &ConnectArgs::default()).await
+}
+
+pub async fn connect_with(addr: &str, access: &ConnectArgs) -> anyhow::Result<Client> {
+    let endpoint = access.endpoint(addr)?;
+    let url = endpoint.uri().to_string();
+    let channel = endpoint
         .connect()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the orchestrator at {url}: {e}"))?;
-    Ok(OrchestratorClient::new(channel))
+        .map_err(|e| anyhow::anyhow!("cannot reach the orchestrator at {url}: {}", chain(&e)))?;
+    Ok(OrchestratorClient::with_interceptor(
+        channel,
+        access.bearer()?,
+    ))
+}
+
+/// An error with its causes ("transport error: ...: invalid peer certificate ..."):
+/// tonic's top-level message alone does not say why a TLS connection failed.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
 }
 
 /// A solve request as the CLI builds it.
@@ -73,11 +99,12 @@ pub fn print_response(r: &pb::SolveResponse, elapsed: Duration) {
 /// `ponder solve`: one question, optionally streaming.
 pub async fn solve(
     addr: &str,
+    access: &ConnectArgs,
     req: pb::SolveRequest,
     stream: bool,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let mut client = connect(addr).await?;
+    let mut client = connect_with(addr, access).await?;
     let start = Instant::now();
     let mut request = tonic::Request::new(req);
     request.set_timeout(timeout);
@@ -115,13 +142,28 @@ pub async fn solve(
     anyhow::bail!("the stream ended without a final result")
 }
 
+/// The status with the causes of a transport failure (a TLS alert, a reset), and a
+/// hint when the likely cause is a plaintext client at a TLS port.
 fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+    let mut text = format!("{:?}: {}", s.code(), s.message());
+    let mut source = std::error::Error::source(&s);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if s.code() == tonic::Code::Internal && s.message().contains("h2 protocol error") {
+        text.push_str(" (if the server serves TLS, give --tls-ca)");
+    }
+    anyhow::anyhow!(text)
 }
 
 /// `ponder status`: members, health and load.
-pub async fn status(addr: &str) -> anyhow::Result<()> {
-    let mut client = connect(addr).await?;
+pub async fn status(addr: &str, access: &ConnectArgs) -> anyhow::Result<()> {
+    let mut client = connect_with(addr, access).await?;
     let s = client
         .cluster_status(pb::ClusterStatusRequest {})
         .await

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use ponder_cli::embedded::{EmbeddedCluster, EmbeddedConfig};
 use ponder_cli::{client, models};
+use ponder_cluster::connect::ConnectArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -75,11 +76,15 @@ enum Command {
         timeout: f64,
         #[arg(long, env = "PONDER_ADDR", default_value = "127.0.0.1:50051")]
         addr: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
     },
     /// Show the orchestrator's members, their health and load.
     Status {
         #[arg(long, env = "PONDER_ADDR", default_value = "127.0.0.1:50051")]
         addr: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
     },
     /// Evaluate strategies on a held-out question set at several budgets, in-process
     /// on the bundled models; with --fit also fit the compute-optimal policy
@@ -119,7 +124,7 @@ enum Command {
     },
     /// Run one node role (the same as the ponder-<role> binaries).
     #[command(subcommand)]
-    Node(NodeCommand),
+    Node(Box<NodeCommand>),
 }
 
 #[derive(Subcommand)]
@@ -179,15 +184,23 @@ fn main() -> anyhow::Result<()> {
                 stream,
                 timeout,
                 addr,
+                connect,
             } => {
                 anyhow::ensure!(
                     timeout > 0.0 && timeout.is_finite(),
                     "--timeout must be positive"
                 );
                 let req = client::request(&question, strategy.as_deref(), budget, max_tokens, seed);
-                client::solve(&addr, req, stream, Duration::from_secs_f64(timeout)).await
+                client::solve(
+                    &addr,
+                    &connect,
+                    req,
+                    stream,
+                    Duration::from_secs_f64(timeout),
+                )
+                .await
             }
-            Command::Status { addr } => client::status(&addr).await,
+            Command::Status { addr, connect } => client::status(&addr, &connect).await,
             Command::Eval {
                 models,
                 per_level,
@@ -228,9 +241,11 @@ fn main() -> anyhow::Result<()> {
                 ponder_cli::eval::print_table(&cells, &out);
                 Ok(())
             }
-            Command::Node(NodeCommand::Generator(a)) => ponder_generator::run(a).await,
-            Command::Node(NodeCommand::Verifier(a)) => ponder_verifier::run(a).await,
-            Command::Node(NodeCommand::Orchestrator(a)) => ponder_orchestrator::run(a).await,
+            Command::Node(node) => match *node {
+                NodeCommand::Generator(a) => ponder_generator::run(a).await,
+                NodeCommand::Verifier(a) => ponder_verifier::run(a).await,
+                NodeCommand::Orchestrator(a) => ponder_orchestrator::run(a).await,
+            },
         }
     })
 }

@@ -3,8 +3,12 @@
 //! Why one crate: the generator, verifier and orchestrator differ only in the gRPC
 //! service they expose. Discovery (etcd or a static list), registration under a lease,
 //! routing with affinity and failover, health, reflection, metrics, logging and
-//! graceful shutdown are the same for all of them and live here once.
+//! graceful shutdown are the same for all of them and live here once. So is security:
+//! TLS and mTLS on every hop (`tls`), how clients dial a service (`connect`), etcd's
+//! TLS and credentials (`discovery::EtcdConfig`), and secrets kept out of logs
+//! (`secret`); see docs/security.md.
 
+pub mod connect;
 pub mod discovery;
 pub mod member;
 pub mod metrics;
@@ -13,8 +17,10 @@ pub mod node;
 pub mod pool;
 pub mod register;
 pub mod request_id;
+pub mod secret;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 
 pub use member::{Member, MemberRecord, Registry, Role};
 pub use pool::{GeneratorPool, VerifierPool};

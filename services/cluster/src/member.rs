@@ -3,7 +3,11 @@
 //! The table is a `DashMap` written by one discovery task and read by every query's
 //! routing decision; per-member load and health are atomics, so routing never waits
 //! on a lock held across an await.
+//!
+//! With a cluster CA configured the registry dials every member over TLS (`https://`),
+//! verifying the member's certificate and presenting this node's own (mTLS).
 
+use crate::tls::PeerTls;
 use dashmap::DashMap;
 use ponder_proto::v1::ModelInfoResponse;
 use serde::{Deserialize, Serialize};
@@ -72,8 +76,14 @@ pub const MAX_EJECTION: Duration = Duration::from_secs(30);
 pub const FIRST_EJECTION: Duration = Duration::from_millis(500);
 
 impl Member {
-    pub fn new(record: MemberRecord) -> anyhow::Result<Self> {
-        let channel = Channel::from_shared(format!("http://{}", record.address))?
+    /// A member dialed in plaintext, or over TLS with `tls`.
+    pub fn new(record: MemberRecord, tls: Option<&PeerTls>) -> anyhow::Result<Self> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Channel::from_shared(format!("{scheme}://{}", record.address))?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls.config.clone())?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -149,11 +159,21 @@ impl Drop for InFlight {
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     members: Arc<DashMap<String, Arc<Member>>>,
+    tls: Option<Arc<PeerTls>>,
 }
 
 impl Registry {
+    /// Members dialed in plaintext.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Members dialed over TLS with `tls` (or plaintext when `None`).
+    pub fn with_tls(tls: Option<PeerTls>) -> Self {
+        Self {
+            members: Default::default(),
+            tls: tls.map(Arc::new),
+        }
     }
 
     /// Adds or replaces a member (a changed record gets a fresh channel). Returns the
@@ -164,7 +184,7 @@ impl Registry {
                 return Ok(None);
             }
         }
-        let m = Arc::new(Member::new(record)?);
+        let m = Arc::new(Member::new(record, self.tls.as_deref())?);
         self.members.insert(m.record.instance_id.clone(), m.clone());
         Ok(Some(m))
     }

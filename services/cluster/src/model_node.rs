@@ -7,6 +7,7 @@
 use crate::member::{MemberRecord, Role};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeArgs};
+use crate::tls::ClientAuth;
 use clap::Args;
 use ponder_engine::{LoadOptions, ModelWorker, WorkerConfig};
 use std::path::PathBuf;
@@ -79,7 +80,8 @@ impl ModelNode {
         routes: Routes,
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
-        let mut node = Node::start(node_args, service_name, routes).await?;
+        // Workers accept only cluster peers once a CA is configured (docs/security.md).
+        let mut node = Node::start(node_args, service_name, routes, ClientAuth::Required).await?;
         tracing::info!(addr = %node.addr, model = %model.model.display(), "loading model");
         let path = model.model.clone();
         let needs_prm = role == Role::Verifier;

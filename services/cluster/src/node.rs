@@ -6,9 +6,17 @@
 //! SERVING and the node registers in etcd. Stop order: health NOT_SERVING, the lease is
 //! revoked (orchestrators drop the member now), in-flight calls drain up to a limit,
 //! then the server exits.
+//!
+//! Security (docs/security.md): the gRPC port serves TLS when `--tls-cert` is given and
+//! demands client certificates per `--tls-client-auth`. Kubelet gRPC probes speak
+//! neither TLS nor mTLS, so `--health-listen` serves grpc.health.v1 alone, in
+//! plaintext, on a second port: it tells only SERVING or NOT_SERVING, and probes
+//! point there when TLS is on.
 
+use crate::discovery::{EtcdAccessArgs, EtcdConfig};
 use crate::member::MemberRecord;
 use crate::register::{Registration, DEFAULT_TTL_SECS};
+use crate::tls::{ClientAuth, TlsArgs};
 use clap::Args;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -49,6 +57,14 @@ pub struct NodeArgs {
     pub drain_secs: u64,
     #[arg(long, env = "PONDER_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: crate::telemetry::LogFormat,
+    /// Also serve grpc.health.v1 alone, in plaintext, on this address (for kubelet
+    /// probes, which cannot do TLS).
+    #[arg(long, env = "PONDER_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub etcd_access: EtcdAccessArgs,
 }
 
 impl Default for NodeArgs {
@@ -63,6 +79,9 @@ impl Default for NodeArgs {
             lease_ttl: DEFAULT_TTL_SECS,
             drain_secs: 20,
             log_format: Default::default(),
+            health_listen: None,
+            tls: TlsArgs::default(),
+            etcd_access: EtcdAccessArgs::default(),
         }
     }
 }
@@ -70,24 +89,44 @@ impl Default for NodeArgs {
 /// A running server.
 pub struct Node {
     pub addr: SocketAddr,
+    /// The plaintext health-only port (`--health-listen`), if any.
+    pub health_addr: Option<SocketAddr>,
     pub service_name: &'static str,
     args: NodeArgs,
     health: HealthReporter,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    etcd: Option<EtcdConfig>,
     registration: Option<Registration>,
 }
 
 impl Node {
     /// Binds and starts serving `routes` plus health and reflection; health reports
-    /// NOT_SERVING until [`Node::set_serving`].
+    /// NOT_SERVING until [`Node::set_serving`]. `client_auth` is the role's default for
+    /// `--tls-client-auth` once a CA is configured.
     pub async fn start(
         args: NodeArgs,
         service_name: &'static str,
         routes: Routes,
+        client_auth: ClientAuth,
     ) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(args.listen).await?;
+        let tls = args.tls.server(client_auth)?;
+        let etcd = if args.etcd.is_empty() {
+            None
+        } else {
+            Some(EtcdConfig::new(args.etcd.clone(), &args.etcd_access)?)
+        };
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener.local_addr()?;
+        match &tls {
+            Some(_) if args.tls.requires_client_certs(client_auth) => {
+                tracing::info!(%addr, "TLS on; callers must present a certificate signed by the cluster CA")
+            }
+            Some(_) => tracing::info!(%addr, "TLS on; client certificates not required"),
+            None => tracing::info!(%addr, "plaintext gRPC (no --tls-cert)"),
+        }
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_service_status("", ServingStatus::NotServing)
@@ -99,23 +138,33 @@ impl Node {
             .register_encoded_file_descriptor_set(ponder_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let routes = routes.add_service(health_service).add_service(reflection);
         let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(
-            tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                }),
-        );
+        let health_addr = match args.health_listen {
+            Some(a) => {
+                Some(serve_health(a, Routes::new(health_service.clone()), stop.subscribe()).await?)
+            }
+            None => None,
+        };
+        let routes = routes.add_service(health_service).add_service(reflection);
+        let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+        if let Some(tls) = tls {
+            server = server.tls_config(tls)?;
+        }
+        let task = tokio::spawn(server.add_routes(routes).serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
         Ok(Self {
             addr,
+            health_addr,
             service_name,
             args,
             health,
             stop,
             task,
+            etcd,
             registration: None,
         })
     }
@@ -145,9 +194,9 @@ impl Node {
         self.health
             .set_service_status(self.service_name, ServingStatus::Serving)
             .await;
-        if let (Some(record), false) = (record, self.args.etcd.is_empty()) {
+        if let (Some(record), Some(etcd)) = (record, &self.etcd) {
             self.registration = Some(Registration::start(
-                self.args.etcd.clone(),
+                etcd.clone(),
                 self.args.cluster.clone(),
                 record,
                 self.args.lease_ttl,
@@ -187,4 +236,30 @@ impl Node {
         (&mut self.task).await??;
         Ok(())
     }
+}
+
+/// Serves `health` (grpc.health.v1 alone, sharing its status with the main port's) in
+/// plaintext until `stop` turns true.
+async fn serve_health(
+    addr: SocketAddr,
+    health: Routes,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on --health-listen {addr}: {e}"))?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        let r = tonic::transport::Server::builder()
+            .add_routes(health)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "health port stopped");
+        }
+    });
+    tracing::info!(%bound, "plaintext health checks (grpc.health.v1 only)");
+    Ok(bound)
 }

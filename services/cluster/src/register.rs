@@ -5,9 +5,9 @@
 //! and writes the key again. On shutdown the lease is revoked, so the member leaves at
 //! once instead of after the TTL.
 
-use crate::discovery::{connect_options, key_prefix};
+use crate::discovery::{key_prefix, EtcdConfig};
 use crate::member::MemberRecord;
-use etcd_client::{Client, PutOptions};
+use etcd_client::PutOptions;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -31,14 +31,14 @@ pub fn member_key(cluster: &str, record: &MemberRecord) -> String {
 
 impl Registration {
     /// Starts registering `record`; keeps trying while etcd is unreachable.
-    pub fn start(endpoints: Vec<String>, cluster: String, record: MemberRecord, ttl: i64) -> Self {
+    pub fn start(etcd: EtcdConfig, cluster: String, record: MemberRecord, ttl: i64) -> Self {
         let (stop_tx, mut stop_rx) = oneshot::channel();
         let key = member_key(&cluster, &record);
         let value = serde_json::to_string(&record).expect("a member record serialises");
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
             loop {
-                match hold(&endpoints, &key, &value, ttl, &mut stop_rx).await {
+                match hold(&etcd, &key, &value, ttl, &mut stop_rx).await {
                     Ok(true) => return,
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, key, "etcd registration lost; retrying"),
@@ -68,13 +68,13 @@ impl Registration {
 /// Registers and keeps the lease alive. Ok(true): stopped and revoked; Ok(false) or
 /// Err: the lease or connection was lost.
 async fn hold(
-    endpoints: &[String],
+    etcd: &EtcdConfig,
     key: &str,
     value: &str,
     ttl: i64,
     stop: &mut oneshot::Receiver<()>,
 ) -> anyhow::Result<bool> {
-    let mut client = Client::connect(endpoints, Some(connect_options())).await?;
+    let mut client = etcd.connect().await?;
     let lease = client.lease_grant(ttl, None).await?.id();
     client
         .put(key, value, Some(PutOptions::new().with_lease(lease)))

@@ -1,16 +1,20 @@
 //! The orchestrator: `ponder.v1.Orchestrator` over generator and verifier pools.
 //!
 //! The search itself is `ponder_search::solve`; this crate adds the wire contract,
-//! validation, admission control (a bound on queries in progress), discovery of the
-//! pools and the node lifecycle.
+//! validation, admission control (a bound on queries in progress), access control (API
+//! keys and per-client rate limits, `access`), discovery of the pools and the node
+//! lifecycle.
 
+pub mod access;
 pub mod request;
 pub mod service;
 
+use access::{AccessArgs, Gate};
 use clap::Parser;
-use ponder_cluster::discovery::{Discovery, EtcdDiscovery, StaticDiscovery};
+use ponder_cluster::discovery::{Discovery, EtcdConfig, EtcdDiscovery, StaticDiscovery};
 use ponder_cluster::metrics::Metrics;
 use ponder_cluster::node::{Node, NodeArgs};
+use ponder_cluster::tls::ClientAuth;
 use ponder_cluster::{Registry, Role};
 use ponder_proto::v1::orchestrator_server::OrchestratorServer;
 use ponder_search::SolutionFormat;
@@ -47,6 +51,8 @@ pub struct OrchestratorArgs {
     /// Queries in progress at once; more are answered RESOURCE_EXHAUSTED.
     #[arg(long, env = "PONDER_MAX_QUERIES", default_value_t = 64)]
     pub max_queries: usize,
+    #[command(flatten)]
+    pub access: AccessArgs,
 }
 
 impl OrchestratorArgs {
@@ -59,6 +65,7 @@ impl OrchestratorArgs {
             policy: None,
             default_generations: request::DEFAULT_GENERATIONS,
             max_queries: 64,
+            access: AccessArgs::default(),
         }
     }
 }
@@ -94,7 +101,19 @@ pub async fn start(args: OrchestratorArgs, metrics: Metrics) -> anyhow::Result<O
         ponder_search::budget::MAX_GENERATIONS
     );
     anyhow::ensure!(args.max_queries > 0, "--max-queries must be at least 1");
-    let registry = Registry::new();
+    let gate = Gate::new(&args.access)?;
+    let peers = args.node.tls.peers()?;
+    match &peers {
+        Some(p) if p.has_identity => {
+            tracing::info!("dialing workers over mTLS, verified by the cluster CA")
+        }
+        Some(_) => tracing::warn!(
+            "dialing workers over TLS without a client certificate (no --tls-client-cert or \
+             --tls-cert): workers that require mTLS will refuse this orchestrator"
+        ),
+        None => {}
+    }
+    let registry = Registry::with_tls(peers);
     let (kind, discovery) = if args.node.etcd.is_empty() {
         anyhow::ensure!(
             !args.generators.is_empty(),
@@ -104,7 +123,7 @@ pub async fn start(args: OrchestratorArgs, metrics: Metrics) -> anyhow::Result<O
         (d.kind(), tokio::spawn(d.run(registry.clone())))
     } else {
         let d = EtcdDiscovery {
-            endpoints: args.node.etcd.clone(),
+            etcd: EtcdConfig::new(args.node.etcd.clone(), &args.node.etcd_access)?,
             cluster: args.node.cluster.clone(),
         };
         (d.kind(), tokio::spawn(d.run(registry.clone())))
@@ -120,8 +139,10 @@ pub async fn start(args: OrchestratorArgs, metrics: Metrics) -> anyhow::Result<O
         max_queries: args.max_queries,
         metrics,
     });
-    let routes = tonic::service::Routes::new(OrchestratorServer::new(service));
-    let mut node = Node::start(args.node.clone(), SERVICE_NAME, routes).await?;
+    // Only the Orchestrator service is gated: health and reflection stay open.
+    let routes = tonic::service::Routes::new(OrchestratorServer::with_interceptor(service, gate));
+    // The public port asks for no client certificate by default: callers use API keys.
+    let mut node = Node::start(args.node.clone(), SERVICE_NAME, routes, ClientAuth::None).await?;
     while registry.ready(Role::Generator) == 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

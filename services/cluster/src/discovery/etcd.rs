@@ -5,9 +5,9 @@
 //! in the registry, so the cluster keeps serving while etcd is down; members that died
 //! meanwhile are ejected by routing on their first failed call.
 
-use super::{fetch_info, Discovery};
+use super::{fetch_info, Discovery, EtcdConfig};
 use crate::member::{MemberRecord, Registry, Role};
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use etcd_client::{EventType, GetOptions, WatchOptions};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -17,15 +17,8 @@ pub fn key_prefix(cluster: &str) -> String {
 }
 
 pub struct EtcdDiscovery {
-    pub endpoints: Vec<String>,
+    pub etcd: EtcdConfig,
     pub cluster: String,
-}
-
-pub fn connect_options() -> ConnectOptions {
-    ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(5))
-        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
 }
 
 impl Discovery for EtcdDiscovery {
@@ -37,7 +30,7 @@ impl Discovery for EtcdDiscovery {
         let prefix = key_prefix(&self.cluster);
         let mut backoff = Duration::from_millis(200);
         loop {
-            match sync_and_watch(&self.endpoints, &prefix, &registry).await {
+            match sync_and_watch(&self.etcd, &prefix, &registry).await {
                 Ok(()) => tracing::warn!("etcd watch ended; resyncing"),
                 Err(e) => {
                     tracing::warn!(error = %e, "etcd unavailable; keeping the last membership")
@@ -68,11 +61,11 @@ fn apply(registry: &Registry, record: MemberRecord) {
 }
 
 async fn sync_and_watch(
-    endpoints: &[String],
+    etcd: &EtcdConfig,
     prefix: &str,
     registry: &Registry,
 ) -> anyhow::Result<()> {
-    let mut client = Client::connect(endpoints, Some(connect_options())).await?;
+    let mut client = etcd.connect().await?;
     let listing = client
         .get(prefix, Some(GetOptions::new().with_prefix()))
         .await?;

@@ -5,9 +5,11 @@
 //! tells the pools its parameter count for FLOP accounting).
 
 mod etcd;
+mod etcd_access;
 mod static_list;
 
-pub use etcd::{connect_options, key_prefix, EtcdDiscovery};
+pub use etcd::{key_prefix, EtcdDiscovery};
+pub use etcd_access::{EtcdAccessArgs, EtcdConfig};
 pub use static_list::StaticDiscovery;
 
 use crate::member::{Member, Registry, Role};
