@@ -381,3 +381,127 @@ async fn a_python_grpcio_client_can_solve() {
 }
 
 use std::path::PathBuf;
+
+/// At the deadline the orchestrator answers with the best answer so far, flagged
+/// partial, before the client gives up; a strict request fails instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_gives_a_partial_answer_unless_strict() {
+    let cluster = embedded(1).await;
+    let mut c = client(cluster.addr()).await;
+    // Short solutions, so waves finish early; far too many for the deadline.
+    let question = "47+38";
+    let ask = |strict: bool| {
+        let mut r = request(question, 1024, 3);
+        r.strategy = Some(pb::Strategy {
+            kind: Some(pb::strategy::Kind::Name("self_consistency".into())),
+        });
+        r.strict = strict;
+        let mut req = tonic::Request::new(r);
+        req.set_timeout(Duration::from_secs(4));
+        req
+    };
+    let start = std::time::Instant::now();
+    let r = c.solve(ask(false)).await.unwrap().into_inner();
+    let took = start.elapsed();
+    assert!(r.partial, "1024 samples cannot finish in 4 s here: {r:?}");
+    assert!(!r.answer.is_empty(), "{r:?}");
+    let used = r.usage.unwrap().generations;
+    assert!((1..1024).contains(&used), "{used} generations");
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    let e = c.solve(ask(true)).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(e.message().contains("strict"), "{}", e.message());
+    cluster.stop().await;
+}
+
+/// A client that cancels stops its query's work on every node within a second: the
+/// generator and the verifier stop producing tokens and drop the query's requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_query_stops_work_on_every_node_within_a_second() {
+    let cluster = embedded(1).await;
+    let generator = cluster.generators[0].worker.get().unwrap().clone();
+    let verifier = cluster
+        .verifier
+        .as_ref()
+        .unwrap()
+        .worker
+        .get()
+        .unwrap()
+        .clone();
+    let tokens = || async {
+        let (g, v) = (
+            generator.stats().await.unwrap(),
+            verifier.stats().await.unwrap(),
+        );
+        g.generated_tokens + g.prompt_tokens + v.scored_tokens
+    };
+    let addr = cluster.addr();
+    let query = tokio::spawn(async move {
+        let mut c = client(addr).await;
+        c.solve(request("(958*47-3076)*29+8841", 1024, 1)).await
+    });
+    let before = tokens().await;
+    let started = std::time::Instant::now();
+    while tokens().await == before {
+        assert!(started.elapsed() < Duration::from_secs(20), "no work began");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let working = tokens().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokens().await > working,
+        "the query was not working when cancelled"
+    );
+    // Cancel: dropping the call resets its HTTP/2 stream.
+    let mut last = tokens().await;
+    query.abort();
+    let cancelled = std::time::Instant::now();
+    let mut last_change = Duration::ZERO;
+    while cancelled.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = tokens().await;
+        if now != last {
+            last = now;
+            last_change = cancelled.elapsed();
+        }
+    }
+    let idle = generator.queue_depth() + verifier.queue_depth();
+    println!(
+        "work stopped {:.0} ms after the cancel",
+        last_change.as_secs_f64() * 1e3
+    );
+    assert!(
+        last_change < Duration::from_secs(1),
+        "nodes kept working for {last_change:?} after the cancel"
+    );
+    assert_eq!(idle, 0, "requests still queued on the nodes");
+    cluster.stop().await;
+}
+
+/// Input the model cannot take, and a message over the size limit: each gets a clear
+/// error and the server keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_the_model_cannot_take_gets_a_clear_error() {
+    let cluster = embedded(1).await;
+    let mut c = client(cluster.addr()).await;
+    let long = format!("1{}", "+1".repeat(2000));
+    for (question, expect) in [("12+é😀", "character"), (long.as_str(), "context")] {
+        let s = c.solve(request(question, 2, 0)).await.expect_err(question);
+        println!("{:?}: {}", s.code(), s.message());
+        assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+        assert!(s.message().contains(expect), "{s:?} lacks {expect:?}");
+    }
+    let huge = request(&"1".repeat(5 << 20), 2, 0);
+    let s = c.solve(huge).await.expect_err("5 MiB");
+    println!("{:?}: {}", s.code(), s.message());
+    assert!(
+        matches!(
+            s.code(),
+            Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted
+        ),
+        "{s:?}"
+    );
+    assert!(c.solve(request("1+2", 2, 0)).await.is_ok());
+    cluster.stop().await;
+}

@@ -59,6 +59,7 @@ pub fn request(question: &str, generations: u32, seed: u64) -> pb::SolveRequest 
         seed,
         temperature: 0.0,
         aggregation: String::new(),
+        strict: false,
     }
 }
 

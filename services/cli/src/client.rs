@@ -65,6 +65,7 @@ pub fn request(
         seed,
         temperature: 0.0,
         aggregation: String::new(),
+        strict: false,
     }
 }
 
@@ -89,7 +90,15 @@ pub fn print_response(r: &pb::SolveResponse, elapsed: Duration) {
         "compute:   {}",
         r.usage.as_ref().map(usage_line).unwrap_or_default()
     );
-    println!("latency:   {:.3} s", elapsed.as_secs_f64());
+    println!(
+        "latency:   {:.3} s{}",
+        elapsed.as_secs_f64(),
+        if r.partial {
+            " (partial: the deadline stopped the search early)"
+        } else {
+            ""
+        }
+    );
     println!("solution:");
     for line in r.solution.lines() {
         println!("  {line}");

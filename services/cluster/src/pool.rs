@@ -10,7 +10,10 @@
 //! - a failed call (unavailable, internal, transport error) ejects the member with
 //!   exponential backoff and is retried on another member; requests are seeded, so the
 //!   retried call returns the same samples. Overload moves on without ejecting.
-//!   Invalid requests and deadlines are not retried.
+//!   Invalid requests and deadlines are not retried;
+//! - retries spend a [`RetryBudget`] shared by all queries of an orchestrator (every
+//!   first attempt deposits, every retry withdraws), so when a large part of the
+//!   cluster fails, failed calls are not multiplied into a retry storm.
 
 use crate::member::{InFlight, Member, Registry, Role};
 use crate::request_id;
@@ -25,12 +28,35 @@ use ponder_search::{
 };
 use rand::Rng;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tower::retry::budget::{Budget, TpsBudget};
 
 /// Calls in flight by which the preferred member may exceed the alternative.
 pub const AFFINITY_SLACK: u32 = 2;
 /// Members tried per call.
 pub const MAX_ATTEMPTS: usize = 3;
+
+/// The orchestrator-wide allowance for retries: tower's token-bucket budget.
+#[derive(Clone)]
+pub struct RetryBudget(Arc<TpsBudget>);
+
+impl RetryBudget {
+    /// Retries may add `percent` of recent calls (over 10 s), plus `min_per_sec`.
+    pub fn new(min_per_sec: u32, percent: f32) -> Self {
+        Self(Arc::new(TpsBudget::new(
+            Duration::from_secs(10),
+            min_per_sec,
+            percent,
+        )))
+    }
+}
+
+impl Default for RetryBudget {
+    /// 20% of recent calls plus 10 retries a second.
+    fn default() -> Self {
+        Self::new(10, 0.2)
+    }
+}
 
 /// Picks a member for a call (see the module docs). `exclude`: already tried.
 pub fn route(members: &[Arc<Member>], affinity: u64, exclude: &[String]) -> Option<Arc<Member>> {
@@ -83,6 +109,7 @@ fn request_with<T>(msg: T, deadline: Option<Instant>, id: &str) -> Result<tonic:
 /// Runs `call` on up to [`MAX_ATTEMPTS`] members of `role` with failover.
 async fn with_failover<T, F, Fut>(
     registry: &Registry,
+    retries: &RetryBudget,
     role: Role,
     affinity: u64,
     deadline: Option<Instant>,
@@ -95,10 +122,15 @@ where
     let members = registry.members(role);
     let mut tried: Vec<String> = Vec::new();
     let mut last: Option<SearchError> = None;
-    for _ in 0..MAX_ATTEMPTS {
+    retries.0.deposit();
+    for attempt in 0..MAX_ATTEMPTS {
         let Some(m) = route(&members, affinity, &tried) else {
             break;
         };
+        if attempt > 0 && !retries.0.withdraw() {
+            tracing::warn!(role = role.as_str(), "retry budget spent; not retrying");
+            break;
+        }
         tried.push(m.record.instance_id.clone());
         let guard = InFlight::new(m.clone());
         let res = call(m.clone()).await;
@@ -140,11 +172,12 @@ where
 #[derive(Clone)]
 pub struct GeneratorPool {
     registry: Registry,
+    retries: RetryBudget,
 }
 
 impl GeneratorPool {
-    pub fn new(registry: Registry) -> Self {
-        Self { registry }
+    pub fn new(registry: Registry, retries: RetryBudget) -> Self {
+        Self { registry, retries }
     }
 }
 
@@ -172,6 +205,7 @@ impl Generate for GeneratorPool {
         };
         let (resp, params) = with_failover(
             &self.registry,
+            &self.retries,
             Role::Generator,
             req.affinity,
             req.deadline,
@@ -231,11 +265,12 @@ impl Generate for GeneratorPool {
 #[derive(Clone)]
 pub struct VerifierPool {
     registry: Registry,
+    retries: RetryBudget,
 }
 
 impl VerifierPool {
-    pub fn new(registry: Registry) -> Self {
-        Self { registry }
+    pub fn new(registry: Registry, retries: RetryBudget) -> Self {
+        Self { registry, retries }
     }
 }
 
@@ -262,6 +297,7 @@ impl Score for VerifierPool {
         };
         let (resp, params) = with_failover(
             &self.registry,
+            &self.retries,
             Role::Verifier,
             req.affinity,
             req.deadline,

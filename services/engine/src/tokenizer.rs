@@ -12,12 +12,23 @@ pub struct TextCodec {
     /// add BOS that way when their model wants it).
     post_process_prompts: bool,
     eos: Vec<u32>,
+    /// The vocabulary's unknown-token id, if it has one: text that encodes to it
+    /// would silently lose characters, so it is refused instead.
+    unk: Option<u32>,
+}
+
+/// Unknown-token spellings in common vocabularies.
+const UNK_TOKENS: [&str; 3] = ["<unk>", "[UNK]", "<|unk|>"];
+
+fn unk_id(inner: &tokenizers::Tokenizer) -> Option<u32> {
+    UNK_TOKENS.iter().find_map(|t| inner.token_to_id(t))
 }
 
 impl TextCodec {
     /// A tokenizer built from GGUF metadata: BOS is ours to add.
     pub fn from_gguf(inner: tokenizers::Tokenizer, bos: Option<u32>, eos: Vec<u32>) -> Self {
         Self {
+            unk: unk_id(&inner),
             inner,
             bos,
             post_process_prompts: false,
@@ -30,6 +41,7 @@ impl TextCodec {
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| EngineError::load(format!("{}: {e}", path.display())))?;
         Ok(Self {
+            unk: unk_id(&inner),
             inner,
             bos: None,
             post_process_prompts: true,
@@ -54,7 +66,36 @@ impl TextCodec {
             ids.extend(self.bos);
         }
         ids.extend_from_slice(enc.get_ids());
+        if let Some(unk) = self.unk {
+            if ids.contains(&unk) && !UNK_TOKENS.iter().any(|t| text.contains(t)) {
+                return Err(self.unrepresentable(text, unk));
+            }
+        }
         Ok(ids)
+    }
+
+    /// The error for text with characters the vocabulary cannot represent, naming
+    /// them.
+    fn unrepresentable(&self, text: &str, unk: u32) -> EngineError {
+        let mut bad: Vec<char> = Vec::new();
+        for c in text.chars() {
+            let mut buf = [0u8; 4];
+            let unknown = self
+                .inner
+                .encode_fast(&*c.encode_utf8(&mut buf), false)
+                .map_or(true, |e| e.get_ids().contains(&unk));
+            if unknown && !bad.contains(&c) {
+                bad.push(c);
+            }
+        }
+        EngineError::invalid(format!(
+            "the text has characters this model's vocabulary cannot represent: {}; remove or replace them",
+            bad.iter()
+                .take(8)
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {

@@ -77,6 +77,7 @@ impl Workload {
                 seed: rng.random(),
                 temperature: 0.0,
                 aggregation: String::new(),
+                strict: false,
             },
         }
     }

@@ -137,6 +137,7 @@ pub async fn start(args: OrchestratorArgs, metrics: Metrics) -> anyhow::Result<O
         default_generations: args.default_generations,
         queries: Arc::new(Semaphore::new(args.max_queries)),
         max_queries: args.max_queries,
+        retries: Default::default(),
         metrics,
     });
     // Only the Orchestrator service is gated: health and reflection stay open.

@@ -121,6 +121,7 @@ pub fn params(
     p.aggregation = Aggregation::parse(&req.aggregation)
         .map_err(|e| Status::invalid_argument(format!("aggregation: {e}")))?;
     p.request_id = request_id;
+    p.strict = req.strict;
     Ok(p)
 }
 
@@ -138,6 +139,7 @@ pub fn response(o: Outcome, request_id: &str) -> pb::SolveResponse {
     pb::SolveResponse {
         elapsed_seconds: o.elapsed.as_secs_f64(),
         calls_seconds: o.calls.as_secs_f64(),
+        partial: o.partial,
         answer: o.answer.unwrap_or_default(),
         solution: o.solution,
         score: o.score,

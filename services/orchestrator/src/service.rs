@@ -27,6 +27,8 @@ pub struct Shared {
     pub policy: Option<Arc<ponder_search::strategy::compute_optimal::Policy>>,
     pub default_generations: u32,
     pub queries: Arc<Semaphore>,
+    /// Shared by every query's pools: retries stay a bounded share of all calls.
+    pub retries: ponder_cluster::pool::RetryBudget,
     pub max_queries: usize,
     pub metrics: Metrics,
 }
@@ -85,8 +87,8 @@ impl OrchestratorService {
         let shared = self.shared.clone();
         let task = tokio::spawn(async move {
             let _permit = permit;
-            let generators = GeneratorPool::new(shared.registry.clone());
-            let verifiers = VerifierPool::new(shared.registry.clone());
+            let generators = GeneratorPool::new(shared.registry.clone(), shared.retries.clone());
+            let verifiers = VerifierPool::new(shared.registry.clone(), shared.retries.clone());
             let has_verifier = shared.registry.ready(Role::Verifier) > 0;
             if shared.registry.ready(Role::Generator) == 0 {
                 return Err(Status::unavailable("no generator is available"));

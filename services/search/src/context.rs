@@ -10,7 +10,7 @@ use crate::solve::{wave_seed, Progress};
 use crate::strategy::{select, Scored, StrategyKind};
 use crate::traits::{Candidate, GenOutput, GenRequest, Generate, Score, ScoreRequest};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub struct Context<'a, G, S> {
     pub generator: &'a G,
@@ -28,6 +28,20 @@ pub struct Context<'a, G, S> {
     pub calls: Duration,
     /// Calls made so far: call `i` samples with seed `wave_seed(seed, i)`.
     pub call_index: u64,
+    /// The best answer so far, kept where [`crate::solve()`] can read it if the
+    /// strategy is stopped at the deadline.
+    pub best: watch::Sender<Option<Snapshot>>,
+}
+
+/// The best candidate so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub strategy: StrategyKind,
+    pub answer: Option<String>,
+    pub solution: String,
+    pub score: f32,
+    pub tallies: Vec<crate::strategy::Tally>,
+    pub candidates: usize,
 }
 
 impl<'a, G: Generate, S: Score> Context<'a, G, S> {
@@ -228,16 +242,27 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
         }
     }
 
-    /// Reports the best answer so far under `strategy`'s selection rule.
+    /// Records the best answer so far under `strategy`'s selection rule and reports
+    /// it to the progress channel, if any.
     pub fn report(&self, strategy: StrategyKind, candidates: &[Scored], message: String) {
+        let best = select(strategy.rule(), candidates);
         if let Some(tx) = &self.progress {
-            let best = select(strategy.rule(), candidates);
             let _ = tx.send(Progress {
                 best_answer: best.as_ref().and_then(|b| b.answer.clone()),
                 best_score: best.as_ref().map_or(0.0, |b| b.score),
                 usage: self.ledger.used(),
                 message,
             });
+        }
+        if let Some(b) = best {
+            self.best.send_replace(Some(Snapshot {
+                strategy,
+                solution: candidates[b.winner].text.clone(),
+                answer: b.answer,
+                score: b.score,
+                tallies: b.tallies,
+                candidates: candidates.len(),
+            }));
         }
     }
 }

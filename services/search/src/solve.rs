@@ -28,6 +28,9 @@ pub struct SolveParams {
     pub request_id: String,
     /// The compute-optimal policy (None: [`Policy::default`]).
     pub policy: Option<Arc<Policy>>,
+    /// At the deadline, fail with `DeadlineExceeded` instead of returning the best
+    /// answer found so far (flagged [`Outcome::partial`]).
+    pub strict: bool,
 }
 
 impl SolveParams {
@@ -41,6 +44,7 @@ impl SolveParams {
             aggregation: Aggregation::Last,
             request_id: String::new(),
             policy: None,
+            strict: false,
         }
     }
 }
@@ -70,6 +74,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Wall time during which at least one generate/score call was in flight.
     pub calls: Duration,
+    /// The deadline stopped the search before its budget was spent: this is the best
+    /// answer found by then.
+    pub partial: bool,
 }
 
 /// Answers `params.question` with `generator` (and `verifier`, when the strategy needs
@@ -101,21 +108,68 @@ pub async fn solve<G: Generate, S: Score>(
         )));
     }
     let mut ctx = query_context(generator, verifier, format, &params, temperature, progress);
+    let best = ctx.best.subscribe();
     let n = params.budget.max_generations;
-    let (candidates, used, decision) = if strategy == StrategyKind::ComputeOptimal {
-        let default_policy;
-        let policy = match &params.policy {
-            Some(p) => p.as_ref(),
-            None => {
-                default_policy = Policy::default();
-                &default_policy
-            }
-        };
-        let (c, d) = compute_optimal(&mut ctx, policy).await?;
-        (c, d.chosen, Some(d))
-    } else {
-        (run(&mut ctx, strategy, n, vec![]).await?, strategy, None)
+    let search = async {
+        if strategy == StrategyKind::ComputeOptimal {
+            let default_policy;
+            let policy = match &params.policy {
+                Some(p) => p.as_ref(),
+                None => {
+                    default_policy = Policy::default();
+                    &default_policy
+                }
+            };
+            let (c, d) = compute_optimal(&mut ctx, policy).await?;
+            Ok::<_, SearchError>((c, d.chosen, Some(d)))
+        } else {
+            Ok((run(&mut ctx, strategy, n, vec![]).await?, strategy, None))
+        }
     };
+    let finished = match params.budget.deadline {
+        Some(deadline) => {
+            tokio::time::timeout_at(soft_deadline(started, deadline).into(), search).await
+        }
+        None => Ok(search.await),
+    };
+    let (candidates, used, decision) = match finished {
+        Ok(Ok(done)) => done,
+        // A call that hit the deadline ends the search like the soft deadline does.
+        Ok(Err(SearchError::DeadlineExceeded(_))) | Err(_) => {
+            let snapshot = best.borrow().clone();
+            return match snapshot {
+                Some(b) if !params.strict => Ok(Outcome {
+                    answer: b.answer,
+                    solution: b.solution,
+                    score: b.score,
+                    strategy: b.strategy,
+                    decision: None,
+                    usage: ctx.ledger.used(),
+                    tallies: b.tallies,
+                    candidates: b.candidates,
+                    elapsed: started.elapsed(),
+                    calls: ctx.calls,
+                    partial: true,
+                }),
+                _ => Err(SearchError::DeadlineExceeded(format!(
+                    "the deadline passed after {:.3} s{}",
+                    started.elapsed().as_secs_f64(),
+                    if params.strict {
+                        " (strict: no partial answer)"
+                    } else {
+                        " before any candidate finished"
+                    }
+                ))),
+            };
+        }
+        Ok(Err(e)) => return Err(e),
+    };
+    let partial = ctx.ledger.expired();
+    if partial && params.strict {
+        return Err(SearchError::DeadlineExceeded(
+            "the deadline passed before the budget was spent (strict: no partial answer)".into(),
+        ));
+    }
     let Some(pick) = select(used.rule(), &candidates) else {
         return Err(if ctx.ledger.expired() {
             SearchError::DeadlineExceeded("no candidate finished before the deadline".into())
@@ -137,7 +191,19 @@ pub async fn solve<G: Generate, S: Score>(
         candidates: candidates.len(),
         elapsed: started.elapsed(),
         calls: ctx.calls,
+        partial,
     })
+}
+
+/// When the search stops to answer with what it has: a margin before the client's
+/// deadline (a tenth of the time allowed, 20..=500 ms) leaves time to send the answer.
+pub fn soft_deadline(started: Instant, deadline: Instant) -> Instant {
+    let allowed = deadline.saturating_duration_since(started);
+    let margin = (allowed / 10).clamp(Duration::from_millis(20), Duration::from_millis(500));
+    deadline
+        .checked_sub(margin)
+        .unwrap_or(deadline)
+        .max(started)
 }
 
 /// The context of one query: a fresh ledger, the query's seed and affinity.
@@ -163,6 +229,7 @@ fn query_context<'a, G: Generate, S: Score>(
         progress,
         calls: Duration::ZERO,
         call_index: 0,
+        best: tokio::sync::watch::channel(None).0,
     }
 }
 
