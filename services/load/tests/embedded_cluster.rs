@@ -6,6 +6,9 @@ use ponder_load::record::{read_jsonl, Record};
 use ponder_load::Report;
 use std::path::Path;
 
+/// The embedded cluster on an ephemeral port, as `tests/common::embedded(1)` starts it
+/// (that module cannot be shared here: it also spawns the `ponder` binary, which only
+/// ponder-cli's own tests are given).
 async fn cluster() -> EmbeddedCluster {
     let models = ponder_cli::models::models_dir(None).expect("the bundled models");
     EmbeddedCluster::start(EmbeddedConfig {
@@ -148,5 +151,47 @@ async fn an_open_loop_run_reports_what_its_records_say() {
     let diff = ponder_load(&["compare", json.to_str().unwrap(), json_b.to_str().unwrap()]).await;
     assert!(diff.contains("throughput (/s)"), "{diff}");
     assert!(diff.contains("runs differ in setup"), "{diff}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_stops_at_the_first_rate_that_breaks_the_slo() {
+    let cluster = cluster().await;
+    let addr = cluster.addr().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("sweep.json");
+    // 1/s of budget-1 questions is easy; 60/s is far past what two cores answer, so
+    // its queue (or the orchestrator's RESOURCE_EXHAUSTED) breaks the SLO; 120/s must
+    // then never run.
+    let stdout = ponder_load(&[
+        "sweep",
+        "--addr",
+        &addr,
+        "--rates",
+        "1,60,120",
+        "--arrivals",
+        "constant",
+        "--duration",
+        "2s",
+        "--grace",
+        "3s",
+        "--levels",
+        "1",
+        "--mix",
+        "best_of_n:1",
+        "--slo",
+        "2s",
+        "--json",
+        json.to_str().unwrap(),
+        "--quiet",
+    ])
+    .await;
+    let s: ponder_load::sweep::SweepReport =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(s.steps.len(), 2, "{stdout}");
+    assert!(s.steps[0].met, "{stdout}");
+    assert!(!s.steps[1].met && s.steps[1].reason.is_some(), "{stdout}");
+    assert_eq!(s.knee_rate, Some(1.0));
+    assert!(stdout.contains("knee: 1.000 queries/s"), "{stdout}");
     cluster.stop().await;
 }
