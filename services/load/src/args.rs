@@ -12,6 +12,7 @@ use crate::sweep::{self, Sweep};
 use crate::target::{Rpc, Target};
 use crate::workload::{self, Questions, Workload};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ponder_cluster::connect::ConnectArgs;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -52,6 +53,9 @@ pub struct TargetArgs {
     /// The gRPC deadline of each request.
     #[arg(long, value_parser = parse_duration, default_value = "120s")]
     pub timeout: Duration,
+    /// TLS and the API key, as for `ponder solve` (docs/security.md).
+    #[command(flatten)]
+    pub access: ConnectArgs,
 }
 
 #[derive(Args, Debug)]
@@ -289,7 +293,14 @@ impl TargetArgs {
     }
 
     pub async fn connect(&self) -> anyhow::Result<Target> {
-        Target::connect(&self.addr, self.connections, self.rpc(), self.timeout).await
+        Target::connect(
+            &self.addr,
+            &self.access,
+            self.connections,
+            self.rpc(),
+            self.timeout,
+        )
+        .await
     }
 }
 

@@ -155,6 +155,7 @@ fn runs(a: &Report, b: &Report) -> String {
     row(&mut s, "scheduled", n(a.scheduled), n(b.scheduled), Neither);
     row(&mut s, "sent", n(a.sent), n(b.sent), Neither);
     row(&mut s, "ok", n(a.ok), n(b.ok), Higher);
+    row(&mut s, "partial", n(a.partial), n(b.partial), Lower);
     row(
         &mut s,
         "failed",

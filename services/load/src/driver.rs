@@ -330,6 +330,7 @@ async fn send(shared: Arc<Shared>, job: Job, intended: Instant, warmup: bool) ->
         message: String::new(),
         answer: None,
         correct: None,
+        partial: None,
         strategy: None,
         generations: None,
         generator_tokens: None,
@@ -357,6 +358,7 @@ async fn send(shared: Arc<Shared>, job: Job, intended: Instant, warmup: bool) ->
             r.code = "OK".into();
             r.correct = r.expected.as_deref().map(|e| is_correct(&resp.answer, e));
             r.answer = Some(resp.answer);
+            r.partial = Some(resp.partial);
             r.strategy = Some(resp.strategy);
             if let Some(u) = resp.usage {
                 r.generations = Some(u.generations);

@@ -45,6 +45,9 @@ pub struct Record {
     pub answer: Option<String>,
     /// Whether the answer equals the expected one (when both are known).
     pub correct: Option<bool>,
+    /// The deadline cut the search short: the answer is the best found by then.
+    #[serde(default)]
+    pub partial: Option<bool>,
     /// The strategy the server reports it used.
     pub strategy: Option<String>,
     pub generations: Option<u32>,

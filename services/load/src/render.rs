@@ -23,8 +23,8 @@ pub fn table(r: &Report) -> String {
     let _ = writeln!(s, "workload    {}; mix {}", i.workload, i.mix);
     let _ = writeln!(
         s,
-        "requests    scheduled {}, sent {}, completed {}, ok {}",
-        r.scheduled, r.sent, r.completed, r.ok
+        "requests    scheduled {}, sent {}, completed {}, ok {} ({} partial: cut by the deadline)",
+        r.scheduled, r.sent, r.completed, r.ok, r.partial
     );
     let errors = if r.errors.is_empty() {
         "none".to_string()

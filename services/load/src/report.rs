@@ -72,6 +72,9 @@ pub struct Report {
     /// Answered, OK or with an error code.
     pub completed: u64,
     pub ok: u64,
+    /// OK answers the deadline cut short (`SolveResponse.partial`).
+    #[serde(default)]
+    pub partial: u64,
     /// Failures by gRPC code name (`UNFINISHED`: no answer within the grace period).
     pub errors: BTreeMap<String, u64>,
     /// The open loop's target rate.
@@ -150,6 +153,7 @@ impl Report {
             sent: measured.iter().filter(|r| r.sent_s.is_some()).count() as u64,
             completed: measured.iter().filter(|r| r.done_s.is_some()).count() as u64,
             ok: ok.len() as u64,
+            partial: ok.iter().filter(|r| r.partial == Some(true)).count() as u64,
             errors,
             target_rate: match info.mode {
                 Loop::Open { rate, .. } => Some(rate),
@@ -322,6 +326,7 @@ pub(crate) mod tests {
             message: String::new(),
             answer: Some("2".into()),
             correct,
+            partial: Some(false),
             strategy: Some("best_of_n".into()),
             generations: Some(4),
             generator_tokens: Some(100),

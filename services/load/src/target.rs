@@ -2,15 +2,20 @@
 //!
 //! The driver dials exactly the address it is given, over `--connections` HTTP/2
 //! connections (requests are spread over them in turn), and nothing else: it does no
-//! discovery, so it can never put load on a cluster it was not pointed at.
+//! discovery, so it can never put load on a cluster it was not pointed at. TLS and the
+//! API key take the same flags as the `ponder` CLI (`ponder_cluster::connect`).
 
+use ponder_cluster::connect::{BearerToken, ConnectArgs};
 use ponder_proto::v1 as pb;
 use ponder_proto::v1::orchestrator_client::OrchestratorClient;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+type Client = OrchestratorClient<InterceptedService<Channel, BearerToken>>;
 
 /// Which RPC to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,7 +30,7 @@ pub struct Target {
     pub rpc: Rpc,
     /// The gRPC deadline of each request.
     pub timeout: Duration,
-    clients: Vec<OrchestratorClient<Channel>>,
+    clients: Vec<Client>,
 }
 
 /// What came back for one request.
@@ -36,9 +41,11 @@ pub struct Outcome {
 }
 
 impl Target {
-    /// Opens `connections` connections to `addr` (`host:port` or a URL).
+    /// Opens `connections` connections to `addr` (`host:port` or a URL), with TLS and
+    /// the API key as `access` says.
     pub async fn connect(
         addr: &str,
+        access: &ConnectArgs,
         connections: usize,
         rpc: Rpc,
         timeout: Duration,
@@ -48,22 +55,18 @@ impl Target {
             "--connections must be 1..=64"
         );
         anyhow::ensure!(!timeout.is_zero(), "--timeout must be positive");
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| anyhow::anyhow!("--addr {addr:?} is not an address: {e}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
+        let endpoint = access.endpoint(addr)?;
+        let bearer = access.bearer()?;
+        let url = endpoint.uri().to_string();
         let mut clients = Vec::with_capacity(connections);
         for _ in 0..connections {
-            let channel = endpoint
-                .connect()
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot reach the orchestrator at {url}: {e}"))?;
-            clients.push(OrchestratorClient::new(channel));
+            let channel = endpoint.connect().await.map_err(|e| {
+                anyhow::anyhow!("cannot reach the orchestrator at {url}: {}", chain(&e))
+            })?;
+            clients.push(OrchestratorClient::with_interceptor(
+                channel,
+                bearer.clone(),
+            ));
         }
         Ok(Target {
             addr: addr.to_string(),
@@ -103,6 +106,19 @@ impl Target {
             }
         }
     }
+}
+
+/// An error with its causes: tonic's top-level "transport error" alone does not say
+/// why a connection failed.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
 }
 
 /// The canonical name of a gRPC status code (`RESOURCE_EXHAUSTED`), as the gRPC

@@ -107,9 +107,15 @@ fn open(rate: f64, arrivals: Arrivals, max_concurrency: Option<usize>, secs: u64
 }
 
 async fn run(addr: SocketAddr, plan: &Plan) -> (Vec<Record>, Report) {
-    let target = Target::connect(&addr.to_string(), 1, Rpc::Solve, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let target = Target::connect(
+        &addr.to_string(),
+        &Default::default(),
+        1,
+        Rpc::Solve,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     let w = workload();
     let records = ponder_load::run(plan, &target, &w, Arc::new(Counters::default()))
         .await
