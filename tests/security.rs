@@ -308,6 +308,43 @@ async fn the_orchestrator_solves_over_mtls_to_its_workers() {
     v.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_refused_by_its_workers_says_why() {
+    let pki = Pki::new("cluster");
+    let gen_cert = pki.issue("generator", &[WORKER_NAME]);
+    let g = generator(worker_args(&pki, &gen_cert)).await;
+    // TLS towards the worker (a CA) but no certificate to present.
+    let log = pki.dir.join("orchestrator.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ponder"))
+        .args(["node", "orchestrator", "--listen", "127.0.0.1:0"])
+        .args(["--generators", &g.node.addr.to_string()])
+        .arg("--tls-ca")
+        .arg(pki.ca())
+        .args(["--tls-server-name", WORKER_NAME])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = eventually(Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("member still unreachable"))
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = strip_ansi(&std::fs::read_to_string(&log).unwrap());
+    assert!(said, "no warning:\n{logs}");
+    assert!(
+        logs.contains("workers that require mTLS will refuse this orchestrator"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("transport error") || logs.contains("operation was canceled"),
+        "the warning names the cause: {logs}"
+    );
+    g.stop().await;
+}
+
 const ALICE: &str = "alice:4f1c2b9e8d7a6f5e4d3c2b1a09f8e7d6";
 const ALICE_KEY: &str = "4f1c2b9e8d7a6f5e4d3c2b1a09f8e7d6";
 const BOB_KEY: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";

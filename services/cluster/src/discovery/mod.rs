@@ -31,7 +31,9 @@ pub trait Discovery: Send + 'static {
 pub fn fetch_info(registry: Registry, member: Arc<Member>) {
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(100);
+        let mut attempts = 0u32;
         loop {
+            attempts += 1;
             let res = match member.record.role {
                 Role::Generator => GeneratorClient::new(member.channel.clone())
                     .model_info(ModelInfoRequest {})
@@ -63,11 +65,36 @@ pub fn fetch_info(registry: Registry, member: Arc<Member>) {
                     if !still_member {
                         return;
                     }
-                    tracing::debug!(instance = %member.record.instance_id, error = %e, "member not ready yet");
+                    // A member that stays unreachable is usually misconfigured (a wrong
+                    // address, or with TLS a certificate the other side refuses): say so,
+                    // with the cause (the TLS alert), after ~3 s and then every minute.
+                    if attempts == 5 || attempts.is_multiple_of(30) {
+                        tracing::warn!(
+                            instance = %member.record.instance_id,
+                            address = %member.record.address,
+                            error = %cause_chain(&e),
+                            "member still unreachable; check its address and, with TLS, \
+                             --tls-ca, --tls-server-name and this node's client certificate"
+                        );
+                    } else {
+                        tracing::debug!(instance = %member.record.instance_id, error = %e, "member not ready yet");
+                    }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
         }
     });
+}
+
+/// A status with its causes: tonic says "transport error"; the cause says why.
+fn cause_chain(e: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", e.code(), e.message());
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
