@@ -74,11 +74,18 @@ impl Draw {
 
     /// The record `strategy` at `budget` would have produced. Tokens, FLOPs and
     /// latency are the draw's pro rata (the draw does not keep per-sample costs).
-    pub fn replay(&self, strategy: StrategyKind, budget: u32) -> anyhow::Result<Record> {
+    /// `index`: the question's position in the set.
+    pub fn replay(
+        &self,
+        index: usize,
+        strategy: StrategyKind,
+        budget: u32,
+    ) -> anyhow::Result<Record> {
         let r = replay(strategy, budget, &self.scored())?;
         let share = r.generations as f64 / self.samples.len() as f64;
         let answer = r.answer.unwrap_or_default();
         Ok(Record {
+            index,
             question: self.question.clone(),
             level: self.level,
             truth: self.truth.clone(),

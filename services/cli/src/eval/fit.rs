@@ -35,19 +35,15 @@ struct Lookup<'a> {
 
 impl<'a> Lookup<'a> {
     fn new(draws: &[Draw], records: &'a [Record]) -> Self {
-        let index: HashMap<&str, usize> = draws
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.question.as_str(), i))
-            .collect();
         let mut by_key = HashMap::new();
         let mut strategies: Vec<&str> = Vec::new();
         for r in records {
             if r.strategy.starts_with("compute_optimal") {
                 continue;
             }
-            if let Some(&i) = index.get(r.question.as_str()) {
-                by_key.insert((i, r.strategy.as_str(), r.budget), r);
+            // Records of another question set (by index or text) are ignored.
+            if draws.get(r.index).is_some_and(|d| d.question == r.question) {
+                by_key.insert((r.index, r.strategy.as_str(), r.budget), r);
                 if !strategies.contains(&r.strategy.as_str()) {
                     strategies.push(r.strategy.as_str());
                 }
@@ -182,14 +178,22 @@ fn routed_generations(r: &Record) -> u32 {
 }
 
 /// What compute-optimal with `policy` does on question `q` at `budget`.
-fn route(policy: &Policy, draws: &[Draw], lookup: &Lookup, q: usize, budget: u32) -> Record {
+fn route(
+    policy: &Policy,
+    draws: &[Draw],
+    lookup: &Lookup,
+    q: usize,
+    budget: u32,
+) -> anyhow::Result<Record> {
     let d = &draws[q];
     let bin = policy.bin(d.probe_mean(policy.probes, budget));
     let chosen = policy.choose(budget, bin).spec();
     let r = lookup
         .get(q, &chosen, budget)
         .or_else(|| lookup.get(q, BON_WEIGHTED, budget))
-        .expect("the policy only chooses strategies with records");
+        .ok_or_else(|| {
+            anyhow::anyhow!("no record of {chosen} at budget {budget} for question {q}")
+        })?;
     let mut out = r.clone();
     if !r.replayed {
         let share = PROBES.min(budget) as f64 / d.samples.len() as f64;
@@ -201,7 +205,7 @@ fn route(policy: &Policy, draws: &[Draw], lookup: &Lookup, q: usize, budget: u32
     out.strategy = CV_NAME.to_string();
     out.chosen = chosen;
     out.difficulty_bin = bin as u32 + 1;
-    out
+    Ok(out)
 }
 
 fn accuracy_of(records: &[&Record]) -> (f64, f64) {
@@ -239,7 +243,9 @@ pub fn fit_and_cross_validate(
         for (k, fold) in folds.iter().enumerate() {
             // Questions of fold k are routed by the policy fitted on the other fold.
             let policy = &fold_policies[1 - k];
-            cv_records.extend(fold.iter().map(|&q| route(policy, draws, &lookup, q, b)));
+            for &q in fold {
+                cv_records.push(route(policy, draws, &lookup, q, b)?);
+            }
         }
     }
     let all: Vec<usize> = (0..draws.len()).collect();

@@ -152,6 +152,7 @@ pub async fn run(cfg: EvalConfig) -> anyhow::Result<Vec<Cell>> {
                     let o = solve(generator, Some(verifier), format, params, None).await?;
                     let answer = o.answer.unwrap_or_default();
                     Ok::<Record, anyhow::Error>(Record {
+                        index: i,
                         question: p.question.clone(),
                         level: p.level,
                         truth: p.answer.to_string(),
@@ -207,8 +208,8 @@ fn analyze(
     for spec in replayed {
         let strategy = StrategyKind::parse(spec)?;
         for &b in budgets {
-            for d in draws {
-                records.push(d.replay(strategy, b)?);
+            for (i, d) in draws.iter().enumerate() {
+                records.push(d.replay(i, strategy, b)?);
             }
         }
     }

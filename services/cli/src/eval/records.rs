@@ -7,6 +7,9 @@ use std::path::Path;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
+    /// The question's position in the evaluated set (questions may repeat).
+    #[serde(default)]
+    pub index: usize,
     pub question: String,
     pub level: u8,
     pub truth: String,
