@@ -7,6 +7,8 @@
 //!   all rounds of one query prefer the same node and hit its prefix cache;
 //! - power of two choices: the preferred member is compared with one other random
 //!   member and loses if it has more than [`AFFINITY_SLACK`] more calls in flight;
+//! - when no member is left to try, a call waits up to [`MEMBER_WAIT`] (within its
+//!   deadline) for one to join, so replacing the only node of a role loses no query;
 //! - a failed call (unavailable, internal, transport error) ejects the member with
 //!   exponential backoff and is retried on another member; requests are seeded, so the
 //!   retried call returns the same samples. Overload moves on without ejecting.
@@ -106,6 +108,32 @@ fn request_with<T>(msg: T, deadline: Option<Instant>, id: &str) -> Result<tonic:
     Ok(req)
 }
 
+/// How long a call waits for a member of its role to appear when none is left to try
+/// (e.g. the only verifier died and its replacement is starting), unless the query's
+/// deadline comes first.
+pub const MEMBER_WAIT: Duration = Duration::from_secs(15);
+
+/// A member to try next, waiting up to [`MEMBER_WAIT`] for one to join.
+async fn wait_for_member(
+    registry: &Registry,
+    role: Role,
+    affinity: u64,
+    tried: &[String],
+    deadline: Option<Instant>,
+) -> Option<Arc<Member>> {
+    let give_up = Instant::now() + MEMBER_WAIT;
+    let give_up = deadline.map_or(give_up, |d| d.min(give_up));
+    loop {
+        if let Some(m) = route(&registry.members(role), affinity, tried) {
+            return Some(m);
+        }
+        if Instant::now() >= give_up {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs `call` on up to [`MAX_ATTEMPTS`] members of `role` with failover.
 async fn with_failover<T, F, Fut>(
     registry: &Registry,
@@ -119,12 +147,11 @@ where
     F: FnMut(Arc<Member>) -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
 {
-    let members = registry.members(role);
     let mut tried: Vec<String> = Vec::new();
     let mut last: Option<SearchError> = None;
     retries.0.deposit();
     for attempt in 0..MAX_ATTEMPTS {
-        let Some(m) = route(&members, affinity, &tried) else {
+        let Some(m) = wait_for_member(registry, role, affinity, &tried, deadline).await else {
             break;
         };
         if attempt > 0 && !retries.0.withdraw() {

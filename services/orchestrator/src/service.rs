@@ -89,8 +89,10 @@ impl OrchestratorService {
             let _permit = permit;
             let generators = GeneratorPool::new(shared.registry.clone(), shared.retries.clone());
             let verifiers = VerifierPool::new(shared.registry.clone(), shared.retries.clone());
-            let has_verifier = shared.registry.ready(Role::Verifier) > 0;
-            if shared.registry.ready(Role::Generator) == 0 {
+            // Known members count even while not ready: the pools wait a little for
+            // one (a replaced node) rather than fail the query.
+            let has_verifier = !shared.registry.members(Role::Verifier).is_empty();
+            if shared.registry.members(Role::Generator).is_empty() {
                 return Err(Status::unavailable("no generator is available"));
             }
             let outcome = solve(
