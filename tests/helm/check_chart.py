@@ -10,9 +10,14 @@
    each Kubernetes version; an unknown schema fails (only the ServiceMonitor CRD, which
    has no schema there, is checked by hand).
 4. Assert what matters: each role has its own Deployment, Service, HPA and PDB wired
-   to it; probes are native gRPC health checks; no container runs as root (and all are
-   hardened); the etcd endpoints the services get are the bundled etcd or the external
-   one; the schema covers every value and rejects bad ones.
+   to it; probes are native gRPC health checks on the plaintext health-only port; no
+   container runs as root (and all are hardened); the etcd endpoints the services get
+   are the bundled etcd or the external one; every file a PONDER_* variable names
+   (TLS, etcd TLS, API keys, format, policy) is mounted from the expected Secret key or
+   ConfigMap; the orchestrator gets PONDER_TLS_SERVER_NAME with TLS; secrets reach pods
+   only through secretKeyRef or Secret volumes (never a ConfigMap or a literal value);
+   the helm test pod gets the CA, a client certificate only when needed, and the API
+   key; the schema covers every value and rejects bad ones.
 
 Run: .venv/bin/python tests/helm/check_chart.py  (from the repository root; .ci/run does).
 Exit status 0 when everything passes.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -46,6 +52,14 @@ GRPC_SERVICE = {
 # Custom resources kubernetes-validate has no schema for; checked in check_crds.
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 LINT_WARNING = 2  # helm lint severities: 1 info, 2 warning, 3 error
+# Variables that name a file the container must have: a mounted Secret or ConfigMap key.
+FILE_VARS = [
+    "PONDER_TLS_CERT", "PONDER_TLS_KEY", "PONDER_TLS_CA", "PONDER_TLS_CLIENT_CERT", "PONDER_TLS_CLIENT_KEY",
+    "PONDER_ETCD_CA", "PONDER_ETCD_CERT", "PONDER_ETCD_KEY", "PONDER_API_KEYS_FILE",
+]
+# Variables that carry a secret themselves: only ever from a secretKeyRef.
+SECRET_VARS = {"PONDER_API_KEYS", "PONDER_ETCD_USER", "PONDER_ETCD_PASSWORD", "PONDER_TOKEN"}
+SECRETISH = re.compile(r"(PASSWORD|TOKEN|SECRET|API_KEYS)$")
 
 FAILURES: list[str] = []
 
@@ -73,7 +87,7 @@ def scenarios() -> dict[str, dict]:
     out["etcd-ha+networkpolicy+tls+pvc"] = {
         "etcd": {"replicas": 3},
         "networkPolicy": {"enabled": True},
-        "tls": {"enabled": True, "secretName": "ponder-tls"},
+        "tls": {"enabled": True, "secretName": "ponder-tls", "serverName": "ponder-worker"},
         "models": {"source": "pvc"},
         "orchestrator": {
             "format": {"step_delimiter": "\n", "answer_prefix": "Answer: "},
@@ -92,6 +106,46 @@ def scenarios() -> dict[str, dict]:
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
         "cluster": {"ipFamily": "IPv6"},
     }
+    # Every security option at once, with non-default names and paths: mTLS on the
+    # orchestrator's port too, API keys, a rate limit, an external etcd over TLS with a
+    # client certificate and a password, a moved health port, IPv6.
+    out["mtls+api-keys+rate-limit+etcd-tls-auth"] = {
+        "tls": {
+            "enabled": True, "secretName": "ponder-cluster-tls", "mountPath": "/var/run/ponder/tls",
+            "certKey": "node.pem", "keyKey": "node-key.pem", "caKey": "cluster-ca.pem",
+            "serverName": "ponder-worker.ml.svc", "clientAuth": "required",
+        },
+        "health": {"port": 9191},
+        "cluster": {"ipFamily": "IPv6"},
+        "orchestrator": {
+            "apiKeys": {"secretName": "ponder-api-keys", "key": "keys.txt", "mountPath": "/var/run/ponder/keys"},
+            "rateLimit": {"perSecond": 2.5, "burst": 4},
+        },
+        "tests": {
+            "apiKey": {"secretName": "ponder-test-token", "key": "bearer"},
+            "tlsServerName": "ponder-orchestrator.example.com",
+        },
+        "etcd": {
+            "enabled": False,
+            "externalEndpoints": ["https://etcd-0.infra:2379", "https://etcd-1.infra:2379"],
+            "externalTls": {"secretName": "etcd-client", "mountPath": "/var/run/ponder/etcd",
+                            "caKey": "etcd-ca.pem", "certKey": "client.pem", "keyKey": "client-key.pem"},
+            "externalAuth": {"secretName": "etcd-auth", "userKey": "user", "passwordKey": "pass"},
+        },
+        "networkPolicy": {"enabled": True},
+    }
+    # etcd over TLS without a client certificate, a password only; TLS with default
+    # names; rate limit without keys (per client IP) and without a burst.
+    out["tls+etcd-ca-only+rate-limit-by-ip"] = {
+        "tls": {"enabled": True, "secretName": "ponder-tls", "serverName": "ponder-worker"},
+        "orchestrator": {"rateLimit": {"perSecond": 10}},
+        "etcd": {
+            "enabled": False,
+            "externalEndpoints": ["https://etcd.infra:2379"],
+            "externalTls": {"secretName": "etcd-ca"},
+            "externalAuth": {"secretName": "etcd-auth"},
+        },
+    }
     out["verifier-disabled+recreate"] = {
         "verifier": {"enabled": False},
         "generator": {"strategy": {"type": "Recreate"}},
@@ -109,6 +163,21 @@ BAD_VALUES = [
     ({"etcd": {"enabled": False}}, "etcd"),
     ({"etcd": {"externalEndpoints": ["http://etcd:2379"]}}, "not both"),
     ({"tls": {"enabled": True}}, "secretName"),
+    ({"tls": {"enabled": True, "secretName": "t"}}, "tls.serverName"),
+    ({"tls": {"clientAuth": "optional"}}, "clientAuth"),
+    ({"health": {"port": 7001}}, "health.port"),
+    ({"health": {"port": 9090}}, "health.port and metrics.port"),
+    ({"orchestrator": {"rateLimit": {"perSecond": -1}}}, "minimum"),
+    ({"orchestrator": {"rateLimit": {"burst": 5}}}, "perSecond > 0"),
+    ({"orchestrator": {"apiKeys": {"secretName": "k", "extra": 1}}}, "additional"),
+    ({"orchestrator": {"apiKeys": {"secretName": "k"}}}, "tests.apiKey.secretName"),
+    ({"tls": {"enabled": True, "secretName": "t", "serverName": "w", "mountPath": "/etc/ponder/api-keys"},
+      "orchestrator": {"apiKeys": {"secretName": "k"}}, "tests": {"enabled": False}}, "must differ"),
+    ({"etcd": {"externalTls": {"secretName": "e"}}}, "external etcd"),
+    ({"etcd": {"enabled": False, "externalEndpoints": ["http://etcd:2379"], "externalTls": {"secretName": "e"}}}, "use https://"),
+    ({"etcd": {"enabled": False, "externalEndpoints": ["https://etcd:2379"]}}, "externalTls.secretName"),
+    ({"etcd": {"enabled": False, "externalEndpoints": ["https://etcd:2379"],
+               "externalTls": {"secretName": "e", "certKey": "tls.crt"}}}, "certKey and keyKey"),
     ({"models": {"source": "init"}}, "models.init.command"),
     ({"etcd": {"replicas": 3, "persistence": {"enabled": False}}}, "persistence"),
     ({"serviceMonitor": {"enabled": True}, "metrics": {"enabled": False}}, "metrics.enabled"),
@@ -278,41 +347,31 @@ def check_roles(scen: str, docs: list[dict], merged: dict) -> None:
                 check(scen, pdb["apiVersion"] == "policy/v1", f"PDB {name} apiVersion")
                 check(scen, pdb["spec"]["selector"]["matchLabels"] == sel, f"PDB {name} selects {pdb['spec']['selector']}")
                 check(scen, ("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"]), f"PDB {name}: exactly one of minAvailable/maxUnavailable")
-        # Probes: native gRPC health checks on the role's gRPC port and service name.
+        # Probes: native gRPC health checks for the role's service name on the plaintext
+        # health-only port (PONDER_HEALTH_LISTEN), TLS or not: kubelet cannot do TLS.
+        health_port = merged["health"]["port"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        check(scen, ports.get("health") == health_port, f"{role}: container port health {ports.get('health')} != {health_port}")
+        check(scen, health_port not in (grpc_port, ports.get("metrics")), f"{role}: health port {health_port} shared")
+        check(scen, all(p["name"] != "health" for p in svc["spec"]["ports"]), f"Service {name} exposes the health-only port")
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             probe = container.get(kind)
             if check(scen, probe is not None, f"{role}: no {kind}"):
                 check(scen, set(probe) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, f"{role}: {kind} is not gRPC: {probe}")
                 g = probe.get("grpc", {})
-                check(scen, g.get("port") == grpc_port, f"{role}: {kind} port {g.get('port')} != {grpc_port}")
+                check(scen, g.get("port") == health_port, f"{role}: {kind} port {g.get('port')} is not the health port {health_port}")
                 check(scen, g.get("service") == GRPC_SERVICE[role], f"{role}: {kind} service {g.get('service')!r}")
         # The environment comes from the role's ConfigMap.
         refs = [e["configMapRef"]["name"] for e in container.get("envFrom", []) if "configMapRef" in e]
         check(scen, name in refs, f"{role}: envFrom {refs} lacks ConfigMap {name}")
         cm = cms.get(name, {}).get("data", {})
         check(scen, cm.get("PONDER_LISTEN", "").endswith(f":{v['port']}"), f"{role}: PONDER_LISTEN {cm.get('PONDER_LISTEN')}")
+        host = "[::]" if merged["cluster"]["ipFamily"] == "IPv6" else "0.0.0.0"
+        check(scen, cm.get("PONDER_HEALTH_LISTEN") == f"{host}:{health_port}", f"{role}: PONDER_HEALTH_LISTEN {cm.get('PONDER_HEALTH_LISTEN')}")
         env = {e["name"]: e for e in container.get("env", [])}
         check(scen, env.get("PONDER_ADVERTISE", {}).get("value", "").endswith(f":{v['port']}") and "$(POD_IP)" in env["PONDER_ADVERTISE"]["value"], f"{role}: PONDER_ADVERTISE {env.get('PONDER_ADVERTISE')}")
         if role != "orchestrator":
             check(scen, cm.get("PONDER_MODEL") == v["model"], f"{role}: PONDER_MODEL {cm.get('PONDER_MODEL')}")
-        # Files named by PONDER_* paths are mounted: TLS (issue 8) and the orchestrator's
-        # inline format and policy.
-        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
-        volumes = {vol["name"]: vol for vol in dep["spec"]["template"]["spec"].get("volumes", [])}
-        tls = merged["tls"]
-        if tls["enabled"]:
-            for var, key in (("PONDER_TLS_CERT", "certKey"), ("PONDER_TLS_KEY", "keyKey"), ("PONDER_TLS_CA", "caKey")):
-                check(scen, cm.get(var) == f"{tls['mountPath']}/{tls[key]}", f"{role}: {var} {cm.get(var)}")
-            vol = volumes.get(mounts.get(tls["mountPath"], ""), {})
-            check(scen, vol.get("secret", {}).get("secretName") == tls["secretName"], f"{role}: TLS Secret not mounted at {tls['mountPath']}")
-        else:
-            check(scen, not any(k.startswith("PONDER_TLS") for k in cm), f"{role}: PONDER_TLS_* set with TLS off")
-        for var, key in (("PONDER_FORMAT", "format"), ("PONDER_POLICY", "policy")):
-            if role == "orchestrator" and v[key]:
-                path = cm.get(var, "")
-                vol = volumes.get(mounts.get(path.rsplit("/", 1)[0], ""), {})
-                data = cms.get(vol.get("configMap", {}).get("name"), {}).get("data", {})
-                check(scen, json.loads(data.get(path.rsplit("/", 1)[-1], "null")) == v[key], f"{role}: {var}={path} does not hold {key}")
         # Every envFrom/volume ConfigMap and PVC referenced exists in the release (or is given).
         for vol in dep["spec"]["template"]["spec"].get("volumes", []):
             if "configMap" in vol:
@@ -424,6 +483,196 @@ def check_test_hook(scen: str, docs: list[dict], merged: dict) -> None:
     orch = by_kind(docs, "Service").get(f"{FULLNAME}-orchestrator")
     want = f"{FULLNAME}-orchestrator.{NAMESPACE}.svc.{merged['clusterDomain']}:{merged['orchestrator']['port']}"
     check(scen, orch is not None and addr == want, f"test pod --addr {addr}, orchestrator Service is {want}")
+
+
+# ---------------------------------------------------------------- security wiring
+
+
+def container_env(container: dict, cms: dict[str, dict]) -> dict[str, dict]:
+    """The environment a container sees: name -> {"value": s} (ConfigMap or literal),
+    {"secret": (name, key)} (secretKeyRef) or {"other": valueFrom}."""
+    env: dict[str, dict] = {}
+    for ef in container.get("envFrom", []):
+        if "configMapRef" in ef:
+            for k, val in cms.get(ef["configMapRef"]["name"], {}).get("data", {}).items():
+                env[k] = {"value": val}
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = {"value": e["value"]}
+        elif "secretKeyRef" in e.get("valueFrom", {}):
+            r = e["valueFrom"]["secretKeyRef"]
+            env[e["name"]] = {"secret": (r["name"], r["key"])}
+        else:
+            env[e["name"]] = {"other": e.get("valueFrom")}
+    return env
+
+
+def mounted_file(container: dict, pod_spec: dict, cms: dict[str, dict], path: str) -> tuple[str, str, str] | None:
+    """("secret" or "configMap", its name, its key) of the file at path, when a mounted
+    volume provides it (read-only), else None."""
+    vols = {v["name"]: v for v in pod_spec.get("volumes", [])}
+    for m in container.get("volumeMounts", []):
+        mp = m["mountPath"].rstrip("/")
+        if not path.startswith(mp + "/") or "subPath" in m or m.get("readOnly") is not True:
+            continue
+        rel = path[len(mp) + 1:]
+        vol = vols.get(m["name"], {})
+        for kind, name_key in (("secret", "secretName"), ("configMap", "name")):
+            src = vol.get(kind)
+            if src is None:
+                continue
+            name = src.get(name_key)
+            if src.get("items") is not None:
+                return next(((kind, name, it["key"]) for it in src["items"] if it["path"] == rel), None)
+            if kind == "configMap" and rel not in cms.get(name, {}).get("data", {}):
+                return None
+            return kind, name, rel
+    return None
+
+
+def expected_files(merged: dict, role: str) -> dict[str, tuple[str, str, str]]:
+    """FILE_VARS a role must have, and the Secret key each must be."""
+    out = {}
+    tls = merged["tls"]
+    if tls["enabled"]:
+        for var, key in (("PONDER_TLS_CERT", "certKey"), ("PONDER_TLS_KEY", "keyKey"), ("PONDER_TLS_CA", "caKey")):
+            out[var] = ("secret", tls["secretName"], tls[key])
+    etcd = merged["etcd"]
+    et = etcd["externalTls"]
+    if not etcd["enabled"] and et["secretName"]:
+        out["PONDER_ETCD_CA"] = ("secret", et["secretName"], et["caKey"])
+        if et["certKey"]:
+            out["PONDER_ETCD_CERT"] = ("secret", et["secretName"], et["certKey"])
+            out["PONDER_ETCD_KEY"] = ("secret", et["secretName"], et["keyKey"])
+    keys = merged["orchestrator"]["apiKeys"]
+    if role == "orchestrator" and keys["secretName"]:
+        out["PONDER_API_KEYS_FILE"] = ("secret", keys["secretName"], keys["key"])
+    return out
+
+
+def check_files(scen: str, where: str, container: dict, spec: dict, cms: dict, env: dict, want: dict) -> None:
+    for var in FILE_VARS:
+        if var not in want:
+            check(scen, var not in env, f"{where}: {var} set but not expected: {env.get(var)}")
+            continue
+        path = env.get(var, {}).get("value")
+        if not check(scen, path is not None, f"{where}: {var} missing (or not a path): {env.get(var)}"):
+            continue
+        got = mounted_file(container, spec, cms, path)
+        check(scen, got == want[var], f"{where}: {var}={path} is {got}, not the read-only mounted file {want[var]}")
+
+
+def check_security_wiring(scen: str, docs: list[dict], merged: dict) -> None:
+    """TLS, etcd credentials, API keys and rate limits reach each role as the values say."""
+    cms = by_kind(docs, "ConfigMap")
+    deps = by_kind(docs, "Deployment")
+    tls, etcd, orch = merged["tls"], merged["etcd"], merged["orchestrator"]
+    etcd_auth = etcd["externalAuth"] if not etcd["enabled"] and etcd["externalAuth"]["secretName"] else None
+    for role in ROLES:
+        dep = deps.get(f"{FULLNAME}-{role}")
+        if not merged[role]["enabled"] or dep is None:
+            continue
+        spec = dep["spec"]["template"]["spec"]
+        container = next(c for c in spec["containers"] if c["name"] == role)
+        env = container_env(container, cms)
+        check_files(scen, role, container, spec, cms, env, expected_files(merged, role))
+        val = lambda k: env.get(k, {}).get("value")  # noqa: E731
+        # TLS: who is asked for a certificate, and the name the orchestrator expects.
+        if tls["enabled"]:
+            if role == "orchestrator":
+                check(scen, bool(tls["serverName"]) and val("PONDER_TLS_SERVER_NAME") == tls["serverName"],
+                      f"orchestrator: PONDER_TLS_SERVER_NAME {val('PONDER_TLS_SERVER_NAME')!r}, tls.serverName is {tls['serverName']!r}")
+                check(scen, val("PONDER_TLS_CLIENT_AUTH") == tls["clientAuth"], f"orchestrator: PONDER_TLS_CLIENT_AUTH {val('PONDER_TLS_CLIENT_AUTH')}")
+            else:
+                check(scen, val("PONDER_TLS_CLIENT_AUTH") == "required", f"{role}: workers must require mTLS, PONDER_TLS_CLIENT_AUTH {val('PONDER_TLS_CLIENT_AUTH')}")
+                check(scen, "PONDER_TLS_SERVER_NAME" not in env, f"{role}: PONDER_TLS_SERVER_NAME on a worker")
+        else:
+            check(scen, not [k for k in env if k.startswith("PONDER_TLS")], f"{role}: PONDER_TLS_* set with TLS off")
+        # etcd user and password: secretKeyRefs to the Secret given.
+        for var, key in (("PONDER_ETCD_USER", "userKey"), ("PONDER_ETCD_PASSWORD", "passwordKey")):
+            if etcd_auth:
+                want = (etcd_auth["secretName"], etcd_auth[key])
+                check(scen, env.get(var, {}).get("secret") == want, f"{role}: {var} is {env.get(var)}, not secretKeyRef {want}")
+            else:
+                check(scen, var not in env, f"{role}: {var} set without etcd.externalAuth")
+        # Rate limit: the orchestrator only.
+        rate = orch["rateLimit"]
+        if role == "orchestrator" and rate["perSecond"] > 0:
+            check(scen, val("PONDER_RATE_LIMIT") is not None and float(val("PONDER_RATE_LIMIT")) == rate["perSecond"],
+                  f"orchestrator: PONDER_RATE_LIMIT {val('PONDER_RATE_LIMIT')}, rateLimit.perSecond {rate['perSecond']}")
+            want_burst = None if rate.get("burst") is None else str(rate["burst"])
+            check(scen, val("PONDER_RATE_BURST") == want_burst, f"orchestrator: PONDER_RATE_BURST {val('PONDER_RATE_BURST')} != {want_burst}")
+        else:
+            check(scen, "PONDER_RATE_LIMIT" not in env and "PONDER_RATE_BURST" not in env, f"{role}: rate limit set: {val('PONDER_RATE_LIMIT')}")
+        # The orchestrator's inline format and policy: ConfigMap files holding the JSON.
+        for var, key in (("PONDER_FORMAT", "format"), ("PONDER_POLICY", "policy")):
+            if role == "orchestrator" and orch[key]:
+                path = val(var) or ""
+                got = mounted_file(container, spec, cms, path)
+                data = cms.get(got[1], {}).get("data", {}) if got and got[0] == "configMap" else {}
+                check(scen, got is not None and json.loads(data.get(got[2], "null")) == orch[key], f"{role}: {var}={path} does not hold {key}")
+
+
+def check_test_pod_security(scen: str, docs: list[dict], merged: dict) -> None:
+    """The helm test pod reaches the orchestrator as a client: CA, server name, a client
+    certificate only when the orchestrator requires one, the API key from a Secret."""
+    pods = [d for d in docs if d["kind"] == "Pod"]
+    if not pods:
+        return
+    spec = pods[0]["spec"]
+    container = spec["containers"][0]
+    cms = by_kind(docs, "ConfigMap")
+    env = container_env(container, cms)
+    tls, keys = merged["tls"], merged["orchestrator"]["apiKeys"]
+    mtls = tls["enabled"] and tls["clientAuth"] == "required"
+    want = {}
+    if tls["enabled"]:
+        want["PONDER_TLS_CA"] = ("secret", tls["secretName"], tls["caKey"])
+        if mtls:
+            want["PONDER_TLS_CLIENT_CERT"] = ("secret", tls["secretName"], tls["certKey"])
+            want["PONDER_TLS_CLIENT_KEY"] = ("secret", tls["secretName"], tls["keyKey"])
+        cmd = container["command"]
+        host = cmd[cmd.index("--addr") + 1].rsplit(":", 1)[0]
+        name = env.get("PONDER_TLS_SERVER_NAME", {}).get("value")
+        check(scen, name == (merged["tests"]["tlsServerName"] or host), f"test pod: PONDER_TLS_SERVER_NAME {name!r}, dials {host}")
+    else:
+        check(scen, not [k for k in env if k.startswith("PONDER_TLS")], "test pod: PONDER_TLS_* with TLS off")
+    check_files(scen, "test pod", container, spec, cms, env, want)
+    # Without mTLS on the orchestrator the test pod holds no private key.
+    if tls["enabled"] and not mtls:
+        for vol in spec.get("volumes", []):
+            s = vol.get("secret")
+            if s and s.get("secretName") == tls["secretName"]:
+                items = [it["key"] for it in s.get("items") or [{"key": "<the whole Secret>"}]]
+                check(scen, items == [tls["caKey"]], f"test pod mounts {items} of {tls['secretName']}, the CA only is needed")
+    token = env.get("PONDER_TOKEN")
+    if keys["secretName"]:
+        ref = (merged["tests"]["apiKey"]["secretName"], merged["tests"]["apiKey"]["key"])
+        check(scen, token is not None and token.get("secret") == ref, f"test pod: PONDER_TOKEN {token}, not secretKeyRef {ref}")
+    else:
+        check(scen, token is None, "test pod: PONDER_TOKEN set without orchestrator.apiKeys")
+
+
+def check_no_literal_secrets(scen: str, docs: list[dict]) -> None:
+    """Secrets reach pods only by secretKeyRef or Secret volumes: the chart renders no
+    Secret, no ConfigMap holds a secret variable or PEM text, and no container has a
+    secret variable as a literal value."""
+    for d in docs:
+        ident = f"{d['kind']}/{d['metadata']['name']}"
+        check(scen, d["kind"] != "Secret", f"{ident}: the chart must not render Secrets (it never holds secret values)")
+        if d["kind"] == "ConfigMap":
+            for k, val in (d.get("data") or {}).items():
+                check(scen, k not in SECRET_VARS and not SECRETISH.search(k), f"{ident}: secret variable {k} in a ConfigMap")
+                check(scen, "-----BEGIN" not in str(val), f"{ident}: {k} holds PEM text")
+    for ident, spec, _ in pod_specs(docs):
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            for e in c.get("env", []):
+                secretish = e["name"] in SECRET_VARS or SECRETISH.search(e["name"])
+                check(scen, not (secretish and "value" in e), f"{ident} container {c['name']}: {e['name']} is a literal value")
+                check(scen, not secretish or "secretKeyRef" in e.get("valueFrom", {}), f"{ident} container {c['name']}: {e['name']} not from a secretKeyRef")
+                check(scen, "-----BEGIN" not in str(e.get("value", "")), f"{ident} container {c['name']}: {e['name']} holds PEM text")
+            for a in (c.get("args") or []) + (c.get("command") or []):
+                check(scen, not re.match(r"--(etcd-password|api-keys|token)\b", str(a)), f"{ident} container {c['name']}: secret flag {a}")
 
 
 def check_network_policy(scen: str, docs: list[dict], merged: dict) -> None:
@@ -555,9 +804,17 @@ def main() -> int:
         check_etcd(scen, docs, merged)
         check_labels(scen, docs)
         check_test_hook(scen, docs, merged)
+        check_security_wiring(scen, docs, merged)
+        check_test_pod_security(scen, docs, merged)
+        check_no_literal_secrets(scen, docs)
         check_network_policy(scen, docs, merged)
         check_crds(scen, docs, values)
         check(scen, f"{FULLNAME}-orchestrator" in notes and "port-forward" in notes, "NOTES.txt does not say how to call the orchestrator")
+        if merged["tls"]["enabled"]:
+            check(scen, "--tls-ca" in notes and "-plaintext" not in notes, "NOTES.txt: TLS on, but the commands are plaintext")
+        else:
+            check(scen, "--tls-ca" not in notes, "NOTES.txt: TLS flags with TLS off")
+        check(scen, ("PONDER_TOKEN" in notes) == bool(merged["orchestrator"]["apiKeys"]["secretName"]), "NOTES.txt: PONDER_TOKEN hint does not follow orchestrator.apiKeys")
         kinds: dict[str, int] = {}
         for d in docs:
             kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1

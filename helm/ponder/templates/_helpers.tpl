@@ -154,11 +154,86 @@ PONDER_POLICY: "/etc/ponder/orchestrator/policy.json"
 PONDER_POLICY: {{ $v.policyFile | quote }}
 {{- end }}
 {{- end }}
-{{- if $ctx.Values.tls.enabled }}
-PONDER_TLS_CERT: {{ printf "%s/%s" $ctx.Values.tls.mountPath $ctx.Values.tls.certKey | quote }}
-PONDER_TLS_KEY: {{ printf "%s/%s" $ctx.Values.tls.mountPath $ctx.Values.tls.keyKey | quote }}
-PONDER_TLS_CA: {{ printf "%s/%s" $ctx.Values.tls.mountPath $ctx.Values.tls.caKey | quote }}
+PONDER_HEALTH_LISTEN: {{ printf "%s:%d" (include "ponder.listenHost" $ctx) (int $ctx.Values.health.port) | quote }}
+{{- with $ctx.Values.tls }}
+{{- if .enabled }}
+PONDER_TLS_CERT: {{ printf "%s/%s" .mountPath .certKey | quote }}
+PONDER_TLS_KEY: {{ printf "%s/%s" .mountPath .keyKey | quote }}
+PONDER_TLS_CA: {{ printf "%s/%s" .mountPath .caKey | quote }}
+{{- if eq $role "orchestrator" }}
+PONDER_TLS_SERVER_NAME: {{ .serverName | quote }}
+PONDER_TLS_CLIENT_AUTH: {{ .clientAuth | quote }}
+{{- else }}
+PONDER_TLS_CLIENT_AUTH: "required"
 {{- end }}
+{{- end }}
+{{- end }}
+{{- with $ctx.Values.etcd.externalTls }}
+{{- if and (not $ctx.Values.etcd.enabled) .secretName }}
+PONDER_ETCD_CA: {{ printf "%s/%s" .mountPath .caKey | quote }}
+{{- if .certKey }}
+PONDER_ETCD_CERT: {{ printf "%s/%s" .mountPath .certKey | quote }}
+PONDER_ETCD_KEY: {{ printf "%s/%s" .mountPath .keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if eq $role "orchestrator" }}
+{{- with $v.apiKeys }}
+{{- if .secretName }}
+PONDER_API_KEYS_FILE: {{ printf "%s/%s" .mountPath .key | quote }}
+{{- end }}
+{{- end }}
+{{- if gt (float64 $v.rateLimit.perSecond) 0.0 }}
+{{- $rate := float64 $v.rateLimit.perSecond }}
+PONDER_RATE_LIMIT: {{ if eq $rate (float64 (int64 $rate)) }}{{ int64 $rate | quote }}{{ else }}{{ toString $rate | quote }}{{ end }}
+{{- if not (kindIs "invalid" $v.rateLimit.burst) }}
+PONDER_RATE_BURST: {{ int64 $v.rateLimit.burst | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A Secret volume that projects only the given keys (each to a file of its name), so a
+pod holds no more of the Secret than it reads, and a missing key fails the pod's start
+with a clear event. Callers pass each key once. Call with (dict "name" "tls" "secretName" "x" "keys" (list "a" "b")).
+*/}}
+{{- define "ponder.secretVolume" -}}
+- name: {{ .name }}
+  secret:
+    secretName: {{ .secretName }}
+    items:
+      {{- range .keys }}
+      - key: {{ . }}
+        path: {{ . }}
+      {{- end }}
+{{- end }}
+
+{{/*
+The Secret keys a role reads from tls.secretName and etcd.externalTls.secretName.
+*/}}
+{{- define "ponder.tlsKeys" -}}
+{{- toJson (list .Values.tls.certKey .Values.tls.keyKey .Values.tls.caKey | uniq) }}
+{{- end }}
+
+{{- define "ponder.etcdTlsKeys" -}}
+{{- $t := .Values.etcd.externalTls }}
+{{- if $t.certKey }}
+{{- toJson (list $t.caKey $t.certKey $t.keyKey | uniq) }}
+{{- else }}
+{{- toJson (list $t.caKey) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the role's pods get the external etcd's TLS files / credentials ("true" or "").
+*/}}
+{{- define "ponder.etcdTls" -}}
+{{- if and (not .Values.etcd.enabled) .Values.etcd.externalTls.secretName }}true{{ end }}
+{{- end }}
+
+{{- define "ponder.etcdAuth" -}}
+{{- if and (not .Values.etcd.enabled) .Values.etcd.externalAuth.secretName }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -179,6 +254,53 @@ Checks that run once per render.
 {{- define "ponder.validate" -}}
 {{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
 {{- fail "tls.enabled needs tls.secretName (a Secret holding the certificate, key and CA)" }}
+{{- end }}
+{{- if and .Values.tls.enabled (not .Values.tls.serverName) }}
+{{- fail "tls.enabled needs tls.serverName: a DNS name in the Secret's certificate that the orchestrator expects from the workers (they advertise pod IPs)" }}
+{{- end }}
+{{- range $role := splitList "\n" (include "ponder.roles" .) }}
+{{- $port := int (index $.Values $role).port }}
+{{- if or (eq $port (int $.Values.health.port)) (and $.Values.metrics.enabled (eq $port (int $.Values.metrics.port))) }}
+{{- fail (printf "%s.port %d is also health.port or metrics.port; give each its own port" $role $port) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.metrics.enabled (eq (int .Values.health.port) (int .Values.metrics.port)) }}
+{{- fail "health.port and metrics.port must differ" }}
+{{- end }}
+{{- $mounts := list "/tmp" }}
+{{- if ne .Values.models.source "image" }}{{ $mounts = append $mounts .Values.models.mountPath }}{{ end }}
+{{- if or .Values.orchestrator.format .Values.orchestrator.policy }}{{ $mounts = append $mounts "/etc/ponder/orchestrator" }}{{ end }}
+{{- if .Values.tls.enabled }}{{ $mounts = append $mounts .Values.tls.mountPath }}{{ end }}
+{{- if include "ponder.etcdTls" . }}{{ $mounts = append $mounts .Values.etcd.externalTls.mountPath }}{{ end }}
+{{- if .Values.orchestrator.apiKeys.secretName }}{{ $mounts = append $mounts .Values.orchestrator.apiKeys.mountPath }}{{ end }}
+{{- if ne (len $mounts) (len (uniq $mounts)) }}
+{{- fail (printf "tls.mountPath, etcd.externalTls.mountPath and orchestrator.apiKeys.mountPath must differ from each other, /tmp, models.mountPath and /etc/ponder/orchestrator: %s" (join ", " $mounts)) }}
+{{- end }}
+{{- with .Values.etcd }}
+{{- if and .enabled (or .externalTls.secretName .externalAuth.secretName) }}
+{{- fail "etcd.externalTls and etcd.externalAuth are for an external etcd (etcd.enabled=false); the bundled etcd serves plaintext without authentication (restrict it with networkPolicy.enabled)" }}
+{{- end }}
+{{- if not .enabled }}
+{{- if and .externalTls.secretName (not (and .externalTls.certKey .externalTls.keyKey)) (or .externalTls.certKey .externalTls.keyKey) }}
+{{- fail "etcd.externalTls: give both certKey and keyKey (a client certificate), or neither" }}
+{{- end }}
+{{- range .externalEndpoints }}
+{{- if and $.Values.etcd.externalTls.secretName (hasPrefix "http://" .) }}
+{{- fail (printf "etcd.externalEndpoints: %s is http:// but etcd.externalTls turns TLS on; use https://" .) }}
+{{- end }}
+{{- if and (not $.Values.etcd.externalTls.secretName) (hasPrefix "https://" .) }}
+{{- fail (printf "etcd.externalEndpoints: %s is https:// and needs etcd.externalTls.secretName (a Secret with etcd's CA)" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.orchestrator.rateLimit }}
+{{- if and (not (kindIs "invalid" .burst)) (not (gt (float64 .perSecond) 0.0)) }}
+{{- fail "orchestrator.rateLimit.burst needs orchestrator.rateLimit.perSecond > 0" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.tests.enabled .Values.orchestrator.enabled .Values.orchestrator.apiKeys.secretName (not .Values.tests.apiKey.secretName) }}
+{{- fail "orchestrator.apiKeys needs tests.apiKey.secretName (a Secret holding one of the keys, bare) for the helm test, or tests.enabled=false" }}
 {{- end }}
 {{- if and (eq .Values.models.source "init") (not .Values.models.init.command) }}
 {{- fail "models.source=init needs models.init.command (the command that fetches the models into models.mountPath)" }}
