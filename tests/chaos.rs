@@ -45,6 +45,11 @@ fn faults_under_load_lose_no_query() {
                 errors.keys().all(|k| k == "RESOURCE_EXHAUSTED"),
                 "scenario 6 failed otherwise: {errors:?}"
             );
+            assert_eq!(
+                row["failed_after_recovery"].as_u64(),
+                Some(0),
+                "no full recovery after the overload\n{text}"
+            );
         } else {
             assert_eq!(failed, 0, "scenario {scenario} lost queries\n{text}");
         }
