@@ -138,6 +138,7 @@ pub async fn start(args: OrchestratorArgs, metrics: Metrics) -> anyhow::Result<O
         queries: Arc::new(Semaphore::new(args.max_queries)),
         max_queries: args.max_queries,
         retries: Default::default(),
+        verifiers_seen: Default::default(),
         metrics,
     });
     // Only the Orchestrator service is gated: health and reflection stay open.

@@ -7,12 +7,14 @@
 
 use crate::request;
 use ponder_cluster::metrics::{code_of, Metrics};
+use ponder_cluster::pool::MEMBER_WAIT;
 use ponder_cluster::status::to_status;
 use ponder_cluster::{request_id, GeneratorPool, Registry, Role, VerifierPool};
 use ponder_proto::v1 as pb;
 use ponder_proto::v1::orchestrator_server::Orchestrator;
 use ponder_search::{solve, Outcome, Progress, SolutionFormat, SolveParams};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
@@ -29,6 +31,8 @@ pub struct Shared {
     pub queries: Arc<Semaphore>,
     /// Shared by every query's pools: retries stay a bounded share of all calls.
     pub retries: ponder_cluster::pool::RetryBudget,
+    /// A verifier has been a member at some point (see `spawn_query`).
+    pub verifiers_seen: AtomicBool,
     pub max_queries: usize,
     pub metrics: Metrics,
 }
@@ -90,8 +94,19 @@ impl OrchestratorService {
             let generators = GeneratorPool::new(shared.registry.clone(), shared.retries.clone());
             let verifiers = VerifierPool::new(shared.registry.clone(), shared.retries.clone());
             // Known members count even while not ready: the pools wait a little for
-            // one (a replaced node) rather than fail the query.
-            let has_verifier = !shared.registry.members(Role::Verifier).is_empty();
+            // one (a replaced node) rather than fail the query. A cluster that has
+            // had verifiers and has none right now (its only verifier is being
+            // replaced) waits for one too, instead of failing or silently answering
+            // without one.
+            let mut has_verifier = !shared.registry.members(Role::Verifier).is_empty();
+            if has_verifier {
+                shared.verifiers_seen.store(true, Ordering::Relaxed);
+            } else if shared.verifiers_seen.load(Ordering::Relaxed)
+                && params.strategy.is_none_or(|s| s.needs_verifier())
+            {
+                has_verifier =
+                    wait_for_role(&shared.registry, Role::Verifier, params.budget.deadline).await;
+            }
             if shared.registry.members(Role::Generator).is_empty() {
                 return Err(Status::unavailable("no generator is available"));
             }
@@ -121,6 +136,23 @@ impl OrchestratorService {
         });
         Ok((AbortOnDrop(task), id))
     }
+}
+
+/// Waits up to [`MEMBER_WAIT`] (or the deadline) for a member of `role` to be known.
+async fn wait_for_role(
+    registry: &Registry,
+    role: Role,
+    deadline: Option<std::time::Instant>,
+) -> bool {
+    let give_up = std::time::Instant::now() + MEMBER_WAIT;
+    let give_up = deadline.map_or(give_up, |d| d.min(give_up));
+    while registry.members(role).is_empty() {
+        if std::time::Instant::now() >= give_up {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    true
 }
 
 async fn join(task: &mut AbortOnDrop<Result<Outcome, Status>>) -> Result<Outcome, Status> {
