@@ -82,16 +82,7 @@ async fn model_info(addr: &str, connect: &ConnectArgs) -> Result<String, (Code, 
         .map_err(|s| (s.code(), chain(&s)))
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(c) = source {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        source = c.source();
-    }
-    s
-}
+use ponder_cluster::connect::error_chain as chain;
 
 /// A bare TLS handshake with the worker at `addr` (rustls, blocking), then a read:
 /// Ok once the server speaks (its HTTP/2 preface), or the TLS error that ended it.

@@ -99,15 +99,16 @@ start_cluster() {   # start_cluster NAME
 }
 
 # Restarts process $1 with the same command line and environment (as a child of
-# this script); prints the new pid.
+# this script), after $3 seconds down (default 0); prints the new pid.
 relaunch() {
-    local pid="$1" log="$2"
+    local pid="$1" log="$2" down="${3:-0}"
     local -a cmd env
     mapfile -d '' cmd <"/proc/$pid/cmdline"
     mapfile -d '' env <"/proc/$pid/environ"
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
+    sleep "$down"
     env -i "${env[@]}" "${cmd[@]}" >>"$log" 2>&1 &
     echo $!
 }
@@ -155,13 +156,7 @@ for s in "${wanted[@]}"; do
             wait_members verifier 1
             note="SIGKILL the only verifier at ${fault_at}s, a new one started" ;;
         3)
-            etcd_pid_old="$PID_ETCD"
-            mapfile -d '' ecmd <"/proc/$etcd_pid_old/cmdline"
-            mapfile -d '' eenv <"/proc/$etcd_pid_old/environ"
-            kill -TERM "$etcd_pid_old"
-            sleep "$etcd_down"
-            env -i "${eenv[@]}" "${ecmd[@]}" >>"$work/logs/etcd.log" 2>&1 &
-            etcd_pid=$!
+            etcd_pid="$(relaunch "$PID_ETCD" "$work/logs/etcd.log" "$etcd_down")"
             note="etcd stopped at ${fault_at}s for ${etcd_down}s, then started" ;;
         4)
             kill -STOP "$PID_GENERATOR_2"

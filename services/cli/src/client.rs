@@ -22,27 +22,16 @@ pub async fn connect(addr: &str) -> anyhow::Result<Client> {
 pub async fn connect_with(addr: &str, access: &ConnectArgs) -> anyhow::Result<Client> {
     let endpoint = access.endpoint(addr)?;
     let url = endpoint.uri().to_string();
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the orchestrator at {url}: {}", chain(&e)))?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the orchestrator at {url}: {}",
+            ponder_cluster::connect::error_chain(&e)
+        )
+    })?;
     Ok(OrchestratorClient::with_interceptor(
         channel,
         access.bearer()?,
     ))
-}
-
-/// An error with its causes ("transport error: ...: invalid peer certificate ..."):
-/// tonic's top-level message alone does not say why a TLS connection failed.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 /// A solve request as the CLI builds it.

@@ -114,3 +114,21 @@ impl Interceptor for BearerToken {
         Ok(request)
     }
 }
+
+/// The error's sources, each as ": cause" (empty when it has none).
+pub fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = String::new();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// An error with its causes ("transport error: ...: invalid peer certificate ..."):
+/// tonic's top-level message alone does not say why a (TLS) connection failed.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    format!("{e}{}", causes(e))
+}

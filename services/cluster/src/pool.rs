@@ -113,19 +113,17 @@ fn request_with<T>(msg: T, deadline: Option<Instant>, id: &str) -> Result<tonic:
 /// deadline comes first.
 pub const MEMBER_WAIT: Duration = Duration::from_secs(15);
 
-/// A member to try next, waiting up to [`MEMBER_WAIT`] for one to join.
-async fn wait_for_member(
-    registry: &Registry,
-    role: Role,
-    affinity: u64,
-    tried: &[String],
+/// Polls `found` every 100 ms until it gives a value, for at most [`MEMBER_WAIT`]
+/// and never past `deadline`: how a query waits for a member to join.
+pub async fn wait_for<T>(
     deadline: Option<Instant>,
-) -> Option<Arc<Member>> {
+    mut found: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let give_up = Instant::now() + MEMBER_WAIT;
     let give_up = deadline.map_or(give_up, |d| d.min(give_up));
     loop {
-        if let Some(m) = route(&registry.members(role), affinity, tried) {
-            return Some(m);
+        if let Some(v) = found() {
+            return Some(v);
         }
         if Instant::now() >= give_up {
             return None;
@@ -151,7 +149,11 @@ where
     let mut last: Option<SearchError> = None;
     retries.0.deposit();
     for attempt in 0..MAX_ATTEMPTS {
-        let Some(m) = wait_for_member(registry, role, affinity, &tried, deadline).await else {
+        let Some(m) = wait_for(deadline, || {
+            route(&registry.members(role), affinity, &tried)
+        })
+        .await
+        else {
             break;
         };
         if attempt > 0 && !retries.0.withdraw() {

@@ -61,7 +61,10 @@ impl Target {
         let mut clients = Vec::with_capacity(connections);
         for _ in 0..connections {
             let channel = endpoint.connect().await.map_err(|e| {
-                anyhow::anyhow!("cannot reach the orchestrator at {url}: {}", chain(&e))
+                anyhow::anyhow!(
+                    "cannot reach the orchestrator at {url}: {}",
+                    ponder_cluster::connect::error_chain(&e)
+                )
             })?;
             clients.push(OrchestratorClient::with_interceptor(
                 channel,
@@ -106,19 +109,6 @@ impl Target {
             }
         }
     }
-}
-
-/// An error with its causes: tonic's top-level "transport error" alone does not say
-/// why a connection failed.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 /// The canonical name of a gRPC status code (`RESOURCE_EXHAUSTED`), as the gRPC

@@ -7,7 +7,7 @@
 
 use crate::request;
 use ponder_cluster::metrics::{code_of, Metrics};
-use ponder_cluster::pool::MEMBER_WAIT;
+use ponder_cluster::pool::wait_for;
 use ponder_cluster::status::to_status;
 use ponder_cluster::{request_id, GeneratorPool, Registry, Role, VerifierPool};
 use ponder_proto::v1 as pb;
@@ -104,8 +104,8 @@ impl OrchestratorService {
             } else if shared.verifiers_seen.load(Ordering::Relaxed)
                 && params.strategy.is_none_or(|s| s.needs_verifier())
             {
-                has_verifier =
-                    wait_for_role(&shared.registry, Role::Verifier, params.budget.deadline).await;
+                let known = || (!shared.registry.members(Role::Verifier).is_empty()).then_some(());
+                has_verifier = wait_for(params.budget.deadline, known).await.is_some();
             }
             if shared.registry.members(Role::Generator).is_empty() {
                 return Err(Status::unavailable("no generator is available"));
@@ -136,23 +136,6 @@ impl OrchestratorService {
         });
         Ok((AbortOnDrop(task), id))
     }
-}
-
-/// Waits up to [`MEMBER_WAIT`] (or the deadline) for a member of `role` to be known.
-async fn wait_for_role(
-    registry: &Registry,
-    role: Role,
-    deadline: Option<std::time::Instant>,
-) -> bool {
-    let give_up = std::time::Instant::now() + MEMBER_WAIT;
-    let give_up = deadline.map_or(give_up, |d| d.min(give_up));
-    while registry.members(role).is_empty() {
-        if std::time::Instant::now() >= give_up {
-            return false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    true
 }
 
 async fn join(task: &mut AbortOnDrop<Result<Outcome, Status>>) -> Result<Outcome, Status> {

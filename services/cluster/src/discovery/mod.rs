@@ -89,12 +89,10 @@ pub fn fetch_info(registry: Registry, member: Arc<Member>) {
 
 /// A status with its causes: tonic says "transport error"; the cause says why.
 fn cause_chain(e: &tonic::Status) -> String {
-    let mut text = format!("{:?}: {}", e.code(), e.message());
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    format!(
+        "{:?}: {}{}",
+        e.code(),
+        e.message(),
+        crate::connect::causes(e)
+    )
 }
