@@ -27,6 +27,10 @@ struct Args {
     /// Questions per level (levels 1..=6).
     #[arg(long, default_value_t = 3)]
     per_level: usize,
+    /// Solve only the question at this index of the set (for instruction counts under
+    /// callgrind: one fixed query).
+    #[arg(long)]
+    only_question: Option<usize>,
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64) {
@@ -46,6 +50,9 @@ fn main() -> anyhow::Result<()> {
         let questions: Vec<String> = (1..=6u8)
             .flat_map(|l| (0..args.per_level).map(move |_| l))
             .map(|l| ponder_arith::task::generate(l, &mut rng).question)
+            .enumerate()
+            .filter(|(i, _)| args.only_question.is_none_or(|only| only == *i))
+            .map(|(_, q)| q)
             .collect();
         let cluster = EmbeddedCluster::start(EmbeddedConfig {
             orchestrator_addr: "127.0.0.1:0".parse()?,

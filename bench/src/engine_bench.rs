@@ -27,6 +27,10 @@ struct Args {
     tokens: usize,
     #[arg(long, default_value = "1,4,16,64")]
     samples: String,
+    /// Only decode `N` samples of one prompt (N = 1: greedy) and print the rate; skips
+    /// prefill, the other figures and llama.cpp. For instruction counts under callgrind.
+    #[arg(long, value_name = "N")]
+    decode_only: Option<u32>,
 }
 
 const PROMPT: &str = "<|im_start|>user\nWrite a short story about a lighthouse keeper who finds a message in a bottle.<|im_end|>\n<|im_start|>assistant\n";
@@ -167,6 +171,14 @@ async fn run() -> anyhow::Result<()> {
         "model: {} ({}, {} parameters)",
         loaded.info.id, loaded.info.format, loaded.info.parameters
     );
+
+    if let Some(n) = args.decode_only {
+        let worker = ModelWorker::spawn(loaded, WorkerConfig::default());
+        let temperature = if n == 1 { 0.0 } else { 0.8 };
+        let rate = decode_rate(&worker, n, args.tokens, temperature).await?;
+        println!("decode, n = {n}: {rate:.1} tok/s aggregate");
+        return Ok(());
+    }
 
     // Prefill: one forward pass over a ~512-token prompt, no cache.
     let long: String = PROMPT.repeat(16);
