@@ -1,15 +1,18 @@
 //! Training examples for the generator: (prompt, target) text pairs, seeded by
 //! step so a resumed run sees exactly the data it would have seen.
 //!
+//! Questions come from the trainer's stream ([`task::train_question`]), which never
+//! yields a question of the evaluation or validation slices.
+//!
 //! - Fresh attempts: `Q: <question>\n` -> the canonical solution.
 //! - Revisions: the revision prompt holding a wrong attempt -> the canonical
 //!   solution. Wrong attempts are canonical up to a random step, then one
 //!   corrupted step (a plausible slip), then a faithful continuation of the
 //!   wrong expression, so they look like the model's own mistakes.
 
-use crate::solution::{self, Solution};
-use crate::task;
 use anyhow::Result;
+use ponder_arith::solution::{self, Solution};
+use ponder_arith::task;
 use rand::Rng;
 
 /// One supervised example: loss is taken on `target` only.
@@ -74,7 +77,7 @@ pub fn sample_example(
     levels: &[(u8, f64)],
     revision_fraction: f64,
 ) -> Result<Example> {
-    let problem = task::generate_mix(levels, rng);
+    let problem = task::train_question(task::pick_level(levels, rng), rng);
     let revision = rng.random_bool(revision_fraction);
     example_for(&problem, revision, rng)
 }
@@ -90,12 +93,12 @@ pub fn sample_batch(
     revision_fraction: f64,
     char_budget: usize,
 ) -> Result<Vec<Example>> {
-    let level = task::generate_mix(levels, rng).level;
+    let level = task::pick_level(levels, rng);
     let revision = rng.random_bool(revision_fraction);
     let mut batch = Vec::new();
     let mut chars = 0;
     while chars < char_budget || batch.is_empty() {
-        let problem = task::generate(level, rng);
+        let problem = task::train_question(level, rng);
         let ex = example_for(&problem, revision, rng)?;
         chars += ex.prompt.len() + ex.target.len();
         batch.push(ex);
@@ -127,7 +130,7 @@ pub fn own_revision_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checker::check_solution;
+    use ponder_arith::checker::check_solution;
     use rand::SeedableRng;
 
     #[test]

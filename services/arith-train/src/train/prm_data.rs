@@ -7,11 +7,11 @@
 //! and, for bootstrapping and tests, canonical solutions with one injected slip.
 
 use super::trainer::Encoded;
-use crate::checker::check_solution;
-use crate::solution;
-use crate::task;
 use crate::vocab::{Vocab, NEGATIVE, POSITIVE, STEP_TAG};
 use anyhow::Result;
+use ponder_arith::checker::check_solution;
+use ponder_arith::solution;
+use ponder_arith::task;
 use ponder_engine::prm::{PrmConfig, ReadoutConfig};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -82,7 +82,7 @@ pub fn encode(vocab: &Vocab, ex: &LabelledSolution) -> Result<Encoded> {
 /// A canonical solution, or (with probability 1/2) one with a slip at a random
 /// step and a faithful continuation; labelled by the checker.
 pub fn synthetic(rng: &mut impl Rng, levels: &[(u8, f64)]) -> Result<LabelledSolution> {
-    let problem = task::generate_mix(levels, rng);
+    let problem = task::train_question(task::pick_level(levels, rng), rng);
     let text = if rng.random_bool(0.5) {
         match super::data::wrong_attempt(&problem.question, rng)? {
             Some(t) => t,

@@ -2,11 +2,11 @@
 //! same path the cluster uses): greedy accuracy per level, pass@k, PRM AUROC at
 //! step and final-answer level, and revision versus fresh-sample accuracy.
 
-use crate::checker::check_solution;
-use crate::solution;
-use crate::task::{self, Problem};
 use crate::vocab::EOS;
 use anyhow::Result;
+use ponder_arith::checker::check_solution;
+use ponder_arith::solution;
+use ponder_arith::task::{self, Problem};
 use ponder_engine::{GenerateRequest, ModelWorker, SamplingParams, ScoreRequest};
 use serde::Serialize;
 

@@ -16,6 +16,10 @@
 //! - Usual precedence (`*` before `+`/`-`), operators of equal precedence associate left.
 //! - Every intermediate value of the evaluation lies in `0..=9999`.
 //!
+//! Random questions: [`generate`] (demos, load, benchmarks) and [`train_question`] (the
+//! trainer's stream) live in `sample.rs`; evaluation has its own sampler,
+//! [`crate::eval_sampler`].
+//!
 //! [`parse`] enforces all of it. [`parse_relaxed`] accepts the expressions written on the
 //! lines of a solution (any operator count, operands up to 9999, the same value range).
 //! An [`Expr`] prints (`Display`) exactly as it was written.
@@ -24,10 +28,13 @@
 
 use std::fmt;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+mod sample;
+pub use sample::{
+    generate, generate_mix, held_out_set, pick_level, train_question, validation_set,
+};
 
 /// Largest allowed value of any operand or intermediate result.
 pub const MAX_VALUE: u32 = 9999;
@@ -377,141 +384,6 @@ impl Problem {
     }
 }
 
-/// Operand tries per tree shape before a new shape is drawn.
-const ATTEMPTS_PER_SHAPE: usize = 200;
-/// Shapes tried before falling back to a sum of single digits (never reached in practice).
-const MAX_SHAPES: usize = 100;
-
-/// A random valid question of exactly `level` operators.
-///
-/// Random tree shape and operators; operands are single-digit or two-digit with equal
-/// probability; operand draws are rejected until every intermediate value is in range
-/// (a subtraction with a smaller left side gets its sides swapped first). Parentheses are
-/// written where the tree needs them (a `+`/`-` under a `*`, a right operand of equal
-/// precedence) and, at random, redundantly around other sub-expressions.
-///
-/// # Panics
-/// If `level` is not in 1..=6.
-pub fn generate(level: u8, rng: &mut impl Rng) -> Problem {
-    Problem::from_expr(&generate_expr(level, rng))
-}
-
-fn generate_expr<R: Rng + ?Sized>(level: u8, rng: &mut R) -> Expr {
-    assert!(LEVELS.contains(&level), "level {level} is not in 1..=6");
-    for _ in 0..MAX_SHAPES {
-        let mut tree = random_shape(usize::from(level), rng);
-        for _ in 0..ATTEMPTS_PER_SHAPE {
-            reroll_operands(&mut tree, rng);
-            if fix_and_check(&mut tree).is_some() {
-                assign_parens(&mut tree, None, rng);
-                return tree;
-            }
-        }
-    }
-    // Fallback that always fits: a left-associated sum of single digits (at most 63).
-    let mut tree = Expr::Num(rng.random_range(0..=9));
-    for _ in 0..level {
-        tree = Expr::bin(Op::Add, tree, Expr::Num(rng.random_range(0..=9)));
-    }
-    tree
-}
-
-fn random_shape<R: Rng + ?Sized>(ops: usize, rng: &mut R) -> Expr {
-    if ops == 0 {
-        return Expr::Num(0);
-    }
-    let left = rng.random_range(0..ops);
-    let op = [Op::Add, Op::Sub, Op::Mul][rng.random_range(0..3)];
-    let lhs = random_shape(left, rng);
-    Expr::bin(op, lhs, random_shape(ops - 1 - left, rng))
-}
-
-fn reroll_operands<R: Rng + ?Sized>(e: &mut Expr, rng: &mut R) {
-    match e {
-        Expr::Num(n) => {
-            let two_digits = rng.random_bool(0.5);
-            *n = rng.random_range(if two_digits { 10..=99 } else { 0..=9 });
-        }
-        Expr::Bin { lhs, rhs, .. } => {
-            reroll_operands(lhs, rng);
-            reroll_operands(rhs, rng);
-        }
-    }
-}
-
-/// Evaluates, swapping the sides of any subtraction whose left side is smaller; `None`
-/// when some intermediate value exceeds [`MAX_VALUE`].
-fn fix_and_check(e: &mut Expr) -> Option<u32> {
-    match e {
-        Expr::Num(n) => Some(*n),
-        Expr::Bin { op, lhs, rhs, .. } => {
-            let (mut a, mut b) = (fix_and_check(lhs)?, fix_and_check(rhs)?);
-            if *op == Op::Sub && a < b {
-                std::mem::swap(lhs, rhs);
-                std::mem::swap(&mut a, &mut b);
-            }
-            op.apply(a, b)
-        }
-    }
-}
-
-fn assign_parens<R: Rng + ?Sized>(e: &mut Expr, parent: Option<(Op, bool)>, rng: &mut R) {
-    if let Expr::Bin {
-        op,
-        lhs,
-        rhs,
-        paren,
-    } = e
-    {
-        let additive = *op != Op::Mul;
-        let needed = match parent {
-            Some((Op::Mul, is_right)) => additive || is_right,
-            Some((_, is_right)) => additive && is_right,
-            None => false,
-        };
-        let redundant = if parent.is_none() { 0.05 } else { 0.15 };
-        *paren = needed || rng.random_bool(redundant);
-        let op = *op;
-        assign_parens(lhs, Some((op, false)), rng);
-        assign_parens(rhs, Some((op, true)), rng);
-    }
-}
-
-/// A random question whose level is drawn with the given weights.
-///
-/// # Panics
-/// If `levels` is empty, a weight is negative or not finite, all weights are zero, or a
-/// level is outside 1..=6.
-pub fn generate_mix(levels: &[(u8, f64)], rng: &mut impl Rng) -> Problem {
-    assert!(
-        levels.iter().all(|&(_, w)| w.is_finite() && w >= 0.0),
-        "level weights must be finite and non-negative"
-    );
-    let total: f64 = levels.iter().map(|&(_, w)| w).sum();
-    assert!(total > 0.0, "level weights must not all be zero");
-    let mut r = rng.random::<f64>() * total;
-    // The last positive weight absorbs rounding.
-    let mut chosen = 0;
-    for &(level, w) in levels.iter().filter(|&&(_, w)| w > 0.0) {
-        chosen = level;
-        if r < w {
-            break;
-        }
-        r -= w;
-    }
-    generate(chosen, rng)
-}
-
-/// A deterministic evaluation set: `per_level` questions of each level 1..=6, in level
-/// order, drawn from `ChaCha8Rng::seed_from_u64(seed)`.
-pub fn held_out_set(seed: u64, per_level: usize) -> Vec<Problem> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    LEVELS
-        .flat_map(|level| (0..per_level).map(move |_| level))
-        .map(|level| generate(level, &mut rng))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,50 +447,5 @@ mod tests {
         assert!(err.contains("nested deeper"), "{err}");
         assert!(parse_relaxed("10000").is_err());
         assert!(parse_relaxed("5000*2").is_err());
-    }
-
-    #[test]
-    fn random_questions_satisfy_the_grammar() {
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let (mut two_digit, mut one_digit, mut parens, mut needed) = (0, 0, 0, 0);
-        for i in 0..10_000 {
-            let level = (i % 6) as u8 + 1;
-            let tree = generate_expr(level, &mut rng);
-            let p = Problem::from_expr(&tree);
-            let reparsed = parse(&p.question).unwrap_or_else(|e| panic!("{}: {e}", p.question));
-            assert_eq!(reparsed, tree, "{}", p.question);
-            assert_eq!(reparsed.to_string(), p.question);
-            assert_eq!((p.level, reparsed.level()), (level, level));
-            assert_eq!(reparsed.value(), p.answer);
-            for operand in p.question.split(|c: char| !c.is_ascii_digit()) {
-                one_digit += usize::from(operand.len() == 1);
-                two_digit += usize::from(operand.len() == 2);
-            }
-            parens += usize::from(p.question.contains('('));
-            needed += usize::from(p.question.contains(")*") || p.question.contains("*("));
-        }
-        assert!(one_digit > 5_000 && two_digit > 5_000, "{one_digit}");
-        assert!(parens > 3_000 && needed > 1_000, "{parens} {needed}");
-    }
-
-    #[test]
-    fn held_out_set_is_deterministic_and_ordered() {
-        let a = held_out_set(42, 5);
-        assert_eq!(a, held_out_set(42, 5));
-        assert_ne!(a, held_out_set(43, 5));
-        let levels: Vec<u8> = a.iter().map(|p| p.level).collect();
-        assert_eq!(levels, LEVELS.flat_map(|l| [l; 5]).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn generate_mix_follows_weights() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let mut counts = [0usize; 7];
-        for _ in 0..3_000 {
-            counts[usize::from(generate_mix(&[(1, 1.0), (3, 0.0), (6, 2.0)], &mut rng).level)] += 1;
-        }
-        assert_eq!(counts[3], 0);
-        assert!(counts[1] > 800 && counts[1] < 1_200, "{counts:?}");
-        assert_eq!(counts[1] + counts[6], 3_000);
     }
 }

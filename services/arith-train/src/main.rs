@@ -1,22 +1,26 @@
 //! `ponder-arith`: train and evaluate the bundled models.
 //!
-//!     cargo run --release -p ponder-arith -- train-generator --out models/arith-gen
-//!     cargo run --release -p ponder-arith -- eval-generator --model models/arith-gen/checkpoint
-//!     cargo run --release -p ponder-arith -- sample --model models/arith-gen --out data/prm-train.jsonl
-//!     cargo run --release -p ponder-arith -- train-prm --init models/arith-gen --samples data/prm-train.jsonl
+//!     cargo run --release --bin ponder-arith -- train-generator --out DIR --eval-every 200
+//!     cargo run --release --bin ponder-arith -- eval-generator --model DIR/checkpoint
+//!     cargo run --release --bin ponder-arith -- sample --model DIR --out data/prm-train.jsonl
+//!     cargo run --release --bin ponder-arith -- train-prm --init DIR --samples data/prm-train.jsonl
+//!
+//! The recipe for the shipped models is `models/train-ladder.sh`.
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use ponder_arith::train::data::{sample_batch, DEFAULT_LEVEL_MIX};
-use ponder_arith::train::model::ModelShape;
-use ponder_arith::train::prm_data::{self, LabelledSolution};
-use ponder_arith::train::trainer::{encode_example, train, Objective, TrainConfig, TrainState};
-use ponder_arith::vocab::{Vocab, EOS, NEGATIVE, POSITIVE};
 use ponder_arith::{solution, task};
+use ponder_arith_train::train::data::{sample_batch, DEFAULT_LEVEL_MIX};
+use ponder_arith_train::train::model::ModelShape;
+use ponder_arith_train::train::prm_data::{self, LabelledSolution};
+use ponder_arith_train::train::trainer::{
+    encode_example, train, Encoded, Objective, TrainConfig, TrainHooks, TrainState,
+};
+use ponder_arith_train::vocab::{Vocab, EOS, NEGATIVE, POSITIVE};
 use ponder_engine::{GenerateRequest, LoadOptions, ModelWorker, SamplingParams, WorkerConfig};
 use rand::Rng;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(
@@ -29,21 +33,42 @@ struct Cli {
     command: Command,
 }
 
-/// Settings shared by both training commands.
+/// Settings shared by both training commands (the schedule: `train::trainer`'s docs).
 #[derive(Args)]
 struct Schedule {
-    #[arg(long, default_value_t = 20_000)]
-    steps: usize,
+    /// Most steps to take; the final decay starts `--decay-steps` before at the latest.
+    #[arg(long, alias = "steps", default_value_t = 20_000)]
+    max_steps: usize,
     /// Characters per batch (examples of one level are added until reached).
     #[arg(long, default_value_t = 4096)]
     batch_tokens: usize,
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
+    #[arg(long, default_value_t = 100)]
+    warmup: usize,
+    /// Steps of the final linear decay to lr/10, once held-out accuracy stops improving.
+    #[arg(long, default_value_t = 300)]
+    decay_steps: usize,
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 100)]
     checkpoint_every: usize,
-    /// Continue from `<out>/checkpoint` if present.
+    /// Steps between kept copies under `<out>/milestones/` (0: none).
+    #[arg(long, default_value_t = 1000)]
+    milestone_every: usize,
+    /// Steps between held-out evaluations (a multiple of --checkpoint-every; 0: none,
+    /// the run goes to --max-steps).
+    #[arg(long, default_value_t = 0)]
+    eval_every: usize,
+    /// Evaluations in a row that must gain --min-gain points before the decay starts.
+    #[arg(long, default_value_t = 3)]
+    patience: usize,
+    #[arg(long, default_value_t = 1.0)]
+    min_gain: f64,
+    /// Steps before which the decay never starts.
+    #[arg(long, default_value_t = 0)]
+    min_steps: usize,
+    /// Continue from `<out>/checkpoint` if present (weights, optimizer, data position).
     #[arg(long)]
     resume: bool,
 }
@@ -62,6 +87,12 @@ enum Command {
         layers: usize,
         #[arg(long, default_value_t = 4)]
         heads: usize,
+        /// MLP width (default: 3 x hidden).
+        #[arg(long)]
+        intermediate: Option<usize>,
+        /// Validation questions per level for the periodic greedy evaluation.
+        #[arg(long, default_value_t = 50)]
+        eval_per_level: usize,
         #[arg(long, default_value_t = 0.2)]
         revision_fraction: f64,
         /// JSONL from `sample`: the model's own wrong solutions become revision
@@ -161,12 +192,18 @@ fn config(
     TrainConfig {
         out,
         shape,
-        steps: s.steps,
+        max_steps: s.max_steps,
         batch_tokens: s.batch_tokens,
         lr: s.lr,
-        warmup: 100,
+        warmup: s.warmup,
+        decay_steps: s.decay_steps,
         seed: s.seed,
         checkpoint_every: s.checkpoint_every,
+        milestone_every: s.milestone_every,
+        eval_every: s.eval_every,
+        patience: s.patience,
+        min_gain: s.min_gain,
+        min_steps: s.min_steps,
         init_from,
         objective,
     }
@@ -186,6 +223,8 @@ fn main() -> Result<()> {
             hidden,
             layers,
             heads,
+            intermediate,
+            eval_per_level,
             revision_fraction,
             own_attempts,
             own_fraction,
@@ -209,23 +248,35 @@ fn main() -> Result<()> {
                 hidden,
                 layers,
                 heads,
-                intermediate: hidden * 3,
+                intermediate: intermediate.unwrap_or(hidden * 3),
                 vocab: vocab.size(),
                 max_positions: 2048,
                 rope_theta: 10_000.0,
             };
             let cfg = config(out, shape, &schedule, None, Objective::NextToken);
-            let state = train(cfg, schedule.resume, |rng, budget| {
-                let batch = if !own.is_empty() && rng.random_bool(own_fraction) {
-                    ponder_arith::train::data::own_revision_batch(rng, &own, budget)?
-                } else {
-                    sample_batch(rng, DEFAULT_LEVEL_MIX, revision_fraction, budget)?
+            let mut next_batch =
+                |rng: &mut rand_chacha::ChaCha8Rng, budget| -> Result<Vec<Encoded>> {
+                    let batch = if !own.is_empty() && rng.random_bool(own_fraction) {
+                        ponder_arith_train::train::data::own_revision_batch(rng, &own, budget)?
+                    } else {
+                        sample_batch(rng, DEFAULT_LEVEL_MIX, revision_fraction, budget)?
+                    };
+                    batch
+                        .iter()
+                        .map(|ex| encode_example(&vocab, &ex.prompt, &ex.target))
+                        .collect()
                 };
-                batch
-                    .iter()
-                    .map(|ex| encode_example(&vocab, &ex.prompt, &ex.target))
-                    .collect()
-            })?;
+            // Greedy accuracy on the validation slice (never trained on, never the
+            // evaluation sampler's questions).
+            let validation = task::validation_set(VALIDATION_SEED, eval_per_level);
+            let mut evaluate = |dir: &Path| -> Result<f64> {
+                ponder_engine::engine::cli_runtime()?.block_on(greedy_accuracy(dir, &validation))
+            };
+            let hooks = TrainHooks {
+                next_batch: &mut next_batch,
+                evaluate: Some(&mut evaluate),
+            };
+            let state = train(cfg, schedule.resume, hooks)?;
             print_trained(&state);
         }
         Command::Sample {
@@ -270,21 +321,27 @@ fn main() -> Result<()> {
                 negative: vocab.id(NEGATIVE)?,
             };
             let cfg = config(out, shape, &schedule, Some(init), objective);
-            let state = train(cfg, schedule.resume, |rng, budget| {
-                let mut batch = Vec::new();
-                let mut chars = 0;
-                while chars < budget {
-                    let ex = if pool.is_empty() || rng.random_bool(synthetic_fraction) {
-                        prm_data::synthetic(rng, DEFAULT_LEVEL_MIX)?
-                    } else {
-                        pool[rng.random_range(0..pool.len())].clone()
-                    };
-                    let enc = prm_data::encode(&vocab, &ex)?;
-                    chars += enc.ids.len();
-                    batch.push(enc);
-                }
-                Ok(batch)
-            })?;
+            let mut next_batch =
+                |rng: &mut rand_chacha::ChaCha8Rng, budget| -> Result<Vec<Encoded>> {
+                    let mut batch = Vec::new();
+                    let mut chars = 0;
+                    while chars < budget {
+                        let ex = if pool.is_empty() || rng.random_bool(synthetic_fraction) {
+                            prm_data::synthetic(rng, DEFAULT_LEVEL_MIX)?
+                        } else {
+                            pool[rng.random_range(0..pool.len())].clone()
+                        };
+                        let enc = prm_data::encode(&vocab, &ex)?;
+                        chars += enc.ids.len();
+                        batch.push(enc);
+                    }
+                    Ok(batch)
+                };
+            let hooks = TrainHooks {
+                next_batch: &mut next_batch,
+                evaluate: None,
+            };
+            let state = train(cfg, schedule.resume, hooks)?;
             print_trained(&state);
         }
         Command::Report {
@@ -301,7 +358,7 @@ fn main() -> Result<()> {
                         WorkerConfig::default(),
                     ))
                 };
-                ponder_arith::report::run(
+                ponder_arith_train::report::run(
                     &open(&generator)?,
                     &open(&prm)?,
                     per_level,
@@ -424,6 +481,25 @@ async fn sample(
         out.display()
     );
     Ok(())
+}
+
+/// Seed of the trainer's validation set (questions of the validation slice).
+const VALIDATION_SEED: u64 = 20261201;
+
+/// Greedy accuracy (in %) of the model in `dir` on `problems`.
+async fn greedy_accuracy(dir: &Path, problems: &[task::Problem]) -> Result<f64> {
+    let worker = ModelWorker::spawn(
+        ponder_engine::load(dir, &LoadOptions::default())?,
+        WorkerConfig::default(),
+    );
+    let questions: Vec<String> = problems.iter().map(|p| p.question.clone()).collect();
+    let texts = solve_all(&worker, &questions, 1, params(0.0, 0)).await?;
+    let right = problems
+        .iter()
+        .zip(&texts)
+        .filter(|(p, t)| solution::extract_answer(&t[0]) == Some(p.answer))
+        .count();
+    Ok(100.0 * right as f64 / problems.len().max(1) as f64)
 }
 
 async fn eval_generator(model: PathBuf, per_level: usize, seed: u64) -> Result<()> {

@@ -3,8 +3,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use ponder_arith::train::model::{ModelShape, TrainLlama};
 use ponder_arith::{solution, task};
+use ponder_arith_train::train::model::{ModelShape, TrainLlama};
 use ponder_engine::kv::KvCache;
 use ponder_engine::model::Segment;
 use ponder_engine::{
@@ -40,7 +40,7 @@ fn shipped_generator_matches_the_training_forward() {
     )
     .unwrap();
     varmap.load(dir.join("model.safetensors")).unwrap();
-    let vocab = ponder_arith::vocab::Vocab::new().unwrap();
+    let vocab = ponder_arith_train::vocab::Vocab::new().unwrap();
     let ids = vocab.encode("Q: (47+38)*3-19\n47+38: 7+8=15").unwrap();
     let input = Tensor::new(ids.as_slice(), &Device::Cpu)
         .unwrap()
@@ -117,7 +117,10 @@ async fn shipped_prm_tells_right_from_wrong_samples() {
             .await
             .unwrap();
         for c in r.completions {
-            let text = c.text.trim_end_matches(ponder_arith::vocab::EOS).trim_end();
+            let text = c
+                .text
+                .trim_end_matches(ponder_arith_train::vocab::EOS)
+                .trim_end();
             let steps: Vec<String> = text.lines().map(String::from).collect();
             if steps.is_empty() {
                 continue;
@@ -139,7 +142,7 @@ async fn shipped_prm_tells_right_from_wrong_samples() {
         "{wrong} of {} wrong",
         labels.len()
     );
-    let auroc = ponder_arith::report::auroc(&scores, &labels).unwrap();
+    let auroc = ponder_arith_train::report::auroc(&scores, &labels).unwrap();
     // Chance is 0.5; the report measures 0.78 on the held-out set.
     assert!(
         auroc >= 0.65,

@@ -1,0 +1,346 @@
+//! Random questions: the demo/load sampler ([`generate`]) and the trainer's stream
+//! ([`train_question`]).
+//!
+//! Why the trainer has its own stream: the first generator was trained on [`generate`]
+//! alone (half the operands single-digit, subtractions swapped to fit) and learned that
+//! sampler instead of the grammar: on questions with uniform two-digit operands and
+//! other tree shapes it fell from 88% to 30% at level 6. The training stream is a mixture
+//! of styles (tree shapes, operand sizes, parenthesis rates) wide enough to cover the
+//! whole grammar contract, and it never yields a question of the evaluation or validation
+//! slices ([`crate::slice`]). Evaluation uses a separate, independently written sampler
+//! ([`crate::eval_sampler`]) that the trainer never calls.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{Expr, Op, Problem, LEVELS, MAX_OPERAND};
+use crate::slice::{slice_of, Slice};
+
+/// Operand tries per tree shape before a new shape is drawn.
+const ATTEMPTS_PER_SHAPE: usize = 200;
+/// Shapes tried before falling back to a sum of single digits (never reached in practice).
+const MAX_SHAPES: usize = 100;
+
+/// How tree shapes are drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shape {
+    /// The left subtree's operator count is uniform over what is left.
+    RandomSplit,
+    /// Mostly left-deep chains (`a-b+c+d`), now and then a parenthesised group on the right.
+    Chain,
+}
+
+/// How operands are drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Operands {
+    /// One or two digits with equal probability.
+    MixedWidth,
+    /// Uniform over `0..=99`.
+    Uniform,
+}
+
+/// One way of drawing questions.
+#[derive(Debug, Clone, Copy)]
+struct Style {
+    shape: Shape,
+    operands: Operands,
+    /// Probability of redundant parentheses around a non-root sub-expression.
+    redundant: f64,
+}
+
+/// The style of [`generate`] (the first generator's training data).
+const CLASSIC: Style = Style {
+    shape: Shape::RandomSplit,
+    operands: Operands::MixedWidth,
+    redundant: 0.15,
+};
+
+/// A random valid question of exactly `level` operators.
+///
+/// Random tree shape and operators; operands are single-digit or two-digit with equal
+/// probability; operand draws are rejected until every intermediate value is in range
+/// (a subtraction with a smaller left side gets its sides swapped first). Parentheses are
+/// written where the tree needs them and, at random, redundantly around other sub-expressions.
+/// Used for demos, load and benchmarks; evaluation uses [`crate::eval_sampler`].
+///
+/// # Panics
+/// If `level` is not in 1..=6.
+pub fn generate(level: u8, rng: &mut impl Rng) -> Problem {
+    Problem::from_expr(&generate_expr(level, CLASSIC, rng))
+}
+
+/// A question for training: a mixture of styles, never in the evaluation or validation slice.
+///
+/// # Panics
+/// If `level` is not in 1..=6.
+pub fn train_question(level: u8, rng: &mut impl Rng) -> Problem {
+    sliced_question(level, Slice::Training, rng)
+}
+
+/// `per_level` questions of each level from the training mixture, in the validation slice:
+/// the trainer's periodic evaluation set (never trained on).
+pub fn validation_set(seed: u64, per_level: usize) -> Vec<Problem> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    LEVELS
+        .flat_map(|level| std::iter::repeat_n(level, per_level))
+        .map(|level| sliced_question(level, Slice::Validation, &mut rng))
+        .collect()
+}
+
+fn sliced_question(level: u8, slice: Slice, rng: &mut impl Rng) -> Problem {
+    loop {
+        let style = Style {
+            shape: if rng.random_bool(0.3) {
+                Shape::Chain
+            } else {
+                Shape::RandomSplit
+            },
+            operands: if rng.random_bool(0.6) {
+                Operands::Uniform
+            } else {
+                Operands::MixedWidth
+            },
+            redundant: rng.random_range(0.0..0.3),
+        };
+        let expr = generate_expr(level, style, rng);
+        if slice_of(&expr) == slice {
+            return Problem::from_expr(&expr);
+        }
+    }
+}
+
+fn generate_expr<R: Rng + ?Sized>(level: u8, style: Style, rng: &mut R) -> Expr {
+    assert!(LEVELS.contains(&level), "level {level} is not in 1..=6");
+    for _ in 0..MAX_SHAPES {
+        let mut tree = random_shape(usize::from(level), style.shape, rng);
+        for _ in 0..ATTEMPTS_PER_SHAPE {
+            reroll_operands(&mut tree, style.operands, rng);
+            if fix_and_check(&mut tree).is_some() {
+                assign_parens(&mut tree, None, style.redundant, rng);
+                return tree;
+            }
+        }
+    }
+    // Fallback that always fits: a left-associated sum of single digits (at most 63).
+    let mut tree = Expr::Num(rng.random_range(0..=9));
+    for _ in 0..level {
+        tree = Expr::bin(Op::Add, tree, Expr::Num(rng.random_range(0..=9)));
+    }
+    tree
+}
+
+fn random_shape<R: Rng + ?Sized>(ops: usize, shape: Shape, rng: &mut R) -> Expr {
+    if ops == 0 {
+        return Expr::Num(0);
+    }
+    let left = match shape {
+        Shape::RandomSplit => rng.random_range(0..ops),
+        // A right operand that is a group of 1-2 operators a quarter of the time.
+        Shape::Chain if ops >= 2 && rng.random_bool(0.25) => {
+            ops - 1 - rng.random_range(1..ops.min(3))
+        }
+        Shape::Chain => ops - 1,
+    };
+    let op = [Op::Add, Op::Sub, Op::Mul][rng.random_range(0..3)];
+    let lhs = random_shape(left, shape, rng);
+    let rhs_shape = if shape == Shape::Chain {
+        Shape::RandomSplit
+    } else {
+        shape
+    };
+    Expr::bin(op, lhs, random_shape(ops - 1 - left, rhs_shape, rng))
+}
+
+fn reroll_operands<R: Rng + ?Sized>(e: &mut Expr, operands: Operands, rng: &mut R) {
+    match e {
+        Expr::Num(n) => {
+            *n = match operands {
+                Operands::MixedWidth if rng.random_bool(0.5) => rng.random_range(10..=99),
+                Operands::MixedWidth => rng.random_range(0..=9),
+                Operands::Uniform => rng.random_range(0..=MAX_OPERAND),
+            };
+        }
+        Expr::Bin { lhs, rhs, .. } => {
+            reroll_operands(lhs, operands, rng);
+            reroll_operands(rhs, operands, rng);
+        }
+    }
+}
+
+/// Evaluates, swapping the sides of any subtraction whose left side is smaller; `None`
+/// when some intermediate value exceeds [`super::MAX_VALUE`].
+fn fix_and_check(e: &mut Expr) -> Option<u32> {
+    match e {
+        Expr::Num(n) => Some(*n),
+        Expr::Bin { op, lhs, rhs, .. } => {
+            let (mut a, mut b) = (fix_and_check(lhs)?, fix_and_check(rhs)?);
+            if *op == Op::Sub && a < b {
+                std::mem::swap(lhs, rhs);
+                std::mem::swap(&mut a, &mut b);
+            }
+            op.apply(a, b)
+        }
+    }
+}
+
+fn assign_parens<R: Rng + ?Sized>(
+    e: &mut Expr,
+    parent: Option<(Op, bool)>,
+    redundant: f64,
+    rng: &mut R,
+) {
+    if let Expr::Bin {
+        op,
+        lhs,
+        rhs,
+        paren,
+    } = e
+    {
+        let additive = *op != Op::Mul;
+        let needed = match parent {
+            Some((Op::Mul, is_right)) => additive || is_right,
+            Some((_, is_right)) => additive && is_right,
+            None => false,
+        };
+        let p = if parent.is_none() {
+            redundant / 3.0
+        } else {
+            redundant
+        };
+        *paren = needed || rng.random_bool(p);
+        let op = *op;
+        assign_parens(lhs, Some((op, false)), redundant, rng);
+        assign_parens(rhs, Some((op, true)), redundant, rng);
+    }
+}
+
+/// A random question whose level is drawn with the given weights.
+///
+/// # Panics
+/// If `levels` is empty, a weight is negative or not finite, all weights are zero, or a
+/// level is outside 1..=6.
+pub fn generate_mix(levels: &[(u8, f64)], rng: &mut impl Rng) -> Problem {
+    generate(pick_level(levels, rng), rng)
+}
+
+/// A level drawn with the given weights (see [`generate_mix`] for the panics).
+pub fn pick_level(levels: &[(u8, f64)], rng: &mut impl Rng) -> u8 {
+    assert!(
+        levels.iter().all(|&(_, w)| w.is_finite() && w >= 0.0),
+        "level weights must be finite and non-negative"
+    );
+    let total: f64 = levels.iter().map(|&(_, w)| w).sum();
+    assert!(total > 0.0, "level weights must not all be zero");
+    let mut r = rng.random::<f64>() * total;
+    // The last positive weight absorbs rounding.
+    let mut chosen = 0;
+    for &(level, w) in levels.iter().filter(|&&(_, w)| w > 0.0) {
+        chosen = level;
+        if r < w {
+            break;
+        }
+        r -= w;
+    }
+    chosen
+}
+
+/// A deterministic question set from [`generate`]: `per_level` questions of each level
+/// 1..=6, in level order, drawn from `ChaCha8Rng::seed_from_u64(seed)`. Not walled off
+/// from training: use [`crate::eval_sampler::eval_set`] for evaluation.
+pub fn held_out_set(seed: u64, per_level: usize) -> Vec<Problem> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    LEVELS
+        .flat_map(|level| (0..per_level).map(move |_| level))
+        .map(|level| generate(level, &mut rng))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::parse;
+
+    #[test]
+    fn random_questions_satisfy_the_grammar() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (mut two_digit, mut one_digit, mut parens, mut needed) = (0, 0, 0, 0);
+        for i in 0..10_000 {
+            let level = (i % 6) as u8 + 1;
+            let tree = generate_expr(level, CLASSIC, &mut rng);
+            let p = Problem::from_expr(&tree);
+            let reparsed = parse(&p.question).unwrap_or_else(|e| panic!("{}: {e}", p.question));
+            assert_eq!(reparsed, tree, "{}", p.question);
+            assert_eq!(reparsed.to_string(), p.question);
+            assert_eq!((p.level, reparsed.level()), (level, level));
+            assert_eq!(reparsed.value(), p.answer);
+            for operand in p.question.split(|c: char| !c.is_ascii_digit()) {
+                one_digit += usize::from(operand.len() == 1);
+                two_digit += usize::from(operand.len() == 2);
+            }
+            parens += usize::from(p.question.contains('('));
+            needed += usize::from(p.question.contains(")*") || p.question.contains("*("));
+        }
+        assert!(one_digit > 5_000 && two_digit > 5_000, "{one_digit}");
+        assert!(parens > 3_000 && needed > 1_000, "{parens} {needed}");
+    }
+
+    #[test]
+    fn held_out_set_is_deterministic_and_ordered() {
+        let a = held_out_set(42, 5);
+        assert_eq!(a, held_out_set(42, 5));
+        assert_ne!(a, held_out_set(43, 5));
+        let levels: Vec<u8> = a.iter().map(|p| p.level).collect();
+        assert_eq!(levels, LEVELS.flat_map(|l| [l; 5]).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn generate_mix_follows_weights() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut counts = [0usize; 7];
+        for _ in 0..3_000 {
+            counts[usize::from(generate_mix(&[(1, 1.0), (3, 0.0), (6, 2.0)], &mut rng).level)] += 1;
+        }
+        assert_eq!(counts[3], 0);
+        assert!(counts[1] > 800 && counts[1] < 1_200, "{counts:?}");
+        assert_eq!(counts[1] + counts[6], 3_000);
+    }
+
+    #[test]
+    fn the_training_stream_covers_the_contract_outside_the_held_out_slices() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let (mut operands, mut two_digit, mut chains) = (0usize, 0usize, 0usize);
+        for i in 0..6_000 {
+            let level = (i % 6) as u8 + 1;
+            let p = train_question(level, &mut rng);
+            let e = parse(&p.question).unwrap_or_else(|e| panic!("{}: {e}", p.question));
+            assert_eq!((e.level(), e.value()), (level, p.answer));
+            assert_eq!(slice_of(&e), Slice::Training, "{}", p.question);
+            for n in p.question.split(|c: char| !c.is_ascii_digit()) {
+                operands += usize::from(!n.is_empty());
+                two_digit += usize::from(n.len() == 2);
+            }
+            // A chain: at least 4 operators, every right operand a number.
+            chains += usize::from(level >= 4 && left_deep(&e));
+        }
+        let share = two_digit as f64 / operands as f64;
+        assert!(share > 0.6, "two-digit share {share}");
+        assert!(chains > 250, "{chains} chains");
+    }
+
+    fn left_deep(e: &Expr) -> bool {
+        match e {
+            Expr::Num(_) => true,
+            Expr::Bin { lhs, rhs, .. } => rhs.as_num().is_some() && left_deep(lhs),
+        }
+    }
+
+    #[test]
+    fn validation_questions_are_in_the_validation_slice() {
+        let set = validation_set(1, 20);
+        assert_eq!(set.len(), 120);
+        for p in &set {
+            assert_eq!(slice_of(&parse(&p.question).unwrap()), Slice::Validation);
+        }
+        assert_eq!(set, validation_set(1, 20));
+    }
+}
