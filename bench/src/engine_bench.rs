@@ -31,6 +31,10 @@ struct Args {
     /// prefill, the other figures and llama.cpp. For instruction counts under callgrind.
     #[arg(long, value_name = "N")]
     decode_only: Option<u32>,
+    /// Stop strings for --decode-only (repeatable). One that never matches measures what
+    /// checking for stop strings costs per token, as step-level search always sets them.
+    #[arg(long)]
+    stop: Vec<String>,
 }
 
 const PROMPT: &str = "<|im_start|>user\nWrite a short story about a lighthouse keeper who finds a message in a bottle.<|im_end|>\n<|im_start|>assistant\n";
@@ -40,12 +44,14 @@ async fn decode_rate(
     n: u32,
     tokens: usize,
     temperature: f32,
+    stop: &[String],
 ) -> anyhow::Result<f64> {
     let params = SamplingParams {
         temperature,
         max_tokens: tokens,
         ignore_eos: true,
         seed: 1,
+        stop: stop.to_vec(),
         ..Default::default()
     };
     let best = {
@@ -175,7 +181,7 @@ async fn run() -> anyhow::Result<()> {
     if let Some(n) = args.decode_only {
         let worker = ModelWorker::spawn(loaded, WorkerConfig::default());
         let temperature = if n == 1 { 0.0 } else { 0.8 };
-        let rate = decode_rate(&worker, n, args.tokens, temperature).await?;
+        let rate = decode_rate(&worker, n, args.tokens, temperature, &args.stop).await?;
         println!("decode, n = {n}: {rate:.1} tok/s aggregate");
         return Ok(());
     }
@@ -198,11 +204,11 @@ async fn run() -> anyhow::Result<()> {
     println!("prefill ({} tokens): {prefill:.0} tok/s", ids.len());
 
     let worker = ModelWorker::spawn(loaded, WorkerConfig::default());
-    let single = decode_rate(&worker, 1, args.tokens, 0.0).await?;
+    let single = decode_rate(&worker, 1, args.tokens, 0.0, &[]).await?;
     println!("decode, single stream (greedy): {single:.1} tok/s");
     for n in args.samples.split(',').map(|s| s.trim().parse::<u32>()) {
         let n = n.context("--samples is a comma-separated list of integers")?;
-        let rate = decode_rate(&worker, n, args.tokens, 0.8).await?;
+        let rate = decode_rate(&worker, n, args.tokens, 0.8, &[]).await?;
         println!("decode, n = {n:>2} samples of one prompt: {rate:>7.1} tok/s aggregate ({:.2}x single stream)", rate / single);
     }
 
