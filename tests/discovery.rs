@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use ponder_cluster::model_node::ModelArgs;
 use ponder_cluster::node::NodeArgs;
 use ponder_cluster::Role;
+use ponder_worker::node::ModelArgs;
 use std::time::Duration;
 
 fn node_args(etcd: &Etcd) -> NodeArgs {

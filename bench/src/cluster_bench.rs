@@ -10,8 +10,8 @@
 use clap::Parser;
 use ponder_cli::embedded::{EmbeddedCluster, EmbeddedConfig};
 use ponder_engine::{LoadOptions, ModelWorker, WorkerConfig};
-use ponder_search::local::{LocalGenerator, LocalVerifier};
 use ponder_search::{solve, Budget, SolutionFormat, SolveParams};
+use ponder_worker::local::{LocalGenerator, LocalVerifier};
 use rand::SeedableRng;
 use std::path::PathBuf;
 use std::time::Instant;

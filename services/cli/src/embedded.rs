@@ -3,9 +3,9 @@
 //! or by etcd. The same services run as separate processes in a real deployment.
 
 use ponder_cluster::metrics::Metrics;
-use ponder_cluster::model_node::{ModelArgs, ModelNode};
 use ponder_cluster::node::NodeArgs;
 use ponder_orchestrator::{OrchestratorArgs, OrchestratorNode};
+use ponder_worker::node::{ModelArgs, ModelNode};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

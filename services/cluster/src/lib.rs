@@ -12,7 +12,6 @@ pub mod connect;
 pub mod discovery;
 pub mod member;
 pub mod metrics;
-pub mod model_node;
 pub mod node;
 pub mod pool;
 pub mod register;
@@ -21,6 +20,7 @@ pub mod secret;
 pub mod status;
 pub mod telemetry;
 pub mod tls;
+pub mod wire;
 
 pub use member::{Member, MemberRecord, Registry, Role};
 pub use pool::{GeneratorPool, VerifierPool};

@@ -204,6 +204,12 @@ impl Node {
         }
     }
 
+    /// The health reporter, for a node whose serving depends on more than the server
+    /// (a model worker that stopped turns its node NOT_SERVING).
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
     /// Graceful stop: NOT_SERVING, leave etcd, drain, exit.
     pub async fn stop(mut self) {
         self.health

@@ -20,13 +20,13 @@
 use crate::member::{InFlight, Member, Registry, Role};
 use crate::request_id;
 use crate::status::from_status;
+use crate::wire;
 use ponder_proto::v1 as pb;
 use ponder_proto::v1::generator_client::GeneratorClient;
 use ponder_proto::v1::verifier_client::VerifierClient;
 use ponder_search::traits::{GeneratorLimits, VerifierCost};
 use ponder_search::{
-    Finish, GenOutput, GenRequest, Generate, Result, Sample, Score, ScoreOutput, ScoreRequest,
-    SearchError,
+    GenOutput, GenRequest, Generate, Result, Score, ScoreOutput, ScoreRequest, SearchError,
 };
 use rand::Rng;
 use std::sync::Arc;
@@ -68,7 +68,8 @@ pub fn route(members: &[Arc<Member>], affinity: u64, exclude: &[String]) -> Opti
         .collect();
     let healthy: Vec<&Arc<Member>> = ready.iter().copied().filter(|m| !m.is_ejected()).collect();
     let pool = if healthy.is_empty() { ready } else { healthy };
-    let rank = |m: &Member| mix(affinity ^ crate_hash(&m.record.instance_id));
+    // Rendezvous hashing: the member whose (affinity, instance) mix ranks highest.
+    let rank = |m: &Member| ponder_search::solve::wave_seed(affinity, hash(&m.record.instance_id));
     let preferred = *pool.iter().max_by_key(|m| rank(m))?;
     if pool.len() == 1 {
         return Some(preferred.clone());
@@ -83,13 +84,7 @@ pub fn route(members: &[Arc<Member>], affinity: u64, exclude: &[String]) -> Opti
     }
 }
 
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn crate_hash(s: &str) -> u64 {
+fn hash(s: &str) -> u64 {
     ponder_search::solve::hash(s)
 }
 
@@ -143,7 +138,7 @@ async fn with_failover<T, F, Fut>(
 ) -> Result<T>
 where
     F: FnMut(Arc<Member>) -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+    Fut: std::future::Future<Output = Result<T>>,
 {
     let mut tried: Vec<String> = Vec::new();
     let mut last: Option<SearchError> = None;
@@ -169,14 +164,13 @@ where
                 m.record_success();
                 return Ok(v);
             }
-            Err(status) => {
+            Err(e) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(SearchError::DeadlineExceeded(format!(
                         "the query's deadline passed during a call to {}",
                         m.record.instance_id
                     )));
                 }
-                let e = from_status(&status);
                 if !e.is_retryable() {
                     return Err(e);
                 }
@@ -210,29 +204,10 @@ impl GeneratorPool {
     }
 }
 
-fn finish(r: i32) -> Finish {
-    match pb::FinishReason::try_from(r) {
-        Ok(pb::FinishReason::Stop) => Finish::Stop,
-        Ok(pb::FinishReason::Eos) => Finish::Eos,
-        _ => Finish::Length,
-    }
-}
-
 impl Generate for GeneratorPool {
     async fn generate(&self, req: GenRequest) -> Result<GenOutput> {
-        let msg = pb::GenerateRequest {
-            prompt: req.prompt.clone(),
-            n: req.n,
-            params: Some(pb::SamplingParams {
-                temperature: req.temperature,
-                top_p: req.top_p,
-                top_k: 0,
-                max_tokens: req.max_tokens,
-                stop: req.stop.clone(),
-                seed: req.seed,
-            }),
-        };
-        let (resp, params) = with_failover(
+        let msg = wire::gen_request_to_pb(&req);
+        with_failover(
             &self.registry,
             &self.retries,
             Role::Generator,
@@ -242,31 +217,17 @@ impl Generate for GeneratorPool {
                 let msg = msg.clone();
                 let (deadline, id) = (req.deadline, req.request_id.clone());
                 async move {
-                    let r = request_with(msg, deadline, &id).map_err(crate::status::to_status)?;
-                    let resp = GeneratorClient::new(m.channel.clone()).generate(r).await?;
-                    let params = m.info.get().map_or(0, |i| i.parameters);
-                    Ok((resp.into_inner(), params))
+                    let r = request_with(msg, deadline, &id)?;
+                    let resp = GeneratorClient::new(m.channel.clone())
+                        .generate(r)
+                        .await
+                        .map_err(|s| from_status(&s))?;
+                    let parameters = m.info.get().map_or(0, |i| i.parameters);
+                    Ok(wire::gen_output_from_pb(resp.into_inner(), parameters))
                 }
             },
         )
-        .await?;
-        let sampled: u64 = resp.completions.iter().map(|c| c.tokens as u64).sum();
-        let uncached = resp.prompt_tokens.saturating_sub(resp.cached_prompt_tokens) as u64;
-        Ok(GenOutput {
-            flops: 2.0 * params as f64 * (sampled + uncached) as f64,
-            samples: resp
-                .completions
-                .into_iter()
-                .map(|c| Sample {
-                    finish: finish(c.finish_reason),
-                    text: c.text,
-                    tokens: c.tokens,
-                    logprob: c.logprob,
-                })
-                .collect(),
-            prompt_tokens: resp.prompt_tokens,
-            cached_prompt_tokens: resp.cached_prompt_tokens,
-        })
+        .await
     }
 
     /// The most conservative bounds over ready members (they must hold for whoever
@@ -314,17 +275,9 @@ fn cost_of(info: &pb::ModelInfoResponse) -> VerifierCost {
 
 impl Score for VerifierPool {
     async fn score(&self, req: ScoreRequest) -> Result<ScoreOutput> {
-        let msg = pb::ScoreRequest {
-            question: req.question.clone(),
-            candidates: req
-                .candidates
-                .iter()
-                .map(|c| pb::Candidate {
-                    steps: c.steps.clone(),
-                })
-                .collect(),
-        };
-        let (resp, params) = with_failover(
+        let msg = wire::score_request_to_pb(&req);
+        let candidates = req.candidates.len();
+        with_failover(
             &self.registry,
             &self.retries,
             Role::Verifier,
@@ -334,26 +287,17 @@ impl Score for VerifierPool {
                 let msg = msg.clone();
                 let (deadline, id) = (req.deadline, req.request_id.clone());
                 async move {
-                    let r = request_with(msg, deadline, &id).map_err(crate::status::to_status)?;
-                    let resp = VerifierClient::new(m.channel.clone()).score(r).await?;
-                    let params = m.info.get().map_or(0, |i| i.parameters);
-                    Ok((resp.into_inner(), params))
+                    let r = request_with(msg, deadline, &id)?;
+                    let resp = VerifierClient::new(m.channel.clone())
+                        .score(r)
+                        .await
+                        .map_err(|s| from_status(&s))?;
+                    let parameters = m.info.get().map_or(0, |i| i.parameters);
+                    wire::score_output_from_pb(resp.into_inner(), candidates, parameters)
                 }
             },
         )
-        .await?;
-        if resp.candidates.len() != req.candidates.len() {
-            return Err(SearchError::Internal(format!(
-                "verifier returned {} score lists for {} candidates",
-                resp.candidates.len(),
-                req.candidates.len()
-            )));
-        }
-        Ok(ScoreOutput {
-            flops: 2.0 * params as f64 * resp.tokens as f64,
-            scores: resp.candidates.into_iter().map(|c| c.scores).collect(),
-            tokens: resp.tokens,
-        })
+        .await
     }
 
     /// The largest overheads over ready members.

@@ -103,6 +103,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
             n,
             temperature,
             top_p: 1.0,
+            top_k: 0,
             max_tokens,
             stop,
             seed: self.next_seed(),

@@ -37,16 +37,4 @@ impl SearchError {
     }
 }
 
-impl From<ponder_engine::EngineError> for SearchError {
-    fn from(e: ponder_engine::EngineError) -> Self {
-        use ponder_engine::EngineError as E;
-        match e {
-            E::InvalidRequest(m) => Self::Invalid(m),
-            E::Overloaded(m) => Self::Overloaded(m),
-            E::WorkerGone => Self::Unavailable("the model worker has stopped".into()),
-            other => Self::Internal(other.to_string()),
-        }
-    }
-}
-
 pub type Result<T, E = SearchError> = std::result::Result<T, E>;

@@ -1,8 +1,8 @@
 //! Test-time search over a generator and a process reward model.
 //!
 //! Why a crate of its own: a strategy (majority vote, best-of-N, ...) is plain async
-//! code over two traits, [`Generate`] and [`Score`]. The engine implements them
-//! in-process ([`local`]); the cluster crate implements them with gRPC pools that
+//! code over two traits, [`Generate`] and [`Score`]. The worker crate implements them
+//! in-process over the engine (`ponder_worker::local`); the cluster crate implements them with gRPC pools that
 //! route, retry and fail over. The same strategy code therefore runs in unit tests,
 //! in offline evaluation and in the distributed orchestrator, and a result measured in
 //! one place holds in the other.
@@ -15,7 +15,6 @@ pub mod budget;
 pub mod context;
 pub mod error;
 pub mod format;
-pub mod local;
 pub mod replay;
 pub mod solve;
 pub mod strategy;

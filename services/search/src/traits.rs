@@ -15,6 +15,8 @@ pub struct GenRequest {
     pub n: u32,
     pub temperature: f32,
     pub top_p: f32,
+    /// Sample only among the `top_k` most likely tokens (0: no limit).
+    pub top_k: u32,
     pub max_tokens: u32,
     pub stop: Vec<String>,
     /// Sample `i` draws from the stream `(seed, i)`: a retry elsewhere gives the same text.
@@ -39,6 +41,8 @@ pub struct Sample {
     pub text: String,
     pub tokens: u32,
     pub finish: Finish,
+    /// The stop string that ended the sample (when `finish` is `Stop`).
+    pub stop: Option<String>,
     pub logprob: f64,
 }
 
@@ -49,6 +53,32 @@ pub struct GenOutput {
     pub cached_prompt_tokens: u32,
     /// 2 x parameters x (uncached prompt tokens + sampled tokens).
     pub flops: f64,
+}
+
+/// The compute of running a model of `parameters` parameters over `tokens` tokens:
+/// 2 x parameters x tokens, the one FLOPs definition every budget and report uses.
+pub fn forward_flops(parameters: u64, tokens: u64) -> f64 {
+    2.0 * parameters as f64 * tokens as f64
+}
+
+impl GenOutput {
+    /// The output of one generate call on a model of `parameters` parameters; its FLOPs
+    /// count the uncached prompt tokens and the sampled ones.
+    pub fn new(
+        samples: Vec<Sample>,
+        prompt_tokens: u32,
+        cached_prompt_tokens: u32,
+        parameters: u64,
+    ) -> Self {
+        let sampled: u64 = samples.iter().map(|s| u64::from(s.tokens)).sum();
+        let uncached = u64::from(prompt_tokens.saturating_sub(cached_prompt_tokens));
+        Self {
+            flops: forward_flops(parameters, sampled + uncached),
+            samples,
+            prompt_tokens,
+            cached_prompt_tokens,
+        }
+    }
 }
 
 /// One candidate solution, split into steps.
@@ -91,7 +121,7 @@ impl GeneratorLimits {
     }
 }
 
-/// See [`ponder_engine::prm::PrmCost`]: scoring `question` with `steps` costs at most
+/// The engine's `PrmCost`: scoring `question` with `steps` costs at most
 /// `bytes(question) + prompt_overhead + sum(bytes(step) + step_overhead)` tokens.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VerifierCost {

@@ -1,21 +1,24 @@
 //! The verifier node: `ponder.v1.Verifier` (per-step PRM rewards) over one model worker.
 //!
 //! Requests from many queries are batched by the engine's worker loop; this service
-//! only translates and validates.
+//! only translates (`ponder_cluster::wire`) and validates.
 
 use clap::Parser;
-use ponder_cluster::metrics::{code_of, Metrics};
-use ponder_cluster::model_node::{engine_status, ModelArgs, ModelNode, WorkerCell};
+use ponder_cluster::metrics::Metrics;
 use ponder_cluster::node::NodeArgs;
-use ponder_cluster::{request_id, Role};
+use ponder_cluster::{wire, Role};
 use ponder_proto::v1 as pb;
 use ponder_proto::v1::verifier_server::{Verifier, VerifierServer};
+use ponder_search::Score;
+use ponder_worker::local::LocalVerifier;
+use ponder_worker::node::{ModelArgs, ModelNode, WorkerCell};
+use ponder_worker::rpc;
 use tonic::{Request, Response, Status};
 
 pub const SERVICE_NAME: &str = "ponder.v1.Verifier";
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "ponder-verifier", about = "Serve ponder.v1.Verifier")]
+#[command(name = "ponder-verifier", version, about = "Serve ponder.v1.Verifier")]
 pub struct VerifierArgs {
     #[command(flatten)]
     pub node: NodeArgs,
@@ -34,48 +37,27 @@ impl Verifier for VerifierService {
         &self,
         request: Request<pb::ScoreRequest>,
     ) -> Result<Response<pb::ScoreResponse>, Status> {
-        let timer = self.metrics.start("verifier", "Score");
-        let id = request_id::from_metadata(request.metadata());
-        let span = tracing::debug_span!("score", request_id = %id);
-        let _e = span.enter();
-        let result = async {
-            let worker = self.worker.get()?;
-            let req = request.into_inner();
-            if let Some(i) = req.candidates.iter().position(|c| c.steps.is_empty()) {
-                return Err(Status::invalid_argument(format!(
-                    "candidates[{i}] has no steps; every candidate needs at least one"
-                )));
-            }
-            let out = worker
-                .score(ponder_engine::ScoreRequest {
-                    question: req.question,
-                    candidates: req.candidates.into_iter().map(|c| c.steps).collect(),
-                })
-                .await
-                .map_err(engine_status)?;
-            Ok(Response::new(pb::ScoreResponse {
-                candidates: out
-                    .scores
-                    .into_iter()
-                    .map(|scores| pb::StepScores { scores })
-                    .collect(),
-                tokens: out.tokens as u64,
-            }))
-        }
-        .await;
-        timer.finish(code_of(&result));
-        result
+        rpc::serve(
+            &self.metrics,
+            Role::Verifier,
+            "Score",
+            request,
+            |msg, id| async move {
+                let verifier = LocalVerifier::new(self.worker.get()?.clone())?;
+                let out = verifier
+                    .score(wire::score_request_from_pb(msg, id)?)
+                    .await?;
+                Ok(wire::score_output_to_pb(out))
+            },
+        )
+        .await
     }
 
     async fn model_info(
         &self,
         _request: Request<pb::ModelInfoRequest>,
     ) -> Result<Response<pb::ModelInfoResponse>, Status> {
-        let info = self.worker.get()?.info();
-        Ok(Response::new(ponder_generator::model_info(
-            info,
-            self.worker.instance_id(),
-        )))
+        rpc::model_info(&self.worker)
     }
 }
 

@@ -3,5 +3,5 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     let args = ponder_verifier::VerifierArgs::parse();
-    ponder_engine::engine::cli_runtime()?.block_on(ponder_verifier::run(args))
+    ponder_worker::runtime()?.block_on(ponder_verifier::run(args))
 }

@@ -1,14 +1,14 @@
 //! [`Generate`] and [`Score`] in-process, over the engine's model workers.
 //!
-//! Used by tests, offline evaluation and the generator/verifier services themselves
-//! (which wrap exactly these calls in gRPC).
+//! Used by tests, offline evaluation (`ponder eval`) and the generator and verifier
+//! nodes themselves, which serve exactly these calls over gRPC.
 
-use crate::error::{Result, SearchError};
-use crate::traits::{
-    Finish, GenOutput, GenRequest, Generate, GeneratorLimits, Sample, Score, ScoreOutput,
-    ScoreRequest, VerifierCost,
+use crate::convert::{sample, sampling_params, search_error};
+use ponder_engine::ModelWorker;
+use ponder_search::traits::{forward_flops, GeneratorLimits, VerifierCost};
+use ponder_search::{
+    GenOutput, GenRequest, Generate, Result, Score, ScoreOutput, ScoreRequest, SearchError,
 };
-use ponder_engine::{FinishReason, ModelWorker, SamplingParams};
 use std::future::Future;
 use std::time::Instant;
 
@@ -71,54 +71,23 @@ pub async fn with_deadline<T>(
     }
 }
 
-/// Converts an engine finish reason.
-pub fn finish(r: FinishReason) -> Finish {
-    match r {
-        FinishReason::Stop => Finish::Stop,
-        FinishReason::Eos => Finish::Eos,
-        FinishReason::Length => Finish::Length,
-    }
-}
-
 impl Generate for LocalGenerator {
     async fn generate(&self, req: GenRequest) -> Result<GenOutput> {
-        let params = SamplingParams {
-            temperature: req.temperature,
-            top_p: req.top_p,
-            top_k: 0,
-            max_tokens: req.max_tokens as usize,
-            stop: req.stop,
-            seed: req.seed,
-            ignore_eos: false,
+        let request = ponder_engine::GenerateRequest {
+            params: sampling_params(&req),
+            prompt: req.prompt,
+            n: req.n,
         };
         let out = with_deadline(req.deadline, async {
-            Ok(self
-                .worker
-                .generate(ponder_engine::GenerateRequest {
-                    prompt: req.prompt,
-                    n: req.n,
-                    params,
-                })
-                .await?)
+            self.worker.generate(request).await.map_err(search_error)
         })
         .await?;
-        let sampled: u64 = out.completions.iter().map(|c| c.tokens as u64).sum();
-        let uncached = (out.prompt_tokens - out.cached_prompt_tokens) as u64;
-        Ok(GenOutput {
-            flops: 2.0 * self.worker.info().parameters as f64 * (sampled + uncached) as f64,
-            samples: out
-                .completions
-                .into_iter()
-                .map(|c| Sample {
-                    text: c.text,
-                    tokens: c.tokens,
-                    finish: finish(c.finish_reason),
-                    logprob: c.logprob,
-                })
-                .collect(),
-            prompt_tokens: out.prompt_tokens,
-            cached_prompt_tokens: out.cached_prompt_tokens,
-        })
+        Ok(GenOutput::new(
+            out.completions.into_iter().map(sample).collect(),
+            out.prompt_tokens,
+            out.cached_prompt_tokens,
+            self.worker.info().parameters,
+        ))
     }
 
     fn limits(&self) -> GeneratorLimits {
@@ -131,18 +100,16 @@ impl Generate for LocalGenerator {
 
 impl Score for LocalVerifier {
     async fn score(&self, req: ScoreRequest) -> Result<ScoreOutput> {
+        let request = ponder_engine::ScoreRequest {
+            question: req.question,
+            candidates: req.candidates.into_iter().map(|c| c.steps).collect(),
+        };
         let out = with_deadline(req.deadline, async {
-            Ok(self
-                .worker
-                .score(ponder_engine::ScoreRequest {
-                    question: req.question,
-                    candidates: req.candidates.into_iter().map(|c| c.steps).collect(),
-                })
-                .await?)
+            self.worker.score(request).await.map_err(search_error)
         })
         .await?;
         Ok(ScoreOutput {
-            flops: 2.0 * self.worker.info().parameters as f64 * out.tokens as f64,
+            flops: forward_flops(self.worker.info().parameters, out.tokens as u64),
             scores: out.scores,
             tokens: out.tokens as u64,
         })

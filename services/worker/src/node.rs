@@ -4,17 +4,17 @@
 //! the model loads and warms up on a blocking thread; then the node turns SERVING and
 //! registers. A once-cell hands the loaded worker to the service without a lock.
 
-use crate::member::{MemberRecord, Role};
-use crate::metrics::Metrics;
-use crate::node::{Node, NodeArgs};
-use crate::tls::ClientAuth;
 use clap::Args;
+use ponder_cluster::member::{MemberRecord, Role};
+use ponder_cluster::metrics::Metrics;
+use ponder_cluster::node::{Node, NodeArgs};
+use ponder_cluster::tls::ClientAuth;
 use ponder_engine::{LoadOptions, ModelWorker, WorkerConfig};
+use ponder_search::SearchError;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tonic::service::Routes;
-use tonic::Status;
 
 /// Model flags of a generator or verifier node.
 #[derive(Debug, Clone, Args)]
@@ -49,11 +49,11 @@ impl ModelArgs {
 pub struct WorkerCell(Arc<OnceLock<(ModelWorker, String)>>);
 
 impl WorkerCell {
-    pub fn get(&self) -> Result<&ModelWorker, Status> {
+    pub fn get(&self) -> Result<&ModelWorker, SearchError> {
         self.0
             .get()
             .map(|(w, _)| w)
-            .ok_or_else(|| Status::unavailable("the model is still loading"))
+            .ok_or_else(|| SearchError::Unavailable("the model is still loading".into()))
     }
 
     /// This node's registration id (set together with the worker).
@@ -66,6 +66,8 @@ pub struct ModelNode {
     pub node: Node,
     pub worker: WorkerCell,
     pub role: Role,
+    /// Copies the worker's counters into the metrics and watches that it is alive.
+    stats: tokio::task::JoinHandle<()>,
 }
 
 impl ModelNode {
@@ -109,7 +111,11 @@ impl ModelNode {
         let info = worker.info().clone();
         let instance_id = node.instance_id(role.as_str());
         let _ = cell.0.set((worker.clone(), instance_id.clone()));
-        spawn_stats(worker, metrics, role);
+        let health = Health {
+            reporter: node.health(),
+            service_name,
+        };
+        let stats = spawn_stats(worker, metrics, role, health);
         let record = MemberRecord {
             role,
             instance_id,
@@ -123,10 +129,12 @@ impl ModelNode {
             node,
             worker: cell,
             role,
+            stats,
         })
     }
 
     pub async fn stop(self) {
+        self.stats.abort();
         self.node.stop().await
     }
 
@@ -135,7 +143,7 @@ impl ModelNode {
     pub async fn serve_until_shutdown(mut self) -> anyhow::Result<()> {
         println!("{} listening on {}", self.role.as_str(), self.node.addr);
         tokio::select! {
-            _ = crate::telemetry::shutdown_signal() => {}
+            _ = ponder_cluster::telemetry::shutdown_signal() => {}
             r = self.node.wait() => r?,
         }
         self.stop().await;
@@ -143,8 +151,20 @@ impl ModelNode {
     }
 }
 
-/// Copies the worker's counters into the metrics once a second.
-fn spawn_stats(worker: ModelWorker, metrics: Metrics, role: Role) {
+/// Where a node reports that its model worker has stopped.
+struct Health {
+    reporter: tonic_health::server::HealthReporter,
+    service_name: &'static str,
+}
+
+/// Copies the worker's counters into the metrics once a second; if the worker thread
+/// has stopped, turns the node NOT_SERVING (it can answer nothing any more) and ends.
+fn spawn_stats(
+    worker: ModelWorker,
+    metrics: Metrics,
+    role: Role,
+    health: Health,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let labels = Metrics::labels(&[("role", role.as_str())]);
         let kinds = ["prompt", "generated", "scored"];
@@ -152,6 +172,16 @@ fn spawn_stats(worker: ModelWorker, metrics: Metrics, role: Role) {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let Ok(stats) = worker.stats().await else {
+                tracing::error!(
+                    role = role.as_str(),
+                    "the model worker stopped; NOT_SERVING"
+                );
+                for service in ["", health.service_name] {
+                    health
+                        .reporter
+                        .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                        .await;
+                }
                 return;
             };
             metrics
@@ -176,10 +206,5 @@ fn spawn_stats(worker: ModelWorker, metrics: Metrics, role: Role) {
             }
             last = now;
         }
-    });
-}
-
-/// Converts an engine error into the status a client should see.
-pub fn engine_status(e: ponder_engine::EngineError) -> Status {
-    crate::status::to_status(e.into())
+    })
 }

@@ -3,8 +3,8 @@
 //! a fixed seed, and step-level search answers easy questions.
 
 use ponder_engine::{LoadOptions, ModelWorker, WorkerConfig};
-use ponder_search::local::{LocalGenerator, LocalVerifier};
 use ponder_search::{solve, Budget, SearchError, SolutionFormat, SolveParams, StrategyKind};
+use ponder_worker::local::{LocalGenerator, LocalVerifier};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

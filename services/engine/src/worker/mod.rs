@@ -12,9 +12,18 @@
 //! reply channel is closed) is dropped at the top of the next iteration.
 //!
 //! Files: [`types`] (requests, responses, settings, counters), this file (the
-//! handle), `batch_loop.rs` (the thread that owns the model).
+//! handle), and the thread that owns the model in parts: `batch_loop.rs` (the loop and
+//! its failure handling), `admission.rs`, `packing.rs`, `readout.rs`, `stop.rs`
+//! (sampling and incremental stop-string detection) and `sequence.rs` (their types).
 
+mod admission;
 mod batch_loop;
+mod packing;
+mod readout;
+mod sequence;
+mod stop;
+#[cfg(test)]
+mod tests;
 mod types;
 
 pub use types::*;

@@ -1,0 +1,63 @@
+//! Readout: from the pass's hidden states, the logits of the last new row of every
+//! decode and prefill segment, and the PRM score of every tag row of every scored
+//! candidate.
+
+use super::packing::RowUse;
+use super::sequence::Scoring;
+use crate::engine::LoadedModel;
+use crate::error::{EngineError, Result};
+use candle_core::Tensor;
+
+/// What one pass produced, in pass order.
+pub(super) struct Outputs {
+    /// One row per decode or prefill use.
+    pub logits: Vec<Vec<f32>>,
+    /// One score per tag, candidates in pass order.
+    pub scores: Vec<f32>,
+}
+
+pub(super) fn read_outputs(
+    loaded: &LoadedModel,
+    hidden: &Tensor,
+    lens: &[usize],
+    uses: &[RowUse],
+    scorings: &[Scoring],
+) -> Result<Outputs> {
+    let mut gen_rows = Vec::new();
+    let mut score_rows = Vec::new();
+    let mut offset = 0;
+    for (u, len) in uses.iter().zip(lens) {
+        match *u {
+            RowUse::Decode { .. } | RowUse::Prefill { .. } => {
+                gen_rows.push((offset + len - 1) as u32)
+            }
+            RowUse::Score { scoring, candidate } => {
+                let input = &scorings[scoring].inputs[candidate];
+                score_rows.extend(
+                    input
+                        .tags
+                        .iter()
+                        .map(|t| (offset + t - input.reused) as u32),
+                );
+            }
+        }
+        offset += len;
+    }
+    let device = hidden.device();
+    let logits = if gen_rows.is_empty() {
+        vec![]
+    } else {
+        let rows = hidden.index_select(&Tensor::new(gen_rows.as_slice(), device)?, 0)?;
+        loaded.model.logits(&rows)?.to_vec2::<f32>()?
+    };
+    let scores = if score_rows.is_empty() {
+        vec![]
+    } else {
+        let rows = hidden.index_select(&Tensor::new(score_rows.as_slice(), device)?, 0)?;
+        let prm = loaded.prm.as_ref().ok_or_else(|| {
+            EngineError::Internal("a scoring was admitted on a model that is not a PRM".into())
+        })?;
+        prm.score_rows(&loaded.model, &rows)?
+    };
+    Ok(Outputs { logits, scores })
+}

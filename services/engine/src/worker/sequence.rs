@@ -1,0 +1,84 @@
+//! The batch loop's bookkeeping types: what waits, what runs, and what one pass holds.
+
+use super::stop::StopScan;
+use super::types::*;
+use crate::error::Result;
+use crate::kv::KvCache;
+use crate::sampling::SamplingParams;
+use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+pub(super) type GenerateReply = oneshot::Sender<Result<GenerateResponse>>;
+pub(super) type ScoreReply = oneshot::Sender<Result<ScoreResponse>>;
+
+/// A request accepted by the worker and not yet admitted into a pass.
+pub(super) enum Waiting {
+    Generate(GenerateRequest, GenerateReply),
+    Score(ScoreRequest, ScoreReply),
+}
+
+impl Waiting {
+    pub(super) fn is_cancelled(&self) -> bool {
+        match self {
+            Waiting::Generate(_, r) => r.is_closed(),
+            Waiting::Score(_, r) => r.is_closed(),
+        }
+    }
+}
+
+/// One sampled sequence of a running request.
+pub(super) struct Sequence {
+    pub index: u32,
+    pub rng: ChaCha8Rng,
+    pub cache: KvCache,
+    pub generated: Vec<u32>,
+    /// Sampled but not yet fed through the model.
+    pub next: u32,
+    pub logprob: f64,
+    /// The decoded text so far, kept only while stop strings must be checked.
+    pub scan: StopScan,
+    pub done: Option<Completion>,
+}
+
+/// A generate request whose sequences are decoding.
+pub(super) struct Running {
+    pub params: SamplingParams,
+    pub prompt: Arc<Vec<u32>>,
+    pub cached_prompt_tokens: usize,
+    pub seqs: Vec<Sequence>,
+    pub reply: GenerateReply,
+}
+
+impl Running {
+    /// Sequences still decoding.
+    pub fn live(&self) -> usize {
+        self.seqs.iter().filter(|s| s.done.is_none()).count()
+    }
+}
+
+/// A generate request admitted into this pass: its prompt (minus the cached prefix) runs now.
+pub(super) struct Prefill {
+    pub req: GenerateRequest,
+    pub ids: Arc<Vec<u32>>,
+    /// Prompt tokens whose KV came from the prefix cache.
+    pub reused: usize,
+    pub cache: KvCache,
+    pub reply: GenerateReply,
+}
+
+/// One candidate of a scoring request, encoded as the PRM reads it.
+pub(super) struct ScoreInput {
+    pub ids: Vec<u32>,
+    /// Positions of the step tags in `ids` (never empty).
+    pub tags: Vec<usize>,
+    /// Leading tokens whose KV came from the prefix cache.
+    pub reused: usize,
+    pub cache: KvCache,
+}
+
+/// A scoring request admitted into this pass.
+pub(super) struct Scoring {
+    pub inputs: Vec<ScoreInput>,
+    pub reply: ScoreReply,
+}

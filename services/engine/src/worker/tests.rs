@@ -1,0 +1,68 @@
+//! The batch loop's failure handling and its linear-time stop checks, on a tiny model.
+
+use super::*;
+use crate::fixtures::{write_tiny_model, TinySpec};
+use crate::sampling::SamplingParams;
+
+/// A prompt containing this makes the next pass panic (test builds only).
+pub(super) const PANIC_MARK: &str = "PANIC!";
+
+fn tiny_worker(dir: &std::path::Path) -> ModelWorker {
+    write_tiny_model(dir, &TinySpec::llama()).unwrap();
+    let loaded = crate::load(dir, &crate::LoadOptions::default()).unwrap();
+    ModelWorker::spawn(loaded, WorkerConfig::default())
+}
+
+fn request(prompt: &str, max_tokens: usize) -> GenerateRequest {
+    GenerateRequest {
+        prompt: prompt.into(),
+        n: 2,
+        params: SamplingParams {
+            max_tokens,
+            ignore_eos: true,
+            ..Default::default()
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_the_loop_fails_its_requests_and_the_worker_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = tiny_worker(dir.path());
+    let (a, b) = tokio::join!(
+        worker.generate(request("a long one", 400)),
+        worker.generate(request(&format!("x {PANIC_MARK}"), 8)),
+    );
+    for r in [a.map(|_| ()), b.map(|_| ())] {
+        match r {
+            Err(EngineError::Internal(m)) => assert!(m.contains("model worker failed"), "{m}"),
+            other => panic!("expected an internal error, got {other:?}"),
+        }
+    }
+    let ok = worker.generate(request("after", 8)).await.unwrap();
+    assert_eq!(ok.completions.len(), 2);
+    let stats = worker.stats().await.unwrap();
+    assert_eq!(stats.failed_requests, 2);
+    assert_eq!(stats.completed_requests, 1);
+}
+
+#[tokio::test]
+async fn stop_strings_end_samples_exactly_where_a_full_decode_finds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = tiny_worker(dir.path());
+    // Without stops, then with each of the characters it wrote as a stop string: the
+    // stopped text is the unstopped text cut before that string's first occurrence.
+    let free = worker.generate(request("Q: 1+2\n", 60)).await.unwrap();
+    for c in &free.completions {
+        for stop in c.text.chars().skip(3).take(5).map(String::from) {
+            let mut req = request("Q: 1+2\n", 60);
+            req.params.stop = vec![stop.clone()];
+            let stopped = worker.generate(req).await.unwrap();
+            let s = &stopped.completions[c.index as usize];
+            let cut = &c.text[..c.text.find(&stop).unwrap()];
+            assert_eq!(s.text, cut, "stop {stop:?}");
+            assert_eq!(s.stop.as_deref(), Some(stop.as_str()));
+            assert_eq!(s.finish_reason, crate::FinishReason::Stop);
+        }
+    }
+}

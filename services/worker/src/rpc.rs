@@ -1,0 +1,58 @@
+//! What every worker RPC does around its handler, written once for both roles.
+//!
+//! Each call gets the request id from its metadata (or a fresh one), a tracing span
+//! attached to the handler's future (never entered across an `.await`), a latency
+//! observation labelled with its gRPC code, and the one error map
+//! (`SearchError` -> `Status`, `ponder_cluster::status`).
+
+use crate::node::WorkerCell;
+use ponder_cluster::metrics::{code_of, Metrics};
+use ponder_cluster::status::to_status;
+use ponder_cluster::{request_id, Role};
+use ponder_proto::v1 as pb;
+use ponder_search::Result;
+use std::future::Future;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+/// Runs `handler(message, request_id)` as RPC `method` of a `role` node.
+pub async fn serve<T, R, Fut>(
+    metrics: &Metrics,
+    role: Role,
+    method: &'static str,
+    request: Request<T>,
+    handler: impl FnOnce(T, String) -> Fut,
+) -> Result<Response<R>, Status>
+where
+    Fut: Future<Output = Result<R>>,
+{
+    let timer = metrics.start(role.as_str(), method);
+    let id = request_id::from_metadata(request.metadata());
+    let span = tracing::debug_span!("rpc", role = role.as_str(), method, request_id = %id);
+    let result = handler(request.into_inner(), id)
+        .instrument(span)
+        .await
+        .map(Response::new)
+        .map_err(to_status);
+    timer.finish(code_of(&result));
+    result
+}
+
+/// The ModelInfo answer of a worker node: the wire form of the engine's model facts.
+pub fn model_info(cell: &WorkerCell) -> Result<Response<pb::ModelInfoResponse>, Status> {
+    let info = cell.get().map_err(to_status)?.info();
+    Ok(Response::new(pb::ModelInfoResponse {
+        model_id: info.id.clone(),
+        architecture: info.architecture.clone(),
+        format: info.format.clone(),
+        dtype: info.dtype.clone(),
+        parameters: info.parameters,
+        vocab_size: info.vocab_size as u32,
+        context_length: info.context_length as u32,
+        prm: info.prm.clone().unwrap_or_default(),
+        max_token_bytes: info.max_token_bytes as u32,
+        instance_id: cell.instance_id().to_string(),
+        prm_prompt_overhead: info.prm_cost.map_or(0, |c| c.prompt_overhead),
+        prm_step_overhead: info.prm_cost.map_or(0, |c| c.step_overhead),
+    }))
+}
