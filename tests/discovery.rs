@@ -116,7 +116,70 @@ async fn members_come_and_go_and_etcd_may_restart() {
         "a node registered after etcd restarted was not discovered"
     );
     assert!(c.solve(request("47+38", 4, 2)).await.is_ok());
+
+    // Every generator leaves: the orchestrator turns NOT_SERVING (a query could only
+    // fail), and SERVING again once a generator is back.
+    assert_eq!(orchestrator_health(o.node.addr).await, SERVING);
     g3.stop().await;
     g1.stop().await;
+    let mut status = 0;
+    for _ in 0..50 {
+        status = orchestrator_health(o.node.addr).await;
+        if status == NOT_SERVING {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, NOT_SERVING, "still SERVING with no generator");
+    let g4 = ponder_generator::start(
+        ponder_generator::GeneratorArgs {
+            node: node_args(&etcd),
+            model: ModelArgs::new(generator_model()),
+        },
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(reg
+        .wait_for(
+            Some(std::time::Instant::now() + Duration::from_secs(10)),
+            |s| { (s.ready(Role::Generator) == 1).then_some(()) }
+        )
+        .await
+        .is_some());
+    let mut status = 0;
+    for _ in 0..50 {
+        status = orchestrator_health(o.node.addr).await;
+        if status == SERVING {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status, SERVING,
+        "not SERVING again once a generator is back"
+    );
+    g4.stop().await;
     o.stop().await;
+}
+
+const SERVING: i32 = 1;
+const NOT_SERVING: i32 = 2;
+
+async fn orchestrator_health(addr: std::net::SocketAddr) -> i32 {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let ch = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(ch)
+        .check(HealthCheckRequest {
+            service: "ponder.v1.Orchestrator".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
 }

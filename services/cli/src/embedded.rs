@@ -77,11 +77,12 @@ impl EmbeddedCluster {
         let orchestrator = ponder_orchestrator::start(oargs, metrics.clone()).await?;
         if verifier.is_some() {
             // Healthy means every member answered ModelInfo, the verifier included.
-            while orchestrator.registry.ready(ponder_cluster::Role::Verifier) == 0
-                || orchestrator.registry.ready(ponder_cluster::Role::Generator) < generators.len()
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+            let all_ready = |snap: &ponder_cluster::Snapshot| {
+                (snap.ready(ponder_cluster::Role::Verifier) > 0
+                    && snap.ready(ponder_cluster::Role::Generator) >= generators.len())
+                .then_some(())
+            };
+            orchestrator.registry.wait_for(None, all_ready).await;
         }
         Ok(Self {
             orchestrator,

@@ -11,6 +11,7 @@
 pub mod connect;
 pub mod discovery;
 pub mod member;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod pool;
@@ -22,5 +23,6 @@ pub mod telemetry;
 pub mod tls;
 pub mod wire;
 
-pub use member::{Member, MemberRecord, Registry, Role};
+pub use member::{Member, MemberKey, MemberRecord, Role};
+pub use membership::{Registry, Snapshot};
 pub use pool::{GeneratorPool, VerifierPool};

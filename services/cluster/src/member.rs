@@ -1,14 +1,14 @@
-//! Members of the cluster and the live membership table.
+//! Members of the cluster: what a node publishes ([`MemberRecord`]), the name it goes by
+//! ([`MemberKey`]), and a member as routing sees it ([`Member`]).
 //!
-//! The table is a `DashMap` written by one discovery task and read by every query's
-//! routing decision; per-member load and health are atomics, so routing never waits
-//! on a lock held across an await.
+//! The table of members is owned by the membership actor ([`crate::membership`]);
+//! per-call load and health are atomics inside each `Arc<Member>`, shared by every
+//! snapshot, so the hot path of routing takes no round trip and no lock.
 //!
-//! With a cluster CA configured the registry dials every member over TLS (`https://`),
-//! verifying the member's certificate and presenting this node's own (mTLS).
+//! With a cluster CA configured every member is dialed over TLS (`https://`), verifying
+//! the member's certificate and presenting this node's own (mTLS).
 
 use crate::tls::PeerTls;
-use dashmap::DashMap;
 use ponder_proto::v1::ModelInfoResponse;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -43,6 +43,56 @@ impl Role {
     }
 }
 
+/// The one name of a member: in etcd keys (`/ponder/v1/<cluster>/<role>/<instance>`),
+/// logs and metric labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MemberKey {
+    pub cluster: String,
+    pub role: Role,
+    pub instance: String,
+}
+
+/// Every key of `cluster` starts with this.
+pub fn key_prefix(cluster: &str) -> String {
+    format!("/ponder/v1/{cluster}/")
+}
+
+impl std::fmt::Display for MemberKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}{}/{}",
+            key_prefix(&self.cluster),
+            self.role.as_str(),
+            self.instance
+        )
+    }
+}
+
+impl std::str::FromStr for MemberKey {
+    type Err = String;
+
+    fn from_str(key: &str) -> Result<Self, String> {
+        let bad = || format!("{key:?} is not /ponder/v1/<cluster>/<role>/<instance>");
+        let rest = key.strip_prefix("/ponder/v1/").ok_or_else(bad)?;
+        let mut parts = rest.splitn(3, '/');
+        let (Some(cluster), Some(role), Some(instance)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let role = Role::parse(role).ok_or_else(bad)?;
+        if cluster.is_empty() || instance.is_empty() || instance.contains('/') {
+            return Err(bad());
+        }
+        Ok(Self {
+            cluster: cluster.into(),
+            role,
+            instance: instance.into(),
+        })
+    }
+}
+
 /// What a node publishes about itself (the JSON value of its etcd key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRecord {
@@ -53,6 +103,17 @@ pub struct MemberRecord {
     pub model_id: String,
     /// Requests the node accepts before answering RESOURCE_EXHAUSTED.
     pub capacity: u32,
+}
+
+impl MemberRecord {
+    /// This member's key in `cluster`.
+    pub fn key(&self, cluster: &str) -> MemberKey {
+        MemberKey {
+            cluster: cluster.into(),
+            role: self.role,
+            instance: self.instance_id.clone(),
+        }
+    }
 }
 
 /// A member with its channel and live routing state.
@@ -155,74 +216,27 @@ impl Drop for InFlight {
     }
 }
 
-/// The live membership, keyed by instance id.
-#[derive(Debug, Default, Clone)]
-pub struct Registry {
-    members: Arc<DashMap<String, Arc<Member>>>,
-    tls: Option<Arc<PeerTls>>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Registry {
-    /// Members dialed in plaintext.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Members dialed over TLS with `tls` (or plaintext when `None`).
-    pub fn with_tls(tls: Option<PeerTls>) -> Self {
-        Self {
-            members: Default::default(),
-            tls: tls.map(Arc::new),
+    #[test]
+    fn a_member_key_prints_and_parses_back() {
+        let key = MemberKey {
+            cluster: "prod".into(),
+            role: Role::Verifier,
+            instance: "verifier-7f3a".into(),
+        };
+        assert_eq!(key.to_string(), "/ponder/v1/prod/verifier/verifier-7f3a");
+        assert_eq!(key.to_string().parse::<MemberKey>(), Ok(key));
+        for bad in [
+            "/ponder/v1/prod/verifier",
+            "/ponder/v1/prod/judge/x",
+            "/ponder/v2/prod/verifier/x",
+            "/ponder/v1/prod/verifier/a/b",
+            "/ponder/v1//verifier/x",
+        ] {
+            assert!(bad.parse::<MemberKey>().is_err(), "{bad}");
         }
-    }
-
-    /// Adds or replaces a member (a changed record gets a fresh channel). Returns the
-    /// member if it is new or changed, so the caller can fetch its model info.
-    pub fn upsert(&self, record: MemberRecord) -> anyhow::Result<Option<Arc<Member>>> {
-        if let Some(m) = self.members.get(&record.instance_id) {
-            if m.record == record {
-                return Ok(None);
-            }
-        }
-        let m = Arc::new(Member::new(record, self.tls.as_deref())?);
-        self.members.insert(m.record.instance_id.clone(), m.clone());
-        Ok(Some(m))
-    }
-
-    pub fn remove(&self, instance_id: &str) -> Option<Arc<Member>> {
-        self.members.remove(instance_id).map(|(_, m)| m)
-    }
-
-    /// Keeps only the members whose ids are in `keep`.
-    pub fn retain(&self, keep: &std::collections::HashSet<String>) {
-        self.members.retain(|id, _| keep.contains(id));
-    }
-
-    pub fn members(&self, role: Role) -> Vec<Arc<Member>> {
-        let mut v: Vec<_> = self
-            .members
-            .iter()
-            .filter(|m| m.record.role == role)
-            .map(|m| m.value().clone())
-            .collect();
-        v.sort_by(|a, b| a.record.instance_id.cmp(&b.record.instance_id));
-        v
-    }
-
-    pub fn all(&self) -> Vec<Arc<Member>> {
-        let mut v: Vec<_> = self.members.iter().map(|m| m.value().clone()).collect();
-        v.sort_by(|a, b| {
-            (a.record.role.as_str(), &a.record.instance_id)
-                .cmp(&(b.record.role.as_str(), &b.record.instance_id))
-        });
-        v
-    }
-
-    /// Members of `role` that have answered ModelInfo.
-    pub fn ready(&self, role: Role) -> usize {
-        self.members(role)
-            .iter()
-            .filter(|m| m.info.get().is_some())
-            .count()
     }
 }

@@ -17,7 +17,8 @@
 //!   first attempt deposits, every retry withdraws), so when a large part of the
 //!   cluster fails, failed calls are not multiplied into a retry storm.
 
-use crate::member::{InFlight, Member, Registry, Role};
+use crate::member::{InFlight, Member, Role};
+use crate::membership::Registry;
 use crate::request_id;
 use crate::status::from_status;
 use crate::wire;
@@ -108,23 +109,11 @@ fn request_with<T>(msg: T, deadline: Option<Instant>, id: &str) -> Result<tonic:
 /// deadline comes first.
 pub const MEMBER_WAIT: Duration = Duration::from_secs(15);
 
-/// Polls `found` every 100 ms until it gives a value, for at most [`MEMBER_WAIT`]
-/// and never past `deadline`: how a query waits for a member to join.
-pub async fn wait_for<T>(
-    deadline: Option<Instant>,
-    mut found: impl FnMut() -> Option<T>,
-) -> Option<T> {
+/// When a query stops waiting for a member to join: [`MEMBER_WAIT`] from now, or its
+/// deadline if that comes first.
+pub fn member_wait_deadline(deadline: Option<Instant>) -> Instant {
     let give_up = Instant::now() + MEMBER_WAIT;
-    let give_up = deadline.map_or(give_up, |d| d.min(give_up));
-    loop {
-        if let Some(v) = found() {
-            return Some(v);
-        }
-        if Instant::now() >= give_up {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    deadline.map_or(give_up, |d| d.min(give_up))
 }
 
 /// Runs `call` on up to [`MAX_ATTEMPTS`] members of `role` with failover.
@@ -144,10 +133,11 @@ where
     let mut last: Option<SearchError> = None;
     retries.0.deposit();
     for attempt in 0..MAX_ATTEMPTS {
-        let Some(m) = wait_for(deadline, || {
-            route(&registry.members(role), affinity, &tried)
-        })
-        .await
+        let Some(m) = registry
+            .wait_for(Some(member_wait_deadline(deadline)), |snap| {
+                route(&snap.members(role), affinity, &tried)
+            })
+            .await
         else {
             break;
         };

@@ -5,7 +5,7 @@
 //! and writes the key again. On shutdown the lease is revoked, so the member leaves at
 //! once instead of after the TTL.
 
-use crate::discovery::{key_prefix, EtcdConfig};
+use crate::discovery::EtcdConfig;
 use crate::member::MemberRecord;
 use etcd_client::PutOptions;
 use std::time::Duration;
@@ -19,21 +19,11 @@ pub struct Registration {
     task: JoinHandle<()>,
 }
 
-/// The key a member is registered under.
-pub fn member_key(cluster: &str, record: &MemberRecord) -> String {
-    format!(
-        "{}{}/{}",
-        key_prefix(cluster),
-        record.role.as_str(),
-        record.instance_id
-    )
-}
-
 impl Registration {
     /// Starts registering `record`; keeps trying while etcd is unreachable.
     pub fn start(etcd: EtcdConfig, cluster: String, record: MemberRecord, ttl: i64) -> Self {
         let (stop_tx, mut stop_rx) = oneshot::channel();
-        let key = member_key(&cluster, &record);
+        let key = record.key(&cluster).to_string();
         let value = serde_json::to_string(&record).expect("a member record serialises");
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);

@@ -21,7 +21,6 @@ use ponder_search::SolutionFormat;
 use service::{OrchestratorService, Shared};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::Semaphore;
 
 pub const SERVICE_NAME: &str = "ponder.v1.Orchestrator";
@@ -74,13 +73,47 @@ pub struct OrchestratorNode {
     pub node: Node,
     pub registry: Registry,
     discovery: tokio::task::JoinHandle<()>,
+    /// Keeps health NOT_SERVING while no generator is ready.
+    readiness: tokio::task::JoinHandle<()>,
 }
 
 impl OrchestratorNode {
     pub async fn stop(self) {
+        self.readiness.abort();
         self.discovery.abort();
         self.node.stop().await;
     }
+}
+
+/// Follows membership: health is SERVING while at least one generator is ready and
+/// NOT_SERVING while none is (a query could only fail), so load balancers and probes
+/// stop sending work to an orchestrator that has lost its generators.
+fn follow_readiness(
+    registry: &Registry,
+    health: tonic_health::server::HealthReporter,
+) -> tokio::task::JoinHandle<()> {
+    let mut snapshots = registry.subscribe();
+    tokio::spawn(async move {
+        let mut serving = true;
+        loop {
+            let ready = snapshots.borrow_and_update().ready(Role::Generator) > 0;
+            if ready != serving {
+                serving = ready;
+                let status = if ready {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tracing::warn!("no generator is ready; NOT_SERVING until one is");
+                    tonic_health::ServingStatus::NotServing
+                };
+                for service in ["", SERVICE_NAME] {
+                    health.set_service_status(service, status).await;
+                }
+            }
+            if snapshots.changed().await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 /// Starts the orchestrator; it turns SERVING once a generator is ready.
@@ -145,14 +178,16 @@ pub async fn start(args: OrchestratorArgs, metrics: Metrics) -> anyhow::Result<O
     let routes = tonic::service::Routes::new(OrchestratorServer::with_interceptor(service, gate));
     // The public port asks for no client certificate by default: callers use API keys.
     let mut node = Node::start(args.node.clone(), SERVICE_NAME, routes, ClientAuth::None).await?;
-    while registry.ready(Role::Generator) == 0 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    registry
+        .wait_for(None, |snap| (snap.ready(Role::Generator) > 0).then_some(()))
+        .await;
     node.set_serving(None).await;
+    let readiness = follow_readiness(&registry, node.health());
     Ok(OrchestratorNode {
         node,
         registry,
         discovery,
+        readiness,
     })
 }
 

@@ -7,7 +7,7 @@
 
 use crate::request;
 use ponder_cluster::metrics::{code_of, Metrics};
-use ponder_cluster::pool::wait_for;
+use ponder_cluster::pool::member_wait_deadline;
 use ponder_cluster::status::to_status;
 use ponder_cluster::{request_id, GeneratorPool, Registry, Role, VerifierPool};
 use ponder_proto::v1 as pb;
@@ -104,8 +104,15 @@ impl OrchestratorService {
             } else if shared.verifiers_seen.load(Ordering::Relaxed)
                 && params.strategy.is_none_or(|s| s.needs_verifier())
             {
-                let known = || (!shared.registry.members(Role::Verifier).is_empty()).then_some(());
-                has_verifier = wait_for(params.budget.deadline, known).await.is_some();
+                let deadline = member_wait_deadline(params.budget.deadline);
+                let known = |snap: &ponder_cluster::Snapshot| {
+                    (!snap.members(Role::Verifier).is_empty()).then_some(())
+                };
+                has_verifier = shared
+                    .registry
+                    .wait_for(Some(deadline), known)
+                    .await
+                    .is_some();
             }
             if shared.registry.members(Role::Generator).is_empty() {
                 return Err(Status::unavailable("no generator is available"));

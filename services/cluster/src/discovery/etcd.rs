@@ -5,16 +5,12 @@
 //! in the registry, so the cluster keeps serving while etcd is down; members that died
 //! meanwhile are ejected by routing on their first failed call.
 
-use super::{fetch_info, Discovery, EtcdConfig};
-use crate::member::{MemberRecord, Registry, Role};
+use super::{Discovery, EtcdConfig};
+use crate::member::{key_prefix, MemberKey, MemberRecord};
+use crate::membership::Registry;
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use std::collections::HashSet;
 use std::time::Duration;
-
-/// `/ponder/v1/<cluster>/`: every member's key lives under it.
-pub fn key_prefix(cluster: &str) -> String {
-    format!("/ponder/v1/{cluster}/")
-}
 
 pub struct EtcdDiscovery {
     pub etcd: EtcdConfig,
@@ -30,7 +26,7 @@ impl Discovery for EtcdDiscovery {
         let prefix = key_prefix(&self.cluster);
         let mut backoff = Duration::from_millis(200);
         loop {
-            match sync_and_watch(&self.etcd, &prefix, &registry).await {
+            match sync_and_watch(&self.etcd, &self.cluster, &prefix, &registry).await {
                 Ok(()) => tracing::warn!("etcd watch ended; resyncing"),
                 Err(e) => {
                     tracing::warn!(error = %e, "etcd unavailable; keeping the last membership")
@@ -42,26 +38,17 @@ impl Discovery for EtcdDiscovery {
     }
 }
 
-fn parse(key: &str, value: &str, prefix: &str) -> Option<MemberRecord> {
-    let rest = key.strip_prefix(prefix)?;
-    let (role, id) = rest.split_once('/')?;
+/// The record under `key`, if the key is one of `cluster`'s and names the same member
+/// as the record.
+fn parse(key: &str, value: &str, cluster: &str) -> Option<MemberRecord> {
+    let key: MemberKey = key.parse().ok()?;
     let record: MemberRecord = serde_json::from_str(value).ok()?;
-    (Role::parse(role) == Some(record.role) && record.instance_id == id).then_some(record)
-}
-
-fn apply(registry: &Registry, record: MemberRecord) {
-    match registry.upsert(record) {
-        Ok(Some(m)) => {
-            tracing::info!(role = m.record.role.as_str(), instance = %m.record.instance_id, address = %m.record.address, "member joined");
-            fetch_info(registry.clone(), m);
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "ignoring a member with a bad address"),
-    }
+    (record.key(cluster) == key).then_some(record)
 }
 
 async fn sync_and_watch(
     etcd: &EtcdConfig,
+    cluster: &str,
     prefix: &str,
     registry: &Registry,
 ) -> anyhow::Result<()> {
@@ -75,20 +62,16 @@ async fn sync_and_watch(
         let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) else {
             continue;
         };
-        match parse(k, v, prefix) {
+        match parse(k, v, cluster) {
             Some(r) => {
                 seen.insert(r.instance_id.clone());
-                apply(registry, r);
+                registry.upsert(r);
             }
             None => tracing::warn!(key = k, "ignoring a malformed member record"),
         }
     }
-    for gone in registry.all() {
-        if gone.record.role != Role::Orchestrator && !seen.contains(&gone.record.instance_id) {
-            tracing::info!(instance = %gone.record.instance_id, "member left while the watch was down");
-        }
-    }
-    registry.retain(&seen);
+    // Members that left while the watch was down.
+    registry.retain(seen);
     let mut stream = client
         .watch(
             prefix,
@@ -108,21 +91,14 @@ async fn sync_and_watch(
             let Ok(key) = kv.key_str() else { continue };
             match ev.event_type() {
                 EventType::Put => {
-                    if let Some(r) = kv.value_str().ok().and_then(|v| parse(key, v, prefix)) {
-                        apply(registry, r);
+                    if let Some(r) = kv.value_str().ok().and_then(|v| parse(key, v, cluster)) {
+                        registry.upsert(r);
                     }
                 }
-                EventType::Delete => {
-                    if let Some(id) = key
-                        .strip_prefix(prefix)
-                        .and_then(|r| r.split_once('/'))
-                        .map(|(_, id)| id)
-                    {
-                        if registry.remove(id).is_some() {
-                            tracing::info!(instance = id, "member left");
-                        }
-                    }
-                }
+                EventType::Delete => match key.parse::<MemberKey>() {
+                    Ok(k) if k.cluster == cluster => registry.remove(&k.instance),
+                    _ => tracing::warn!(key, "ignoring a delete of a malformed key"),
+                },
             }
         }
     }

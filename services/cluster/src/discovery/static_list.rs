@@ -1,8 +1,9 @@
 //! Static membership: a fixed list of addresses, for setups without etcd (the embedded
 //! `ponder up`, simple deployments).
 
-use super::{fetch_info, Discovery};
-use crate::member::{MemberRecord, Registry, Role};
+use super::Discovery;
+use crate::member::{MemberRecord, Role};
+use crate::membership::Registry;
 
 pub struct StaticDiscovery {
     pub members: Vec<(Role, String)>,
@@ -31,11 +32,7 @@ impl Discovery for StaticDiscovery {
                 model_id: String::new(),
                 capacity: 0,
             };
-            match registry.upsert(record) {
-                Ok(Some(m)) => fetch_info(registry.clone(), m),
-                Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "bad static member address"),
-            }
+            registry.upsert(record);
         }
     }
 }
