@@ -17,6 +17,7 @@ pub mod error;
 pub mod format;
 pub mod local;
 pub mod replay;
+pub mod scripted;
 pub mod solve;
 pub mod strategy;
 pub mod traits;
