@@ -3,20 +3,27 @@
 # wall-clock medians of alternating runs, and (with --callgrind) instruction counts,
 # which are stable on a noisy host. A command, not a test (docs/benchmarks.md).
 #
-#   bench/before-after.sh [--callgrind] [--runs 5] BEFORE_DIR AFTER_DIR
+#   bench/before-after.sh [--callgrind] [--runs 5] [--workloads a,b] BEFORE_DIR AFTER_DIR
+#
+# Workloads: decode-n1, decode-n16, cluster-query (the default set), and decode-stop
+# (one greedy 2,000-token sequence with a stop string that never matches: what checking
+# stop strings costs per token; wall clock only, too long for callgrind).
 #
 # Each *_DIR holds engine-bench and cluster-bench (copied from target/release) and a
 # models/ directory for cluster-bench. PONDER_SMOLLM2_GGUF names the GGUF for
 # engine-bench (.ci/run installs it). Under callgrind the engine runs on one thread
-# (RAYON_NUM_THREADS=1) so that no spinning pool thread adds instructions.
+# (RAYON_NUM_THREADS=1) so that no spinning pool thread adds instructions; the before
+# and after runs of one workload go side by side, one core each.
 set -euo pipefail
 
 callgrind=0
 runs=5
+workloads=(decode-n1 decode-n16 cluster-query)
 while [ $# -gt 2 ]; do
     case "$1" in
         --callgrind) callgrind=1; shift ;;
         --runs) runs="$2"; shift 2 ;;
+        --workloads) IFS=, read -r -a workloads <<< "$2"; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -31,9 +38,10 @@ workload() {
         decode-n1) echo "engine-bench --model $PONDER_SMOLLM2_GGUF --decode-only 1 --tokens 64" ;;
         decode-n16) echo "engine-bench --model $PONDER_SMOLLM2_GGUF --decode-only 16 --tokens 32" ;;
         cluster-query) echo "cluster-bench --models MODELS --budgets 16 --per-level 1 --only-question 3" ;;
+        decode-stop) echo "engine-bench --model $PONDER_SMOLLM2_GGUF --decode-only 1 --tokens 2000 --stop <never>" ;;
+        *) echo "unknown workload $1" >&2; exit 2 ;;
     esac
 }
-workloads=(decode-n1 decode-n16 cluster-query)
 
 run_one() { # dir workload -> prints seconds
     local dir="$1" cmd
@@ -63,12 +71,16 @@ done
 if [ "$callgrind" = 1 ]; then
     out=$(mktemp -d)
     for w in "${workloads[@]}"; do
+        [ "$w" = decode-stop ] && continue
         declare -a ir=()
         for k in 0 1; do
             cmd="$(workload "$w")"
             cmd="${cmd/MODELS/${dirs[$k]}/models}"
             RAYON_NUM_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out/$w.${names[$k]}" \
-                "${dirs[$k]}"/$cmd > /dev/null 2> "$out/$w.${names[$k]}.log"
+                "${dirs[$k]}"/$cmd > /dev/null 2> "$out/$w.${names[$k]}.log" &
+        done
+        wait
+        for k in 0 1; do
             ir+=("$(grep -m1 '^summary:' "$out/$w.${names[$k]}" | awk '{print $2}')")
         done
         printf '%-14s instructions: before %s, after %s (after/before %.4f)\n' \

@@ -1,15 +1,18 @@
 //! The orchestrator: `ponder.v1.Orchestrator` over generator and verifier pools.
 //!
-//! The search itself is `ponder_search::solve`; this crate adds the wire contract,
-//! validation, admission control (a bound on queries in progress), access control (API
-//! keys and per-client rate limits, `access`), discovery of the pools and the node
-//! lifecycle.
+//! The search itself is `ponder_search::solve`; this crate adds the wire contract
+//! (`request`: wire types to search types and back), validation at the edge and the
+//! query's task (`service`), admission control (a bound on queries in progress,
+//! `admission`), access control (API keys and per-client rate limits, `access`),
+//! discovery of the pools and the node lifecycle.
 
 pub mod access;
+pub mod admission;
 pub mod request;
 pub mod service;
 
 use access::{AccessArgs, Gate};
+use admission::Admission;
 use clap::Parser;
 use ponder_cluster::discovery::{Discovery, EtcdConfig, EtcdDiscovery, StaticDiscovery};
 use ponder_cluster::metrics::Metrics;
@@ -17,11 +20,11 @@ use ponder_cluster::node::{Node, NodeArgs};
 use ponder_cluster::tls::ClientAuth;
 use ponder_cluster::{Registry, Role};
 use ponder_proto::v1::orchestrator_server::OrchestratorServer;
+use ponder_search::strategy::compute_optimal::Policy;
 use ponder_search::SolutionFormat;
 use service::{OrchestratorService, Shared};
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 pub const SERVICE_NAME: &str = "ponder.v1.Orchestrator";
 
@@ -122,11 +125,10 @@ pub async fn start(args: OrchestratorArgs, metrics: Metrics) -> anyhow::Result<O
         Some(p) => SolutionFormat::from_file(p)?,
         None => SolutionFormat::default(),
     };
+    // Parsed here, once: queries only look their strategy up.
     let policy = match &args.policy {
-        Some(p) => Some(Arc::new(
-            ponder_search::strategy::compute_optimal::Policy::from_file(p)?,
-        )),
-        None => None,
+        Some(p) => Arc::new(Policy::from_file(p)?),
+        None => Policy::builtin(),
     };
     anyhow::ensure!(
         (1..=ponder_search::budget::MAX_GENERATIONS).contains(&args.default_generations),
@@ -168,8 +170,7 @@ pub async fn start(args: OrchestratorArgs, metrics: Metrics) -> anyhow::Result<O
         format,
         policy,
         default_generations: args.default_generations,
-        queries: Arc::new(Semaphore::new(args.max_queries)),
-        max_queries: args.max_queries,
+        admission: Admission::new(args.max_queries),
         retries: Default::default(),
         verifiers_seen: Default::default(),
         metrics,

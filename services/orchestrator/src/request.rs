@@ -1,22 +1,29 @@
-//! Turning a wire `SolveRequest` into validated search parameters, and results back.
+//! Converting between wire types and search types: a `SolveRequest` into
+//! [`SolveParams`], an [`Outcome`] into a `SolveResponse`.
 //!
-//! Every rejection is INVALID_ARGUMENT with a message naming the field and what to
-//! send instead; nothing here can panic on any input.
+//! Only conversion happens here (a name to a strategy, a string to an aggregation,
+//! wire numbers to a [`Budget`]); the request as a whole is checked once, by
+//! [`SolveParams::validate`], in the service. Every rejection is INVALID_ARGUMENT with
+//! a message naming the field and what to send instead; nothing here can panic on
+//! any input.
 
 use ponder_proto::v1 as pb;
 use ponder_search::strategy::{
     DEFAULT_BEAM_WIDTH, DEFAULT_LOOKAHEAD, DEFAULT_MAX_ROUNDS, DEFAULT_REBASE_TEMPERATURE,
     DEFAULT_STOP_SHARE, DEFAULT_WAVE,
 };
-use ponder_search::{Aggregation, Budget, Outcome, Rule, SolveParams, StrategyKind, Usage};
+use ponder_search::{
+    Aggregation, Budget, Outcome, Progress, Rule, SolveParams, StrategyKind, Usage,
+};
 use std::time::{Duration, Instant};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
-/// The default budget when a request sets none.
-pub const DEFAULT_GENERATIONS: u32 = 16;
+/// The default budget when a request sets none (the search crate's default).
+pub use ponder_search::budget::DEFAULT_GENERATIONS;
 
-/// The strategy a request asks for; None = best available.
+/// The strategy a request asks for; None = best available. Its parameters are
+/// range-checked later, with the rest of the request ([`SolveParams::validate`]).
 pub fn strategy(s: Option<&pb::Strategy>) -> Result<Option<StrategyKind>, Status> {
     use pb::strategy::Kind;
     let Some(kind) = s.and_then(|s| s.kind.as_ref()) else {
@@ -73,8 +80,6 @@ pub fn strategy(s: Option<&pb::Strategy>) -> Result<Option<StrategyKind>, Status
         Kind::Name(n) => StrategyKind::parse(n)
             .map_err(|e| Status::invalid_argument(format!("strategy.name: {e}")))?,
     };
-    s.validate()
-        .map_err(|e| Status::invalid_argument(format!("strategy.{e}")))?;
     Ok(Some(s))
 }
 
@@ -98,6 +103,8 @@ pub fn deadline(metadata: &MetadataMap) -> Option<Instant> {
     Instant::now().checked_add(d)
 }
 
+/// The request as search parameters, not yet validated. Wire defaults become
+/// `None`: no budget gives `default_generations`, temperature 0 the default one.
 pub fn params(
     req: &pb::SolveRequest,
     deadline: Option<Instant>,
@@ -109,15 +116,9 @@ pub fn params(
         Some(b) => Budget::new(b.max_generations, b.max_tokens, deadline),
     }
     .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let t = req.temperature;
-    if !t.is_finite() || !(0.0..=2.0).contains(&t) {
-        return Err(Status::invalid_argument(format!(
-            "temperature must be in (0, 2], or 0 for the default; got {t}"
-        )));
-    }
     let mut p = SolveParams::new(req.question.clone(), budget, req.seed);
     p.strategy = strategy(req.strategy.as_ref())?;
-    p.temperature = (t > 0.0).then_some(t);
+    p.temperature = (req.temperature != 0.0).then_some(req.temperature);
     p.aggregation = Aggregation::parse(&req.aggregation)
         .map_err(|e| Status::invalid_argument(format!("aggregation: {e}")))?;
     p.request_id = request_id;
@@ -132,6 +133,18 @@ pub fn usage(u: &Usage) -> pb::Usage {
         verifier_tokens: u.verifier_tokens,
         flops: u.flops,
         cached_prompt_tokens: u.cached_prompt_tokens,
+    }
+}
+
+/// A progress event of a streaming solve (the final event is made from the
+/// response).
+pub fn event(p: &Progress) -> pb::SolveEvent {
+    pb::SolveEvent {
+        best_answer: p.best_answer().unwrap_or_default().to_string(),
+        best_score: p.best_score(),
+        usage: Some(usage(&p.usage)),
+        progress: p.message.clone(),
+        r#final: None,
     }
 }
 

@@ -1,10 +1,15 @@
 //! `ponder.v1.Orchestrator`: one task per query.
 //!
+//! A query goes through three named steps: [`OrchestratorService::accept`] converts and
+//! validates the request (the one place it is checked), [`Admission`] bounds the
+//! queries in progress, and [`Shared::answer`] runs the search on the pools.
+//!
 //! Each query runs in its own tokio task, so a slow query never blocks another and a
 //! panic in one could not take the server down. The task is aborted when the handler
 //! is dropped (the client cancelled or went away), which drops its in-flight
 //! generate/score calls and so cancels them on the nodes.
 
+use crate::admission::Admission;
 use crate::request;
 use ponder_cluster::metrics::{code_of, Metrics};
 use ponder_cluster::pool::member_wait_deadline;
@@ -12,11 +17,13 @@ use ponder_cluster::status::to_status;
 use ponder_cluster::{request_id, GeneratorPool, Registry, Role, VerifierPool};
 use ponder_proto::v1 as pb;
 use ponder_proto::v1::orchestrator_server::Orchestrator;
-use ponder_search::{solve, Outcome, Progress, SolutionFormat, SolveParams};
+use ponder_search::solve::{solve_query, Query};
+use ponder_search::strategy::compute_optimal::Policy;
+use ponder_search::{Outcome, Progress, SolutionFormat};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -26,14 +33,14 @@ pub struct Shared {
     pub discovery: &'static str,
     pub cluster: String,
     pub format: SolutionFormat,
-    pub policy: Option<Arc<ponder_search::strategy::compute_optimal::Policy>>,
+    /// The compute-optimal policy, its strategies parsed once at start-up.
+    pub policy: Arc<Policy>,
     pub default_generations: u32,
-    pub queries: Arc<Semaphore>,
+    pub admission: Admission,
     /// Shared by every query's pools: retries stay a bounded share of all calls.
     pub retries: ponder_cluster::pool::RetryBudget,
-    /// A verifier has been a member at some point (see `spawn_query`).
+    /// A verifier has been a member at some point (see [`Shared::has_verifier`]).
     pub verifiers_seen: AtomicBool,
-    pub max_queries: usize,
     pub metrics: Metrics,
 }
 
@@ -58,90 +65,104 @@ impl OrchestratorService {
         }
     }
 
-    /// Validates, admits and spawns one query.
+    /// Accepts, admits and spawns one query; `progress` receives its best answer so
+    /// far as compute is spent.
     fn spawn_query(
         &self,
         request: Request<pb::SolveRequest>,
-        progress: Option<mpsc::UnboundedSender<Progress>>,
+        progress: Option<watch::Sender<Progress>>,
     ) -> Result<(AbortOnDrop<Result<Outcome, Status>>, String), Status> {
+        let (query, id) = self.accept(&request)?;
+        let admitted = self.shared.admission.admit()?;
+        let shared = self.shared.clone();
+        let task = tokio::spawn(async move {
+            let _admitted = admitted;
+            shared.answer(&query, progress).await
+        });
+        Ok((AbortOnDrop(task), id))
+    }
+
+    /// The edge: converts the wire request and validates it, once, into a [`Query`]
+    /// (INVALID_ARGUMENT, saying what to fix, if it is not one). Also returns the
+    /// request id.
+    fn accept(&self, request: &Request<pb::SolveRequest>) -> Result<(Query, String), Status> {
         let id = request_id::from_metadata(request.metadata());
-        let deadline = request::deadline(request.metadata());
-        let mut params: SolveParams = request::params(
+        let mut params = request::params(
             request.get_ref(),
-            deadline,
+            request::deadline(request.metadata()),
             self.shared.default_generations,
             id.clone(),
         )?;
-        params.policy = self.shared.policy.clone();
-        self.shared
-            .format
-            .check_question(&params.question)
-            .map_err(to_status)?;
-        let permit = self
-            .shared
-            .queries
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| {
-                Status::resource_exhausted(format!(
-                    "{} queries are in progress (the limit); retry later",
-                    self.shared.max_queries
-                ))
-            })?;
-        let shared = self.shared.clone();
-        let task = tokio::spawn(async move {
-            let _permit = permit;
-            let generators = GeneratorPool::new(shared.registry.clone(), shared.retries.clone());
-            let verifiers = VerifierPool::new(shared.registry.clone(), shared.retries.clone());
-            // Known members count even while not ready: the pools wait a little for
-            // one (a replaced node) rather than fail the query. A cluster that has
-            // had verifiers and has none right now (its only verifier is being
-            // replaced) waits for one too, instead of failing or silently answering
-            // without one.
-            let mut has_verifier = !shared.registry.members(Role::Verifier).is_empty();
-            if has_verifier {
-                shared.verifiers_seen.store(true, Ordering::Relaxed);
-            } else if shared.verifiers_seen.load(Ordering::Relaxed)
-                && params.strategy.is_none_or(|s| s.needs_verifier())
-            {
-                let deadline = member_wait_deadline(params.budget.deadline);
-                let known = |snap: &ponder_cluster::Snapshot| {
-                    (!snap.members(Role::Verifier).is_empty()).then_some(())
-                };
-                has_verifier = shared
-                    .registry
-                    .wait_for(Some(deadline), known)
-                    .await
-                    .is_some();
-            }
-            if shared.registry.members(Role::Generator).is_empty() {
-                return Err(Status::unavailable("no generator is available"));
-            }
-            let outcome = solve(
-                &generators,
-                has_verifier.then_some(&verifiers),
-                &shared.format,
-                params,
-                progress,
-            )
-            .await
-            .map_err(to_status)?;
-            let u = &outcome.usage;
-            let l =
-                ponder_cluster::metrics::Metrics::labels(&[("strategy", outcome.strategy.name())]);
-            shared
-                .metrics
-                .query_generations
-                .get_or_create(&l)
-                .observe(u.generations as f64);
-            shared
-                .metrics
-                .query_tokens
-                .get_or_create(&l)
-                .observe(u.tokens() as f64);
-            Ok(outcome)
-        });
-        Ok((AbortOnDrop(task), id))
+        params.policy = Some(self.shared.policy.clone());
+        let query = params.validate(&self.shared.format).map_err(to_status)?;
+        Ok((query, id))
+    }
+}
+
+impl Shared {
+    /// Runs one admitted query on the pools.
+    async fn answer(
+        &self,
+        query: &Query,
+        progress: Option<watch::Sender<Progress>>,
+    ) -> Result<Outcome, Status> {
+        let has_verifier = self.has_verifier(query).await;
+        if self.registry.members(Role::Generator).is_empty() {
+            return Err(Status::unavailable("no generator is available"));
+        }
+        let generators = GeneratorPool::new(self.registry.clone(), self.retries.clone());
+        let verifiers = VerifierPool::new(self.registry.clone(), self.retries.clone());
+        let outcome = solve_query(
+            &generators,
+            has_verifier.then_some(&verifiers),
+            &self.format,
+            query,
+            progress,
+        )
+        .await
+        .map_err(to_status)?;
+        self.record(&outcome);
+        Ok(outcome)
+    }
+
+    /// Whether the query gets the verifier pool. Known members count even while not
+    /// ready: the pools wait a little for one (a replaced node) rather than fail the
+    /// query. A cluster that has had verifiers and has none right now (its only
+    /// verifier is being replaced) waits for one too, within the query's deadline,
+    /// when the query may need it, instead of failing or silently answering without.
+    async fn has_verifier(&self, query: &Query) -> bool {
+        if !self.registry.members(Role::Verifier).is_empty() {
+            self.verifiers_seen.store(true, Ordering::Relaxed);
+            return true;
+        }
+        if self.verifiers_seen.load(Ordering::Relaxed)
+            && query.strategy().is_none_or(|s| s.needs_verifier())
+        {
+            let deadline = member_wait_deadline(query.budget().deadline);
+            let known = |snap: &ponder_cluster::Snapshot| {
+                (!snap.members(Role::Verifier).is_empty()).then_some(())
+            };
+            return self
+                .registry
+                .wait_for(Some(deadline), known)
+                .await
+                .is_some();
+        }
+        false
+    }
+
+    /// Books a finished query's compute in the metrics, by strategy.
+    fn record(&self, outcome: &Outcome) {
+        let u = &outcome.usage;
+        let l = Metrics::labels(&[("strategy", outcome.strategy.name())]);
+        self.metrics
+            .query_generations
+            .get_or_create(&l)
+            .observe(u.generations as f64);
+        self.metrics
+            .query_tokens
+            .get_or_create(&l)
+            .observe(u.tokens() as f64);
     }
 }
 
@@ -181,7 +202,7 @@ impl Orchestrator for OrchestratorService {
         request: Request<pb::SolveRequest>,
     ) -> Result<Response<Self::SolveStreamStream>, Status> {
         let timer = self.shared.metrics.start("orchestrator", "SolveStream");
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = watch::channel(Progress::default());
         let (mut task, id) = match self.spawn_query(request, Some(tx)) {
             Ok(t) => t,
             Err(e) => {
@@ -192,14 +213,10 @@ impl Orchestrator for OrchestratorService {
         let stream_id = id.clone();
         let stream = async_stream(
             move |out: mpsc::Sender<Result<pb::SolveEvent, Status>>| async move {
-                while let Some(p) = rx.recv().await {
-                    let ev = pb::SolveEvent {
-                        best_answer: p.best_answer.unwrap_or_default(),
-                        best_score: p.best_score,
-                        usage: Some(request::usage(&p.usage)),
-                        progress: p.message,
-                        r#final: None,
-                    };
+                // The latest progress whenever it changes (a slow client skips to
+                // the newest); the channel closes when the query's task ends.
+                while rx.changed().await.is_ok() {
+                    let ev = request::event(&rx.borrow_and_update());
                     if out.send(Ok(ev)).await.is_err() {
                         return; // client gone: dropping `task` aborts the query
                     }

@@ -4,6 +4,7 @@
 //! panic; every rejection is INVALID_ARGUMENT with a message; everything accepted is
 //! within the documented limits. Seeded, so a failure reproduces.
 
+use ponder_cluster::status::to_status;
 use ponder_orchestrator::request;
 use ponder_proto::v1 as pb;
 use ponder_search::{SolutionFormat, StrategyKind};
@@ -126,25 +127,21 @@ fn structured(rng: &mut impl Rng) -> pb::SolveRequest {
     }
 }
 
+/// The service's edge: convert (`request::params`), then validate once
+/// (`SolveParams::validate`), errors mapped to a status in the one place.
 fn check(req: &pb::SolveRequest, accepted: &mut u32) {
     let format = SolutionFormat::default();
-    let result =
-        request::params(req, None, request::DEFAULT_GENERATIONS, "fuzz".into()).and_then(|p| {
-            format
-                .check_question(&p.question)
-                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-            Ok(p)
-        });
+    let result = request::params(req, None, request::DEFAULT_GENERATIONS, "fuzz".into())
+        .and_then(|p| p.validate(&format).map_err(to_status));
     match result {
-        Ok(p) => {
+        Ok(q) => {
             *accepted += 1;
-            assert!(p.budget.max_generations >= 1, "{req:?}");
-            if let Some(s) = p.strategy {
+            assert!(q.budget().max_generations >= 1, "{req:?}");
+            if let Some(s) = q.strategy() {
                 s.validate().unwrap();
             }
-            if let Some(t) = p.temperature {
-                assert!(t > 0.0 && t <= 2.0, "{req:?}");
-            }
+            let t = q.temperature();
+            assert!(t > 0.0 && t <= 2.0, "{req:?}");
         }
         Err(e) => {
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{req:?}: {e:?}");

@@ -1,36 +1,53 @@
-//! What one query's search carries: the two capabilities, the budget ledger, seeds,
-//! timing and the progress channel. Every strategy works through it, so budget
-//! accounting, seeding and progress reports are the same for all of them.
+//! What one query's search carries, and the one narrow path by which a strategy
+//! spends compute: three verbs, [`Context::sample`] (fresh samples),
+//! [`Context::expand`] (continuations of partial solutions) and [`Context::score`]
+//! (PRM rewards). Each reserves its worst case on the budget ledger, makes the calls,
+//! settles what they really cost and publishes the usage; so budget accounting,
+//! seeding and progress are the same for every strategy, and no strategy touches the
+//! ledger itself.
+//!
+//! Why the ledger sits behind a mutex rather than `&mut self`: a sampling strategy
+//! keeps several waves in flight, each settling its own reservation when it returns.
+//! They all run in this query's task, so the lock is never contended and never held
+//! across an `.await`.
 
 use crate::aggregate::Aggregation;
 use crate::budget::{Ledger, Reservation, Usage};
 use crate::error::{Result, SearchError};
 use crate::format::SolutionFormat;
-use crate::solve::{wave_seed, Progress};
+use crate::solve::{wave_seed, Progress, Query};
+use crate::strategy::tree::MAX_STEP_TOKENS;
 use crate::strategy::{select, Scored, StrategyKind};
-use crate::traits::{Candidate, GenOutput, GenRequest, Generate, Score, ScoreRequest};
+use crate::traits::{
+    Candidate, GenOutput, GenRequest, Generate, GeneratorLimits, Sample, Score, ScoreRequest,
+};
+use std::future::Future;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 pub struct Context<'a, G, S> {
-    pub generator: &'a G,
-    pub verifier: Option<&'a S>,
-    pub format: &'a SolutionFormat,
-    pub question: &'a str,
-    pub ledger: Ledger,
-    pub seed: u64,
-    pub temperature: f32,
-    pub aggregation: Aggregation,
-    pub affinity: u64,
-    pub request_id: String,
-    pub progress: Option<mpsc::UnboundedSender<Progress>>,
-    /// Wall time with at least one call in flight.
-    pub calls: Duration,
-    /// Calls made so far: call `i` samples with seed `wave_seed(seed, i)`.
-    pub call_index: u64,
-    /// The best answer so far, kept where [`crate::solve()`] can read it if the
-    /// strategy is stopped at the deadline.
-    pub best: watch::Sender<Option<Snapshot>>,
+    generator: &'a G,
+    verifier: Option<&'a S>,
+    format: &'a SolutionFormat,
+    query: &'a Query,
+    /// Routing hint shared by all of the query's calls (prefix-cache affinity).
+    affinity: u64,
+    books: Mutex<Books>,
+    /// The best answer so far and the compute spent, for streaming clients and for
+    /// [`crate::solve()`] if the strategy is stopped at the deadline.
+    progress: watch::Sender<Progress>,
+}
+
+/// The query's accounts: what the budget has left, which seed comes next, how long
+/// calls have been in flight.
+struct Books {
+    ledger: Ledger,
+    /// Calls started so far: call `i` samples with seed `wave_seed(seed, i)`.
+    calls_started: u64,
+    in_flight: u32,
+    busy_since: Instant,
+    busy: Duration,
 }
 
 /// The best candidate so far.
@@ -44,60 +61,376 @@ pub struct Snapshot {
     pub candidates: usize,
 }
 
+/// What [`Context::expand`] samples after each partial solution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continuation {
+    /// One more step (it stops at the step delimiter), at the query's temperature.
+    NextStep,
+    /// A greedy (temperature 0) rollout of up to `steps` more steps.
+    Rollout { steps: u32 },
+}
+
+/// Ends a stretch of time with calls in flight when dropped (also when the search is
+/// dropped mid-call at the deadline).
+struct InFlight<'c>(&'c Mutex<Books>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut b = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        b.in_flight -= 1;
+        if b.in_flight == 0 {
+            let stretch = b.busy_since.elapsed();
+            b.busy += stretch;
+        }
+    }
+}
+
 impl<'a, G: Generate, S: Score> Context<'a, G, S> {
-    pub fn deadline(&self) -> Option<Instant> {
-        self.ledger.budget().deadline
+    /// The context of one query: a fresh ledger, the query's seed and affinity.
+    pub(crate) fn new(
+        generator: &'a G,
+        verifier: Option<&'a S>,
+        format: &'a SolutionFormat,
+        query: &'a Query,
+        progress: watch::Sender<Progress>,
+    ) -> Self {
+        Self {
+            generator,
+            verifier,
+            format,
+            query,
+            affinity: query.seed() ^ crate::solve::hash(query.question()),
+            books: Mutex::new(Books {
+                ledger: Ledger::new(*query.budget()),
+                calls_started: 0,
+                in_flight: 0,
+                busy_since: Instant::now(),
+                busy: Duration::ZERO,
+            }),
+            progress,
+        }
     }
 
-    /// The next call's seed (deterministic in call order).
-    pub fn next_seed(&mut self) -> u64 {
-        let s = wave_seed(self.seed, self.call_index);
-        self.call_index += 1;
-        s
+    pub fn format(&self) -> &'a SolutionFormat {
+        self.format
     }
 
-    pub fn verifier(&self) -> Result<&'a S> {
-        self.verifier
-            .ok_or_else(|| SearchError::Unavailable("this strategy needs a verifier".into()))
+    pub fn question(&self) -> &'a str {
+        self.query.question()
+    }
+
+    pub fn aggregation(&self) -> Aggregation {
+        self.query.aggregation()
+    }
+
+    pub fn limits(&self) -> GeneratorLimits {
+        self.generator.limits()
+    }
+
+    pub fn used(&self) -> Usage {
+        self.books().ledger.used()
+    }
+
+    pub fn generations_left(&self) -> u32 {
+        self.books().ledger.generations_left()
+    }
+
+    /// Tokens neither spent nor reserved; `u64::MAX` without a token limit.
+    pub fn tokens_left(&self) -> u64 {
+        self.books().ledger.tokens_left()
+    }
+
+    /// The query's deadline has passed.
+    pub fn expired(&self) -> bool {
+        self.books().ledger.expired()
+    }
+
+    /// Wall time during which at least one call was in flight.
+    pub fn call_time(&self) -> Duration {
+        let b = self.books();
+        if b.in_flight > 0 {
+            b.busy + b.busy_since.elapsed()
+        } else {
+            b.busy
+        }
+    }
+
+    /// The best candidate reported so far.
+    pub fn best(&self) -> Option<Snapshot> {
+        self.progress.borrow().best.clone()
+    }
+
+    /// The worst-case token cost of one sample of `t` tokens, scoring included when
+    /// `scored` (and the query has a verifier): `t` generated tokens, plus a PRM
+    /// prompt of the question and up to `t` steps of `max_token_bytes` each.
+    pub fn sample_cost(&self, scored: bool, t: u32) -> u64 {
+        match (scored, self.verifier) {
+            (true, Some(v)) => {
+                let c = v.cost();
+                self.question().len() as u64
+                    + c.prompt_overhead
+                    + t as u64 * (1 + self.limits().max_token_bytes as u64 + c.step_overhead)
+            }
+            _ => t as u64,
+        }
     }
 
     /// Charges a strategy's generation cost (the paper's unit) up front.
-    pub fn charge_generations(&mut self, generations: u32) -> Result<()> {
-        let held = self
-            .ledger
-            .reserve(Reservation {
-                generations,
-                tokens: 0,
-            })
-            .ok_or_else(|| {
-                SearchError::invalid(format!(
-                    "the strategy costs {generations} generations; budget.max_generations leaves {}",
-                    self.ledger.generations_left()
-                ))
-            })?;
-        self.ledger.settle(
-            held,
-            Usage {
-                generations,
-                ..Default::default()
-            },
-        );
+    pub fn charge_generations(&self, generations: u32) -> Result<()> {
+        let used = {
+            let mut b = self.books();
+            let held = b
+                .ledger
+                .reserve(Reservation {
+                    generations,
+                    tokens: 0,
+                })
+                .ok_or_else(|| {
+                    SearchError::invalid(format!(
+                        "the strategy costs {generations} generations; budget.max_generations leaves {}",
+                        b.ledger.generations_left()
+                    ))
+                })?;
+            b.ledger.settle(
+                held,
+                Usage {
+                    generations,
+                    ..Default::default()
+                },
+            );
+            b.ledger.used()
+        };
+        self.publish_usage(used);
         Ok(())
     }
 
-    /// A generate request with this query's settings; `max_tokens` is clamped to what
-    /// the generator's context leaves after the prompt.
-    pub fn gen_request(
-        &mut self,
+    /// Verb: fresh samples of whole solutions, `n` of each `(prompt, n)`, at the
+    /// query's temperature, each booked as one generation. With `scored` (and a
+    /// verifier) the samples come back scored, and the reservation covers scoring
+    /// them at their worst case too, so a wave is started only if it can be scored.
+    ///
+    /// Unlike the other verbs this one reserves when it is *called*, not when it is
+    /// awaited: None (nothing reserved, no seed used) if the worst case does not fit
+    /// or the deadline has passed. So a caller knows at once whether one more wave
+    /// fits, and can keep several in flight.
+    pub fn sample(
+        &self,
+        asks: Vec<(String, u32)>,
+        max_tokens: u32,
+        scored: bool,
+    ) -> Option<impl Future<Output = Result<Vec<Vec<Scored>>>> + Send + use<'_, 'a, G, S>> {
+        let verifier = if scored { self.verifier } else { None };
+        let asks: Vec<(String, u32, u32)> = asks
+            .into_iter()
+            .map(|(prompt, n)| {
+                let t = self.clamp(&prompt, max_tokens);
+                (prompt, n, t)
+            })
+            .collect();
+        let want = Reservation {
+            generations: asks.iter().map(|a| a.1).sum(),
+            tokens: asks
+                .iter()
+                .map(|&(_, n, t)| n as u64 * self.sample_cost(verifier.is_some(), t))
+                .sum(),
+        };
+        let (held, seeds) = self.reserve(want, asks.len())?;
+        let temperature = self.query.temperature();
+        let reqs: Vec<GenRequest> = asks
+            .into_iter()
+            .zip(seeds)
+            .map(|((prompt, n, t), seed)| self.request(prompt, n, t, vec![], temperature, seed))
+            .collect();
+        Some(async move {
+            let _in_flight = self.in_flight();
+            let (mut spent, outs) = self.generate(reqs, true).await;
+            let result = match outs {
+                Ok(outs) => self.to_scored(outs, verifier, &mut spent).await,
+                Err(e) => Err(e),
+            };
+            self.settle(held, spent);
+            result
+        })
+    }
+
+    /// Verb: continuations of partial solutions, for step-level search: `n` samples
+    /// continuing each `(steps, n)`. Not booked as generations (step-level search pays
+    /// its generations up front, [`Context::charge_generations`]). None (nothing
+    /// spent) if the worst case does not fit or the deadline has passed.
+    pub async fn expand(
+        &self,
+        partials: Vec<(&[String], u32)>,
+        how: Continuation,
+    ) -> Result<Option<Vec<Vec<Sample>>>> {
+        if partials.is_empty() {
+            return Ok(Some(vec![]));
+        }
+        let (temperature, stop, max_tokens) = match how {
+            Continuation::NextStep => (
+                self.query.temperature(),
+                vec![self.format.step_delimiter.clone()],
+                MAX_STEP_TOKENS,
+            ),
+            Continuation::Rollout { steps } => (0.0, vec![], steps * MAX_STEP_TOKENS),
+        };
+        let asks: Vec<(String, u32, u32)> = partials
+            .iter()
+            .map(|&(steps, n)| {
+                let prompt = self.partial_prompt(steps);
+                let t = self.clamp(&prompt, max_tokens);
+                (prompt, n, t)
+            })
+            .collect();
+        let want = Reservation {
+            generations: 0,
+            tokens: asks.iter().map(|&(_, n, t)| n as u64 * t as u64).sum(),
+        };
+        let Some((held, seeds)) = self.reserve(want, asks.len()) else {
+            return Ok(None);
+        };
+        let reqs = asks
+            .into_iter()
+            .zip(seeds)
+            .map(|((prompt, n, t), seed)| {
+                self.request(prompt, n, t, stop.clone(), temperature, seed)
+            })
+            .collect();
+        let _in_flight = self.in_flight();
+        let (spent, outs) = self.generate(reqs, false).await;
+        self.settle(held, spent);
+        Ok(Some(outs?.into_iter().map(|o| o.samples).collect()))
+    }
+
+    /// Verb: PRM rewards, one per step, for each candidate's steps (`[]` for a
+    /// candidate without steps, which costs nothing). Reserves the exact token bound
+    /// first; None (nothing spent) if it does not fit or the deadline has passed.
+    /// Fails if the query has no verifier.
+    pub async fn score(&self, candidates: Vec<Vec<String>>) -> Result<Option<Vec<Vec<f32>>>> {
+        let verifier = self
+            .verifier
+            .ok_or_else(|| SearchError::Unavailable("this strategy needs a verifier".into()))?;
+        if candidates.iter().all(|c| c.is_empty()) {
+            return Ok(Some(vec![Vec::new(); candidates.len()]));
+        }
+        let cost = verifier.cost();
+        let bound = candidates
+            .iter()
+            .filter(|c| !c.is_empty())
+            .map(|c| cost.bound(self.question(), c))
+            .sum();
+        let Some((held, _)) = self.reserve(
+            Reservation {
+                generations: 0,
+                tokens: bound,
+            },
+            0,
+        ) else {
+            return Ok(None);
+        };
+        let _in_flight = self.in_flight();
+        let (spent, rewards) = self.call_verifier(verifier, &candidates).await;
+        self.settle(held, spent);
+        rewards.map(Some)
+    }
+
+    /// Records the best answer so far under `strategy`'s selection rule, with the
+    /// compute spent, and wakes whoever watches the progress (a streaming client).
+    /// The verbs keep the usage current without waking anyone, so a stream gets one
+    /// event per new set of candidates.
+    pub fn report(&self, strategy: StrategyKind, candidates: &[Scored], message: String) {
+        let best = select(strategy.rule(), candidates).map(|b| Snapshot {
+            strategy,
+            solution: candidates[b.winner].text.clone(),
+            answer: b.answer,
+            score: b.score,
+            tallies: b.tallies,
+            candidates: candidates.len(),
+        });
+        let usage = self.used();
+        self.progress.send_modify(|p| {
+            p.usage = usage;
+            p.message = message;
+            if best.is_some() {
+                p.best = best;
+            }
+        });
+    }
+
+    fn books(&self) -> MutexGuard<'_, Books> {
+        // Nothing panics while holding the lock; if something did, the books are
+        // still consistent (each update is a few additions).
+        self.books.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves `want` and takes the seeds of `calls` calls, or None (nothing
+    /// reserved, no seed taken) if the deadline has passed or `want` does not fit.
+    fn reserve(&self, want: Reservation, calls: usize) -> Option<(Reservation, Vec<u64>)> {
+        let mut b = self.books();
+        if b.ledger.expired() {
+            return None;
+        }
+        let held = b.ledger.reserve(want)?;
+        let first = b.calls_started;
+        b.calls_started += calls as u64;
+        let seed = self.query.seed();
+        Some((
+            held,
+            (first..b.calls_started)
+                .map(|i| wave_seed(seed, i))
+                .collect(),
+        ))
+    }
+
+    /// Books what a reservation's calls really cost and publishes the new usage.
+    fn settle(&self, held: Reservation, spent: Usage) {
+        let used = {
+            let mut b = self.books();
+            b.ledger.settle(held, spent);
+            b.ledger.used()
+        };
+        self.publish_usage(used);
+    }
+
+    fn publish_usage(&self, used: Usage) {
+        self.progress.send_if_modified(|p| {
+            p.usage = used;
+            false
+        });
+    }
+
+    fn in_flight(&self) -> InFlight<'_> {
+        let mut b = self.books();
+        if b.in_flight == 0 {
+            b.busy_since = Instant::now();
+        }
+        b.in_flight += 1;
+        InFlight(&self.books)
+    }
+
+    /// `max_tokens`, clamped to what the generator's context leaves after `prompt`.
+    fn clamp(&self, prompt: &str, max_tokens: u32) -> u32 {
+        max_tokens.min(self.limits().room_after(prompt)).max(1)
+    }
+
+    /// The prompt that continues the partial solution `steps`.
+    fn partial_prompt(&self, steps: &[String]) -> String {
+        let mut prompt = self.format.prompt(self.question());
+        for s in steps {
+            prompt.push_str(s);
+            prompt.push_str(&self.format.step_delimiter);
+        }
+        prompt
+    }
+
+    fn request(
+        &self,
         prompt: String,
         n: u32,
         max_tokens: u32,
         stop: Vec<String>,
         temperature: f32,
+        seed: u64,
     ) -> GenRequest {
-        let max_tokens = max_tokens
-            .min(self.generator.limits().room_after(&prompt))
-            .max(1);
         GenRequest {
             prompt,
             n,
@@ -106,42 +439,24 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
             top_k: 0,
             max_tokens,
             stop,
-            seed: self.next_seed(),
+            seed,
             affinity: self.affinity,
-            deadline: self.deadline(),
-            request_id: self.request_id.clone(),
+            deadline: self.query.budget().deadline,
+            request_id: self.query.request_id().to_string(),
         }
     }
 
-    /// Runs several generate calls at once, each reserved at `n * max_tokens` first.
-    /// Returns None (spending nothing) if their worst case does not fit the budget.
-    /// `count_generations`: book each sample as a generation (sampling strategies) or
-    /// not (step-level search charges its cost up front).
-    pub async fn generate_all(
-        &mut self,
+    /// Runs generate calls at once; returns what they cost (`generations`: book each
+    /// sample as one) and their outputs, or the first failure.
+    async fn generate(
+        &self,
         reqs: Vec<GenRequest>,
-        count_generations: bool,
-    ) -> Result<Option<Vec<GenOutput>>> {
-        if self.ledger.expired() {
-            return Ok(None);
-        }
-        let want = Reservation {
-            generations: if count_generations {
-                reqs.iter().map(|r| r.n).sum()
-            } else {
-                0
-            },
-            tokens: reqs.iter().map(|r| r.n as u64 * r.max_tokens as u64).sum(),
-        };
-        let Some(held) = self.ledger.reserve(want) else {
-            return Ok(None);
-        };
-        let started = Instant::now();
+        generations: bool,
+    ) -> (Usage, Result<Vec<GenOutput>>) {
         let results =
             futures::future::join_all(reqs.into_iter().map(|r| self.generator.generate(r))).await;
-        self.calls += started.elapsed();
-        let mut outs = Vec::with_capacity(results.len());
         let mut spent = Usage::default();
+        let mut outs = Vec::with_capacity(results.len());
         let mut failure = None;
         for r in results {
             match r {
@@ -150,7 +465,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
                         o.samples.iter().map(|s| s.tokens as u64).sum::<u64>();
                     spent.flops += o.flops;
                     spent.cached_prompt_tokens += o.cached_prompt_tokens as u64;
-                    if count_generations {
+                    if generations {
                         spent.generations += o.samples.len() as u32;
                     }
                     outs.push(o);
@@ -158,63 +473,83 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
                 Err(e) => failure = failure.or(Some(e)),
             }
         }
-        self.ledger.settle(held, spent);
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(Some(outs)),
-        }
+        (spent, failure.map_or(Ok(outs), Err))
     }
 
-    /// Scores candidates (each a list of steps); reserves the exact token bound first.
-    /// Returns None if that does not fit. Candidates without steps get no call and
-    /// score `[]`.
-    pub async fn score_all(
-        &mut self,
-        candidates: Vec<Vec<String>>,
-    ) -> Result<Option<Vec<Vec<f32>>>> {
-        let ver = self.verifier()?;
-        let cost = ver.cost();
+    /// Whole-solution samples as candidates, scored if `verifier` is given (within
+    /// the caller's reservation; the cost is added to `spent`).
+    async fn to_scored(
+        &self,
+        outs: Vec<GenOutput>,
+        verifier: Option<&'a S>,
+        spent: &mut Usage,
+    ) -> Result<Vec<Vec<Scored>>> {
+        let mut groups: Vec<Vec<Scored>> = outs
+            .into_iter()
+            .map(|o| {
+                o.samples
+                    .into_iter()
+                    .map(|s| Scored {
+                        answer: self.format.answer(&s.text),
+                        text: s.text,
+                        score: None,
+                    })
+                    .collect()
+            })
+            .collect();
+        let Some(verifier) = verifier else {
+            return Ok(groups);
+        };
+        let steps: Vec<Vec<String>> = groups
+            .iter()
+            .flatten()
+            .map(|s| self.format.steps(&s.text))
+            .collect();
+        let (cost, rewards) = self.call_verifier(verifier, &steps).await;
+        spent.verifier_tokens += cost.verifier_tokens;
+        spent.flops += cost.flops;
+        let aggregation = self.aggregation();
+        for (s, r) in groups.iter_mut().flatten().zip(rewards?) {
+            // A sample without steps scores 0.
+            s.score = Some(aggregation.apply(&r));
+        }
+        Ok(groups)
+    }
+
+    /// Scores the candidates that have steps, in batches of at most
+    /// [`crate::MAX_SCORE_BATCH`], without reserving (the caller holds the
+    /// reservation). Returns what the calls cost and the rewards (`[]` for a candidate
+    /// without steps), or the first failure.
+    async fn call_verifier(
+        &self,
+        verifier: &'a S,
+        candidates: &[Vec<String>],
+    ) -> (Usage, Result<Vec<Vec<f32>>>) {
+        let cost = verifier.cost();
         let idx: Vec<usize> = (0..candidates.len())
             .filter(|&i| !candidates[i].is_empty())
             .collect();
-        let mut out = vec![Vec::new(); candidates.len()];
-        if idx.is_empty() {
-            return Ok(Some(out));
-        }
         let bound: u64 = idx
             .iter()
-            .map(|&i| cost.bound(self.question, &candidates[i]))
+            .map(|&i| cost.bound(self.question(), &candidates[i]))
             .sum();
-        if self.ledger.expired() {
-            return Ok(None);
-        }
-        let Some(held) = self.ledger.reserve(Reservation {
-            generations: 0,
-            tokens: bound,
-        }) else {
-            return Ok(None);
-        };
-        let started = Instant::now();
-        let chunks: Vec<Vec<usize>> = idx
-            .chunks(crate::MAX_SCORE_BATCH)
-            .map(|c| c.to_vec())
-            .collect();
+        let chunks: Vec<&[usize]> = idx.chunks(crate::MAX_SCORE_BATCH).collect();
         let calls = chunks.iter().map(|chunk| {
-            ver.score(ScoreRequest {
-                question: self.question.to_string(),
+            verifier.score(ScoreRequest {
+                question: self.question().to_string(),
                 candidates: chunk
                     .iter()
                     .map(|&i| Candidate {
                         steps: candidates[i].clone(),
                     })
                     .collect(),
-                deadline: self.deadline(),
+                deadline: self.query.budget().deadline,
                 affinity: self.affinity,
-                request_id: self.request_id.clone(),
+                request_id: self.query.request_id().to_string(),
             })
         });
         let results = futures::future::join_all(calls).await;
-        self.calls += started.elapsed();
+        let mut out = vec![Vec::new(); candidates.len()];
         let mut spent = Usage::default();
         let mut failure = None;
         for (chunk, r) in chunks.iter().zip(results) {
@@ -236,34 +571,6 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
                 "verifier used more tokens than its declared bound"
             );
         }
-        self.ledger.settle(held, spent);
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(Some(out)),
-        }
-    }
-
-    /// Records the best answer so far under `strategy`'s selection rule and reports
-    /// it to the progress channel, if any.
-    pub fn report(&self, strategy: StrategyKind, candidates: &[Scored], message: String) {
-        let best = select(strategy.rule(), candidates);
-        if let Some(tx) = &self.progress {
-            let _ = tx.send(Progress {
-                best_answer: best.as_ref().and_then(|b| b.answer.clone()),
-                best_score: best.as_ref().map_or(0.0, |b| b.score),
-                usage: self.ledger.used(),
-                message,
-            });
-        }
-        if let Some(b) = best {
-            self.best.send_replace(Some(Snapshot {
-                strategy,
-                solution: candidates[b.winner].text.clone(),
-                answer: b.answer,
-                score: b.score,
-                tallies: b.tallies,
-                candidates: candidates.len(),
-            }));
-        }
+        (spent, failure.map_or(Ok(out), Err))
     }
 }

@@ -16,6 +16,7 @@ pub mod context;
 pub mod error;
 pub mod format;
 pub mod replay;
+pub mod scripted;
 pub mod solve;
 pub mod strategy;
 pub mod traits;
@@ -24,7 +25,7 @@ pub use aggregate::Aggregation;
 pub use budget::{Budget, Ledger, Usage};
 pub use error::{Result, SearchError};
 pub use format::SolutionFormat;
-pub use solve::{draw, solve, Outcome, Progress, SolveParams};
+pub use solve::{draw, solve, solve_query, Outcome, Progress, Query, SolveParams};
 pub use strategy::{Rule, StrategyKind};
 
 /// Candidates per score call.

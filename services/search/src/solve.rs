@@ -1,8 +1,9 @@
-//! One query: validate, run the strategy under the budget, pick the answer, report.
+//! One query: validate it (once, into a [`Query`]), run the strategy under the budget,
+//! pick the answer, report.
 
 use crate::aggregate::Aggregation;
-use crate::budget::{Budget, Ledger, Usage};
-use crate::context::Context;
+use crate::budget::{Budget, Usage};
+use crate::context::{Context, Snapshot};
 use crate::error::{Result, SearchError};
 use crate::format::SolutionFormat;
 use crate::strategy::compute_optimal::{compute_optimal, Decision, Policy};
@@ -10,10 +11,12 @@ use crate::strategy::{run, select, StrategyKind, Tally};
 use crate::traits::{Generate, Score};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
 pub const DEFAULT_TEMPERATURE: f32 = 0.8;
 
+/// What a caller asks for, as it arrives (from the wire or from code). Nothing here
+/// is trusted until [`SolveParams::validate`] turns it into a [`Query`].
 #[derive(Debug, Clone)]
 pub struct SolveParams {
     pub question: String,
@@ -26,7 +29,7 @@ pub struct SolveParams {
     pub aggregation: Aggregation,
     /// Carried to every generate/score call.
     pub request_id: String,
-    /// The compute-optimal policy (None: [`Policy::default`]).
+    /// The compute-optimal policy (None: [`Policy::builtin`]).
     pub policy: Option<Arc<Policy>>,
     /// At the deadline, fail with `DeadlineExceeded` instead of returning the best
     /// answer found so far (flagged [`Outcome::partial`]).
@@ -47,15 +50,111 @@ impl SolveParams {
             strict: false,
         }
     }
+
+    /// The one check of a request: the question fits `format`, the temperature and
+    /// the strategy's parameters are in range. Messages say what to send instead.
+    pub fn validate(self, format: &SolutionFormat) -> Result<Query> {
+        format.check_question(&self.question)?;
+        let temperature = self.temperature.unwrap_or(DEFAULT_TEMPERATURE);
+        if !(temperature > 0.0 && temperature <= 2.0) {
+            return Err(SearchError::invalid(format!(
+                "temperature must be in (0, 2] (leave it unset, 0 on the wire, for the default); got {temperature}"
+            )));
+        }
+        if let Some(s) = self.strategy {
+            s.validate()
+                .map_err(|e| SearchError::invalid(format!("strategy.{e}")))?;
+        }
+        Ok(Query {
+            question: self.question,
+            strategy: self.strategy,
+            budget: self.budget,
+            seed: self.seed,
+            temperature,
+            aggregation: self.aggregation,
+            request_id: self.request_id,
+            policy: self.policy.unwrap_or_else(Policy::builtin),
+            strict: self.strict,
+        })
+    }
 }
 
-/// The best answer so far, sent as compute is spent.
-#[derive(Debug, Clone, PartialEq)]
+/// A request that passed [`SolveParams::validate`] for a format: its question fits,
+/// its temperature is set and in range, its strategy's parameters are in range. Its
+/// fields are private, so nothing else makes one, and code past the edge trusts it.
+#[derive(Debug, Clone)]
+pub struct Query {
+    question: String,
+    strategy: Option<StrategyKind>,
+    budget: Budget,
+    seed: u64,
+    temperature: f32,
+    aggregation: Aggregation,
+    request_id: String,
+    policy: Arc<Policy>,
+    strict: bool,
+}
+
+impl Query {
+    pub fn question(&self) -> &str {
+        &self.question
+    }
+
+    /// None: the best available strategy (decided when the query runs, by whether
+    /// there is a verifier).
+    pub fn strategy(&self) -> Option<StrategyKind> {
+        self.strategy
+    }
+
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn temperature(&self) -> f32 {
+        self.temperature
+    }
+
+    pub fn aggregation(&self) -> Aggregation {
+        self.aggregation
+    }
+
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn strict(&self) -> bool {
+        self.strict
+    }
+}
+
+/// How a query is doing: the best answer so far and the compute spent. Published
+/// through one `watch` channel as compute is spent (see [`solve_query`]).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Progress {
-    pub best_answer: Option<String>,
-    pub best_score: f32,
+    /// The best candidate so far under the strategy's selection rule.
+    pub best: Option<Snapshot>,
     pub usage: Usage,
+    /// What the strategy is doing, for people.
     pub message: String,
+}
+
+impl Progress {
+    pub fn best_answer(&self) -> Option<&str> {
+        self.best.as_ref().and_then(|b| b.answer.as_deref())
+    }
+
+    /// The best candidate's score (0 before there is one).
+    pub fn best_score(&self) -> f32 {
+        self.best.as_ref().map_or(0.0, |b| b.score)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,54 +178,50 @@ pub struct Outcome {
     pub partial: bool,
 }
 
-/// Answers `params.question` with `generator` (and `verifier`, when the strategy needs
-/// one), never spending past `params.budget`; sends [`Progress`] to `progress` as
-/// compute is spent.
+/// Validates `params` and answers it: [`SolveParams::validate`] then [`solve_query`].
 pub async fn solve<G: Generate, S: Score>(
     generator: &G,
     verifier: Option<&S>,
     format: &SolutionFormat,
     params: SolveParams,
-    progress: Option<mpsc::UnboundedSender<Progress>>,
+    progress: Option<watch::Sender<Progress>>,
+) -> Result<Outcome> {
+    let query = params.validate(format)?;
+    solve_query(generator, verifier, format, &query, progress).await
+}
+
+/// Answers `query` (validated for `format`) with `generator` (and `verifier`, when
+/// the strategy needs one), never spending past its budget; publishes [`Progress`]
+/// on `progress` as compute is spent.
+pub async fn solve_query<G: Generate, S: Score>(
+    generator: &G,
+    verifier: Option<&S>,
+    format: &SolutionFormat,
+    query: &Query,
+    progress: Option<watch::Sender<Progress>>,
 ) -> Result<Outcome> {
     let started = Instant::now();
-    format.check_question(&params.question)?;
-    let temperature = params.temperature.unwrap_or(DEFAULT_TEMPERATURE);
-    if !(temperature > 0.0 && temperature <= 2.0) {
-        return Err(SearchError::invalid(format!(
-            "temperature must be in (0, 2], got {temperature}"
-        )));
-    }
-    let strategy = params
+    let strategy = query
         .strategy
         .unwrap_or_else(|| StrategyKind::best_available(verifier.is_some()));
-    strategy.validate()?;
     if strategy.needs_verifier() && verifier.is_none() {
         return Err(SearchError::Unavailable(format!(
             "strategy {} needs a verifier and none is available",
             strategy.name()
         )));
     }
-    let mut ctx = query_context(generator, verifier, format, &params, temperature, progress);
-    let best = ctx.best.subscribe();
-    let n = params.budget.max_generations;
+    let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
+    let ctx = Context::new(generator, verifier, format, query, progress);
+    let n = query.budget.max_generations;
     let search = async {
         if strategy == StrategyKind::ComputeOptimal {
-            let default_policy;
-            let policy = match &params.policy {
-                Some(p) => p.as_ref(),
-                None => {
-                    default_policy = Policy::default();
-                    &default_policy
-                }
-            };
-            let (c, d) = compute_optimal(&mut ctx, policy).await?;
+            let (c, d) = compute_optimal(&ctx, query.policy()).await?;
             Ok::<_, SearchError>((c, d.chosen, Some(d)))
         } else {
-            Ok((run(&mut ctx, strategy, n, vec![]).await?, strategy, None))
+            Ok((run(&ctx, strategy, n, vec![]).await?, strategy, None))
         }
     };
-    let finished = match params.budget.deadline {
+    let finished = match query.budget.deadline {
         Some(deadline) => {
             tokio::time::timeout_at(soft_deadline(started, deadline).into(), search).await
         }
@@ -136,25 +231,24 @@ pub async fn solve<G: Generate, S: Score>(
         Ok(Ok(done)) => done,
         // A call that hit the deadline ends the search like the soft deadline does.
         Ok(Err(SearchError::DeadlineExceeded(_))) | Err(_) => {
-            let snapshot = best.borrow().clone();
-            return match snapshot {
-                Some(b) if !params.strict => Ok(Outcome {
+            return match ctx.best() {
+                Some(b) if !query.strict => Ok(Outcome {
                     answer: b.answer,
                     solution: b.solution,
                     score: b.score,
                     strategy: b.strategy,
                     decision: None,
-                    usage: ctx.ledger.used(),
+                    usage: ctx.used(),
                     tallies: b.tallies,
                     candidates: b.candidates,
                     elapsed: started.elapsed(),
-                    calls: ctx.calls,
+                    calls: ctx.call_time(),
                     partial: true,
                 }),
                 _ => Err(SearchError::DeadlineExceeded(format!(
                     "the deadline passed after {:.3} s{}",
                     started.elapsed().as_secs_f64(),
-                    if params.strict {
+                    if query.strict {
                         " (strict: no partial answer)"
                     } else {
                         " before any candidate finished"
@@ -164,14 +258,14 @@ pub async fn solve<G: Generate, S: Score>(
         }
         Ok(Err(e)) => return Err(e),
     };
-    let partial = ctx.ledger.expired();
-    if partial && params.strict {
+    let partial = ctx.expired();
+    if partial && query.strict {
         return Err(SearchError::DeadlineExceeded(
             "the deadline passed before the budget was spent (strict: no partial answer)".into(),
         ));
     }
     let Some(pick) = select(used.rule(), &candidates) else {
-        return Err(if ctx.ledger.expired() {
+        return Err(if ctx.expired() {
             SearchError::DeadlineExceeded("no candidate finished before the deadline".into())
         } else {
             SearchError::invalid(format!(
@@ -186,11 +280,11 @@ pub async fn solve<G: Generate, S: Score>(
         score: pick.score,
         strategy: used,
         decision,
-        usage: ctx.ledger.used(),
+        usage: ctx.used(),
         tallies: pick.tallies,
         candidates: candidates.len(),
         elapsed: started.elapsed(),
-        calls: ctx.calls,
+        calls: ctx.call_time(),
         partial,
     })
 }
@@ -206,33 +300,6 @@ pub fn soft_deadline(started: Instant, deadline: Instant) -> Instant {
         .max(started)
 }
 
-/// The context of one query: a fresh ledger, the query's seed and affinity.
-fn query_context<'a, G: Generate, S: Score>(
-    generator: &'a G,
-    verifier: Option<&'a S>,
-    format: &'a SolutionFormat,
-    params: &'a SolveParams,
-    temperature: f32,
-    progress: Option<mpsc::UnboundedSender<Progress>>,
-) -> Context<'a, G, S> {
-    Context {
-        generator,
-        verifier,
-        format,
-        question: &params.question,
-        ledger: Ledger::new(params.budget),
-        seed: params.seed,
-        temperature,
-        aggregation: params.aggregation,
-        affinity: params.seed ^ hash(&params.question),
-        request_id: params.request_id.clone(),
-        progress,
-        calls: Duration::ZERO,
-        call_index: 0,
-        best: tokio::sync::watch::channel(None).0,
-    }
-}
-
 /// `n` scored samples drawn exactly as a best-of-N query with `params` draws its
 /// first `n` (the same waves, seeds and order), for offline evaluation: a sampling
 /// strategy's result at any budget <= `n` can then be replayed from a prefix of one
@@ -245,11 +312,11 @@ pub async fn draw<G: Generate, S: Score>(
     n: u32,
 ) -> Result<(Vec<crate::strategy::Scored>, Usage)> {
     use crate::strategy::sampling::{sample, Stop, DEFAULT_WAVE_SIZE, MAX_WAVES_IN_FLIGHT};
-    format.check_question(&params.question)?;
-    let temperature = params.temperature.unwrap_or(DEFAULT_TEMPERATURE);
-    let mut ctx = query_context(generator, Some(verifier), format, params, temperature, None);
+    let query = params.clone().validate(format)?;
+    let progress = watch::channel(Progress::default()).0;
+    let ctx = Context::new(generator, Some(verifier), format, &query, progress);
     let candidates = sample(
-        &mut ctx,
+        &ctx,
         StrategyKind::WeightedBestOfN,
         n,
         DEFAULT_WAVE_SIZE,
@@ -258,7 +325,7 @@ pub async fn draw<G: Generate, S: Score>(
         vec![],
     )
     .await?;
-    Ok((candidates, ctx.ledger.used()))
+    Ok((candidates, ctx.used()))
 }
 
 /// The seed of call `i` of a query (SplitMix64 of the pair): calls draw independent

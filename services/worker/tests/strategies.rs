@@ -64,29 +64,8 @@ async fn run(
 async fn no_strategy_ever_exceeds_its_budget() {
     for spec in SPECS {
         for (generations, max_tokens) in [(1, 0), (3, 0), (8, 0), (8, 2500), (16, 6000), (5, 700)] {
-            match run(spec, "(47+38)*3-19", generations, max_tokens, 1).await {
-                Ok(o) => {
-                    let u = o.usage;
-                    assert!(
-                        u.generations <= generations,
-                        "{spec} {generations}/{max_tokens}: {u:?}"
-                    );
-                    if max_tokens > 0 {
-                        assert!(
-                            u.tokens() <= max_tokens,
-                            "{spec} {generations}/{max_tokens}: {u:?}"
-                        );
-                    }
-                }
-                // Allowed: a budget too small for the strategy, refused with a reason.
-                Err(SearchError::Invalid(m)) => {
-                    assert!(
-                        m.contains("budget") || m.contains("generations"),
-                        "{spec}: {m}"
-                    )
-                }
-                Err(e) => panic!("{spec} {generations}/{max_tokens}: {e}"),
-            }
+            let result = run(spec, "(47+38)*3-19", generations, max_tokens, 1).await;
+            ponder_search::scripted::assert_within_budget(spec, generations, max_tokens, &result);
         }
     }
 }

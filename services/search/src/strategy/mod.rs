@@ -287,7 +287,7 @@ impl StrategyKind {
 /// (already paid for; included in the final choice). Compute-optimal is not run here:
 /// it chooses among these.
 pub async fn run<G: crate::Generate, S: crate::Score>(
-    ctx: &mut crate::context::Context<'_, G, S>,
+    ctx: &crate::context::Context<'_, G, S>,
     strategy: StrategyKind,
     n: u32,
     initial: Vec<Scored>,

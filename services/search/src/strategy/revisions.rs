@@ -17,7 +17,7 @@ pub fn default_chains(n: u32) -> u32 {
 }
 
 pub async fn revisions<G: Generate, S: Score>(
-    ctx: &mut Context<'_, G, S>,
+    ctx: &Context<'_, G, S>,
     strategy: StrategyKind,
     n: u32,
     chains: u32,
@@ -28,7 +28,8 @@ pub async fn revisions<G: Generate, S: Score>(
         chains.min(n)
     }
     .max(1);
-    let max_new = ctx.format.max_solution_tokens;
+    let (format, question) = (ctx.format(), ctx.question());
+    let max_new = format.max_solution_tokens;
     let scored = strategy.rule() != super::Rule::Majority;
     let mut history: Vec<Vec<String>> = vec![Vec::new(); chains as usize];
     let mut all: Vec<Scored> = Vec::new();
@@ -36,47 +37,44 @@ pub async fn revisions<G: Generate, S: Score>(
     let mut round = 0;
     while left > 0 {
         let active = (chains.min(left)) as usize;
-        let reqs: Vec<_> = (0..active)
-            .map(|c| {
-                let earlier = &history[c];
+        let asks: Vec<(String, u32)> = history[..active]
+            .iter()
+            .map(|earlier| {
                 // The last few attempts, fewer if they would crowd out a full answer.
-                let limits = ctx.generator.limits();
+                let limits = ctx.limits();
                 let mut from = earlier.len().saturating_sub(CONTEXT_ATTEMPTS);
                 let prompt = loop {
                     let p = if from == earlier.len() {
-                        ctx.format.prompt(ctx.question)
+                        format.prompt(question)
                     } else {
-                        ctx.format.revision_prompt(ctx.question, &earlier[from..])
+                        format.revision_prompt(question, &earlier[from..])
                     };
                     if from == earlier.len() || limits.room_after(&p) >= max_new {
                         break p;
                     }
                     from += 1;
                 };
-                ctx.gen_request(prompt, 1, max_new, vec![], ctx.temperature)
+                (prompt, 1)
             })
             .collect();
-        let Some(outs) = ctx.generate_all(reqs, true).await? else {
+        // Scored below, with a reservation of its own: an attempt is drawn even when
+        // the budget cannot score it.
+        let Some(attempts) = ctx.sample(asks, max_new, false) else {
             break;
         };
-        let texts: Vec<String> = outs
+        let texts: Vec<String> = attempts
+            .await?
             .into_iter()
-            .map(|o| {
-                o.samples
-                    .into_iter()
-                    .next()
-                    .map(|s| s.text)
-                    .unwrap_or_default()
-            })
+            .map(|a| a.into_iter().next().map(|s| s.text).unwrap_or_default())
             .collect();
         let scores = if scored {
             match ctx
-                .score_all(texts.iter().map(|t| ctx.format.steps(t)).collect())
+                .score(texts.iter().map(|t| format.steps(t)).collect())
                 .await?
             {
                 Some(s) => s
                     .into_iter()
-                    .map(|s| Some(ctx.aggregation.apply(&s)))
+                    .map(|s| Some(ctx.aggregation().apply(&s)))
                     .collect(),
                 None => vec![Some(0.0); texts.len()],
             }
@@ -85,7 +83,7 @@ pub async fn revisions<G: Generate, S: Score>(
         };
         for (c, (text, score)) in texts.into_iter().zip(scores).enumerate() {
             all.push(Scored {
-                answer: ctx.format.answer(&text),
+                answer: format.answer(&text),
                 text: text.clone(),
                 score,
             });

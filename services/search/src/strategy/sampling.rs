@@ -7,14 +7,11 @@
 //! never on timing.
 
 use super::{select, Rule, Scored, StrategyKind};
-use crate::aggregate::Aggregation;
-use crate::budget::{Reservation, Usage};
 use crate::context::Context;
 use crate::error::Result;
-use crate::format::SolutionFormat;
-use crate::traits::{Candidate, GenRequest, Generate, Score, ScoreRequest};
+use crate::traits::{Generate, Score};
 use futures::stream::{FuturesOrdered, StreamExt};
-use std::time::Instant;
+use std::future::Future;
 
 /// Samples per generate call.
 pub const DEFAULT_WAVE_SIZE: u32 = 8;
@@ -31,19 +28,6 @@ pub enum Stop {
     /// Stop when the leading answer can no longer be overtaken, or holds `share` of
     /// the vote (weight) after at least `min_answered` answered samples.
     Decisive { share: f32, min_answered: u32 },
-}
-
-/// The worst-case token cost of one sample of `t` tokens, scoring included.
-pub fn sample_cost<G: Generate, S: Score>(ctx: &Context<'_, G, S>, scored: bool, t: u32) -> u64 {
-    match (scored, ctx.verifier) {
-        (true, Some(v)) => {
-            let c = v.cost();
-            ctx.question.len() as u64
-                + c.prompt_overhead
-                + t as u64 * (1 + ctx.generator.limits().max_token_bytes as u64 + c.step_overhead)
-        }
-        _ => t as u64,
-    }
 }
 
 /// True when the vote is settled: the leader cannot be overtaken by the `left`
@@ -77,7 +61,7 @@ pub fn decisive(
 /// count towards nothing: they were paid for already), scoring them if `rule` needs
 /// it. Returns every candidate, `initial` first.
 pub async fn sample<G: Generate, S: Score>(
-    ctx: &mut Context<'_, G, S>,
+    ctx: &Context<'_, G, S>,
     strategy: StrategyKind,
     n: u32,
     wave: u32,
@@ -87,14 +71,10 @@ pub async fn sample<G: Generate, S: Score>(
 ) -> Result<Vec<Scored>> {
     let rule = strategy.rule();
     let scored = rule != Rule::Majority;
-    let max_new = ctx.format.max_solution_tokens;
-    let per_sample = sample_cost(ctx, scored, max_new);
-    let prompt = ctx.format.prompt(ctx.question);
+    let prompt = ctx.format().prompt(ctx.question());
     let mut candidates = initial;
     let mut drawn = 0u32;
     let mut in_flight = FuturesOrdered::new();
-    let verifier = if scored { ctx.verifier } else { None };
-    let (format, question, aggregation) = (ctx.format, ctx.question, ctx.aggregation);
     loop {
         let stopped = match stop {
             Stop::Never => false,
@@ -103,153 +83,64 @@ pub async fn sample<G: Generate, S: Score>(
                 min_answered,
             } => decisive(rule, &candidates, n - drawn, share, min_answered),
         };
-        while !stopped && in_flight.len() < in_flight_max && !ctx.ledger.expired() {
-            let mut k = wave.min(n - drawn).min(ctx.ledger.generations_left());
-            let mut tokens = max_new;
-            let held = loop {
-                if k == 0 {
-                    break None;
-                }
-                if let Some(h) = ctx.ledger.reserve(Reservation {
-                    generations: k,
-                    tokens: per_sample * k as u64,
-                }) {
-                    break Some(h);
-                }
-                if k == 1 && in_flight.is_empty() {
-                    // Not even one full-length sample fits: draw a shorter one if a
-                    // useful length still does.
-                    let fixed = sample_cost(ctx, scored, 0);
-                    let per_token = sample_cost(ctx, scored, 1) - fixed;
-                    let left = ctx.ledger.tokens_left().saturating_sub(fixed);
-                    let t = (left / per_token).min(max_new as u64) as u32;
-                    if t >= MIN_SAMPLE_TOKENS {
-                        tokens = t;
-                        break ctx.ledger.reserve(Reservation {
-                            generations: 1,
-                            tokens: sample_cost(ctx, scored, t),
-                        });
-                    }
-                }
-                k -= 1;
+        while !stopped && in_flight.len() < in_flight_max {
+            let most = wave.min(n - drawn);
+            let Some((k, next)) = launch(ctx, &prompt, most, scored, in_flight.is_empty()) else {
+                break;
             };
-            let Some(held) = held else { break };
             drawn += k;
-            let req = ctx.gen_request(prompt.clone(), k, tokens, vec![], ctx.temperature);
-            in_flight.push_back(run_wave(
-                ctx.generator,
-                verifier,
-                format,
-                question,
-                aggregation,
-                req,
-                held,
-            ));
+            in_flight.push_back(next);
         }
-        if in_flight.is_empty() {
-            break;
-        }
-        let waiting = Instant::now();
-        let Some((held, result)) = in_flight.next().await else {
+        let Some(result) = in_flight.next().await else {
             break;
         };
-        ctx.calls += waiting.elapsed();
-        match result {
-            Ok((new, spent)) => {
-                ctx.ledger.settle(held, spent);
-                candidates.extend(new);
-            }
-            Err(e) => {
-                ctx.ledger.release(held);
-                return Err(e);
-            }
-        }
+        candidates.extend(result?.into_iter().flatten());
         ctx.report(
             strategy,
             &candidates,
             format!(
                 "{} candidates, {} generations used",
                 candidates.len(),
-                ctx.ledger.used().generations
+                ctx.used().generations
             ),
         );
     }
     Ok(candidates)
 }
 
-/// Generates one wave and, if there is a verifier, scores it.
-async fn run_wave<G: Generate, S: Score>(
-    generator: &G,
-    verifier: Option<&S>,
-    format: &SolutionFormat,
-    question: &str,
-    aggregation: Aggregation,
-    req: GenRequest,
-    held: Reservation,
-) -> (Reservation, Result<(Vec<Scored>, Usage)>) {
-    let result = async {
-        let (deadline, affinity, request_id) = (req.deadline, req.affinity, req.request_id.clone());
-        let out = generator.generate(req).await?;
-        let mut spent = Usage {
-            generations: out.samples.len() as u32,
-            generator_tokens: out.samples.iter().map(|s| s.tokens as u64).sum(),
-            flops: out.flops,
-            cached_prompt_tokens: out.cached_prompt_tokens as u64,
-            ..Default::default()
-        };
-        let mut scored: Vec<Scored> = out
-            .samples
-            .into_iter()
-            .map(|s| Scored {
-                answer: format.answer(&s.text),
-                text: s.text,
-                score: None,
-            })
-            .collect();
-        if let Some(v) = verifier {
-            let (idx, to_score): (Vec<usize>, Vec<Candidate>) = scored
-                .iter()
-                .map(|s| Candidate {
-                    steps: format.steps(&s.text),
-                })
-                .enumerate()
-                .filter(|(_, c)| !c.steps.is_empty())
-                .unzip();
-            if !to_score.is_empty() {
-                let bound: u64 = to_score
-                    .iter()
-                    .map(|c| v.cost().bound(question, &c.steps))
-                    .sum();
-                let out = v
-                    .score(ScoreRequest {
-                        question: question.to_string(),
-                        candidates: to_score,
-                        deadline,
-                        affinity,
-                        request_id,
-                    })
-                    .await?;
-                if out.tokens > bound {
-                    tracing::warn!(
-                        tokens = out.tokens,
-                        bound,
-                        "verifier used more tokens than its declared bound"
-                    );
-                }
-                spent.verifier_tokens = out.tokens;
-                spent.flops += out.flops;
-                for (i, steps) in idx.into_iter().zip(out.scores) {
-                    scored[i].score = Some(aggregation.apply(&steps));
-                }
-            }
-            for s in &mut scored {
-                s.score.get_or_insert(0.0);
-            }
+/// Starts the largest wave of at most `most` samples whose worst case fits the
+/// budget. When not even one full-length sample fits and nothing else is in flight
+/// (`alone`), starts one shorter sample if a useful length still fits. Returns the
+/// wave's size and its call, or None if nothing fits.
+fn launch<'c, 'a, G: Generate, S: Score>(
+    ctx: &'c Context<'a, G, S>,
+    prompt: &str,
+    most: u32,
+    scored: bool,
+    alone: bool,
+) -> Option<(
+    u32,
+    impl Future<Output = Result<Vec<Vec<Scored>>>> + use<'c, 'a, G, S>,
+)> {
+    let max_new = ctx.format().max_solution_tokens;
+    let most = most.min(ctx.generations_left());
+    for k in (1..=most).rev() {
+        if let Some(call) = ctx.sample(vec![(prompt.to_string(), k)], max_new, scored) {
+            return Some((k, call));
         }
-        Ok((scored, spent))
     }
-    .await;
-    (held, result)
+    if most == 0 || !alone {
+        return None;
+    }
+    let fixed = ctx.sample_cost(scored, 0);
+    let per_token = ctx.sample_cost(scored, 1) - fixed;
+    let left = ctx.tokens_left().saturating_sub(fixed);
+    let t = (left / per_token).min(max_new as u64) as u32;
+    if t < MIN_SAMPLE_TOKENS {
+        return None;
+    }
+    let call = ctx.sample(vec![(prompt.to_string(), 1)], t, scored)?;
+    Some((1, call))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! from what it has.
 
 use super::{Scored, StrategyKind};
-use crate::context::Context;
+use crate::context::{Context, Continuation};
 use crate::error::Result;
 use crate::traits::{Finish, Generate, Score};
 
@@ -30,65 +30,40 @@ pub struct Path {
 }
 
 impl Path {
-    pub fn to_scored<G, S>(&self, ctx: &Context<'_, G, S>) -> Scored {
-        let text = self.steps.join(&ctx.format.step_delimiter);
+    pub fn to_scored<G: Generate, S: Score>(&self, ctx: &Context<'_, G, S>) -> Scored {
+        let text = self.steps.join(&ctx.format().step_delimiter);
         Scored {
-            answer: ctx.format.answer(&text),
+            answer: ctx.format().answer(&text),
             text,
-            score: Some(ctx.aggregation.apply(&self.scores)),
+            score: Some(ctx.aggregation().apply(&self.scores)),
         }
     }
-}
-
-fn prompt_for<G, S>(ctx: &Context<'_, G, S>, p: &Path) -> String {
-    let mut prompt = ctx.format.prompt(ctx.question);
-    for s in &p.steps {
-        prompt.push_str(s);
-        prompt.push_str(&ctx.format.step_delimiter);
-    }
-    prompt
 }
 
 /// Samples `widths[i]` next steps of `parents[i]` (all calls at once); None if the
 /// budget cannot cover the round. Children come in parent order.
 pub async fn expand<G: Generate, S: Score>(
-    ctx: &mut Context<'_, G, S>,
+    ctx: &Context<'_, G, S>,
     parents: &[Path],
     widths: &[u32],
 ) -> Result<Option<Vec<Path>>> {
-    let delim = ctx.format.step_delimiter.clone();
-    let mut reqs = Vec::new();
-    let mut owners = Vec::new();
-    for (p, &w) in parents.iter().zip(widths) {
-        if w > 0 && !p.done {
-            let prompt = prompt_for(ctx, p);
-            reqs.push(ctx.gen_request(
-                prompt,
-                w,
-                MAX_STEP_TOKENS,
-                vec![delim.clone()],
-                ctx.temperature,
-            ));
-            owners.push(p);
-        }
-    }
-    if reqs.is_empty() {
-        return Ok(Some(vec![]));
-    }
-    let Some(outs) = ctx.generate_all(reqs, false).await? else {
+    let owners: Vec<(&Path, u32)> = parents
+        .iter()
+        .zip(widths.iter().copied())
+        .filter(|&(p, w)| w > 0 && !p.done)
+        .collect();
+    let partials = owners.iter().map(|&(p, w)| (&p.steps[..], w)).collect();
+    let Some(outs) = ctx.expand(partials, Continuation::NextStep).await? else {
         return Ok(None);
     };
+    let format = ctx.format();
+    let delim = format.step_delimiter.as_str();
     let mut children = Vec::new();
-    for (parent, out) in owners.into_iter().zip(outs) {
-        for s in out.samples {
+    for ((parent, _), samples) in owners.into_iter().zip(outs) {
+        for s in samples {
             let mut child = parent.clone();
-            let step = s
-                .text
-                .strip_suffix(delim.as_str())
-                .unwrap_or(&s.text)
-                .to_string();
-            let ends =
-                s.finish != Finish::Stop || step.starts_with(ctx.format.answer_prefix.as_str());
+            let step = s.text.strip_suffix(delim).unwrap_or(&s.text).to_string();
+            let ends = s.finish != Finish::Stop || step.starts_with(format.answer_prefix.as_str());
             if !step.trim().is_empty() {
                 child.steps.push(step);
             }
@@ -101,17 +76,17 @@ pub async fn expand<G: Generate, S: Score>(
 
 /// Scores every path's steps and sets its value; false if the budget cannot cover it.
 pub async fn score<G: Generate, S: Score>(
-    ctx: &mut Context<'_, G, S>,
+    ctx: &Context<'_, G, S>,
     paths: &mut [Path],
 ) -> Result<bool> {
     let Some(scores) = ctx
-        .score_all(paths.iter().map(|p| p.steps.clone()).collect())
+        .score(paths.iter().map(|p| p.steps.clone()).collect())
         .await?
     else {
         return Ok(false);
     };
     for (p, s) in paths.iter_mut().zip(scores) {
-        p.value = ctx.aggregation.apply(&s);
+        p.value = ctx.aggregation().apply(&s);
         p.scores = s;
     }
     Ok(true)
@@ -120,7 +95,7 @@ pub async fn score<G: Generate, S: Score>(
 /// Lookahead: each open path's value becomes the score of a greedy rollout of up to
 /// `depth` more steps (the path itself keeps its own steps).
 async fn rollout<G: Generate, S: Score>(
-    ctx: &mut Context<'_, G, S>,
+    ctx: &Context<'_, G, S>,
     paths: &mut [Path],
     depth: u32,
 ) -> Result<bool> {
@@ -131,36 +106,32 @@ async fn rollout<G: Generate, S: Score>(
     if open.is_empty() {
         return Ok(true);
     }
-    let reqs = open
-        .iter()
-        .map(|&i| {
-            let prompt = prompt_for(ctx, &paths[i]);
-            ctx.gen_request(prompt, 1, depth * MAX_STEP_TOKENS, vec![], 0.0)
-        })
-        .collect();
-    let Some(outs) = ctx.generate_all(reqs, false).await? else {
+    let partials = open.iter().map(|&i| (&paths[i].steps[..], 1)).collect();
+    let Some(outs) = ctx
+        .expand(partials, Continuation::Rollout { steps: depth })
+        .await?
+    else {
         return Ok(false);
     };
     let rolled: Vec<Vec<String>> = open
         .iter()
         .zip(outs)
-        .map(|(&i, o)| {
+        .map(|(&i, samples)| {
             let mut steps = paths[i].steps.clone();
-            let text = o
-                .samples
+            let text = samples
                 .into_iter()
                 .next()
                 .map(|s| s.text)
                 .unwrap_or_default();
-            steps.extend(ctx.format.steps(&text).into_iter().take(depth as usize));
+            steps.extend(ctx.format().steps(&text).into_iter().take(depth as usize));
             steps
         })
         .collect();
-    let Some(scores) = ctx.score_all(rolled).await? else {
+    let Some(scores) = ctx.score(rolled).await? else {
         return Ok(false);
     };
     for (&i, s) in open.iter().zip(scores) {
-        paths[i].value = ctx.aggregation.apply(&s);
+        paths[i].value = ctx.aggregation().apply(&s);
     }
     Ok(true)
 }
@@ -202,7 +173,7 @@ fn top(paths: &[Path], k: usize) -> Vec<usize> {
 }
 
 async fn evaluate<G: Generate, S: Score>(
-    ctx: &mut Context<'_, G, S>,
+    ctx: &Context<'_, G, S>,
     paths: &mut [Path],
     depth: u32,
 ) -> Result<bool> {
@@ -216,7 +187,7 @@ async fn evaluate<G: Generate, S: Score>(
 /// Beam search (`depth == 0`) or lookahead search (`depth > 0`) with `n` beams of
 /// width `width`. Returns the finished paths (and unfinished ones if it ran out).
 pub async fn beam<G: Generate, S: Score>(
-    ctx: &mut Context<'_, G, S>,
+    ctx: &Context<'_, G, S>,
     strategy: StrategyKind,
     n: u32,
     width: u32,
@@ -271,7 +242,7 @@ pub async fn beam<G: Generate, S: Score>(
 
 /// DVTS: `n / width` independent subtrees, each keeping only its best child per step.
 pub async fn dvts<G: Generate, S: Score>(
-    ctx: &mut Context<'_, G, S>,
+    ctx: &Context<'_, G, S>,
     strategy: StrategyKind,
     n: u32,
     width: u32,
@@ -347,7 +318,7 @@ pub fn apportion(total: u32, weights: &[f64]) -> Vec<u32> {
 /// REBASE: at each depth the remaining width (N minus finished solutions) is shared
 /// among the open nodes in proportion to softmax(value / temperature).
 pub async fn rebase<G: Generate, S: Score>(
-    ctx: &mut Context<'_, G, S>,
+    ctx: &Context<'_, G, S>,
     strategy: StrategyKind,
     n: u32,
     temperature: f32,
