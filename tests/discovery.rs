@@ -23,15 +23,7 @@ fn node_args(etcd: &Etcd) -> NodeArgs {
 async fn members_come_and_go_and_etcd_may_restart() {
     let mut etcd = Etcd::start();
     let metrics = ponder_cluster::metrics::Metrics::new();
-    let g1 = ponder_generator::start(
-        ponder_generator::GeneratorArgs {
-            node: node_args(&etcd),
-            model: ModelArgs::new(generator_model()),
-        },
-        metrics.clone(),
-    )
-    .await
-    .unwrap();
+    let g1 = start_generator(&etcd, &metrics).await;
     let o = ponder_orchestrator::start(
         ponder_orchestrator::OrchestratorArgs::new(node_args(&etcd)),
         metrics.clone(),
@@ -102,15 +94,7 @@ async fn members_come_and_go_and_etcd_may_restart() {
 
     // etcd comes back: the watch resyncs and a new node is seen.
     etcd.restart();
-    let g3 = ponder_generator::start(
-        ponder_generator::GeneratorArgs {
-            node: node_args(&etcd),
-            model: ModelArgs::new(generator_model()),
-        },
-        metrics.clone(),
-    )
-    .await
-    .unwrap();
+    let g3 = start_generator(&etcd, &metrics).await;
     assert!(
         eventually(Duration::from_secs(15), || reg.ready(Role::Generator) == 2).await,
         "a node registered after etcd restarted was not discovered"
@@ -122,24 +106,9 @@ async fn members_come_and_go_and_etcd_may_restart() {
     assert_eq!(orchestrator_health(o.node.addr).await, SERVING);
     g3.stop().await;
     g1.stop().await;
-    let mut status = 0;
-    for _ in 0..50 {
-        status = orchestrator_health(o.node.addr).await;
-        if status == NOT_SERVING {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let status = health_within_5s(o.node.addr, NOT_SERVING).await;
     assert_eq!(status, NOT_SERVING, "still SERVING with no generator");
-    let g4 = ponder_generator::start(
-        ponder_generator::GeneratorArgs {
-            node: node_args(&etcd),
-            model: ModelArgs::new(generator_model()),
-        },
-        metrics.clone(),
-    )
-    .await
-    .unwrap();
+    let g4 = start_generator(&etcd, &metrics).await;
     assert!(reg
         .wait_for(
             Some(std::time::Instant::now() + Duration::from_secs(10)),
@@ -147,20 +116,42 @@ async fn members_come_and_go_and_etcd_may_restart() {
         )
         .await
         .is_some());
-    let mut status = 0;
-    for _ in 0..50 {
-        status = orchestrator_health(o.node.addr).await;
-        if status == SERVING {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let status = health_within_5s(o.node.addr, SERVING).await;
     assert_eq!(
         status, SERVING,
         "not SERVING again once a generator is back"
     );
     g4.stop().await;
     o.stop().await;
+}
+
+/// A generator node registered in `etcd`'s cluster.
+async fn start_generator(
+    etcd: &Etcd,
+    metrics: &ponder_cluster::metrics::Metrics,
+) -> ponder_worker::node::ModelNode {
+    ponder_generator::start(
+        ponder_generator::GeneratorArgs {
+            node: node_args(etcd),
+            model: ModelArgs::new(generator_model()),
+        },
+        metrics.clone(),
+    )
+    .await
+    .unwrap()
+}
+
+/// The orchestrator's health once it reads `want`, or its last reading after 5 s.
+async fn health_within_5s(addr: std::net::SocketAddr, want: i32) -> i32 {
+    let mut status = 0;
+    for _ in 0..50 {
+        status = orchestrator_health(addr).await;
+        if status == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    status
 }
 
 const SERVING: i32 = 1;

@@ -321,3 +321,20 @@ pub fn assert_within_budget(
         Err(e) => panic!("{label} {generations}/{max_tokens}: {e}"),
     }
 }
+
+/// One spec of every strategy (with the parameter variants worth covering), for tests
+/// that must hold for all of them, scripted or on real models.
+pub const STRATEGY_SPECS: [&str; 12] = [
+    "self_consistency",
+    "best_of_n",
+    "weighted_best_of_n",
+    "beam_search:2",
+    "beam_search:4",
+    "lookahead:2",
+    "dvts:2",
+    "rebase",
+    "revisions",
+    "revisions:1",
+    "adaptive",
+    "compute_optimal",
+];

@@ -664,20 +664,7 @@ async fn no_strategy_spends_past_any_limit() {
         max_solution_tokens: 64,
         ..SolutionFormat::default()
     };
-    let specs = [
-        "self_consistency",
-        "best_of_n",
-        "weighted_best_of_n",
-        "beam_search:2",
-        "beam_search:4",
-        "lookahead:2",
-        "dvts:2",
-        "rebase",
-        "revisions",
-        "revisions:1",
-        "adaptive",
-        "compute_optimal",
-    ];
+    let specs = ponder_search::scripted::STRATEGY_SPECS;
     let mut answered = 0;
     for spec in specs {
         for (generations, max_tokens) in [

@@ -28,20 +28,7 @@ fn pair() -> &'static (LocalGenerator, LocalVerifier) {
     })
 }
 
-const SPECS: [&str; 12] = [
-    "self_consistency",
-    "best_of_n",
-    "weighted_best_of_n",
-    "beam_search:2",
-    "beam_search:4",
-    "lookahead:2",
-    "dvts:2",
-    "rebase",
-    "revisions",
-    "revisions:1",
-    "adaptive",
-    "compute_optimal",
-];
+use ponder_search::scripted::STRATEGY_SPECS as SPECS;
 
 async fn run(
     spec: &str,
