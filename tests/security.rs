@@ -157,7 +157,7 @@ async fn a_worker_refuses_peers_without_a_cluster_certificate() {
 
     // A cluster member gets in.
     let ok = model_info(&addr, &to_worker(pki.ca(), Some(&member))).await;
-    assert_eq!(ok.as_deref(), Ok("arith-gen"), "{ok:?}");
+    assert_eq!(ok.as_deref(), Ok(generator_model_id().as_str()), "{ok:?}");
 
     // Without a certificate, or with one another CA signed, the worker ends the TLS
     // handshake with an alert (CertificateRequired, UnknownCA) and closes.

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 #[derive(Parser)]
 struct Args {
-    /// Directory with arith-gen/ and arith-prm/.
+    /// Models directory (manifest.json names the default generator and verifier).
     #[arg(long)]
     models: Option<PathBuf>,
     /// Budgets (generations) to measure.
@@ -43,9 +43,12 @@ fn main() -> anyhow::Result<()> {
     ponder_engine::engine::init_cpu_threads();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let dir = ponder_cli::models::models_dir(args.models.as_deref())?;
-        let gen_path = dir.join(ponder_cli::models::GENERATOR_DIR);
-        let prm_path = dir.join(ponder_cli::models::VERIFIER_DIR);
+        let bundled = ponder_cli::models::bundled(args.models.as_deref())?;
+        let gen_path = bundled.generator.clone();
+        let prm_path = bundled
+            .verifier
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("cluster-bench needs a verifier model"))?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
         let questions: Vec<String> = (1..=6u8)
             .flat_map(|l| (0..args.per_level).map(move |_| l))

@@ -149,7 +149,7 @@ for s in "${wanted[@]}"; do
         2)
             kill -KILL "$PID_VERIFIER_1"
             sleep 1
-            "$bin" node verifier --model "$repo/models/arith-prm" --listen 127.0.0.1:0 \
+            "$bin" node verifier --model "$repo/models" --listen 127.0.0.1:0 \
                 --instance-id verifier-2 --etcd "$PONDER_ETCD" --cluster "$PONDER_CLUSTER" \
                 >>"$work/logs/verifier-2.log" 2>&1 &
             extra_pids+=("$!")

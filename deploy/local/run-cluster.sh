@@ -21,9 +21,10 @@ Usage: deploy/local/run-cluster.sh [options]
   --generators N         generator processes (default 2)
   --verifiers N          verifier processes (default 1; 0: none)
   --port PORT            orchestrator gRPC port on 127.0.0.1 (default 50051)
-  --models DIR           directory holding arith-gen/ and arith-prm/ (default: ./models)
-  --generator-model P    generator model (default: DIR/arith-gen)
-  --verifier-model P     verifier model, a PRM (default: DIR/arith-prm)
+  --models DIR           models directory; its manifest.json names the default
+                         generator and verifier (default: ./models)
+  --generator-model P    generator model (default: DIR's default generator)
+  --verifier-model P     verifier model, a PRM (default: DIR's default verifier)
   --bin PATH             the ponder binary (default: target/release/ponder)
   --etcd-bin PATH        etcd binary (default: $PONDER_ETCD_BIN or etcd)
   --cluster NAME         cluster name, the etcd key prefix (default: local)
@@ -91,8 +92,10 @@ is_count() { [[ "$1" =~ ^[0-9]+$ ]]; }
 is_count "$generators" && [ "$generators" -ge 1 ] || { echo "--generators must be at least 1" >&2; exit 2; }
 is_count "$verifiers" || { echo "--verifiers must be a number" >&2; exit 2; }
 is_count "$port" || { echo "--port must be a number" >&2; exit 2; }
-generator_model="${generator_model:-$models/arith-gen}"
-verifier_model="${verifier_model:-$models/arith-prm}"
+# A models directory is resolved by each node through its manifest (the role's default
+# model, digests checked); `ponder models` lists it.
+generator_model="${generator_model:-$models}"
+verifier_model="${verifier_model:-$models}"
 [ -x "$bin" ] || { echo "no ponder binary at $bin; build it: cargo build --release -p ponder-cli" >&2; exit 1; }
 command -v "$etcd_bin" >/dev/null || { echo "no etcd ($etcd_bin); install it (apt-get install etcd-server) or pass --etcd-bin" >&2; exit 1; }
 [ -e "$generator_model" ] || { echo "no generator model at $generator_model" >&2; exit 1; }

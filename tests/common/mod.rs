@@ -13,17 +13,27 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-pub fn models() -> PathBuf {
+/// The bundled models as `ponder up` resolves them (models/manifest.json, digests
+/// checked); PONDER_MODELS points the tests at another models directory.
+pub fn bundled() -> ponder_cli::models::Bundled {
     let explicit = std::env::var_os("PONDER_MODELS").map(PathBuf::from);
-    ponder_cli::models::models_dir(explicit.as_deref()).expect("the bundled models")
+    ponder_cli::models::bundled(explicit.as_deref()).expect("the bundled models")
 }
 
 pub fn generator_model() -> PathBuf {
-    models().join(ponder_cli::models::GENERATOR_DIR)
+    bundled().generator
 }
 
 pub fn verifier_model() -> PathBuf {
-    models().join(ponder_cli::models::VERIFIER_DIR)
+    bundled()
+        .verifier
+        .expect("the bundled models have a verifier")
+}
+
+/// What ModelInfo reports as the default generator's id (its directory's name).
+pub fn generator_model_id() -> String {
+    let path = generator_model();
+    path.file_name().unwrap().to_string_lossy().into_owned()
 }
 
 /// The embedded cluster on ephemeral ports with static membership.

@@ -100,7 +100,7 @@ def scenarios() -> dict[str, dict]:
             "source": "init",
             "init": {"command": ["sh", "-c", "curl -fsSL https://models.internal/ponder.tar | tar -x -C \"$MODELS_DIR\""]},
         },
-        "generator": {"autoscaling": {"enabled": False}, "replicas": 3, "threads": 4},
+        "generator": {"autoscaling": {"enabled": False}, "replicas": 3, "threads": 4, "modelName": "arith-gen"},
         "verifier": {"autoscaling": {"enabled": False}, "pdb": {"minAvailable": 1}},
         "orchestrator": {"autoscaling": {"enabled": False}},
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
@@ -372,6 +372,8 @@ def check_roles(scen: str, docs: list[dict], merged: dict) -> None:
         check(scen, env.get("PONDER_ADVERTISE", {}).get("value", "").endswith(f":{v['port']}") and "$(POD_IP)" in env["PONDER_ADVERTISE"]["value"], f"{role}: PONDER_ADVERTISE {env.get('PONDER_ADVERTISE')}")
         if role != "orchestrator":
             check(scen, cm.get("PONDER_MODEL") == v["model"], f"{role}: PONDER_MODEL {cm.get('PONDER_MODEL')}")
+            # A model of the manifest by name, only when one is given.
+            check(scen, cm.get("PONDER_MODEL_NAME") == (v.get("modelName") or None), f"{role}: PONDER_MODEL_NAME {cm.get('PONDER_MODEL_NAME')}")
         # Every envFrom/volume ConfigMap and PVC referenced exists in the release (or is given).
         for vol in dep["spec"]["template"]["spec"].get("volumes", []):
             if "configMap" in vol:

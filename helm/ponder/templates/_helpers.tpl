@@ -137,6 +137,9 @@ PONDER_METRICS_ADDR: {{ printf "%s:%d" (include "ponder.listenHost" $ctx) (int $
 {{- end }}
 {{- if include "ponder.modelRole" $role }}
 PONDER_MODEL: {{ $v.model | quote }}
+{{- if $v.modelName }}
+PONDER_MODEL_NAME: {{ $v.modelName | quote }}
+{{- end }}
 PONDER_MAX_QUEUED: {{ int64 $v.maxQueued | quote }}
 PONDER_MAX_BATCH: {{ int64 $v.maxBatch | quote }}
 PONDER_MAX_BATCH_TOKENS: {{ int64 $v.maxBatchTokens | quote }}

@@ -1,5 +1,6 @@
-//! The shipped models (models/arith-gen, models/arith-prm) load through the engine, agree
-//! with the training forward pass, and are far better than chance. No training here.
+//! The shipped models (models/manifest.json) load through the engine with the sizes the
+//! manifest declares, every generator agrees with the training forward pass, and the
+//! default pair is far better than chance. No training here.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -10,28 +11,50 @@ use ponder_engine::model::Segment;
 use ponder_engine::{
     GenerateRequest, LoadOptions, ModelWorker, SamplingParams, ScoreRequest, WorkerConfig,
 };
-use std::path::PathBuf;
+use ponder_worker::manifest::{ModelRole, ModelsDir};
+use std::path::{Path, PathBuf};
 
-fn model_dir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models")
-        .join(name);
-    assert!(
-        d.join("model.safetensors").is_file(),
-        "{} is missing",
-        d.display()
-    );
-    d
+fn shipped() -> ModelsDir {
+    ModelsDir::open(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")).unwrap()
 }
 
-fn worker(name: &str) -> ModelWorker {
-    let m = ponder_engine::load(&model_dir(name), &LoadOptions::default()).unwrap();
+/// The default model of `role`, digests checked.
+fn worker(role: ModelRole) -> ModelWorker {
+    let path = shipped().resolve(role, None).unwrap();
+    let m = ponder_engine::load(&path, &LoadOptions::default()).unwrap();
     ModelWorker::spawn(m, WorkerConfig::default())
 }
 
 #[test]
-fn shipped_generator_matches_the_training_forward() {
-    let dir = model_dir("arith-gen");
+fn every_shipped_model_has_the_size_its_manifest_entry_says() {
+    let dir = shipped();
+    for entry in &dir.manifest.models {
+        dir.verify(entry).unwrap();
+        let m = ponder_engine::load(&dir.path_of(entry), &LoadOptions::default()).unwrap();
+        assert_eq!(m.info.parameters, entry.parameters, "{}", entry.name);
+        assert_eq!(
+            m.prm.is_some(),
+            entry.role == ModelRole::Verifier,
+            "{}: a verifier and only a verifier has prm.json",
+            entry.name
+        );
+    }
+}
+
+#[test]
+fn every_shipped_generator_matches_the_training_forward() {
+    let shipped = shipped();
+    let generators = shipped
+        .manifest
+        .models
+        .iter()
+        .filter(|m| m.role == ModelRole::Generator);
+    for entry in generators {
+        training_forward_matches_the_engine(&shipped.path_of(entry));
+    }
+}
+
+fn training_forward_matches_the_engine(dir: &Path) {
     let shape = ModelShape::from_hf_config(&dir.join("config.json")).unwrap();
     let mut varmap = VarMap::new();
     let model = TrainLlama::new(
@@ -47,7 +70,7 @@ fn shipped_generator_matches_the_training_forward() {
         .unsqueeze(0)
         .unwrap();
     let ours = model.forward(&input).unwrap().squeeze(0).unwrap();
-    let loaded = ponder_engine::load(&dir, &LoadOptions::default()).unwrap();
+    let loaded = ponder_engine::load(dir, &LoadOptions::default()).unwrap();
     let mut cache = KvCache::new(shape.layers);
     let h = loaded
         .model
@@ -65,12 +88,16 @@ fn shipped_generator_matches_the_training_forward() {
         .unwrap()
         .to_scalar()
         .unwrap();
-    assert!(diff < 1e-3, "training and engine logits differ by {diff}");
+    assert!(
+        diff < 1e-3,
+        "{}: training and engine logits differ by {diff}",
+        dir.display()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_generator_solves_far_above_chance() {
-    let gen = worker("arith-gen");
+    let gen = worker(ModelRole::Generator);
     // Not the report's held-out seed: a small fixed set of its own.
     let problems = task::held_out_set(7_000_001, 4);
     let mut right = [0usize; 7];
@@ -99,7 +126,7 @@ async fn shipped_generator_solves_far_above_chance() {
 async fn shipped_prm_tells_right_from_wrong_samples() {
     // The generator's own samples (the distribution the PRM is for), at a high
     // temperature so enough of them are wrong; scored by the last step.
-    let (gen, prm) = (worker("arith-gen"), worker("arith-prm"));
+    let (gen, prm) = (worker(ModelRole::Generator), worker(ModelRole::Verifier));
     let problems = task::held_out_set(7_000_002, 8);
     let (mut scores, mut labels) = (vec![], vec![]);
     for p in problems.iter().filter(|p| p.level >= 3) {

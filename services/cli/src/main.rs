@@ -38,7 +38,8 @@ enum Command {
         etcd: Option<String>,
         #[arg(long, env = "PONDER_CLUSTER", default_value = "default")]
         cluster: String,
-        /// Directory holding arith-gen/ and arith-prm/ (default: ./models).
+        /// Models directory: its manifest.json names the default generator and verifier
+        /// (default: ./models).
         #[arg(long, env = "PONDER_MODELS")]
         models: Option<PathBuf>,
         /// Serve Prometheus metrics for all nodes on this address.
@@ -85,6 +86,13 @@ enum Command {
         addr: String,
         #[command(flatten)]
         connect: ConnectArgs,
+    },
+    /// List the models directory (models/manifest.json): each model's role, size,
+    /// training compute, which are the defaults, and whether its files match their
+    /// sha256 digests (exits non-zero when one does not).
+    Models {
+        #[arg(long, env = "PONDER_MODELS")]
+        models: Option<PathBuf>,
     },
     /// Evaluate strategies on a held-out question set at several budgets, in-process
     /// on the bundled models; with --fit also fit the compute-optimal policy
@@ -152,13 +160,12 @@ fn main() -> anyhow::Result<()> {
                 log_format,
             } => {
                 ponder_cluster::telemetry::init_logging(log_format);
-                let dir = models::models_dir(models.as_deref())?;
-                let verifier = dir.join(models::VERIFIER_DIR);
+                let bundled = models::bundled(models.as_deref())?;
                 let cfg = EmbeddedConfig {
                     orchestrator_addr,
-                    generator_model: dir.join(models::GENERATOR_DIR),
-                    verifier_model: verifier.join("config.json").is_file().then_some(verifier),
-                    policy: Some(dir.join(models::POLICY_FILE)).filter(|p| p.is_file()),
+                    generator_model: bundled.generator,
+                    verifier_model: bundled.verifier,
+                    policy: bundled.policy,
                     generators,
                     etcd: etcd.into_iter().collect(),
                     cluster,
@@ -201,6 +208,7 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Command::Status { addr, connect } => client::status(&addr, &connect).await,
+            Command::Models { models } => models::print(models.as_deref()),
             Command::Eval {
                 models,
                 per_level,

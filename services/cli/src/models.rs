@@ -1,15 +1,28 @@
-//! Where the bundled models are found.
+//! Where the bundled models are found, and which of them `ponder up`, `ponder eval` and
+//! the benchmarks serve.
 //!
 //! `--models DIR` / `PONDER_MODELS` wins; otherwise `./models` (a checkout's root),
 //! then the checkout this binary was built from (so `cargo run` works from any
-//! directory of the repository).
+//! directory of the repository). The directory's `manifest.json` names the default
+//! generator and verifier (`ponder_worker::manifest`); a directory in the older
+//! `arith-gen/` + `arith-prm/` layout reads the same way.
 
+use ponder_worker::manifest::{ModelRole, ModelsDir, MANIFEST_FILE};
 use std::path::{Path, PathBuf};
 
-pub const GENERATOR_DIR: &str = "arith-gen";
-pub const VERIFIER_DIR: &str = "arith-prm";
-/// The compute-optimal policy fitted on the bundled pair by `ponder eval`.
-pub const POLICY_FILE: &str = "arith-policy.json";
+/// The compute-optimal policy file when the manifest names none (the older layout).
+pub const LEGACY_POLICY_FILE: &str = "arith-policy.json";
+
+/// The models a local cluster serves, resolved and verified against the manifest.
+#[derive(Debug, Clone)]
+pub struct Bundled {
+    pub dir: ModelsDir,
+    pub generator: PathBuf,
+    /// None when the directory has no verifier (strategies then run without scores).
+    pub verifier: Option<PathBuf>,
+    /// The compute-optimal policy fitted on this pair by `ponder eval --fit`, if any.
+    pub policy: Option<PathBuf>,
+}
 
 pub fn models_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
@@ -21,10 +34,79 @@ pub fn models_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     ];
     candidates
         .into_iter()
-        .find(|d| d.join(GENERATOR_DIR).join("config.json").is_file())
+        .find(|d| ModelsDir::is_models_dir(d))
         .ok_or_else(|| {
             anyhow::anyhow!(
-                "cannot find the bundled models (models/{GENERATOR_DIR}); run from the repository root or pass --models DIR"
+                "cannot find the bundled models (models/{MANIFEST_FILE}); run from the repository root or pass --models DIR"
             )
         })
+}
+
+/// Opens the models directory and resolves its default generator and verifier
+/// (checking their digests).
+pub fn bundled(explicit: Option<&Path>) -> anyhow::Result<Bundled> {
+    let dir = ModelsDir::open(&models_dir(explicit)?)?;
+    let generator = dir.resolve(ModelRole::Generator, None)?;
+    let verifier = match dir.default_for(ModelRole::Verifier) {
+        Some(_) => Some(dir.resolve(ModelRole::Verifier, None)?),
+        None => None,
+    };
+    let policy_file = dir.manifest.policy.as_deref().unwrap_or(LEGACY_POLICY_FILE);
+    let policy = Some(dir.root.join(policy_file)).filter(|p| p.is_file());
+    if let (Some(named), None) = (&dir.manifest.policy, &policy) {
+        anyhow::bail!(
+            "{}: the policy {named} it names is missing",
+            dir.root.join(MANIFEST_FILE).display()
+        );
+    }
+    Ok(Bundled {
+        dir,
+        generator,
+        verifier,
+        policy,
+    })
+}
+
+/// `ponder models`: what the directory holds, with each model's digests checked.
+pub fn print(explicit: Option<&Path>) -> anyhow::Result<()> {
+    let dir = ModelsDir::open(&models_dir(explicit)?)?;
+    println!("{}", dir.root.display());
+    println!(
+        "{:<16} {:<10} {:>8} {:>12} {:>10}  {:<9} description",
+        "name", "role", "default", "parameters", "train FLOPs", "digests"
+    );
+    let mut failures = 0;
+    for m in &dir.manifest.models {
+        let is_default = dir.default_for(m.role).is_some_and(|d| d.name == m.name);
+        let digests = if m.sha256.is_empty() {
+            "none".to_string()
+        } else {
+            match dir.verify(m) {
+                Ok(()) => "ok".to_string(),
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("{e}");
+                    "MISMATCH".to_string()
+                }
+            }
+        };
+        println!(
+            "{:<16} {:<10} {:>8} {:>12} {:>10.2e}  {:<9} {}",
+            m.name,
+            m.role.to_string(),
+            if is_default { "yes" } else { "" },
+            m.parameters,
+            m.training_flops,
+            digests,
+            m.description
+        );
+    }
+    if let Some(p) = &dir.manifest.policy {
+        println!("policy: {p}");
+    }
+    anyhow::ensure!(
+        failures == 0,
+        "{failures} model(s) failed their digest check"
+    );
+    Ok(())
 }

@@ -10,11 +10,11 @@ use std::path::Path;
 /// (that module cannot be shared here: it also spawns the `ponder` binary, which only
 /// ponder-cli's own tests are given).
 async fn cluster() -> EmbeddedCluster {
-    let models = ponder_cli::models::models_dir(None).expect("the bundled models");
+    let models = ponder_cli::models::bundled(None).expect("the bundled models");
     EmbeddedCluster::start(EmbeddedConfig {
         orchestrator_addr: "127.0.0.1:0".parse().unwrap(),
-        generator_model: models.join(ponder_cli::models::GENERATOR_DIR),
-        verifier_model: Some(models.join(ponder_cli::models::VERIFIER_DIR)),
+        generator_model: models.generator,
+        verifier_model: models.verifier,
         policy: None,
         generators: 1,
         etcd: vec![],

@@ -10,6 +10,8 @@
 //!   finish reasons, errors): the one place they meet.
 //! - [`local`]: [`ponder_search::Generate`] and [`ponder_search::Score`] in-process,
 //!   over the engine's model workers.
+//! - [`manifest`]: the models directory (`models/manifest.json`): which model is the
+//!   default generator and verifier, and the digests checked before one is served.
 //! - [`node`]: the lifecycle of a node serving a model (load, warm up, SERVING,
 //!   register, drain), its flags and its metrics.
 //! - [`rpc`]: what every worker RPC does around its handler (request id, span,
@@ -17,6 +19,7 @@
 
 pub mod convert;
 pub mod local;
+pub mod manifest;
 pub mod node;
 pub mod rpc;
 

@@ -4,6 +4,7 @@
 //! the model loads and warms up on a blocking thread; then the node turns SERVING and
 //! registers. A once-cell hands the loaded worker to the service without a lock.
 
+use crate::manifest::{resolve_model_path, ModelRole};
 use clap::Args;
 use ponder_cluster::member::{MemberRecord, Role};
 use ponder_cluster::metrics::Metrics;
@@ -19,9 +20,15 @@ use tonic::service::Routes;
 /// Model flags of a generator or verifier node.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Model directory (HF layout) or .gguf file.
+    /// A models directory with manifest.json (its default model for this role, or
+    /// --model-name, checked against the manifest's sha256), one model directory (HF
+    /// layout) or a .gguf file.
     #[arg(long, env = "PONDER_MODEL")]
     pub model: PathBuf,
+    /// Which model of the --model directory's manifest to serve (default: the role's
+    /// default model).
+    #[arg(long, env = "PONDER_MODEL_NAME")]
+    pub model_name: Option<String>,
     /// Requests accepted before answering RESOURCE_EXHAUSTED.
     #[arg(long, env = "PONDER_MAX_QUEUED", default_value_t = 256)]
     pub max_queued: usize,
@@ -37,6 +44,7 @@ impl ModelArgs {
     pub fn new(model: PathBuf) -> Self {
         Self {
             model,
+            model_name: None,
             max_queued: 256,
             max_active_sequences: 256,
             max_batch_tokens: 2048,
@@ -85,9 +93,18 @@ impl ModelNode {
         // Workers accept only cluster peers once a CA is configured (docs/security.md).
         let mut node = Node::start(node_args, service_name, routes, ClientAuth::Required).await?;
         tracing::info!(addr = %node.addr, model = %model.model.display(), "loading model");
-        let path = model.model.clone();
+        let (given, name) = (model.model.clone(), model.model_name.clone());
         let needs_prm = role == Role::Verifier;
+        let model_role = match role {
+            Role::Generator => ModelRole::Generator,
+            Role::Verifier => ModelRole::Verifier,
+            Role::Orchestrator => anyhow::bail!("an orchestrator serves no model"),
+        };
         let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let path = resolve_model_path(&given, model_role, name.as_deref())?;
+            if path != given {
+                tracing::info!(model = %path.display(), "resolved through the models manifest");
+            }
             let loaded = ponder_engine::load(&path, &LoadOptions::default())?;
             if needs_prm && loaded.prm.is_none() {
                 anyhow::bail!(

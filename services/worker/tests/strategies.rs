@@ -5,6 +5,7 @@
 use ponder_engine::{LoadOptions, ModelWorker, WorkerConfig};
 use ponder_search::{solve, Budget, SearchError, SolutionFormat, SolveParams, StrategyKind};
 use ponder_worker::local::{LocalGenerator, LocalVerifier};
+use ponder_worker::manifest::{ModelRole, ModelsDir};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -17,13 +18,15 @@ fn models() -> PathBuf {
 fn pair() -> &'static (LocalGenerator, LocalVerifier) {
     static PAIR: OnceLock<(LocalGenerator, LocalVerifier)> = OnceLock::new();
     PAIR.get_or_init(|| {
-        let open = |name: &str| {
-            let m = ponder_engine::load(&models().join(name), &LoadOptions::default()).unwrap();
+        let dir = ModelsDir::open(&models()).unwrap();
+        let open = |role: ModelRole| {
+            let path = dir.resolve(role, None).unwrap();
+            let m = ponder_engine::load(&path, &LoadOptions::default()).unwrap();
             ModelWorker::spawn(m, WorkerConfig::default())
         };
         (
-            LocalGenerator::new(open("arith-gen")),
-            LocalVerifier::new(open("arith-prm")).unwrap(),
+            LocalGenerator::new(open(ModelRole::Generator)),
+            LocalVerifier::new(open(ModelRole::Verifier)).unwrap(),
         )
     })
 }

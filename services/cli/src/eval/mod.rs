@@ -69,18 +69,23 @@ pub async fn run(cfg: EvalConfig) -> anyhow::Result<Vec<Cell>> {
         !cfg.budgets.is_empty() && cfg.budgets.iter().chain(&run_budgets).all(|&b| b >= 1),
         "--budgets must be positive"
     );
-    let open = |name: &str| -> anyhow::Result<ModelWorker> {
-        let m = ponder_engine::load(&cfg.models.join(name), &LoadOptions::default())?;
+    let bundled = crate::models::bundled(Some(&cfg.models))?;
+    let open = |path: &std::path::Path| -> anyhow::Result<ModelWorker> {
+        let m = ponder_engine::load(path, &LoadOptions::default())?;
         m.warm_up()?;
         Ok(ModelWorker::spawn(m, WorkerConfig::default()))
     };
-    let generator = LocalGenerator::new(open(crate::models::GENERATOR_DIR)?);
-    let verifier = LocalVerifier::new(open(crate::models::VERIFIER_DIR)?)?;
-    let policy_path = cfg.models.join(crate::models::POLICY_FILE);
-    let policy = if policy_path.is_file() {
-        Some(Arc::new(Policy::from_file(&policy_path)?))
-    } else {
-        None
+    let generator = LocalGenerator::new(open(&bundled.generator)?);
+    let verifier_path = bundled.verifier.as_deref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: ponder eval needs a verifier model",
+            cfg.models.display()
+        )
+    })?;
+    let verifier = LocalVerifier::new(open(verifier_path)?)?;
+    let policy = match &bundled.policy {
+        Some(p) => Some(Arc::new(Policy::from_file(p)?)),
+        None => None,
     };
     let format = SolutionFormat::default();
     let problems = ponder_arith::task::held_out_set(cfg.seed, cfg.per_level);

@@ -1,0 +1,372 @@
+//! The models directory and its manifest: which bundled model plays which role.
+//!
+//! Why a manifest: Ponder ships a ladder of generators and a verifier, and everything
+//! that starts a node (`ponder up`, the scripts, the image, the Helm chart, the tests)
+//! must agree on which one is the default without hard-coding directory names. The
+//! manifest names each model, its role, its size, what it cost to train and the sha256
+//! of every file the engine reads; a node resolves `--model DIR` through it and refuses
+//! files whose digest differs (secure by default: a model directory is verified before
+//! it is served).
+//!
+//! A models directory without `manifest.json` in the first layout (`arith-gen/` and
+//! `arith-prm/`) keeps working: it reads as a two-entry manifest without digests.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The file a models directory describes itself in.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The generator and verifier directories of the layout before the manifest.
+pub const LEGACY_GENERATOR_DIR: &str = "arith-gen";
+pub const LEGACY_VERIFIER_DIR: &str = "arith-prm";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelRole {
+    Generator,
+    Verifier,
+}
+
+impl fmt::Display for ModelRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ModelRole::Generator => "generator",
+            ModelRole::Verifier => "verifier",
+        })
+    }
+}
+
+/// One model of the directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// Unique within the manifest; what `--model-name` selects.
+    pub name: String,
+    pub role: ModelRole,
+    /// Relative to the models directory (HF layout: config.json, model.safetensors,
+    /// tokenizer.json, and prm.json for a verifier).
+    pub dir: String,
+    pub parameters: u64,
+    /// Training compute, 6 x parameters x training tokens (forward and backward).
+    pub training_flops: f64,
+    /// File name (in `dir`) -> lowercase hex SHA-256. Every file listed is checked before
+    /// the model is served; the legacy layout has none.
+    #[serde(default)]
+    pub sha256: BTreeMap<String, String>,
+    /// The model a request gets when it pins none (one per role at most; exactly one
+    /// generator).
+    #[serde(default)]
+    pub default: bool,
+    /// What it is, in a line (shown by `ponder models`).
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The manifest format; this reader knows 1.
+    pub format: u32,
+    pub models: Vec<ModelEntry>,
+    /// The compute-optimal policy (`ponder eval --fit`) fitted on the default pair, a
+    /// file in the models directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+/// A manifest together with the directory it describes.
+#[derive(Debug, Clone)]
+pub struct ModelsDir {
+    pub root: PathBuf,
+    pub manifest: Manifest,
+    /// False for the legacy layout (no manifest.json: nothing to verify against).
+    pub has_manifest_file: bool,
+}
+
+pub type Result<T> = std::result::Result<T, ManifestError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> ManifestError {
+    ManifestError::Invalid {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+impl ModelsDir {
+    /// True when `dir` looks like a models directory (a manifest, or the legacy
+    /// layout), rather than a single model.
+    pub fn is_models_dir(dir: &Path) -> bool {
+        dir.join(MANIFEST_FILE).is_file() || dir.join(LEGACY_GENERATOR_DIR).is_dir()
+    }
+
+    /// Reads and checks `root/manifest.json`, or reads the legacy layout as a manifest.
+    pub fn open(root: &Path) -> Result<Self> {
+        let file = root.join(MANIFEST_FILE);
+        let (manifest, has_manifest_file) = if file.is_file() {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| ManifestError::Io(format!("reading {}: {e}", file.display())))?;
+            let manifest: Manifest =
+                serde_json::from_str(&text).map_err(|e| invalid(&file, e.to_string()))?;
+            (manifest, true)
+        } else if root.join(LEGACY_GENERATOR_DIR).is_dir() {
+            (legacy_manifest(root), false)
+        } else {
+            return Err(invalid(
+                root,
+                format!(
+                    "not a models directory: no {MANIFEST_FILE} and no {LEGACY_GENERATOR_DIR}/"
+                ),
+            ));
+        };
+        let dir = ModelsDir {
+            root: root.to_path_buf(),
+            manifest,
+            has_manifest_file,
+        };
+        dir.check()?;
+        Ok(dir)
+    }
+
+    fn manifest_path(&self) -> PathBuf {
+        self.root.join(MANIFEST_FILE)
+    }
+
+    /// Structural checks: known format, unique names, one default generator, at most
+    /// one default per role, directories inside the root that exist.
+    fn check(&self) -> Result<()> {
+        let path = self.manifest_path();
+        if self.manifest.format != 1 {
+            return Err(invalid(
+                &path,
+                format!(
+                    "format {} is not supported (this build reads format 1)",
+                    self.manifest.format
+                ),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for m in &self.manifest.models {
+            if !names.insert(m.name.as_str()) {
+                return Err(invalid(
+                    &path,
+                    format!("model name {:?} is listed twice", m.name),
+                ));
+            }
+            let rel = Path::new(&m.dir);
+            if rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(invalid(
+                    &path,
+                    format!(
+                        "{}: dir {:?} must be a path inside the models directory",
+                        m.name, m.dir
+                    ),
+                ));
+            }
+            if !self.root.join(rel).is_dir() {
+                return Err(invalid(
+                    &path,
+                    format!(
+                        "{}: directory {} does not exist",
+                        m.name,
+                        self.root.join(rel).display()
+                    ),
+                ));
+            }
+            for (file, digest) in &m.sha256 {
+                if file.contains('/') || file.contains("..") {
+                    return Err(invalid(
+                        &path,
+                        format!(
+                            "{}: sha256 key {file:?} must be a file name in {}",
+                            m.name, m.dir
+                        ),
+                    ));
+                }
+                if digest.len() != 64
+                    || !digest
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                {
+                    return Err(invalid(
+                        &path,
+                        format!(
+                            "{}: sha256 of {file} is not 64 lowercase hex digits",
+                            m.name
+                        ),
+                    ));
+                }
+            }
+        }
+        for role in [ModelRole::Generator, ModelRole::Verifier] {
+            let defaults = self
+                .manifest
+                .models
+                .iter()
+                .filter(|m| m.role == role && m.default)
+                .count();
+            if defaults > 1 {
+                return Err(invalid(
+                    &path,
+                    format!("{defaults} models are marked default for the {role} role; mark one"),
+                ));
+            }
+        }
+        if self.default_for(ModelRole::Generator).is_none() {
+            return Err(invalid(&path, "no generator is marked \"default\": true"));
+        }
+        Ok(())
+    }
+
+    /// The default model of `role`: the one marked default, else the only one of it.
+    pub fn default_for(&self, role: ModelRole) -> Option<&ModelEntry> {
+        let of_role: Vec<&ModelEntry> = self
+            .manifest
+            .models
+            .iter()
+            .filter(|m| m.role == role)
+            .collect();
+        match of_role.iter().find(|m| m.default) {
+            Some(m) => Some(*m),
+            None if of_role.len() == 1 => Some(of_role[0]),
+            None => None,
+        }
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&ModelEntry> {
+        self.manifest.models.iter().find(|m| m.name == name)
+    }
+
+    /// The model of `role` named `name`, or the role's default; an error names the choices.
+    pub fn select(&self, role: ModelRole, name: Option<&str>) -> Result<&ModelEntry> {
+        let path = self.manifest_path();
+        let names = || {
+            self.manifest
+                .models
+                .iter()
+                .filter(|m| m.role == role)
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match name {
+            Some(name) => {
+                let m = self.by_name(name).ok_or_else(|| {
+                    invalid(&path, format!("no model named {name:?} (the {role} models are: {})", names()))
+                })?;
+                if m.role != role {
+                    return Err(invalid(&path, format!("{name} is a {} model, not a {role} (the {role} models are: {})", m.role, names())));
+                }
+                Ok(m)
+            }
+            None => self.default_for(role).ok_or_else(|| {
+                invalid(&path, format!("no default {role} model (mark one \"default\": true; the {role} models are: {})", names()))
+            }),
+        }
+    }
+
+    pub fn path_of(&self, model: &ModelEntry) -> PathBuf {
+        self.root.join(&model.dir)
+    }
+
+    /// Checks every digest the manifest lists for `model`.
+    pub fn verify(&self, model: &ModelEntry) -> Result<()> {
+        let dir = self.path_of(model);
+        for (file, expected) in &model.sha256 {
+            let actual = sha256_file(&dir.join(file))?;
+            if &actual != expected {
+                return Err(invalid(
+                    &dir.join(file),
+                    format!(
+                        "sha256 {actual} differs from {expected} in {} (model {}): the file changed since the manifest was written; refusing to serve it",
+                        self.manifest_path().display(),
+                        model.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Selects and verifies the model a node of `role` serves.
+    pub fn resolve(&self, role: ModelRole, name: Option<&str>) -> Result<PathBuf> {
+        let model = self.select(role, name)?;
+        self.verify(model)?;
+        Ok(self.path_of(model))
+    }
+}
+
+/// What `--model P` means for a node of `role`: a models directory is resolved through
+/// its manifest (the named model, or the role's default, verified); anything else (one
+/// model directory, a .gguf file) is served as given, and `name` must then be unset.
+pub fn resolve_model_path(path: &Path, role: ModelRole, name: Option<&str>) -> Result<PathBuf> {
+    if path.is_dir() && ModelsDir::is_models_dir(path) {
+        return ModelsDir::open(path)?.resolve(role, name);
+    }
+    match name {
+        Some(name) => Err(invalid(
+            path,
+            format!(
+                "--model-name {name} needs --model to be a models directory with {MANIFEST_FILE}"
+            ),
+        )),
+        None => Ok(path.to_path_buf()),
+    }
+}
+
+fn legacy_manifest(root: &Path) -> Manifest {
+    let mut models = vec![];
+    for (dir, role) in [
+        (LEGACY_GENERATOR_DIR, ModelRole::Generator),
+        (LEGACY_VERIFIER_DIR, ModelRole::Verifier),
+    ] {
+        if root.join(dir).is_dir() {
+            models.push(ModelEntry {
+                name: dir.to_string(),
+                role,
+                dir: dir.to_string(),
+                parameters: 0,
+                training_flops: 0.0,
+                sha256: BTreeMap::new(),
+                default: true,
+                description: format!("{dir}/ (layout without {MANIFEST_FILE})"),
+            });
+        }
+    }
+    Manifest {
+        format: 1,
+        models,
+        policy: None,
+    }
+}
+
+/// Lowercase hex SHA-256 of a file's contents.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| ManifestError::Io(format!("reading {}: {e}", path.display())))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|e| ManifestError::Io(format!("reading {}: {e}", path.display())))?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+use super::*;
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn write_model(root: &Path, dir: &str, weights: &[u8]) -> String {
+    std::fs::create_dir_all(root.join(dir)).unwrap();
+    std::fs::write(root.join(dir).join("model.safetensors"), weights).unwrap();
+    sha256_file(&root.join(dir).join("model.safetensors")).unwrap()
+}
+
+fn entry(name: &str, role: ModelRole, default: bool, sha: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": name, "role": role, "dir": name, "parameters": 1000,
+        "training_flops": 6e9, "default": default,
+        "sha256": {"model.safetensors": sha},
+    })
+}
+
+fn write_manifest(root: &Path, models: Vec<serde_json::Value>) {
+    let text = serde_json::json!({"format": 1, "models": models}).to_string();
+    std::fs::write(root.join(MANIFEST_FILE), text).unwrap();
+}
+
+fn open_err(root: &Path) -> String {
+    ModelsDir::open(root).unwrap_err().to_string()
+}
+
+#[test]
+fn the_shipped_models_directory_resolves_and_verifies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let dir = ModelsDir::open(&root).unwrap();
+    assert!(dir.has_manifest_file, "models/ ships a {MANIFEST_FILE}");
+    for role in [ModelRole::Generator, ModelRole::Verifier] {
+        let model = dir.select(role, None).unwrap();
+        assert!(!model.sha256.is_empty(), "{}: no digests", model.name);
+        assert!(
+            model.sha256.contains_key("model.safetensors"),
+            "{}",
+            model.name
+        );
+        dir.verify(model).unwrap();
+        assert!(
+            model.parameters > 0 && model.training_flops > 0.0,
+            "{model:?}"
+        );
+    }
+}
+
+#[test]
+fn a_manifest_picks_the_default_or_the_named_model() {
+    let tmp = scratch();
+    let root = tmp.path();
+    let a = write_model(root, "gen-a", b"a");
+    let b = write_model(root, "gen-b", b"b");
+    let p = write_model(root, "prm", b"p");
+    write_manifest(
+        root,
+        vec![
+            entry("gen-a", ModelRole::Generator, false, &a),
+            entry("gen-b", ModelRole::Generator, true, &b),
+            entry("prm", ModelRole::Verifier, false, &p),
+        ],
+    );
+    let g = resolve_model_path(root, ModelRole::Generator, None).unwrap();
+    assert_eq!(g, root.join("gen-b"));
+    let g = resolve_model_path(root, ModelRole::Generator, Some("gen-a")).unwrap();
+    assert_eq!(g, root.join("gen-a"));
+    // The only verifier is the verifier default even when not marked.
+    assert_eq!(
+        resolve_model_path(root, ModelRole::Verifier, None).unwrap(),
+        root.join("prm")
+    );
+    let err = resolve_model_path(root, ModelRole::Verifier, Some("gen-a"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("gen-a is a generator model, not a verifier"),
+        "{err}"
+    );
+    let err = resolve_model_path(root, ModelRole::Generator, Some("gen-z"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no model named \"gen-z\"") && err.contains("gen-a, gen-b"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_changed_file_is_refused() {
+    let tmp = scratch();
+    let root = tmp.path();
+    let sha = write_model(root, "gen", b"weights");
+    write_manifest(root, vec![entry("gen", ModelRole::Generator, true, &sha)]);
+    resolve_model_path(root, ModelRole::Generator, None).unwrap();
+    std::fs::write(root.join("gen/model.safetensors"), b"tampered").unwrap();
+    let err = resolve_model_path(root, ModelRole::Generator, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refusing to serve") && err.contains(&sha),
+        "{err}"
+    );
+    // A listed file that is missing is an error too, not a silent pass.
+    std::fs::remove_file(root.join("gen/model.safetensors")).unwrap();
+    let err = resolve_model_path(root, ModelRole::Generator, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model.safetensors"), "{err}");
+}
+
+#[test]
+fn the_legacy_layout_reads_as_a_manifest_without_digests() {
+    let tmp = scratch();
+    let root = tmp.path();
+    write_model(root, LEGACY_GENERATOR_DIR, b"g");
+    write_model(root, LEGACY_VERIFIER_DIR, b"v");
+    let dir = ModelsDir::open(root).unwrap();
+    assert!(!dir.has_manifest_file);
+    assert_eq!(
+        resolve_model_path(root, ModelRole::Generator, None).unwrap(),
+        root.join(LEGACY_GENERATOR_DIR)
+    );
+    assert_eq!(
+        resolve_model_path(root, ModelRole::Verifier, None).unwrap(),
+        root.join(LEGACY_VERIFIER_DIR)
+    );
+}
+
+#[test]
+fn a_single_model_is_served_as_given() {
+    let tmp = scratch();
+    let model = tmp.path().join("one-model");
+    write_model(tmp.path(), "one-model", b"w");
+    assert_eq!(
+        resolve_model_path(&model, ModelRole::Generator, None).unwrap(),
+        model
+    );
+    let gguf = tmp.path().join("m.gguf");
+    assert_eq!(
+        resolve_model_path(&gguf, ModelRole::Generator, None).unwrap(),
+        gguf
+    );
+    let err = resolve_model_path(&model, ModelRole::Generator, Some("x"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("needs --model to be a models directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_manifests_are_refused_with_what_to_fix() {
+    let tmp = scratch();
+    let root = tmp.path();
+    let sha = write_model(root, "g", b"g");
+    let cases: Vec<(serde_json::Value, &str)> = vec![
+        (
+            serde_json::json!({"format": 2, "models": []}),
+            "format 2 is not supported",
+        ),
+        (
+            serde_json::json!({"format": 1, "models": [entry("g", ModelRole::Generator, true, &sha), entry("g", ModelRole::Generator, false, &sha)]}),
+            "listed twice",
+        ),
+        (
+            serde_json::json!({"format": 1, "models": [{"name": "g", "role": "generator", "dir": "../g", "parameters": 1, "training_flops": 1.0}]}),
+            "must be a path inside",
+        ),
+        (
+            serde_json::json!({"format": 1, "models": [{"name": "g", "role": "generator", "dir": "g", "parameters": 1, "training_flops": 1.0, "sha256": {"model.safetensors": "ABC"}}]}),
+            "not 64 lowercase hex",
+        ),
+        (
+            serde_json::json!({"format": 1, "models": [{"name": "g", "role": "critic", "dir": "g", "parameters": 1, "training_flops": 1.0}]}),
+            "unknown variant `critic`",
+        ),
+        (
+            serde_json::json!({"format": 1, "models": [{"name": "g", "role": "generator", "dir": "g", "parameters": 1, "training_flops": 1.0, "sha": {}}]}),
+            "unknown field `sha`",
+        ),
+        (
+            serde_json::json!({"format": 1, "models": [{"name": "g", "role": "generator", "dir": "missing", "parameters": 1, "training_flops": 1.0}]}),
+            "does not exist",
+        ),
+        (
+            serde_json::json!({"format": 1, "models": []}),
+            "no generator is marked",
+        ),
+    ];
+    for (manifest, expected) in cases {
+        std::fs::write(root.join(MANIFEST_FILE), manifest.to_string()).unwrap();
+        let err = open_err(root);
+        assert!(err.contains(expected), "{manifest}: {err}");
+        assert!(
+            err.contains(MANIFEST_FILE),
+            "the error names the file: {err}"
+        );
+    }
+    // Two defaults for one role.
+    let h = write_model(root, "h", b"h");
+    write_manifest(
+        root,
+        vec![
+            entry("g", ModelRole::Generator, true, &sha),
+            entry("h", ModelRole::Generator, true, &h),
+        ],
+    );
+    assert!(open_err(root).contains("2 models are marked default for the generator role"));
+    // Not a models directory at all.
+    let empty = scratch();
+    assert!(open_err(empty.path()).contains("not a models directory"));
+}
