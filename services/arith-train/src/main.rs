@@ -9,15 +9,18 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use ponder_arith::slice::Slice;
 use ponder_arith::{solution, task};
+use ponder_arith_train::report::{GeneratorUnderTest, ReportConfig};
 use ponder_arith_train::train::data::{sample_batch, DEFAULT_LEVEL_MIX};
 use ponder_arith_train::train::model::ModelShape;
 use ponder_arith_train::train::prm_data::{self, LabelledSolution};
 use ponder_arith_train::train::trainer::{
     encode_example, train, Encoded, Objective, TrainConfig, TrainHooks, TrainState,
 };
-use ponder_arith_train::vocab::{Vocab, EOS, NEGATIVE, POSITIVE};
-use ponder_engine::{GenerateRequest, LoadOptions, ModelWorker, SamplingParams, WorkerConfig};
+use ponder_arith_train::vocab::{Vocab, NEGATIVE, POSITIVE};
+use ponder_engine::{LoadOptions, ModelWorker, SamplingParams, WorkerConfig};
+use ponder_worker::manifest::{ModelEntry, ModelRole, ModelsDir};
 use rand::Rng;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -102,19 +105,22 @@ enum Command {
         #[arg(long, default_value_t = 0.15)]
         own_fraction: f64,
     },
-    /// Sample solutions from a generator and label every step with the checker (JSONL).
+    /// Sample solutions from generators and label every step with the checker (JSONL),
+    /// on training-slice questions only (PRM and revision training data).
     Sample {
-        #[arg(long)]
-        model: PathBuf,
+        /// Generator directories (repeatable: every rung of the ladder).
+        #[arg(long, required = true)]
+        model: Vec<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 100)]
         per_level: usize,
         #[arg(short, default_value_t = 8)]
         n: u32,
-        #[arg(long, default_value_t = 0.8)]
-        temperature: f32,
-        /// Question seed; keep it apart from the held-out evaluation seed.
+        /// Sampling temperatures (repeatable: each model samples at each).
+        #[arg(long, default_values_t = [0.8])]
+        temperature: Vec<f32>,
+        /// Question seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -131,22 +137,38 @@ enum Command {
         /// Share of each batch drawn from canonical solutions with injected slips.
         #[arg(long, default_value_t = 0.3)]
         synthetic_fraction: f64,
+        /// Draw right and wrong samples equally often (the samples are mostly right).
+        #[arg(long)]
+        balance: bool,
         #[command(flatten)]
         schedule: Schedule,
     },
-    /// The target table: greedy accuracy, pass@k, PRM AUROC, revisions vs fresh samples.
+    /// The figures the bundled models are judged by, on the independent and the
+    /// training-style sampler: greedy and pass@k per level for every generator of the
+    /// manifest, the verifier's AUROC and first-error F1 on their samples, revisions
+    /// against fresh samples, and the train/eval overlap (docs/results.md).
     Report {
-        #[arg(long, default_value = "models/arith-gen")]
-        generator: PathBuf,
-        #[arg(long, default_value = "models/arith-prm")]
-        prm: PathBuf,
-        #[arg(long, default_value_t = 200)]
-        per_level: usize,
-        /// Questions per level sampled `k` times (pass@k, PRM and revision figures).
-        #[arg(long, default_value_t = 20)]
-        pass_per_level: usize,
-        #[arg(short, default_value_t = 64)]
-        k: u32,
+        /// Models directory (manifest.json: every generator, and the default verifier).
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+        /// Only these generators of the manifest (by name; repeatable).
+        #[arg(long = "only")]
+        only: Vec<String>,
+        /// A few minutes on 2 cores: few questions, k=8.
+        #[arg(long)]
+        quick: bool,
+        /// Greedy questions per level (default: 500, --quick 20).
+        #[arg(long)]
+        per_level: Option<usize>,
+        /// Questions per level sampled k times (default: 100, --quick 3).
+        #[arg(long)]
+        pass_per_level: Option<usize>,
+        /// Samples per question for pass@k (default: 64, --quick 8).
+        #[arg(short)]
+        k: Option<u32>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Greedy accuracy per level on a held-out set (seed and size given).
     EvalGenerator {
@@ -301,6 +323,7 @@ fn main() -> Result<()> {
             init,
             samples,
             synthetic_fraction,
+            balance,
             schedule,
         } => {
             let shape = ModelShape::from_hf_config(&init.join("config.json"))?;
@@ -316,6 +339,14 @@ fn main() -> Result<()> {
                 !pool.is_empty() || synthetic_fraction > 0.0,
                 "give --samples or a synthetic fraction above 0"
             );
+            let (right, wrong): (Vec<&LabelledSolution>, Vec<&LabelledSolution>) =
+                pool.iter().partition(|s| s.correct);
+            anyhow::ensure!(
+                !balance || (!right.is_empty() && !wrong.is_empty()),
+                "--balance needs right and wrong samples ({} right, {} wrong)",
+                right.len(),
+                wrong.len()
+            );
             let objective = Objective::StepLabels {
                 positive: vocab.id(POSITIVE)?,
                 negative: vocab.id(NEGATIVE)?,
@@ -328,6 +359,9 @@ fn main() -> Result<()> {
                     while chars < budget {
                         let ex = if pool.is_empty() || rng.random_bool(synthetic_fraction) {
                             prm_data::synthetic(rng, DEFAULT_LEVEL_MIX)?
+                        } else if balance {
+                            let class = if rng.random_bool(0.5) { &right } else { &wrong };
+                            class[rng.random_range(0..class.len())].clone()
                         } else {
                             pool[rng.random_range(0..pool.len())].clone()
                         };
@@ -345,52 +379,71 @@ fn main() -> Result<()> {
             print_trained(&state);
         }
         Command::Report {
-            generator,
-            prm,
+            models,
+            only,
+            quick,
             per_level,
             pass_per_level,
             k,
+            out,
         } => {
-            let report = ponder_engine::engine::cli_runtime()?.block_on(async {
-                let open = |p: &PathBuf| -> Result<ModelWorker> {
-                    Ok(ModelWorker::spawn(
-                        ponder_engine::load(p, &LoadOptions::default())?,
-                        WorkerConfig::default(),
-                    ))
-                };
-                ponder_arith_train::report::run(
-                    &open(&generator)?,
-                    &open(&prm)?,
-                    per_level,
-                    pass_per_level,
-                    k,
-                )
-                .await
-            })?;
-            for (level, right, total) in &report.greedy_by_level {
-                println!(
-                    "greedy level {level}: {right}/{total} = {:.1}%",
-                    100.0 * *right as f64 / (*total).max(1) as f64
-                );
+            let mut cfg = if quick {
+                ReportConfig::quick()
+            } else {
+                ReportConfig::full()
+            };
+            cfg.greedy_per_level = per_level.unwrap_or(cfg.greedy_per_level);
+            cfg.sampled_per_level = pass_per_level.unwrap_or(cfg.sampled_per_level);
+            cfg.k = k.unwrap_or(cfg.k);
+            anyhow::ensure!(
+                cfg.greedy_per_level >= cfg.sampled_per_level && cfg.k >= 1,
+                "--pass-per-level must be at most --per-level, and -k at least 1"
+            );
+            let dir = ModelsDir::open(&models)?;
+            let open = |m: &ModelEntry| -> Result<ModelWorker> {
+                dir.verify(m)?;
+                Ok(ModelWorker::spawn(
+                    ponder_engine::load(&dir.path_of(m), &LoadOptions::default())?,
+                    WorkerConfig::default(),
+                ))
+            };
+            let mut generators = vec![];
+            for m in dir
+                .manifest
+                .models
+                .iter()
+                .filter(|m| m.role == ModelRole::Generator)
+            {
+                if only.is_empty() || only.contains(&m.name) {
+                    generators.push(GeneratorUnderTest {
+                        name: m.name.clone(),
+                        parameters: m.parameters,
+                        worker: open(m)?,
+                    });
+                }
             }
-            println!("greedy overall: {:.1}%", 100.0 * report.greedy_overall);
-            println!(
-                "pass@{} (T=0.8, {} questions): {:.1}%",
-                report.k,
-                report.pass_questions,
-                100.0 * report.pass_at_k
+            anyhow::ensure!(
+                !generators.is_empty(),
+                "no generator of {} matches --only {only:?}",
+                models.display()
             );
-            println!(
-                "PRM step AUROC: {:?}, final-answer AUROC: {:?}",
-                report.prm_step_auroc, report.prm_final_auroc
-            );
-            println!(
-                "revision of a wrong attempt correct: {:.1}% vs fresh sample {:.1}% ({} questions)",
-                100.0 * report.revision_correct,
-                100.0 * report.fresh_correct,
-                report.revision_pairs
-            );
-            println!("{}", serde_json::to_string(&report)?);
+            let verifier = match dir.default_for(ModelRole::Verifier) {
+                Some(m) => Some((m.name.clone(), open(m)?)),
+                None => None,
+            };
+            let started = std::time::Instant::now();
+            let report =
+                ponder_engine::engine::cli_runtime()?.block_on(ponder_arith_train::report::run(
+                    &cfg,
+                    &generators,
+                    verifier.as_ref().map(|(n, w)| (n.as_str(), w)),
+                ))?;
+            print!("{}", ponder_arith_train::report::render(&report));
+            println!("measured in {:.0} s", started.elapsed().as_secs_f64());
+            if let Some(out) = out {
+                std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+                println!("wrote {}", out.display());
+            }
         }
         Command::EvalGenerator {
             model,
@@ -405,39 +458,15 @@ fn main() -> Result<()> {
 }
 
 /// Greedy generation of one solution per question.
+/// `n` completions of each question's prompt (EOS and trailing whitespace removed).
 async fn solve_all(
     worker: &ModelWorker,
     questions: &[String],
     n: u32,
     params: SamplingParams,
 ) -> Result<Vec<Vec<String>>> {
-    // Chunks keep the requests in flight under the worker's queue limit.
-    let per_chunk = (WorkerConfig::default().max_queued_requests / 2).max(1);
-    let mut out = Vec::with_capacity(questions.len());
-    for chunk in questions.chunks(per_chunk) {
-        let handles: Vec<_> = chunk
-            .iter()
-            .map(|q| {
-                let req = GenerateRequest {
-                    prompt: solution::prompt(q),
-                    n,
-                    params: params.clone(),
-                };
-                let w = worker.clone();
-                tokio::spawn(async move { w.generate(req).await })
-            })
-            .collect();
-        for h in handles {
-            let resp = h.await??;
-            out.push(
-                resp.completions
-                    .into_iter()
-                    .map(|c| c.text.trim_end_matches(EOS).to_string())
-                    .collect(),
-            );
-        }
-    }
-    Ok(out)
+    let prompts = questions.iter().map(|q| solution::prompt(q)).collect();
+    ponder_arith_train::report::measure::complete(worker, prompts, n, &params).await
 }
 
 fn params(temperature: f32, seed: u64) -> SamplingParams {
@@ -450,36 +479,43 @@ fn params(temperature: f32, seed: u64) -> SamplingParams {
 }
 
 async fn sample(
-    model: PathBuf,
+    models: Vec<PathBuf>,
     out: PathBuf,
     per_level: usize,
     n: u32,
-    temperature: f32,
+    temperatures: Vec<f32>,
     seed: u64,
 ) -> Result<()> {
-    let worker = ModelWorker::spawn(
-        ponder_engine::load(&model, &LoadOptions::default())?,
-        WorkerConfig::default(),
-    );
-    let questions: Vec<String> = task::held_out_set(seed, per_level)
+    // Training-slice questions only: the samples train the PRM and the revisions.
+    let questions: Vec<String> = task::styled_set(Slice::Training, seed, per_level)
         .into_iter()
         .map(|p| p.question)
         .collect();
-    let texts = solve_all(&worker, &questions, n, params(temperature, seed)).await?;
     let mut file = std::fs::File::create(&out)?;
-    let (mut total, mut correct) = (0, 0);
-    for (q, samples) in questions.iter().zip(texts) {
-        for text in samples {
-            let labelled = prm_data::label(q, &text);
-            total += 1;
-            correct += labelled.correct as usize;
-            writeln!(file, "{}", serde_json::to_string(&labelled)?)?;
+    for model in &models {
+        let worker = ModelWorker::spawn(
+            ponder_engine::load(model, &LoadOptions::default())?,
+            WorkerConfig::default(),
+        );
+        let name = model
+            .file_name()
+            .map_or("model".into(), |n| n.to_string_lossy());
+        for (i, &t) in temperatures.iter().enumerate() {
+            let texts = solve_all(&worker, &questions, n, params(t, seed + i as u64)).await?;
+            let (mut total, mut correct) = (0, 0);
+            for (q, samples) in questions.iter().zip(texts) {
+                for text in samples {
+                    let mut labelled = prm_data::label(q, &text);
+                    labelled.source = Some(format!("{name}@{t}"));
+                    total += 1;
+                    correct += labelled.correct as usize;
+                    writeln!(file, "{}", serde_json::to_string(&labelled)?)?;
+                }
+            }
+            println!("{name} at T={t}: {total} samples ({correct} correct)");
         }
     }
-    println!(
-        "{total} samples ({correct} correct) written to {}",
-        out.display()
-    );
+    println!("written to {}", out.display());
     Ok(())
 }
 

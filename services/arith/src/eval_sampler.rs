@@ -15,7 +15,8 @@
 //!   [`REDUNDANT_PARENS`], around any other sub-expression;
 //! - only questions in the evaluation slice ([`crate::slice::Slice::Evaluation`]) are kept,
 //!   a part of question space the training stream rejects, so no evaluation question can
-//!   have been trained on.
+//!   have been trained on ([`validation_set`] draws the validation slice instead, for
+//!   fixing thresholds).
 //!
 //! The trainer never calls this module; `services/arith-train/tests/walls.rs` checks it.
 
@@ -36,26 +37,45 @@ const CATALAN: [u64; 7] = [1, 1, 2, 5, 14, 42, 132];
 /// # Panics
 /// If `level` is not in 1..=6.
 pub fn eval_question(level: u8, rng: &mut impl Rng) -> Problem {
+    question_in(level, Slice::Evaluation, rng)
+}
+
+/// `per_level` evaluation questions of each level 1..=6, in level order, from `seed`.
+pub fn eval_set(seed: u64, per_level: usize) -> Vec<Problem> {
+    set_in(Slice::Evaluation, seed, per_level)
+}
+
+/// The same distribution in the validation slice: where a report fixes its thresholds
+/// (never on evaluation questions). This sampler never yields training-slice questions.
+pub fn validation_set(seed: u64, per_level: usize) -> Vec<Problem> {
+    set_in(Slice::Validation, seed, per_level)
+}
+
+fn set_in(slice: Slice, seed: u64, per_level: usize) -> Vec<Problem> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    LEVELS
+        .flat_map(|level| std::iter::repeat_n(level, per_level))
+        .map(|level| question_in(level, slice, &mut rng))
+        .collect()
+}
+
+fn question_in(level: u8, slice: Slice, rng: &mut impl Rng) -> Problem {
     assert!(LEVELS.contains(&level), "level {level} is not in 1..=6");
+    assert_ne!(
+        slice,
+        Slice::Training,
+        "the evaluation sampler never feeds training"
+    );
     loop {
         let mut tree = uniform_tree(usize::from(level), rng);
         if evaluate(&tree).is_none() {
             continue;
         }
         parenthesize(&mut tree, Parent::Root, rng);
-        if slice_of(&tree) == Slice::Evaluation {
+        if slice_of(&tree) == slice {
             return Problem::from_expr(&tree);
         }
     }
-}
-
-/// `per_level` evaluation questions of each level 1..=6, in level order, from `seed`.
-pub fn eval_set(seed: u64, per_level: usize) -> Vec<Problem> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    LEVELS
-        .flat_map(|level| std::iter::repeat_n(level, per_level))
-        .map(|level| eval_question(level, &mut rng))
-        .collect()
 }
 
 /// A uniformly random tree with `ops` operators, random operators and operands.

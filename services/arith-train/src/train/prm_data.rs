@@ -37,6 +37,9 @@ pub struct LabelledSolution {
     pub steps: Vec<String>,
     pub labels: Vec<bool>,
     pub correct: bool,
+    /// Which model and temperature sampled it (`name@T`), when it was sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Splits `text` into lines and labels each with the checker's `on_track`.
@@ -54,6 +57,7 @@ pub fn label(question: &str, text: &str) -> LabelledSolution {
         steps,
         labels,
         correct: checked.correct,
+        source: None,
     }
 }
 

@@ -292,7 +292,6 @@ pub struct TrainHooks<'a> {
 /// `<out>/checkpoint` and writes the final model into `<out>`. Appends progress to
 /// `<out>/train.log`.
 pub fn train(cfg: TrainConfig, resume: bool, hooks: TrainHooks<'_>) -> Result<TrainState> {
-    use rand::SeedableRng;
     let TrainHooks {
         next_batch,
         mut evaluate,
@@ -397,9 +396,7 @@ pub fn train(cfg: TrainConfig, resume: bool, hooks: TrainHooks<'_>) -> Result<Tr
             break;
         }
         let step = state.step;
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-            cfg.seed.wrapping_mul(0x9E37_79B9).wrapping_add(step as u64),
-        );
+        let mut rng = step_rng(cfg.seed, step as u64);
         let batch: Vec<Encoded> = next_batch(&mut rng, cfg.batch_tokens)?;
         let t0 = Instant::now();
         let loss = match cfg.objective {
@@ -455,4 +452,11 @@ pub fn train(cfg: TrainConfig, resume: bool, hooks: TrainHooks<'_>) -> Result<Tr
         state.seconds
     )?;
     Ok(state)
+}
+
+/// The data stream's generator at `step` of a run seeded `seed`: batches depend only on
+/// (seed, step), which is what makes a resumed run draw the data an uninterrupted one
+/// would (and lets the report redraw the training questions to count overlaps).
+pub fn step_rng(seed: u64, step: u64) -> rand_chacha::ChaCha8Rng {
+    rand::SeedableRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9).wrapping_add(step))
 }

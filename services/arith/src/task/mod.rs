@@ -33,7 +33,7 @@ use thiserror::Error;
 
 mod sample;
 pub use sample::{
-    generate, generate_mix, held_out_set, pick_level, train_question, validation_set,
+    generate, generate_mix, held_out_set, pick_level, styled_set, train_question, validation_set,
 };
 
 /// Largest allowed value of any operand or intermediate result.

@@ -80,10 +80,18 @@ pub fn train_question(level: u8, rng: &mut impl Rng) -> Problem {
 /// `per_level` questions of each level from the training mixture, in the validation slice:
 /// the trainer's periodic evaluation set (never trained on).
 pub fn validation_set(seed: u64, per_level: usize) -> Vec<Problem> {
+    styled_set(Slice::Validation, seed, per_level)
+}
+
+/// `per_level` questions of each level from the training mixture's styles, in `slice`:
+/// the report's second evaluation set (slice [`Slice::Evaluation`]), next to the
+/// independent sampler's, so that the gap between the two shows what the model learned
+/// of the sampler rather than of the grammar.
+pub fn styled_set(slice: Slice, seed: u64, per_level: usize) -> Vec<Problem> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     LEVELS
         .flat_map(|level| std::iter::repeat_n(level, per_level))
-        .map(|level| sliced_question(level, Slice::Validation, &mut rng))
+        .map(|level| sliced_question(level, slice, &mut rng))
         .collect()
 }
 
