@@ -7,6 +7,7 @@
 //! - [`trainer`]: the loop (next-token or step-label objective), checkpoints and resume.
 
 pub mod adamw;
+pub mod causal_softmax;
 pub mod data;
 pub mod model;
 pub mod prm_data;

@@ -3,10 +3,12 @@
 //! Why not the engine's forward: it uses fused kernels (rms_norm, rope,
 //! softmax_last_dim) that have no backward pass in candle-nn 0.11; training
 //! through them silently leaves every parameter but `lm_head` without a gradient.
-//! Here rms_norm, rotary embeddings and softmax are plain tensor ops. Parameter
+//! Here rms_norm and rotary embeddings are plain tensor ops and the masked softmax is
+//! our fused op with a backward pass ([`super::causal_softmax`]). Parameter
 //! names are the Hugging Face ones, so the `VarMap` saves straight to a
 //! `model.safetensors` that the engine loads (a test checks both forwards agree).
 
+use super::causal_softmax::causal_softmax;
 use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::{Embedding, Init, Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -161,13 +163,12 @@ impl TrainLlama {
     /// Final-norm hidden states: ids (batch, time) -> (batch, time, hidden).
     pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
-        let mask = causal_mask(t, ids.device())?;
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
         let mut x = self.embed.forward(ids)?;
         for block in &self.blocks {
             let h = candle_nn::ops::rms_norm_slow(&x, &block.attn_norm, RMS_EPS as f32)?;
-            x = (&x + self.attention(block, &h, &mask, &cos, &sin)?)?;
+            x = (&x + self.attention(block, &h, &cos, &sin)?)?;
             let h = candle_nn::ops::rms_norm_slow(&x, &block.ffn_norm, RMS_EPS as f32)?;
             let mlp = block
                 .down
@@ -182,23 +183,15 @@ impl TrainLlama {
         self.lm_head.forward(&self.hidden(ids)?)
     }
 
-    fn attention(
-        &self,
-        block: &Block,
-        h: &Tensor,
-        mask: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-    ) -> Result<Tensor> {
+    fn attention(&self, block: &Block, h: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         let (b, t, hidden) = h.dims3()?;
         let (nh, hd) = (self.shape.heads, self.shape.head_dim());
         let split = |x: Tensor| x.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous();
         let q = rope(&split(block.q.forward(h)?)?, cos, sin)?;
         let k = rope(&split(block.k.forward(h)?)?, cos, sin)?;
         let v = split(block.v.forward(h)?)?;
-        let scores =
-            (q.matmul(&k.t()?.contiguous()?)? / (hd as f64).sqrt())?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        let probs = causal_softmax(&scores, 1.0 / (hd as f32).sqrt())?;
         let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, hidden))?;
         block.o.forward(&out)
     }
@@ -264,11 +257,4 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
     x.broadcast_mul(&cos)?.add(&rotated.broadcast_mul(&sin)?)
-}
-
-fn causal_mask(t: usize, dev: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
-    Tensor::from_vec(mask, (t, t), dev)
 }
