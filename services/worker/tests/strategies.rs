@@ -50,10 +50,13 @@ async fn run(
     solve(g, Some(v), &SolutionFormat::default(), p, None).await
 }
 
+/// The exact budget arithmetic is tested on scripted doubles (ponder-search's
+/// `scripted_strategies`); this checks it holds with the real engine's token counts, at a
+/// generation cap, a token cap, and both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_strategy_ever_exceeds_its_budget() {
     for spec in SPECS {
-        for (generations, max_tokens) in [(1, 0), (3, 0), (8, 0), (8, 2500), (16, 6000), (5, 700)] {
+        for (generations, max_tokens) in [(1, 0), (3, 0), (8, 2500), (5, 700)] {
             let result = run(spec, "(47+38)*3-19", generations, max_tokens, 1).await;
             ponder_search::scripted::assert_within_budget(spec, generations, max_tokens, &result);
         }
