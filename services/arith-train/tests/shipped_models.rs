@@ -124,10 +124,12 @@ async fn shipped_generator_solves_far_above_chance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_prm_tells_right_from_wrong_samples() {
-    // The generator's own samples (the distribution the PRM is for), at a high
-    // temperature so enough of them are wrong; scored by the last step.
+    // The generator's own samples (the distribution the PRM is for), at a temperature
+    // high enough that enough of them are wrong; each batch of samples scored in one
+    // call, by the last step. The token cap stops the rare runaway sample (no solution
+    // of levels 3-6 is that long), which then counts as wrong.
     let (gen, prm) = (worker(ModelRole::Generator), worker(ModelRole::Verifier));
-    let problems = task::held_out_set(7_000_002, 8);
+    let problems = task::held_out_set(7_000_002, 6);
     let (mut scores, mut labels) = (vec![], vec![]);
     for p in problems.iter().filter(|p| p.level >= 3) {
         let r = gen
@@ -135,45 +137,51 @@ async fn shipped_prm_tells_right_from_wrong_samples() {
                 prompt: solution::prompt(&p.question),
                 n: 8,
                 params: SamplingParams {
-                    temperature: 1.2,
-                    max_tokens: 1500,
+                    temperature: 1.1,
+                    max_tokens: 700,
                     seed: 5,
                     ..Default::default()
                 },
             })
             .await
             .unwrap();
+        let (mut candidates, mut right) = (vec![], vec![]);
         for c in r.completions {
             let text = c
                 .text
                 .trim_end_matches(ponder_arith_train::vocab::EOS)
                 .trim_end();
             let steps: Vec<String> = text.lines().map(String::from).collect();
-            if steps.is_empty() {
-                continue;
+            if !steps.is_empty() {
+                candidates.push(steps);
+                right.push(solution::extract_answer(text) == Some(p.answer));
             }
-            let s = prm
-                .score(ScoreRequest {
-                    question: p.question.clone(),
-                    candidates: vec![steps],
-                })
-                .await
-                .unwrap();
-            scores.push(*s.scores[0].last().unwrap());
-            labels.push(solution::extract_answer(text) == Some(p.answer));
         }
+        let s = prm
+            .score(ScoreRequest {
+                question: p.question.clone(),
+                candidates,
+            })
+            .await
+            .unwrap();
+        scores.extend(s.scores.iter().map(|steps| *steps.last().unwrap()));
+        labels.extend(right);
     }
     let wrong = labels.iter().filter(|l| !**l).count();
     assert!(
-        wrong >= 10 && wrong < labels.len() - 10,
+        wrong >= 10 && wrong + 10 <= labels.len(),
         "{wrong} of {} wrong",
         labels.len()
     );
     let auroc = ponder_arith_train::report::auroc(&scores, &labels).unwrap();
-    // Chance is 0.5; the report measures 0.78 on the held-out set.
+    // Chance is 0.5.
     assert!(
         auroc >= 0.65,
-        "final-step AUROC {auroc:.3} on {} samples",
+        "final-step AUROC {auroc:.3} on {} samples ({wrong} wrong)",
+        labels.len()
+    );
+    eprintln!(
+        "final-step AUROC {auroc:.3} on {} samples ({wrong} wrong)",
         labels.len()
     );
 }

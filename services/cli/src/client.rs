@@ -5,6 +5,7 @@
 //! API key with `--token` / `PONDER_TOKEN` (docs/security.md).
 
 use ponder_cluster::connect::{BearerToken, ConnectArgs};
+use ponder_cluster::BoxedFuture;
 use ponder_proto::v1 as pb;
 use ponder_proto::v1::orchestrator_client::OrchestratorClient;
 use std::time::{Duration, Instant};
@@ -15,23 +16,28 @@ use tonic::transport::Channel;
 pub type Client = OrchestratorClient<InterceptedService<Channel, BearerToken>>;
 
 /// A plaintext client without a token (the embedded cluster, benchmarks).
-pub async fn connect(addr: &str) -> anyhow::Result<Client> {
-    connect_with(addr, &ConnectArgs::default()).await
+pub fn connect<'a>(addr: &'a str) -> BoxedFuture<'a, anyhow::Result<Client>> {
+    Box::pin(async move { connect_with(addr, &ConnectArgs::default()).await })
 }
 
-pub async fn connect_with(addr: &str, access: &ConnectArgs) -> anyhow::Result<Client> {
-    let endpoint = access.endpoint(addr)?;
-    let url = endpoint.uri().to_string();
-    let channel = endpoint.connect().await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach the orchestrator at {url}: {}",
-            ponder_cluster::connect::error_chain(&e)
-        )
-    })?;
-    Ok(OrchestratorClient::with_interceptor(
-        channel,
-        access.bearer()?,
-    ))
+pub fn connect_with<'a>(
+    addr: &'a str,
+    access: &'a ConnectArgs,
+) -> BoxedFuture<'a, anyhow::Result<Client>> {
+    Box::pin(async move {
+        let endpoint = access.endpoint(addr)?;
+        let url = endpoint.uri().to_string();
+        let channel = endpoint.connect().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the orchestrator at {url}: {}",
+                ponder_cluster::connect::error_chain(&e)
+            )
+        })?;
+        Ok(OrchestratorClient::with_interceptor(
+            channel,
+            access.bearer()?,
+        ))
+    })
 }
 
 /// A solve request as the CLI builds it.
@@ -95,49 +101,51 @@ pub fn print_response(r: &pb::SolveResponse, elapsed: Duration) {
 }
 
 /// `ponder solve`: one question, optionally streaming.
-pub async fn solve(
-    addr: &str,
-    access: &ConnectArgs,
+pub fn solve<'a>(
+    addr: &'a str,
+    access: &'a ConnectArgs,
     req: pb::SolveRequest,
     stream: bool,
     timeout: Duration,
-) -> anyhow::Result<()> {
-    let mut client = connect_with(addr, access).await?;
-    let start = Instant::now();
-    let mut request = tonic::Request::new(req);
-    request.set_timeout(timeout);
-    if !stream {
-        let r = client
-            .solve(request)
+) -> BoxedFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let mut client = connect_with(addr, access).await?;
+        let start = Instant::now();
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(timeout);
+        if !stream {
+            let r = client
+                .solve(request)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_response(&r, start.elapsed());
+            return Ok(());
+        }
+        let mut events = client
+            .solve_stream(request)
             .await
             .map_err(status_error)?
             .into_inner();
-        print_response(&r, start.elapsed());
-        return Ok(());
-    }
-    let mut events = client
-        .solve_stream(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    while let Some(ev) = events.message().await.map_err(status_error)? {
-        if let Some(fin) = ev.r#final {
-            print_response(&fin, start.elapsed());
-            return Ok(());
+        while let Some(ev) = events.message().await.map_err(status_error)? {
+            if let Some(fin) = ev.r#final {
+                print_response(&fin, start.elapsed());
+                return Ok(());
+            }
+            println!(
+                "[{:>7.3} s] best so far: {:<8} score {:.3}  ({})",
+                start.elapsed().as_secs_f64(),
+                if ev.best_answer.is_empty() {
+                    "-"
+                } else {
+                    &ev.best_answer
+                },
+                ev.best_score,
+                ev.usage.as_ref().map(usage_line).unwrap_or_default()
+            );
         }
-        println!(
-            "[{:>7.3} s] best so far: {:<8} score {:.3}  ({})",
-            start.elapsed().as_secs_f64(),
-            if ev.best_answer.is_empty() {
-                "-"
-            } else {
-                &ev.best_answer
-            },
-            ev.best_score,
-            ev.usage.as_ref().map(usage_line).unwrap_or_default()
-        );
-    }
-    anyhow::bail!("the stream ended without a final result")
+        anyhow::bail!("the stream ended without a final result")
+    })
 }
 
 /// The status with the causes of a transport failure (a TLS alert, a reset), and a
@@ -160,32 +168,34 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
 }
 
 /// `ponder status`: members, health and load.
-pub async fn status(addr: &str, access: &ConnectArgs) -> anyhow::Result<()> {
-    let mut client = connect_with(addr, access).await?;
-    let s = client
-        .cluster_status(pb::ClusterStatusRequest {})
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    println!("cluster {} (discovery: {})", s.cluster, s.discovery);
-    println!(
-        "{:<10} {:<36} {:<22} {:<12} {:<11} {:>9} {:>9} {:>8}",
-        "ROLE", "INSTANCE", "ADDRESS", "MODEL", "HEALTH", "IN-FLIGHT", "REQUESTS", "FAILURES"
-    );
-    for m in s.members {
+pub fn status<'a>(addr: &'a str, access: &'a ConnectArgs) -> BoxedFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let mut client = connect_with(addr, access).await?;
+        let s = client
+            .cluster_status(pb::ClusterStatusRequest {})
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        println!("cluster {} (discovery: {})", s.cluster, s.discovery);
         println!(
             "{:<10} {:<36} {:<22} {:<12} {:<11} {:>9} {:>9} {:>8}",
-            m.role,
-            m.instance_id,
-            m.address,
-            m.model_id,
-            m.health,
-            m.in_flight,
-            m.requests,
-            m.failures
+            "ROLE", "INSTANCE", "ADDRESS", "MODEL", "HEALTH", "IN-FLIGHT", "REQUESTS", "FAILURES"
         );
-    }
-    Ok(())
+        for m in s.members {
+            println!(
+                "{:<10} {:<36} {:<22} {:<12} {:<11} {:>9} {:>9} {:>8}",
+                m.role,
+                m.instance_id,
+                m.address,
+                m.model_id,
+                m.health,
+                m.in_flight,
+                m.requests,
+                m.failures
+            );
+        }
+        Ok(())
+    })
 }
 
 /// Sample questions for `ponder up --demo`: one per level, fixed so runs compare.
@@ -199,42 +209,48 @@ pub const DEMO_QUESTIONS: [&str; 6] = [
 ];
 
 /// Solves the demo questions and prints question, answer, correctness and compute.
-pub async fn demo(addr: &str, budget: u32, strategy: Option<&str>) -> anyhow::Result<()> {
-    let mut client = connect(addr).await?;
-    println!(
-        "{:<22} {:>7} {:>7} {:>4} {:>6} {:>5} {:>8} {:>8}",
-        "QUESTION", "ANSWER", "TRUE", "OK", "SCORE", "GENS", "TOKENS", "LATENCY"
-    );
-    let mut correct = 0;
-    for (i, q) in DEMO_QUESTIONS.iter().enumerate() {
-        let truth = ponder_arith::solution::solve(q)
-            .map_err(|e| anyhow::anyhow!("demo question {q}: {e}"))?
-            .answer;
-        let start = Instant::now();
-        let r = client
-            .solve(request(q, strategy, budget, 0, i as u64))
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        let ok = r.answer == truth.to_string();
-        correct += ok as usize;
-        let u = r.usage.unwrap_or_default();
+pub fn demo<'a>(
+    addr: &'a str,
+    budget: u32,
+    strategy: Option<&'a str>,
+) -> BoxedFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let mut client = connect(addr).await?;
         println!(
-            "{:<22} {:>7} {:>7} {:>4} {:>6.3} {:>5} {:>8} {:>7.2}s",
-            q,
-            if r.answer.is_empty() { "-" } else { &r.answer },
-            truth,
-            if ok { "yes" } else { "no" },
-            r.score,
-            u.generations,
-            u.generator_tokens + u.verifier_tokens,
-            start.elapsed().as_secs_f64()
+            "{:<22} {:>7} {:>7} {:>4} {:>6} {:>5} {:>8} {:>8}",
+            "QUESTION", "ANSWER", "TRUE", "OK", "SCORE", "GENS", "TOKENS", "LATENCY"
         );
-    }
-    println!(
-        "{correct}/{} correct (strategy {}, budget {budget} generations per question)",
-        DEMO_QUESTIONS.len(),
-        strategy.unwrap_or("default")
-    );
-    Ok(())
+        let mut correct = 0;
+        for (i, q) in DEMO_QUESTIONS.iter().enumerate() {
+            let truth = ponder_arith::solution::solve(q)
+                .map_err(|e| anyhow::anyhow!("demo question {q}: {e}"))?
+                .answer;
+            let start = Instant::now();
+            let r = client
+                .solve(request(q, strategy, budget, 0, i as u64))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let ok = r.answer == truth.to_string();
+            correct += ok as usize;
+            let u = r.usage.unwrap_or_default();
+            println!(
+                "{:<22} {:>7} {:>7} {:>4} {:>6.3} {:>5} {:>8} {:>7.2}s",
+                q,
+                if r.answer.is_empty() { "-" } else { &r.answer },
+                truth,
+                if ok { "yes" } else { "no" },
+                r.score,
+                u.generations,
+                u.generator_tokens + u.verifier_tokens,
+                start.elapsed().as_secs_f64()
+            );
+        }
+        println!(
+            "{correct}/{} correct (strategy {}, budget {budget} generations per question)",
+            DEMO_QUESTIONS.len(),
+            strategy.unwrap_or("default")
+        );
+        Ok(())
+    })
 }

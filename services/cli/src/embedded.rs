@@ -4,6 +4,7 @@
 
 use ponder_cluster::metrics::Metrics;
 use ponder_cluster::node::NodeArgs;
+use ponder_cluster::BoxedFuture;
 use ponder_orchestrator::{OrchestratorArgs, OrchestratorNode};
 use ponder_worker::node::{ModelArgs, ModelNode};
 use std::net::SocketAddr;
@@ -32,63 +33,65 @@ pub struct EmbeddedCluster {
 
 impl EmbeddedCluster {
     /// Starts every node and returns when all are healthy.
-    pub async fn start(cfg: EmbeddedConfig) -> anyhow::Result<Self> {
-        anyhow::ensure!(cfg.generators >= 1, "--generators must be at least 1");
-        let metrics = Metrics::new();
-        if let Some(a) = cfg.metrics_addr {
-            metrics.serve(a).await?;
-        }
-        let worker_args = || NodeArgs {
-            etcd: cfg.etcd.clone(),
-            cluster: cfg.cluster.clone(),
-            drain_secs: 5,
-            ..NodeArgs::default()
-        };
-        let mut generators = Vec::new();
-        for _ in 0..cfg.generators {
-            let args = ponder_generator::GeneratorArgs {
-                node: worker_args(),
-                model: ModelArgs::new(cfg.generator_model.clone()),
+    pub fn start(cfg: EmbeddedConfig) -> BoxedFuture<'static, anyhow::Result<Self>> {
+        Box::pin(async move {
+            anyhow::ensure!(cfg.generators >= 1, "--generators must be at least 1");
+            let metrics = Metrics::new();
+            if let Some(a) = cfg.metrics_addr {
+                metrics.serve(a).await?;
+            }
+            let worker_args = || NodeArgs {
+                etcd: cfg.etcd.clone(),
+                cluster: cfg.cluster.clone(),
+                drain_secs: 5,
+                ..NodeArgs::default()
             };
-            generators.push(ponder_generator::start(args, metrics.clone()).await?);
-        }
-        let verifier = match &cfg.verifier_model {
-            Some(m) => Some(
-                ponder_verifier::start(
-                    ponder_verifier::VerifierArgs {
-                        node: worker_args(),
-                        model: ModelArgs::new(m.clone()),
-                    },
-                    metrics.clone(),
-                )
-                .await?,
-            ),
-            None => None,
-        };
-        let mut oargs = OrchestratorArgs::new(NodeArgs {
-            listen: cfg.orchestrator_addr,
-            ..worker_args()
-        });
-        oargs.policy = cfg.policy.clone();
-        if cfg.etcd.is_empty() {
-            oargs.generators = generators.iter().map(|g| g.node.addr.to_string()).collect();
-            oargs.verifiers = verifier.iter().map(|v| v.node.addr.to_string()).collect();
-        }
-        let orchestrator = ponder_orchestrator::start(oargs, metrics.clone()).await?;
-        if verifier.is_some() {
-            // Healthy means every member answered ModelInfo, the verifier included.
-            let all_ready = |snap: &ponder_cluster::Snapshot| {
-                (snap.ready(ponder_cluster::Role::Verifier) > 0
-                    && snap.ready(ponder_cluster::Role::Generator) >= generators.len())
-                .then_some(())
+            let mut generators = Vec::new();
+            for _ in 0..cfg.generators {
+                let args = ponder_generator::GeneratorArgs {
+                    node: worker_args(),
+                    model: ModelArgs::new(cfg.generator_model.clone()),
+                };
+                generators.push(ponder_generator::start(args, metrics.clone()).await?);
+            }
+            let verifier = match &cfg.verifier_model {
+                Some(m) => Some(
+                    ponder_verifier::start(
+                        ponder_verifier::VerifierArgs {
+                            node: worker_args(),
+                            model: ModelArgs::new(m.clone()),
+                        },
+                        metrics.clone(),
+                    )
+                    .await?,
+                ),
+                None => None,
             };
-            orchestrator.registry.wait_for(None, all_ready).await;
-        }
-        Ok(Self {
-            orchestrator,
-            generators,
-            verifier,
-            metrics,
+            let mut oargs = OrchestratorArgs::new(NodeArgs {
+                listen: cfg.orchestrator_addr,
+                ..worker_args()
+            });
+            oargs.policy = cfg.policy.clone();
+            if cfg.etcd.is_empty() {
+                oargs.generators = generators.iter().map(|g| g.node.addr.to_string()).collect();
+                oargs.verifiers = verifier.iter().map(|v| v.node.addr.to_string()).collect();
+            }
+            let orchestrator = ponder_orchestrator::start(oargs, metrics.clone()).await?;
+            if verifier.is_some() {
+                // Healthy means every member answered ModelInfo, the verifier included.
+                let all_ready = |snap: &ponder_cluster::Snapshot| {
+                    (snap.ready(ponder_cluster::Role::Verifier) > 0
+                        && snap.ready(ponder_cluster::Role::Generator) >= generators.len())
+                    .then_some(())
+                };
+                orchestrator.registry.wait_for(None, all_ready).await;
+            }
+            Ok(Self {
+                orchestrator,
+                generators,
+                verifier,
+                metrics,
+            })
         })
     }
 
@@ -96,13 +99,15 @@ impl EmbeddedCluster {
         self.orchestrator.node.addr
     }
 
-    pub async fn stop(self) {
-        self.orchestrator.stop().await;
-        for g in self.generators {
-            g.stop().await;
-        }
-        if let Some(v) = self.verifier {
-            v.stop().await;
-        }
+    pub fn stop(self) -> BoxedFuture<'static, ()> {
+        Box::pin(async move {
+            self.orchestrator.stop().await;
+            for g in self.generators {
+                g.stop().await;
+            }
+            if let Some(v) = self.verifier {
+                v.stop().await;
+            }
+        })
     }
 }

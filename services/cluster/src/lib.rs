@@ -24,5 +24,13 @@ pub mod tls;
 pub mod wire;
 
 pub use member::{Member, MemberKey, MemberRecord, Role};
+
+/// What the public async entry points of Ponder's crates return (starting and stopping
+/// nodes, `run`, client calls): a boxed future. An `async fn`'s state machine is
+/// compiled in every crate that polls it, so an unboxed entry point was compiled again
+/// in each binary and test that awaits it (the 7-line `ponder-orchestrator` binary took
+/// 71 s to build); boxed, it is compiled once, in its own crate (docs/benchmarks.md,
+/// "Code shape"). The one allocation per call is nothing beside what these calls do.
+pub type BoxedFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 pub use membership::{Registry, Snapshot};
 pub use pool::{GeneratorPool, VerifierPool};

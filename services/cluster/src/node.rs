@@ -17,6 +17,7 @@ use crate::discovery::{EtcdAccessArgs, EtcdConfig};
 use crate::member::MemberRecord;
 use crate::register::{Registration, DEFAULT_TTL_SECS};
 use crate::tls::{ClientAuth, TlsArgs};
+use crate::BoxedFuture;
 use clap::Args;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -104,68 +105,70 @@ impl Node {
     /// Binds and starts serving `routes` plus health and reflection; health reports
     /// NOT_SERVING until [`Node::set_serving`]. `client_auth` is the role's default for
     /// `--tls-client-auth` once a CA is configured.
-    pub async fn start(
+    pub fn start(
         args: NodeArgs,
         service_name: &'static str,
         routes: Routes,
         client_auth: ClientAuth,
-    ) -> anyhow::Result<Self> {
-        let tls = args.tls.server(client_auth)?;
-        let etcd = if args.etcd.is_empty() {
-            None
-        } else {
-            Some(EtcdConfig::new(args.etcd.clone(), &args.etcd_access)?)
-        };
-        let listener = TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        let addr = listener.local_addr()?;
-        match &tls {
-            Some(_) if args.tls.requires_client_certs(client_auth) => {
-                tracing::info!(%addr, "TLS on; callers must present a certificate signed by the cluster CA")
+    ) -> BoxedFuture<'static, anyhow::Result<Self>> {
+        Box::pin(async move {
+            let tls = args.tls.server(client_auth)?;
+            let etcd = if args.etcd.is_empty() {
+                None
+            } else {
+                Some(EtcdConfig::new(args.etcd.clone(), &args.etcd_access)?)
+            };
+            let listener = TcpListener::bind(args.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+            let addr = listener.local_addr()?;
+            match &tls {
+                Some(_) if args.tls.requires_client_certs(client_auth) => {
+                    tracing::info!(%addr, "TLS on; callers must present a certificate signed by the cluster CA")
+                }
+                Some(_) => tracing::info!(%addr, "TLS on; client certificates not required"),
+                None => tracing::info!(%addr, "plaintext gRPC (no --tls-cert)"),
             }
-            Some(_) => tracing::info!(%addr, "TLS on; client certificates not required"),
-            None => tracing::info!(%addr, "plaintext gRPC (no --tls-cert)"),
-        }
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        health
-            .set_service_status(service_name, ServingStatus::NotServing)
-            .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(ponder_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let (stop, mut stopped) = watch::channel(false);
-        let health_addr = match args.health_listen {
-            Some(a) => {
-                Some(serve_health(a, Routes::new(health_service.clone()), stop.subscribe()).await?)
+            let (health, health_service) = tonic_health::server::health_reporter();
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            health
+                .set_service_status(service_name, ServingStatus::NotServing)
+                .await;
+            let reflection = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(ponder_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()?;
+            let (stop, mut stopped) = watch::channel(false);
+            let health_addr = match args.health_listen {
+                Some(a) => Some(
+                    serve_health(a, Routes::new(health_service.clone()), stop.subscribe()).await?,
+                ),
+                None => None,
+            };
+            let routes = routes.add_service(health_service).add_service(reflection);
+            let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+            if let Some(tls) = tls {
+                server = server.tls_config(tls)?;
             }
-            None => None,
-        };
-        let routes = routes.add_service(health_service).add_service(reflection);
-        let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
-        if let Some(tls) = tls {
-            server = server.tls_config(tls)?;
-        }
-        let task = tokio::spawn(server.add_routes(routes).serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            },
-        ));
-        Ok(Self {
-            addr,
-            health_addr,
-            service_name,
-            args,
-            health,
-            stop,
-            task,
-            etcd,
-            registration: None,
+            let task = tokio::spawn(server.add_routes(routes).serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            ));
+            Ok(Self {
+                addr,
+                health_addr,
+                service_name,
+                args,
+                health,
+                stop,
+                task,
+                etcd,
+                registration: None,
+            })
         })
     }
 
@@ -211,30 +214,32 @@ impl Node {
     }
 
     /// Graceful stop: NOT_SERVING, leave etcd, drain, exit.
-    pub async fn stop(mut self) {
-        self.health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        self.health
-            .set_service_status(self.service_name, ServingStatus::NotServing)
-            .await;
-        if let Some(r) = self.registration.take() {
-            r.revoke().await;
-        }
-        let _ = self.stop.send(true);
-        let drain = Duration::from_secs(self.args.drain_secs);
-        match tokio::time::timeout(drain, &mut self.task).await {
-            Ok(Ok(Ok(()))) => tracing::info!(addr = %self.addr, "stopped"),
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
-            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
-            Err(_) => {
-                tracing::warn!(
-                    ?drain,
-                    "in-flight calls did not drain in time; stopping anyway"
-                );
-                self.task.abort();
+    pub fn stop(mut self) -> BoxedFuture<'static, ()> {
+        Box::pin(async move {
+            self.health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            self.health
+                .set_service_status(self.service_name, ServingStatus::NotServing)
+                .await;
+            if let Some(r) = self.registration.take() {
+                r.revoke().await;
             }
-        }
+            let _ = self.stop.send(true);
+            let drain = Duration::from_secs(self.args.drain_secs);
+            match tokio::time::timeout(drain, &mut self.task).await {
+                Ok(Ok(Ok(()))) => tracing::info!(addr = %self.addr, "stopped"),
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+                Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+                Err(_) => {
+                    tracing::warn!(
+                        ?drain,
+                        "in-flight calls did not drain in time; stopping anyway"
+                    );
+                    self.task.abort();
+                }
+            }
+        })
     }
 
     /// Waits until the server exits on its own (it only does on error).

@@ -7,6 +7,7 @@
 use clap::Parser;
 use ponder_cluster::metrics::Metrics;
 use ponder_cluster::node::NodeArgs;
+use ponder_cluster::BoxedFuture;
 use ponder_cluster::{wire, Role};
 use ponder_proto::v1 as pb;
 use ponder_proto::v1::generator_server::{Generator, GeneratorServer};
@@ -67,27 +68,34 @@ impl Generator for GeneratorService {
 }
 
 /// Starts a generator node and returns once its model is loaded and it is SERVING.
-pub async fn start(args: GeneratorArgs, metrics: Metrics) -> anyhow::Result<ModelNode> {
-    let cell = WorkerCell::default();
-    let service = GeneratorService {
-        worker: cell.clone(),
-        metrics: metrics.clone(),
-    };
-    let routes = tonic::service::Routes::new(GeneratorServer::new(service));
-    ModelNode::start(
-        args.node,
-        args.model,
-        Role::Generator,
-        SERVICE_NAME,
-        cell,
-        routes,
-        metrics,
-    )
-    .await
+pub fn start(
+    args: GeneratorArgs,
+    metrics: Metrics,
+) -> BoxedFuture<'static, anyhow::Result<ModelNode>> {
+    Box::pin(async move {
+        let cell = WorkerCell::default();
+        let service = GeneratorService {
+            worker: cell.clone(),
+            metrics: metrics.clone(),
+        };
+        let routes = tonic::service::Routes::new(GeneratorServer::new(service));
+        ModelNode::start(
+            args.node,
+            args.model,
+            Role::Generator,
+            SERVICE_NAME,
+            cell,
+            routes,
+            metrics,
+        )
+        .await
+    })
 }
 
 /// The `ponder-generator` binary: serve until SIGTERM/Ctrl-C, then stop gracefully.
-pub async fn run(args: GeneratorArgs) -> anyhow::Result<()> {
-    let metrics = Metrics::for_binary(&args.node).await?;
-    start(args, metrics).await?.serve_until_shutdown().await
+pub fn run(args: GeneratorArgs) -> BoxedFuture<'static, anyhow::Result<()>> {
+    Box::pin(async move {
+        let metrics = Metrics::for_binary(&args.node).await?;
+        start(args, metrics).await?.serve_until_shutdown().await
+    })
 }

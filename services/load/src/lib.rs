@@ -38,13 +38,16 @@ pub mod workload;
 
 pub use args::{Cli, Command};
 pub use driver::{run, Plan};
+use ponder_cluster::BoxedFuture;
 pub use report::Report;
 
 /// Runs a parsed command line: the whole `ponder-load` binary.
-pub async fn main(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Run(a) => args::run_command(a).await,
-        Command::Sweep(a) => args::sweep_command(a).await,
-        Command::Compare(a) => compare::compare_files(&a.a, &a.b),
-    }
+pub fn main(cli: Cli) -> BoxedFuture<'static, anyhow::Result<()>> {
+    Box::pin(async move {
+        match cli.command {
+            Command::Run(a) => args::run_command(a).await,
+            Command::Sweep(a) => args::sweep_command(a).await,
+            Command::Compare(a) => compare::compare_files(&a.a, &a.b),
+        }
+    })
 }

@@ -6,7 +6,7 @@ use ponder_load::record::{read_jsonl, Record};
 use ponder_load::Report;
 use std::path::Path;
 
-/// The embedded cluster on an ephemeral port, as `tests/common::embedded(1)` starts it
+/// The embedded cluster on an ephemeral port, as `tests/system/common::embedded(1)` starts it
 /// (that module cannot be shared here: it also spawns the `ponder` binary, which only
 /// ponder-cli's own tests are given).
 async fn cluster() -> EmbeddedCluster {

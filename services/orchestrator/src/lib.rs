@@ -18,6 +18,7 @@ use ponder_cluster::discovery::{Discovery, EtcdConfig, EtcdDiscovery, StaticDisc
 use ponder_cluster::metrics::Metrics;
 use ponder_cluster::node::{Node, NodeArgs};
 use ponder_cluster::tls::ClientAuth;
+use ponder_cluster::BoxedFuture;
 use ponder_cluster::{Registry, Role};
 use ponder_proto::v1::orchestrator_server::OrchestratorServer;
 use ponder_search::strategy::compute_optimal::Policy;
@@ -81,10 +82,12 @@ pub struct OrchestratorNode {
 }
 
 impl OrchestratorNode {
-    pub async fn stop(self) {
-        self.readiness.abort();
-        self.discovery.abort();
-        self.node.stop().await;
+    pub fn stop(self) -> BoxedFuture<'static, ()> {
+        Box::pin(async move {
+            self.readiness.abort();
+            self.discovery.abort();
+            self.node.stop().await;
+        })
     }
 }
 
@@ -120,87 +123,96 @@ fn follow_readiness(
 }
 
 /// Starts the orchestrator; it turns SERVING once a generator is ready.
-pub async fn start(args: OrchestratorArgs, metrics: Metrics) -> anyhow::Result<OrchestratorNode> {
-    let format = match &args.format {
-        Some(p) => SolutionFormat::from_file(p)?,
-        None => SolutionFormat::default(),
-    };
-    // Parsed here, once: queries only look their strategy up.
-    let policy = match &args.policy {
-        Some(p) => Arc::new(Policy::from_file(p)?),
-        None => Policy::builtin(),
-    };
-    anyhow::ensure!(
-        (1..=ponder_search::budget::MAX_GENERATIONS).contains(&args.default_generations),
-        "--default-generations must be in 1..={}",
-        ponder_search::budget::MAX_GENERATIONS
-    );
-    anyhow::ensure!(args.max_queries > 0, "--max-queries must be at least 1");
-    let gate = Gate::new(&args.access)?;
-    let peers = args.node.tls.peers()?;
-    match &peers {
-        Some(p) if p.has_identity => {
-            tracing::info!("dialing workers over mTLS, verified by the cluster CA")
-        }
-        Some(_) => tracing::warn!(
-            "dialing workers over TLS without a client certificate (no --tls-client-cert or \
-             --tls-cert): workers that require mTLS will refuse this orchestrator"
-        ),
-        None => {}
-    }
-    let registry = Registry::with_tls(peers);
-    let (kind, discovery) = if args.node.etcd.is_empty() {
-        anyhow::ensure!(
-            !args.generators.is_empty(),
-            "give --generators (static membership) or --etcd (discovery)"
-        );
-        let d = StaticDiscovery::new(&args.generators, &args.verifiers);
-        (d.kind(), tokio::spawn(d.run(registry.clone())))
-    } else {
-        let d = EtcdDiscovery {
-            etcd: EtcdConfig::new(args.node.etcd.clone(), &args.node.etcd_access)?,
-            cluster: args.node.cluster.clone(),
+pub fn start(
+    args: OrchestratorArgs,
+    metrics: Metrics,
+) -> BoxedFuture<'static, anyhow::Result<OrchestratorNode>> {
+    Box::pin(async move {
+        let format = match &args.format {
+            Some(p) => SolutionFormat::from_file(p)?,
+            None => SolutionFormat::default(),
         };
-        (d.kind(), tokio::spawn(d.run(registry.clone())))
-    };
-    let service = OrchestratorService::new(Shared {
-        registry: registry.clone(),
-        discovery: kind,
-        cluster: args.node.cluster.clone(),
-        format,
-        policy,
-        default_generations: args.default_generations,
-        admission: Admission::new(args.max_queries),
-        retries: Default::default(),
-        verifiers_seen: Default::default(),
-        metrics,
-    });
-    // Only the Orchestrator service is gated: health and reflection stay open.
-    let routes = tonic::service::Routes::new(OrchestratorServer::with_interceptor(service, gate));
-    // The public port asks for no client certificate by default: callers use API keys.
-    let mut node = Node::start(args.node.clone(), SERVICE_NAME, routes, ClientAuth::None).await?;
-    registry
-        .wait_for(None, |snap| (snap.ready(Role::Generator) > 0).then_some(()))
-        .await;
-    node.set_serving(None).await;
-    let readiness = follow_readiness(&registry, node.health());
-    Ok(OrchestratorNode {
-        node,
-        registry,
-        discovery,
-        readiness,
+        // Parsed here, once: queries only look their strategy up.
+        let policy = match &args.policy {
+            Some(p) => Arc::new(Policy::from_file(p)?),
+            None => Policy::builtin(),
+        };
+        anyhow::ensure!(
+            (1..=ponder_search::budget::MAX_GENERATIONS).contains(&args.default_generations),
+            "--default-generations must be in 1..={}",
+            ponder_search::budget::MAX_GENERATIONS
+        );
+        anyhow::ensure!(args.max_queries > 0, "--max-queries must be at least 1");
+        let gate = Gate::new(&args.access)?;
+        let peers = args.node.tls.peers()?;
+        match &peers {
+            Some(p) if p.has_identity => {
+                tracing::info!("dialing workers over mTLS, verified by the cluster CA")
+            }
+            Some(_) => tracing::warn!(
+                "dialing workers over TLS without a client certificate (no --tls-client-cert or \
+             --tls-cert): workers that require mTLS will refuse this orchestrator"
+            ),
+            None => {}
+        }
+        let registry = Registry::with_tls(peers);
+        let (kind, discovery) = if args.node.etcd.is_empty() {
+            anyhow::ensure!(
+                !args.generators.is_empty(),
+                "give --generators (static membership) or --etcd (discovery)"
+            );
+            let d = StaticDiscovery::new(&args.generators, &args.verifiers);
+            (d.kind(), tokio::spawn(d.run(registry.clone())))
+        } else {
+            let d = EtcdDiscovery {
+                etcd: EtcdConfig::new(args.node.etcd.clone(), &args.node.etcd_access)?,
+                cluster: args.node.cluster.clone(),
+            };
+            (d.kind(), tokio::spawn(d.run(registry.clone())))
+        };
+        let service = OrchestratorService::new(Shared {
+            registry: registry.clone(),
+            discovery: kind,
+            cluster: args.node.cluster.clone(),
+            format,
+            policy,
+            default_generations: args.default_generations,
+            admission: Admission::new(args.max_queries),
+            retries: Default::default(),
+            verifiers_seen: Default::default(),
+            metrics,
+        });
+        // Only the Orchestrator service is gated: health and reflection stay open.
+        let routes =
+            tonic::service::Routes::new(OrchestratorServer::with_interceptor(service, gate));
+        // The public port asks for no client certificate by default: callers use API keys.
+        let mut node =
+            Node::start(args.node.clone(), SERVICE_NAME, routes, ClientAuth::None).await?;
+        registry
+            .wait_for(None, |snap| (snap.ready(Role::Generator) > 0).then_some(()))
+            .await;
+        node.set_serving(None).await;
+        let readiness = follow_readiness(&registry, node.health());
+        Ok(OrchestratorNode {
+            node,
+            registry,
+            discovery,
+            readiness,
+        })
     })
 }
 
 /// The `ponder-orchestrator` binary: serve until SIGTERM/Ctrl-C.
-pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
-    let metrics = Metrics::for_binary(&args.node).await?;
-    let mut o = start(args, metrics).await?;
-    println!("orchestrator listening on {}", o.node.addr);
-    tokio::select! {
-        _ = ponder_cluster::telemetry::shutdown_signal() => {}
-        r = o.node.wait() => r?,
-    }
-    o.stop().await;
-    Ok(())
+pub fn run(args: OrchestratorArgs) -> BoxedFuture<'static, anyhow::Result<()>> {
+    Box::pin(async move {
+        let metrics = Metrics::for_binary(&args.node).await?;
+        let mut o = start(args, metrics).await?;
+        println!("orchestrator listening on {}", o.node.addr);
+        tokio::select! {
+            _ = ponder_cluster::telemetry::shutdown_signal() => {}
+            r = o.node.wait() => r?,
+        }
+        o.stop().await;
+        Ok(())
+    })
 }

@@ -6,6 +6,7 @@
 use clap::Parser;
 use ponder_cluster::metrics::Metrics;
 use ponder_cluster::node::NodeArgs;
+use ponder_cluster::BoxedFuture;
 use ponder_cluster::{wire, Role};
 use ponder_proto::v1 as pb;
 use ponder_proto::v1::verifier_server::{Verifier, VerifierServer};
@@ -62,27 +63,34 @@ impl Verifier for VerifierService {
 }
 
 /// Starts a verifier node and returns once its PRM is loaded and it is SERVING.
-pub async fn start(args: VerifierArgs, metrics: Metrics) -> anyhow::Result<ModelNode> {
-    let cell = WorkerCell::default();
-    let service = VerifierService {
-        worker: cell.clone(),
-        metrics: metrics.clone(),
-    };
-    let routes = tonic::service::Routes::new(VerifierServer::new(service));
-    ModelNode::start(
-        args.node,
-        args.model,
-        Role::Verifier,
-        SERVICE_NAME,
-        cell,
-        routes,
-        metrics,
-    )
-    .await
+pub fn start(
+    args: VerifierArgs,
+    metrics: Metrics,
+) -> BoxedFuture<'static, anyhow::Result<ModelNode>> {
+    Box::pin(async move {
+        let cell = WorkerCell::default();
+        let service = VerifierService {
+            worker: cell.clone(),
+            metrics: metrics.clone(),
+        };
+        let routes = tonic::service::Routes::new(VerifierServer::new(service));
+        ModelNode::start(
+            args.node,
+            args.model,
+            Role::Verifier,
+            SERVICE_NAME,
+            cell,
+            routes,
+            metrics,
+        )
+        .await
+    })
 }
 
 /// The `ponder-verifier` binary: serve until SIGTERM/Ctrl-C, then stop gracefully.
-pub async fn run(args: VerifierArgs) -> anyhow::Result<()> {
-    let metrics = Metrics::for_binary(&args.node).await?;
-    start(args, metrics).await?.serve_until_shutdown().await
+pub fn run(args: VerifierArgs) -> BoxedFuture<'static, anyhow::Result<()>> {
+    Box::pin(async move {
+        let metrics = Metrics::for_binary(&args.node).await?;
+        start(args, metrics).await?.serve_until_shutdown().await
+    })
 }

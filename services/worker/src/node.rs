@@ -10,6 +10,7 @@ use ponder_cluster::member::{MemberRecord, Role};
 use ponder_cluster::metrics::Metrics;
 use ponder_cluster::node::{Node, NodeArgs};
 use ponder_cluster::tls::ClientAuth;
+use ponder_cluster::BoxedFuture;
 use ponder_engine::{LoadOptions, ModelWorker, WorkerConfig};
 use ponder_search::SearchError;
 use std::path::PathBuf;
@@ -38,6 +39,10 @@ pub struct ModelArgs {
     /// Prompt tokens per forward pass at most.
     #[arg(long, env = "PONDER_MAX_BATCH_TOKENS", default_value_t = 2048)]
     pub max_batch_tokens: usize,
+    /// Compute threads of the model worker (0: one for a model under 20M parameters,
+    /// every core for a larger one). Set it when several nodes share a host.
+    #[arg(long, env = "PONDER_THREADS", default_value_t = 0)]
+    pub threads: usize,
 }
 
 impl ModelArgs {
@@ -48,6 +53,7 @@ impl ModelArgs {
             max_queued: 256,
             max_active_sequences: 256,
             max_batch_tokens: 2048,
+            threads: 0,
         }
     }
 }
@@ -81,7 +87,7 @@ pub struct ModelNode {
 impl ModelNode {
     /// Starts serving `routes` (built over `cell`), loads the model, turns SERVING.
     /// Returns once the model is loaded and warmed up.
-    pub async fn start(
+    pub fn start(
         node_args: NodeArgs,
         model: ModelArgs,
         role: Role,
@@ -89,82 +95,90 @@ impl ModelNode {
         cell: WorkerCell,
         routes: Routes,
         metrics: Metrics,
-    ) -> anyhow::Result<Self> {
-        // Workers accept only cluster peers once a CA is configured (docs/security.md).
-        let mut node = Node::start(node_args, service_name, routes, ClientAuth::Required).await?;
-        tracing::info!(addr = %node.addr, model = %model.model.display(), "loading model");
-        let (given, name) = (model.model.clone(), model.model_name.clone());
-        let needs_prm = role == Role::Verifier;
-        let model_role = match role {
-            Role::Generator => ModelRole::Generator,
-            Role::Verifier => ModelRole::Verifier,
-            Role::Orchestrator => anyhow::bail!("an orchestrator serves no model"),
-        };
-        let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let path = resolve_model_path(&given, model_role, name.as_deref())?;
-            if path != given {
-                tracing::info!(model = %path.display(), "resolved through the models manifest");
-            }
-            let loaded = ponder_engine::load(&path, &LoadOptions::default())?;
-            if needs_prm && loaded.prm.is_none() {
-                anyhow::bail!(
-                    "{} is not a PRM: a verifier needs a prm.json beside the weights",
-                    path.display()
-                );
-            }
-            loaded.warm_up()?;
-            Ok(loaded)
-        })
-        .await??;
-        let worker = ModelWorker::spawn(
-            loaded,
-            WorkerConfig {
-                max_queued_requests: model.max_queued,
-                max_active_sequences: model.max_active_sequences,
-                max_batch_tokens: model.max_batch_tokens,
-                ..WorkerConfig::default()
-            },
-        );
-        let info = worker.info().clone();
-        let instance_id = node.instance_id(role.as_str());
-        let _ = cell.0.set((worker.clone(), instance_id.clone()));
-        let health = Health {
-            reporter: node.health(),
-            service_name,
-        };
-        let stats = spawn_stats(worker, metrics, role, health);
-        let record = MemberRecord {
-            role,
-            instance_id,
-            address: node.advertised(),
-            model_id: info.id.clone(),
-            capacity: model.max_queued as u32,
-        };
-        node.set_serving(Some(record)).await;
-        tracing::info!(addr = %node.addr, model = %info.id, parameters = info.parameters, "serving");
-        Ok(Self {
-            node,
-            worker: cell,
-            role,
-            stats,
+    ) -> BoxedFuture<'static, anyhow::Result<Self>> {
+        Box::pin(async move {
+            // Workers accept only cluster peers once a CA is configured (docs/security.md).
+            let mut node =
+                Node::start(node_args, service_name, routes, ClientAuth::Required).await?;
+            tracing::info!(addr = %node.addr, model = %model.model.display(), "loading model");
+            let (given, name) = (model.model.clone(), model.model_name.clone());
+            let needs_prm = role == Role::Verifier;
+            let model_role = match role {
+                Role::Generator => ModelRole::Generator,
+                Role::Verifier => ModelRole::Verifier,
+                Role::Orchestrator => anyhow::bail!("an orchestrator serves no model"),
+            };
+            let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let path = resolve_model_path(&given, model_role, name.as_deref())?;
+                if path != given {
+                    tracing::info!(model = %path.display(), "resolved through the models manifest");
+                }
+                let loaded = ponder_engine::load(&path, &LoadOptions::default())?;
+                if needs_prm && loaded.prm.is_none() {
+                    anyhow::bail!(
+                        "{} is not a PRM: a verifier needs a prm.json beside the weights",
+                        path.display()
+                    );
+                }
+                loaded.warm_up()?;
+                Ok(loaded)
+            })
+            .await??;
+            let worker = ModelWorker::spawn(
+                loaded,
+                WorkerConfig {
+                    max_queued_requests: model.max_queued,
+                    max_active_sequences: model.max_active_sequences,
+                    max_batch_tokens: model.max_batch_tokens,
+                    threads: model.threads,
+                    ..WorkerConfig::default()
+                },
+            );
+            let info = worker.info().clone();
+            let instance_id = node.instance_id(role.as_str());
+            let _ = cell.0.set((worker.clone(), instance_id.clone()));
+            let health = Health {
+                reporter: node.health(),
+                service_name,
+            };
+            let stats = spawn_stats(worker, metrics, role, health);
+            let record = MemberRecord {
+                role,
+                instance_id,
+                address: node.advertised(),
+                model_id: info.id.clone(),
+                capacity: model.max_queued as u32,
+            };
+            node.set_serving(Some(record)).await;
+            tracing::info!(addr = %node.addr, model = %info.id, parameters = info.parameters, "serving");
+            Ok(Self {
+                node,
+                worker: cell,
+                role,
+                stats,
+            })
         })
     }
 
-    pub async fn stop(self) {
-        self.stats.abort();
-        self.node.stop().await
+    pub fn stop(self) -> BoxedFuture<'static, ()> {
+        Box::pin(async move {
+            self.stats.abort();
+            self.node.stop().await
+        })
     }
 
     /// What a node binary does once started: print its ready line, serve until
     /// SIGTERM/Ctrl-C (or a server error), then stop gracefully.
-    pub async fn serve_until_shutdown(mut self) -> anyhow::Result<()> {
-        println!("{} listening on {}", self.role.as_str(), self.node.addr);
-        tokio::select! {
-            _ = ponder_cluster::telemetry::shutdown_signal() => {}
-            r = self.node.wait() => r?,
-        }
-        self.stop().await;
-        Ok(())
+    pub fn serve_until_shutdown(mut self) -> BoxedFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            println!("{} listening on {}", self.role.as_str(), self.node.addr);
+            tokio::select! {
+                _ = ponder_cluster::telemetry::shutdown_signal() => {}
+                r = self.node.wait() => r?,
+            }
+            self.stop().await;
+            Ok(())
+        })
     }
 }
 

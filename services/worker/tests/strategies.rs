@@ -56,7 +56,7 @@ async fn run(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_strategy_ever_exceeds_its_budget() {
     for spec in SPECS {
-        for (generations, max_tokens) in [(1, 0), (3, 0), (8, 2500), (5, 700)] {
+        for (generations, max_tokens) in [(1, 0), (3, 0), (6, 1200), (4, 500)] {
             let result = run(spec, "(47+38)*3-19", generations, max_tokens, 1).await;
             ponder_search::scripted::assert_within_budget(spec, generations, max_tokens, &result);
         }
@@ -66,8 +66,8 @@ async fn no_strategy_ever_exceeds_its_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fixed_seed_gives_the_same_result() {
     for spec in SPECS {
-        let a = run(spec, "12*(7+6)-45+3", 8, 0, 9).await.unwrap();
-        let b = run(spec, "12*(7+6)-45+3", 8, 0, 9).await.unwrap();
+        let a = run(spec, "12*(7+6)-45+3", 4, 0, 9).await.unwrap();
+        let b = run(spec, "12*(7+6)-45+3", 4, 0, 9).await.unwrap();
         assert_eq!(
             (&a.answer, &a.solution, a.score, a.usage.generations),
             (&b.answer, &b.solution, b.score, b.usage.generations),
@@ -109,14 +109,14 @@ async fn replaying_a_draw_equals_running_the_strategy() {
     let (g, v) = pair();
     let format = SolutionFormat::default();
     for (question, seed) in [("(958*47-3076)*29", 11u64), ("7391*86-(429+9937)", 12)] {
-        let mut p = SolveParams::new(question, Budget::new(16, 0, None).unwrap(), seed);
-        let (draw, usage) = ponder_search::draw(g, v, &format, &p, 16).await.unwrap();
-        assert_eq!((draw.len(), usage.generations), (16, 16));
+        let mut p = SolveParams::new(question, Budget::new(12, 0, None).unwrap(), seed);
+        let (draw, usage) = ponder_search::draw(g, v, &format, &p, 12).await.unwrap();
+        assert_eq!((draw.len(), usage.generations), (12, 12));
         for (spec, budget) in [
             ("self_consistency", 3),
-            ("best_of_n", 8),
-            ("weighted_best_of_n", 13),
-            ("adaptive:8", 16),
+            ("best_of_n", 7),
+            ("weighted_best_of_n", 10),
+            ("adaptive:8", 12),
         ] {
             let strategy = StrategyKind::parse(spec).unwrap();
             let replayed = ponder_search::replay::replay(strategy, budget, &draw).unwrap();

@@ -1,6 +1,9 @@
 //! `ponder eval`: strategies x budgets on a held-out question set, in-process on the
 //! bundled models with the same strategy code as the cluster; then the compute-optimal
-//! policy fit, its cross-validated evaluation, and the plots.
+//! policy fit, its cross-validated evaluation, and the plots. The questions come from
+//! the independent evaluation sampler (`ponder_arith::eval_sampler`): uniform trees and
+//! operands over the whole grammar, in the slice of question space that the trainer
+//! never sees, so the figures measure the grammar learned, not the training sampler.
 //!
 //! Sampling strategies (self-consistency, best-of-N, weighted best-of-N, `adaptive:8`)
 //! are replayed from one scored draw of `max(budgets)` samples per question, which is
@@ -25,8 +28,10 @@ use ponder_search::replay::replayable;
 use ponder_search::strategy::compute_optimal::Policy;
 use ponder_search::{solve, Budget, SolutionFormat, SolveParams, StrategyKind};
 use ponder_worker::local::{LocalGenerator, LocalVerifier};
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,138 +60,145 @@ fn progress_bar(len: usize, what: &str) -> anyhow::Result<ProgressBar> {
     Ok(bar)
 }
 
-pub async fn run(cfg: EvalConfig) -> anyhow::Result<Vec<Cell>> {
-    let strategies: Vec<StrategyKind> = cfg
-        .strategies
-        .iter()
-        .map(|s| StrategyKind::parse(s))
-        .collect::<Result<_, _>>()?;
-    let run_budgets = cfg
-        .run_budgets
-        .clone()
-        .unwrap_or_else(|| cfg.budgets.clone());
-    anyhow::ensure!(
-        !cfg.budgets.is_empty() && cfg.budgets.iter().chain(&run_budgets).all(|&b| b >= 1),
-        "--budgets must be positive"
-    );
-    let bundled = crate::models::bundled(Some(&cfg.models))?;
-    let open = |path: &std::path::Path| -> anyhow::Result<ModelWorker> {
-        let m = ponder_engine::load(path, &LoadOptions::default())?;
-        m.warm_up()?;
-        Ok(ModelWorker::spawn(m, WorkerConfig::default()))
-    };
-    let generator = LocalGenerator::new(open(&bundled.generator)?);
-    let verifier_path = bundled.verifier.as_deref().ok_or_else(|| {
-        anyhow::anyhow!(
-            "{}: ponder eval needs a verifier model",
-            cfg.models.display()
-        )
-    })?;
-    let verifier = LocalVerifier::new(open(verifier_path)?)?;
-    let policy = match &bundled.policy {
-        Some(p) => Some(Arc::new(Policy::from_file(p)?)),
-        None => None,
-    };
-    let format = SolutionFormat::default();
-    let problems = ponder_arith::task::held_out_set(cfg.seed, cfg.per_level);
-    std::fs::create_dir_all(&cfg.out)?;
+// Boxed for the reason `ponder_cluster::BoxedFuture` gives; not `Send` (rustc cannot
+// prove it for the closures inside), which `block_on` and the tests do not need.
+pub fn run(cfg: EvalConfig) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Cell>>>>> {
+    Box::pin(async move {
+        let strategies: Vec<StrategyKind> = cfg
+            .strategies
+            .iter()
+            .map(|s| StrategyKind::parse(s))
+            .collect::<Result<_, _>>()?;
+        let run_budgets = cfg
+            .run_budgets
+            .clone()
+            .unwrap_or_else(|| cfg.budgets.clone());
+        anyhow::ensure!(
+            !cfg.budgets.is_empty() && cfg.budgets.iter().chain(&run_budgets).all(|&b| b >= 1),
+            "--budgets must be positive"
+        );
+        let bundled = crate::models::bundled(Some(&cfg.models))?;
+        let open = |path: &std::path::Path| -> anyhow::Result<ModelWorker> {
+            let m = ponder_engine::load(path, &LoadOptions::default())?;
+            m.warm_up()?;
+            Ok(ModelWorker::spawn(m, WorkerConfig::default()))
+        };
+        let generator = LocalGenerator::new(open(&bundled.generator)?);
+        let verifier_path = bundled.verifier.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: ponder eval needs a verifier model",
+                cfg.models.display()
+            )
+        })?;
+        let verifier = LocalVerifier::new(open(verifier_path)?)?;
+        let policy = match &bundled.policy {
+            Some(p) => Some(Arc::new(Policy::from_file(p)?)),
+            None => None,
+        };
+        let format = SolutionFormat::default();
+        let problems = ponder_arith::eval_sampler::eval_set(cfg.seed, cfg.per_level);
+        std::fs::create_dir_all(&cfg.out)?;
 
-    // 1. One scored draw per question for the replayable strategies.
-    let replayed: Vec<StrategyKind> = strategies
-        .iter()
-        .copied()
-        .filter(|&s| replayable(s))
-        .collect();
-    let mut draws = Vec::new();
-    if !replayed.is_empty() || cfg.fit {
-        let n = *cfg.budgets.iter().max().expect("checked non-empty");
-        let mut file = std::fs::File::create(cfg.out.join("draws.jsonl"))?;
-        let bar = progress_bar(problems.len(), "draw")?;
-        let mut results = futures::stream::iter(problems.iter().enumerate())
-            .map(|(i, p)| {
-                let (generator, verifier, format) = (&generator, &verifier, &format);
-                async move {
-                    let params =
-                        SolveParams::new(p.question.clone(), Budget::new(n, 0, None)?, i as u64);
-                    let start = Instant::now();
-                    let (samples, usage) =
-                        ponder_search::draw(generator, verifier, format, &params, n).await?;
-                    Ok::<Draw, anyhow::Error>(Draw::new(
-                        p,
-                        &samples,
-                        usage,
-                        start.elapsed().as_secs_f64(),
-                    ))
-                }
-            })
-            .buffered(CONCURRENCY.div_ceil(4));
-        while let Some(d) = results.next().await {
-            let d = d?;
-            writeln!(file, "{}", serde_json::to_string(&d)?)?;
-            bar.inc(1);
-            draws.push(d);
+        // 1. One scored draw per question for the replayable strategies.
+        let replayed: Vec<StrategyKind> = strategies
+            .iter()
+            .copied()
+            .filter(|&s| replayable(s))
+            .collect();
+        let mut draws = Vec::new();
+        if !replayed.is_empty() || cfg.fit {
+            let n = *cfg.budgets.iter().max().expect("checked non-empty");
+            let mut file = std::fs::File::create(cfg.out.join("draws.jsonl"))?;
+            let bar = progress_bar(problems.len(), "draw")?;
+            let mut results = futures::stream::iter(problems.iter().enumerate())
+                .map(|(i, p)| {
+                    let (generator, verifier, format) = (&generator, &verifier, &format);
+                    async move {
+                        let params = SolveParams::new(
+                            p.question.clone(),
+                            Budget::new(n, 0, None)?,
+                            i as u64,
+                        );
+                        let start = Instant::now();
+                        let (samples, usage) =
+                            ponder_search::draw(generator, verifier, format, &params, n).await?;
+                        Ok::<Draw, anyhow::Error>(Draw::new(
+                            p,
+                            &samples,
+                            usage,
+                            start.elapsed().as_secs_f64(),
+                        ))
+                    }
+                })
+                .buffered(CONCURRENCY.div_ceil(4));
+            while let Some(d) = results.next().await {
+                let d = d?;
+                writeln!(file, "{}", serde_json::to_string(&d)?)?;
+                bar.inc(1);
+                draws.push(d);
+            }
+            bar.finish_and_clear();
         }
-        bar.finish_and_clear();
-    }
 
-    // 2. The other strategies, run at each of their budgets.
-    let mut jobs: Vec<(usize, StrategyKind, u32)> = Vec::new();
-    for s in strategies.iter().filter(|s| !replayable(**s)) {
-        for &b in &run_budgets {
-            jobs.extend((0..problems.len()).map(|i| (i, *s, b)));
+        // 2. The other strategies, run at each of their budgets.
+        let mut jobs: Vec<(usize, StrategyKind, u32)> = Vec::new();
+        for s in strategies.iter().filter(|s| !replayable(**s)) {
+            for &b in &run_budgets {
+                jobs.extend((0..problems.len()).map(|i| (i, *s, b)));
+            }
         }
-    }
-    let mut records: Vec<Record> = Vec::new();
-    if !jobs.is_empty() {
-        let mut file = std::fs::File::create(cfg.out.join("runs.jsonl"))?;
-        let bar = progress_bar(jobs.len(), "run ")?;
-        let mut results = futures::stream::iter(jobs)
-            .map(|(i, strategy, budget)| {
-                let (generator, verifier, format, policy) =
-                    (&generator, &verifier, &format, policy.clone());
-                let p = &problems[i];
-                async move {
-                    let mut params = SolveParams::new(
-                        p.question.clone(),
-                        Budget::new(budget, 0, None)?,
-                        i as u64,
-                    );
-                    params.strategy = Some(strategy);
-                    params.policy = policy;
-                    let start = Instant::now();
-                    let o = solve(generator, Some(verifier), format, params, None).await?;
-                    let answer = o.answer.unwrap_or_default();
-                    Ok::<Record, anyhow::Error>(Record {
-                        index: i,
-                        question: p.question.clone(),
-                        level: p.level,
-                        truth: p.answer.to_string(),
-                        correct: answer == p.answer.to_string(),
-                        answer,
-                        strategy: strategy.spec(),
-                        chosen: o.strategy.spec(),
-                        difficulty_bin: o.decision.map_or(0, |d| d.bin as u32 + 1),
-                        budget,
-                        generations: o.usage.generations,
-                        generator_tokens: o.usage.generator_tokens,
-                        verifier_tokens: o.usage.verifier_tokens,
-                        flops: o.usage.flops,
-                        latency_s: start.elapsed().as_secs_f64(),
-                        replayed: false,
-                    })
-                }
-            })
-            .buffered(CONCURRENCY);
-        while let Some(r) = results.next().await {
-            let r = r?;
-            writeln!(file, "{}", serde_json::to_string(&r)?)?;
-            bar.inc(1);
-            records.push(r);
+        let mut records: Vec<Record> = Vec::new();
+        if !jobs.is_empty() {
+            let mut file = std::fs::File::create(cfg.out.join("runs.jsonl"))?;
+            let bar = progress_bar(jobs.len(), "run ")?;
+            let mut results = futures::stream::iter(jobs)
+                .map(|(i, strategy, budget)| {
+                    let (generator, verifier, format, policy) =
+                        (&generator, &verifier, &format, policy.clone());
+                    let p = &problems[i];
+                    async move {
+                        let mut params = SolveParams::new(
+                            p.question.clone(),
+                            Budget::new(budget, 0, None)?,
+                            i as u64,
+                        );
+                        params.strategy = Some(strategy);
+                        params.policy = policy;
+                        let start = Instant::now();
+                        let o = solve(generator, Some(verifier), format, params, None).await?;
+                        let answer = o.answer.unwrap_or_default();
+                        Ok::<Record, anyhow::Error>(Record {
+                            index: i,
+                            question: p.question.clone(),
+                            level: p.level,
+                            truth: p.answer.to_string(),
+                            correct: answer == p.answer.to_string(),
+                            answer,
+                            strategy: strategy.spec(),
+                            chosen: o.strategy.spec(),
+                            difficulty_bin: o.decision.map_or(0, |d| d.bin as u32 + 1),
+                            budget,
+                            generations: o.usage.generations,
+                            generator_tokens: o.usage.generator_tokens,
+                            verifier_tokens: o.usage.verifier_tokens,
+                            flops: o.usage.flops,
+                            latency_s: start.elapsed().as_secs_f64(),
+                            replayed: false,
+                        })
+                    }
+                })
+                .buffered(CONCURRENCY);
+            while let Some(r) = results.next().await {
+                let r = r?;
+                writeln!(file, "{}", serde_json::to_string(&r)?)?;
+                bar.inc(1);
+                records.push(r);
+            }
+            bar.finish_and_clear();
         }
-        bar.finish_and_clear();
-    }
-    let specs: Vec<String> = replayed.iter().map(|s| s.spec()).collect();
-    analyze(&cfg.out, &draws, records, &specs, &cfg.budgets, cfg.fit)
+        let specs: Vec<String> = replayed.iter().map(|s| s.spec()).collect();
+        analyze(&cfg.out, &draws, records, &specs, &cfg.budgets, cfg.fit)
+    })
 }
 
 /// Re-analyses a finished evaluation's `draws.jsonl` and `runs.jsonl` (no models

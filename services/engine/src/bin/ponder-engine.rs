@@ -33,6 +33,19 @@ struct ModelArgs {
     /// Compute dtype for safetensors models: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Compute threads of the model worker (0: one for a model under 20M parameters,
+    /// every core for a larger one).
+    #[arg(long, env = "PONDER_THREADS", default_value_t = 0)]
+    threads: usize,
+}
+
+impl ModelArgs {
+    fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig {
+            threads: self.threads,
+            ..WorkerConfig::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -143,7 +156,7 @@ async fn run() -> anyhow::Result<()> {
             stop,
             seed,
         } => {
-            let worker = ModelWorker::spawn(open(&model)?, WorkerConfig::default());
+            let worker = ModelWorker::spawn(open(&model)?, model.worker_config());
             let prompt = if chat {
                 format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
             } else {
@@ -186,7 +199,7 @@ async fn run() -> anyhow::Result<()> {
             question,
             steps,
         } => {
-            let worker = ModelWorker::spawn(open(&model)?, WorkerConfig::default());
+            let worker = ModelWorker::spawn(open(&model)?, model.worker_config());
             let resp = worker
                 .score(ScoreRequest {
                     question,

@@ -58,10 +58,23 @@ impl ModelWorker {
         let outstanding = Arc::new(AtomicUsize::new(0));
         let info = Arc::new(loaded.info.clone());
         let max_samples = MAX_SAMPLES_PER_REQUEST.min(config.max_active_sequences as u32);
+        let threads = config.threads_for(info.parameters);
         let worker = Worker::new(loaded, config.clone(), rx, outstanding.clone());
+        let name = format!("model-worker-{}", info.id);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(move |i| format!("{name}-{i}"))
+            .build()
+            .expect("building the worker's thread pool");
+        // The batch loop runs on a thread of the worker's own pool, so candle's
+        // parallel operations start there. Called from any other thread, each one is
+        // handed to the global pool and waited for: two thread switches per operation,
+        // which cost a bundled model more than its arithmetic (docs/engine.md,
+        // "Threads"). A panic outside a pass ends this thread, as before: the node then
+        // reports NOT_SERVING.
         std::thread::Builder::new()
             .name(format!("model-worker-{}", info.id))
-            .spawn(move || worker.run())
+            .spawn(move || pool.install(|| worker.run()))
             .expect("spawning a thread");
         Self {
             tx,

@@ -65,6 +65,26 @@ pub struct WorkerConfig {
     pub max_batch_tokens: usize,
     pub prefix_cache_entries: usize,
     pub prefix_cache_tokens: usize,
+    /// Threads of the worker's compute pool; 0 picks them from the model's size (see
+    /// [`WorkerConfig::threads_for`]).
+    pub threads: usize,
+}
+
+/// Below this many parameters a worker computes on one thread by default.
+pub const SMALL_MODEL_PARAMETERS: u64 = 20_000_000;
+
+impl WorkerConfig {
+    /// The pool size for a model of `parameters`: `threads` when set; otherwise one
+    /// thread for a model under [`SMALL_MODEL_PARAMETERS`], whose operations are too
+    /// small to split (measured in docs/engine.md, "Threads"), and every core for a
+    /// larger one.
+    pub fn threads_for(&self, parameters: u64) -> usize {
+        match self.threads {
+            0 if parameters < SMALL_MODEL_PARAMETERS => 1,
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for WorkerConfig {
@@ -75,6 +95,7 @@ impl Default for WorkerConfig {
             max_batch_tokens: 2048,
             prefix_cache_entries: 64,
             prefix_cache_tokens: 32_768,
+            threads: 0,
         }
     }
 }
@@ -96,4 +117,24 @@ pub struct WorkerStats {
     pub queued_requests: usize,
     pub active_sequences: usize,
     pub prefix_cache: PrefixCacheStats,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_size_follows_the_model_unless_set() {
+        let auto = WorkerConfig::default();
+        assert_eq!(auto.threads_for(1_300_000), 1);
+        assert_eq!(auto.threads_for(SMALL_MODEL_PARAMETERS - 1), 1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(auto.threads_for(SMALL_MODEL_PARAMETERS), cores);
+        let three = WorkerConfig {
+            threads: 3,
+            ..WorkerConfig::default()
+        };
+        assert_eq!(three.threads_for(1_300_000), 3);
+        assert_eq!(three.threads_for(135_000_000), 3);
+    }
 }

@@ -1,9 +1,7 @@
 //! Discovery through a real etcd: members appear and leave, a SIGKILLed node vanishes
 //! when its lease expires, and the orchestrator keeps serving while etcd restarts.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ponder_cluster::node::NodeArgs;
 use ponder_cluster::Role;
 use ponder_worker::node::ModelArgs;

@@ -3,10 +3,8 @@
 //! over mTLS, API keys and rate limits gate the public API (health stays open), etcd
 //! takes TLS and a password, and no secret ever reaches a log.
 
-mod common;
-
-use common::security::*;
-use common::*;
+use crate::common::security::*;
+use crate::common::*;
 use ponder_cluster::connect::ConnectArgs;
 use ponder_cluster::discovery::{EtcdAccessArgs, EtcdConfig};
 use ponder_cluster::metrics::Metrics;

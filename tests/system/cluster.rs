@@ -1,9 +1,7 @@
 //! The cluster over real gRPC on 127.0.0.1: answers, budgets, streaming, bad input,
 //! failover, and a client built from the proto with another gRPC stack.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ponder_proto::v1 as pb;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
