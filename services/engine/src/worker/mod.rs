@@ -61,9 +61,10 @@ impl ModelWorker {
         let threads = config.threads_for(info.parameters);
         let worker = Worker::new(loaded, config.clone(), rx, outstanding.clone());
         let name = format!("model-worker-{}", info.id);
+        let pool_name = name.clone();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
-            .thread_name(move |i| format!("{name}-{i}"))
+            .thread_name(move |i| format!("{pool_name}-{i}"))
             .build()
             .expect("building the worker's thread pool");
         // The batch loop runs on a thread of the worker's own pool, so candle's
@@ -73,7 +74,7 @@ impl ModelWorker {
         // "Threads"). A panic outside a pass ends this thread, as before: the node then
         // reports NOT_SERVING.
         std::thread::Builder::new()
-            .name(format!("model-worker-{}", info.id))
+            .name(name)
             .spawn(move || pool.install(|| worker.run()))
             .expect("spawning a thread");
         Self {
