@@ -7,17 +7,48 @@
 //! still holds copies the valid prefix into a fresh buffer. A sequence that owns
 //! its buffer alone appends in place into spare capacity (amortised O(1)).
 
-use candle_core::{Result, Tensor};
+use candle_core::Result;
 use std::sync::Arc;
 
 /// Capacity grows in steps of this many positions (and doubles for long sequences).
 const GROW_STEP: usize = 64;
 
-/// Keys and values of one layer: (kv_heads, capacity, head_dim) each.
-struct KvBuffer {
-    k: Tensor,
-    v: Tensor,
-    capacity: usize,
+/// Keys and values of one layer, f32. Keys are stored transposed, (kv_heads, head_dim,
+/// capacity), so that a query's scores against every key are `head_dim` contiguous
+/// multiply-adds across positions (vectorized, no horizontal sums); values are
+/// (kv_heads, capacity, head_dim), so the weighted sum runs across dimensions.
+///
+/// Plain vectors rather than tensors: attention reads and appends them directly
+/// (`crate::attention`), with no per-sequence tensor ops in a decode step.
+pub struct KvBuffer {
+    k: Vec<f32>,
+    v: Vec<f32>,
+    pub heads: usize,
+    pub capacity: usize,
+    pub head_dim: usize,
+}
+
+impl KvBuffer {
+    /// Component `d` of the first `len` keys of `head`.
+    pub fn key_row(&self, head: usize, d: usize, len: usize) -> &[f32] {
+        let start = (head * self.head_dim + d) * self.capacity;
+        &self.k[start..start + len]
+    }
+
+    /// The first `len` values of `head`: `len * head_dim` values, position-major.
+    pub fn values(&self, head: usize, len: usize) -> &[f32] {
+        let start = head * self.capacity * self.head_dim;
+        &self.v[start..start + len * self.head_dim]
+    }
+
+    fn write(&mut self, head: usize, pos: usize, key: &[f32], value: &[f32]) {
+        let (cap, dim) = (self.capacity, self.head_dim);
+        for (d, &x) in key.iter().enumerate() {
+            self.k[(head * dim + d) * cap + pos] = x;
+        }
+        let at = (head * cap + pos) * dim;
+        self.v[at..at + dim].copy_from_slice(value);
+    }
 }
 
 #[derive(Clone, Default)]
@@ -67,54 +98,82 @@ impl KvCache {
         self.layers
             .iter()
             .filter_map(|l| l.buffer.as_ref())
-            .map(|b| 2 * b.k.elem_count() * b.k.dtype().size_in_bytes())
+            .map(|b| (b.k.len() + b.v.len()) * std::mem::size_of::<f32>())
             .sum()
     }
 
-    /// Appends `t` new positions to `layer` and returns the keys and values of all
-    /// `len + t` positions as (kv_heads, len + t, head_dim) views.
+    /// Appends `t` new positions to `layer`: `k_new` and `v_new` hold `t` rows of
+    /// `heads * head_dim` values (token-major, as a projection's output rows are).
+    /// Returns the layer's buffer, whose first `len + t` positions are now valid.
     ///
     /// Every layer of one forward pass appends the same `t`; the sequence length
     /// advances once, in [`KvCache::advance`], after the last layer.
     pub fn append(
         &mut self,
         layer: usize,
-        k_new: &Tensor,
-        v_new: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
-        let (heads, t, head_dim) = k_new.dims3()?;
+        heads: usize,
+        head_dim: usize,
+        k_new: &[f32],
+        v_new: &[f32],
+    ) -> Result<&KvBuffer> {
+        let row = heads * head_dim;
+        if row == 0 || k_new.len() != v_new.len() || !k_new.len().is_multiple_of(row) {
+            candle_core::bail!(
+                "kv append of {} keys and {} values is not whole rows of {heads} x {head_dim}",
+                k_new.len(),
+                v_new.len()
+            )
+        }
+        let t = k_new.len() / row;
         let len = self.len;
         let needed = len + t;
         let slot = &mut self.layers[layer].buffer;
         let reusable = match slot {
-            Some(arc) => arc.capacity >= needed && Arc::get_mut(arc).is_some(),
+            Some(arc) => {
+                arc.capacity >= needed
+                    && arc.heads == heads
+                    && arc.head_dim == head_dim
+                    && Arc::get_mut(arc).is_some()
+            }
             None => false,
         };
         if !reusable {
             let capacity = grow_to(needed);
-            let fresh = KvBuffer {
-                k: Tensor::zeros((heads, capacity, head_dim), k_new.dtype(), k_new.device())?,
-                v: Tensor::zeros((heads, capacity, head_dim), v_new.dtype(), v_new.device())?,
+            let mut fresh = KvBuffer {
+                k: vec![0.0; heads * capacity * head_dim],
+                v: vec![0.0; heads * capacity * head_dim],
+                heads,
                 capacity,
+                head_dim,
             };
             if let Some(old) = slot.as_ref() {
-                if len > 0 {
-                    fresh
-                        .k
-                        .slice_set(&old.k.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
-                    fresh
-                        .v
-                        .slice_set(&old.v.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
+                for h in 0..heads.min(old.heads) {
+                    for d in 0..head_dim {
+                        let dst = (h * head_dim + d) * capacity;
+                        fresh.k[dst..dst + len].copy_from_slice(old.key_row(h, d, len));
+                    }
+                    let dst = h * capacity * head_dim;
+                    fresh.v[dst..dst + len * head_dim].copy_from_slice(old.values(h, len));
                 }
             }
             *slot = Some(Arc::new(fresh));
         }
-        let buf = slot.as_ref().expect("buffer was just ensured");
-        // In place: this cache is the only holder of `buf` (checked above), and
-        // positions >= len are not visible to any fork.
-        buf.k.slice_set(&k_new.contiguous()?, 1, len)?;
-        buf.v.slice_set(&v_new.contiguous()?, 1, len)?;
-        Ok((buf.k.narrow(1, 0, needed)?, buf.v.narrow(1, 0, needed)?))
+        // In place: this cache is the only holder of the buffer (checked above, or it
+        // was just made), and positions >= len are not visible to any fork.
+        let buf = Arc::get_mut(slot.as_mut().expect("buffer was just ensured"))
+            .expect("the buffer has a single owner");
+        for i in 0..t {
+            for h in 0..heads {
+                let src = i * row + h * head_dim..i * row + (h + 1) * head_dim;
+                buf.write(h, len + i, &k_new[src.clone()], &v_new[src]);
+            }
+        }
+        Ok(slot.as_deref().expect("buffer was just ensured"))
+    }
+
+    /// The buffer of `layer`, if anything was appended to it.
+    pub fn layer(&self, layer: usize) -> Option<&KvBuffer> {
+        self.layers[layer].buffer.as_deref()
     }
 
     /// Commits `t` appended positions after all layers have appended them.
@@ -135,13 +194,16 @@ fn grow_to(needed: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
     fn step(cache: &mut KvCache, value: f32) -> Vec<f32> {
-        let k = Tensor::full(value, (1, 1, 2), &Device::Cpu).unwrap();
-        let (keys, _) = cache.append(0, &k, &k).unwrap();
+        let k = [value; 2];
+        let len = cache.len() + 1;
+        let buf = cache.append(0, 1, 2, &k, &k).unwrap();
+        let keys = (0..len)
+            .flat_map(|p| [buf.key_row(0, 0, len)[p], buf.key_row(0, 1, len)[p]])
+            .collect();
         cache.advance(1);
-        keys.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        keys
     }
 
     #[test]
@@ -167,5 +229,23 @@ mod tests {
         }
         assert_eq!(c.capacity_bytes(), before);
         assert_eq!(c.len(), 11);
+    }
+
+    #[test]
+    fn rows_are_split_by_head_and_growth_keeps_them() {
+        let mut c = KvCache::new(1);
+        // Two tokens, two heads of dim 1: token-major rows [h0, h1].
+        c.append(0, 2, 1, &[1.0, 10.0, 2.0, 20.0], &[0.5, 5.0, 0.25, 2.5])
+            .unwrap();
+        c.advance(2);
+        for i in 0..100 {
+            c.append(0, 2, 1, &[3.0, 30.0], &[i as f32, 0.0]).unwrap();
+            c.advance(1);
+        }
+        let buf = c.layer(0).unwrap();
+        assert_eq!(buf.key_row(0, 0, 3), &[1.0, 2.0, 3.0]);
+        assert_eq!(buf.key_row(1, 0, 3), &[10.0, 20.0, 30.0]);
+        assert_eq!(buf.values(0, 102)[101], 99.0);
+        assert!(c.append(0, 2, 1, &[1.0], &[1.0]).is_err());
     }
 }

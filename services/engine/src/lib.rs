@@ -14,6 +14,7 @@
 //!
 //! Services wrap a [`worker::ModelWorker`]; nothing else touches the model.
 
+pub mod attention;
 pub mod char_tokenizer;
 pub mod config;
 pub mod engine;
@@ -28,6 +29,7 @@ pub mod prefix_cache;
 pub mod prm;
 pub mod qmatmul;
 pub mod sampling;
+pub mod small_matmul;
 pub mod tokenizer;
 pub mod worker;
 

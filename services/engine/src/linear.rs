@@ -2,13 +2,17 @@
 //! (safetensors), ggml-quantized (candle's `QMatMul`), or Q4_1/Q8_0 (our kernels).
 
 use crate::qmatmul::{self, BlockMatmul, BlockQ4_1, BlockQ8_0};
+use crate::small_matmul::{SmallMatmul, SMALL_ROWS};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor, D};
 use std::sync::Arc;
 
 pub enum Weight {
     /// (out, in) dense matrix in the compute dtype.
     Dense(Tensor),
+    /// f32 on the CPU, stored transposed as (in, out): few rows go through our
+    /// [`SmallMatmul`], many through candle's GEMM.
+    DenseT(Tensor),
     Quantized(QMatMul),
     Q4_1(Arc<BlockMatmul<BlockQ4_1>>),
     Q8_0(Arc<BlockMatmul<BlockQ8_0>>),
@@ -20,11 +24,13 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn dense(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self {
-            weight: Weight::Dense(weight),
-            bias,
-        }
+    pub fn dense(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let weight = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
+            Weight::DenseT(weight.t()?.contiguous()?)
+        } else {
+            Weight::Dense(weight)
+        };
+        Ok(Self { weight, bias })
     }
 
     /// Wraps a quantized tensor, choosing our kernels on CPU where they apply.
@@ -42,6 +48,14 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
             Weight::Dense(w) => x.matmul(&w.t()?)?,
+            Weight::DenseT(wt) => {
+                let rows = x.elem_count() / x.dim(D::Minus1)?.max(1);
+                if rows <= SMALL_ROWS {
+                    x.contiguous()?.apply_op2_no_bwd(wt, &SmallMatmul)?
+                } else {
+                    x.matmul(wt)?
+                }
+            }
             Weight::Quantized(q) => q.forward(x)?,
             Weight::Q4_1(op) => x.contiguous()?.apply_op1_no_bwd(op.as_ref())?,
             Weight::Q8_0(op) => x.contiguous()?.apply_op1_no_bwd(op.as_ref())?,

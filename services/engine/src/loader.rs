@@ -150,7 +150,7 @@ pub fn load_hf(
         } else {
             None
         };
-        Ok(Linear::dense(w, b))
+        Ok(Linear::dense(w, b)?)
     };
     let embed = get("model.embed_tokens.weight", &[config.vocab_size, h])?;
     let mut layers = Vec::with_capacity(config.num_layers);
@@ -185,12 +185,12 @@ pub fn load_hf(
         });
     }
     let lm_head = if config.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
-        Linear::dense(embed.clone(), None)
+        Linear::dense(embed.clone(), None)?
     } else {
         linear("lm_head", config.vocab_size, h, false)?
     };
     let norm = get("model.norm.weight", &[h])?;
-    let rope = RopeTable::new(&config, dtype, device)?;
+    let rope = RopeTable::new(&config);
     Ok(Transformer {
         config,
         embed,
@@ -230,7 +230,7 @@ impl GgufTensors {
             None
         };
         if matches!(w.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
-            Ok(Linear::dense(w.dequantize(&self.device)?, b))
+            Ok(Linear::dense(w.dequantize(&self.device)?, b)?)
         } else {
             Ok(Linear::quantized(w, b)?)
         }
@@ -283,7 +283,7 @@ pub fn load_gguf(file: &Path, device: &Device) -> Result<(Transformer, gguf_file
         false,
     )?;
     let norm = t.dense("output_norm.weight")?;
-    let rope = RopeTable::new(&config, DType::F32, device)?;
+    let rope = RopeTable::new(&config);
     let model = Transformer {
         config,
         embed,

@@ -11,6 +11,7 @@
 //! against that sequence's own cache. Nothing is padded, so a sequence's output
 //! cannot depend on its batch-mates.
 
+use crate::attention::{attend, Heads, Rotary};
 use crate::config::{ModelConfig, RopeStyle};
 use crate::kv::KvCache;
 use crate::linear::Linear;
@@ -48,8 +49,7 @@ pub struct Segment<'a> {
 
 /// Precomputed rotary cos/sin for every position up to the context limit.
 pub struct RopeTable {
-    cos: Tensor,
-    sin: Tensor,
+    rotary: Rotary,
     max_positions: usize,
 }
 
@@ -57,7 +57,7 @@ pub struct RopeTable {
 const MAX_ROPE_POSITIONS: usize = 32_768;
 
 impl RopeTable {
-    pub fn new(cfg: &ModelConfig, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn new(cfg: &ModelConfig) -> Self {
         let half = cfg.head_dim / 2;
         let max_positions = cfg.max_position_embeddings.clamp(1, MAX_ROPE_POSITIONS);
         let mut inv_freq: Vec<f32> = (0..half)
@@ -79,16 +79,18 @@ impl RopeTable {
                 }
             }
         }
-        let inv = Tensor::from_vec(inv_freq, (1, half), device)?;
-        let pos = Tensor::arange(0u32, max_positions as u32, device)?
-            .to_dtype(DType::F32)?
-            .reshape((max_positions, 1))?;
-        let freqs = pos.broadcast_mul(&inv)?;
-        Ok(Self {
-            cos: freqs.cos()?.to_dtype(dtype)?,
-            sin: freqs.sin()?.to_dtype(dtype)?,
+        let freqs: Vec<f32> = (0..max_positions)
+            .flat_map(|p| inv_freq.iter().map(move |f| p as f32 * f))
+            .collect();
+        Self {
+            rotary: Rotary {
+                cos: freqs.iter().map(|x| x.cos()).collect(),
+                sin: freqs.iter().map(|x| x.sin()).collect(),
+                half,
+                interleaved: cfg.rope_style == RopeStyle::Interleaved,
+            },
             max_positions,
-        })
+        }
     }
 
     pub fn max_positions(&self) -> usize {
@@ -121,15 +123,12 @@ impl Transformer {
         }
         let total = ids.len();
         let ids = Tensor::from_vec(ids, total, &self.device)?;
-        let positions = Tensor::from_vec(positions, total, &self.device)?;
-        let cos = self.rope.cos.index_select(&positions, 0)?;
-        let sin = self.rope.sin.index_select(&positions, 0)?;
         let eps = cfg.rms_norm_eps as f32;
 
         let mut x = self.embed.index_select(&ids, 0)?;
         for (li, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let attn = self.attention(li, layer, &h, &cos, &sin, segments)?;
+            let attn = self.attention(li, layer, &h, &positions, segments)?;
             x = (x + layer.o.forward(&attn)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
             let gated =
@@ -152,77 +151,31 @@ impl Transformer {
         li: usize,
         layer: &Layer,
         h: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
+        positions: &[u32],
         segments: &mut [Segment<'_>],
     ) -> Result<Tensor> {
         let cfg = &self.config;
-        let (total, _) = h.dims2()?;
-        let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        let groups = nh / nkv;
-        // (tokens, heads*dim) -> (1, heads, tokens, dim) as the rope kernels want.
-        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
-            t.reshape((total, n, hd))?
-                .transpose(0, 1)?
-                .contiguous()?
-                .unsqueeze(0)
+        let heads = Heads {
+            query: cfg.num_heads,
+            kv: cfg.num_kv_heads,
+            dim: cfg.head_dim,
         };
-        let rope = |t: &Tensor| match cfg.rope_style {
-            RopeStyle::HalfSplit => candle_nn::rotary_emb::rope(t, cos, sin),
-            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(t, cos, sin),
-        };
-        let q = rope(&heads(layer.q.forward(h)?, nh)?)?.squeeze(0)?;
-        let k = rope(&heads(layer.k.forward(h)?, nkv)?)?.squeeze(0)?;
-        let v = heads(layer.v.forward(h)?, nkv)?.squeeze(0)?;
-        let scale = 1.0 / (hd as f64).sqrt();
-
-        let mut outputs = Vec::with_capacity(segments.len());
-        let mut offset = 0;
-        for seg in segments.iter_mut() {
-            let t = seg.tokens.len();
-            let (keys, values) =
-                seg.cache
-                    .append(li, &k.narrow(1, offset, t)?, &v.narrow(1, offset, t)?)?;
-            let len = keys.dim(1)?;
-            // Query heads of one KV group are stacked as rows: (kv, groups*t, dim).
-            let q_seg = q
-                .narrow(1, offset, t)?
-                .contiguous()?
-                .reshape((nkv, groups * t, hd))?;
-            let mut scores = (q_seg.matmul(&keys.t()?)? * scale)?;
-            if t > 1 {
-                scores = scores.broadcast_add(&causal_mask(
-                    groups,
-                    t,
-                    len,
-                    scores.dtype(),
-                    &self.device,
-                )?)?;
-            }
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            outputs.push(probs.matmul(&values)?.reshape((nh, t, hd))?);
-            offset += t;
-        }
-        let out = if outputs.len() == 1 {
-            outputs.pop().expect("one")
-        } else {
-            Tensor::cat(&outputs, 1)?
-        };
-        out.transpose(0, 1)?.reshape((total, nh * hd))
+        let rows =
+            |t: Tensor| -> Result<Vec<f32>> { t.to_dtype(DType::F32)?.flatten_all()?.to_vec1() };
+        let mut q = rows(layer.q.forward(h)?)?;
+        let mut k = rows(layer.k.forward(h)?)?;
+        let v = rows(layer.v.forward(h)?)?;
+        self.rope.rotary.apply(&mut q, heads.query, positions);
+        self.rope.rotary.apply(&mut k, heads.kv, positions);
+        let out = attend(li, heads, &q, &k, &v, segments)?;
+        Tensor::from_vec(
+            out,
+            (positions.len(), heads.query * heads.dim),
+            &Device::Cpu,
+        )?
+        .to_device(&self.device)?
+        .to_dtype(self.dtype)
     }
-}
-
-/// Additive mask for `t` new queries (repeated for `groups` heads) over `len`
-/// keys, of which the first `len - t` are the cached past.
-fn causal_mask(groups: usize, t: usize, len: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
-    let past = len - t;
-    let mask: Vec<f32> = (0..groups * t)
-        .flat_map(|row| {
-            let limit = past + row % t;
-            (0..len).map(move |col| if col <= limit { 0.0 } else { f32::NEG_INFINITY })
-        })
-        .collect();
-    Tensor::from_vec(mask, (groups * t, len), dev)?.to_dtype(dtype)
 }
 
 /// Index of the largest value in each row (greedy decoding, tests).

@@ -264,7 +264,7 @@ fn load_head(
             } else {
                 None
             };
-            Ok(Linear::dense(w, b))
+            Ok(Linear::dense(w, b)?)
         })
         .collect()
 }

@@ -1,0 +1,50 @@
+"""Before/after medians for `bundled-bench`: runs two builds alternately on the same
+models and prints, per figure, the median rate of each and the ratio. A command, not a
+test (docs/benchmarks.md, "Engine on the bundled models").
+
+    python3 bench/bundled_before_after.py BEFORE_DIR AFTER_DIR [--runs 5] [-- bundled-bench args]
+
+Each *_DIR holds a `bundled-bench` binary. The rates come from the lines it prints
+("samples n = 8: 4827 generated tok/s ..."), one run per invocation (`--runs 1`), so
+the alternation, not the binary, takes the median.
+"""
+
+import argparse
+import re
+import statistics
+import subprocess
+
+LINE = re.compile(r"^\s*(.+?):\s+([0-9.]+) (generated|scored) tok/s")
+
+
+def figures(binary, extra):
+    out = subprocess.run([binary, "--runs", "1", *extra], check=True, capture_output=True, text=True).stdout
+    rates = {}
+    for line in out.splitlines():
+        m = LINE.match(line)
+        if m:
+            rates[m.group(1)] = float(m.group(2))
+    return rates
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("before")
+    ap.add_argument("after")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("extra", nargs="*", help="arguments for bundled-bench (after --)")
+    args = ap.parse_args()
+    extra = args.extra or ["--only", "samples,steps,score"]
+    runs = {"before": [], "after": []}
+    for _ in range(args.runs):
+        for side, d in (("before", args.before), ("after", args.after)):
+            runs[side].append(figures(f"{d}/bundled-bench", extra))
+    print(f"medians of {args.runs} alternating runs; bundled-bench {' '.join(extra)}")
+    for name in runs["before"][0]:
+        b = statistics.median(r[name] for r in runs["before"])
+        a = statistics.median(r[name] for r in runs["after"])
+        print(f"{name:<70} before {b:>8.0f} tok/s  after {a:>8.0f} tok/s  ({a / b:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

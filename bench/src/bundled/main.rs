@@ -1,0 +1,229 @@
+//! `bundled-bench`: the engine's throughput on the bundled ponder-arith models, on the
+//! calls test-time search makes (many samples of one prompt, PRM scoring of candidate
+//! batches, step continuations sharing a prefix), each also as a fraction of the
+//! machine's measured arithmetic peak (MFU), with llama.cpp batched on the same
+//! generator (converted to GGUF) in the same run. A command, not a test:
+//!
+//!     cargo run --release -p ponder-bench --bin bundled-bench -- \
+//!         --generator models/arith-gen --prm models/arith-prm --python .venv-bench/bin/python
+//!
+//! FLOPs are counted as `Usage.flops` counts them: 2 × parameters per token (attention
+//! score FLOPs excluded, as in the paper's accounting). Each figure is the median of
+//! `--runs` runs.
+
+mod llama;
+mod peak;
+mod workloads;
+
+use anyhow::Context;
+use clap::Parser;
+use ponder_engine::{load, LoadOptions, ModelWorker, WorkerConfig};
+use std::path::{Path, PathBuf};
+use workloads::Work;
+
+#[derive(Parser)]
+struct Args {
+    /// A generator model directory (repeatable: each rung of the ladder).
+    #[arg(long, default_value = "models/arith-gen")]
+    generator: Vec<PathBuf>,
+    /// The PRM model directory.
+    #[arg(long, default_value = "models/arith-prm")]
+    prm: PathBuf,
+    /// Samples per request for the sampling figure.
+    #[arg(long, default_value = "1,8,16,64", value_delimiter = ',')]
+    samples: Vec<u32>,
+    /// Candidates per scoring request.
+    #[arg(long, default_value = "8,16,64", value_delimiter = ',')]
+    batches: Vec<usize>,
+    /// Questions per level (levels 1..=6) from the independent evaluation sampler.
+    #[arg(long, default_value_t = 1)]
+    per_level: usize,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Runs per figure; the median is printed.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Model-worker threads (0 = the worker's default for the model's size).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Which parts to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "peak,samples,steps,score,llama"
+    )]
+    only: Vec<Part>,
+    /// Python with llama-cpp-python and gguf for the llama.cpp baseline; skipped when absent.
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Tokens per sequence in the llama.cpp comparison (fixed length, EOS ignored on both sides).
+    #[arg(long, default_value_t = 128)]
+    llama_tokens: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Part {
+    Peak,
+    Samples,
+    Steps,
+    Score,
+    Llama,
+}
+
+fn main() -> anyhow::Result<()> {
+    ponder_engine::engine::cli_runtime()?.block_on(run(Args::parse()))
+}
+
+async fn median_of(
+    runs: usize,
+    mut f: impl AsyncFnMut() -> anyhow::Result<Work>,
+) -> anyhow::Result<Work> {
+    let mut all = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        all.push(f().await?);
+    }
+    all.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    Ok(all[all.len() / 2])
+}
+
+/// "12.3 GFLOP/s, 4.5% of f32 peak" for `tokens_per_s` through a model of `params`.
+fn mfu(tokens_per_s: f64, params: u64, peak: Option<&peak::Peak>) -> String {
+    let flops = tokens_per_s * 2.0 * params as f64;
+    match peak {
+        Some(p) => format!(
+            "{:.2} GFLOP/s, MFU {:.1}% of f32 peak",
+            flops / 1e9,
+            100.0 * flops / p.f32_flops
+        ),
+        None => format!("{:.2} GFLOP/s", flops / 1e9),
+    }
+}
+
+fn spawn(path: &Path, threads: usize) -> anyhow::Result<(ModelWorker, u64, usize)> {
+    let loaded = load(path, &LoadOptions::default())
+        .with_context(|| format!("loading {}", path.display()))?;
+    loaded.warm_up()?;
+    let params = loaded.info.parameters;
+    let config = WorkerConfig {
+        threads,
+        ..Default::default()
+    };
+    let used = config.threads_for(params);
+    Ok((ModelWorker::spawn(loaded, config), params, used))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let has = |p: Part| args.only.contains(&p);
+    let questions = ponder_arith::eval_sampler::eval_set(args.seed, args.per_level);
+    println!(
+        "workload: {} questions from the independent evaluation sampler (seed {}), median of {} runs",
+        questions.len(),
+        args.seed,
+        args.runs
+    );
+    let peak = if has(Part::Peak) {
+        let p = peak::measure()?;
+        println!(
+            "peak on {} threads: f32 matmul 1024^3 {:.1} GFLOP/s; int8 dot loop {:.1} GOP/s ({})",
+            p.threads,
+            p.f32_flops / 1e9,
+            p.int8_ops / 1e9,
+            p.int8_kernel
+        );
+        Some(p)
+    } else {
+        None
+    };
+
+    let mut scoring_candidates = None;
+    for path in &args.generator {
+        let (worker, params, threads) = spawn(path, args.threads)?;
+        println!(
+            "\ngenerator {} ({params} parameters, {threads} worker thread(s))",
+            worker.info().id
+        );
+        if has(Part::Samples) {
+            for &n in &args.samples {
+                let w = median_of(args.runs, async || {
+                    workloads::samples(&worker, &questions, n).await
+                })
+                .await?;
+                println!(
+                    "  samples n = {n:>2}: {:>7.0} generated tok/s ({} tokens in {:.2} s; {})",
+                    w.rate(),
+                    w.tokens,
+                    w.seconds,
+                    mfu(w.rate(), params, peak.as_ref())
+                );
+            }
+        }
+        if has(Part::Steps) || (has(Part::Score) && scoring_candidates.is_none()) {
+            let max_batch = args.batches.iter().copied().max().unwrap_or(8) as u32;
+            let cands = workloads::candidates(&worker, &questions, max_batch.max(4)).await?;
+            if has(Part::Steps) {
+                let mut cache = workloads::CacheUse::default();
+                let w = median_of(args.runs, async || {
+                    let (w, c) = workloads::step_rounds(&worker, &questions, &cands, 4, 4).await?;
+                    cache = c;
+                    Ok(w)
+                })
+                .await?;
+                println!(
+                    "  step continuations (beam width 4 x 4 expansions, shared prefixes): {:>7.0} generated tok/s ({} tokens in {:.2} s; {} of {} prompt tokens from the prefix cache; {})",
+                    w.rate(),
+                    w.tokens,
+                    w.seconds,
+                    cache.cached_tokens,
+                    cache.prompt_tokens,
+                    mfu(w.rate(), params, peak.as_ref())
+                );
+            }
+            scoring_candidates.get_or_insert(cands);
+        }
+        if has(Part::Llama) {
+            if let Some(python) = &args.python {
+                llama::compare(
+                    &worker,
+                    path,
+                    python,
+                    &args.samples,
+                    args.llama_tokens,
+                    args.runs,
+                )
+                .await?;
+            }
+        }
+    }
+
+    if let (true, Some(cands)) = (has(Part::Score), scoring_candidates) {
+        // A second copy of the PRM counts the tokens of each scored sequence.
+        let counter = load(&args.prm, &LoadOptions::default())?;
+        let prm = counter
+            .prm
+            .as_ref()
+            .context("--prm names a model without a PRM convention (prm.json)")?;
+        let (worker, params, threads) = spawn(&args.prm, args.threads)?;
+        println!(
+            "\nverifier {} ({params} parameters, {threads} worker thread(s))",
+            worker.info().id
+        );
+        for &batch in &args.batches {
+            let w = median_of(args.runs, async || {
+                workloads::scoring(&worker, &questions, &cands, batch, |q, steps| {
+                    Ok(prm.encode(&counter.codec, q, steps)?.0.len() as u64)
+                })
+                .await
+            })
+            .await?;
+            println!(
+                "  score batch {batch:>2}: {:>7.0} scored tok/s ({:.0} candidates/s; {} tokens in {:.2} s; {})",
+                w.rate(),
+                (batch * questions.len()) as f64 / w.seconds,
+                w.tokens,
+                w.seconds,
+                mfu(w.rate(), params, peak.as_ref())
+            );
+        }
+    }
+    Ok(())
+}
