@@ -59,14 +59,22 @@ impl ModelWorker {
         let info = Arc::new(loaded.info.clone());
         let max_samples = MAX_SAMPLES_PER_REQUEST.min(config.max_active_sequences as u32);
         let threads = config.threads_for(info.parameters);
-        let worker = Worker::new(loaded, config.clone(), rx, outstanding.clone());
         let name = format!("model-worker-{}", info.id);
-        let pool_name = name.clone();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(move |i| format!("{pool_name}-{i}"))
-            .build()
-            .expect("building the worker's thread pool");
+        let build_pool = |threads: usize, tag: &str| {
+            let pool_name = format!("{name}{tag}");
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(move |i| format!("{pool_name}-{i}"))
+                .build()
+                .expect("building the worker's thread pool")
+        };
+        let pool = build_pool(threads, "");
+        // A small model on one thread by default still gets every core for a pass with
+        // many rows (a wide decode batch, a scoring batch), where splitting pays.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let wide =
+            (config.threads == 0 && threads == 1 && cores > 1).then(|| build_pool(cores, "-wide"));
+        let worker = Worker::new(loaded, config.clone(), rx, outstanding.clone(), wide);
         // The batch loop runs on a thread of the worker's own pool, so candle's
         // parallel operations start there. Called from any other thread, each one is
         // handed to the global pool and waited for: two thread switches per operation,
