@@ -17,7 +17,7 @@ mod workloads;
 
 use anyhow::Context;
 use clap::Parser;
-use ponder_engine::{load, LoadOptions, ModelWorker, WorkerConfig};
+use ponder_engine::{load, LoadOptions, ModelWorker, Quantize, WorkerConfig};
 use std::path::{Path, PathBuf};
 use workloads::Work;
 
@@ -46,6 +46,9 @@ struct Args {
     /// Model-worker threads (0 = the worker's default for the model's size).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Weight quantization at load (none or q8_0), for generator and verifier alike.
+    #[arg(long, default_value = "none")]
+    quantize: Quantize,
     /// Which parts to run.
     #[arg(
         long,
@@ -99,9 +102,16 @@ fn mfu(tokens_per_s: f64, params: u64, peak: Option<&peak::Peak>) -> String {
     }
 }
 
-fn spawn(path: &Path, threads: usize) -> anyhow::Result<(ModelWorker, u64, usize)> {
-    let loaded = load(path, &LoadOptions::default())
-        .with_context(|| format!("loading {}", path.display()))?;
+fn spawn(
+    path: &Path,
+    threads: usize,
+    quantize: Quantize,
+) -> anyhow::Result<(ModelWorker, u64, usize)> {
+    let opts = LoadOptions {
+        quantize,
+        ..LoadOptions::default()
+    };
+    let loaded = load(path, &opts).with_context(|| format!("loading {}", path.display()))?;
     loaded.warm_up()?;
     let params = loaded.info.parameters;
     let config = WorkerConfig {
@@ -137,10 +147,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut scoring_candidates = None;
     for path in &args.generator {
-        let (worker, params, threads) = spawn(path, args.threads)?;
+        let (worker, params, threads) = spawn(path, args.threads, args.quantize)?;
         println!(
-            "\ngenerator {} ({params} parameters, {threads} worker thread(s))",
-            worker.info().id
+            "\ngenerator {} ({params} parameters, {}, {threads} worker thread(s))",
+            worker.info().id,
+            worker.info().format
         );
         if has(Part::Samples) {
             for &n in &args.samples {
@@ -202,10 +213,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .prm
             .as_ref()
             .context("--prm names a model without a PRM convention (prm.json)")?;
-        let (worker, params, threads) = spawn(&args.prm, args.threads)?;
+        let (worker, params, threads) = spawn(&args.prm, args.threads, args.quantize)?;
         println!(
-            "\nverifier {} ({params} parameters, {threads} worker thread(s))",
-            worker.info().id
+            "\nverifier {} ({params} parameters, {}, {threads} worker thread(s))",
+            worker.info().id,
+            worker.info().format
         );
         for &batch in &args.batches {
             let w = median_of(args.runs, async || {

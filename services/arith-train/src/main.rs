@@ -178,6 +178,12 @@ enum Command {
         per_level: usize,
         #[arg(long, default_value_t = 20261129)]
         seed: u64,
+        /// Draw from the independent evaluation sampler instead of the trainer's held-out set.
+        #[arg(long)]
+        independent: bool,
+        /// Quantize the weights at load (none or q8_0), to check what int8 costs.
+        #[arg(long, default_value = "none")]
+        quantize: ponder_engine::Quantize,
     },
 }
 
@@ -449,9 +455,16 @@ fn main() -> Result<()> {
             model,
             per_level,
             seed,
+            independent,
+            quantize,
         } => {
+            let problems = if independent {
+                ponder_arith::eval_sampler::eval_set(seed, per_level)
+            } else {
+                task::held_out_set(seed, per_level)
+            };
             ponder_engine::engine::cli_runtime()?
-                .block_on(eval_generator(model, per_level, seed))?;
+                .block_on(eval_generator(model, &problems, quantize))?;
         }
     }
     Ok(())
@@ -538,12 +551,16 @@ async fn greedy_accuracy(dir: &Path, problems: &[task::Problem]) -> Result<f64> 
     Ok(100.0 * right as f64 / problems.len().max(1) as f64)
 }
 
-async fn eval_generator(model: PathBuf, per_level: usize, seed: u64) -> Result<()> {
-    let worker = ModelWorker::spawn(
-        ponder_engine::load(&model, &LoadOptions::default())?,
-        WorkerConfig::default(),
-    );
-    let problems = task::held_out_set(seed, per_level);
+async fn eval_generator(
+    model: PathBuf,
+    problems: &[task::Problem],
+    quantize: ponder_engine::Quantize,
+) -> Result<()> {
+    let opts = LoadOptions {
+        quantize,
+        ..LoadOptions::default()
+    };
+    let worker = ModelWorker::spawn(ponder_engine::load(&model, &opts)?, WorkerConfig::default());
     let questions: Vec<String> = problems.iter().map(|p| p.question.clone()).collect();
     let texts = solve_all(&worker, &questions, 1, params(0.0, 0)).await?;
     let mut correct = [0usize; 7];

@@ -33,7 +33,7 @@ pub mod small_matmul;
 pub mod tokenizer;
 pub mod worker;
 
-pub use engine::{load, LoadOptions, LoadedModel, ModelInfo};
+pub use engine::{load, LoadOptions, LoadedModel, ModelInfo, Quantize};
 pub use error::{EngineError, Result};
 pub use sampling::{FinishReason, SamplingParams};
 pub use worker::{

@@ -3,6 +3,7 @@
 //! No hub access: a path is all we take.
 
 use crate::config::ModelConfig;
+use crate::engine::Quantize;
 use crate::error::{EngineError, Result};
 use crate::linear::Linear;
 use crate::model::{Layer, RopeTable, Transformer};
@@ -132,8 +133,25 @@ pub fn load_hf(
     weights: &[PathBuf],
     dtype: DType,
     device: &Device,
+    quantize: Quantize,
 ) -> Result<Transformer> {
     let config = ModelConfig::from_hf_json(&read_text(&dir.join("config.json"))?)?;
+    if quantize != Quantize::None && (dtype != DType::F32 || !device.is_cpu()) {
+        return Err(EngineError::load(
+            "weight quantization needs f32 compute on the CPU (--dtype f32, no GPU)",
+        ));
+    }
+    // A dense weight, or its Q8_0 blocks when asked for and its rows split into blocks.
+    let layer = |w: Tensor, b: Option<Tensor>| -> Result<Linear> {
+        if quantize == Quantize::Q8_0 && w.dim(1)? % 32 == 0 {
+            Ok(Linear::quantized(
+                QTensor::quantize(&w, GgmlDType::Q8_0)?,
+                b,
+            )?)
+        } else {
+            Ok(Linear::dense(w, b)?)
+        }
+    };
     // SAFETY: the files are memory-mapped read-only; we do not modify them while loaded.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(weights, dtype, device)? };
     let named =
@@ -150,7 +168,7 @@ pub fn load_hf(
         } else {
             None
         };
-        Ok(Linear::dense(w, b)?)
+        layer(w, b)
     };
     let embed = get("model.embed_tokens.weight", &[config.vocab_size, h])?;
     let mut layers = Vec::with_capacity(config.num_layers);
@@ -185,7 +203,7 @@ pub fn load_hf(
         });
     }
     let lm_head = if config.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
-        Linear::dense(embed.clone(), None)?
+        layer(embed.clone(), None)?
     } else {
         linear("lm_head", config.vocab_size, h, false)?
     };

@@ -18,8 +18,10 @@ use rayon::prelude::*;
 /// Most activation rows the kernel is used for.
 pub const SMALL_ROWS: usize = 64;
 
-/// Output columns per tile (four 8-lane vectors).
+/// Output columns per tile: four 8-lane vectors, or eight for one or two rows, so that
+/// enough independent accumulators hide the multiply-add latency.
 const COLS: usize = 32;
+const WIDE_COLS: usize = 64;
 /// Activation rows per tile.
 const ROWS: usize = 4;
 
@@ -62,12 +64,13 @@ impl CustomOp2 for SmallMatmul {
 pub fn matmul(x: &[f32], wt: &[f32], k: usize, n: usize) -> Vec<f32> {
     let m = x.len() / k;
     let mut out = vec![0f32; m * n];
-    let tiles = n.div_ceil(COLS);
+    let width = if m <= 2 { WIDE_COLS } else { COLS };
+    let tiles = n.div_ceil(width);
     // Each tile writes its own columns of every row: hand each a disjoint view.
     let ptr = OutPtr(out.as_mut_ptr());
     let job = |tile: usize| {
-        let c0 = tile * COLS;
-        let cols = COLS.min(n - c0);
+        let c0 = tile * width;
+        let cols = width.min(n - c0);
         // SAFETY: tiles own disjoint column ranges of `out`, which outlives the loop.
         let out = unsafe { std::slice::from_raw_parts_mut(ptr.get(), m * n) };
         column_tile(x, wt, k, n, c0, cols, out);
@@ -98,12 +101,14 @@ fn column_tile(x: &[f32], wt: &[f32], k: usize, n: usize, c0: usize, cols: usize
         let rows = ROWS.min(m - r0);
         let x = &x[r0 * k..(r0 + rows) * k];
         let out = &mut out[r0 * n..];
-        match (cols == COLS, rows) {
-            (true, 4) => tile_full::<4>(x, wt, k, n, c0, out),
-            (true, 3) => tile_full::<3>(x, wt, k, n, c0, out),
-            (true, 2) => tile_full::<2>(x, wt, k, n, c0, out),
-            (true, _) => tile_full::<1>(x, wt, k, n, c0, out),
-            (false, _) => {
+        match (cols, rows) {
+            (WIDE_COLS, 2) => tile_full::<2, WIDE_COLS>(x, wt, k, n, c0, out),
+            (WIDE_COLS, 1) => tile_full::<1, WIDE_COLS>(x, wt, k, n, c0, out),
+            (COLS, 4) => tile_full::<4, COLS>(x, wt, k, n, c0, out),
+            (COLS, 3) => tile_full::<3, COLS>(x, wt, k, n, c0, out),
+            (COLS, 2) => tile_full::<2, COLS>(x, wt, k, n, c0, out),
+            (COLS, 1) => tile_full::<1, COLS>(x, wt, k, n, c0, out),
+            _ => {
                 for (r, xr) in x.chunks_exact(k).enumerate() {
                     let o = &mut out[r * n + c0..][..cols];
                     for (kk, &xv) in xr.iter().enumerate() {
@@ -119,11 +124,11 @@ fn column_tile(x: &[f32], wt: &[f32], k: usize, n: usize, c0: usize, cols: usize
     }
 }
 
-/// `R` rows by COLS columns: for each input feature, one broadcast activation per row
-/// times one contiguous run of COLS weights. Constant sizes let the compiler keep the
+/// `R` rows by `C` columns: for each input feature, one broadcast activation per row
+/// times one contiguous run of `C` weights. Constant sizes let the compiler keep the
 /// accumulators in vector registers.
 #[inline(always)]
-fn tile_full<const R: usize>(
+fn tile_full<const R: usize, const C: usize>(
     x: &[f32],
     wt: &[f32],
     k: usize,
@@ -131,20 +136,20 @@ fn tile_full<const R: usize>(
     c0: usize,
     out: &mut [f32],
 ) {
-    let mut acc = [[0f32; COLS]; R];
+    let mut acc = [[0f32; C]; R];
     for kk in 0..k {
-        let w: &[f32; COLS] = wt[kk * n + c0..kk * n + c0 + COLS]
+        let w: &[f32; C] = wt[kk * n + c0..kk * n + c0 + C]
             .try_into()
             .expect("a full tile");
         for r in 0..R {
             let xv = x[r * k + kk];
-            for c in 0..COLS {
+            for c in 0..C {
                 acc[r][c] = w[c].mul_add(xv, acc[r][c]);
             }
         }
     }
     for (r, a) in acc.iter().enumerate() {
-        out[r * n + c0..][..COLS].copy_from_slice(a);
+        out[r * n + c0..][..C].copy_from_slice(a);
     }
 }
 
@@ -155,7 +160,7 @@ mod tests {
     /// Every tile shape (full, short rows, short columns) against a plain triple loop.
     #[test]
     fn matches_the_definition() {
-        let (k, n) = (40, 101);
+        let (k, n) = (40, 140);
         let val = |i: usize| ((i * 7919) % 89) as f32 / 89.0 - 0.5;
         let wt: Vec<f32> = (0..k * n).map(val).collect();
         for m in [1, 2, 3, 4, 9] {

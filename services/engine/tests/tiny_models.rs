@@ -6,8 +6,8 @@ use ponder_engine::fixtures::{write_tiny_model, TinySpec};
 use ponder_engine::kv::KvCache;
 use ponder_engine::model::Segment;
 use ponder_engine::{
-    load, EngineError, FinishReason, GenerateRequest, LoadOptions, ModelWorker, SamplingParams,
-    ScoreRequest, WorkerConfig,
+    load, EngineError, FinishReason, GenerateRequest, LoadOptions, ModelWorker, Quantize,
+    SamplingParams, ScoreRequest, WorkerConfig,
 };
 use std::path::Path;
 
@@ -413,8 +413,11 @@ async fn bad_requests_and_overload_are_refused_with_reasons() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not configured as a PRM"), "{err}");
-    // Two at once with room for one: one is refused as overload, the other completes.
-    let results = join_all([1, 2].iter().map(|_| worker.generate(bad(greedy(64), 1)))).await;
+    // Two at once with room for one: the second is refused as overload, the first
+    // completes. The first is long (16 x 400 tokens) so that it cannot finish before the
+    // second is submitted, however the test thread is scheduled.
+    let results =
+        join_all([bad(greedy(400), 16), bad(greedy(4), 1)].map(|r| worker.generate(r))).await;
     let overloaded = results
         .iter()
         .filter(|r| matches!(r, Err(EngineError::Overloaded(_))))
@@ -474,4 +477,56 @@ async fn safetensors_models_also_run_in_bf16() {
         .await
         .unwrap();
     assert!((0.0..=1.0).contains(&scores.scores[0][0]));
+}
+
+#[test]
+fn q8_0_weights_load_quantized_and_stay_close_to_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(dir.path(), &TinySpec::llama()).unwrap();
+    let logits = |quantize: Quantize| {
+        let opts = LoadOptions {
+            quantize,
+            ..Default::default()
+        };
+        let loaded = load(dir.path(), &opts).expect("load");
+        let ids = loaded.codec.encode("int8 weights, please", true).unwrap();
+        let mut cache = KvCache::new(loaded.model.config.num_layers);
+        let h = loaded
+            .model
+            .forward(&mut [Segment {
+                tokens: &ids,
+                cache: &mut cache,
+            }])
+            .unwrap();
+        let rows = loaded.model.logits(&h).unwrap().to_vec2::<f32>().unwrap();
+        (loaded.info.format.clone(), rows)
+    };
+    let (plain_format, plain) = logits(Quantize::None);
+    let (q_format, quantized) = logits(Quantize::Q8_0);
+    assert_eq!(plain_format, "safetensors");
+    assert_eq!(q_format, "safetensors/q8_0");
+    let scale = plain.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+    let worst = plain
+        .iter()
+        .flatten()
+        .zip(quantized.iter().flatten())
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst > 0.0,
+        "q8_0 changed nothing: the weights were not quantized"
+    );
+    assert!(
+        worst < 0.05 * scale,
+        "q8_0 logits moved by {worst} (largest logit {scale})"
+    );
+
+    let bf16 = LoadOptions {
+        dtype: candle_core::DType::BF16,
+        quantize: Quantize::Q8_0,
+        ..Default::default()
+    };
+    let err = load(dir.path(), &bf16)
+        .err()
+        .expect("bf16 + q8_0 is refused");
+    assert!(err.to_string().contains("f32"), "{err}");
 }

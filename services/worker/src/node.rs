@@ -43,6 +43,10 @@ pub struct ModelArgs {
     /// every core for a larger one). Set it when several nodes share a host.
     #[arg(long, env = "PONDER_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// Quantize a safetensors model's linear layers at load: none (the default) or q8_0
+    /// (int8 weights; docs/engine.md, "Int8 weights", for speed and accuracy).
+    #[arg(long, env = "PONDER_QUANTIZE", default_value = "none")]
+    pub quantize: ponder_engine::Quantize,
 }
 
 impl ModelArgs {
@@ -54,6 +58,7 @@ impl ModelArgs {
             max_active_sequences: 256,
             max_batch_tokens: 2048,
             threads: 0,
+            quantize: ponder_engine::Quantize::None,
         }
     }
 }
@@ -103,6 +108,7 @@ impl ModelNode {
             tracing::info!(addr = %node.addr, model = %model.model.display(), "loading model");
             let (given, name) = (model.model.clone(), model.model_name.clone());
             let needs_prm = role == Role::Verifier;
+            let quantize = model.quantize;
             let model_role = match role {
                 Role::Generator => ModelRole::Generator,
                 Role::Verifier => ModelRole::Verifier,
@@ -113,7 +119,11 @@ impl ModelNode {
                 if path != given {
                     tracing::info!(model = %path.display(), "resolved through the models manifest");
                 }
-                let loaded = ponder_engine::load(&path, &LoadOptions::default())?;
+                let opts = LoadOptions {
+                    quantize,
+                    ..LoadOptions::default()
+                };
+                let loaded = ponder_engine::load(&path, &opts)?;
                 if needs_prm && loaded.prm.is_none() {
                     anyhow::bail!(
                         "{} is not a PRM: a verifier needs a prm.json beside the weights",

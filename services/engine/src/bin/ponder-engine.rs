@@ -37,6 +37,9 @@ struct ModelArgs {
     /// every core for a larger one).
     #[arg(long, env = "PONDER_THREADS", default_value_t = 0)]
     threads: usize,
+    /// Quantize a safetensors model's linear layers at load: none or q8_0.
+    #[arg(long, env = "PONDER_QUANTIZE", default_value = "none")]
+    quantize: ponder_engine::Quantize,
 }
 
 impl ModelArgs {
@@ -120,6 +123,7 @@ fn open(args: &ModelArgs) -> anyhow::Result<ponder_engine::LoadedModel> {
         dtype,
         tokenizer: args.tokenizer.clone(),
         prm: None,
+        quantize: args.quantize,
     };
     let t = Instant::now();
     let loaded =
