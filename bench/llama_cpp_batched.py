@@ -4,10 +4,12 @@
 1. Converts the model's HF safetensors to GGUF with the `gguf` package, as f32 and as
    Q8_0 (norms stay f32), into a temporary directory. Q/K rows are permuted from the HF
    rotate-half layout to GGML's, as llama.cpp's own converter does.
-2. For each n: the prompt is decoded once for all n sequence ids (its KV shared), then
-   every step decodes one token per sequence in one `llama_batch` (T = 0.8, EOS ignored,
-   `--tokens` per sequence), through llama-cpp-python's low-level API with 2 threads.
-   n_batch/n_ubatch are swept and the best is reported with its setting.
+2. For each n: the prompt is decoded once, then every step decodes one token per
+   sequence in one `llama_batch` (T = 0.8, EOS ignored, `--tokens` per sequence), through
+   llama-cpp-python's low-level API with 2 threads. Swept, best reported with its setting:
+   n_batch/n_ubatch, and the KV layout: unified (the prompt decoded once for all n
+   sequence ids, its cells shared, but every token attends over the whole cache with a
+   mask) or one stream per sequence (the prompt's cells copied with `llama_memory_seq_cp`).
 3. Greedy tokens of the first 32 steps (n = 1, f32) are printed too, so the caller can
    check the conversion agrees with our engine.
 
@@ -85,7 +87,7 @@ def convert(model_dir, out_path, qtype):
 
 
 class Runner:
-    def __init__(self, path, n_seq, n_ctx, n_batch, n_ubatch, threads):
+    def __init__(self, path, n_seq, n_ctx, n_batch, n_ubatch, threads, unified):
         mp = L.llama_model_default_params()
         self.model = L.llama_model_load_from_file(path.encode(), mp)
         if not self.model:
@@ -97,8 +99,8 @@ class Runner:
         cp.n_seq_max = n_seq
         cp.n_threads = threads
         cp.n_threads_batch = threads
-        if hasattr(cp, "kv_unified"):
-            cp.kv_unified = True
+        cp.kv_unified = unified
+        self.unified = unified
         self.ctx = L.llama_init_from_model(self.model, cp)
         if not self.ctx:
             raise SystemExit("llama.cpp could not create a context")
@@ -140,9 +142,14 @@ def run(runner, prompt, n, tokens, vocab, temperature, rng):
     """Seconds to prefill `prompt` once for n sequences and decode `tokens` per sequence."""
     runner.clear()
     t = time.perf_counter()
-    seqs = list(range(n))
     last = len(prompt) - 1
-    runner.decode([(tok, p, seqs, p == last) for p, tok in enumerate(prompt)])
+    if runner.unified:
+        runner.decode([(tok, p, list(range(n)), p == last) for p, tok in enumerate(prompt)])
+    else:
+        runner.decode([(tok, p, [0], p == last) for p, tok in enumerate(prompt)])
+        mem = L.llama_get_memory(runner.ctx)
+        for s in range(1, n):
+            L.llama_memory_seq_cp(mem, 0, s, -1, -1)
     logits = np.repeat(runner.logits(1, vocab), n, axis=0)
     out = []
     for step in range(tokens):
@@ -182,10 +189,14 @@ def main():
             vocab = cfg["vocab_size"]
             per_n = {}
             for n in samples:
-                n_ctx = len(prompt) + n * args.tokens + 64
                 best = None
-                for nb, nub in ((64, 64), (256, 256), (512, 512), (512, 128)):
-                    runner = Runner(path, n, n_ctx, nb, nub, args.threads)
+                settings = [(nb, nub, u) for u in (True, False)
+                            for nb, nub in ((64, 64), (256, 256), (512, 512), (512, 128))]
+                for nb, nub, unified in settings:
+                    # Split streams get n_ctx / n each: room for the prompt and the tokens.
+                    per_seq = len(prompt) + args.tokens + 64
+                    n_ctx = per_seq * n if not unified else len(prompt) + n * args.tokens + 64
+                    runner = Runner(path, n, n_ctx, nb, nub, args.threads, unified)
                     rng = np.random.default_rng(1)
                     run(runner, prompt, n, 4, vocab, 0.8, rng)  # warm-up
                     times = sorted(run(runner, prompt, n, args.tokens, vocab, 0.8 if n > 1 else 0.0, rng)[0]
@@ -193,7 +204,7 @@ def main():
                     med = times[len(times) // 2]
                     rate = n * args.tokens / med
                     if best is None or rate > best["tok_s"]:
-                        best = {"tok_s": rate, "n_batch": nb, "n_ubatch": nub}
+                        best = {"tok_s": rate, "n_batch": nb, "n_ubatch": nub, "kv_unified": unified}
                     if name == "f32" and n == 1 and "greedy" not in result:
                         result["greedy"] = run(runner, prompt, 1, 32, vocab, 0.0, rng)[1]
                     runner.close()

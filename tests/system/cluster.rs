@@ -295,6 +295,15 @@ async fn health_turns_serving_and_status_lists_members() {
     );
     assert!(body.contains("ponder_request_duration_seconds_bucket"));
     assert!(body.contains("ponder_query_generations_count"));
+    // What a node is sized by: load + warm-up time and compute threads, per role.
+    assert!(
+        body.contains("ponder_model_load_seconds{role=\"generator\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("ponder_worker_threads{role=\"verifier\"} 1"),
+        "{body}"
+    );
     cluster.stop().await;
 }
 

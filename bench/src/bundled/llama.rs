@@ -70,10 +70,11 @@ pub async fn compare(
         let cell = |precision: &str| {
             let e = &v["precisions"][precision][n.to_string()];
             format!(
-                "{:>7.0} tok/s (n_batch {}, n_ubatch {})",
+                "{:>7.0} tok/s (n_batch {}, n_ubatch {}, kv_unified {})",
                 e["tok_s"].as_f64().unwrap_or(f64::NAN),
                 e["n_batch"],
-                e["n_ubatch"]
+                e["n_ubatch"],
+                e["kv_unified"]
             )
         };
         let f32_rate = v["precisions"]["f32"][n.to_string()]["tok_s"]

@@ -17,8 +17,10 @@ mod workloads;
 
 use anyhow::Context;
 use clap::Parser;
+use ponder_cluster::metrics::resident_bytes;
 use ponder_engine::{load, LoadOptions, ModelWorker, Quantize, WorkerConfig};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 use workloads::Work;
 
 #[derive(Parser)]
@@ -111,8 +113,16 @@ fn spawn(
         quantize,
         ..LoadOptions::default()
     };
+    // What an operator sizes a node by: load plus warm-up time, and the memory it adds.
+    let (started, rss_before) = (Instant::now(), resident_bytes().unwrap_or(0));
     let loaded = load(path, &opts).with_context(|| format!("loading {}", path.display()))?;
     loaded.warm_up()?;
+    println!(
+        "\n{}: loaded and warmed up in {:.0} ms, resident memory +{:.1} MiB",
+        path.display(),
+        started.elapsed().as_secs_f64() * 1e3,
+        resident_bytes().unwrap_or(0).saturating_sub(rss_before) as f64 / (1 << 20) as f64
+    );
     let params = loaded.info.parameters;
     let config = WorkerConfig {
         threads,
@@ -149,7 +159,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for path in &args.generator {
         let (worker, params, threads) = spawn(path, args.threads, args.quantize)?;
         println!(
-            "\ngenerator {} ({params} parameters, {}, {threads} worker thread(s))",
+            "generator {} ({params} parameters, {}, {threads} worker thread(s))",
             worker.info().id,
             worker.info().format
         );
@@ -215,7 +225,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .context("--prm names a model without a PRM convention (prm.json)")?;
         let (worker, params, threads) = spawn(&args.prm, args.threads, args.quantize)?;
         println!(
-            "\nverifier {} ({params} parameters, {}, {threads} worker thread(s))",
+            "verifier {} ({params} parameters, {}, {threads} worker thread(s))",
             worker.info().id,
             worker.info().format
         );

@@ -37,6 +37,18 @@ pub struct Metrics {
     pub tokens: Family<Labels, Counter<u64, AtomicU64>>,
     pub query_generations: Family<Labels, Histogram, fn() -> Histogram>,
     pub query_tokens: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Seconds from the start of loading a node's model to serving it, warm-up included.
+    pub model_load_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
+    pub worker_threads: Family<Labels, Gauge>,
+    pub resident_memory_bytes: Gauge,
+}
+
+/// This process's resident set size, from `/proc/self/status` (None where there is none).
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 impl Default for Metrics {
@@ -62,6 +74,24 @@ impl Metrics {
             );
         let query_tokens = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
             count_histogram as fn() -> Histogram,
+        );
+        let model_load_seconds = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        let worker_threads = Family::<Labels, Gauge>::default();
+        let resident_memory_bytes = Gauge::default();
+        r.register(
+            "model_load_seconds",
+            "seconds from the start of loading the model to serving it, warm-up included (what an autoscaler waits for)",
+            model_load_seconds.clone(),
+        );
+        r.register(
+            "worker_threads",
+            "compute threads of the model worker",
+            worker_threads.clone(),
+        );
+        r.register(
+            "resident_memory_bytes",
+            "resident set size of this process",
+            resident_memory_bytes.clone(),
         );
         r.register(
             "requests",
@@ -113,6 +143,9 @@ impl Metrics {
             tokens,
             query_generations,
             query_tokens,
+            model_load_seconds,
+            worker_threads,
+            resident_memory_bytes,
         }
     }
 

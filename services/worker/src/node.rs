@@ -109,6 +109,7 @@ impl ModelNode {
             let (given, name) = (model.model.clone(), model.model_name.clone());
             let needs_prm = role == Role::Verifier;
             let quantize = model.quantize;
+            let load_started = std::time::Instant::now();
             let model_role = match role {
                 Role::Generator => ModelRole::Generator,
                 Role::Verifier => ModelRole::Verifier,
@@ -145,6 +146,21 @@ impl ModelNode {
                 },
             );
             let info = worker.info().clone();
+            let load_seconds = load_started.elapsed().as_secs_f64();
+            let threads = WorkerConfig {
+                threads: model.threads,
+                ..WorkerConfig::default()
+            }
+            .threads_for(info.parameters);
+            let labels = Metrics::labels(&[("role", role.as_str())]);
+            metrics
+                .model_load_seconds
+                .get_or_create(&labels)
+                .set(load_seconds);
+            metrics
+                .worker_threads
+                .get_or_create(&labels)
+                .set(threads as i64);
             let instance_id = node.instance_id(role.as_str());
             let _ = cell.0.set((worker.clone(), instance_id.clone()));
             let health = Health {
@@ -160,7 +176,15 @@ impl ModelNode {
                 capacity: model.max_queued as u32,
             };
             node.set_serving(Some(record)).await;
-            tracing::info!(addr = %node.addr, model = %info.id, parameters = info.parameters, "serving");
+            tracing::info!(
+                addr = %node.addr,
+                model = %info.id,
+                parameters = info.parameters,
+                load_seconds = format!("{load_seconds:.2}"),
+                resident_mib = ponder_cluster::metrics::resident_bytes().unwrap_or(0) >> 20,
+                threads,
+                "serving"
+            );
             Ok(Self {
                 node,
                 worker: cell,
@@ -229,6 +253,9 @@ fn spawn_stats(
                 .queue_depth
                 .get_or_create(&labels)
                 .set(worker.queue_depth() as i64);
+            if let Some(rss) = ponder_cluster::metrics::resident_bytes() {
+                metrics.resident_memory_bytes.set(rss as i64);
+            }
             metrics
                 .batch_size
                 .get_or_create(&labels)
