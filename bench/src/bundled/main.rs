@@ -104,11 +104,7 @@ fn mfu(tokens_per_s: f64, params: u64, peak: Option<&peak::Peak>) -> String {
     }
 }
 
-fn spawn(
-    path: &Path,
-    threads: usize,
-    quantize: Quantize,
-) -> anyhow::Result<(ModelWorker, u64, usize)> {
+fn spawn(path: &Path, threads: usize, quantize: Quantize) -> anyhow::Result<ModelWorker> {
     let opts = LoadOptions {
         quantize,
         ..LoadOptions::default()
@@ -123,13 +119,11 @@ fn spawn(
         started.elapsed().as_secs_f64() * 1e3,
         resident_bytes().unwrap_or(0).saturating_sub(rss_before) as f64 / (1 << 20) as f64
     );
-    let params = loaded.info.parameters;
     let config = WorkerConfig {
         threads,
         ..Default::default()
     };
-    let used = config.threads_for(params);
-    Ok((ModelWorker::spawn(loaded, config), params, used))
+    Ok(ModelWorker::spawn(loaded, config))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -157,7 +151,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut scoring_candidates = None;
     for path in &args.generator {
-        let (worker, params, threads) = spawn(path, args.threads, args.quantize)?;
+        let worker = spawn(path, args.threads, args.quantize)?;
+        let (params, threads) = (worker.info().parameters, worker.threads());
         println!(
             "generator {} ({params} parameters, {}, {threads} worker thread(s))",
             worker.info().id,
@@ -223,7 +218,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .prm
             .as_ref()
             .context("--prm names a model without a PRM convention (prm.json)")?;
-        let (worker, params, threads) = spawn(&args.prm, args.threads, args.quantize)?;
+        let worker = spawn(&args.prm, args.threads, args.quantize)?;
+        let (params, threads) = (worker.info().parameters, worker.threads());
         println!(
             "verifier {} ({params} parameters, {}, {threads} worker thread(s))",
             worker.info().id,

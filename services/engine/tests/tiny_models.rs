@@ -18,6 +18,26 @@ fn worker_for(dir: &Path, spec: &TinySpec, config: WorkerConfig) -> ModelWorker 
     ModelWorker::spawn(loaded, config)
 }
 
+/// Logits at every position of `text` in one forward pass from an empty cache, flattened.
+fn prompt_logits(m: &ponder_engine::LoadedModel, text: &str) -> Vec<f32> {
+    let ids = m.codec.encode(text, true).unwrap();
+    let mut cache = KvCache::new(m.model.config.num_layers);
+    let h = m
+        .model
+        .forward(&mut [Segment {
+            tokens: &ids,
+            cache: &mut cache,
+        }])
+        .unwrap();
+    m.model
+        .logits(&h)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
 fn greedy(max_tokens: usize) -> SamplingParams {
     SamplingParams {
         max_tokens,
@@ -339,25 +359,10 @@ fn sharded_checkpoints_load_to_the_same_model() {
         std::fs::copy(dir.path().join(f), sharded.path().join(f)).unwrap();
     }
     let split = load(sharded.path(), &LoadOptions::default()).unwrap();
-    let ids = single.codec.encode("shards", true).unwrap();
-    let logits = |m: &ponder_engine::LoadedModel| {
-        let mut cache = KvCache::new(m.model.config.num_layers);
-        let h = m
-            .model
-            .forward(&mut [Segment {
-                tokens: &ids,
-                cache: &mut cache,
-            }])
-            .unwrap();
-        m.model
-            .logits(&h)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-    };
-    assert_eq!(logits(&single), logits(&split));
+    assert_eq!(
+        prompt_logits(&single, "shards"),
+        prompt_logits(&split, "shards")
+    );
 }
 
 #[test]
@@ -489,27 +494,17 @@ fn q8_0_weights_load_quantized_and_stay_close_to_f32() {
             ..Default::default()
         };
         let loaded = load(dir.path(), &opts).expect("load");
-        let ids = loaded.codec.encode("int8 weights, please", true).unwrap();
-        let mut cache = KvCache::new(loaded.model.config.num_layers);
-        let h = loaded
-            .model
-            .forward(&mut [Segment {
-                tokens: &ids,
-                cache: &mut cache,
-            }])
-            .unwrap();
-        let rows = loaded.model.logits(&h).unwrap().to_vec2::<f32>().unwrap();
+        let rows = prompt_logits(&loaded, "int8 weights, please");
         (loaded.info.format.clone(), rows)
     };
     let (plain_format, plain) = logits(Quantize::None);
     let (q_format, quantized) = logits(Quantize::Q8_0);
     assert_eq!(plain_format, "safetensors");
     assert_eq!(q_format, "safetensors/q8_0");
-    let scale = plain.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+    let scale = plain.iter().fold(0f32, |m, x| m.max(x.abs()));
     let worst = plain
         .iter()
-        .flatten()
-        .zip(quantized.iter().flatten())
+        .zip(&quantized)
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(
         worst > 0.0,

@@ -147,11 +147,7 @@ impl ModelNode {
             );
             let info = worker.info().clone();
             let load_seconds = load_started.elapsed().as_secs_f64();
-            let threads = WorkerConfig {
-                threads: model.threads,
-                ..WorkerConfig::default()
-            }
-            .threads_for(info.parameters);
+            let threads = worker.threads();
             let labels = Metrics::labels(&[("role", role.as_str())]);
             metrics
                 .model_load_seconds

@@ -49,6 +49,7 @@ pub struct ModelWorker {
     max_queued: usize,
     max_samples: u32,
     info: Arc<ModelInfo>,
+    threads: usize,
 }
 
 impl ModelWorker {
@@ -91,11 +92,18 @@ impl ModelWorker {
             max_queued: config.max_queued_requests,
             max_samples,
             info,
+            threads,
         }
     }
 
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// Threads of the worker's compute pool ([`WorkerConfig::threads_for`]); under the
+    /// default, a small model's wide passes also use every core.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Requests accepted and not yet answered.
