@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Trains the generator ladder: three sizes of one family (same tokenizer, same solution
-# format), each from scratch on the trainer's question stream until its held-out
+# Trains the generator ladder: four sizes of one family (same tokenizer, same solution
+# format), each on the trainer's question stream until its held-out
 # (validation-slice) greedy accuracy stops improving, then a short decay. Re-running it
 # resumes every unfinished model from its last checkpoint (weights, optimizer state and
 # data position), so it can span sessions. Hours of CPU: run it in the background.
@@ -21,11 +21,25 @@ cargo build --release --bin ponder-arith
 cp target/release/ponder-arith "$work/bin/ponder-arith.new"
 mv "$work/bin/ponder-arith.new" "$work/bin/ponder-arith"
 
-# name, then the shape and rate of each rung (parameters: ~0.05M, ~0.23M, ~0.88M).
+# The top rung starts from the first shipped generator (1.31M parameters, 10.8M tokens of
+# the first training stream), kept outside the repository so that shipping a new
+# models/arith-gen never changes what a resumed run starts from.
+init="$work/init/arith-gen-v1"
+if [ ! -f "$init/model.safetensors" ]; then
+    mkdir -p "$work/init"
+    mkdir -p "$init.tmp"
+    for f in config.json model.safetensors tokenizer.json; do
+        git show "a220ad0:models/arith-gen/$f" > "$init.tmp/$f"
+    done
+    mv "$init.tmp" "$init"
+fi
+
+# name, then the shape and rate of each rung (parameters: ~0.05M, ~0.23M, ~0.88M, 1.31M).
 rungs=(
-    "arith-gen-xs --hidden 32 --layers 3 --heads 4 --lr 3e-3"
-    "arith-gen-s --hidden 64 --layers 4 --heads 4 --lr 3e-3"
-    "arith-gen-m --hidden 128 --layers 4 --heads 4 --lr 2e-3"
+    "arith-gen-xs --hidden 32 --layers 3 --heads 4 --lr 3e-3 --warmup 100 --min-steps 2000"
+    "arith-gen-s --hidden 64 --layers 4 --heads 4 --lr 3e-3 --warmup 100 --min-steps 2000"
+    "arith-gen-m --hidden 128 --layers 4 --heads 4 --lr 2e-3 --warmup 100 --min-steps 2000"
+    "arith-gen-l --init $init --lr 1e-3 --warmup 50 --min-steps 600"
 )
 for rung in "${rungs[@]}"; do
     read -r name args <<< "$rung"
@@ -37,8 +51,8 @@ for rung in "${rungs[@]}"; do
     (
         RAYON_NUM_THREADS=1 nice -n 19 "$work/bin/ponder-arith" train-generator \
             --out "$work/$name" --resume $args \
-            --batch-tokens 4096 --seed 11 --warmup 100 \
-            --max-steps 40000 --min-steps 2000 --decay-steps 400 \
+            --batch-tokens 4096 --seed 11 \
+            --max-steps 40000 --decay-steps 400 \
             --checkpoint-every 100 --eval-every 200 --milestone-every 1000 \
             --patience 3 --min-gain 1.0 --eval-per-level 50 \
             >> "$work/$name.out" 2>&1 && touch "$work/$name/done"

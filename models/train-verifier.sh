@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Trains the PRM on the mistakes of the whole ladder, once models/train-ladder.sh has
-# finished every rung (WORKDIR/<rung>/done). Two stages, each skipped when its output
-# exists, so re-running it resumes:
+# Trains the PRM on the mistakes of the whole ladder (models/train-ladder.sh). Two
+# stages, each skipped when its output exists, so re-running it resumes:
 #
-#   1. `ponder-arith sample`: every rung, at temperatures 0.6, 1.0 and 1.3, 8 samples of
-#      200 training-slice questions per level, each step labelled by the checker
-#      (WORKDIR/prm-samples.jsonl; written to a .part file and renamed when complete).
-#   2. `ponder-arith train-prm`: from the largest rung's weights, right and wrong samples
-#      drawn equally often, checkpoints and milestones, until held-out accuracy stops
-#      improving (WORKDIR/arith-prm/, resumable).
+#   1. `ponder-arith sample`: each rung as soon as it has finished training
+#      (WORKDIR/<rung>/done), at temperatures 0.6, 1.0 and 1.3, 8 samples of 100
+#      training-slice questions per level, each step labelled by the checker
+#      (WORKDIR/samples/<rung>.jsonl, written to a .part file and renamed when complete).
+#      The script waits (polling every 5 minutes) for rungs still training. The same
+#      files feed the revision stage (models/train-revisions.sh).
+#   2. `ponder-arith train-prm`: from the largest rung's weights, on every rung's samples,
+#      right and wrong samples drawn equally often, checkpoints and milestones, until
+#      held-out accuracy stops improving (WORKDIR/arith-prm/, resumable).
 #
 #   models/train-verifier.sh [WORKDIR]     # default: $PONDER_TRAIN_DIR or ~/ponder-train
 #
@@ -18,25 +20,37 @@
 set -euo pipefail
 work="${1:-${PONDER_TRAIN_DIR:-$HOME/ponder-train}}"
 bin="$work/bin/ponder-arith"
-rungs=(arith-gen-xs arith-gen-s arith-gen-m)
+rungs=(arith-gen-xs arith-gen-s arith-gen-m arith-gen-l)
 [ -x "$bin" ] || { echo "no $bin: run models/train-ladder.sh first" >&2; exit 1; }
-for rung in "${rungs[@]}"; do
-    [ -f "$work/$rung/done" ] || { echo "$rung has not finished training ($work/$rung/done)" >&2; exit 1; }
+mkdir -p "$work/samples"
+
+while :; do
+    pending=0
+    for rung in "${rungs[@]}"; do
+        out="$work/samples/$rung.jsonl"
+        [ -f "$out" ] && continue
+        if [ ! -f "$work/$rung/done" ]; then
+            pending=1
+            continue
+        fi
+        echo "$(date -u +%FT%TZ) sampling $rung into $out"
+        RAYON_NUM_THREADS=1 nice -n 19 "$bin" sample --model "$work/$rung" --out "$out.part" \
+            --temperature 0.6 --temperature 1.0 --temperature 1.3 -n 8 --per-level 100 --seed 21
+        mv "$out.part" "$out"
+    done
+    [ "$pending" = 0 ] && break
+    sleep 300
 done
 
 samples="$work/prm-samples.jsonl"
 if [ ! -f "$samples" ]; then
-    models=()
-    for rung in "${rungs[@]}"; do models+=(--model "$work/$rung"); done
-    echo "sampling the ladder into $samples"
-    RAYON_NUM_THREADS=1 nice -n 19 "$bin" sample "${models[@]}" --out "$samples.part" \
-        --temperature 0.6 --temperature 1.0 --temperature 1.3 -n 8 --per-level 200 --seed 21
+    for rung in "${rungs[@]}"; do cat "$work/samples/$rung.jsonl"; done > "$samples.part"
     mv "$samples.part" "$samples"
 fi
 
 largest="${rungs[${#rungs[@]}-1]}"
 if [ ! -f "$work/arith-prm/done" ]; then
-    echo "training the PRM from $largest in $work/arith-prm (log: $work/arith-prm/train.log)"
+    echo "$(date -u +%FT%TZ) training the PRM from $largest in $work/arith-prm (log: $work/arith-prm/train.log)"
     RAYON_NUM_THREADS=1 nice -n 19 "$bin" train-prm --out "$work/arith-prm" --resume \
         --init "$work/$largest" --samples "$samples" --balance \
         --checkpoint-every 100 --eval-every 200 --milestone-every 1000 \

@@ -7,11 +7,11 @@
 //!
 //! The recipe for the shipped models is `models/train-ladder.sh`.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use ponder_arith::slice::Slice;
 use ponder_arith::{solution, task};
-use ponder_arith_train::report::{GeneratorUnderTest, ReportConfig};
+use ponder_arith_train::report::{prm_validation, GeneratorUnderTest, ReportConfig};
 use ponder_arith_train::train::data::{sample_batch, DEFAULT_LEVEL_MIX};
 use ponder_arith_train::train::model::ModelShape;
 use ponder_arith_train::train::prm_data::{self, LabelledSolution};
@@ -82,6 +82,11 @@ enum Command {
     TrainGenerator {
         #[arg(long, default_value = "models/arith-gen")]
         out: PathBuf,
+        /// Start from this generator's weights (a model directory) instead of a random
+        /// initialisation; its config.json sets the shape (--hidden, --layers, --heads and
+        /// --intermediate are ignored). The optimizer and the data stream start fresh.
+        #[arg(long)]
+        init: Option<PathBuf>,
         #[command(flatten)]
         schedule: Schedule,
         #[arg(long, default_value_t = 128)]
@@ -247,6 +252,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::TrainGenerator {
             out,
+            init,
             schedule,
             hidden,
             layers,
@@ -258,11 +264,8 @@ fn main() -> Result<()> {
             own_fraction,
         } => {
             let own: Vec<(String, String)> = match &own_attempts {
-                Some(path) => std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?
-                    .lines()
-                    .map(serde_json::from_str::<LabelledSolution>)
-                    .filter_map(|r| r.ok())
+                Some(path) => prm_data::read_jsonl(path)?
+                    .into_iter()
                     .filter(|s| !s.correct && !s.steps.is_empty())
                     .map(|s| (s.question, s.steps.join("\n")))
                     .collect(),
@@ -272,16 +275,19 @@ fn main() -> Result<()> {
                 own_attempts.is_none() || !own.is_empty(),
                 "--own-attempts holds no wrong solutions"
             );
-            let shape = ModelShape {
-                hidden,
-                layers,
-                heads,
-                intermediate: intermediate.unwrap_or(hidden * 3),
-                vocab: vocab.size(),
-                max_positions: 2048,
-                rope_theta: 10_000.0,
+            let shape = match &init {
+                Some(dir) => ModelShape::from_hf_config(&dir.join("config.json"))?,
+                None => ModelShape {
+                    hidden,
+                    layers,
+                    heads,
+                    intermediate: intermediate.unwrap_or(hidden * 3),
+                    vocab: vocab.size(),
+                    max_positions: 2048,
+                    rope_theta: 10_000.0,
+                },
             };
-            let cfg = config(out, shape, &schedule, None, Objective::NextToken);
+            let cfg = config(out, shape, &schedule, init, Objective::NextToken);
             let mut next_batch =
                 |rng: &mut rand_chacha::ChaCha8Rng, budget| -> Result<Vec<Encoded>> {
                     let batch = if !own.is_empty() && rng.random_bool(own_fraction) {
@@ -334,13 +340,12 @@ fn main() -> Result<()> {
         } => {
             let shape = ModelShape::from_hf_config(&init.join("config.json"))?;
             let pool: Vec<LabelledSolution> = match &samples {
-                Some(path) => std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?
-                    .lines()
-                    .map(serde_json::from_str)
-                    .collect::<Result<_, _>>()?,
+                Some(path) => prm_data::read_jsonl(path)?,
                 None => vec![],
             };
+            // One question in 10 (all its samples) is held out: the periodic evaluation
+            // that stops the schedule (step and final-answer AUROC) runs on those.
+            let (pool, validation) = prm_validation::split_validation(pool, 10, 600);
             anyhow::ensure!(
                 !pool.is_empty() || synthetic_fraction > 0.0,
                 "give --samples or a synthetic fraction above 0"
@@ -377,9 +382,13 @@ fn main() -> Result<()> {
                     }
                     Ok(batch)
                 };
+            let mut evaluate = |dir: &Path| -> Result<f64> {
+                ponder_engine::engine::cli_runtime()?
+                    .block_on(prm_validation::validation_auroc(dir, &validation))
+            };
             let hooks = TrainHooks {
                 next_batch: &mut next_batch,
-                evaluate: None,
+                evaluate: (!validation.is_empty()).then_some(&mut evaluate),
             };
             let state = train(cfg, schedule.resume, hooks)?;
             print_trained(&state);

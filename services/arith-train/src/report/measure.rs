@@ -13,7 +13,7 @@ use ponder_engine::{GenerateRequest, ModelWorker, SamplingParams, ScoreRequest};
 /// Longest solution generated (the longest canonical solution is ~1,000 characters).
 pub const MAX_TOKENS: usize = 1500;
 /// Sequences in flight at once (the worker's default batch limit).
-const IN_FLIGHT_SEQUENCES: usize = 256;
+pub const IN_FLIGHT_SEQUENCES: usize = 256;
 
 pub fn greedy() -> SamplingParams {
     SamplingParams {

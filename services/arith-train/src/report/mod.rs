@@ -10,6 +10,7 @@
 //! training stream, which must be 0. `--quick` runs the same code on a few questions.
 
 pub mod measure;
+pub mod prm_validation;
 pub mod questions;
 pub mod stats;
 

@@ -214,6 +214,43 @@ mod tests {
     }
 
     #[test]
+    fn a_run_initialised_from_a_model_starts_from_its_weights() {
+        let (a, b, c) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let run = |cfg: TrainConfig| {
+            let mut next = copy_batch;
+            let hooks = TrainHooks {
+                next_batch: &mut next,
+                evaluate: None,
+            };
+            train(cfg, false, hooks).unwrap()
+        };
+        run(tiny_config(a.path(), 3));
+        // One step at a vanishing rate, from a's weights and from a fresh draw (another
+        // seed): the first keeps a's weights, the second does not.
+        let mut from_a = tiny_config(b.path(), 1);
+        (from_a.seed, from_a.lr, from_a.init_from) = (9, 1e-12, Some(a.path().into()));
+        run(from_a);
+        let mut fresh = tiny_config(c.path(), 1);
+        (fresh.seed, fresh.lr) = (9, 1e-12);
+        run(fresh);
+        let close = |x: &[(String, Vec<f32>)], y: &[(String, Vec<f32>)]| {
+            x.iter().zip(y).all(|((n, u), (m, v))| {
+                n == m && u.iter().zip(v).all(|(p, q)| (p - q).abs() < 1e-6)
+            })
+        };
+        let (wa, wb, wc) = (weights(a.path()), weights(b.path()), weights(c.path()));
+        assert!(
+            close(&wa, &wb),
+            "the initialised run moved away from its start"
+        );
+        assert!(!close(&wa, &wc), "a fresh run has the same weights");
+    }
+
+    #[test]
     fn a_resumed_run_matches_an_uninterrupted_one() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let run = |cfg: TrainConfig, resume: bool| {

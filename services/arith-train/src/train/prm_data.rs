@@ -8,7 +8,7 @@
 
 use super::trainer::Encoded;
 use crate::vocab::{Vocab, NEGATIVE, POSITIVE, STEP_TAG};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ponder_arith::checker::check_solution;
 use ponder_arith::solution;
 use ponder_arith::task;
@@ -59,6 +59,21 @@ pub fn label(question: &str, text: &str) -> LabelledSolution {
         correct: checked.correct,
         source: None,
     }
+}
+
+/// The labelled samples of a JSONL file written by `ponder-arith sample`.
+pub fn read_jsonl(path: &std::path::Path) -> Result<Vec<LabelledSolution>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line).with_context(|| {
+                format!("{} line {}: not a labelled sample", path.display(), i + 1)
+            })
+        })
+        .collect()
 }
 
 /// Token ids as the engine builds them (`Q: <q>\n`, then each step followed by
