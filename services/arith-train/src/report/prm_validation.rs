@@ -31,7 +31,7 @@ pub fn split_validation(
     for s in pool {
         let next = order.len();
         let index = *order.entry(s.question.clone()).or_insert(next);
-        if index % every == 0 {
+        if index.is_multiple_of(every) {
             validation.push(s);
         } else {
             train.push(s);
