@@ -9,4 +9,5 @@ mod common;
 mod crate_graph;
 mod discovery;
 mod eval;
+mod limits;
 mod security;

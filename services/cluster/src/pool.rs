@@ -11,8 +11,11 @@
 //!   deadline) for one to join, so replacing the only node of a role loses no query;
 //! - a failed call (unavailable, internal, transport error) ejects the member with
 //!   exponential backoff and is retried on another member; requests are seeded, so the
-//!   retried call returns the same samples. Overload moves on without ejecting.
-//!   Invalid requests and deadlines are not retried;
+//!   retried call returns the same samples. Invalid requests and deadlines are not
+//!   retried;
+//! - a member at its queue limit (RESOURCE_EXHAUSTED) is backpressure: the call moves
+//!   on to another member without ejecting it, and when all are busy it backs off and
+//!   tries again (a full queue never reads as a missing member);
 //! - retries spend a [`RetryBudget`] shared by all queries of an orchestrator (every
 //!   first attempt deposits, every retry withdraws), so when a large part of the
 //!   cluster fails, failed calls are not multiplied into a retry storm.
@@ -38,6 +41,9 @@ use tower::retry::budget::{Budget, TpsBudget};
 pub const AFFINITY_SLACK: u32 = 2;
 /// Members tried per call.
 pub const MAX_ATTEMPTS: usize = 3;
+/// Samples per Generate call of a node that does not say (ModelInfo from before
+/// `max_samples_per_request`): the engine's fixed limit then.
+pub const DEFAULT_MAX_SAMPLES: u32 = 256;
 
 /// The orchestrator-wide allowance for retries: tower's token-bucket budget.
 #[derive(Clone)]
@@ -116,7 +122,24 @@ pub fn member_wait_deadline(deadline: Option<Instant>) -> Instant {
     deadline.map_or(give_up, |d| d.min(give_up))
 }
 
+/// Rounds of backoff a call waits through while every member it could use is at its
+/// queue limit, before it gives up with RESOURCE_EXHAUSTED (about 6 s in all).
+pub const MAX_OVERLOAD_ROUNDS: u32 = 10;
+
+/// The pause before overload round `round` (1-based): 25 ms doubling up to 1 s, with
+/// up to 50% random jitter so that waiting calls do not come back in step.
+fn overload_backoff(round: u32) -> Duration {
+    let base =
+        Duration::from_millis(25 << round.saturating_sub(1).min(6)).min(Duration::from_secs(1));
+    base.mul_f64(1.0 + rand::rng().random_range(0.0..0.5))
+}
+
 /// Runs `call` on up to [`MAX_ATTEMPTS`] members of `role` with failover.
+///
+/// A member at its queue limit (RESOURCE_EXHAUSTED) is backpressure, not a failure: it
+/// is neither ejected nor counted as an attempt. The call moves on to another member,
+/// and when every member it could use is busy it waits ([`overload_backoff`]) and tries
+/// them again, for up to [`MAX_OVERLOAD_ROUNDS`] rounds within the deadline.
 async fn with_failover<T, F, Fut>(
     registry: &Registry,
     retries: &RetryBudget,
@@ -129,23 +152,45 @@ where
     F: FnMut(Arc<Member>) -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let mut tried: Vec<String> = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
+    let mut busy: Vec<String> = Vec::new();
+    let mut overload_rounds = 0;
     let mut last: Option<SearchError> = None;
     retries.0.deposit();
-    for attempt in 0..MAX_ATTEMPTS {
-        let Some(m) = registry
-            .wait_for(Some(member_wait_deadline(deadline)), |snap| {
-                route(&snap.members(role), affinity, &tried)
-            })
-            .await
-        else {
-            break;
+    while failed.len() < MAX_ATTEMPTS {
+        let skip: Vec<String> = failed.iter().chain(&busy).cloned().collect();
+        let m = match route(&registry.members(role), affinity, &skip) {
+            Some(m) => m,
+            None if !busy.is_empty() => {
+                overload_rounds += 1;
+                if overload_rounds > MAX_OVERLOAD_ROUNDS {
+                    break;
+                }
+                let pause = overload_backoff(overload_rounds);
+                if deadline.is_some_and(|d| Instant::now() + pause >= d) {
+                    return Err(SearchError::DeadlineExceeded(format!(
+                        "every {} was busy until the query's deadline",
+                        role.as_str()
+                    )));
+                }
+                tokio::time::sleep(pause).await;
+                busy.clear();
+                continue;
+            }
+            None => match registry
+                .wait_for(Some(member_wait_deadline(deadline)), |snap| {
+                    route(&snap.members(role), affinity, &failed)
+                })
+                .await
+            {
+                Some(m) => m,
+                None => break,
+            },
         };
-        if attempt > 0 && !retries.0.withdraw() {
+        if !failed.is_empty() && !retries.0.withdraw() {
             tracing::warn!(role = role.as_str(), "retry budget spent; not retrying");
             break;
         }
-        tried.push(m.record.instance_id.clone());
         let guard = InFlight::new(m.clone());
         let res = call(m.clone()).await;
         drop(guard);
@@ -164,15 +209,23 @@ where
                 if !e.is_retryable() {
                     return Err(e);
                 }
-                if !matches!(e, SearchError::Overloaded(_)) {
+                if matches!(e, SearchError::Overloaded(_)) {
+                    tracing::debug!(
+                        role = role.as_str(),
+                        instance = %m.record.instance_id,
+                        "member busy; backing off"
+                    );
+                    busy.push(m.record.instance_id.clone());
+                } else {
                     m.record_failure();
+                    failed.push(m.record.instance_id.clone());
+                    tracing::warn!(
+                        role = role.as_str(),
+                        instance = %m.record.instance_id,
+                        error = %e,
+                        "call failed; trying another member"
+                    );
                 }
-                tracing::warn!(
-                    role = role.as_str(),
-                    instance = %m.record.instance_id,
-                    error = %e,
-                    "call failed; trying another member"
-                );
                 last = Some(e);
             }
         }
@@ -237,6 +290,14 @@ impl Generate for GeneratorPool {
                 .unwrap_or(32)
                 .max(1),
             context_length: infos.iter().map(|i| i.context_length).min().unwrap_or(2048),
+            max_samples: infos
+                .iter()
+                .map(|i| match i.max_samples_per_request {
+                    0 => DEFAULT_MAX_SAMPLES,
+                    n => n,
+                })
+                .min()
+                .unwrap_or(DEFAULT_MAX_SAMPLES),
         }
     }
 }

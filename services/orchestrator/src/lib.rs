@@ -13,7 +13,7 @@ pub mod service;
 
 use access::{AccessArgs, Gate};
 use admission::Admission;
-use clap::Parser;
+use clap::{Args, Parser};
 use ponder_cluster::discovery::{Discovery, EtcdConfig, EtcdDiscovery, StaticDiscovery};
 use ponder_cluster::metrics::Metrics;
 use ponder_cluster::node::{Node, NodeArgs};
@@ -22,7 +22,7 @@ use ponder_cluster::BoxedFuture;
 use ponder_cluster::{Registry, Role};
 use ponder_proto::v1::orchestrator_server::OrchestratorServer;
 use ponder_search::strategy::compute_optimal::Policy;
-use ponder_search::SolutionFormat;
+use ponder_search::{QueryLimits, SolutionFormat};
 use service::{OrchestratorService, Shared};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,8 +54,71 @@ pub struct OrchestratorArgs {
     /// Queries in progress at once; more are answered RESOURCE_EXHAUSTED.
     #[arg(long, env = "PONDER_MAX_QUERIES", default_value_t = 64)]
     pub max_queries: usize,
+    /// Queries one client (API key, else address; IPv6 by /64) may have in progress at
+    /// once; 0: no per-client limit. Per replica: K orchestrators admit K times this.
+    #[arg(long, env = "PONDER_MAX_QUERIES_PER_CLIENT", default_value_t = DEFAULT_MAX_QUERIES_PER_CLIENT)]
+    pub max_queries_per_client: usize,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     #[command(flatten)]
     pub access: AccessArgs,
+}
+
+/// Queries one client may have in progress by default.
+pub const DEFAULT_MAX_QUERIES_PER_CLIENT: usize = 8;
+
+/// The operator's caps on one query (docs/security.md, "Bounded compute").
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Largest budget.max_generations a request may ask for (larger ones are refused
+    /// with INVALID_ARGUMENT); at most 4096.
+    #[arg(long, env = "PONDER_MAX_GENERATIONS", default_value_t = DEFAULT_MAX_GENERATIONS)]
+    pub max_generations: u32,
+    /// Most rounds a tree strategy runs (a request's or the policy's max_rounds above
+    /// it is lowered to it).
+    #[arg(long, env = "PONDER_MAX_ROUNDS", default_value_t = DEFAULT_MAX_ROUNDS)]
+    pub max_rounds: u32,
+    /// The longest a query runs: its deadline when the client sets none, and the cap
+    /// on one it sets; 0: no cap.
+    #[arg(long, env = "PONDER_MAX_QUERY_SECONDS", default_value_t = DEFAULT_MAX_QUERY_SECONDS)]
+    pub max_query_seconds: f64,
+    /// Generate and score calls one query keeps in flight at once.
+    #[arg(long, env = "PONDER_MAX_CALLS_PER_QUERY", default_value_t = ponder_search::limits::DEFAULT_CALLS_IN_FLIGHT)]
+    pub max_calls_per_query: u32,
+}
+
+pub const DEFAULT_MAX_GENERATIONS: u32 = 256;
+pub const DEFAULT_MAX_ROUNDS: u32 = 100;
+pub const DEFAULT_MAX_QUERY_SECONDS: f64 = 120.0;
+
+impl Default for LimitArgs {
+    fn default() -> Self {
+        Self {
+            max_generations: DEFAULT_MAX_GENERATIONS,
+            max_rounds: DEFAULT_MAX_ROUNDS,
+            max_query_seconds: DEFAULT_MAX_QUERY_SECONDS,
+            max_calls_per_query: ponder_search::limits::DEFAULT_CALLS_IN_FLIGHT,
+        }
+    }
+}
+
+impl LimitArgs {
+    /// The caps as the search applies them; an error names the flag to fix.
+    pub fn query_limits(&self) -> anyhow::Result<QueryLimits> {
+        let s = self.max_query_seconds;
+        anyhow::ensure!(
+            s.is_finite() && (0.0..=86_400.0).contains(&s),
+            "--max-query-seconds must be 0 (no cap) or a number of seconds up to one day, got {s}"
+        );
+        let limits = QueryLimits {
+            max_generations: self.max_generations,
+            max_rounds: self.max_rounds,
+            max_calls_in_flight: self.max_calls_per_query,
+            max_time: (s > 0.0).then(|| std::time::Duration::from_secs_f64(s)),
+        };
+        limits.check().map_err(anyhow::Error::msg)?;
+        Ok(limits)
+    }
 }
 
 impl OrchestratorArgs {
@@ -68,6 +131,8 @@ impl OrchestratorArgs {
             policy: None,
             default_generations: request::DEFAULT_GENERATIONS,
             max_queries: 64,
+            max_queries_per_client: DEFAULT_MAX_QUERIES_PER_CLIENT,
+            limits: LimitArgs::default(),
             access: AccessArgs::default(),
         }
     }
@@ -143,6 +208,13 @@ pub fn start(
             ponder_search::budget::MAX_GENERATIONS
         );
         anyhow::ensure!(args.max_queries > 0, "--max-queries must be at least 1");
+        let limits = args.limits.query_limits()?;
+        anyhow::ensure!(
+            args.default_generations <= limits.max_generations,
+            "--default-generations ({}) must be at most --max-generations ({})",
+            args.default_generations,
+            limits.max_generations
+        );
         let gate = Gate::new(&args.access)?;
         let peers = args.node.tls.peers()?;
         match &peers {
@@ -177,7 +249,8 @@ pub fn start(
             format,
             policy,
             default_generations: args.default_generations,
-            admission: Admission::new(args.max_queries),
+            admission: Admission::new(args.max_queries, args.max_queries_per_client),
+            limits,
             retries: Default::default(),
             verifiers_seen: Default::default(),
             metrics,

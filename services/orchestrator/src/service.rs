@@ -9,6 +9,7 @@
 //! is dropped (the client cancelled or went away), which drops its in-flight
 //! generate/score calls and so cancels them on the nodes.
 
+use crate::access::Caller;
 use crate::admission::Admission;
 use crate::request;
 use ponder_cluster::metrics::{code_of, Metrics};
@@ -19,7 +20,7 @@ use ponder_proto::v1 as pb;
 use ponder_proto::v1::orchestrator_server::Orchestrator;
 use ponder_search::solve::{solve_query, Query};
 use ponder_search::strategy::compute_optimal::Policy;
-use ponder_search::{Outcome, Progress, SolutionFormat};
+use ponder_search::{Outcome, Progress, QueryLimits, SolutionFormat};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct Shared {
     pub policy: Arc<Policy>,
     pub default_generations: u32,
     pub admission: Admission,
+    /// The operator's caps on one query.
+    pub limits: QueryLimits,
     /// Shared by every query's pools: retries stay a bounded share of all calls.
     pub retries: ponder_cluster::pool::RetryBudget,
     /// A verifier has been a member at some point (see [`Shared::has_verifier`]).
@@ -73,7 +76,15 @@ impl OrchestratorService {
         progress: Option<watch::Sender<Progress>>,
     ) -> Result<(AbortOnDrop<Result<Outcome, Status>>, String), Status> {
         let (query, id) = self.accept(&request)?;
-        let admitted = self.shared.admission.admit()?;
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Peer(request.remote_addr().map(|a| a.ip())));
+        let admitted = self
+            .shared
+            .admission
+            .admit(&caller.bucket(), &caller.to_string())?;
         let shared = self.shared.clone();
         let task = tokio::spawn(async move {
             let _admitted = admitted;
@@ -94,6 +105,7 @@ impl OrchestratorService {
             id.clone(),
         )?;
         params.policy = Some(self.shared.policy.clone());
+        params.limits = self.shared.limits;
         let query = params.validate(&self.shared.format).map_err(to_status)?;
         Ok((query, id))
     }

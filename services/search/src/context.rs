@@ -24,7 +24,7 @@ use crate::traits::{
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore, SemaphorePermit};
 
 pub struct Context<'a, G, S> {
     generator: &'a G,
@@ -37,6 +37,10 @@ pub struct Context<'a, G, S> {
     /// The best answer so far and the compute spent, for streaming clients and for
     /// [`crate::solve()`] if the strategy is stopped at the deadline.
     progress: watch::Sender<Progress>,
+    /// One permit per generate or score call in flight: the operator's
+    /// [`QueryLimits::max_calls_in_flight`], so that a wide strategy (DVTS of 4,096
+    /// subtrees) queues its calls here instead of flooding the pools.
+    calls: Semaphore,
 }
 
 /// The query's accounts: what the budget has left, which seed comes next, how long
@@ -108,6 +112,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
                 busy: Duration::ZERO,
             }),
             progress,
+            calls: Semaphore::new(query.limits().max_calls_in_flight.max(1) as usize),
         }
     }
 
@@ -125,6 +130,11 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
 
     pub fn limits(&self) -> GeneratorLimits {
         self.generator.limits()
+    }
+
+    /// The operator's cap on a tree strategy's rounds.
+    pub fn max_rounds(&self) -> u32 {
+        self.query.limits().max_rounds
     }
 
     pub fn used(&self) -> Usage {
@@ -446,19 +456,31 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
         }
     }
 
-    /// Runs generate calls at once; returns what they cost (`generations`: book each
-    /// sample as one) and their outputs, or the first failure.
+    /// Runs generate calls, at most the query's call limit at once, each split into
+    /// calls of at most the generator's `max_samples`; returns what they cost
+    /// (`generations`: book each sample as one) and their outputs (one per request, in
+    /// order), or the first failure.
     async fn generate(
         &self,
         reqs: Vec<GenRequest>,
         generations: bool,
     ) -> (Usage, Result<Vec<GenOutput>>) {
-        let results =
-            futures::future::join_all(reqs.into_iter().map(|r| self.generator.generate(r))).await;
+        let max_samples = self.limits().max_samples.max(1);
+        let parts: Vec<(usize, GenRequest)> = reqs
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, r)| split(r, max_samples).into_iter().map(move |p| (i, p)))
+            .collect();
+        let requests = parts.last().map_or(0, |p| p.0 + 1);
+        let results = futures::future::join_all(parts.into_iter().map(|(i, r)| async move {
+            let _permit = self.call_permit().await;
+            (i, self.generator.generate(r).await)
+        }))
+        .await;
         let mut spent = Usage::default();
-        let mut outs = Vec::with_capacity(results.len());
+        let mut outs: Vec<Option<GenOutput>> = vec![None; requests];
         let mut failure = None;
-        for r in results {
+        for (i, r) in results {
             match r {
                 Ok(o) => {
                     spent.generator_tokens +=
@@ -468,12 +490,31 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
                     if generations {
                         spent.generations += o.samples.len() as u32;
                     }
-                    outs.push(o);
+                    outs[i] = Some(match outs[i].take() {
+                        None => o,
+                        Some(mut whole) => {
+                            whole.samples.extend(o.samples);
+                            whole.prompt_tokens += o.prompt_tokens;
+                            whole.cached_prompt_tokens += o.cached_prompt_tokens;
+                            whole.flops += o.flops;
+                            whole
+                        }
+                    });
                 }
                 Err(e) => failure = failure.or(Some(e)),
             }
         }
-        (spent, failure.map_or(Ok(outs), Err))
+        let outs = match failure {
+            Some(e) => Err(e),
+            None => Ok(outs.into_iter().flatten().collect()),
+        };
+        (spent, outs)
+    }
+
+    /// Waits for one of the query's call permits.
+    async fn call_permit(&self) -> Option<SemaphorePermit<'_>> {
+        // The semaphore is never closed, so this always gets a permit.
+        self.calls.acquire().await.ok()
     }
 
     /// Whole-solution samples as candidates, scored if `verifier` is given (within
@@ -534,19 +575,22 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
             .map(|&i| cost.bound(self.question(), &candidates[i]))
             .sum();
         let chunks: Vec<&[usize]> = idx.chunks(crate::MAX_SCORE_BATCH).collect();
-        let calls = chunks.iter().map(|chunk| {
-            verifier.score(ScoreRequest {
-                question: self.question().to_string(),
-                candidates: chunk
-                    .iter()
-                    .map(|&i| Candidate {
-                        steps: candidates[i].clone(),
-                    })
-                    .collect(),
-                deadline: self.query.budget().deadline,
-                affinity: self.affinity,
-                request_id: self.query.request_id().to_string(),
-            })
+        let calls = chunks.iter().map(|chunk| async move {
+            let _permit = self.call_permit().await;
+            verifier
+                .score(ScoreRequest {
+                    question: self.question().to_string(),
+                    candidates: chunk
+                        .iter()
+                        .map(|&i| Candidate {
+                            steps: candidates[i].clone(),
+                        })
+                        .collect(),
+                    deadline: self.query.budget().deadline,
+                    affinity: self.affinity,
+                    request_id: self.query.request_id().to_string(),
+                })
+                .await
         });
         let results = futures::future::join_all(calls).await;
         let mut out = vec![Vec::new(); candidates.len()];
@@ -572,5 +616,58 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
             );
         }
         (spent, failure.map_or(Ok(out), Err))
+    }
+}
+
+/// `req` as calls of at most `max_samples` samples each. The first part keeps the
+/// request's seed and the others get seeds derived from it, so a split call is as
+/// reproducible as a whole one.
+fn split(req: GenRequest, max_samples: u32) -> Vec<GenRequest> {
+    if req.n <= max_samples {
+        return vec![req];
+    }
+    let parts = req.n.div_ceil(max_samples);
+    (0..parts)
+        .map(|j| GenRequest {
+            n: max_samples.min(req.n - j * max_samples),
+            seed: if j == 0 {
+                req.seed
+            } else {
+                wave_seed(req.seed, u64::from(j))
+            },
+            ..req.clone()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_larger_than_a_worker_accepts_is_split_reproducibly() {
+        let req = GenRequest {
+            prompt: "Q".into(),
+            n: 600,
+            temperature: 0.8,
+            top_p: 1.0,
+            top_k: 0,
+            max_tokens: 8,
+            stop: vec![],
+            seed: 7,
+            affinity: 1,
+            deadline: None,
+            request_id: String::new(),
+        };
+        let parts = split(req.clone(), 256);
+        assert_eq!(
+            parts.iter().map(|p| p.n).collect::<Vec<_>>(),
+            [256, 256, 88]
+        );
+        assert_eq!(parts[0].seed, 7);
+        let seeds: std::collections::HashSet<u64> = parts.iter().map(|p| p.seed).collect();
+        assert_eq!(seeds.len(), 3, "every part samples its own stream");
+        assert_eq!(split(req.clone(), 256), parts);
+        assert_eq!(split(req.clone(), 600), vec![req]);
     }
 }

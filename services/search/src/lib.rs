@@ -15,6 +15,7 @@ pub mod budget;
 pub mod context;
 pub mod error;
 pub mod format;
+pub mod limits;
 pub mod replay;
 pub mod scripted;
 pub mod solve;
@@ -25,6 +26,7 @@ pub use aggregate::Aggregation;
 pub use budget::{Budget, Ledger, Usage};
 pub use error::{Result, SearchError};
 pub use format::SolutionFormat;
+pub use limits::QueryLimits;
 pub use solve::{draw, solve, solve_query, Outcome, Progress, Query, SolveParams};
 pub use strategy::{Rule, StrategyKind};
 

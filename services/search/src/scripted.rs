@@ -76,6 +76,7 @@ impl ScriptedGenerator {
             limits: GeneratorLimits {
                 max_token_bytes: 1,
                 context_length: 1 << 20,
+                max_samples: 256,
             },
         }
     }

@@ -6,6 +6,7 @@ use crate::budget::{Budget, Usage};
 use crate::context::{Context, Snapshot};
 use crate::error::{Result, SearchError};
 use crate::format::SolutionFormat;
+use crate::limits::QueryLimits;
 use crate::strategy::compute_optimal::{compute_optimal, Decision, Policy};
 use crate::strategy::{run, select, StrategyKind, Tally};
 use crate::traits::{Generate, Score};
@@ -34,6 +35,8 @@ pub struct SolveParams {
     /// At the deadline, fail with `DeadlineExceeded` instead of returning the best
     /// answer found so far (flagged [`Outcome::partial`]).
     pub strict: bool,
+    /// The operator's caps (default: the API's own bounds, no time cap).
+    pub limits: QueryLimits,
 }
 
 impl SolveParams {
@@ -48,12 +51,15 @@ impl SolveParams {
             request_id: String::new(),
             policy: None,
             strict: false,
+            limits: QueryLimits::default(),
         }
     }
 
     /// The one check of a request: the question fits `format`, the temperature and
-    /// the strategy's parameters are in range. Messages say what to send instead.
-    pub fn validate(self, format: &SolutionFormat) -> Result<Query> {
+    /// the strategy's parameters are in range, nothing is above the operator's caps
+    /// (which also set the deadline, [`QueryLimits::apply`]). Messages say what to send
+    /// instead.
+    pub fn validate(mut self, format: &SolutionFormat) -> Result<Query> {
         format.check_question(&self.question)?;
         let temperature = self.temperature.unwrap_or(DEFAULT_TEMPERATURE);
         if !(temperature > 0.0 && temperature <= 2.0) {
@@ -65,6 +71,7 @@ impl SolveParams {
             s.validate()
                 .map_err(|e| SearchError::invalid(format!("strategy.{e}")))?;
         }
+        self.limits.apply(&mut self.budget, Instant::now())?;
         Ok(Query {
             question: self.question,
             strategy: self.strategy,
@@ -75,6 +82,7 @@ impl SolveParams {
             request_id: self.request_id,
             policy: self.policy.unwrap_or_else(Policy::builtin),
             strict: self.strict,
+            limits: self.limits,
         })
     }
 }
@@ -93,6 +101,7 @@ pub struct Query {
     request_id: String,
     policy: Arc<Policy>,
     strict: bool,
+    limits: QueryLimits,
 }
 
 impl Query {
@@ -132,6 +141,11 @@ impl Query {
 
     pub fn strict(&self) -> bool {
         self.strict
+    }
+
+    /// The operator's caps it was accepted under.
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
     }
 }
 

@@ -111,6 +111,8 @@ pub struct GeneratorLimits {
     pub max_token_bytes: u32,
     /// Prompt plus sampled tokens must fit in this many tokens.
     pub context_length: u32,
+    /// The most samples one generate call may ask for; the search splits larger calls.
+    pub max_samples: u32,
 }
 
 impl GeneratorLimits {

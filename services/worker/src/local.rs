@@ -94,6 +94,7 @@ impl Generate for LocalGenerator {
         GeneratorLimits {
             max_token_bytes: self.worker.info().max_token_bytes as u32,
             context_length: self.worker.info().context_length as u32,
+            max_samples: self.worker.max_samples(),
         }
     }
 }

@@ -40,7 +40,8 @@ where
 
 /// The ModelInfo answer of a worker node: the wire form of the engine's model facts.
 pub fn model_info(cell: &WorkerCell) -> Result<Response<pb::ModelInfoResponse>, Status> {
-    let info = cell.get().map_err(to_status)?.info();
+    let worker = cell.get().map_err(to_status)?;
+    let info = worker.info();
     Ok(Response::new(pb::ModelInfoResponse {
         model_id: info.id.clone(),
         architecture: info.architecture.clone(),
@@ -54,5 +55,10 @@ pub fn model_info(cell: &WorkerCell) -> Result<Response<pb::ModelInfoResponse>, 
         instance_id: cell.instance_id().to_string(),
         prm_prompt_overhead: info.prm_cost.map_or(0, |c| c.prompt_overhead),
         prm_step_overhead: info.prm_cost.map_or(0, |c| c.step_overhead),
+        max_samples_per_request: if info.prm.is_some() {
+            0
+        } else {
+            worker.max_samples()
+        },
     }))
 }

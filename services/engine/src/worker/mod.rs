@@ -96,6 +96,11 @@ impl ModelWorker {
         }
     }
 
+    /// The most samples one generate request may ask for (the worker's batch limit).
+    pub fn max_samples(&self) -> u32 {
+        self.max_samples
+    }
+
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }

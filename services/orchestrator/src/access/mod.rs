@@ -59,10 +59,19 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// The rate limiter's bucket key.
-    fn bucket(&self) -> String {
+    /// The key of the caller's rate bucket and query count: its API key's name, else
+    /// its address. An IPv6 address counts by its /64, the block one host (or one
+    /// customer) gets, so that a client cannot take a fresh bucket per address.
+    pub fn bucket(&self) -> String {
         match self {
             Self::Key(name) => format!("key:{name}"),
+            Self::Peer(Some(IpAddr::V6(ip))) => match ip.to_ipv4_mapped() {
+                Some(v4) => format!("ip:{v4}"),
+                None => {
+                    let block = u128::from(*ip) & !((1u128 << 64) - 1);
+                    format!("ip:{}/64", std::net::Ipv6Addr::from(block))
+                }
+            },
             Self::Peer(Some(ip)) => format!("ip:{ip}"),
             Self::Peer(None) => "ip:unknown".into(),
         }
@@ -138,5 +147,21 @@ impl Interceptor for Gate {
         let caller = self.admit(&request)?;
         request.extensions_mut().insert(caller);
         Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_block() {
+        let peer = |a: &str| Caller::Peer(Some(a.parse().unwrap())).bucket();
+        assert_eq!(peer("2001:db8:1:2::1"), "ip:2001:db8:1:2::/64");
+        assert_eq!(peer("2001:db8:1:2:ffff::9"), peer("2001:db8:1:2::1"));
+        assert_ne!(peer("2001:db8:1:3::1"), peer("2001:db8:1:2::1"));
+        assert_eq!(peer("::ffff:10.0.0.7"), "ip:10.0.0.7");
+        assert_eq!(peer("10.0.0.7"), "ip:10.0.0.7");
+        assert_eq!(Caller::Key("team-a".into()).bucket(), "key:team-a");
     }
 }

@@ -248,6 +248,17 @@ impl StrategyKind {
         Ok(())
     }
 
+    /// The round limit of a tree strategy.
+    pub fn max_rounds(&self) -> Option<u32> {
+        match *self {
+            Self::BeamSearch { max_rounds, .. }
+            | Self::Lookahead { max_rounds, .. }
+            | Self::Dvts { max_rounds, .. }
+            | Self::Rebase { max_rounds, .. } => Some(max_rounds),
+            _ => None,
+        }
+    }
+
     pub fn needs_verifier(&self) -> bool {
         !matches!(
             self,
@@ -315,8 +326,11 @@ pub async fn run<G: crate::Generate, S: crate::Score>(
         }
         _ => initial,
     };
+    // The operator's round cap also holds for strategies the policy picks.
+    let cap = ctx.max_rounds();
     let more = match strategy {
         StrategyKind::BeamSearch { width, max_rounds } => {
+            let max_rounds = max_rounds.min(cap);
             tree::beam(ctx, strategy, n, width, 0, max_rounds).await?
         }
         StrategyKind::Lookahead {
@@ -324,6 +338,7 @@ pub async fn run<G: crate::Generate, S: crate::Score>(
             depth,
             max_rounds,
         } => {
+            let max_rounds = max_rounds.min(cap);
             let beams = n / (depth + 1);
             if beams == 0 {
                 return Err(SearchError::invalid(format!(
@@ -334,12 +349,12 @@ pub async fn run<G: crate::Generate, S: crate::Score>(
             tree::beam(ctx, strategy, beams, width, depth, max_rounds).await?
         }
         StrategyKind::Dvts { width, max_rounds } => {
-            tree::dvts(ctx, strategy, n, width, max_rounds).await?
+            tree::dvts(ctx, strategy, n, width, max_rounds.min(cap)).await?
         }
         StrategyKind::Rebase {
             temperature,
             max_rounds,
-        } => tree::rebase(ctx, strategy, n, temperature, max_rounds).await?,
+        } => tree::rebase(ctx, strategy, n, temperature, max_rounds.min(cap)).await?,
         StrategyKind::Revisions { chains, .. } => {
             revisions::revisions(ctx, strategy, n, chains).await?
         }
