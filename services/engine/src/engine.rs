@@ -11,6 +11,7 @@ use crate::tokenizer::TextCodec;
 use candle_core::{DType, Device};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -87,8 +88,9 @@ pub struct ModelInfo {
 
 pub struct LoadedModel {
     pub model: Transformer,
-    pub codec: TextCodec,
-    pub prm: Option<Prm>,
+    /// Shared with the worker handle, which tokenises requests on the caller's task.
+    pub codec: Arc<TextCodec>,
+    pub prm: Option<Arc<Prm>>,
     pub info: ModelInfo,
 }
 
@@ -211,8 +213,8 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     };
     Ok(LoadedModel {
         model,
-        codec,
-        prm,
+        codec: Arc::new(codec),
+        prm: prm.map(Arc::new),
         info,
     })
 }

@@ -38,5 +38,6 @@ pub use error::{EngineError, Result};
 pub use sampling::{FinishReason, SamplingParams};
 pub use worker::{
     Completion, GenerateRequest, GenerateResponse, ModelWorker, ScoreRequest, ScoreResponse,
-    WorkerConfig, WorkerStats,
+    WorkerConfig, WorkerStats, DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MAX_STOP_BYTES,
+    DEFAULT_MAX_STOP_STRINGS, MAX_PROMPT_CHARS,
 };

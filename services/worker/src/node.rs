@@ -47,6 +47,16 @@ pub struct ModelArgs {
     /// (int8 weights; docs/engine.md, "Int8 weights", for speed and accuracy).
     #[arg(long, env = "PONDER_QUANTIZE", default_value = "none")]
     pub quantize: ponder_engine::Quantize,
+    /// Longest prompt (generate) or question plus steps (score) accepted, in bytes (at
+    /// most 262144); longer: INVALID_ARGUMENT.
+    #[arg(long, env = "PONDER_MAX_PROMPT_BYTES", default_value_t = ponder_engine::DEFAULT_MAX_PROMPT_BYTES)]
+    pub max_prompt_bytes: usize,
+    /// Stop strings one generate request may carry.
+    #[arg(long, env = "PONDER_MAX_STOP_STRINGS", default_value_t = ponder_engine::DEFAULT_MAX_STOP_STRINGS)]
+    pub max_stop_strings: usize,
+    /// Total bytes of a request's stop strings.
+    #[arg(long, env = "PONDER_MAX_STOP_BYTES", default_value_t = ponder_engine::DEFAULT_MAX_STOP_BYTES)]
+    pub max_stop_bytes: usize,
 }
 
 impl ModelArgs {
@@ -59,7 +69,25 @@ impl ModelArgs {
             max_batch_tokens: 2048,
             threads: 0,
             quantize: ponder_engine::Quantize::None,
+            max_prompt_bytes: ponder_engine::DEFAULT_MAX_PROMPT_BYTES,
+            max_stop_strings: ponder_engine::DEFAULT_MAX_STOP_STRINGS,
+            max_stop_bytes: ponder_engine::DEFAULT_MAX_STOP_BYTES,
         }
+    }
+
+    /// Checks the input caps (a message naming the flag to fix).
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=ponder_engine::MAX_PROMPT_CHARS).contains(&self.max_prompt_bytes),
+            "--max-prompt-bytes must be in 1..={}, got {}",
+            ponder_engine::MAX_PROMPT_CHARS,
+            self.max_prompt_bytes
+        );
+        anyhow::ensure!(
+            self.max_stop_strings <= 256 && self.max_stop_bytes <= 65_536,
+            "--max-stop-strings must be at most 256 and --max-stop-bytes at most 65536"
+        );
+        Ok(())
     }
 }
 
@@ -102,6 +130,7 @@ impl ModelNode {
         metrics: Metrics,
     ) -> BoxedFuture<'static, anyhow::Result<Self>> {
         Box::pin(async move {
+            model.check()?;
             // Workers accept only cluster peers once a CA is configured (docs/security.md).
             let mut node =
                 Node::start(node_args, service_name, routes, ClientAuth::Required).await?;
@@ -142,6 +171,9 @@ impl ModelNode {
                     max_active_sequences: model.max_active_sequences,
                     max_batch_tokens: model.max_batch_tokens,
                     threads: model.threads,
+                    max_prompt_bytes: model.max_prompt_bytes,
+                    max_stop_strings: model.max_stop_strings,
+                    max_stop_bytes: model.max_stop_bytes,
                     ..WorkerConfig::default()
                 },
             );

@@ -97,8 +97,12 @@ impl Worker {
 
     fn accept(&mut self, cmd: Command) {
         match cmd {
-            Command::Generate(req, reply) => self.waiting.push_back(Waiting::Generate(req, reply)),
-            Command::Score(req, reply) => self.waiting.push_back(Waiting::Score(req, reply)),
+            Command::Generate(req, ids, reply) => {
+                self.waiting.push_back(Waiting::Generate(req, ids, reply))
+            }
+            Command::Score(encoded, reply) => {
+                self.waiting.push_back(Waiting::Score(encoded, reply))
+            }
             Command::Stats(reply) => {
                 let mut stats = self.stats.clone();
                 stats.queued_requests = self.outstanding.load(Ordering::Relaxed);

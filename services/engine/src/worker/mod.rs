@@ -30,14 +30,23 @@ pub use types::*;
 
 use crate::engine::{LoadedModel, ModelInfo};
 use crate::error::{EngineError, Result};
+use crate::prm::Prm;
+use crate::tokenizer::TextCodec;
 use batch_loop::Worker;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 enum Command {
-    Generate(GenerateRequest, oneshot::Sender<Result<GenerateResponse>>),
-    Score(ScoreRequest, oneshot::Sender<Result<ScoreResponse>>),
+    Generate(
+        GenerateRequest,
+        Vec<u32>,
+        oneshot::Sender<Result<GenerateResponse>>,
+    ),
+    Score(
+        Vec<sequence::EncodedCandidate>,
+        oneshot::Sender<Result<ScoreResponse>>,
+    ),
     Stats(oneshot::Sender<WorkerStats>),
 }
 
@@ -50,7 +59,25 @@ pub struct ModelWorker {
     max_samples: u32,
     info: Arc<ModelInfo>,
     threads: usize,
+    /// The model's tokenizer and PRM encoding, shared with the model thread: requests
+    /// are tokenised on the caller's task, so a long prompt never stalls the batch loop.
+    codec: Arc<TextCodec>,
+    prm: Option<Arc<Prm>>,
+    context: usize,
+    input: InputCaps,
 }
+
+/// What one request may carry (the worker's configured caps).
+#[derive(Debug, Clone, Copy)]
+struct InputCaps {
+    prompt_bytes: usize,
+    stop_strings: usize,
+    stop_bytes: usize,
+}
+
+/// Text longer than this is tokenised on a blocking thread rather than the caller's
+/// async task.
+const INLINE_ENCODE_BYTES: usize = 4096;
 
 impl ModelWorker {
     /// Starts the worker thread. The model should already be warmed up.
@@ -58,6 +85,13 @@ impl ModelWorker {
         let (tx, rx) = mpsc::unbounded_channel();
         let outstanding = Arc::new(AtomicUsize::new(0));
         let info = Arc::new(loaded.info.clone());
+        let (codec, prm) = (loaded.codec.clone(), loaded.prm.clone());
+        let context = loaded.model.rope.max_positions();
+        let input = InputCaps {
+            prompt_bytes: config.max_prompt_bytes.min(MAX_PROMPT_CHARS),
+            stop_strings: config.max_stop_strings,
+            stop_bytes: config.max_stop_bytes,
+        };
         let max_samples = MAX_SAMPLES_PER_REQUEST.min(config.max_active_sequences as u32);
         let threads = config.threads_for(info.parameters);
         let name = format!("model-worker-{}", info.id);
@@ -93,6 +127,10 @@ impl ModelWorker {
             max_samples,
             info,
             threads,
+            codec,
+            prm,
+            context,
+            input,
         }
     }
 
@@ -137,26 +175,49 @@ impl ModelWorker {
                 self.max_samples, req.n
             )));
         }
-        if req.prompt.len() > MAX_PROMPT_CHARS {
+        self.check_prompt_bytes("prompt", req.prompt.len())?;
+        let stops = &req.params.stop;
+        let stop_bytes: usize = stops.iter().map(String::len).sum();
+        if stops.len() > self.input.stop_strings || stop_bytes > self.input.stop_bytes {
             return Err(EngineError::invalid(format!(
-                "prompt has {} characters; the limit is {MAX_PROMPT_CHARS}",
-                req.prompt.len()
+                "{} stop strings of {stop_bytes} bytes in all; this worker takes at most {} \
+                 stop strings of {} bytes in all",
+                stops.len(),
+                self.input.stop_strings,
+                self.input.stop_bytes
             )));
         }
         let _guard = self.admit()?;
+        let codec = self.codec.clone();
+        let prompt = req.prompt.clone();
+        let ids =
+            off_the_model_thread(req.prompt.len(), move || codec.encode(&prompt, true)).await?;
+        if ids.is_empty() {
+            return Err(EngineError::invalid(
+                "the prompt encodes to no tokens; send a non-empty prompt",
+            ));
+        }
+        if ids.len() + req.params.max_tokens > self.context {
+            return Err(EngineError::invalid(format!(
+                "prompt ({} tokens) + max_tokens ({}) exceeds the model context of {} tokens",
+                ids.len(),
+                req.params.max_tokens,
+                self.context
+            )));
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Generate(req, reply))
+            .send(Command::Generate(req, ids, reply))
             .map_err(|_| EngineError::WorkerGone)?;
         rx.await.map_err(|_| EngineError::WorkerGone)?
     }
 
     pub async fn score(&self, req: ScoreRequest) -> Result<ScoreResponse> {
-        if self.info.prm.is_none() {
+        let Some(prm) = self.prm.clone() else {
             return Err(EngineError::invalid(
                 "this model is not configured as a PRM (no prm.json)",
             ));
-        }
+        };
         if req.candidates.is_empty() {
             return Err(EngineError::invalid("candidates must not be empty"));
         }
@@ -166,12 +227,51 @@ impl ModelWorker {
                 req.candidates.len()
             )));
         }
+        let mut total = 0;
+        for (i, steps) in req.candidates.iter().enumerate() {
+            let bytes = req.question.len() + steps.iter().map(String::len).sum::<usize>();
+            self.check_prompt_bytes(&format!("candidate {i} (question and steps)"), bytes)?;
+            total += bytes;
+        }
         let _guard = self.admit()?;
+        let (codec, context) = (self.codec.clone(), self.context);
+        let encoded = off_the_model_thread(total, move || {
+            req.candidates
+                .iter()
+                .enumerate()
+                .map(|(i, steps)| {
+                    let (ids, tags) = prm
+                        .encode(&codec, &req.question, steps)
+                        .map_err(|e| EngineError::invalid(format!("candidate {i}: {e}")))?;
+                    if ids.len() > context {
+                        return Err(EngineError::invalid(format!(
+                            "candidate {i} is {} tokens; the PRM's context is {context}",
+                            ids.len()
+                        )));
+                    }
+                    if tags.is_empty() {
+                        return Err(EngineError::invalid(format!("candidate {i} has no steps")));
+                    }
+                    Ok((ids, tags))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await?;
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Score(req, reply))
+            .send(Command::Score(encoded, reply))
             .map_err(|_| EngineError::WorkerGone)?;
         rx.await.map_err(|_| EngineError::WorkerGone)?
+    }
+
+    fn check_prompt_bytes(&self, what: &str, bytes: usize) -> Result<()> {
+        if bytes > self.input.prompt_bytes {
+            return Err(EngineError::invalid(format!(
+                "{what} has {bytes} bytes; this worker takes at most {}",
+                self.input.prompt_bytes
+            )));
+        }
+        Ok(())
     }
 
     pub async fn stats(&self) -> Result<WorkerStats> {
@@ -181,6 +281,21 @@ impl ModelWorker {
             .map_err(|_| EngineError::WorkerGone)?;
         rx.await.map_err(|_| EngineError::WorkerGone)
     }
+}
+
+/// Runs `encode` (tokenising `bytes` of text) on the caller's task when the text is
+/// short, else on tokio's blocking pool, so that neither the model thread nor an async
+/// worker thread is held by a long prompt.
+async fn off_the_model_thread<T: Send + 'static>(
+    bytes: usize,
+    encode: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    if bytes <= INLINE_ENCODE_BYTES {
+        return encode();
+    }
+    tokio::task::spawn_blocking(encode)
+        .await
+        .map_err(|e| EngineError::Internal(format!("tokenising failed: {e}")))?
 }
 
 /// Decrements the outstanding count when a request is answered or abandoned.

@@ -12,16 +12,20 @@ use tokio::sync::oneshot;
 pub(super) type GenerateReply = oneshot::Sender<Result<GenerateResponse>>;
 pub(super) type ScoreReply = oneshot::Sender<Result<ScoreResponse>>;
 
-/// A request accepted by the worker and not yet admitted into a pass.
+/// Token ids of a PRM input and the positions of its step tags.
+pub(super) type EncodedCandidate = (Vec<u32>, Vec<usize>);
+
+/// A request accepted by the worker and not yet admitted into a pass, with its
+/// tokens (encoded by the handle, on the caller's task, never on the model thread).
 pub(super) enum Waiting {
-    Generate(GenerateRequest, GenerateReply),
-    Score(ScoreRequest, ScoreReply),
+    Generate(GenerateRequest, Vec<u32>, GenerateReply),
+    Score(Vec<EncodedCandidate>, ScoreReply),
 }
 
 impl Waiting {
     pub(super) fn is_cancelled(&self) -> bool {
         match self {
-            Waiting::Generate(_, r) => r.is_closed(),
+            Waiting::Generate(_, _, r) => r.is_closed(),
             Waiting::Score(_, r) => r.is_closed(),
         }
     }

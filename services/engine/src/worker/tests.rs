@@ -66,3 +66,48 @@ async fn stop_strings_end_samples_exactly_where_a_full_decode_finds_them() {
         }
     }
 }
+
+#[tokio::test]
+async fn input_above_the_workers_caps_is_refused_before_the_model_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(dir.path(), &TinySpec::llama()).unwrap();
+    let loaded = crate::load(dir.path(), &crate::LoadOptions::default()).unwrap();
+    let context = loaded.model.rope.max_positions();
+    let worker = ModelWorker::spawn(
+        loaded,
+        WorkerConfig {
+            max_prompt_bytes: 100,
+            max_stop_strings: 2,
+            max_stop_bytes: 8,
+            ..WorkerConfig::default()
+        },
+    );
+    let refused = |r: Result<GenerateResponse>| match r {
+        Err(EngineError::InvalidRequest(m)) => m,
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    };
+    let m = refused(worker.generate(request(&"x".repeat(101), 4)).await);
+    assert!(
+        m.contains("101 bytes; this worker takes at most 100"),
+        "{m}"
+    );
+    let mut three = request("Q", 4);
+    three.params.stop = vec!["a".into(), "b".into(), "c".into()];
+    let m = refused(worker.generate(three).await);
+    assert!(m.contains("at most 2 stop strings of 8 bytes"), "{m}");
+    let mut long = request("Q", 4);
+    long.params.stop = vec!["12345".into(), "67890".into()];
+    refused(worker.generate(long).await);
+    // Within the byte cap but past the model's context (tokenised by the handle).
+    let m = refused(worker.generate(request("Q", context)).await);
+    assert!(m.contains("exceeds the model context"), "{m}");
+    let stats = worker.stats().await.unwrap();
+    assert_eq!(
+        (stats.failed_requests, stats.prompt_tokens),
+        (0, 0),
+        "the model thread never saw them"
+    );
+    let mut ok = request("Q", 4);
+    ok.params.stop = vec!["1234".into(), "5678".into()];
+    worker.generate(ok).await.unwrap();
+}

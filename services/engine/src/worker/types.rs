@@ -6,8 +6,16 @@ use serde::{Deserialize, Serialize};
 
 /// Most samples one generate request may ask for.
 pub const MAX_SAMPLES_PER_REQUEST: u32 = 256;
-/// Longest prompt accepted, in characters (the token limit is the model's context).
+/// Longest prompt a worker can be configured to accept, in bytes (the token limit is
+/// the model's context).
 pub const MAX_PROMPT_CHARS: usize = 256 * 1024;
+/// Longest prompt accepted by default, in bytes (a context of 8,192 tokens is about
+/// 32 KiB of English).
+pub const DEFAULT_MAX_PROMPT_BYTES: usize = 64 * 1024;
+/// Stop strings one generate request may carry by default.
+pub const DEFAULT_MAX_STOP_STRINGS: usize = 16;
+/// Their total length in bytes by default.
+pub const DEFAULT_MAX_STOP_BYTES: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerateRequest {
@@ -68,6 +76,11 @@ pub struct WorkerConfig {
     /// Threads of the worker's compute pool; 0 picks them from the model's size (see
     /// [`WorkerConfig::threads_for`]).
     pub threads: usize,
+    /// Longest prompt (generate) or question plus steps (score) accepted, in bytes.
+    pub max_prompt_bytes: usize,
+    /// Stop strings per generate request, and their total bytes.
+    pub max_stop_strings: usize,
+    pub max_stop_bytes: usize,
 }
 
 /// Below this many parameters a worker computes on one thread by default.
@@ -96,6 +109,9 @@ impl Default for WorkerConfig {
             prefix_cache_entries: 64,
             prefix_cache_tokens: 32_768,
             threads: 0,
+            max_prompt_bytes: DEFAULT_MAX_PROMPT_BYTES,
+            max_stop_strings: DEFAULT_MAX_STOP_STRINGS,
+            max_stop_bytes: DEFAULT_MAX_STOP_BYTES,
         }
     }
 }
