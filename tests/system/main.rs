@@ -10,4 +10,5 @@ mod crate_graph;
 mod discovery;
 mod eval;
 mod limits;
+mod members;
 mod security;

@@ -11,6 +11,7 @@
 pub mod connect;
 pub mod discovery;
 pub mod member;
+pub mod member_check;
 pub mod membership;
 pub mod metrics;
 pub mod node;

@@ -14,6 +14,8 @@
 //! fetches, when the last handle is dropped.
 
 use crate::member::{Member, MemberRecord, Role};
+use crate::member_check::{self, Expectations};
+use crate::metrics::Metrics;
 use crate::tls::PeerTls;
 use ponder_proto::v1::generator_client::GeneratorClient;
 use ponder_proto::v1::verifier_client::VerifierClient;
@@ -74,6 +76,16 @@ impl Registry {
     /// Starts the actor; members are dialed over TLS with `tls` (plaintext when `None`).
     /// Needs a tokio runtime.
     pub fn with_tls(tls: Option<PeerTls>) -> Self {
+        Self::with_checks(tls, Expectations::default(), None)
+    }
+
+    /// As [`Registry::with_tls`], with the members' ModelInfo checked against `expect`
+    /// ([`crate::member_check`]); refusals are counted in `metrics` when given.
+    pub fn with_checks(
+        tls: Option<PeerTls>,
+        expect: Expectations,
+        metrics: Option<Metrics>,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (publish, snapshot) = watch::channel(Arc::new(Snapshot::default()));
         let actor = Actor {
@@ -83,6 +95,8 @@ impl Registry {
             tx: tx.downgrade(),
             publish,
             version: 0,
+            expect,
+            metrics,
         };
         tokio::spawn(actor.run(rx));
         Self { tx, snapshot }
@@ -170,6 +184,8 @@ struct Actor {
     tx: mpsc::WeakUnboundedSender<Command>,
     publish: watch::Sender<Arc<Snapshot>>,
     version: u64,
+    expect: Expectations,
+    metrics: Option<Metrics>,
 }
 
 impl Actor {
@@ -214,6 +230,28 @@ impl Actor {
                 if !current.is_some_and(|m| Arc::ptr_eq(m, &member)) {
                     return false; // replaced or gone meanwhile
                 }
+                self.fetches.remove(&member.record.instance_id);
+                if let Err(refusal) = member_check::check(&member.record, &info, &self.expect) {
+                    // Kept in the table (so a changed record gets a fresh look) but never
+                    // routable: its info stays unset.
+                    tracing::warn!(
+                        role = member.record.role.as_str(),
+                        instance = %member.record.instance_id,
+                        address = %member.record.address,
+                        reason = refusal.reason,
+                        "member refused: {}",
+                        refusal.message
+                    );
+                    if let Some(m) = &self.metrics {
+                        m.refusals
+                            .get_or_create(&Metrics::labels(&[
+                                ("what", "member"),
+                                ("reason", refusal.reason),
+                            ]))
+                            .inc();
+                    }
+                    return false;
+                }
                 tracing::info!(
                     role = member.record.role.as_str(),
                     instance = %member.record.instance_id,
@@ -222,7 +260,6 @@ impl Actor {
                     "member ready"
                 );
                 let _ = member.info.set(info);
-                self.fetches.remove(&member.record.instance_id);
                 true
             }
         }

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub model_load_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
     pub worker_threads: Family<Labels, Gauge>,
     pub resident_memory_bytes: Gauge,
+    /// Refusals by what was refused (a member, a request) and why.
+    pub refusals: Family<Labels, Counter>,
 }
 
 /// This process's resident set size, from `/proc/self/status` (None where there is none).
@@ -78,6 +80,12 @@ impl Metrics {
         let model_load_seconds = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         let worker_threads = Family::<Labels, Gauge>::default();
         let resident_memory_bytes = Gauge::default();
+        let refusals = Family::<Labels, Counter>::default();
+        r.register(
+            "refusals",
+            "things refused, by what (member: a discovered node; request: an API call) and reason",
+            refusals.clone(),
+        );
         r.register(
             "model_load_seconds",
             "seconds from the start of loading the model to serving it, warm-up included (what an autoscaler waits for)",
@@ -146,6 +154,7 @@ impl Metrics {
             model_load_seconds,
             worker_threads,
             resident_memory_bytes,
+            refusals,
         }
     }
 

@@ -67,11 +67,17 @@ impl Default for RetryBudget {
     }
 }
 
-/// Picks a member for a call (see the module docs). `exclude`: already tried.
-pub fn route(members: &[Arc<Member>], affinity: u64, exclude: &[String]) -> Option<Arc<Member>> {
+/// Picks a member for a call (see the module docs). `exclude`: already tried; `fits`:
+/// whether a member's limits let it serve this call.
+pub fn route(
+    members: &[Arc<Member>],
+    affinity: u64,
+    exclude: &[String],
+    fits: &(dyn Fn(&pb::ModelInfoResponse) -> bool + Sync),
+) -> Option<Arc<Member>> {
     let ready: Vec<&Arc<Member>> = members
         .iter()
-        .filter(|m| m.info.get().is_some() && !exclude.contains(&m.record.instance_id))
+        .filter(|m| m.info.get().is_some_and(fits) && !exclude.contains(&m.record.instance_id))
         .collect();
     let healthy: Vec<&Arc<Member>> = ready.iter().copied().filter(|m| !m.is_ejected()).collect();
     let pool = if healthy.is_empty() { ready } else { healthy };
@@ -140,12 +146,14 @@ fn overload_backoff(round: u32) -> Duration {
 /// is neither ejected nor counted as an attempt. The call moves on to another member,
 /// and when every member it could use is busy it waits ([`overload_backoff`]) and tries
 /// them again, for up to [`MAX_OVERLOAD_ROUNDS`] rounds within the deadline.
+#[allow(clippy::too_many_arguments)]
 async fn with_failover<T, F, Fut>(
     registry: &Registry,
     retries: &RetryBudget,
     role: Role,
     affinity: u64,
     deadline: Option<Instant>,
+    fits: &(dyn Fn(&pb::ModelInfoResponse) -> bool + Sync),
     mut call: F,
 ) -> Result<T>
 where
@@ -159,7 +167,7 @@ where
     retries.0.deposit();
     while failed.len() < MAX_ATTEMPTS {
         let skip: Vec<String> = failed.iter().chain(&busy).cloned().collect();
-        let m = match route(&registry.members(role), affinity, &skip) {
+        let m = match route(&registry.members(role), affinity, &skip, fits) {
             Some(m) => m,
             None if !busy.is_empty() => {
                 overload_rounds += 1;
@@ -179,7 +187,7 @@ where
             }
             None => match registry
                 .wait_for(Some(member_wait_deadline(deadline)), |snap| {
-                    route(&snap.members(role), affinity, &failed)
+                    route(&snap.members(role), affinity, &failed, fits)
                 })
                 .await
             {
@@ -250,12 +258,22 @@ impl GeneratorPool {
 impl Generate for GeneratorPool {
     async fn generate(&self, req: GenRequest) -> Result<GenOutput> {
         let msg = wire::gen_request_to_pb(&req);
+        // The call was planned with the pool's limits: only members whose own limits
+        // hold for it may serve it.
+        let limits = self.limits();
+        let context = req.prompt.len() as u64 + 2 + u64::from(req.max_tokens);
+        let fits = |i: &pb::ModelInfoResponse| {
+            u64::from(i.context_length) >= context
+                && max_samples(i) >= req.n
+                && i.max_token_bytes <= limits.max_token_bytes
+        };
         with_failover(
             &self.registry,
             &self.retries,
             Role::Generator,
             req.affinity,
             req.deadline,
+            &fits,
             |m| {
                 let msg = msg.clone();
                 let (deadline, id) = (req.deadline, req.request_id.clone());
@@ -273,8 +291,9 @@ impl Generate for GeneratorPool {
         .await
     }
 
-    /// The most conservative bounds over ready members (they must hold for whoever
-    /// serves the call).
+    /// The limits most ready members report (ties: the conservative value), so that one
+    /// outlier cannot shrink every query (a member reporting `context_length: 1`);
+    /// calls go only to members whose own limits hold for them (see `generate`).
     fn limits(&self) -> GeneratorLimits {
         let infos: Vec<_> = self
             .registry
@@ -283,22 +302,47 @@ impl Generate for GeneratorPool {
             .filter_map(|m| m.info.get().cloned())
             .collect();
         GeneratorLimits {
-            max_token_bytes: infos
-                .iter()
-                .map(|i| i.max_token_bytes)
-                .max()
+            max_token_bytes: agreed(infos.iter().map(|i| i.max_token_bytes), Tie::Larger)
                 .unwrap_or(32)
                 .max(1),
-            context_length: infos.iter().map(|i| i.context_length).min().unwrap_or(2048),
-            max_samples: infos
-                .iter()
-                .map(|i| match i.max_samples_per_request {
-                    0 => DEFAULT_MAX_SAMPLES,
-                    n => n,
-                })
-                .min()
+            context_length: agreed(infos.iter().map(|i| i.context_length), Tie::Smaller)
+                .unwrap_or(2048),
+            max_samples: agreed(infos.iter().map(max_samples), Tie::Smaller)
                 .unwrap_or(DEFAULT_MAX_SAMPLES),
         }
+    }
+}
+
+/// A generator's samples-per-call limit (0, from a node before the field: the default).
+fn max_samples(info: &pb::ModelInfoResponse) -> u32 {
+    match info.max_samples_per_request {
+        0 => DEFAULT_MAX_SAMPLES,
+        n => n,
+    }
+}
+
+/// Which of two equally common values [`agreed`] picks.
+#[derive(Clone, Copy)]
+enum Tie {
+    Smaller,
+    Larger,
+}
+
+/// The value most of `values` have; among equally common ones the smaller or larger
+/// (the conservative side for that limit). None when there are none.
+fn agreed<T: Ord + Copy>(values: impl Iterator<Item = T>, tie: Tie) -> Option<T> {
+    let mut counts: std::collections::BTreeMap<T, usize> = std::collections::BTreeMap::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
+    let best = counts.values().copied().max()?;
+    let mut common = counts
+        .into_iter()
+        .filter(|&(_, c)| c == best)
+        .map(|(v, _)| v);
+    match tie {
+        Tie::Smaller => common.next(),
+        Tie::Larger => common.last(),
     }
 }
 
@@ -328,12 +372,20 @@ impl Score for VerifierPool {
     async fn score(&self, req: ScoreRequest) -> Result<ScoreOutput> {
         let msg = wire::score_request_to_pb(&req);
         let candidates = req.candidates.len();
+        // The search reserved tokens by the pool's cost bound: only members whose own
+        // overheads stay within it may serve the call.
+        let cost = self.cost();
+        let fits = |i: &pb::ModelInfoResponse| {
+            i.prm_prompt_overhead <= cost.prompt_overhead
+                && i.prm_step_overhead <= cost.step_overhead
+        };
         with_failover(
             &self.registry,
             &self.retries,
             Role::Verifier,
             req.affinity,
             req.deadline,
+            &fits,
             |m| {
                 let msg = msg.clone();
                 let (deadline, id) = (req.deadline, req.request_id.clone());
@@ -351,7 +403,9 @@ impl Score for VerifierPool {
         .await
     }
 
-    /// The largest overheads over ready members.
+    /// The overheads most ready members report (ties: the larger), so that one member
+    /// reporting a huge overhead cannot make every verifier budget look spent; calls go
+    /// only to members within this bound (see `score`).
     fn cost(&self) -> VerifierCost {
         let members = self.registry.members(Role::Verifier);
         let costs: Vec<VerifierCost> = members
@@ -359,8 +413,28 @@ impl Score for VerifierPool {
             .filter_map(|m| m.info.get().map(cost_of))
             .collect();
         VerifierCost {
-            prompt_overhead: costs.iter().map(|c| c.prompt_overhead).max().unwrap_or(64),
-            step_overhead: costs.iter().map(|c| c.step_overhead).max().unwrap_or(16),
+            prompt_overhead: agreed(costs.iter().map(|c| c.prompt_overhead), Tie::Larger)
+                .unwrap_or(64),
+            step_overhead: agreed(costs.iter().map(|c| c.step_overhead), Tie::Larger).unwrap_or(16),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agreed_limit_is_the_common_one_and_a_tie_goes_to_the_safe_side() {
+        // Three honest members and one outlier: the outlier does not set the limit.
+        assert_eq!(
+            agreed([2048, 2048, 1, 2048].into_iter(), Tie::Smaller),
+            Some(2048)
+        );
+        assert_eq!(agreed([16, 16, 1 << 20].into_iter(), Tie::Larger), Some(16));
+        // One against one: the conservative side.
+        assert_eq!(agreed([2048, 1].into_iter(), Tie::Smaller), Some(1));
+        assert_eq!(agreed([16, 64].into_iter(), Tie::Larger), Some(64));
+        assert_eq!(agreed(std::iter::empty::<u32>(), Tie::Smaller), None);
     }
 }

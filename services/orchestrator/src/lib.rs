@@ -15,6 +15,7 @@ use access::{AccessArgs, Gate};
 use admission::Admission;
 use clap::{Args, Parser};
 use ponder_cluster::discovery::{Discovery, EtcdConfig, EtcdDiscovery, StaticDiscovery};
+use ponder_cluster::member_check::Expectations;
 use ponder_cluster::metrics::Metrics;
 use ponder_cluster::node::{Node, NodeArgs};
 use ponder_cluster::tls::ClientAuth;
@@ -60,6 +61,11 @@ pub struct OrchestratorArgs {
     pub max_queries_per_client: usize,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// The model id a role's members must serve, as ROLE=MODEL_ID (repeatable, or
+    /// comma-separated in the environment): a member serving another model is refused
+    /// (docs/security.md, "Members").
+    #[arg(long, env = "PONDER_EXPECT_MODEL", value_delimiter = ',')]
+    pub expect_model: Vec<String>,
     #[command(flatten)]
     pub access: AccessArgs,
 }
@@ -133,6 +139,7 @@ impl OrchestratorArgs {
             max_queries: 64,
             max_queries_per_client: DEFAULT_MAX_QUERIES_PER_CLIENT,
             limits: LimitArgs::default(),
+            expect_model: vec![],
             access: AccessArgs::default(),
         }
     }
@@ -227,7 +234,8 @@ pub fn start(
             ),
             None => {}
         }
-        let registry = Registry::with_tls(peers);
+        let expect = Expectations::parse(&args.expect_model)?;
+        let registry = Registry::with_checks(peers, expect, Some(metrics.clone()));
         let (kind, discovery) = if args.node.etcd.is_empty() {
             anyhow::ensure!(
                 !args.generators.is_empty(),
