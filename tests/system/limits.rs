@@ -133,3 +133,78 @@ async fn a_full_worker_queue_is_backpressure_not_a_failure() {
     );
     o.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_counted_budgets_are_charged_per_key_and_keys_reload() {
+    const ALICE: &str = "alice-key-0123456789abcdef";
+    const BOB: &str = "bob-key-0123456789abcdef0";
+    const ALICE_NEW: &str = "alice-key-rotated-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, format!("alice:{ALICE}\nbob:{BOB}\n")).unwrap();
+    let metrics = ponder_cluster::metrics::Metrics::new();
+    let gen = generator_model();
+    let (_g, ag) = spawn_node("generator", &["--model", gen.to_str().unwrap()]);
+    let mut args = ponder_orchestrator::OrchestratorArgs::new(Default::default());
+    args.generators = vec![ag];
+    args.access.api_keys_file = Some(keys.clone());
+    // One generation a second, bursts of 24: two budget-12 queries, then a wait.
+    args.access.rate_limit_generations = 1.0;
+    args.access.rate_burst_generations = Some(24);
+    let o = ponder_orchestrator::start(args, metrics.clone())
+        .await
+        .unwrap();
+    let addr = o.node.addr;
+    let solve = |key: &'static str, budget: u32| async move {
+        let mut c = client(addr).await;
+        let mut req = tonic::Request::new(request("47+38", budget, 1));
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        c.solve(req).await
+    };
+    let mut anonymous = client(addr).await;
+    let e = anonymous.solve(request("1+1", 1, 1)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    solve(ALICE, 12).await.unwrap();
+    solve(ALICE, 12).await.unwrap();
+    let e = solve(ALICE, 12).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(
+        e.message().contains("generations per second"),
+        "{}",
+        e.message()
+    );
+    solve(BOB, 12).await.expect("bob has his own bucket");
+    let text = metrics.render();
+    for line in [
+        r#"ponder_refusals_total{what="request",reason="unauthenticated"} 1"#,
+        r#"ponder_refusals_total{what="request",reason="generation_rate_limited"} 1"#,
+        r#"ponder_client_queries_total{client="alice",code="Ok"} 2"#,
+        r#"ponder_client_generations_total{client="alice"} 24"#,
+        r#"ponder_client_queries_total{client="bob",code="Ok"} 1"#,
+    ] {
+        assert!(text.contains(line), "no {line} in\n{text}");
+    }
+    // Rotation: alice's key is replaced in the file; within a few seconds the old one
+    // is refused and the new one accepted, with no restart.
+    std::fs::write(&keys, format!("alice:{ALICE_NEW}\nbob:{BOB}\n")).unwrap();
+    let mut rotated = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if solve(ALICE, 1)
+            .await
+            .is_err_and(|e| e.code() == Code::Unauthenticated)
+        {
+            rotated = true;
+            break;
+        }
+    }
+    assert!(
+        rotated,
+        "the old key still works 10 s after the file changed"
+    );
+    // The new key's bucket is alice's (same name): wait for a token.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    solve(ALICE_NEW, 1).await.expect("the new key works");
+    o.stop().await;
+}

@@ -620,7 +620,9 @@ async fn secrets_never_appear_in_logs() {
     assert!(
         logs.contains(" TRACE ")
             && logs.contains("API keys required")
-            && logs.contains("refused: not authenticated"),
+            && logs.contains(r#"reason="unauthenticated""#)
+            && logs.contains("ponder::access")
+            && logs.contains("client=API key alice"),
         "the log should show the run:\n{}",
         &logs[..logs.len().min(4000)]
     );

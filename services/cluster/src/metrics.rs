@@ -43,6 +43,11 @@ pub struct Metrics {
     pub resident_memory_bytes: Gauge,
     /// Refusals by what was refused (a member, a request) and why.
     pub refusals: Family<Labels, Counter>,
+    /// Per client (API key name; "anonymous" for an open API): queries by status code,
+    /// and the generations and tokens they used.
+    pub client_queries: Family<Labels, Counter>,
+    pub client_generations: Family<Labels, Counter<u64, AtomicU64>>,
+    pub client_tokens: Family<Labels, Counter<u64, AtomicU64>>,
 }
 
 /// This process's resident set size, from `/proc/self/status` (None where there is none).
@@ -81,6 +86,24 @@ impl Metrics {
         let worker_threads = Family::<Labels, Gauge>::default();
         let resident_memory_bytes = Gauge::default();
         let refusals = Family::<Labels, Counter>::default();
+        let client_queries = Family::<Labels, Counter>::default();
+        let client_generations = Family::<Labels, Counter<u64, AtomicU64>>::default();
+        let client_tokens = Family::<Labels, Counter<u64, AtomicU64>>::default();
+        r.register(
+            "client_queries",
+            "queries per client (API key name, or anonymous) and status code",
+            client_queries.clone(),
+        );
+        r.register(
+            "client_generations",
+            "generations used per client",
+            client_generations.clone(),
+        );
+        r.register(
+            "client_tokens",
+            "generator + verifier tokens used per client",
+            client_tokens.clone(),
+        );
         r.register(
             "refusals",
             "things refused, by what (member: a discovered node; request: an API call) and reason",
@@ -155,6 +178,9 @@ impl Metrics {
             worker_threads,
             resident_memory_bytes,
             refusals,
+            client_queries,
+            client_generations,
+            client_tokens,
         }
     }
 

@@ -222,7 +222,7 @@ pub fn start(
             args.default_generations,
             limits.max_generations
         );
-        let gate = Gate::new(&args.access)?;
+        let gate = Gate::new(&args.access, metrics.clone())?;
         let peers = args.node.tls.peers()?;
         match &peers {
             Some(p) if p.has_identity => {
@@ -259,6 +259,7 @@ pub fn start(
             default_generations: args.default_generations,
             admission: Admission::new(args.max_queries, args.max_queries_per_client),
             limits,
+            gate: gate.clone(),
             retries: Default::default(),
             verifiers_seen: Default::default(),
             metrics,

@@ -9,7 +9,7 @@
 //! is dropped (the client cancelled or went away), which drops its in-flight
 //! generate/score calls and so cancels them on the nodes.
 
-use crate::access::Caller;
+use crate::access::{refusal, Caller, Gate};
 use crate::admission::Admission;
 use crate::request;
 use ponder_cluster::metrics::{code_of, Metrics};
@@ -24,6 +24,7 @@ use ponder_search::{Outcome, Progress, QueryLimits, SolutionFormat};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
@@ -40,6 +41,8 @@ pub struct Shared {
     pub admission: Admission,
     /// The operator's caps on one query.
     pub limits: QueryLimits,
+    /// The access gate, for charging a query's budget to its client's generation bucket.
+    pub gate: Gate,
     /// Shared by every query's pools: retries stay a bounded share of all calls.
     pub retries: ponder_cluster::pool::RetryBudget,
     /// A verifier has been a member at some point (see [`Shared::has_verifier`]).
@@ -55,6 +58,23 @@ pub struct OrchestratorService {
 /// Aborts the query's task if the RPC handler is dropped first.
 struct AbortOnDrop<T>(JoinHandle<T>);
 
+/// An admitted query: its task, and what its access-log line needs.
+struct Ticket {
+    task: AbortOnDrop<Result<Outcome, Status>>,
+    id: String,
+    caller: Caller,
+    started: Instant,
+}
+
+impl Ticket {
+    /// Waits for the query and writes its access-log line and per-client counts.
+    async fn finish(&mut self, shared: &Shared) -> Result<Outcome, Status> {
+        let result = join(&mut self.task).await;
+        shared.access_log(self, &result);
+        result
+    }
+}
+
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
@@ -69,28 +89,40 @@ impl OrchestratorService {
     }
 
     /// Accepts, admits and spawns one query; `progress` receives its best answer so
-    /// far as compute is spent.
+    /// far as compute is spent. Refusals are counted by reason.
     fn spawn_query(
         &self,
         request: Request<pb::SolveRequest>,
         progress: Option<watch::Sender<Progress>>,
-    ) -> Result<(AbortOnDrop<Result<Outcome, Status>>, String), Status> {
-        let (query, id) = self.accept(&request)?;
+    ) -> Result<Ticket, Status> {
+        let metrics = &self.shared.metrics;
+        let (query, id) = self
+            .accept(&request)
+            .inspect_err(|_| refusal(metrics, "invalid_argument"))?;
         let caller = request
             .extensions()
             .get::<Caller>()
             .cloned()
             .unwrap_or(Caller::Peer(request.remote_addr().map(|a| a.ip())));
+        self.shared
+            .gate
+            .charge(&caller, query.budget().max_generations)?;
         let admitted = self
             .shared
             .admission
-            .admit(&caller.bucket(), &caller.to_string())?;
+            .admit(&caller.bucket(), &caller.to_string())
+            .inspect_err(|_| refusal(metrics, "admission"))?;
         let shared = self.shared.clone();
         let task = tokio::spawn(async move {
             let _admitted = admitted;
             shared.answer(&query, progress).await
         });
-        Ok((AbortOnDrop(task), id))
+        Ok(Ticket {
+            task: AbortOnDrop(task),
+            id,
+            caller,
+            started: Instant::now(),
+        })
     }
 
     /// The edge: converts the wire request and validates it, once, into a [`Query`]
@@ -163,6 +195,45 @@ impl Shared {
         false
     }
 
+    /// One structured line per query (target `ponder::access`): request id, client (the
+    /// API key's name, never the key), strategy, usage, status and latency; and the
+    /// per-client counts (`ponder_client_*`). Clients are labelled by key name only
+    /// ("anonymous" for an open API), so the series stay as few as the keys.
+    fn access_log(&self, ticket: &Ticket, result: &Result<Outcome, Status>) {
+        let code = code_of(result);
+        let (strategy, usage) = match result {
+            Ok(o) => (o.strategy.name(), o.usage),
+            Err(_) => ("", Default::default()),
+        };
+        tracing::info!(
+            target: "ponder::access",
+            request_id = %ticket.id,
+            client = %ticket.caller,
+            strategy,
+            generations = usage.generations,
+            tokens = usage.tokens(),
+            code = ?code,
+            latency_ms = ticket.started.elapsed().as_millis() as u64,
+            "query"
+        );
+        let client = match &ticket.caller {
+            Caller::Key(name) => name.as_str(),
+            Caller::Peer(_) => "anonymous",
+        };
+        let l = Metrics::labels(&[("client", client)]);
+        let mut with_code = l.clone();
+        with_code.push(("code".into(), format!("{code:?}")));
+        self.metrics.client_queries.get_or_create(&with_code).inc();
+        self.metrics
+            .client_generations
+            .get_or_create(&l)
+            .inc_by(u64::from(usage.generations));
+        self.metrics
+            .client_tokens
+            .get_or_create(&l)
+            .inc_by(usage.tokens());
+    }
+
     /// Books a finished query's compute in the metrics, by strategy.
     fn record(&self, outcome: &Outcome) {
         let u = &outcome.usage;
@@ -196,10 +267,10 @@ impl Orchestrator for OrchestratorService {
     ) -> Result<Response<pb::SolveResponse>, Status> {
         let timer = self.shared.metrics.start("orchestrator", "Solve");
         let result = async {
-            let (mut task, id) = self.spawn_query(request, None)?;
-            let outcome = join(&mut task).await?;
-            let mut resp = Response::new(request::response(outcome, &id));
-            request_id::insert(resp.metadata_mut(), &id);
+            let mut ticket = self.spawn_query(request, None)?;
+            let outcome = ticket.finish(&self.shared).await?;
+            let mut resp = Response::new(request::response(outcome, &ticket.id));
+            request_id::insert(resp.metadata_mut(), &ticket.id);
             Ok(resp)
         }
         .await;
@@ -215,14 +286,15 @@ impl Orchestrator for OrchestratorService {
     ) -> Result<Response<Self::SolveStreamStream>, Status> {
         let timer = self.shared.metrics.start("orchestrator", "SolveStream");
         let (tx, mut rx) = watch::channel(Progress::default());
-        let (mut task, id) = match self.spawn_query(request, Some(tx)) {
+        let mut ticket = match self.spawn_query(request, Some(tx)) {
             Ok(t) => t,
             Err(e) => {
                 timer.finish(e.code());
                 return Err(e);
             }
         };
-        let stream_id = id.clone();
+        let id = ticket.id.clone();
+        let shared = self.shared.clone();
         let stream = async_stream(
             move |out: mpsc::Sender<Result<pb::SolveEvent, Status>>| async move {
                 // The latest progress whenever it changes (a slow client skips to
@@ -230,12 +302,15 @@ impl Orchestrator for OrchestratorService {
                 while rx.changed().await.is_ok() {
                     let ev = request::event(&rx.borrow_and_update());
                     if out.send(Ok(ev)).await.is_err() {
-                        return; // client gone: dropping `task` aborts the query
+                        // Client gone: dropping the ticket aborts the query.
+                        let gone = Err(Status::cancelled("the client went away"));
+                        shared.access_log(&ticket, &gone);
+                        return;
                     }
                 }
-                let last = match join(&mut task).await {
+                let last = match ticket.finish(&shared).await {
                     Ok(o) => {
-                        let resp = request::response(o, &stream_id);
+                        let resp = request::response(o, &ticket.id);
                         Ok(pb::SolveEvent {
                             best_answer: resp.answer.clone(),
                             best_score: resp.score,

@@ -3,17 +3,24 @@
 //! One tonic interceptor ([`Gate`]) wraps `ponder.v1.Orchestrator` (and only it:
 //! grpc.health.v1 and reflection on the same port stay open, because kubelet probes
 //! and load balancers carry no credentials and learn nothing secret there). It first
-//! authenticates the caller by API key when keys are configured (UNAUTHENTICATED
-//! otherwise), then takes a token from the caller's bucket when a rate limit is set
-//! (RESOURCE_EXHAUSTED, naming the limit, otherwise). The caller's identity goes into
-//! the request's extensions as a [`Caller`] for the handlers and their logs; the key
-//! itself is never logged. docs/security.md has the options and the threat model.
+//! takes a token from the caller's address bucket (on by default: floods and key
+//! guessing are throttled before any other work), then authenticates the caller by API
+//! key when keys are configured (UNAUTHENTICATED otherwise; the keys reload on SIGHUP
+//! and file change, [`key_store`]), then takes a token from the caller's bucket when a
+//! rate limit is set (RESOURCE_EXHAUSTED, naming the limit, otherwise). The service
+//! later charges the query's budget to the caller's generation bucket ([`Gate::charge`]).
+//! Every refusal is counted by reason in `ponder_refusals_total` and logged at debug
+//! only. The caller's identity goes into the request's extensions as a [`Caller`] for
+//! the handlers and their logs; the key itself is never logged. docs/security.md has
+//! the options and the threat model.
 
 pub mod api_keys;
+pub mod key_store;
 pub mod rate_limit;
 
-use api_keys::ApiKeys;
 use clap::Args;
+use key_store::KeyStore;
+use ponder_cluster::metrics::Metrics;
 use ponder_cluster::secret::Secret;
 use rate_limit::ClientLimiter;
 use std::fmt;
@@ -23,11 +30,15 @@ use std::sync::Arc;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
+/// Requests per second one address may send before authentication, by default.
+pub const DEFAULT_PEER_RATE_LIMIT: f64 = 200.0;
+
 /// Access flags of the orchestrator.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct AccessArgs {
     /// File of API keys, one `name:key` (or bare `key`) per line, `#` comments; when
     /// any key is configured every Orchestrator call needs `authorization: Bearer <key>`.
+    /// Re-read on SIGHUP and when the file changes.
     #[arg(long, env = "PONDER_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
     /// API keys, comma-separated `name:key` or `key` entries (added to the file's).
@@ -39,14 +50,41 @@ pub struct AccessArgs {
         hide_env_values = true
     )]
     pub api_keys: Vec<Secret>,
-    /// Requests per second each client may send (by API key, else by IP address);
-    /// 0: no limit.
+    /// Requests per second each client may send (by API key, else by address); 0: no
+    /// limit.
     #[arg(long, env = "PONDER_RATE_LIMIT", default_value_t = 0.0)]
     pub rate_limit: f64,
     /// Requests a client may send at once before the rate applies (default: the rate
     /// rounded up, at least 1).
     #[arg(long, env = "PONDER_RATE_BURST")]
     pub rate_burst: Option<u32>,
+    /// Generations per second each client may ask for, charged at admission by the
+    /// request's budget (its worst case); 0: no limit.
+    #[arg(long, env = "PONDER_RATE_LIMIT_GENERATIONS", default_value_t = 0.0)]
+    pub rate_limit_generations: f64,
+    /// Generations a client may ask for at once before that rate applies (default: 4 s
+    /// of the rate, at least --max-generations' default of 256).
+    #[arg(long, env = "PONDER_RATE_BURST_GENERATIONS")]
+    pub rate_burst_generations: Option<u32>,
+    /// Requests per second one address (IPv6: one /64) may send, checked before the
+    /// API key, so that floods and key guessing are throttled before any work; 0: no
+    /// limit.
+    #[arg(long, env = "PONDER_PEER_RATE_LIMIT", default_value_t = DEFAULT_PEER_RATE_LIMIT)]
+    pub peer_rate_limit: f64,
+}
+
+impl Default for AccessArgs {
+    fn default() -> Self {
+        Self {
+            api_keys_file: None,
+            api_keys: vec![],
+            rate_limit: 0.0,
+            rate_burst: None,
+            rate_limit_generations: 0.0,
+            rate_burst_generations: None,
+            peer_rate_limit: DEFAULT_PEER_RATE_LIMIT,
+        }
+    }
 }
 
 /// Who made a request, as the gate established it.
@@ -91,55 +129,118 @@ impl fmt::Display for Caller {
 /// The interceptor in front of `ponder.v1.Orchestrator`.
 #[derive(Clone)]
 pub struct Gate {
-    keys: Option<Arc<ApiKeys>>,
+    keys: Option<Arc<KeyStore>>,
+    /// Before authentication, by address.
+    peers: Option<Arc<ClientLimiter>>,
+    /// After it, by caller, in requests.
     limiter: Option<Arc<ClientLimiter>>,
+    /// By caller, in generations (charged by the service at admission, [`Gate::charge`]).
+    generations: Option<Arc<ClientLimiter>>,
+    metrics: Metrics,
 }
 
 impl Gate {
-    /// Reads the keys and sets up the limiter (spawns its clean-up task: call inside
-    /// a tokio runtime).
-    pub fn new(args: &AccessArgs) -> anyhow::Result<Self> {
-        let keys = ApiKeys::load(args.api_keys_file.as_deref(), &args.api_keys)?.map(Arc::new);
-        let limiter = ClientLimiter::new(args.rate_limit, args.rate_burst)?;
+    /// Reads the keys (and watches them for changes) and sets up the limiters (spawns
+    /// their clean-up tasks: call inside a tokio runtime).
+    pub fn new(args: &AccessArgs, metrics: Metrics) -> anyhow::Result<Self> {
+        let keys = KeyStore::load(args.api_keys_file.as_deref(), &args.api_keys)?;
+        let limiter = ClientLimiter::new(args.rate_limit, args.rate_burst, "requests")?;
+        let peers = ClientLimiter::new(
+            args.peer_rate_limit,
+            Some((args.peer_rate_limit * 2.0).ceil().max(1.0) as u32),
+            "requests",
+        )
+        .map_err(|e| anyhow::anyhow!("--peer-rate-limit: {e}"))?;
+        let generations = ClientLimiter::new(
+            args.rate_limit_generations,
+            args.rate_burst_generations.or_else(|| {
+                (args.rate_limit_generations > 0.0)
+                    .then(|| ((args.rate_limit_generations * 4.0).ceil() as u32).max(256))
+            }),
+            "generations",
+        )
+        .map_err(|e| anyhow::anyhow!("--rate-limit-generations: {e}"))?;
         match &keys {
-            Some(k) => tracing::info!(keys = k.len(), "API keys required"),
+            Some(k) => {
+                tracing::info!(keys = k.keys().len(), "API keys required");
+                k.watch();
+            }
             None => tracing::info!("no API keys configured: the Orchestrator API is open"),
         }
-        if limiter.is_some() {
+        if limiter.is_some() || generations.is_some() {
             tracing::info!(
                 rate = args.rate_limit,
                 burst = ?args.rate_burst,
-                "per-client rate limit"
+                generations_per_second = args.rate_limit_generations,
+                "per-client rate limits"
             );
         }
-        Ok(Self { keys, limiter })
+        Ok(Self {
+            keys,
+            peers,
+            limiter,
+            generations,
+            metrics,
+        })
     }
 
     /// Whether the gate lets everything through (no keys, no limit).
     pub fn is_open(&self) -> bool {
-        self.keys.is_none() && self.limiter.is_none()
+        self.keys.is_none()
+            && self.limiter.is_none()
+            && self.generations.is_none()
+            && self.peers.is_none()
+    }
+
+    /// Counts a refusal by reason; refusals are logged at debug only, so a flood of
+    /// them cannot flood the log (the counter is what to watch).
+    fn refused(&self, reason: &'static str, status: Status) -> Status {
+        refusal(&self.metrics, reason);
+        tracing::debug!(reason, message = status.message(), "refused");
+        status
     }
 
     fn admit(&self, request: &Request<()>) -> Result<Caller, Status> {
         let peer = request.remote_addr().map(|a| a.ip());
+        if let Some(peers) = &self.peers {
+            let who = Caller::Peer(peer);
+            if let Err(e) = peers.check(&who.bucket(), &who.to_string(), 1) {
+                return Err(self.refused("peer_rate_limited", e));
+            }
+        }
         let caller = match &self.keys {
-            Some(keys) => match keys.check(request.metadata()) {
+            Some(store) => match store.keys().check(request.metadata()) {
                 Ok(name) => Caller::Key(name.to_string()),
-                Err(e) => {
-                    tracing::info!(peer = ?peer, reason = e.message(), "refused: not authenticated");
-                    return Err(e);
-                }
+                Err(e) => return Err(self.refused("unauthenticated", e)),
             },
             None => Caller::Peer(peer),
         };
         if let Some(limiter) = &self.limiter {
-            if let Err(e) = limiter.check(&caller.bucket(), &caller.to_string()) {
-                tracing::debug!(%caller, "refused: rate limited");
-                return Err(e);
+            if let Err(e) = limiter.check(&caller.bucket(), &caller.to_string(), 1) {
+                return Err(self.refused("rate_limited", e));
             }
         }
         Ok(caller)
     }
+
+    /// Charges `generations` (a query's budget) to `caller`'s generation bucket, or
+    /// RESOURCE_EXHAUSTED naming the limit.
+    pub fn charge(&self, caller: &Caller, generations: u32) -> Result<(), Status> {
+        match &self.generations {
+            Some(limiter) => limiter
+                .check(&caller.bucket(), &caller.to_string(), generations)
+                .map_err(|e| self.refused("generation_rate_limited", e)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Counts one refused request in `ponder_refusals_total{what="request",reason}`.
+pub fn refusal(metrics: &Metrics, reason: &'static str) {
+    metrics
+        .refusals
+        .get_or_create(&Metrics::labels(&[("what", "request"), ("reason", reason)]))
+        .inc();
 }
 
 impl Interceptor for Gate {

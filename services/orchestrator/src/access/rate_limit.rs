@@ -19,27 +19,33 @@ pub struct ClientLimiter {
     limiter: DefaultKeyedRateLimiter<String>,
     rate: f64,
     burst: u32,
+    /// What a token stands for, for messages ("requests", "generations").
+    unit: &'static str,
 }
 
 impl ClientLimiter {
-    /// `rate` requests per second per client (0: no limit), bursts of `burst` (default:
+    /// `rate` `unit`s per second per client (0: no limit), bursts of `burst` (default:
     /// the rate rounded up, at least 1).
-    pub fn new(rate: f64, burst: Option<u32>) -> anyhow::Result<Option<Arc<Self>>> {
+    pub fn new(
+        rate: f64,
+        burst: Option<u32>,
+        unit: &'static str,
+    ) -> anyhow::Result<Option<Arc<Self>>> {
         anyhow::ensure!(
             rate.is_finite() && rate >= 0.0,
-            "--rate-limit must be a number of requests per second, 0 for no limit"
+            "the rate limit must be a number of {unit} per second, 0 for no limit"
         );
         if rate == 0.0 {
-            anyhow::ensure!(burst.is_none(), "--rate-burst needs --rate-limit");
+            anyhow::ensure!(burst.is_none(), "a burst needs a rate limit");
             return Ok(None);
         }
         anyhow::ensure!(
             rate <= 1e6,
-            "--rate-limit must be at most 1000000 requests per second"
+            "the rate limit must be at most 1000000 {unit} per second"
         );
         let burst = burst.unwrap_or(rate.ceil() as u32).max(1);
         let burst_nz = NonZeroU32::new(burst)
-            .ok_or_else(|| anyhow::anyhow!("--rate-burst must be at least 1"))?;
+            .ok_or_else(|| anyhow::anyhow!("the burst must be at least 1"))?;
         let quota = Quota::with_period(Duration::from_secs_f64(1.0 / rate))
             .ok_or_else(|| anyhow::anyhow!("--rate-limit {rate} is too high"))?
             .allow_burst(burst_nz);
@@ -47,6 +53,7 @@ impl ClientLimiter {
             limiter: DefaultKeyedRateLimiter::keyed(quota),
             rate,
             burst,
+            unit,
         });
         let weak = Arc::downgrade(&me);
         tokio::spawn(async move {
@@ -59,21 +66,28 @@ impl ClientLimiter {
         Ok(Some(me))
     }
 
-    /// Takes one token from `client`'s bucket, or RESOURCE_EXHAUSTED naming the limit
+    /// Takes `n` tokens from `client`'s bucket, or RESOURCE_EXHAUSTED naming the limit
     /// and when to retry. `who` describes the client for the message.
-    pub fn check(&self, client: &str, who: &str) -> Result<(), Status> {
-        self.limiter
-            .check_key(&client.to_string())
-            .map_err(|not_until| {
+    pub fn check(&self, client: &str, who: &str, n: u32) -> Result<(), Status> {
+        let unit = self.unit;
+        let (rate, burst) = (self.rate, self.burst);
+        let Some(n_nz) = NonZeroU32::new(n) else {
+            return Ok(());
+        };
+        match self.limiter.check_key_n(&client.to_string(), n_nz) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => {
                 let wait = not_until.wait_time_from(self.limiter.clock().now());
-                Status::resource_exhausted(format!(
-                    "rate limit exceeded for {who}: at most {} requests per second with bursts \
-                 of {}; retry in {:.2} s",
-                    self.rate,
-                    self.burst,
+                Err(Status::resource_exhausted(format!(
+                    "rate limit exceeded for {who}: at most {rate} {unit} per second with \
+                     bursts of {burst}; retry in {:.2} s",
                     wait.as_secs_f64()
-                ))
-            })
+                )))
+            }
+            Err(_) => Err(Status::resource_exhausted(format!(
+                "{who} asked for {n} {unit} at once; the burst limit is {burst} {unit}"
+            ))),
+        }
     }
 
     /// Clients with a bucket that is not full (for tests and metrics).
@@ -88,11 +102,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_passes_then_the_limit_answers_resource_exhausted() {
-        let l = ClientLimiter::new(1.0, Some(3)).unwrap().unwrap();
+        let l = ClientLimiter::new(1.0, Some(3), "requests")
+            .unwrap()
+            .unwrap();
         for _ in 0..3 {
-            l.check("a", "client a").unwrap();
+            l.check("a", "client a", 1).unwrap();
         }
-        let e = l.check("a", "client a").unwrap_err();
+        let e = l.check("a", "client a", 1).unwrap_err();
         assert_eq!(e.code(), tonic::Code::ResourceExhausted);
         assert!(
             e.message()
@@ -101,8 +117,29 @@ mod tests {
             e.message()
         );
         // Another client has its own bucket.
-        l.check("b", "client b").unwrap();
-        assert!(ClientLimiter::new(0.0, None).unwrap().is_none());
-        assert!(ClientLimiter::new(-1.0, None).is_err());
+        l.check("b", "client b", 1).unwrap();
+        assert!(ClientLimiter::new(0.0, None, "requests").unwrap().is_none());
+        assert!(ClientLimiter::new(-1.0, None, "requests").is_err());
+    }
+
+    #[tokio::test]
+    async fn generation_buckets_charge_a_budget_and_refuse_one_above_the_burst() {
+        let l = ClientLimiter::new(10.0, Some(64), "generations")
+            .unwrap()
+            .unwrap();
+        l.check("k", "API key k", 48).unwrap();
+        let e = l.check("k", "API key k", 32).unwrap_err();
+        assert!(
+            e.message().contains("at most 10 generations per second"),
+            "{}",
+            e.message()
+        );
+        let e = l.check("j", "API key j", 65).unwrap_err();
+        assert!(
+            e.message().contains("the burst limit is 64 generations"),
+            "{}",
+            e.message()
+        );
+        l.check("j", "API key j", 64).unwrap();
     }
 }
