@@ -50,6 +50,14 @@ async fn operator_caps_hold_and_calls_above_a_workers_limit_are_split() {
         .into_inner();
     assert_eq!(info.max_samples_per_request, 8, "the worker says its limit");
     let mut c = client(o.node.addr).await;
+    // Members' addresses are not shown to API callers unless the operator asks.
+    let status = c
+        .cluster_status(pb::ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!status.members.is_empty());
+    assert!(status.members.iter().all(|m| m.address.is_empty()));
     // Beam search asks for all 24 first steps in one call, which the worker would
     // refuse (n > 8): split into 8+8+8, it answers.
     let mut beam = request("(47+38)*3-19", 24, 3);

@@ -186,7 +186,11 @@ pub fn status<'a>(addr: &'a str, access: &'a ConnectArgs) -> BoxedFuture<'a, any
                 "{:<10} {:<36} {:<22} {:<12} {:<11} {:>9} {:>9} {:>8}",
                 m.role,
                 m.instance_id,
-                m.address,
+                if m.address.is_empty() {
+                    "-"
+                } else {
+                    &m.address
+                },
                 m.model_id,
                 m.health,
                 m.in_flight,

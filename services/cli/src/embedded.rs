@@ -72,6 +72,8 @@ impl EmbeddedCluster {
                 ..worker_args()
             });
             oargs.policy = cfg.policy.clone();
+            // Everything runs on this machine, for its user: show where.
+            oargs.status_addresses = true;
             if cfg.etcd.is_empty() {
                 oargs.generators = generators.iter().map(|g| g.node.addr.to_string()).collect();
                 oargs.verifiers = verifier.iter().map(|v| v.node.addr.to_string()).collect();

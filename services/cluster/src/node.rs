@@ -112,6 +112,11 @@ impl Node {
         client_auth: ClientAuth,
     ) -> BoxedFuture<'static, anyhow::Result<Self>> {
         Box::pin(async move {
+            anyhow::ensure!(
+                (2..=3600).contains(&args.lease_ttl),
+                "--lease-ttl must be between 2 and 3600 seconds, got {}",
+                args.lease_ttl
+            );
             let tls = args.tls.server(client_auth)?;
             let etcd = if args.etcd.is_empty() {
                 None
@@ -273,4 +278,24 @@ async fn serve_health(
     });
     tracing::info!(%bound, "plaintext health checks (grpc.health.v1 only)");
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lease_ttl_out_of_range_stops_the_node_with_the_flag_named() {
+        for ttl in [0, 1, 3601] {
+            let args = NodeArgs {
+                lease_ttl: ttl,
+                ..NodeArgs::default()
+            };
+            let e = Node::start(args, "test", Routes::default(), ClientAuth::None)
+                .await
+                .err()
+                .expect("refused");
+            assert!(e.to_string().contains("--lease-ttl"), "{e}");
+        }
+    }
 }

@@ -152,7 +152,13 @@ pub fn load_hf(
             Ok(Linear::dense(w, b)?)
         }
     };
-    // SAFETY: the files are memory-mapped read-only; we do not modify them while loaded.
+    // SAFETY: the files are memory-mapped read-only for the length of this function
+    // only: every tensor is copied out of the map (candle's safetensors loading copies
+    // each slice into a new buffer, and the weights are transposed or quantized into our
+    // own buffers), and the map is dropped when `vb` goes out of scope. A running node
+    // therefore never reads the files again, and rewriting one under it is harmless;
+    // only a rewrite during these lines is undefined, which is why docs/security.md
+    // asks for a read-only model mount (the Helm chart and the image mount them so).
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(weights, dtype, device)? };
     let named =
         |e: candle_core::Error, what: &str| EngineError::load(format!("weight {what}: {e}"));

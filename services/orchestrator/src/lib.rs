@@ -61,6 +61,10 @@ pub struct OrchestratorArgs {
     pub max_queries_per_client: usize,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Show members' addresses in ClusterStatus. Off by default: every API key holder
+    /// may call ClusterStatus, and pod addresses tell them where to aim.
+    #[arg(long, env = "PONDER_STATUS_ADDRESSES")]
+    pub status_addresses: bool,
     /// The model id a role's members must serve, as ROLE=MODEL_ID (repeatable, or
     /// comma-separated in the environment): a member serving another model is refused
     /// (docs/security.md, "Members").
@@ -140,6 +144,7 @@ impl OrchestratorArgs {
             max_queries_per_client: DEFAULT_MAX_QUERIES_PER_CLIENT,
             limits: LimitArgs::default(),
             expect_model: vec![],
+            status_addresses: false,
             access: AccessArgs::default(),
         }
     }
@@ -260,6 +265,7 @@ pub fn start(
             admission: Admission::new(args.max_queries, args.max_queries_per_client),
             limits,
             gate: gate.clone(),
+            status_addresses: args.status_addresses,
             retries: Default::default(),
             verifiers_seen: Default::default(),
             metrics,

@@ -43,6 +43,8 @@ pub struct Shared {
     pub limits: QueryLimits,
     /// The access gate, for charging a query's budget to its client's generation bucket.
     pub gate: Gate,
+    /// ClusterStatus shows members' addresses (`--status-addresses`).
+    pub status_addresses: bool,
     /// Shared by every query's pools: retries stay a bounded share of all calls.
     pub retries: ponder_cluster::pool::RetryBudget,
     /// A verifier has been a member at some point (see [`Shared::has_verifier`]).
@@ -343,7 +345,11 @@ impl Orchestrator for OrchestratorService {
             .map(|m| pb::Member {
                 role: m.record.role.as_str().into(),
                 instance_id: m.record.instance_id.clone(),
-                address: m.record.address.clone(),
+                address: if self.shared.status_addresses {
+                    m.record.address.clone()
+                } else {
+                    String::new()
+                },
                 model_id: m
                     .info
                     .get()
