@@ -21,6 +21,7 @@ pub mod request_id;
 pub mod secret;
 pub mod status;
 pub mod telemetry;
+pub mod tenant;
 pub mod tls;
 pub mod wire;
 

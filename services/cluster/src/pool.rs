@@ -101,7 +101,12 @@ fn hash(s: &str) -> u64 {
     ponder_search::solve::hash(s)
 }
 
-fn request_with<T>(msg: T, deadline: Option<Instant>, id: &str) -> Result<tonic::Request<T>> {
+fn request_with<T>(
+    msg: T,
+    deadline: Option<Instant>,
+    id: &str,
+    tenant: u64,
+) -> Result<tonic::Request<T>> {
     let mut req = tonic::Request::new(msg);
     if let Some(d) = deadline {
         let left = d.saturating_duration_since(Instant::now());
@@ -113,6 +118,7 @@ fn request_with<T>(msg: T, deadline: Option<Instant>, id: &str) -> Result<tonic:
         req.set_timeout(left);
     }
     request_id::insert(req.metadata_mut(), id);
+    crate::tenant::insert(req.metadata_mut(), tenant);
     Ok(req)
 }
 
@@ -276,9 +282,9 @@ impl Generate for GeneratorPool {
             &fits,
             |m| {
                 let msg = msg.clone();
-                let (deadline, id) = (req.deadline, req.request_id.clone());
+                let (deadline, id, tenant) = (req.deadline, req.request_id.clone(), req.tenant);
                 async move {
-                    let r = request_with(msg, deadline, &id)?;
+                    let r = request_with(msg, deadline, &id, tenant)?;
                     let resp = GeneratorClient::new(m.channel.clone())
                         .generate(r)
                         .await
@@ -388,9 +394,9 @@ impl Score for VerifierPool {
             &fits,
             |m| {
                 let msg = msg.clone();
-                let (deadline, id) = (req.deadline, req.request_id.clone());
+                let (deadline, id, tenant) = (req.deadline, req.request_id.clone(), req.tenant);
                 async move {
-                    let r = request_with(msg, deadline, &id)?;
+                    let r = request_with(msg, deadline, &id, tenant)?;
                     let resp = VerifierClient::new(m.channel.clone())
                         .score(r)
                         .await

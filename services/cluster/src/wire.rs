@@ -66,6 +66,7 @@ pub fn gen_request_from_pb(req: pb::GenerateRequest, request_id: String) -> Resu
         affinity: 0,
         deadline: None,
         request_id,
+        tenant: 0,
     })
 }
 
@@ -143,6 +144,7 @@ pub fn score_request_from_pb(req: pb::ScoreRequest, request_id: String) -> Resul
         deadline: None,
         affinity: 0,
         request_id,
+        tenant: 0,
     })
 }
 
@@ -195,6 +197,7 @@ mod tests {
             affinity: 0,
             deadline: None,
             request_id: "r1".into(),
+            tenant: 0,
         };
         assert_eq!(
             gen_request_from_pb(gen_request_to_pb(&req), "r1".into()).unwrap(),

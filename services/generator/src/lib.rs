@@ -48,11 +48,11 @@ impl Generator for GeneratorService {
             Role::Generator,
             "Generate",
             request,
-            |msg, id| async move {
+            |msg, meta| async move {
                 let generator = LocalGenerator::new(self.worker.get()?.clone());
-                let out = generator
-                    .generate(wire::gen_request_from_pb(msg, id)?)
-                    .await?;
+                let mut req = wire::gen_request_from_pb(msg, meta.request_id)?;
+                req.tenant = meta.tenant;
+                let out = generator.generate(req).await?;
                 Ok(wire::gen_output_to_pb(out))
             },
         )

@@ -8,7 +8,12 @@
 //! client (one API key, or one address when the API is open) from holding every slot:
 //! a rate limit alone counts requests as they arrive, not how long each one runs.
 //!
-//! Both limits are per orchestrator replica: K replicas admit K times as much
+//! A client's generate and score calls in flight can be capped too, over all its queries
+//! (`--max-calls-per-client`): its queries share one semaphore, which the search takes a
+//! permit of for every call. That bounds a client's share of the generators' batches
+//! rather than of the query slots.
+//!
+//! These limits are per orchestrator replica: K replicas admit K times as much
 //! (docs/security.md).
 
 use dashmap::DashMap;
@@ -16,45 +21,64 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
-/// The max-queries and max-queries-per-client limits.
+/// The max-queries, max-queries-per-client and max-calls-per-client limits.
 pub struct Admission {
     slots: Arc<Semaphore>,
     limit: usize,
-    /// 0: no per-client limit.
+    /// 0: no per-client query limit.
     per_client: usize,
-    /// Queries in progress per client key (only clients with at least one).
-    clients: Arc<DashMap<String, usize>>,
+    /// Generate/score calls in flight per client, over all its queries; 0: no limit.
+    calls_per_client: usize,
+    /// Per client key, while it has a query in progress.
+    clients: Arc<DashMap<String, ClientState>>,
+}
+
+struct ClientState {
+    queries: usize,
+    /// The client's call permits, shared by its queries (when calls are capped).
+    calls: Option<Arc<Semaphore>>,
 }
 
 /// One admitted query's slot (and its client's count), given back when dropped.
 pub struct Admitted {
     _slot: OwnedSemaphorePermit,
-    _client: Option<ClientCount>,
+    client: Option<ClientCount>,
+}
+
+impl Admitted {
+    /// The call permits this query shares with its client's other queries, if calls
+    /// are capped per client.
+    pub fn client_calls(&self) -> Option<Arc<Semaphore>> {
+        self.client.as_ref().and_then(|c| c.calls.clone())
+    }
 }
 
 /// One query in a client's count; the count goes down when this is dropped.
 struct ClientCount {
-    clients: Arc<DashMap<String, usize>>,
+    clients: Arc<DashMap<String, ClientState>>,
     key: String,
+    calls: Option<Arc<Semaphore>>,
 }
 
 impl Drop for ClientCount {
     fn drop(&mut self) {
-        self.clients.remove_if_mut(&self.key, |_, n| {
-            *n -= 1;
-            *n == 0
+        self.clients.remove_if_mut(&self.key, |_, state| {
+            state.queries -= 1;
+            state.queries == 0
         });
     }
 }
 
 impl Admission {
-    /// At most `limit` (at least 1) queries in progress, and at most `per_client` of
-    /// them from one client (0: no per-client limit).
-    pub fn new(limit: usize, per_client: usize) -> Self {
+    /// At most `limit` (at least 1) queries in progress, at most `per_client` of them
+    /// from one client (0: no such limit), and at most `calls_per_client` generate or
+    /// score calls in flight for one client over all its queries (0: no such limit).
+    pub fn new(limit: usize, per_client: usize, calls_per_client: usize) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(limit)),
             limit,
             per_client,
+            calls_per_client,
             clients: Arc::new(DashMap::new()),
         }
     }
@@ -62,19 +86,29 @@ impl Admission {
     /// A slot for one query of the client keyed `client` (described as `who` in the
     /// message), or RESOURCE_EXHAUSTED naming the limit that is full.
     pub fn admit(&self, client: &str, who: &str) -> Result<Admitted, Status> {
-        let count = if self.per_client > 0 {
-            let mut n = self.clients.entry(client.to_string()).or_insert(0);
-            if *n >= self.per_client {
+        let count = if self.per_client > 0 || self.calls_per_client > 0 {
+            let mut state = self
+                .clients
+                .entry(client.to_string())
+                .or_insert(ClientState {
+                    queries: 0,
+                    calls: None,
+                });
+            if self.per_client > 0 && state.queries >= self.per_client {
                 return Err(Status::resource_exhausted(format!(
                     "{who} already has {} queries in progress (the per-client limit); retry \
                      when one ends",
                     self.per_client
                 )));
             }
-            *n += 1;
+            state.queries += 1;
+            if self.calls_per_client > 0 && state.calls.is_none() {
+                state.calls = Some(Arc::new(Semaphore::new(self.calls_per_client)));
+            }
             Some(ClientCount {
                 clients: self.clients.clone(),
                 key: client.to_string(),
+                calls: state.calls.clone(),
             })
         } else {
             None
@@ -88,7 +122,7 @@ impl Admission {
         })?;
         Ok(Admitted {
             _slot: slot,
-            _client: count,
+            client: count,
         })
     }
 
@@ -104,7 +138,7 @@ mod tests {
 
     #[test]
     fn a_full_house_is_resource_exhausted_until_a_query_ends() {
-        let a = Admission::new(2, 0);
+        let a = Admission::new(2, 0, 0);
         let first = a.admit("a", "client a").unwrap();
         let _second = a.admit("b", "client b").unwrap();
         let e = a.admit("c", "client c").err().unwrap();
@@ -116,7 +150,7 @@ mod tests {
 
     #[test]
     fn one_client_cannot_hold_more_than_its_share() {
-        let a = Admission::new(10, 2);
+        let a = Admission::new(10, 2, 0);
         let first = a.admit("key:k", "API key k").unwrap();
         let _second = a.admit("key:k", "API key k").unwrap();
         let e = a.admit("key:k", "API key k").err().unwrap();
@@ -135,12 +169,28 @@ mod tests {
 
     #[test]
     fn a_refusal_by_the_global_limit_gives_the_clients_count_back() {
-        let a = Admission::new(1, 1);
+        let a = Admission::new(1, 1, 0);
         let held = a.admit("x", "client x").unwrap();
         assert!(a.admit("y", "client y").is_err());
         assert_eq!(a.active_clients(), 1, "y's count was given back");
         drop(held);
         assert_eq!(a.active_clients(), 0);
         assert!(a.admit("y", "client y").is_ok());
+    }
+
+    #[test]
+    fn a_clients_queries_share_its_call_permits() {
+        let a = Admission::new(10, 0, 3);
+        let (q1, q2) = (a.admit("k", "k").unwrap(), a.admit("k", "k").unwrap());
+        let other = a.admit("j", "j").unwrap();
+        let shared = q1.client_calls().unwrap();
+        assert!(Arc::ptr_eq(&shared, &q2.client_calls().unwrap()));
+        assert!(!Arc::ptr_eq(&shared, &other.client_calls().unwrap()));
+        assert_eq!(shared.available_permits(), 3);
+        assert!(Admission::new(10, 4, 0)
+            .admit("k", "k")
+            .unwrap()
+            .client_calls()
+            .is_none());
     }
 }

@@ -59,6 +59,10 @@ pub struct OrchestratorArgs {
     /// once; 0: no per-client limit. Per replica: K orchestrators admit K times this.
     #[arg(long, env = "PONDER_MAX_QUERIES_PER_CLIENT", default_value_t = DEFAULT_MAX_QUERIES_PER_CLIENT)]
     pub max_queries_per_client: usize,
+    /// Generate and score calls one client may have in flight over all its queries; 0
+    /// (the default): no limit beyond --max-queries-per-client x --max-calls-per-query.
+    #[arg(long, env = "PONDER_MAX_CALLS_PER_CLIENT", default_value_t = 0)]
+    pub max_calls_per_client: usize,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// Show members' addresses in ClusterStatus. Off by default: every API key holder
@@ -74,8 +78,10 @@ pub struct OrchestratorArgs {
     pub access: AccessArgs,
 }
 
-/// Queries one client may have in progress by default.
-pub const DEFAULT_MAX_QUERIES_PER_CLIENT: usize = 8;
+/// Queries one client may have in progress by default: half of --max-queries' default,
+/// so one client never holds every slot, and a load driver on one host still gets
+/// far.
+pub const DEFAULT_MAX_QUERIES_PER_CLIENT: usize = 32;
 
 /// The operator's caps on one query (docs/security.md, "Bounded compute").
 #[derive(Debug, Clone, Args)]
@@ -142,6 +148,7 @@ impl OrchestratorArgs {
             default_generations: request::DEFAULT_GENERATIONS,
             max_queries: 64,
             max_queries_per_client: DEFAULT_MAX_QUERIES_PER_CLIENT,
+            max_calls_per_client: 0,
             limits: LimitArgs::default(),
             expect_model: vec![],
             status_addresses: false,
@@ -262,7 +269,11 @@ pub fn start(
             format,
             policy,
             default_generations: args.default_generations,
-            admission: Admission::new(args.max_queries, args.max_queries_per_client),
+            admission: Admission::new(
+                args.max_queries,
+                args.max_queries_per_client,
+                args.max_calls_per_client,
+            ),
             limits,
             gate: gate.clone(),
             status_addresses: args.status_addresses,

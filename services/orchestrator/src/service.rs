@@ -114,6 +114,9 @@ impl OrchestratorService {
             .admission
             .admit(&caller.bucket(), &caller.to_string())
             .inspect_err(|_| refusal(metrics, "admission"))?;
+        let query = query
+            .with_client_calls(admitted.client_calls())
+            .with_tenant(ponder_search::solve::hash(&caller.bucket()) | 1);
         let shared = self.shared.clone();
         let task = tokio::spawn(async move {
             let _admitted = admitted;

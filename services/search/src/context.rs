@@ -24,7 +24,7 @@ use crate::traits::{
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Semaphore, SemaphorePermit};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
 pub struct Context<'a, G, S> {
     generator: &'a G,
@@ -453,6 +453,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
             affinity: self.affinity,
             deadline: self.query.budget().deadline,
             request_id: self.query.request_id().to_string(),
+            tenant: self.query.tenant(),
         }
     }
 
@@ -511,10 +512,16 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
         (spent, outs)
     }
 
-    /// Waits for one of the query's call permits.
-    async fn call_permit(&self) -> Option<SemaphorePermit<'_>> {
-        // The semaphore is never closed, so this always gets a permit.
-        self.calls.acquire().await.ok()
+    /// Waits for one of the query's call permits, then for one of its client's (when
+    /// the caller shares permits across a client's queries).
+    async fn call_permit(&self) -> (Option<SemaphorePermit<'_>>, Option<OwnedSemaphorePermit>) {
+        // The semaphores are never closed, so this always gets the permits.
+        let own = self.calls.acquire().await.ok();
+        let client = match self.query.client_calls() {
+            Some(shared) => shared.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        (own, client)
     }
 
     /// Whole-solution samples as candidates, scored if `verifier` is given (within
@@ -589,6 +596,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
                     deadline: self.query.budget().deadline,
                     affinity: self.affinity,
                     request_id: self.query.request_id().to_string(),
+                    tenant: self.query.tenant(),
                 })
                 .await
         });
@@ -658,6 +666,7 @@ mod tests {
             affinity: 1,
             deadline: None,
             request_id: String::new(),
+            tenant: 0,
         };
         let parts = split(req.clone(), 256);
         assert_eq!(

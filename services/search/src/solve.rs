@@ -12,7 +12,7 @@ use crate::strategy::{run, select, StrategyKind, Tally};
 use crate::traits::{Generate, Score};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 pub const DEFAULT_TEMPERATURE: f32 = 0.8;
 
@@ -83,6 +83,8 @@ impl SolveParams {
             policy: self.policy.unwrap_or_else(Policy::builtin),
             strict: self.strict,
             limits: self.limits,
+            client_calls: None,
+            tenant: 0,
         })
     }
 }
@@ -102,6 +104,8 @@ pub struct Query {
     policy: Arc<Policy>,
     strict: bool,
     limits: QueryLimits,
+    client_calls: Option<Arc<Semaphore>>,
+    tenant: u64,
 }
 
 impl Query {
@@ -146,6 +150,30 @@ impl Query {
     /// The operator's caps it was accepted under.
     pub fn limits(&self) -> &QueryLimits {
         &self.limits
+    }
+
+    /// Call permits shared with its client's other queries, if any.
+    pub fn client_calls(&self) -> Option<&Arc<Semaphore>> {
+        self.client_calls.as_ref()
+    }
+
+    /// Whose query this is (0: nobody in particular), carried on its calls so that
+    /// workers take clients in turn.
+    pub fn tenant(&self) -> u64 {
+        self.tenant
+    }
+
+    pub fn with_tenant(mut self, tenant: u64) -> Self {
+        self.tenant = tenant;
+        self
+    }
+
+    /// Shares `permits` with the client's other queries: every generate or score call
+    /// then holds one of them besides one of the query's own (the orchestrator's
+    /// per-client call cap).
+    pub fn with_client_calls(mut self, permits: Option<Arc<Semaphore>>) -> Self {
+        self.client_calls = permits;
+        self
     }
 }
 

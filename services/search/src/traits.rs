@@ -27,6 +27,8 @@ pub struct GenRequest {
     pub deadline: Option<Instant>,
     /// Carried to the nodes for their logs.
     pub request_id: String,
+    /// Whose query this serves (0: nobody in particular): workers take tenants in turn.
+    pub tenant: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +96,8 @@ pub struct ScoreRequest {
     pub deadline: Option<Instant>,
     pub affinity: u64,
     pub request_id: String,
+    /// As [`GenRequest::tenant`].
+    pub tenant: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -142,3 +142,38 @@ async fn the_time_cap_is_the_deadline_of_a_query_without_one() {
     );
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn queries_sharing_client_permits_stay_under_them_together() {
+    let g = Slow {
+        inner: answering(256),
+        now: AtomicU32::new(0),
+        peak: AtomicU32::new(0),
+    };
+    let v = ScriptedVerifier::new(|steps| vec![0.5; steps.len()]);
+    let shared = std::sync::Arc::new(tokio::sync::Semaphore::new(3));
+    let format = SolutionFormat::default();
+    let dvts = StrategyKind::Dvts {
+        width: 1,
+        max_rounds: 4,
+    };
+    let query = |seed: u64| {
+        let mut p = params(dvts, 32, QueryLimits::default());
+        p.seed = seed;
+        p.validate(&format)
+            .unwrap()
+            .with_client_calls(Some(shared.clone()))
+    };
+    let (a, b) = (query(1), query(2));
+    let (ra, rb) = tokio::join!(
+        ponder_search::solve_query(&g, Some(&v), &format, &a, None),
+        ponder_search::solve_query(&g, Some(&v), &format, &b, None),
+    );
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(
+        g.peak.load(Ordering::SeqCst),
+        3,
+        "two queries, one client's 3 permits"
+    );
+}

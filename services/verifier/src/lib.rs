@@ -43,11 +43,11 @@ impl Verifier for VerifierService {
             Role::Verifier,
             "Score",
             request,
-            |msg, id| async move {
+            |msg, meta| async move {
                 let verifier = LocalVerifier::new(self.worker.get()?.clone())?;
-                let out = verifier
-                    .score(wire::score_request_from_pb(msg, id)?)
-                    .await?;
+                let mut req = wire::score_request_from_pb(msg, meta.request_id)?;
+                req.tenant = meta.tenant;
+                let out = verifier.score(req).await?;
                 Ok(wire::score_output_to_pb(out))
             },
         )

@@ -79,7 +79,10 @@ impl Generate for LocalGenerator {
             n: req.n,
         };
         let out = with_deadline(req.deadline, async {
-            self.worker.generate(request).await.map_err(search_error)
+            self.worker
+                .generate_for(req.tenant, request)
+                .await
+                .map_err(search_error)
         })
         .await?;
         Ok(GenOutput::new(
@@ -106,7 +109,10 @@ impl Score for LocalVerifier {
             candidates: req.candidates.into_iter().map(|c| c.steps).collect(),
         };
         let out = with_deadline(req.deadline, async {
-            self.worker.score(request).await.map_err(search_error)
+            self.worker
+                .score_for(req.tenant, request)
+                .await
+                .map_err(search_error)
         })
         .await?;
         Ok(ScoreOutput {

@@ -15,21 +15,32 @@ use std::future::Future;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-/// Runs `handler(message, request_id)` as RPC `method` of a `role` node.
+/// Who a call is for: its request id (for logs) and tenant (for the fair queue).
+pub struct CallMeta {
+    pub request_id: String,
+    pub tenant: u64,
+}
+
+/// Runs `handler(message, meta)` as RPC `method` of a `role` node.
 pub async fn serve<T, R, Fut>(
     metrics: &Metrics,
     role: Role,
     method: &'static str,
     request: Request<T>,
-    handler: impl FnOnce(T, String) -> Fut,
+    handler: impl FnOnce(T, CallMeta) -> Fut,
 ) -> Result<Response<R>, Status>
 where
     Fut: Future<Output = Result<R>>,
 {
     let timer = metrics.start(role.as_str(), method);
     let id = request_id::from_metadata(request.metadata());
+    let tenant = ponder_cluster::tenant::from_metadata(request.metadata());
     let span = tracing::debug_span!("rpc", role = role.as_str(), method, request_id = %id);
-    let result = handler(request.into_inner(), id)
+    let meta = CallMeta {
+        request_id: id,
+        tenant,
+    };
+    let result = handler(request.into_inner(), meta)
         .instrument(span)
         .await
         .map(Response::new)

@@ -29,7 +29,7 @@ impl Worker {
                     break;
                 }
             }
-            let Some(next) = self.waiting.pop_front() else {
+            let Some(next) = self.waiting.pop() else {
                 break;
             };
             match next {

@@ -9,6 +9,7 @@
 //! silently while its node says SERVING.
 
 use super::admission::Admitted;
+use super::fair_queue::FairQueue;
 use super::packing::{pack, RowUse};
 use super::readout::{read_outputs, Outputs};
 use super::sequence::{Prefill, Running, Scoring, Sequence, Waiting};
@@ -19,7 +20,6 @@ use crate::engine::LoadedModel;
 use crate::error::EngineError;
 use crate::prefix_cache::PrefixCache;
 use crate::sampling::sequence_rng;
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub(super) struct Worker {
     pub(super) config: WorkerConfig,
     pub(super) cache: PrefixCache,
     rx: mpsc::UnboundedReceiver<Command>,
-    pub(super) waiting: VecDeque<Waiting>,
+    pub(super) waiting: FairQueue<Waiting>,
     running: Vec<Running>,
     /// The prefills and scorings of the pass in progress (so a failure can answer them).
     pass: Admitted,
@@ -62,7 +62,7 @@ impl Worker {
             loaded,
             config,
             rx,
-            waiting: VecDeque::new(),
+            waiting: FairQueue::default(),
             running: Vec::new(),
             pass: Admitted::default(),
             stats: WorkerStats::default(),
@@ -97,11 +97,11 @@ impl Worker {
 
     fn accept(&mut self, cmd: Command) {
         match cmd {
-            Command::Generate(req, ids, reply) => {
-                self.waiting.push_back(Waiting::Generate(req, ids, reply))
-            }
-            Command::Score(encoded, reply) => {
-                self.waiting.push_back(Waiting::Score(encoded, reply))
+            Command::Generate(tenant, req, ids, reply) => self
+                .waiting
+                .push(tenant, Waiting::Generate(req, ids, reply)),
+            Command::Score(tenant, encoded, reply) => {
+                self.waiting.push(tenant, Waiting::Score(encoded, reply))
             }
             Command::Stats(reply) => {
                 let mut stats = self.stats.clone();

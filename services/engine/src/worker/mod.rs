@@ -18,6 +18,7 @@
 
 mod admission;
 mod batch_loop;
+mod fair_queue;
 mod packing;
 mod readout;
 mod sequence;
@@ -37,13 +38,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
+/// Requests carry their tenant (whose query they serve): the waiting queue takes
+/// tenants in turn ([`fair_queue`]).
 enum Command {
     Generate(
+        u64,
         GenerateRequest,
         Vec<u32>,
         oneshot::Sender<Result<GenerateResponse>>,
     ),
     Score(
+        u64,
         Vec<sequence::EncodedCandidate>,
         oneshot::Sender<Result<ScoreResponse>>,
     ),
@@ -168,6 +173,16 @@ impl ModelWorker {
     }
 
     pub async fn generate(&self, req: GenerateRequest) -> Result<GenerateResponse> {
+        self.generate_for(0, req).await
+    }
+
+    /// [`ModelWorker::generate`] on behalf of `tenant` (an id of the client whose query
+    /// this serves; 0: none): waiting requests are admitted tenant by tenant in turn.
+    pub async fn generate_for(
+        &self,
+        tenant: u64,
+        req: GenerateRequest,
+    ) -> Result<GenerateResponse> {
         req.params.validate()?;
         if req.n == 0 || req.n > self.max_samples {
             return Err(EngineError::invalid(format!(
@@ -207,12 +222,17 @@ impl ModelWorker {
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Generate(req, ids, reply))
+            .send(Command::Generate(tenant, req, ids, reply))
             .map_err(|_| EngineError::WorkerGone)?;
         rx.await.map_err(|_| EngineError::WorkerGone)?
     }
 
     pub async fn score(&self, req: ScoreRequest) -> Result<ScoreResponse> {
+        self.score_for(0, req).await
+    }
+
+    /// [`ModelWorker::score`] on behalf of `tenant` (see [`ModelWorker::generate_for`]).
+    pub async fn score_for(&self, tenant: u64, req: ScoreRequest) -> Result<ScoreResponse> {
         let Some(prm) = self.prm.clone() else {
             return Err(EngineError::invalid(
                 "this model is not configured as a PRM (no prm.json)",
@@ -259,7 +279,7 @@ impl ModelWorker {
         .await?;
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Score(encoded, reply))
+            .send(Command::Score(tenant, encoded, reply))
             .map_err(|_| EngineError::WorkerGone)?;
         rx.await.map_err(|_| EngineError::WorkerGone)?
     }
