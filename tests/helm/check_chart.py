@@ -4,8 +4,10 @@
 1. Lint with the Helm Go SDK (helm-python-sdk): strict, once per Kubernetes version
    (1.29 to 1.33), with the default values and each example values file. Any message of
    warning severity or above fails.
-2. Render the chart (Helm SDK) for each scenario: the default values,
-   deploy/examples/values-*.yaml, and a few overrides that switch on the optional parts.
+2. Render the chart (Helm SDK) for each scenario: the default values (secure by default:
+   generated CA and mTLS, NetworkPolicies, etcd authentication),
+   deploy/examples/values-*.yaml, and overrides that switch the optional parts on and
+   the secure defaults off.
 3. Validate every rendered document with kubernetes-validate in strict mode against
    each Kubernetes version; an unknown schema fails (only the ServiceMonitor CRD, which
    has no schema there, is checked by hand).
@@ -14,10 +16,20 @@
    container runs as root (and all are hardened); the etcd endpoints the services get
    are the bundled etcd or the external one; every file a PONDER_* variable names
    (TLS, etcd TLS, API keys, format, policy) is mounted from the expected Secret key or
-   ConfigMap; the orchestrator gets PONDER_TLS_SERVER_NAME with TLS; secrets reach pods
-   only through secretKeyRef or Secret volumes (never a ConfigMap or a literal value);
-   the helm test pod gets the CA, a client certificate only when needed, and the API
-   key; the schema covers every value and rejects bad ones.
+   ConfigMap; workers require client certificates and the orchestrator gets
+   PONDER_TLS_SERVER_NAME with TLS; the generated certificate completes an mTLS
+   handshake against the generated CA for every name clients and the orchestrator dial,
+   and no pod mounts the CA key; the bundled etcd's auth container gets its passwords by
+   secretKeyRef and gates the pod's readiness; each Ponder pod is selected by exactly
+   one NetworkPolicy that admits exactly the expected flows (only the orchestrator's
+   client port may admit any source); the chart renders only the Secrets it generates,
+   secrets reach pods only through secretKeyRef or Secret volumes, and no generated
+   password or key is a literal anywhere else; the helm test pod gets the CA, a client
+   certificate only when needed, and the API key; the schema covers every value and
+   rejects bad ones.
+5. Run the etcd auth script against a real etcd (when etcd and curl are on PATH), and
+   simulate upgrades (lookup fed with a first render's Secrets): generated certificates
+   and passwords survive an upgrade and are re-issued only when they must be.
 
 Run: .venv/bin/python tests/helm/check_chart.py  (from the repository root; .ci/run does).
 Exit status 0 when everything passes.
@@ -25,11 +37,21 @@ Exit status 0 when everything passes.
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import json
 import re
+import shutil
+import socket
+import ssl
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import helm_python as helm
@@ -146,9 +168,37 @@ def scenarios() -> dict[str, dict]:
             "externalAuth": {"secretName": "etcd-auth"},
         },
     }
-    out["verifier-disabled+recreate"] = {
+    out["verifier-disabled+recreate+ingress-only-policies"] = {
         "verifier": {"enabled": False},
         "generator": {"strategy": {"type": "Recreate"}},
+        "networkPolicy": {"egress": {"enabled": False}},
+    }
+    # The secure defaults switched off, one by one: plaintext, no policies, an open etcd.
+    out["opt-out:tls+networkpolicy+etcd-auth-off"] = {
+        "tls": {"enabled": False},
+        "networkPolicy": {"enabled": False},
+        "etcd": {"auth": {"enabled": False}},
+    }
+    # Your own etcd password Secret, more names in the generated certificate, and every
+    # NetworkPolicy hook: callers from a gateway namespace, no metrics scrape, probes from
+    # the node CIDR, an extra orchestrator port, DNS to kube-dns only, an OTLP egress.
+    out["own-etcd-secret+cert-names+policy-hooks"] = {
+        "etcd": {"auth": {"secretName": "my-etcd-auth", "checkEverySeconds": 30}},
+        "tls": {"generate": {"extraDnsNames": ["ponder.example.com"], "certDays": 90}},
+        "tests": {"tlsServerName": "ponder.example.com"},
+        "networkPolicy": {
+            "orchestratorFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}],
+            "metricsFrom": [],
+            "probesFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}],
+            "extraIngress": {"orchestrator": [{"ports": [{"port": 8080, "protocol": "TCP"}],
+                                               "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}]}]},
+            "egress": {
+                "dnsTo": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                           "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                "extra": [{"ports": [{"port": 4317, "protocol": "TCP"}],
+                           "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}]}],
+            },
+        },
     }
     return out
 
@@ -162,7 +212,7 @@ BAD_VALUES = [
     ({"logging": {"format": "xml"}}, "format"),
     ({"etcd": {"enabled": False}}, "etcd"),
     ({"etcd": {"externalEndpoints": ["http://etcd:2379"]}}, "not both"),
-    ({"tls": {"enabled": True}}, "secretName"),
+    ({"tls": {"generate": {"certDays": 0}}}, "minimum"),
     ({"tls": {"enabled": True, "secretName": "t"}}, "tls.serverName"),
     ({"tls": {"clientAuth": "optional"}}, "clientAuth"),
     ({"health": {"port": 7001}}, "health.port"),
@@ -174,6 +224,10 @@ BAD_VALUES = [
     ({"tls": {"enabled": True, "secretName": "t", "serverName": "w", "mountPath": "/etc/ponder/api-keys"},
       "orchestrator": {"apiKeys": {"secretName": "k"}}, "tests": {"enabled": False}}, "must differ"),
     ({"etcd": {"externalTls": {"secretName": "e"}}}, "external etcd"),
+    ({"etcd": {"enabled": False, "externalEndpoints": ["http://etcd:2379"], "auth": {"secretName": "a"}}}, "etcd.auth.secretName"),
+    ({"etcd": {"auth": {"password": "literal"}}}, "additional"),
+    ({"networkPolicy": {"gatewayFrom": []}}, "additional"),
+    ({"networkPolicy": {"egress": {"to": []}}}, "additional"),
     ({"etcd": {"enabled": False, "externalEndpoints": ["http://etcd:2379"], "externalTls": {"secretName": "e"}}}, "use https://"),
     ({"etcd": {"enabled": False, "externalEndpoints": ["https://etcd:2379"]}}, "externalTls.secretName"),
     ({"etcd": {"enabled": False, "externalEndpoints": ["https://etcd:2379"],
@@ -295,6 +349,38 @@ def pod_specs(docs: list[dict]) -> list[tuple[str, dict, set[str]]]:
 
 def matches(selector: dict, labels: dict) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
+
+
+# What the chart makes of the security values (the same defaults the templates apply).
+def tls_generated(merged: dict) -> bool:
+    """TLS on with no Secret of the user's: the chart generates the CA and certificate."""
+    return bool(merged["tls"]["enabled"] and not merged["tls"]["secretName"])
+
+
+def tls_secret(merged: dict) -> str:
+    return merged["tls"]["secretName"] or f"{FULLNAME}-tls"
+
+
+def tls_server_name(merged: dict) -> str:
+    return merged["tls"]["serverName"] or f"{FULLNAME}-worker"
+
+
+def etcd_auth_bundled(merged: dict) -> bool:
+    return bool(merged["etcd"]["enabled"] and merged["etcd"]["auth"]["enabled"])
+
+
+def etcd_auth_secret(merged: dict) -> str:
+    return merged["etcd"]["auth"]["secretName"] or f"{FULLNAME}-etcd-auth"
+
+
+def etcd_creds(merged: dict) -> dict | None:
+    """(secretName, userKey, passwordKey) the roles' PONDER_ETCD_USER/PASSWORD come from."""
+    etcd = merged["etcd"]
+    if etcd_auth_bundled(merged):
+        return {"secretName": etcd_auth_secret(merged), "userKey": "username", "passwordKey": "password"}
+    if not etcd["enabled"] and etcd["externalAuth"]["secretName"]:
+        return etcd["externalAuth"]
+    return None
 
 
 def check_roles(scen: str, docs: list[dict], merged: dict) -> None:
@@ -538,7 +624,7 @@ def expected_files(merged: dict, role: str) -> dict[str, tuple[str, str, str]]:
     tls = merged["tls"]
     if tls["enabled"]:
         for var, key in (("PONDER_TLS_CERT", "certKey"), ("PONDER_TLS_KEY", "keyKey"), ("PONDER_TLS_CA", "caKey")):
-            out[var] = ("secret", tls["secretName"], tls[key])
+            out[var] = ("secret", tls_secret(merged), tls[key])
     etcd = merged["etcd"]
     et = etcd["externalTls"]
     if not etcd["enabled"] and et["secretName"]:
@@ -569,7 +655,7 @@ def check_security_wiring(scen: str, docs: list[dict], merged: dict) -> None:
     cms = by_kind(docs, "ConfigMap")
     deps = by_kind(docs, "Deployment")
     tls, etcd, orch = merged["tls"], merged["etcd"], merged["orchestrator"]
-    etcd_auth = etcd["externalAuth"] if not etcd["enabled"] and etcd["externalAuth"]["secretName"] else None
+    etcd_auth = etcd_creds(merged)
     for role in ROLES:
         dep = deps.get(f"{FULLNAME}-{role}")
         if not merged[role]["enabled"] or dep is None:
@@ -582,8 +668,9 @@ def check_security_wiring(scen: str, docs: list[dict], merged: dict) -> None:
         # TLS: who is asked for a certificate, and the name the orchestrator expects.
         if tls["enabled"]:
             if role == "orchestrator":
-                check(scen, bool(tls["serverName"]) and val("PONDER_TLS_SERVER_NAME") == tls["serverName"],
-                      f"orchestrator: PONDER_TLS_SERVER_NAME {val('PONDER_TLS_SERVER_NAME')!r}, tls.serverName is {tls['serverName']!r}")
+                want_name = tls_server_name(merged)
+                check(scen, val("PONDER_TLS_SERVER_NAME") == want_name,
+                      f"orchestrator: PONDER_TLS_SERVER_NAME {val('PONDER_TLS_SERVER_NAME')!r}, expected {want_name!r}")
                 check(scen, val("PONDER_TLS_CLIENT_AUTH") == tls["clientAuth"], f"orchestrator: PONDER_TLS_CLIENT_AUTH {val('PONDER_TLS_CLIENT_AUTH')}")
             else:
                 check(scen, val("PONDER_TLS_CLIENT_AUTH") == "required", f"{role}: workers must require mTLS, PONDER_TLS_CLIENT_AUTH {val('PONDER_TLS_CLIENT_AUTH')}")
@@ -596,7 +683,7 @@ def check_security_wiring(scen: str, docs: list[dict], merged: dict) -> None:
                 want = (etcd_auth["secretName"], etcd_auth[key])
                 check(scen, env.get(var, {}).get("secret") == want, f"{role}: {var} is {env.get(var)}, not secretKeyRef {want}")
             else:
-                check(scen, var not in env, f"{role}: {var} set without etcd.externalAuth")
+                check(scen, var not in env, f"{role}: {var} set without etcd.auth or etcd.externalAuth")
         # Rate limit: the orchestrator only.
         rate = orch["rateLimit"]
         if role == "orchestrator" and rate["perSecond"] > 0:
@@ -628,11 +715,12 @@ def check_test_pod_security(scen: str, docs: list[dict], merged: dict) -> None:
     tls, keys = merged["tls"], merged["orchestrator"]["apiKeys"]
     mtls = tls["enabled"] and tls["clientAuth"] == "required"
     want = {}
+    secret = tls_secret(merged)
     if tls["enabled"]:
-        want["PONDER_TLS_CA"] = ("secret", tls["secretName"], tls["caKey"])
+        want["PONDER_TLS_CA"] = ("secret", secret, tls["caKey"])
         if mtls:
-            want["PONDER_TLS_CLIENT_CERT"] = ("secret", tls["secretName"], tls["certKey"])
-            want["PONDER_TLS_CLIENT_KEY"] = ("secret", tls["secretName"], tls["keyKey"])
+            want["PONDER_TLS_CLIENT_CERT"] = ("secret", secret, tls["certKey"])
+            want["PONDER_TLS_CLIENT_KEY"] = ("secret", secret, tls["keyKey"])
         cmd = container["command"]
         host = cmd[cmd.index("--addr") + 1].rsplit(":", 1)[0]
         name = env.get("PONDER_TLS_SERVER_NAME", {}).get("value")
@@ -644,9 +732,9 @@ def check_test_pod_security(scen: str, docs: list[dict], merged: dict) -> None:
     if tls["enabled"] and not mtls:
         for vol in spec.get("volumes", []):
             s = vol.get("secret")
-            if s and s.get("secretName") == tls["secretName"]:
+            if s and s.get("secretName") == secret:
                 items = [it["key"] for it in s.get("items") or [{"key": "<the whole Secret>"}]]
-                check(scen, items == [tls["caKey"]], f"test pod mounts {items} of {tls['secretName']}, the CA only is needed")
+                check(scen, items == [tls["caKey"]], f"test pod mounts {items} of {secret}, the CA only is needed")
     token = env.get("PONDER_TOKEN")
     if keys["secretName"]:
         ref = (merged["tests"]["apiKey"]["secretName"], merged["tests"]["apiKey"]["key"])
@@ -655,13 +743,48 @@ def check_test_pod_security(scen: str, docs: list[dict], merged: dict) -> None:
         check(scen, token is None, "test pod: PONDER_TOKEN set without orchestrator.apiKeys")
 
 
-def check_no_literal_secrets(scen: str, docs: list[dict]) -> None:
-    """Secrets reach pods only by secretKeyRef or Secret volumes: the chart renders no
-    Secret, no ConfigMap holds a secret variable or PEM text, and no container has a
-    secret variable as a literal value."""
+def expected_secrets(merged: dict) -> dict[str, set[str]]:
+    """The Secrets the chart generates (name -> keys): the CA and certificate without a
+    TLS Secret of the user's, the etcd passwords without an etcd.auth Secret of theirs."""
+    out = {}
+    if tls_generated(merged):
+        t = merged["tls"]
+        out[f"{FULLNAME}-ca"] = {"ca.crt", "ca.key"}
+        out[f"{FULLNAME}-tls"] = {t["certKey"], t["keyKey"], t["caKey"]}
+    if etcd_auth_bundled(merged) and not merged["etcd"]["auth"]["secretName"]:
+        out[f"{FULLNAME}-etcd-auth"] = {"username", "password", "root-password"}
+    return out
+
+
+def check_no_literal_secrets(scen: str, docs: list[dict], merged: dict, notes: str) -> None:
+    """Secrets reach pods only by secretKeyRef or Secret volumes: the chart renders only the
+    Secrets it generates (none when the user gives their own), no ConfigMap holds a secret
+    variable or PEM text, no container has a secret variable as a literal value, and no
+    generated secret value (password, key, certificate) appears in any other manifest or
+    in the notes."""
+    want = expected_secrets(merged)
+    secrets = by_kind(docs, "Secret")
+    check(scen, set(secrets) == set(want), f"Secrets rendered {sorted(secrets)}, expected {sorted(want)} (the generated ones only)")
+    values: list[str] = []
+    for name, sec in secrets.items():
+        data = sec.get("data") or {}
+        check(scen, not sec.get("stringData"), f"Secret/{name}: stringData (plain text in the manifest)")
+        check(scen, set(data) == want.get(name, set()), f"Secret/{name} keys {sorted(data)}, expected {sorted(want.get(name, set()))}")
+        for k, b64 in data.items():
+            try:
+                val = base64.b64decode(b64, validate=True).decode()
+            except ValueError:
+                fail(scen, f"Secret/{name}: {k} is not base64 text")
+                continue
+            check(scen, bool(val.strip()), f"Secret/{name}: {k} is empty")
+            values += [val, b64] + [line for line in val.splitlines() if len(line) >= 32 and "-----" not in line]
+    others = json.dumps([d for d in docs if d["kind"] != "Secret"]) + notes
+    for val in values:
+        if len(val) >= 8 and val in others:
+            fail(scen, "a generated secret value (password, key or certificate) is a literal outside its Secret")
+            break
     for d in docs:
         ident = f"{d['kind']}/{d['metadata']['name']}"
-        check(scen, d["kind"] != "Secret", f"{ident}: the chart must not render Secrets (it never holds secret values)")
         if d["kind"] == "ConfigMap":
             for k, val in (d.get("data") or {}).items():
                 check(scen, k not in SECRET_VARS and not SECRETISH.search(k), f"{ident}: secret variable {k} in a ConfigMap")
@@ -677,30 +800,398 @@ def check_no_literal_secrets(scen: str, docs: list[dict]) -> None:
                 check(scen, not re.match(r"--(etcd-password|api-keys|token)\b", str(a)), f"{ident} container {c['name']}: secret flag {a}")
 
 
+# ---------------------------------------------------------------- generated TLS
+
+
+def tls_handshake(ca: str, crt: str, key: str, server_name: str) -> str | None:
+    """A mutual TLS handshake in memory: the server presents crt and requires a client
+    certificate the CA signed; the client presents crt, trusts only the CA and checks
+    server_name. OpenSSL checks the extended key usages (serverAuth for the server,
+    clientAuth for the client). None on success, else the error."""
+    with tempfile.TemporaryDirectory() as d:
+        paths = {}
+        for name, text in (("ca", ca), ("crt", crt), ("key", key)):
+            paths[name] = Path(d) / f"{name}.pem"
+            paths[name].write_text(text)
+        srv = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        srv.load_cert_chain(paths["crt"], paths["key"])
+        srv.load_verify_locations(paths["ca"])
+        srv.verify_mode = ssl.CERT_REQUIRED
+        cli = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        cli.load_verify_locations(paths["ca"])
+        cli.load_cert_chain(paths["crt"], paths["key"])
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    server = srv.wrap_bio(bios[0], bios[1], server_side=True)
+    client = cli.wrap_bio(bios[2], bios[3], server_hostname=server_name)
+    done = {"client": False, "server": False}
+    try:
+        for _ in range(20):
+            for name, side in (("client", client), ("server", server)):
+                if not done[name]:
+                    try:
+                        side.do_handshake()
+                        done[name] = True
+                    except ssl.SSLWantReadError:
+                        pass
+            bios[0].write(bios[3].read())
+            bios[2].write(bios[1].read())
+            if all(done.values()):
+                # TLS 1.3: the server checks the client's certificate last; a refusal
+                # reaches the client as an alert on its first read.
+                client.write(b"ping")
+                bios[0].write(bios[3].read())
+                got = server.read(4)
+                return None if got == b"ping" and server.getpeercert() else "no client certificate seen"
+        return "handshake did not finish"
+    except ssl.SSLError as e:
+        return str(e)
+
+
+def check_generated_tls(scen: str, docs: list[dict], merged: dict) -> None:
+    """Without a TLS Secret of the user's: a CA Secret (no pod mounts it) and a certificate
+    Secret whose certificate the CA signed, with serverAuth and clientAuth, naming the
+    server name and every role's Service DNS names (an mTLS handshake per name proves it);
+    the pods' checksum/tls matches that certificate (the Secret and the rollout agree)."""
+    if not tls_generated(merged):
+        return
+    secrets = by_kind(docs, "Secret")
+    ca_sec, tls_sec = secrets.get(f"{FULLNAME}-ca"), secrets.get(tls_secret(merged))
+    if not (check(scen, ca_sec is not None, "no generated CA Secret") and check(scen, tls_sec is not None, "no generated TLS Secret")):
+        return
+    t = merged["tls"]
+    dec = lambda sec, k: base64.b64decode((sec.get("data") or {}).get(k, "")).decode()  # noqa: E731
+    ca, ca_key = dec(ca_sec, "ca.crt"), dec(ca_sec, "ca.key")
+    crt, key, ca_copy = dec(tls_sec, t["certKey"]), dec(tls_sec, t["keyKey"]), dec(tls_sec, t["caKey"])
+    check(scen, ca.startswith("-----BEGIN CERTIFICATE-----") and "PRIVATE KEY-----" in ca_key, "CA Secret: not a PEM certificate and key")
+    check(scen, crt.startswith("-----BEGIN CERTIFICATE-----") and "PRIVATE KEY-----" in key, "TLS Secret: not a PEM certificate and key")
+    check(scen, ca_copy == ca, f"TLS Secret: {t['caKey']} is not the generated CA")
+    check(scen, ca_key not in (crt, key), "the CA key is in the certificate Secret")
+    ann = tls_sec["metadata"].get("annotations", {})
+    renew = int(ann.get("ponder/renew-after", "0"))
+    days = t["generate"]["certDays"]
+    check(scen, time.time() + days * 86400 / 2 < renew < time.time() + days * 86400, f"TLS Secret: renew-after {renew} is not two thirds into {days} days")
+    check(scen, bool(ann.get("ponder/dns-names-sha256")), "TLS Secret: no ponder/dns-names-sha256 annotation")
+    names = [tls_server_name(merged)]
+    for role in ROLES:
+        svc = f"{FULLNAME}-{role}"
+        names += [svc, f"{svc}.{NAMESPACE}", f"{svc}.{NAMESPACE}.svc", f"{svc}.{NAMESPACE}.svc.{merged['clusterDomain']}"]
+    names += ([merged["tests"]["tlsServerName"]] if merged["tests"]["tlsServerName"] else []) + t["generate"]["extraDnsNames"]
+    for name in names:
+        err = tls_handshake(ca, crt, key, name)
+        check(scen, err is None, f"generated certificate: mTLS handshake as {name!r} failed: {err}")
+    check(scen, tls_handshake(ca, crt, key, "not-in-the-certificate.example") is not None, "generated certificate: a name it lacks was accepted")
+    want_sum = hashlib.sha256(crt.encode()).hexdigest()
+    for ident, spec, _ in pod_specs(docs):
+        for vol in spec.get("volumes", []):
+            sec = vol.get("secret") or {}
+            check(scen, sec.get("secretName") != f"{FULLNAME}-ca", f"{ident}: mounts the CA Secret (its key mints certificates)")
+            check(scen, not any(it["key"] == "ca.key" for it in sec.get("items") or []), f"{ident}: mounts ca.key")
+    for role in ROLES:
+        dep = by_kind(docs, "Deployment").get(f"{FULLNAME}-{role}")
+        if dep:
+            got = dep["spec"]["template"]["metadata"]["annotations"].get("checksum/tls")
+            check(scen, got == want_sum, f"{role}: checksum/tls {got} is not the generated certificate's")
+
+
+def check_upgrades_keep_generated() -> str:
+    """`helm upgrade` keeps what the chart generated. The SDK renders without a cluster,
+    where `lookup` finds nothing, so this renders a copy of the chart whose `lookup` calls
+    read the Secrets of a first render from a value instead: the same values keep the CA,
+    the certificate, the pods' checksum and the etcd passwords; new DNS names, a
+    certificate past its renew-after or a missing CA Secret re-issue the certificate
+    (signed by the kept CA, or a new one)."""
+    scen = "upgrade (lookup)"
+    pattern = re.compile(r'lookup "v1" "Secret" \.Release\.Namespace (\([^()]*\)|\$\w+)')
+    with tempfile.TemporaryDirectory() as d:
+        copy_dir = Path(d) / "ponder"
+        shutil.copytree(CHART, copy_dir)
+        replaced = 0
+        for path in (copy_dir / "templates").rglob("*"):
+            if path.suffix in (".yaml", ".tpl"):
+                text, n = pattern.subn(r"index (.Values.fakeLookup | default dict) \1", path.read_text())
+                replaced += n
+                path.write_text(text)
+        check(scen, replaced == 3, f"{replaced} lookup calls replaced, expected 3 (the CA, certificate and etcd Secrets)")
+        schema = json.loads((copy_dir / "values.schema.json").read_text())
+        schema["properties"]["fakeLookup"] = {"type": "object"}
+        (copy_dir / "values.schema.json").write_text(json.dumps(schema))
+        chart = helm.Chart.load(copy_dir)
+
+        def up(values: dict, existing: dict[str, dict]) -> dict[str, dict]:
+            out = chart.render({**values, "fakeLookup": existing}, name=RELEASE, namespace=NAMESPACE, is_upgrade=True)
+            docs = [doc for p, text in out.items() if not p.endswith("NOTES.txt") for doc in yaml.safe_load_all(text) if doc]
+            objs = {f"{doc['kind']}/{doc['metadata']['name']}": doc for doc in docs}
+            return objs
+
+        ca, tls, auth = f"Secret/{FULLNAME}-ca", f"Secret/{FULLNAME}-tls", f"Secret/{FULLNAME}-etcd-auth"
+        dep = f"Deployment/{FULLNAME}-generator"
+        first = up({}, {})
+        kept = {k: first[k] for k in (ca, tls, auth)}
+        lookup = {v["metadata"]["name"]: v for v in kept.values()}
+        pem = lambda objs, s, k: base64.b64decode(objs[s]["data"][k]).decode()  # noqa: E731
+        checksum = lambda objs: objs[dep]["spec"]["template"]["metadata"]["annotations"]["checksum/tls"]  # noqa: E731
+        # The same values: nothing changes.
+        second = up({}, lookup)
+        for k in (ca, tls, auth):
+            check(scen, second[k]["data"] == kept[k]["data"], f"{k} changed on an upgrade with the same values")
+        check(scen, checksum(second) == checksum(first), "checksum/tls changed on an upgrade with the same values (the pods would roll)")
+        # New names: a new certificate, the same CA, the new name in it.
+        renamed = up({"tls": {"generate": {"extraDnsNames": ["new.example.com"]}}}, lookup)
+        check(scen, renamed[ca]["data"] == kept[ca]["data"], "new DNS names replaced the CA")
+        check(scen, renamed[tls]["data"]["tls.crt"] != kept[tls]["data"]["tls.crt"], "new DNS names did not re-issue the certificate")
+        check(scen, checksum(renamed) != checksum(first), "a re-issued certificate does not roll the pods (checksum/tls unchanged)")
+        err = tls_handshake(pem(first, ca, "ca.crt"), pem(renamed, tls, "tls.crt"), pem(renamed, tls, "tls.key"), "new.example.com")
+        check(scen, err is None, f"the re-issued certificate, against the kept CA, as new.example.com: {err}")
+        # Past renew-after: re-issued by the same CA.
+        old = copy.deepcopy(lookup)
+        old[f"{FULLNAME}-tls"]["metadata"]["annotations"]["ponder/renew-after"] = "1"
+        renewed = up({}, old)
+        check(scen, renewed[ca]["data"] == kept[ca]["data"] and renewed[tls]["data"]["tls.crt"] != kept[tls]["data"]["tls.crt"],
+              "a certificate past renew-after was not re-issued by the same CA")
+        # The CA Secret gone: a new CA and a certificate it signed.
+        no_ca = {k: v for k, v in lookup.items() if k != f"{FULLNAME}-ca"}
+        fresh = up({}, no_ca)
+        check(scen, fresh[ca]["data"]["ca.crt"] != kept[ca]["data"]["ca.crt"], "a missing CA Secret was not regenerated")
+        err = tls_handshake(pem(fresh, ca, "ca.crt"), pem(fresh, tls, "tls.crt"), pem(fresh, tls, "tls.key"), tls_server_name(chart.values))
+        check(scen, err is None, f"after a new CA, the certificate does not verify against it: {err}")
+    return "same values keep the CA, certificate and etcd passwords; new names, renew-after and a lost CA re-issue"
+
+
+# ---------------------------------------------------------------- bundled etcd authentication
+
+AUTH_SCRIPT = CHART / "files" / "etcd-auth.sh"
+
+
+def check_etcd_auth(scen: str, docs: list[dict], merged: dict) -> None:
+    """The bundled etcd with auth: its pods run the auth container (the chart's script,
+    passwords from the Secret by secretKeyRef, the /ponder/ prefix), which gates the
+    pod's readiness and so the client Service; without auth, no such container."""
+    sts = [d for d in docs if d["kind"] == "StatefulSet"]
+    if not sts:
+        return
+    ss = sts[0]
+    spec = ss["spec"]["template"]["spec"]
+    auth = next((c for c in spec["containers"] if c["name"] == "auth"), None)
+    if not etcd_auth_bundled(merged):
+        check(scen, auth is None, "etcd.auth off, but the etcd pods run the auth container")
+        return
+    if not check(scen, auth is not None, "etcd.auth on, but the etcd pods have no auth container"):
+        return
+    cms = by_kind(docs, "ConfigMap")
+    env = container_env(auth, cms)
+    secret = etcd_auth_secret(merged)
+    for var, key in (("ETCD_ROOT_PASSWORD", "root-password"), ("PONDER_ETCD_USER", "username"), ("PONDER_ETCD_PASSWORD", "password")):
+        check(scen, env.get(var, {}).get("secret") == (secret, key), f"etcd auth container: {var} is {env.get(var)}, not secretKeyRef ({secret}, {key})")
+    val = lambda k: env.get(k, {}).get("value")  # noqa: E731
+    check(scen, val("PREFIX_KEY") == base64.b64encode(b"/ponder/").decode() and val("PREFIX_RANGE_END") == base64.b64encode(b"/ponder0").decode(),
+          f"etcd auth container: the ponder role's range is {val('PREFIX_KEY')}..{val('PREFIX_RANGE_END')}, not the /ponder/ prefix")
+    loopback = "[::1]" if merged["cluster"]["ipFamily"] == "IPv6" else "127.0.0.1"
+    check(scen, val("ETCD_ENDPOINT") == f"http://{loopback}:{merged['etcd']['clientPort']}", f"etcd auth container: ETCD_ENDPOINT {val('ETCD_ENDPOINT')}")
+    probe = auth.get("readinessProbe") or {}
+    check(scen, val("READY_FILE") is not None and val("READY_FILE") in " ".join(probe.get("exec", {}).get("command", [])),
+          "etcd auth container: its readiness probe does not test READY_FILE (the pod would join the client Service before auth is on)")
+    cmd = auth.get("command", [])
+    path = cmd[-1] if cmd else ""
+    got = mounted_file(auth, spec, cms, path)
+    script = cms.get(got[1], {}).get("data", {}).get(got[2]) if got and got[0] == "configMap" else None
+    check(scen, script is not None and script.strip() == AUTH_SCRIPT.read_text().strip(), f"etcd auth container runs {cmd}, not the mounted files/etcd-auth.sh")
+    svcs = by_kind(docs, "Service")
+    client = svcs.get(f"{FULLNAME}-etcd")
+    check(scen, client is not None and not client["spec"].get("publishNotReadyAddresses"), "the etcd client Service publishes not-ready members (before auth is on)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def etcd_call(ep: str, path: str, body: dict, token: str | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(f"{ep}/v3/{path}", data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", **({"Authorization": token} if token else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def run_auth_script(docs: list[dict]) -> str:
+    """Runs the rendered auth container's script (its environment, the generated
+    passwords) against a real etcd when `etcd` and `curl` are on PATH: authentication
+    turns on; the ponder user may write /ponder/ and nothing else; no credential, no
+    access; a second run changes nothing; a wrong root password is refused."""
+    scen = "etcd auth script"
+    etcd_bin, curl = shutil.which("etcd"), shutil.which("curl")
+    if not (etcd_bin and curl):
+        return "skipped (needs etcd and curl on PATH)"
+    secrets = by_kind(docs, "Secret")
+    ss = next(d for d in docs if d["kind"] == "StatefulSet")
+    auth = next(c for c in ss["spec"]["template"]["spec"]["containers"] if c["name"] == "auth")
+    env = {"PATH": "/usr/bin:/bin", "ONCE": "1"}
+    for e in auth["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            ref = e["valueFrom"]["secretKeyRef"]
+            env[e["name"]] = base64.b64decode(secrets[ref["name"]]["data"][ref["key"]]).decode()
+    version = subprocess.run([etcd_bin, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    with tempfile.TemporaryDirectory() as d:
+        cport, pport = free_port(), free_port()
+        ep = f"http://127.0.0.1:{cport}"
+        env.update(ETCD_ENDPOINT=ep, READY_FILE=f"{d}/ready", TMPDIR=d)
+        proc = subprocess.Popen(
+            [etcd_bin, "--data-dir", f"{d}/data", "--listen-client-urls", ep, "--advertise-client-urls", ep,
+             "--listen-peer-urls", f"http://127.0.0.1:{pport}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
+             "--initial-cluster", f"default=http://127.0.0.1:{pport}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            script = str(AUTH_SCRIPT)
+            run = lambda extra=None: subprocess.run(["sh", script], env={**env, **(extra or {})}, capture_output=True, text=True, timeout=60)  # noqa: E731
+            for _ in range(50):  # etcd starting
+                r = run()
+                if r.returncode == 0 or "waiting for etcd" not in r.stderr:
+                    break
+                time.sleep(0.2)
+            check(scen, r.returncode == 0, f"first run failed: {r.stderr.strip()}")
+            check(scen, Path(env["READY_FILE"]).exists(), "ready file missing after success")
+            user, pw = env["PONDER_ETCD_USER"], env["PONDER_ETCD_PASSWORD"]
+            logs = r.stderr
+            for secret in (pw, env["ETCD_ROOT_PASSWORD"]):
+                check(scen, secret not in logs, "the script logged a password")
+            code, body = etcd_call(ep, "auth/authenticate", {"name": user, "password": pw})
+            token = body.get("token")
+            if check(scen, code == 200 and token, f"{user} cannot log in: {body}"):
+                b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
+                code, body = etcd_call(ep, "kv/put", {"key": b64("/ponder/v1/c/generator/x"), "value": b64("1")}, token)
+                check(scen, code == 200, f"{user} cannot write /ponder/: {body}")
+                code, body = etcd_call(ep, "kv/put", {"key": b64("/elsewhere"), "value": b64("1")}, token)
+                check(scen, code != 200 and "permission denied" in str(body), f"{user} may write outside /ponder/: {code} {body}")
+                code, body = etcd_call(ep, "lease/grant", {"TTL": 10}, token)
+                check(scen, code == 200, f"{user} cannot grant a lease: {body}")
+            code, body = etcd_call(ep, "kv/put", {"key": base64.b64encode(b"/ponder/x").decode(), "value": "MQ=="})
+            check(scen, code != 200, f"etcd takes a write without credentials: {body}")
+            r2 = run()
+            check(scen, r2.returncode == 0, f"second run (authentication already on) failed: {r2.stderr.strip()}")
+            r3 = run({"ETCD_ROOT_PASSWORD": "not-the-root-password"})
+            check(scen, r3.returncode != 0 and "refuses the root password" in r3.stderr, f"a wrong root password was not reported: {r3.stderr.strip()}")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    return f"ran against {version}"
+
+
+# ---------------------------------------------------------------- NetworkPolicy
+
+ANY = "<any>"
+
+
+def release_selector(component: str) -> dict:
+    return {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "ponder", "app.kubernetes.io/instance": RELEASE,
+                                            "app.kubernetes.io/component": component}}}
+
+
+def atoms(rules: list[dict], peer_key: str) -> set[tuple]:
+    """A policy's rules as (port, protocol, peer) triples; a rule without ports allows any
+    port, one without peers any peer."""
+    out = set()
+    for r in rules or []:
+        ports = [(p.get("port", ANY), p.get("protocol", "TCP")) for p in r.get("ports") or []] or [(ANY, ANY)]
+        peers = [json.dumps(p, sort_keys=True) for p in r.get(peer_key) or []] or [ANY]
+        out |= {(port, proto, peer) for port, proto in ports for peer in peers}
+    return out
+
+
+def everyone(peer: str) -> bool:
+    """A peer that stands for all pods, all namespaces or all addresses."""
+    if peer == ANY:
+        return True
+    p = json.loads(peer)
+    if "ipBlock" in p:
+        return p["ipBlock"].get("cidr") in ("0.0.0.0/0", "::/0")
+    if "namespaceSelector" in p and not (p["namespaceSelector"].get("matchLabels") or p["namespaceSelector"].get("matchExpressions")):
+        return True
+    return set(p) == {"podSelector"} and not (p["podSelector"].get("matchLabels") or p["podSelector"].get("matchExpressions"))
+
+
+def expected_flows(merged: dict) -> dict[str, tuple[set, set]]:
+    """component -> (ingress atoms, egress atoms) the policies must admit, exactly."""
+    npv, egress = merged["networkPolicy"], merged["networkPolicy"]["egress"]
+    j = lambda peer: json.dumps(peer, sort_keys=True)  # noqa: E731
+    metrics = [("metrics", "TCP", j(p)) for p in npv["metricsFrom"]] if merged["metrics"]["enabled"] else []
+    dns = atoms([{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}], "to": egress["dnsTo"]}], "to")
+    etcd = merged["etcd"]
+    if etcd["enabled"]:
+        to_etcd = {(etcd["clientPort"], "TCP", j(release_selector("etcd")))}
+    else:
+        ports = {urllib.parse.urlsplit(u).port or 2379 for u in etcd["externalEndpoints"]}
+        to_etcd = {(p, "TCP", j(peer)) for p in ports for peer in egress["externalEtcdTo"]} or {(p, "TCP", ANY) for p in ports}
+    out: dict[str, tuple[set, set]] = {}
+    enabled = [r for r in ROLES if merged[r]["enabled"]]
+    for role in enabled:
+        ing = set(metrics) | {("health", "TCP", j(p)) for p in npv["probesFrom"]} | atoms(npv["extraIngress"][role], "from")
+        out_ = dns | to_etcd | atoms(egress["extra"], "to")
+        if role == "orchestrator":
+            peers = [j(p) for p in npv["orchestratorFrom"]] + [j(release_selector("test"))] if npv["orchestratorFrom"] else [ANY]
+            ing |= {("grpc", "TCP", p) for p in peers}
+            out_ |= {(merged[w]["port"], "TCP", j(release_selector(w))) for w in ("generator", "verifier") if merged[w]["enabled"]}
+        else:
+            ing.add(("grpc", "TCP", j(release_selector("orchestrator"))))
+            if merged["models"]["source"] == "init":
+                out_ |= atoms(egress["modelFetch"], "to")
+        out[role] = (ing, out_ if egress["enabled"] else set())
+    if etcd["enabled"]:
+        ing = {("client", "TCP", j(release_selector(r))) for r in enabled} | {("peer", "TCP", j(release_selector("etcd")))}
+        ing |= {("metrics", "TCP", p) for _, _, p in metrics} | {("metrics", "TCP", j(p)) for p in npv["probesFrom"]}
+        out["etcd"] = (ing, dns | {(etcd["peerPort"], "TCP", j(release_selector("etcd")))} if egress["enabled"] else set())
+    if merged["tests"]["enabled"] and merged["orchestrator"]["enabled"]:
+        out["test"] = (set(), dns | {(merged["orchestrator"]["port"], "TCP", j(release_selector("orchestrator")))} if egress["enabled"] else set())
+    return out
+
+
 def check_network_policy(scen: str, docs: list[dict], merged: dict) -> None:
+    """On (the default): every Ponder pod (roles, etcd, the helm test pod) is selected by
+    exactly one policy, and each policy admits exactly the expected flows, ingress and
+    (with egress on) egress; only the orchestrator's client port may admit any source;
+    named ports exist on the pods they admit to; peers that name this release's pods
+    select them."""
     nps = by_kind(docs, "NetworkPolicy")
-    if not merged["networkPolicy"]["enabled"]:
+    npv = merged["networkPolicy"]
+    if not npv["enabled"]:
         check(scen, not nps, "NetworkPolicies rendered while disabled")
         return
-    deps = by_kind(docs, "Deployment")
-    orch_labels = deps[f"{FULLNAME}-orchestrator"]["spec"]["template"]["metadata"]["labels"]
-    for role in ("generator", "verifier"):
-        if not merged[role]["enabled"]:
+    pods = {}  # component -> (labels, named ports)
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet", "Pod"):
+            tmpl = d if d["kind"] == "Pod" else d["spec"]["template"]
+            labels = tmpl["metadata"]["labels"]
+            named = {p["name"] for c in tmpl["spec"]["containers"] for p in c.get("ports", []) if "name" in p}
+            pods[labels["app.kubernetes.io/component"]] = (labels, named)
+    want = expected_flows(merged)
+    check(scen, set(pods) == set(want), f"policies expected for {sorted(want)}, Ponder pods are {sorted(pods)}")
+    types = ["Ingress", "Egress"] if npv["egress"]["enabled"] else ["Ingress"]
+    for comp, (labels, named) in pods.items():
+        selecting = [n for n, np in nps.items() if matches(np["spec"]["podSelector"].get("matchLabels", {}), labels)]
+        if not check(scen, len(selecting) == 1, f"{comp} pods are selected by {selecting}, not exactly one NetworkPolicy"):
             continue
-        np = nps.get(f"{FULLNAME}-{role}")
-        if not check(scen, np is not None, f"no NetworkPolicy for {role}"):
-            continue
-        grpc_rules = [r for r in np["spec"]["ingress"] if any(p["port"] == "grpc" for p in r["ports"])]
-        if not check(scen, len(grpc_rules) == 1, f"{role}: {len(grpc_rules)} ingress rules for gRPC"):
-            continue
-        peers = grpc_rules[0].get("from", [])
-        check(scen, bool(peers), f"{role}: gRPC open to everyone")
-        for peer in peers:
-            only_pods = set(peer) == {"podSelector"}  # same namespace, pods only
-            check(scen, only_pods and matches(peer["podSelector"]["matchLabels"], orch_labels),
-                  f"{role}: gRPC allowed from {peer}, not only this release's orchestrators")
-    if merged["etcd"]["enabled"]:
-        check(scen, f"{FULLNAME}-etcd" in nps, "no NetworkPolicy for etcd")
+        spec = nps[selecting[0]]["spec"]
+        check(scen, spec.get("policyTypes") == types, f"{selecting[0]}: policyTypes {spec.get('policyTypes')}, expected {types}")
+        ing, eg = atoms(spec.get("ingress"), "from"), atoms(spec.get("egress"), "to")
+        want_in, want_eg = want.get(comp, (set(), set()))
+        check(scen, ing == want_in, f"{selecting[0]} ingress: admits {sorted(ing - want_in)} too, lacks {sorted(want_in - ing)}")
+        check(scen, eg == want_eg, f"{selecting[0]} egress: allows {sorted(eg - want_eg)} too, lacks {sorted(want_eg - eg)}")
+        for port, _, peer in ing:
+            check(scen, not everyone(peer) or (comp == "orchestrator" and port == "grpc"),
+                  f"{selecting[0]}: port {port} admits everyone ({peer}); only the orchestrator's client port may")
+            check(scen, not isinstance(port, str) or port in named or port == ANY, f"{selecting[0]}: named port {port} is not on the {comp} pods")
+        for port, _, peer in ing | eg:
+            if peer != ANY and set(json.loads(peer)) == {"podSelector"}:
+                sel = json.loads(peer)["podSelector"].get("matchLabels", {})
+                if sel.get("app.kubernetes.io/instance") == RELEASE:
+                    check(scen, any(matches(sel, lab) for lab, _ in pods.values()), f"{selecting[0]}: peer {sel} selects no pod of the release")
+    for name, np in nps.items():
+        sel = np["spec"]["podSelector"].get("matchLabels", {})
+        check(scen, any(matches(sel, lab) for lab, _ in pods.values()), f"NetworkPolicy {name} selects no Ponder pod")
 
 
 def schema_covers_values(values: dict, schema: dict) -> list[str]:
@@ -793,6 +1284,7 @@ def main() -> int:
     # Render, validate, assert.
     counts: dict[str, int] = {}
     summary = []
+    default_docs: list[dict] = []
     for scen, values in scenarios().items():
         merged = deep_merge(defaults, values)
         try:
@@ -808,8 +1300,12 @@ def main() -> int:
         check_test_hook(scen, docs, merged)
         check_security_wiring(scen, docs, merged)
         check_test_pod_security(scen, docs, merged)
-        check_no_literal_secrets(scen, docs)
+        check_no_literal_secrets(scen, docs, merged, notes)
+        check_generated_tls(scen, docs, merged)
+        check_etcd_auth(scen, docs, merged)
         check_network_policy(scen, docs, merged)
+        if scen == "default":
+            default_docs = docs
         check_crds(scen, docs, values)
         check(scen, f"{FULLNAME}-orchestrator" in notes and "port-forward" in notes, "NOTES.txt does not say how to call the orchestrator")
         if merged["tls"]["enabled"]:
@@ -822,12 +1318,16 @@ def main() -> int:
             kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1
         summary.append(f"  {scen}: {len(docs)} documents ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})")
 
+    auth_script = run_auth_script(default_docs) if default_docs else "skipped (the default values did not render)"
+    upgrades = check_upgrades_keep_generated()
     print(f"lint: {lint_runs} runs (strict; {len(lint_files)} values sets x {len(KUBE_VERSIONS)} Kubernetes versions)")
     print(f"bad values refused: {refused}/{len(BAD_VALUES)}")
     print("rendered:")
     print("\n".join(summary))
     print("kubernetes-validate (strict) documents validated per version: "
           + ", ".join(f"{kv[:-2]}: {counts.get(kv, 0)}" for kv in KUBE_VERSIONS))
+    print(f"etcd auth script (default values): {auth_script}")
+    print(f"upgrades (lookup replaced by the first render's Secrets): {upgrades}")
     print(f"{time.time() - t0:.1f} s")
     if FAILURES:
         print(f"\nFAILED: {len(FAILURES)} problems")

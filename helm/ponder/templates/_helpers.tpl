@@ -164,7 +164,7 @@ PONDER_TLS_CERT: {{ printf "%s/%s" .mountPath .certKey | quote }}
 PONDER_TLS_KEY: {{ printf "%s/%s" .mountPath .keyKey | quote }}
 PONDER_TLS_CA: {{ printf "%s/%s" .mountPath .caKey | quote }}
 {{- if eq $role "orchestrator" }}
-PONDER_TLS_SERVER_NAME: {{ .serverName | quote }}
+PONDER_TLS_SERVER_NAME: {{ include "ponder.tls.serverName" $ctx | quote }}
 PONDER_TLS_CLIENT_AUTH: {{ .clientAuth | quote }}
 {{- else }}
 PONDER_TLS_CLIENT_AUTH: "required"
@@ -213,6 +213,114 @@ with a clear event. Callers pass each key once. Call with (dict "name" "tls" "se
 {{- end }}
 
 {{/*
+TLS: the Secret every role mounts, the user's (tls.secretName) or, when that is empty,
+the one the chart generates; the name the orchestrator expects in the workers'
+certificate.
+*/}}
+{{- define "ponder.tls.generated" -}}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) }}true{{ end }}
+{{- end }}
+
+{{- define "ponder.tls.secretName" -}}
+{{- default (printf "%s-tls" (include "ponder.fullname" .)) .Values.tls.secretName }}
+{{- end }}
+
+{{- define "ponder.tls.caSecretName" -}}
+{{- printf "%s-ca" (include "ponder.fullname" .) }}
+{{- end }}
+
+{{- define "ponder.tls.serverName" -}}
+{{- default (printf "%s-worker" (include "ponder.fullname" .)) .Values.tls.serverName }}
+{{- end }}
+
+{{/*
+The DNS names of the generated certificate (a JSON list): the server name, each role's
+Service as clients may dial it, the helm test's name and tls.generate.extraDnsNames.
+*/}}
+{{- define "ponder.tls.dnsNames" -}}
+{{- $full := include "ponder.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- $names := list (include "ponder.tls.serverName" .) }}
+{{- range $role := splitList "\n" (include "ponder.roles" .) }}
+{{- $svc := printf "%s-%s" $full $role }}
+{{- $names = concat $names (list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns $.Values.clusterDomain)) }}
+{{- end }}
+{{- with .Values.tests.tlsServerName }}
+{{- $names = append $names . }}
+{{- end }}
+{{- $names = concat $names .Values.tls.generate.extraDnsNames }}
+{{- toJson (uniq $names) }}
+{{- end }}
+
+{{/*
+The generated CA and certificate (a JSON object of PEM texts: caCrt, caKey, crt, key;
+renewAfter, Unix seconds; names, the checksum of the DNS names). Computed once per
+render and cached in .Values, because genCA is random and the Secret and the pods'
+checksum must agree. On upgrade `lookup` finds the existing Secrets: the CA is kept,
+and so is the certificate unless its names changed, it is past two thirds of its life
+or the CA is new; then a new one is signed with the same CA. Under `helm template`
+lookup finds nothing, so every render generates new ones.
+*/}}
+{{- define "ponder.tls.material" -}}
+{{- if not (hasKey .Values "_ponderGeneratedTls") }}
+{{- $g := .Values.tls.generate }}
+{{- $names := include "ponder.tls.dnsNames" . | fromJsonArray }}
+{{- $namesSum := toJson $names | sha256sum }}
+{{- $now := now | unixEpoch | atoi }}
+{{- $caOld := (lookup "v1" "Secret" .Release.Namespace (include "ponder.tls.caSecretName" .)) | default dict }}
+{{- $caData := get $caOld "data" | default dict }}
+{{- $ca := dict }}
+{{- $caKept := false }}
+{{- if and (get $caData "ca.crt") (get $caData "ca.key") }}
+{{- $ca = buildCustomCert (get $caData "ca.crt") (get $caData "ca.key") }}
+{{- $caKept = true }}
+{{- else }}
+{{- $ca = genCA (printf "%s cluster CA" (include "ponder.fullname" .)) (int $g.caDays) }}
+{{- end }}
+{{- $old := (lookup "v1" "Secret" .Release.Namespace (include "ponder.tls.secretName" .)) | default dict }}
+{{- $data := get $old "data" | default dict }}
+{{- $ann := dig "metadata" "annotations" dict $old }}
+{{- $m := dict "caCrt" $ca.Cert "caKey" $ca.Key "names" $namesSum }}
+{{- $crt := get $data .Values.tls.certKey }}
+{{- $key := get $data .Values.tls.keyKey }}
+{{- $renewAfter := get $ann "ponder/renew-after" | default "0" | atoi }}
+{{- if and $caKept $crt $key (eq (get $data .Values.tls.caKey | default "" | b64dec) $ca.Cert) (eq (get $ann "ponder/dns-names-sha256") $namesSum) (lt $now $renewAfter) }}
+{{- $_ := set $m "crt" (b64dec $crt) }}
+{{- $_ := set $m "key" (b64dec $key) }}
+{{- $_ := set $m "renewAfter" $renewAfter }}
+{{- else }}
+{{- $cert := genSignedCert (include "ponder.fullname" .) nil $names (int $g.certDays) $ca }}
+{{- $_ := set $m "crt" $cert.Cert }}
+{{- $_ := set $m "key" $cert.Key }}
+{{- $_ := set $m "renewAfter" (add $now (div (mul (int $g.certDays) 86400 2) 3)) }}
+{{- end }}
+{{- $_ := set .Values "_ponderGeneratedTls" $m }}
+{{- end }}
+{{- toJson (get .Values "_ponderGeneratedTls") }}
+{{- end }}
+
+{{/*
+etcd credentials. The bundled etcd with auth: its Secret (the user's etcd.auth.secretName
+or the generated one). The roles' PONDER_ETCD_USER/PASSWORD come from
+"ponder.etcdCredentials": a JSON object (secretName, userKey, passwordKey), or empty.
+*/}}
+{{- define "ponder.etcd.auth" -}}
+{{- if and .Values.etcd.enabled .Values.etcd.auth.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "ponder.etcd.authSecretName" -}}
+{{- default (printf "%s-etcd-auth" (include "ponder.fullname" .)) .Values.etcd.auth.secretName }}
+{{- end }}
+
+{{- define "ponder.etcdCredentials" -}}
+{{- if include "ponder.etcd.auth" . }}
+{{- toJson (dict "secretName" (include "ponder.etcd.authSecretName" .) "userKey" "username" "passwordKey" "password") }}
+{{- else if include "ponder.etcdAuth" . }}
+{{- toJson .Values.etcd.externalAuth }}
+{{- end }}
+{{- end }}
+
+{{/*
 The Secret keys a role reads from tls.secretName and etcd.externalTls.secretName.
 */}}
 {{- define "ponder.tlsKeys" -}}
@@ -255,11 +363,8 @@ failureThreshold: {{ .probe.failureThreshold }}
 Checks that run once per render.
 */}}
 {{- define "ponder.validate" -}}
-{{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
-{{- fail "tls.enabled needs tls.secretName (a Secret holding the certificate, key and CA)" }}
-{{- end }}
-{{- if and .Values.tls.enabled (not .Values.tls.serverName) }}
-{{- fail "tls.enabled needs tls.serverName: a DNS name in the Secret's certificate that the orchestrator expects from the workers (they advertise pod IPs)" }}
+{{- if and .Values.tls.enabled .Values.tls.secretName (not .Values.tls.serverName) }}
+{{- fail "tls.secretName (your own Secret) needs tls.serverName: a DNS name in the Secret's certificate that the orchestrator expects from the workers (they advertise pod IPs)" }}
 {{- end }}
 {{- range $role := splitList "\n" (include "ponder.roles" .) }}
 {{- $port := int (index $.Values $role).port }}
@@ -281,7 +386,10 @@ Checks that run once per render.
 {{- end }}
 {{- with .Values.etcd }}
 {{- if and .enabled (or .externalTls.secretName .externalAuth.secretName) }}
-{{- fail "etcd.externalTls and etcd.externalAuth are for an external etcd (etcd.enabled=false); the bundled etcd serves plaintext without authentication (restrict it with networkPolicy.enabled)" }}
+{{- fail "etcd.externalTls and etcd.externalAuth are for an external etcd (etcd.enabled=false); the bundled etcd uses etcd.auth" }}
+{{- end }}
+{{- if and (not .enabled) .auth.secretName }}
+{{- fail "etcd.auth.secretName is for the bundled etcd; give an external etcd's credentials with etcd.externalAuth" }}
 {{- end }}
 {{- if not .enabled }}
 {{- if and .externalTls.secretName (not (and .externalTls.certKey .externalTls.keyKey)) (or .externalTls.certKey .externalTls.keyKey) }}
