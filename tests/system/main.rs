@@ -11,4 +11,5 @@ mod discovery;
 mod eval;
 mod limits;
 mod members;
+mod partition;
 mod security;

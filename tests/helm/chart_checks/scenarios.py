@@ -1,0 +1,149 @@
+"""The values the chart is rendered with: the scenarios (the defaults, the example
+values files, and overrides that switch the optional parts on and the secure defaults
+off), and the bad values its schema must refuse.
+
+Data, not checks: kept apart so that adding a scenario does not mean reading the
+assertions.
+"""
+
+from __future__ import annotations
+
+from .base import EXAMPLES, load_values_file
+
+
+def scenarios() -> dict[str, dict]:
+    """Scenario name -> values given to the chart (over its defaults)."""
+    out: dict[str, dict] = {"default": {}}
+    for path in sorted(EXAMPLES.glob("values-*.yaml")):
+        out[f"examples/{path.name}"] = load_values_file(path)
+    out["etcd-ha+networkpolicy+tls+pvc"] = {
+        "etcd": {"replicas": 3},
+        "networkPolicy": {"enabled": True},
+        "tls": {"enabled": True, "secretName": "ponder-tls", "serverName": "ponder-worker"},
+        "models": {"source": "pvc"},
+        "orchestrator": {
+            "format": {"step_delimiter": "\n", "answer_prefix": "Answer: "},
+            "policy": {"probes": 4, "bin_edges": [0.2, 0.4, 0.6, 0.8], "table": {"16": ["weighted_best_of_n"] * 3 + ["beam_search:4"] * 2}},
+            "preStopSleepSeconds": 5,
+        },
+    }
+    out["init-models+fixed-replicas+servicemonitor"] = {
+        "models": {
+            "source": "init",
+            "init": {"command": ["sh", "-c", "curl -fsSL https://models.internal/ponder.tar | tar -x -C \"$MODELS_DIR\""]},
+        },
+        "generator": {"autoscaling": {"enabled": False}, "replicas": 3, "threads": 4, "modelName": "arith-gen"},
+        "verifier": {"autoscaling": {"enabled": False}, "pdb": {"minAvailable": 1}},
+        "orchestrator": {"autoscaling": {"enabled": False}},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "cluster": {"ipFamily": "IPv6"},
+    }
+    # Every security option at once, with non-default names and paths: mTLS on the
+    # orchestrator's port too, API keys, a rate limit, an external etcd over TLS with a
+    # client certificate and a password, a moved health port, IPv6.
+    out["mtls+api-keys+rate-limit+etcd-tls-auth"] = {
+        "tls": {
+            "enabled": True, "secretName": "ponder-cluster-tls", "mountPath": "/var/run/ponder/tls",
+            "certKey": "node.pem", "keyKey": "node-key.pem", "caKey": "cluster-ca.pem",
+            "serverName": "ponder-worker.ml.svc", "clientAuth": "required",
+        },
+        "health": {"port": 9191},
+        "cluster": {"ipFamily": "IPv6"},
+        "orchestrator": {
+            "apiKeys": {"secretName": "ponder-api-keys", "key": "keys.txt", "mountPath": "/var/run/ponder/keys"},
+            "rateLimit": {"perSecond": 2.5, "burst": 4},
+        },
+        "tests": {
+            "apiKey": {"secretName": "ponder-test-token", "key": "bearer"},
+            "tlsServerName": "ponder-orchestrator.example.com",
+        },
+        "etcd": {
+            "enabled": False,
+            "externalEndpoints": ["https://etcd-0.infra:2379", "https://etcd-1.infra:2379"],
+            "externalTls": {"secretName": "etcd-client", "mountPath": "/var/run/ponder/etcd",
+                            "caKey": "etcd-ca.pem", "certKey": "client.pem", "keyKey": "client-key.pem"},
+            "externalAuth": {"secretName": "etcd-auth", "userKey": "user", "passwordKey": "pass"},
+        },
+        "networkPolicy": {"enabled": True},
+    }
+    # etcd over TLS without a client certificate, a password only; TLS with default
+    # names; rate limit without keys (per client IP) and without a burst.
+    out["tls+etcd-ca-only+rate-limit-by-ip"] = {
+        "tls": {"enabled": True, "secretName": "ponder-tls", "serverName": "ponder-worker"},
+        "orchestrator": {"rateLimit": {"perSecond": 10}},
+        "etcd": {
+            "enabled": False,
+            "externalEndpoints": ["https://etcd.infra:2379"],
+            "externalTls": {"secretName": "etcd-ca"},
+            "externalAuth": {"secretName": "etcd-auth"},
+        },
+    }
+    out["verifier-disabled+recreate+ingress-only-policies"] = {
+        "verifier": {"enabled": False},
+        "generator": {"strategy": {"type": "Recreate"}},
+        "networkPolicy": {"egress": {"enabled": False}},
+    }
+    # The secure defaults switched off, one by one: plaintext, no policies, an open etcd.
+    out["opt-out:tls+networkpolicy+etcd-auth-off"] = {
+        "tls": {"enabled": False},
+        "networkPolicy": {"enabled": False},
+        "etcd": {"auth": {"enabled": False}},
+    }
+    # Your own etcd password Secret, more names in the generated certificate, and every
+    # NetworkPolicy hook: callers from a gateway namespace, no metrics scrape, probes from
+    # the node CIDR, an extra orchestrator port, DNS to kube-dns only, an OTLP egress.
+    out["own-etcd-secret+cert-names+policy-hooks"] = {
+        "etcd": {"auth": {"secretName": "my-etcd-auth", "checkEverySeconds": 30}},
+        "tls": {"generate": {"extraDnsNames": ["ponder.example.com"], "certDays": 90}},
+        "tests": {"tlsServerName": "ponder.example.com"},
+        "networkPolicy": {
+            "orchestratorFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}],
+            "metricsFrom": [],
+            "probesFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}],
+            "extraIngress": {"orchestrator": [{"ports": [{"port": 8080, "protocol": "TCP"}],
+                                               "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}]}]},
+            "egress": {
+                "dnsTo": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                           "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                "extra": [{"ports": [{"port": 4317, "protocol": "TCP"}],
+                           "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}]}],
+            },
+        },
+    }
+    return out
+
+
+# Values that must be refused, with a piece of the expected message.
+BAD_VALUES = [
+    ({"unknownKey": 1}, "additional"),
+    ({"generator": {"replicaz": 2}}, "additional"),
+    ({"generator": {"port": 70000}}, "maximum"),
+    ({"etcd": {"replicas": 2}}, "replicas"),
+    ({"logging": {"format": "xml"}}, "format"),
+    ({"etcd": {"enabled": False}}, "etcd"),
+    ({"etcd": {"externalEndpoints": ["http://etcd:2379"]}}, "not both"),
+    ({"tls": {"generate": {"certDays": 0}}}, "minimum"),
+    ({"tls": {"enabled": True, "secretName": "t"}}, "tls.serverName"),
+    ({"tls": {"clientAuth": "optional"}}, "clientAuth"),
+    ({"health": {"port": 7001}}, "health.port"),
+    ({"health": {"port": 9090}}, "health.port and metrics.port"),
+    ({"orchestrator": {"rateLimit": {"perSecond": -1}}}, "minimum"),
+    ({"orchestrator": {"rateLimit": {"burst": 5}}}, "perSecond > 0"),
+    ({"orchestrator": {"apiKeys": {"secretName": "k", "extra": 1}}}, "additional"),
+    ({"orchestrator": {"apiKeys": {"secretName": "k"}}}, "tests.apiKey.secretName"),
+    ({"tls": {"enabled": True, "secretName": "t", "serverName": "w", "mountPath": "/etc/ponder/api-keys"},
+      "orchestrator": {"apiKeys": {"secretName": "k"}}, "tests": {"enabled": False}}, "must differ"),
+    ({"etcd": {"externalTls": {"secretName": "e"}}}, "external etcd"),
+    ({"etcd": {"enabled": False, "externalEndpoints": ["http://etcd:2379"], "auth": {"secretName": "a"}}}, "etcd.auth.secretName"),
+    ({"etcd": {"auth": {"password": "literal"}}}, "additional"),
+    ({"networkPolicy": {"gatewayFrom": []}}, "additional"),
+    ({"networkPolicy": {"egress": {"to": []}}}, "additional"),
+    ({"etcd": {"enabled": False, "externalEndpoints": ["http://etcd:2379"], "externalTls": {"secretName": "e"}}}, "use https://"),
+    ({"etcd": {"enabled": False, "externalEndpoints": ["https://etcd:2379"]}}, "externalTls.secretName"),
+    ({"etcd": {"enabled": False, "externalEndpoints": ["https://etcd:2379"],
+               "externalTls": {"secretName": "e", "certKey": "tls.crt"}}}, "certKey and keyKey"),
+    ({"models": {"source": "init"}}, "models.init.command"),
+    ({"etcd": {"replicas": 3, "persistence": {"enabled": False}}}, "persistence"),
+    ({"serviceMonitor": {"enabled": True}, "metrics": {"enabled": False}}, "metrics.enabled"),
+    ({"generator": {"resources": {"requests": {"cpu": None}}}}, "requests.cpu"),
+]
