@@ -1,9 +1,12 @@
-//! A network partition without stopping anything (hardening issue, item 5): a generator
-//! stays alive and keeps its etcd lease, but the orchestrator can no longer reach it.
-//! Its address in etcd is a proxy in front of it, which at some moment stops passing
-//! bytes in either direction while keeping every connection open (a black hole, as a
-//! cut cable or a dropped route looks from both ends; no RST, no FIN). Queries must
-//! keep being answered, by the other generator, without waiting for the query deadline.
+//! Network partitions without stopping anything (hardening issue, item 5), made with a
+//! proxy that at some moment stops passing bytes in either direction while keeping every
+//! connection open (a black hole, as a cut cable or a dropped route looks from both
+//! ends; no RST, no FIN):
+//! - a generator stays alive and keeps its etcd lease, but the orchestrator can no
+//!   longer reach it (its address in etcd is the proxy): queries keep being answered by
+//!   the other generator, without waiting for the query deadline;
+//! - the orchestrator is cut off from etcd but not from the workers: it keeps the
+//!   membership it knows and keeps answering.
 
 use crate::common::*;
 use ponder_cluster::node::NodeArgs;
@@ -147,5 +150,56 @@ async fn a_generator_cut_off_but_registered_fails_no_query() {
     );
     // The cut-off member is still registered (its lease is held) but ejected.
     assert_eq!(reg.members(Role::Generator).len(), 2);
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_cut_off_from_etcd_keeps_answering() {
+    let etcd = Etcd::start();
+    let url = etcd.client_url.clone();
+    let proxy = BlackHoleProxy::start().await;
+    *proxy.target.lock().unwrap() = Some(url.trim_start_matches("http://").to_string());
+    let (gen, prm) = (generator_model(), verifier_model());
+    let node = |model: &std::path::Path| {
+        vec![
+            "--model".to_string(),
+            model.to_str().unwrap().into(),
+            "--etcd".into(),
+            url.clone(),
+            "--cluster".into(),
+            "cut-etcd".into(),
+        ]
+    };
+    let (gen_args, prm_args) = (node(&gen), node(&prm));
+    let (_g, _) = spawn_node("generator", &strs(&gen_args));
+    let (_v, _) = spawn_node("verifier", &strs(&prm_args));
+    // The orchestrator reaches etcd only through the proxy.
+    let o = ponder_orchestrator::start(
+        ponder_orchestrator::OrchestratorArgs::new(NodeArgs {
+            etcd: vec![format!("http://{}", proxy.addr)],
+            cluster: "cut-etcd".into(),
+            ..NodeArgs::default()
+        }),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let reg = o.registry.clone();
+    assert!(
+        eventually(Duration::from_secs(15), || reg.ready(Role::Generator) == 1
+            && reg.ready(Role::Verifier) == 1)
+        .await
+    );
+    proxy.cut.store(true, Ordering::SeqCst);
+    let mut c = client(o.node.addr).await;
+    let started = Instant::now();
+    let mut i = 0u64;
+    while started.elapsed() < Duration::from_secs(8) {
+        let r = c.solve(request("85*3-19", 4, i)).await;
+        assert!(r.is_ok(), "query {i} failed with etcd cut off: {r:?}");
+        i += 1;
+    }
+    assert!(i >= 5, "only {i} queries in 8 s");
+    assert_eq!(reg.ready(Role::Generator), 1, "the known members are kept");
     o.stop().await;
 }
