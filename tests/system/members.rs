@@ -1,6 +1,8 @@
 //! A rogue member (finding H1): a Generator that registers itself in etcd and answers
 //! ModelInfo with poisonous limits (`context_length: 1`) must not shrink the honest
-//! generators' queries, must never be sent a prompt, and is counted as refused.
+//! generators' queries, must never be sent a prompt, and is counted as refused. With a
+//! cluster CA, a rogue whose ModelInfo is exactly an honest member's is refused too: it
+//! has no certificate the CA signed, so the orchestrator never even asks it.
 
 use crate::common::*;
 use ponder_cluster::discovery::EtcdConfig;
@@ -17,8 +19,10 @@ use tonic::{Request, Response, Status};
 /// everything, and keeps every prompt it is sent.
 #[derive(Clone)]
 struct Rogue {
-    info: pb::ModelInfoResponse,
+    info: Arc<Mutex<pb::ModelInfoResponse>>,
     prompts: Arc<Mutex<Vec<String>>>,
+    /// ModelInfo calls answered.
+    asked: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[tonic::async_trait]
@@ -48,7 +52,8 @@ impl Generator for Rogue {
         &self,
         _: Request<pb::ModelInfoRequest>,
     ) -> Result<Response<pb::ModelInfoResponse>, Status> {
-        Ok(Response::new(self.info.clone()))
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Response::new(self.info.lock().unwrap().clone()))
     }
 }
 
@@ -56,11 +61,18 @@ fn as_strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-async fn serve_rogue(rogue: Rogue) -> String {
+/// Serves `rogue` on an ephemeral port, over TLS with `identity` when given.
+async fn serve_rogue(rogue: Rogue, identity: Option<tonic::transport::Identity>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let mut server = tonic::transport::Server::builder();
+    if let Some(identity) = identity {
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .unwrap();
+    }
     tokio::spawn(
-        tonic::transport::Server::builder()
+        server
             .add_service(GeneratorServer::new(rogue))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
@@ -87,7 +99,7 @@ async fn a_rogue_member_with_poisonous_limits_is_refused_and_sees_no_prompt() {
     let (_g, _) = spawn_node("generator", &as_strs(&gen_args));
     let (_v, _) = spawn_node("verifier", &as_strs(&prm_args));
     let rogue = Rogue {
-        info: pb::ModelInfoResponse {
+        info: Arc::new(Mutex::new(pb::ModelInfoResponse {
             model_id: "arith-gen".into(),
             context_length: 1,
             max_token_bytes: 1,
@@ -95,10 +107,11 @@ async fn a_rogue_member_with_poisonous_limits_is_refused_and_sees_no_prompt() {
             parameters: 1,
             instance_id: "rogue".into(),
             ..Default::default()
-        },
+        })),
         prompts: Arc::default(),
+        asked: Arc::default(),
     };
-    let rogue_addr = serve_rogue(rogue.clone()).await;
+    let rogue_addr = serve_rogue(rogue.clone(), None).await;
     // One `etcdctl put` with no credentials: the default install's etcd takes it.
     let _registration = Registration::start(
         EtcdConfig::plain(vec![url.clone()]),
@@ -159,4 +172,90 @@ async fn a_rogue_member_with_poisonous_limits_is_refused_and_sees_no_prompt() {
         "the rogue saw a prompt"
     );
     o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_cluster_ca_a_rogue_copying_an_honest_model_info_is_never_asked() {
+    use crate::common::security::Pki;
+    use ponder_cluster::tls::TlsArgs;
+    const WORKER_NAME: &str = "ponder-worker";
+    let pki = Pki::new("h1-tls");
+    let gen_cert = pki.issue("generator", &[WORKER_NAME]);
+    let orch_client = pki.issue("orchestrator-client", &["ponder-orchestrator"]);
+    let honest = ponder_generator::start(
+        ponder_generator::GeneratorArgs {
+            node: NodeArgs {
+                tls: TlsArgs {
+                    tls_cert: Some(gen_cert.cert.clone()),
+                    tls_key: Some(gen_cert.key.clone()),
+                    tls_ca: Some(pki.ca()),
+                    ..TlsArgs::default()
+                },
+                drain_secs: 1,
+                ..NodeArgs::default()
+            },
+            model: ponder_worker::node::ModelArgs::new(generator_model()),
+        },
+        ponder_cluster::metrics::Metrics::new(),
+    )
+    .await
+    .unwrap();
+    // The rogue: a certificate for the same name from a CA of its own, and the honest
+    // generator's ModelInfo to the letter (filled in once the orchestrator has it).
+    let own_ca = Pki::new("h1-rogue");
+    let rogue_cert = own_ca.issue("rogue", &[WORKER_NAME]);
+    let identity = tonic::transport::Identity::from_pem(
+        std::fs::read(&rogue_cert.cert).unwrap(),
+        std::fs::read(&rogue_cert.key).unwrap(),
+    );
+    let rogue = Rogue {
+        info: Arc::default(),
+        prompts: Arc::default(),
+        asked: Arc::default(),
+    };
+    let rogue_addr = serve_rogue(rogue.clone(), Some(identity)).await;
+    let mut args = ponder_orchestrator::OrchestratorArgs::new(NodeArgs {
+        tls: TlsArgs {
+            tls_ca: Some(pki.ca()),
+            tls_client_cert: Some(orch_client.cert.clone()),
+            tls_client_key: Some(orch_client.key.clone()),
+            tls_server_name: Some(WORKER_NAME.into()),
+            ..TlsArgs::default()
+        },
+        drain_secs: 1,
+        ..NodeArgs::default()
+    });
+    args.generators = vec![honest.node.addr.to_string(), rogue_addr];
+    let o = ponder_orchestrator::start(args, Default::default())
+        .await
+        .unwrap();
+    let honest_info = o
+        .registry
+        .members(Role::Generator)
+        .iter()
+        .find_map(|m| m.info.get().cloned())
+        .expect("the honest generator is ready");
+    *rogue.info.lock().unwrap() = honest_info;
+    let mut c = client(o.node.addr).await;
+    for i in 0..3u64 {
+        let r = c.solve(request("47+38", 4, i)).await.unwrap().into_inner();
+        assert!(!r.solution.is_empty());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        o.registry.ready(Role::Generator),
+        1,
+        "only the honest one is ready"
+    );
+    assert_eq!(
+        rogue.asked.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the TLS handshake fails before any RPC reaches the rogue"
+    );
+    assert!(
+        rogue.prompts.lock().unwrap().is_empty(),
+        "the rogue saw a prompt"
+    );
+    o.stop().await;
+    honest.stop().await;
 }
