@@ -71,6 +71,18 @@ pub struct AccessArgs {
     /// limit.
     #[arg(long, env = "PONDER_PEER_RATE_LIMIT", default_value_t = DEFAULT_PEER_RATE_LIMIT)]
     pub peer_rate_limit: f64,
+    /// Proxies (comma-separated CIDRs, e.g. 10.0.0.0/8) whose `--forwarded-header` is
+    /// believed: a connection from one of them is keyed by the client address the header
+    /// names. The header is ignored on any other connection (anyone can write it).
+    #[arg(long, env = "PONDER_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header a trusted proxy puts the client's address in.
+    #[arg(
+        long,
+        env = "PONDER_FORWARDED_HEADER",
+        default_value = "x-forwarded-for"
+    )]
+    pub forwarded_header: String,
 }
 
 impl Default for AccessArgs {
@@ -83,6 +95,8 @@ impl Default for AccessArgs {
             rate_limit_generations: 0.0,
             rate_burst_generations: None,
             peer_rate_limit: DEFAULT_PEER_RATE_LIMIT,
+            trusted_proxies: vec![],
+            forwarded_header: "x-forwarded-for".into(),
         }
     }
 }
@@ -137,6 +151,8 @@ pub struct Gate {
     /// By caller, in generations (charged by the service at admission, [`Gate::charge`]).
     generations: Option<Arc<ClientLimiter>>,
     metrics: Metrics,
+    trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    forwarded_header: Arc<str>,
 }
 
 impl Gate {
@@ -175,12 +191,22 @@ impl Gate {
                 "per-client rate limits"
             );
         }
+        anyhow::ensure!(
+            tonic::metadata::MetadataKey::<tonic::metadata::Ascii>::from_bytes(
+                args.forwarded_header.as_bytes()
+            )
+            .is_ok(),
+            "--forwarded-header {:?} is not a valid header name",
+            args.forwarded_header
+        );
         Ok(Self {
             keys,
             peers,
             limiter,
             generations,
             metrics,
+            trusted_proxies: Arc::new(args.trusted_proxies.clone()),
+            forwarded_header: args.forwarded_header.to_ascii_lowercase().into(),
         })
     }
 
@@ -201,7 +227,15 @@ impl Gate {
     }
 
     fn admit(&self, request: &Request<()>) -> Result<Caller, Status> {
-        let peer = request.remote_addr().map(|a| a.ip());
+        let header = request
+            .metadata()
+            .get(&*self.forwarded_header)
+            .and_then(|v| v.to_str().ok());
+        let peer = client_ip(
+            request.remote_addr().map(|a| a.ip()),
+            header,
+            &self.trusted_proxies,
+        );
         if let Some(peers) = &self.peers {
             let who = Caller::Peer(peer);
             if let Err(e) = peers.check(&who.bucket(), &who.to_string(), 1) {
@@ -235,6 +269,26 @@ impl Gate {
     }
 }
 
+/// The address a request is keyed by: the connection's peer, unless that peer is a
+/// trusted proxy; then the rightmost address in `forwarded` (a comma-separated list, as
+/// X-Forwarded-For: each proxy appends the address it got the request from) that is not
+/// itself a trusted proxy. Addresses left of it could be written by the client.
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    forwarded: Option<&str>,
+    trusted: &[ipnet::IpNet],
+) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    match (peer, forwarded) {
+        (Some(p), Some(list)) if is_trusted(&p) => list
+            .rsplit(',')
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .find(|ip| !is_trusted(ip))
+            .or(Some(p)),
+        _ => peer,
+    }
+}
+
 /// Counts one refused request in `ponder_refusals_total{what="request",reason}`.
 pub fn refusal(metrics: &Metrics, reason: &'static str) {
     metrics
@@ -254,6 +308,37 @@ impl Interceptor for Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forwarded_address_counts_only_from_a_trusted_proxy() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // From the proxy: the rightmost untrusted address; a client-written one to its
+        // left is not believed.
+        assert_eq!(
+            client_ip(
+                ip("10.1.2.3"),
+                Some("6.6.6.6, 203.0.113.9, 10.9.9.9"),
+                &trusted
+            ),
+            ip("203.0.113.9")
+        );
+        // From anyone else the header is ignored.
+        assert_eq!(
+            client_ip(ip("198.51.100.7"), Some("203.0.113.9"), &trusted),
+            ip("198.51.100.7")
+        );
+        // No usable address in the header: the proxy itself.
+        assert_eq!(
+            client_ip(ip("10.1.2.3"), Some("junk"), &trusted),
+            ip("10.1.2.3")
+        );
+        assert_eq!(client_ip(ip("10.1.2.3"), None, &trusted), ip("10.1.2.3"));
+        assert_eq!(
+            client_ip(ip("10.1.2.3"), Some("203.0.113.9"), &[]),
+            ip("10.1.2.3")
+        );
+    }
 
     #[test]
     fn ipv6_clients_are_counted_by_their_64_block() {
