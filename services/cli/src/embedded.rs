@@ -72,8 +72,10 @@ impl EmbeddedCluster {
                 ..worker_args()
             });
             oargs.policy = cfg.policy.clone();
-            // Everything runs on this machine, for its user: show where.
+            // Everything runs on this machine, for its one user: show where, and allow
+            // the API's whole budget range (a shared server's operator caps it lower).
             oargs.status_addresses = true;
+            oargs.limits.max_generations = ponder_search::budget::MAX_GENERATIONS;
             if cfg.etcd.is_empty() {
                 oargs.generators = generators.iter().map(|g| g.node.addr.to_string()).collect();
                 oargs.verifiers = verifier.iter().map(|v| v.node.addr.to_string()).collect();

@@ -265,12 +265,12 @@ impl Generate for GeneratorPool {
     async fn generate(&self, req: GenRequest) -> Result<GenOutput> {
         let msg = wire::gen_request_to_pb(&req);
         // The call was planned with the pool's limits: only members whose own limits
-        // hold for it may serve it.
+        // are at least those may serve it. (A call that is too big for the pool's limits
+        // still goes to a member, whose INVALID_ARGUMENT says what to fix.)
         let limits = self.limits();
-        let context = req.prompt.len() as u64 + 2 + u64::from(req.max_tokens);
         let fits = |i: &pb::ModelInfoResponse| {
-            u64::from(i.context_length) >= context
-                && max_samples(i) >= req.n
+            i.context_length >= limits.context_length
+                && max_samples(i) >= limits.max_samples
                 && i.max_token_bytes <= limits.max_token_bytes
         };
         with_failover(
