@@ -16,7 +16,7 @@
 set -euo pipefail
 work="${1:-${PONDER_TRAIN_DIR:-$HOME/ponder-train}}"
 bin="$work/bin/ponder-arith"
-rungs=(arith-gen-xs arith-gen-s arith-gen-m arith-gen-l)
+rungs=(arith-gen-xs arith-gen-s arith-gen-l)
 [ -x "$bin" ] || { echo "no $bin: run models/train-ladder.sh first" >&2; exit 1; }
 
 while :; do

@@ -51,6 +51,8 @@ async fn usage_never_exceeds_the_budget() {
         "adaptive",
         "compute_optimal",
     ];
+    // FLOPs limits come from their own stream, so the cases above stay as they were.
+    let mut flops_rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
     let mut answered = 0;
     for case in 0..30u64 {
         let p = ponder_arith::task::generate(rng.random_range(1..=3), &mut rng);
@@ -64,7 +66,15 @@ async fn usage_never_exceeds_the_budget() {
         req.budget = Some(pb::Budget {
             max_generations: generations,
             max_tokens,
+            // A third of the cases also have a FLOPs limit, from about one scored
+            // sample's worst case on the 1.31M-parameter models up.
+            max_flops: if flops_rng.random_bool(0.33) {
+                flops_rng.random_range(1.1e10..6e10)
+            } else {
+                0.0
+            },
         });
+        let max_flops = req.budget.as_ref().unwrap().max_flops;
         req.strategy = Some(pb::Strategy {
             kind: Some(pb::strategy::Kind::Name(
                 strategies[case as usize % strategies.len()].into(),
@@ -83,6 +93,14 @@ async fn usage_never_exceeds_the_budget() {
                         "case {case}: {u:?} over {max_tokens} tokens"
                     );
                 }
+                if max_flops > 0.0 {
+                    assert!(u.flops <= max_flops, "case {case}: {u:?} over {max_flops:e}");
+                }
+                assert!(
+                    u.generator_flops > 0.0
+                        && (u.generator_flops + u.verifier_flops - u.flops).abs() < 1.0,
+                    "case {case}: {u:?}"
+                );
                 answered += 1;
             }
             // A budget too small for the strategy is refused, with a reason.
@@ -179,6 +197,7 @@ async fn bad_requests_are_invalid_argument_with_a_reason() {
         Some(pb::Budget {
             max_generations: g,
             max_tokens: t,
+            max_flops: 0.0,
         })
     };
     let named = |n: &str| {
@@ -202,6 +221,36 @@ async fn bad_requests_are_invalid_argument_with_a_reason() {
             "budget.max_tokens",
         ),
         (with(&|r| r.budget = budget(4, 64)), "too small"),
+        (
+            with(&|r| {
+                r.budget = Some(pb::Budget {
+                    max_generations: 4,
+                    max_tokens: 0,
+                    max_flops: -5.0,
+                })
+            }),
+            "budget.max_flops",
+        ),
+        (
+            with(&|r| {
+                r.budget = Some(pb::Budget {
+                    max_generations: 4,
+                    max_tokens: 0,
+                    max_flops: f64::NAN,
+                })
+            }),
+            "budget.max_flops",
+        ),
+        (
+            with(&|r| {
+                r.budget = Some(pb::Budget {
+                    max_generations: 4,
+                    max_tokens: 0,
+                    max_flops: 1e6,
+                })
+            }),
+            "too small",
+        ),
         (with(&|r| r.strategy = named("mcts")), "unknown strategy"),
         (
             with(&|r| r.strategy = named("beam_search:0")),

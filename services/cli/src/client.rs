@@ -53,6 +53,7 @@ pub fn request(
         budget: Some(pb::Budget {
             max_generations: budget,
             max_tokens,
+            max_flops: 0.0,
         }),
         strategy: strategy.map(|s| pb::Strategy {
             kind: Some(pb::strategy::Kind::Name(s.to_string())),
@@ -66,8 +67,13 @@ pub fn request(
 
 pub fn usage_line(u: &pb::Usage) -> String {
     format!(
-        "{} generations, {} generator + {} verifier tokens, {:.2e} FLOPs",
-        u.generations, u.generator_tokens, u.verifier_tokens, u.flops
+        "{} generations, {} generator + {} verifier tokens, {:.2e} FLOPs ({:.2e} generator + {:.2e} verifier)",
+        u.generations,
+        u.generator_tokens,
+        u.verifier_tokens,
+        u.flops,
+        u.generator_flops,
+        u.verifier_flops
     )
 }
 

@@ -67,6 +67,10 @@ enum Command {
         /// Most generator + verifier tokens (0: no limit).
         #[arg(long, default_value_t = 0)]
         max_tokens: u64,
+        /// Most generator + verifier FLOPs, probes included, e.g. 5e9 (0: no limit;
+        /// --budget still applies).
+        #[arg(long, default_value_t = 0.0)]
+        max_flops: f64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Show the best answer as compute is spent.
@@ -187,6 +191,7 @@ fn main() -> anyhow::Result<()> {
                 strategy,
                 budget,
                 max_tokens,
+                max_flops,
                 seed,
                 stream,
                 timeout,
@@ -197,7 +202,11 @@ fn main() -> anyhow::Result<()> {
                     timeout > 0.0 && timeout.is_finite(),
                     "--timeout must be positive"
                 );
-                let req = client::request(&question, strategy.as_deref(), budget, max_tokens, seed);
+                let mut req =
+                    client::request(&question, strategy.as_deref(), budget, max_tokens, seed);
+                if let Some(b) = req.budget.as_mut() {
+                    b.max_flops = max_flops;
+                }
                 client::solve(
                     &addr,
                     &connect,

@@ -272,6 +272,7 @@ impl Generate for GeneratorPool {
             i.context_length >= limits.context_length
                 && max_samples(i) >= limits.max_samples
                 && i.max_token_bytes <= limits.max_token_bytes
+                && i.parameters <= limits.parameters
         };
         with_failover(
             &self.registry,
@@ -315,6 +316,9 @@ impl Generate for GeneratorPool {
                 .unwrap_or(2048),
             max_samples: agreed(infos.iter().map(max_samples), Tie::Smaller)
                 .unwrap_or(DEFAULT_MAX_SAMPLES),
+            // FLOPs are reserved by this count: a member with more parameters would spend
+            // past the reservation, so it does not serve (see `generate`).
+            parameters: agreed(infos.iter().map(|i| i.parameters), Tie::Larger).unwrap_or(0),
         }
     }
 }
@@ -371,6 +375,7 @@ fn cost_of(info: &pb::ModelInfoResponse) -> VerifierCost {
     VerifierCost {
         prompt_overhead: info.prm_prompt_overhead,
         step_overhead: info.prm_step_overhead,
+        parameters: info.parameters,
     }
 }
 
@@ -384,6 +389,7 @@ impl Score for VerifierPool {
         let fits = |i: &pb::ModelInfoResponse| {
             i.prm_prompt_overhead <= cost.prompt_overhead
                 && i.prm_step_overhead <= cost.step_overhead
+                && i.parameters <= cost.parameters
         };
         with_failover(
             &self.registry,
@@ -422,6 +428,7 @@ impl Score for VerifierPool {
             prompt_overhead: agreed(costs.iter().map(|c| c.prompt_overhead), Tie::Larger)
                 .unwrap_or(64),
             step_overhead: agreed(costs.iter().map(|c| c.step_overhead), Tie::Larger).unwrap_or(16),
+            parameters: agreed(costs.iter().map(|c| c.parameters), Tie::Larger).unwrap_or(0),
         }
     }
 }

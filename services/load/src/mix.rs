@@ -1,10 +1,11 @@
 //! The strategy and budget mix: which strategy, at which budget, each request asks for.
 //!
 //! `--mix compute_optimal:16=0.7,beam_search:4:64=0.3` reads as entries
-//! `STRATEGY:BUDGET[=WEIGHT]`: the last `:N` is always the budget (in generations), what
-//! comes before it is a strategy as `ponder solve --strategy` takes it (with its optional
-//! parameter, so `beam_search:4:64` is beam width 4 at budget 64), and the weight
-//! defaults to 1. `default` leaves the strategy to the server. Strategy names are checked
+//! `STRATEGY:BUDGET[@FLOPS][=WEIGHT]`: the last `:N` is always the budget (in
+//! generations), what comes before it is a strategy as `ponder solve --strategy` takes it
+//! (with its optional parameter, so `beam_search:4:64` is beam width 4 at budget 64),
+//! `@FLOPS` adds a FLOPs limit (`compute_optimal:64@2e9`, the request's
+//! `budget.max_flops`), and the weight defaults to 1. `default` leaves the strategy to the server. Strategy names are checked
 //! here, with the strategy library's own parser, so a typo fails before any load is sent.
 
 use ponder_proto::v1 as pb;
@@ -21,14 +22,22 @@ pub struct MixEntry {
     pub strategy: Option<String>,
     /// Most generations per query.
     pub budget: u32,
+    /// Most FLOPs per query (0: no limit).
+    #[serde(default)]
+    pub max_flops: f64,
     pub weight: f64,
 }
 
 impl MixEntry {
-    /// `strategy:budget`, the label used in records and reports.
+    /// `strategy:budget[@flops]`, the label used in records and reports.
     pub fn label(&self) -> String {
+        let flops = if self.max_flops > 0.0 {
+            format!("@{:e}", self.max_flops)
+        } else {
+            String::new()
+        };
         format!(
-            "{}:{}",
+            "{}:{}{flops}",
             self.strategy.as_deref().unwrap_or("default"),
             self.budget
         )
@@ -103,7 +112,7 @@ impl Mix {
 }
 
 fn parse_entry(entry: &str) -> anyhow::Result<MixEntry> {
-    let shape = "each --mix entry is STRATEGY:BUDGET[=WEIGHT], e.g. compute_optimal:16=0.7";
+    let shape = "each --mix entry is STRATEGY:BUDGET[@FLOPS][=WEIGHT], e.g. compute_optimal:16=0.7";
     let (spec, weight) = match entry.rsplit_once('=') {
         Some((s, w)) => {
             let w: f64 = w.trim().parse().map_err(|_| {
@@ -116,6 +125,20 @@ fn parse_entry(entry: &str) -> anyhow::Result<MixEntry> {
             (s.trim(), w)
         }
         None => (entry, 1.0),
+    };
+    let (spec, max_flops) = match spec.rsplit_once('@') {
+        Some((s, f)) => {
+            let f: f64 = f.trim().parse().map_err(|_| {
+                anyhow::anyhow!("--mix {entry:?}: the FLOPs limit {f:?} is not a number")
+            })?;
+            anyhow::ensure!(
+                f.is_finite() && f > 0.0 && f <= ponder_search::budget::MAX_FLOPS,
+                "--mix {entry:?}: the FLOPs limit must be positive and at most {:e}",
+                ponder_search::budget::MAX_FLOPS
+            );
+            (s, f)
+        }
+        None => (spec, 0.0),
     };
     let (strategy, budget) = spec
         .rsplit_once(':')
@@ -139,6 +162,7 @@ fn parse_entry(entry: &str) -> anyhow::Result<MixEntry> {
     Ok(MixEntry {
         strategy,
         budget,
+        max_flops,
         weight,
     })
 }
@@ -159,6 +183,25 @@ mod tests {
         assert_eq!(e[2].strategy, None);
         assert_eq!((e[2].budget, e[2].weight), (4, 1.0));
         assert_eq!(e[1].label(), "beam_search:8:64");
+        assert_eq!(e[0].max_flops, 0.0);
+    }
+
+    #[test]
+    fn an_entry_may_carry_a_flops_limit() {
+        let m = Mix::parse("compute_optimal:64@2e9=0.5,beam_search:4:16@1.5e8").unwrap();
+        let e = m.entries();
+        assert_eq!((e[0].budget, e[0].max_flops, e[0].weight), (64, 2e9, 0.5));
+        assert_eq!(e[1].strategy.as_deref(), Some("beam_search:4"));
+        assert_eq!((e[1].budget, e[1].max_flops), (16, 1.5e8));
+        assert_eq!(e[0].label(), "compute_optimal:64@2e9");
+        for bad in [
+            "best_of_n:4@x",
+            "best_of_n:4@-1",
+            "best_of_n:4@1e30",
+            "best_of_n@1e9",
+        ] {
+            assert!(Mix::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -72,6 +72,7 @@ impl Workload {
                 budget: Some(pb::Budget {
                     max_generations: entry.budget,
                     max_tokens: self.max_tokens,
+                    max_flops: entry.max_flops,
                 }),
                 strategy: entry.strategy_message(),
                 seed: rng.random(),

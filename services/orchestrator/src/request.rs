@@ -113,7 +113,8 @@ pub fn params(
 ) -> Result<SolveParams, Status> {
     let budget = match &req.budget {
         None => Budget::new(default_generations, 0, deadline),
-        Some(b) => Budget::new(b.max_generations, b.max_tokens, deadline),
+        Some(b) => Budget::new(b.max_generations, b.max_tokens, deadline)
+            .and_then(|budget| budget.with_max_flops(b.max_flops)),
     }
     .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let mut p = SolveParams::new(req.question.clone(), budget, req.seed);
@@ -133,6 +134,8 @@ pub fn usage(u: &Usage) -> pb::Usage {
         verifier_tokens: u.verifier_tokens,
         flops: u.flops,
         cached_prompt_tokens: u.cached_prompt_tokens,
+        generator_flops: u.generator_flops,
+        verifier_flops: u.verifier_flops,
     }
 }
 

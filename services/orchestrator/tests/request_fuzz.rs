@@ -116,6 +116,8 @@ fn structured(rng: &mut impl Rng) -> pb::SolveRequest {
         budget: rng.random_bool(0.8).then(|| pb::Budget {
             max_generations: odd_u32(rng),
             max_tokens: [0, 1, 100, 10_000, u64::MAX, rng.random()][rng.random_range(0..6)],
+            max_flops: [0.0, -1.0, f64::NAN, f64::INFINITY, 1e9, 1e30, rng.random()]
+                [rng.random_range(0..7)],
         }),
         strategy: rng
             .random_bool(0.9)

@@ -1,9 +1,15 @@
 //! The per-query compute budget and the ledger that enforces it.
 //!
-//! A budget has up to three limits: generations (the paper's unit), tokens (generator
-//! plus verifier) and a deadline. Work is *reserved* at its worst-case cost before it
-//! is started and *booked* at its real cost when it returns, so the sum of what was
-//! spent can never pass a limit, even with several calls in flight.
+//! A budget has up to four limits: generations (the paper's unit), tokens (generator
+//! plus verifier), FLOPs (generator plus verifier, [`crate::traits::forward_flops`]) and
+//! a deadline. Work is *reserved* at its worst-case cost before it is started and
+//! *booked* at its real cost when it returns, so the sum of what was spent can never
+//! pass a limit, even with several calls in flight.
+//!
+//! FLOPs are kept as `f64`, as on the wire: 2 x parameters x tokens overflows `u64` for
+//! large models and long budgets. Every amount is a whole number far below 2^53 at the
+//! sizes budgets take, and a reservation is checked with a relative tolerance of 1e-9
+//! so that rounding never refuses work that fits.
 
 use crate::error::{Result, SearchError};
 use std::time::Instant;
@@ -12,12 +18,17 @@ pub const MAX_GENERATIONS: u32 = 4096;
 pub const MIN_TOKENS: u64 = 64;
 pub const MAX_TOKENS: u64 = 1 << 32;
 pub const DEFAULT_GENERATIONS: u32 = 16;
+/// The largest FLOPs budget a request may name (1e21: a trillion-parameter model
+/// over 500M tokens); anything larger is a mistake, not a budget.
+pub const MAX_FLOPS: f64 = 1e21;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Budget {
     pub max_generations: u32,
     /// None: no token limit.
     pub max_tokens: Option<u64>,
+    /// None: no FLOPs limit.
+    pub max_flops: Option<f64>,
     pub deadline: Option<Instant>,
 }
 
@@ -26,6 +37,7 @@ impl Default for Budget {
         Self {
             max_generations: DEFAULT_GENERATIONS,
             max_tokens: None,
+            max_flops: None,
             deadline: None,
         }
     }
@@ -47,8 +59,25 @@ impl Budget {
         Ok(Self {
             max_generations,
             max_tokens: (max_tokens != 0).then_some(max_tokens),
+            max_flops: None,
             deadline,
         })
+    }
+
+    /// Adds a FLOPs limit from its wire value (`0` means none): generator plus verifier
+    /// FLOPs, probes included, each call reserved at its worst case.
+    pub fn with_max_flops(mut self, max_flops: f64) -> Result<Self> {
+        if max_flops == 0.0 {
+            self.max_flops = None;
+            return Ok(self);
+        }
+        if !(max_flops.is_finite() && max_flops > 0.0 && max_flops <= MAX_FLOPS) {
+            return Err(SearchError::invalid(format!(
+                "budget.max_flops must be 0 (no limit) or a positive number up to {MAX_FLOPS:e}, got {max_flops}"
+            )));
+        }
+        self.max_flops = Some(max_flops);
+        Ok(self)
     }
 }
 
@@ -58,7 +87,10 @@ pub struct Usage {
     pub generations: u32,
     pub generator_tokens: u64,
     pub verifier_tokens: u64,
+    /// `generator_flops + verifier_flops`.
     pub flops: f64,
+    pub generator_flops: f64,
+    pub verifier_flops: f64,
     pub cached_prompt_tokens: u64,
 }
 
@@ -66,14 +98,42 @@ impl Usage {
     pub fn tokens(&self) -> u64 {
         self.generator_tokens + self.verifier_tokens
     }
+
+    /// Books generator FLOPs (into the total too).
+    pub fn add_generator_flops(&mut self, flops: f64) {
+        self.generator_flops += flops;
+        self.flops += flops;
+    }
+
+    /// Books verifier FLOPs (into the total too).
+    pub fn add_verifier_flops(&mut self, flops: f64) {
+        self.verifier_flops += flops;
+        self.flops += flops;
+    }
+
+    /// Adds everything `other` spent.
+    pub fn add(&mut self, other: &Usage) {
+        self.generations += other.generations;
+        self.generator_tokens += other.generator_tokens;
+        self.verifier_tokens += other.verifier_tokens;
+        self.flops += other.flops;
+        self.generator_flops += other.generator_flops;
+        self.verifier_flops += other.verifier_flops;
+        self.cached_prompt_tokens += other.cached_prompt_tokens;
+    }
 }
 
 /// What a reservation holds until it is booked or dropped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Reservation {
     pub generations: u32,
     pub tokens: u64,
+    /// Generator plus verifier FLOPs at the worst case.
+    pub flops: f64,
 }
+
+/// Rounding slack of FLOPs arithmetic, relative to the budget.
+const FLOPS_TOLERANCE: f64 = 1e-9;
 
 /// Tracks spent and reserved compute against a [`Budget`].
 #[derive(Debug, Clone)]
@@ -112,17 +172,34 @@ impl Ledger {
         }
     }
 
+    /// FLOPs neither spent nor reserved; infinite without a FLOPs limit.
+    pub fn flops_left(&self) -> f64 {
+        match self.budget.max_flops {
+            Some(max) => (max - self.used.flops - self.reserved.flops).max(0.0),
+            None => f64::INFINITY,
+        }
+    }
+
     pub fn expired(&self) -> bool {
         self.budget.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
+    /// Whether `want` fits what is neither spent nor reserved.
+    pub fn fits(&self, want: &Reservation) -> bool {
+        let flops_slack = self.budget.max_flops.unwrap_or(0.0) * FLOPS_TOLERANCE;
+        want.generations <= self.generations_left()
+            && want.tokens <= self.tokens_left()
+            && want.flops <= self.flops_left() + flops_slack
+    }
+
     /// Reserves worst-case cost, or returns None if it does not fit.
     pub fn reserve(&mut self, want: Reservation) -> Option<Reservation> {
-        if want.generations > self.generations_left() || want.tokens > self.tokens_left() {
+        if !self.fits(&want) {
             return None;
         }
         self.reserved.generations += want.generations;
         self.reserved.tokens += want.tokens;
+        self.reserved.flops += want.flops;
         Some(want)
     }
 
@@ -131,13 +208,16 @@ impl Ledger {
     pub fn settle(&mut self, held: Reservation, spent: Usage) {
         self.reserved.generations -= held.generations;
         self.reserved.tokens -= held.tokens;
+        self.reserved.flops = (self.reserved.flops - held.flops).max(0.0);
         debug_assert!(spent.generations <= held.generations);
         debug_assert!(spent.tokens() <= held.tokens);
-        self.used.generations += spent.generations;
-        self.used.generator_tokens += spent.generator_tokens;
-        self.used.verifier_tokens += spent.verifier_tokens;
-        self.used.flops += spent.flops;
-        self.used.cached_prompt_tokens += spent.cached_prompt_tokens;
+        debug_assert!(
+            spent.flops <= held.flops * (1.0 + FLOPS_TOLERANCE) + 1.0,
+            "spent {} FLOPs of {} reserved",
+            spent.flops,
+            held.flops
+        );
+        self.used.add(&spent);
     }
 
     /// Releases a reservation for work that failed before spending anything.
@@ -157,18 +237,21 @@ mod tests {
             .reserve(Reservation {
                 generations: 3,
                 tokens: 60,
+                ..Default::default()
             })
             .unwrap();
         assert!(l
             .reserve(Reservation {
                 generations: 2,
-                tokens: 10
+                tokens: 10,
+                ..Default::default()
             })
             .is_none());
         assert!(l
             .reserve(Reservation {
                 generations: 1,
-                tokens: 41
+                tokens: 41,
+                ..Default::default()
             })
             .is_none());
         l.settle(
@@ -191,5 +274,39 @@ mod tests {
             assert!(matches!(e, SearchError::Invalid(m) if m.contains("budget.")));
         }
         assert_eq!(Budget::new(8, 0, None).unwrap().max_tokens, None);
+        let b = Budget::new(8, 0, None).unwrap();
+        for bad in [-1.0, f64::NAN, f64::INFINITY, 2e21] {
+            let e = b.with_max_flops(bad).unwrap_err();
+            assert!(matches!(e, SearchError::Invalid(m) if m.contains("budget.max_flops")));
+        }
+        assert_eq!(b.with_max_flops(0.0).unwrap().max_flops, None);
+    }
+
+    #[test]
+    fn flops_reservations_never_pass_the_limit() {
+        let budget = Budget::new(100, 0, None)
+            .unwrap()
+            .with_max_flops(1000.0)
+            .unwrap();
+        let mut l = Ledger::new(budget);
+        let flops = |f: f64| Reservation {
+            flops: f,
+            ..Default::default()
+        };
+        let a = l.reserve(flops(600.0)).unwrap();
+        assert!(l.reserve(flops(401.0)).is_none(), "600 + 401 > 1000");
+        let b = l.reserve(flops(400.0)).unwrap();
+        let mut spent = Usage::default();
+        spent.add_generator_flops(250.0);
+        spent.add_verifier_flops(100.0);
+        l.settle(a, spent);
+        assert_eq!(l.flops_left(), 250.0, "1000 - 350 spent - 400 reserved");
+        l.release(b);
+        assert_eq!(l.flops_left(), 650.0);
+        let used = l.used();
+        assert_eq!(
+            (used.flops, used.generator_flops, used.verifier_flops),
+            (350.0, 250.0, 100.0)
+        );
     }
 }

@@ -16,7 +16,6 @@ use crate::budget::{Ledger, Reservation, Usage};
 use crate::error::{Result, SearchError};
 use crate::format::SolutionFormat;
 use crate::solve::{wave_seed, Progress, Query};
-use crate::strategy::tree::MAX_STEP_TOKENS;
 use crate::strategy::{select, Scored, StrategyKind};
 use crate::traits::{
     Candidate, GenOutput, GenRequest, Generate, GeneratorLimits, Sample, Score, ScoreRequest,
@@ -185,6 +184,38 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
         }
     }
 
+    /// Whether [`Context::sample`] of `n` samples of up to `t` tokens after `prompt`
+    /// would fit what the budget has left now (it reserves nothing).
+    pub fn sample_fits(&self, prompt: &str, n: u32, t: u32, scored: bool) -> bool {
+        let verifier = if scored { self.verifier } else { None };
+        let want = self.sample_reservation(prompt, n, self.clamp(prompt, t), verifier);
+        self.books().ledger.fits(&want)
+    }
+
+    /// The worst case of `n` samples of up to `t` tokens after `prompt`, scored by
+    /// `verifier` if given: `n` generations, their tokens and FLOPs and those of scoring
+    /// them.
+    fn sample_reservation(
+        &self,
+        prompt: &str,
+        n: u32,
+        t: u32,
+        verifier: Option<&S>,
+    ) -> Reservation {
+        let scoring_tokens = n as u64 * (self.sample_cost(verifier.is_some(), t) - t as u64);
+        Reservation {
+            generations: n,
+            tokens: n as u64 * t as u64 + scoring_tokens,
+            flops: self.limits().flops_bound(prompt, n, t)
+                + verifier.map_or(0.0, |v| v.cost().flops(scoring_tokens)),
+        }
+    }
+
+    /// FLOPs neither spent nor reserved; infinite without a FLOPs limit.
+    pub fn flops_left(&self) -> f64 {
+        self.books().ledger.flops_left()
+    }
+
     /// Charges a strategy's generation cost (the paper's unit) up front.
     pub fn charge_generations(&self, generations: u32) -> Result<()> {
         let used = {
@@ -193,7 +224,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
                 .ledger
                 .reserve(Reservation {
                     generations,
-                    tokens: 0,
+                    ..Default::default()
                 })
                 .ok_or_else(|| {
                     SearchError::invalid(format!(
@@ -237,13 +268,14 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
                 (prompt, n, t)
             })
             .collect();
-        let want = Reservation {
-            generations: asks.iter().map(|a| a.1).sum(),
-            tokens: asks
-                .iter()
-                .map(|&(_, n, t)| n as u64 * self.sample_cost(verifier.is_some(), t))
-                .sum(),
-        };
+        let want = asks
+            .iter()
+            .map(|(prompt, n, t)| self.sample_reservation(prompt, *n, *t, verifier))
+            .fold(Reservation::default(), |a, b| Reservation {
+                generations: a.generations + b.generations,
+                tokens: a.tokens + b.tokens,
+                flops: a.flops + b.flops,
+            });
         let (held, seeds) = self.reserve(want, asks.len())?;
         let temperature = self.query.temperature();
         let reqs: Vec<GenRequest> = asks
@@ -279,9 +311,15 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
             Continuation::NextStep => (
                 self.query.temperature(),
                 vec![self.format.step_delimiter.clone()],
-                MAX_STEP_TOKENS,
+                self.format.step_tokens(),
             ),
-            Continuation::Rollout { steps } => (0.0, vec![], steps * MAX_STEP_TOKENS),
+            Continuation::Rollout { steps } => (
+                0.0,
+                vec![],
+                steps
+                    .saturating_mul(self.format.step_tokens())
+                    .min(self.format.max_solution_tokens),
+            ),
         };
         let asks: Vec<(String, u32, u32)> = partials
             .iter()
@@ -291,9 +329,14 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
                 (prompt, n, t)
             })
             .collect();
+        let limits = self.limits();
         let want = Reservation {
             generations: 0,
             tokens: asks.iter().map(|&(_, n, t)| n as u64 * t as u64).sum(),
+            flops: asks
+                .iter()
+                .map(|(prompt, n, t)| limits.flops_bound(prompt, *n, *t))
+                .sum(),
         };
         let Some((held, seeds)) = self.reserve(want, asks.len()) else {
             return Ok(None);
@@ -332,6 +375,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
             Reservation {
                 generations: 0,
                 tokens: bound,
+                flops: cost.flops(bound),
             },
             0,
         ) else {
@@ -486,7 +530,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
                 Ok(o) => {
                     spent.generator_tokens +=
                         o.samples.iter().map(|s| s.tokens as u64).sum::<u64>();
-                    spent.flops += o.flops;
+                    spent.add_generator_flops(o.flops);
                     spent.cached_prompt_tokens += o.cached_prompt_tokens as u64;
                     if generations {
                         spent.generations += o.samples.len() as u32;
@@ -555,7 +599,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
             .collect();
         let (cost, rewards) = self.call_verifier(verifier, &steps).await;
         spent.verifier_tokens += cost.verifier_tokens;
-        spent.flops += cost.flops;
+        spent.add_verifier_flops(cost.verifier_flops);
         let aggregation = self.aggregation();
         for (s, r) in groups.iter_mut().flatten().zip(rewards?) {
             // A sample without steps scores 0.
@@ -608,7 +652,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
             match r {
                 Ok(o) => {
                     spent.verifier_tokens += o.tokens;
-                    spent.flops += o.flops;
+                    spent.add_verifier_flops(o.flops);
                     for (&i, s) in chunk.iter().zip(o.scores) {
                         out[i] = s;
                     }

@@ -24,6 +24,9 @@ pub struct SolutionFormat {
     pub answer_prefix: String,
     /// Most tokens a whole solution may take.
     pub max_solution_tokens: u32,
+    /// Most tokens one step may take (step-level search samples one step per call and
+    /// reserves this much per step; never more than `max_solution_tokens`).
+    pub max_step_tokens: u32,
     /// Longest accepted question, in bytes.
     pub max_question_bytes: usize,
 }
@@ -37,6 +40,7 @@ impl Default for SolutionFormat {
             step_delimiter: "\n".into(),
             answer_prefix: "Answer: ".into(),
             max_solution_tokens: 1024,
+            max_step_tokens: 256,
             max_question_bytes: 4096,
         }
     }
@@ -70,6 +74,11 @@ impl SolutionFormat {
             ));
         }
         Ok(())
+    }
+
+    /// The most tokens one step is sampled with.
+    pub fn step_tokens(&self) -> u32 {
+        self.max_step_tokens.min(self.max_solution_tokens).max(1)
     }
 
     pub fn prompt(&self, question: &str) -> String {

@@ -67,7 +67,8 @@ impl Default for ScriptedGenerator {
 }
 
 impl ScriptedGenerator {
-    /// An empty script; one-byte tokens and a context too long to ever clamp a call.
+    /// An empty script; one-byte tokens, a context too long to ever clamp a call, and
+    /// no FLOPs (0 parameters) unless [`ScriptedGenerator::with_limits`] says otherwise.
     pub fn new() -> Self {
         Self {
             replies: Mutex::new(HashMap::new()),
@@ -77,6 +78,7 @@ impl ScriptedGenerator {
                 max_token_bytes: 1,
                 context_length: 1 << 20,
                 max_samples: 256,
+                parameters: 0,
             },
         }
     }
@@ -193,12 +195,13 @@ impl Generate for ScriptedGenerator {
                 }
             })
             .collect();
-        Ok(GenOutput {
+        // One token per byte (within `GeneratorLimits::flops_bound`'s prompt bound).
+        Ok(GenOutput::new(
             samples,
-            prompt_tokens: req.prompt.len() as u32,
-            cached_prompt_tokens: 0,
-            flops: 0.0,
-        })
+            req.prompt.len() as u32,
+            0,
+            self.limits.parameters,
+        ))
     }
 
     fn limits(&self) -> GeneratorLimits {
@@ -225,6 +228,7 @@ impl ScriptedVerifier {
             cost: VerifierCost {
                 prompt_overhead: 0,
                 step_overhead: 0,
+                parameters: 0,
             },
         }
     }
@@ -279,7 +283,7 @@ impl Score for ScriptedVerifier {
         Ok(ScoreOutput {
             scores,
             tokens,
-            flops: 0.0,
+            flops: self.cost.flops(tokens),
         })
     }
 
@@ -320,6 +324,35 @@ pub fn assert_within_budget(
             )
         }
         Err(e) => panic!("{label} {generations}/{max_tokens}: {e}"),
+    }
+}
+
+/// Asserts the FLOPs rule on one finished search: it spent no more than `max_flops`
+/// (generator plus verifier, and the two parts add up to the total) and no more
+/// generations than `generations`, or it was refused up front as INVALID_ARGUMENT with
+/// a reason naming the budget.
+pub fn assert_within_flops(
+    label: &str,
+    generations: u32,
+    max_flops: f64,
+    result: &crate::Result<crate::Outcome>,
+) {
+    match result {
+        Ok(o) => {
+            let u = &o.usage;
+            assert!(
+                u.generations <= generations && u.flops <= max_flops * (1.0 + 1e-9),
+                "{label} {generations}/{max_flops:e}: {u:?}"
+            );
+            assert!(
+                (u.generator_flops + u.verifier_flops - u.flops).abs() <= 1e-6 * u.flops.max(1.0),
+                "{label}: the parts do not add up: {u:?}"
+            );
+        }
+        Err(crate::SearchError::Invalid(m)) => {
+            assert!(m.contains("budget"), "{label}: {m}")
+        }
+        Err(e) => panic!("{label} {generations}/{max_flops:e}: {e}"),
     }
 }
 

@@ -311,7 +311,7 @@ pub async fn solve_query<G: Generate, S: Score>(
             SearchError::DeadlineExceeded("no candidate finished before the deadline".into())
         } else {
             SearchError::invalid(format!(
-                "budget.max_tokens is too small for one solution of up to {} tokens and its scoring",
+                "budget.max_tokens or budget.max_flops is too small for one solution of up to {} tokens and its scoring",
                 format.max_solution_tokens
             ))
         });

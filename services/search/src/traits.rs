@@ -117,6 +117,9 @@ pub struct GeneratorLimits {
     pub context_length: u32,
     /// The most samples one generate call may ask for; the search splits larger calls.
     pub max_samples: u32,
+    /// The model's parameters: a token it processes costs `2 x parameters` FLOPs
+    /// ([`forward_flops`]); 0 when unknown (its FLOPs then count as 0).
+    pub parameters: u64,
 }
 
 impl GeneratorLimits {
@@ -124,6 +127,18 @@ impl GeneratorLimits {
     /// token per byte, plus a BOS).
     pub fn room_after(&self, prompt: &str) -> u32 {
         self.context_length.saturating_sub(prompt.len() as u32 + 2)
+    }
+
+    /// The worst-case FLOPs of `n` samples of up to `max_tokens` tokens after
+    /// `prompt`: every sampled token, plus the whole prompt (no prefix-cache hit) once
+    /// per call the search splits the request into.
+    pub fn flops_bound(&self, prompt: &str, n: u32, max_tokens: u32) -> f64 {
+        let calls = u64::from(n.div_ceil(self.max_samples.max(1)));
+        let prompt_tokens = prompt.len() as u64 + 2;
+        forward_flops(
+            self.parameters,
+            u64::from(n) * u64::from(max_tokens) + calls * prompt_tokens,
+        )
     }
 }
 
@@ -133,6 +148,8 @@ impl GeneratorLimits {
 pub struct VerifierCost {
     pub prompt_overhead: u64,
     pub step_overhead: u64,
+    /// The PRM's parameters, as [`GeneratorLimits::parameters`].
+    pub parameters: u64,
 }
 
 impl VerifierCost {
@@ -143,6 +160,11 @@ impl VerifierCost {
                 .iter()
                 .map(|s| s.len() as u64 + self.step_overhead)
                 .sum::<u64>()
+    }
+
+    /// The FLOPs of running the PRM over `tokens` tokens.
+    pub fn flops(&self, tokens: u64) -> f64 {
+        forward_flops(self.parameters, tokens)
     }
 }
 

@@ -42,6 +42,7 @@ fn answering(max_samples: u32) -> ScriptedGenerator {
             max_token_bytes: 1,
             context_length: 1 << 20,
             max_samples,
+            parameters: 0,
         })
 }
 

@@ -688,6 +688,58 @@ async fn no_strategy_spends_past_any_limit() {
 }
 
 #[tokio::test]
+async fn no_strategy_spends_past_a_flops_limit() {
+    use ponder_search::traits::{GeneratorLimits, VerifierCost};
+    let format = SolutionFormat {
+        max_solution_tokens: 64,
+        ..SolutionFormat::default()
+    };
+    // A small and a large generator, each with a verifier of another size: a 64-token
+    // sample after the 5-byte prompt costs at most 2 x P x (64 + 7) FLOPs to draw, so
+    // the limits, in those units, allow from no whole sample (0.5) to the whole budget
+    // of 16 generations with room to spare (100; a step-level search reserves a
+    // whole round of N steps and their scoring at once).
+    let mut answered = 0;
+    let mut limited = 0;
+    for (gen_params, ver_params) in [(1_000u64, 3_000u64), (40_000, 2_000)] {
+        let sample = 2.0 * gen_params as f64 * 71.0;
+        for spec in ponder_search::scripted::STRATEGY_SPECS {
+            for max_flops in [0.5, 2.0, 8.0, 30.0, 100.0].map(|k| k * sample) {
+                let (g, v) = anything();
+                let g = g.with_limits(GeneratorLimits {
+                    max_token_bytes: 1,
+                    context_length: 1 << 20,
+                    max_samples: 256,
+                    parameters: gen_params,
+                });
+                let v = v.with_cost(VerifierCost {
+                    prompt_overhead: 4,
+                    step_overhead: 2,
+                    parameters: ver_params,
+                });
+                let mut p = params(StrategyKind::parse(spec).unwrap(), 16, 0);
+                p.budget = p.budget.with_max_flops(max_flops).unwrap();
+                let result = solve(&g, Some(&v), &format, p, None).await;
+                let label = format!("{spec} on {gen_params}/{ver_params} parameters");
+                ponder_search::scripted::assert_within_flops(&label, 16, max_flops, &result);
+                if let Ok(o) = &result {
+                    answered += 1;
+                    // The FLOPs each call really cost, from what it processed.
+                    let sampled: u64 = g.requests().iter().map(|r| r.prompt.len() as u64).sum();
+                    assert!(o.usage.generator_flops >= 2.0 * gen_params as f64 * sampled as f64);
+                    limited += usize::from(o.usage.flops > 0.5 * max_flops);
+                }
+            }
+        }
+    }
+    assert!(answered >= 65, "only {answered} budgets were usable");
+    assert!(
+        limited >= 30,
+        "only {limited} searches came near their FLOPs limit"
+    );
+}
+
+#[tokio::test]
 async fn calls_are_seeded_in_call_order() {
     // Call i of a query samples with wave_seed(seed, i), whatever the strategy, so a
     // replayed draw equals a live run.

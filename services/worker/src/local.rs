@@ -44,13 +44,12 @@ impl LocalVerifier {
                 worker.info().id
             ))
         })?;
-        Ok(Self {
-            worker,
-            cost: VerifierCost {
-                prompt_overhead: c.prompt_overhead,
-                step_overhead: c.step_overhead,
-            },
-        })
+        let cost = VerifierCost {
+            prompt_overhead: c.prompt_overhead,
+            step_overhead: c.step_overhead,
+            parameters: worker.info().parameters,
+        };
+        Ok(Self { worker, cost })
     }
 
     pub fn worker(&self) -> &ModelWorker {
@@ -98,6 +97,7 @@ impl Generate for LocalGenerator {
             max_token_bytes: self.worker.info().max_token_bytes as u32,
             context_length: self.worker.info().context_length as u32,
             max_samples: self.worker.max_samples(),
+            parameters: self.worker.info().parameters,
         }
     }
 }

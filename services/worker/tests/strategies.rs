@@ -63,6 +63,38 @@ async fn no_strategy_ever_exceeds_its_budget() {
     }
 }
 
+/// The same in FLOPs, on the engine's real token counts and the bundled models' real
+/// parameter counts (1.31M each: 2.6 MFLOPs a token): a budget below one sample, and
+/// one that admits a single scored sample at its worst case (1,024 tokens and a PRM
+/// pass over them, about 1.07e10 FLOPs) at a time, which binds long before 16
+/// generations do. Step-level search reserves a round of 16 steps at once, more than
+/// that, and is refused as too small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_strategy_ever_exceeds_its_flops_budget() {
+    let (g, v) = pair();
+    let mut answered = 0;
+    for spec in SPECS {
+        for max_flops in [1e7, 1.2e10] {
+            let mut p = SolveParams::new(
+                "(47+38)*3-19",
+                Budget::new(16, 0, None)
+                    .unwrap()
+                    .with_max_flops(max_flops)
+                    .unwrap(),
+                1,
+            );
+            p.strategy = Some(StrategyKind::parse(spec).unwrap());
+            let result = solve(g, Some(v), &SolutionFormat::default(), p, None).await;
+            ponder_search::scripted::assert_within_flops(spec, 16, max_flops, &result);
+            if let Ok(o) = &result {
+                answered += 1;
+                assert!(o.usage.generator_flops > 0.0, "{spec}: {:?}", o.usage);
+            }
+        }
+    }
+    assert!(answered >= 6, "only {answered} budgets were usable");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fixed_seed_gives_the_same_result() {
     for spec in SPECS {

@@ -64,6 +64,7 @@ pub fn request(question: &str, generations: u32, seed: u64) -> pb::SolveRequest 
         budget: Some(pb::Budget {
             max_generations: generations,
             max_tokens: 0,
+            max_flops: 0.0,
         }),
         strategy: None,
         seed,

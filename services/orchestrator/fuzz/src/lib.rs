@@ -251,6 +251,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>, Verdict)> {
         budget: Some(pb::Budget {
             max_generations: 32,
             max_tokens: 4096,
+            max_flops: 0.0,
         }),
         ..q("(47+38)*3-19")
     };
@@ -339,6 +340,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>, Verdict)> {
                 budget: Some(pb::Budget {
                     max_generations: 5000,
                     max_tokens: 0,
+                    max_flops: 0.0,
                 }),
                 ..q("1+1")
             },
@@ -350,6 +352,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>, Verdict)> {
                 budget: Some(pb::Budget {
                     max_generations: 8,
                     max_tokens: 1,
+                    max_flops: 0.0,
                 }),
                 ..q("1+1")
             },
@@ -383,6 +386,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>, Verdict)> {
                 budget: Some(pb::Budget {
                     max_generations: 100,
                     max_tokens: 0,
+                    max_flops: 0.0,
                 }),
                 ..q("1+1")
             },

@@ -132,14 +132,21 @@ fn launch<'c, 'a, G: Generate, S: Score>(
     if most == 0 || !alone {
         return None;
     }
-    let fixed = ctx.sample_cost(scored, 0);
-    let per_token = ctx.sample_cost(scored, 1) - fixed;
-    let left = ctx.tokens_left().saturating_sub(fixed);
-    let t = (left / per_token).min(max_new as u64) as u32;
-    if t < MIN_SAMPLE_TOKENS {
+    // The longest sample that fits every limit left (a sample's cost grows with its
+    // length in tokens and in FLOPs alike, so the lengths that fit are a prefix).
+    let (mut lo, mut hi) = (MIN_SAMPLE_TOKENS, max_new);
+    if hi < lo || !ctx.sample_fits(prompt, 1, lo, scored) {
         return None;
     }
-    let call = ctx.sample(vec![(prompt.to_string(), 1)], t, scored)?;
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if ctx.sample_fits(prompt, 1, mid, scored) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let call = ctx.sample(vec![(prompt.to_string(), 1)], lo, scored)?;
     Some((1, call))
 }
 

@@ -16,9 +16,6 @@ use crate::context::{Context, Continuation};
 use crate::error::Result;
 use crate::traits::{Finish, Generate, Score};
 
-/// Most tokens one step may take.
-pub const MAX_STEP_TOKENS: u32 = 256;
-
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Path {
     pub steps: Vec<String>,
