@@ -16,6 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-${PONDER_TRAIN_DIR:-$HOME/ponder-train}}"
 mkdir -p "$work/bin"
+# A new machine starts from what the last session committed (models/train-state.sh).
+models/train-state.sh restore "$work"
 cargo build --release --bin ponder-arith
 # A private copy: rebuilding the workspace while training runs does not touch it.
 cp target/release/ponder-arith "$work/bin/ponder-arith.new"
