@@ -60,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         let cluster = EmbeddedCluster::start(EmbeddedConfig {
             orchestrator_addr: "127.0.0.1:0".parse()?,
             generator_model: gen_path.clone(),
+            other_generator_models: vec![],
             verifier_model: Some(prm_path.clone()),
             policy: None,
             generators: 1,

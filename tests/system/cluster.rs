@@ -94,7 +94,10 @@ async fn usage_never_exceeds_the_budget() {
                     );
                 }
                 if max_flops > 0.0 {
-                    assert!(u.flops <= max_flops, "case {case}: {u:?} over {max_flops:e}");
+                    assert!(
+                        u.flops <= max_flops,
+                        "case {case}: {u:?} over {max_flops:e}"
+                    );
                 }
                 assert!(
                     u.generator_flops > 0.0

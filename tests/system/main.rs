@@ -11,5 +11,6 @@ mod discovery;
 mod eval;
 mod limits;
 mod members;
+mod models;
 mod partition;
 mod security;

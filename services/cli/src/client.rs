@@ -62,6 +62,7 @@ pub fn request(
         temperature: 0.0,
         aggregation: String::new(),
         strict: false,
+        model_id: String::new(),
     }
 }
 
@@ -87,6 +88,12 @@ pub fn print_response(r: &pb::SolveResponse, elapsed: Duration) {
         }
     );
     println!("score:     {:.3} ({})", r.score, r.strategy);
+    if !r.model_id.is_empty() {
+        println!("model:     {}", r.model_id);
+    }
+    for note in &r.routing_notes {
+        println!("routing:   {note}");
+    }
     println!(
         "compute:   {}",
         r.usage.as_ref().map(usage_line).unwrap_or_default()
@@ -202,6 +209,23 @@ pub fn status<'a>(addr: &'a str, access: &'a ConnectArgs) -> BoxedFuture<'a, any
                 m.in_flight,
                 m.requests,
                 m.failures
+            );
+        }
+        println!();
+        println!(
+            "{:<10} {:<16} {:>12} {:>14} {:>6} {:>8} {:>8}",
+            "ROLE", "MODEL", "PARAMETERS", "FLOPS/TOKEN", "READY", "SERVING", "DEFAULT"
+        );
+        for m in s.models {
+            println!(
+                "{:<10} {:<16} {:>12} {:>14.3e} {:>6} {:>8} {:>8}",
+                m.role,
+                m.model_id,
+                m.parameters,
+                m.flops_per_token,
+                m.ready,
+                m.serving,
+                if m.default { "yes" } else { "" }
             );
         }
         Ok(())

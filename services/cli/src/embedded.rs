@@ -1,6 +1,7 @@
 //! The embedded local cluster behind `ponder up`: real gRPC servers on loopback in one
-//! process (N generators, one verifier, one orchestrator), wired by static membership
-//! or by etcd. The same services run as separate processes in a real deployment.
+//! process (N generators of each generator model, one verifier, one orchestrator),
+//! wired by static membership or by etcd. The same services run as separate processes
+//! in a real deployment.
 
 use ponder_cluster::metrics::Metrics;
 use ponder_cluster::node::NodeArgs;
@@ -13,10 +14,14 @@ use std::path::PathBuf;
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
     pub orchestrator_addr: SocketAddr,
+    /// The default generator model: requests that pin none run on it.
     pub generator_model: PathBuf,
+    /// Other generator models (the rest of the ladder), each on `generators` nodes too.
+    pub other_generator_models: Vec<PathBuf>,
     pub verifier_model: Option<PathBuf>,
     /// Compute-optimal policy JSON.
     pub policy: Option<PathBuf>,
+    /// Nodes per generator model.
     pub generators: usize,
     /// etcd endpoints: nodes register there and the orchestrator discovers them.
     pub etcd: Vec<String>,
@@ -47,13 +52,18 @@ impl EmbeddedCluster {
                 ..NodeArgs::default()
             };
             let mut generators = Vec::new();
-            for _ in 0..cfg.generators {
-                let args = ponder_generator::GeneratorArgs {
-                    node: worker_args(),
-                    model: ModelArgs::new(cfg.generator_model.clone()),
-                };
-                generators.push(ponder_generator::start(args, metrics.clone()).await?);
+            let models = std::iter::once(&cfg.generator_model).chain(&cfg.other_generator_models);
+            for model in models {
+                for _ in 0..cfg.generators {
+                    let args = ponder_generator::GeneratorArgs {
+                        node: worker_args(),
+                        model: ModelArgs::new(model.clone()),
+                    };
+                    generators.push(ponder_generator::start(args, metrics.clone()).await?);
+                }
             }
+            // The default model as its nodes report it in ModelInfo.
+            let default_model = generators[0].worker.get()?.info().id.clone();
             let verifier = match &cfg.verifier_model {
                 Some(m) => Some(
                     ponder_verifier::start(
@@ -72,6 +82,7 @@ impl EmbeddedCluster {
                 ..worker_args()
             });
             oargs.policy = cfg.policy.clone();
+            oargs.default_model = Some(default_model);
             // Everything runs on this machine, for its one user: show where, and allow
             // the API's whole budget range (a shared server's operator caps it lower).
             oargs.status_addresses = true;

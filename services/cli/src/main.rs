@@ -30,9 +30,12 @@ enum Command {
             default_value = "127.0.0.1:50051"
         )]
         orchestrator_addr: SocketAddr,
-        /// Generator nodes to start.
+        /// Generator nodes to start per generator model.
         #[arg(long, default_value_t = 1)]
         generators: usize,
+        /// Start only the manifest's default generator model, not the whole ladder.
+        #[arg(long)]
+        default_only: bool,
         /// Use etcd at this URL for discovery instead of static membership.
         #[arg(long, env = "PONDER_ETCD")]
         etcd: Option<String>,
@@ -71,6 +74,10 @@ enum Command {
         /// --budget still applies).
         #[arg(long, default_value_t = 0.0)]
         max_flops: f64,
+        /// Run on this generator model (`ponder status` lists them); default: the
+        /// cluster's default model.
+        #[arg(long)]
+        model: Option<String>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Show the best answer as compute is spent.
@@ -143,7 +150,7 @@ enum Command {
 enum NodeCommand {
     Generator(ponder_generator::GeneratorArgs),
     Verifier(ponder_verifier::VerifierArgs),
-    Orchestrator(ponder_orchestrator::OrchestratorArgs),
+    Orchestrator(Box<ponder_orchestrator::OrchestratorArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -155,6 +162,7 @@ fn main() -> anyhow::Result<()> {
             Command::Up {
                 orchestrator_addr,
                 generators,
+                default_only,
                 etcd,
                 cluster,
                 models,
@@ -168,6 +176,11 @@ fn main() -> anyhow::Result<()> {
                 let cfg = EmbeddedConfig {
                     orchestrator_addr,
                     generator_model: bundled.generator,
+                    other_generator_models: if default_only {
+                        vec![]
+                    } else {
+                        bundled.other_generators
+                    },
                     verifier_model: bundled.verifier,
                     policy: bundled.policy,
                     generators,
@@ -192,6 +205,7 @@ fn main() -> anyhow::Result<()> {
                 budget,
                 max_tokens,
                 max_flops,
+                model,
                 seed,
                 stream,
                 timeout,
@@ -207,6 +221,7 @@ fn main() -> anyhow::Result<()> {
                 if let Some(b) = req.budget.as_mut() {
                     b.max_flops = max_flops;
                 }
+                req.model_id = model.unwrap_or_default();
                 client::solve(
                     &addr,
                     &connect,
@@ -261,7 +276,7 @@ fn main() -> anyhow::Result<()> {
             Command::Node(node) => match *node {
                 NodeCommand::Generator(a) => ponder_generator::run(a).await,
                 NodeCommand::Verifier(a) => ponder_verifier::run(a).await,
-                NodeCommand::Orchestrator(a) => ponder_orchestrator::run(a).await,
+                NodeCommand::Orchestrator(a) => ponder_orchestrator::run(*a).await,
             },
         }
     })

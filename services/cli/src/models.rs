@@ -18,6 +18,8 @@ pub const LEGACY_POLICY_FILE: &str = "arith-policy.json";
 pub struct Bundled {
     pub dir: ModelsDir,
     pub generator: PathBuf,
+    /// The manifest's other generators (the rest of the ladder), verified too.
+    pub other_generators: Vec<PathBuf>,
     /// None when the directory has no verifier (strategies then run without scores).
     pub verifier: Option<PathBuf>,
     /// The compute-optimal policy fitted on this pair by `ponder eval --fit`, if any.
@@ -47,6 +49,17 @@ pub fn models_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 pub fn bundled(explicit: Option<&Path>) -> anyhow::Result<Bundled> {
     let dir = ModelsDir::open(&models_dir(explicit)?)?;
     let generator = dir.resolve(ModelRole::Generator, None)?;
+    let default_name = dir
+        .default_for(ModelRole::Generator)
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let other_generators = dir
+        .manifest
+        .models
+        .iter()
+        .filter(|m| m.role == ModelRole::Generator && m.name != default_name)
+        .map(|m| dir.resolve(ModelRole::Generator, Some(&m.name)))
+        .collect::<Result<Vec<_>, _>>()?;
     let verifier = match dir.default_for(ModelRole::Verifier) {
         Some(_) => Some(dir.resolve(ModelRole::Verifier, None)?),
         None => None,
@@ -62,6 +75,7 @@ pub fn bundled(explicit: Option<&Path>) -> anyhow::Result<Bundled> {
     Ok(Bundled {
         dir,
         generator,
+        other_generators,
         verifier,
         policy,
     })

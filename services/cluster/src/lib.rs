@@ -14,6 +14,7 @@ pub mod member;
 pub mod member_check;
 pub mod membership;
 pub mod metrics;
+pub mod models;
 pub mod node;
 pub mod pool;
 pub mod register;

@@ -129,6 +129,8 @@ pub struct Member {
     consecutive_failures: AtomicU32,
     /// Milliseconds since `epoch` until which the member is ejected.
     ejected_until_ms: AtomicU64,
+    /// Milliseconds since `epoch` of the last failed call.
+    last_failure_ms: AtomicU64,
     epoch: Instant,
 }
 
@@ -169,6 +171,7 @@ impl Member {
             failures: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
+            last_failure_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         })
     }
@@ -181,9 +184,20 @@ impl Member {
         self.now_ms() < self.ejected_until_ms.load(Ordering::Relaxed)
     }
 
+    /// Its last call failed, less than [`MAX_EJECTION`] ago, and none has succeeded
+    /// since. Ejection is for routing calls within a model and ends quickly, so that a
+    /// member is probed again soon; choosing a query's *model* needs the longer view
+    /// (`models::served`), or every probe would cost a query a wait for a dead model.
+    pub fn is_failing(&self) -> bool {
+        self.consecutive_failures.load(Ordering::Relaxed) > 0
+            && self.now_ms()
+                < self.last_failure_ms.load(Ordering::Relaxed) + MAX_EJECTION.as_millis() as u64
+    }
+
     /// Ejects the member for a time that doubles with each consecutive failure.
     pub fn record_failure(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);
+        self.last_failure_ms.store(self.now_ms(), Ordering::Relaxed);
         let n = self
             .consecutive_failures
             .fetch_add(1, Ordering::Relaxed)

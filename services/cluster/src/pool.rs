@@ -248,16 +248,36 @@ where
         .unwrap_or_else(|| SearchError::Unavailable(format!("no {} is available", role.as_str()))))
 }
 
-/// The generator members of a registry as one [`Generate`].
+/// The generator members of a registry as one [`Generate`]: all of them, or those of
+/// one model ([`GeneratorPool::for_model`]).
 #[derive(Clone)]
 pub struct GeneratorPool {
     registry: Registry,
     retries: RetryBudget,
+    /// Only members whose ModelInfo names this model (None: every member).
+    model: Option<String>,
 }
 
 impl GeneratorPool {
     pub fn new(registry: Registry, retries: RetryBudget) -> Self {
-        Self { registry, retries }
+        Self {
+            registry,
+            retries,
+            model: None,
+        }
+    }
+
+    /// The members serving `model_id` (docs/cluster.md, "Several models").
+    pub fn for_model(registry: Registry, retries: RetryBudget, model_id: &str) -> Self {
+        Self {
+            registry,
+            retries,
+            model: Some(model_id.to_string()),
+        }
+    }
+
+    fn serves(&self, info: &pb::ModelInfoResponse) -> bool {
+        self.model.as_deref().is_none_or(|m| info.model_id == m)
     }
 }
 
@@ -269,7 +289,8 @@ impl Generate for GeneratorPool {
         // still goes to a member, whose INVALID_ARGUMENT says what to fix.)
         let limits = self.limits();
         let fits = |i: &pb::ModelInfoResponse| {
-            i.context_length >= limits.context_length
+            self.serves(i)
+                && i.context_length >= limits.context_length
                 && max_samples(i) >= limits.max_samples
                 && i.max_token_bytes <= limits.max_token_bytes
                 && i.parameters <= limits.parameters
@@ -306,7 +327,7 @@ impl Generate for GeneratorPool {
             .registry
             .members(Role::Generator)
             .iter()
-            .filter_map(|m| m.info.get().cloned())
+            .filter_map(|m| m.info.get().filter(|i| self.serves(i)).cloned())
             .collect();
         GeneratorLimits {
             max_token_bytes: agreed(infos.iter().map(|i| i.max_token_bytes), Tie::Larger)

@@ -70,13 +70,17 @@ pub struct WorkloadArgs {
     /// per line; the answer is optional).
     #[arg(long, conflicts_with = "levels")]
     pub questions: Option<PathBuf>,
-    /// Strategies and budgets, STRATEGY:BUDGET[=WEIGHT],...; `default` lets the server
-    /// choose, e.g. compute_optimal:16=0.7,beam_search:64=0.3.
+    /// Strategies and budgets, STRATEGY:BUDGET[@FLOPS][=WEIGHT],...; `default` lets the
+    /// server choose, e.g. compute_optimal:16=0.7,beam_search:64@2e10=0.3.
     #[arg(long, default_value = "default:16")]
     pub mix: String,
     /// Generator + verifier token limit per query (0: none).
     #[arg(long, default_value_t = 0)]
     pub max_tokens: u64,
+    /// Pin every request to this generator model (SolveRequest.model_id); default: the
+    /// cluster's default model.
+    #[arg(long)]
+    pub model: Option<String>,
 }
 
 /// How open-loop sends are spaced.
@@ -279,6 +283,7 @@ impl WorkloadArgs {
             mix: Mix::parse(&self.mix)?,
             seed: self.seed,
             max_tokens: self.max_tokens,
+            model_id: self.model.clone().unwrap_or_default(),
         })
     }
 }

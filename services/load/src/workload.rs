@@ -35,6 +35,8 @@ pub struct Workload {
     pub seed: u64,
     /// Generator + verifier token limit per query (0: none).
     pub max_tokens: u64,
+    /// The generator model every request pins (empty: the cluster's default).
+    pub model_id: String,
 }
 
 /// One request to send.
@@ -79,6 +81,7 @@ impl Workload {
                 temperature: 0.0,
                 aggregation: String::new(),
                 strict: false,
+                model_id: self.model_id.clone(),
             },
         }
     }
@@ -203,6 +206,7 @@ mod tests {
             mix: Mix::parse("best_of_n:4=1,beam_search:2:8=1").unwrap(),
             seed,
             max_tokens: 0,
+            model_id: String::new(),
         }
     }
 

@@ -14,6 +14,7 @@ async fn cluster() -> EmbeddedCluster {
     EmbeddedCluster::start(EmbeddedConfig {
         orchestrator_addr: "127.0.0.1:0".parse().unwrap(),
         generator_model: models.generator,
+        other_generator_models: vec![],
         verifier_model: models.verifier,
         policy: None,
         generators: 1,

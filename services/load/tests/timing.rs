@@ -87,6 +87,7 @@ fn workload() -> Workload {
         mix: Mix::parse("best_of_n:4").unwrap(),
         seed: 0,
         max_tokens: 0,
+        model_id: String::new(),
     }
 }
 

@@ -49,6 +49,11 @@ pub struct OrchestratorArgs {
     /// unfitted policy (docs/strategies.md).
     #[arg(long, env = "PONDER_POLICY")]
     pub policy: Option<PathBuf>,
+    /// The generator model a request that pins none (`SolveRequest.model_id`) runs on,
+    /// as its members report it in ModelInfo. Unset: the model with the most serving
+    /// generators (docs/cluster.md, "Several models").
+    #[arg(long, env = "PONDER_DEFAULT_MODEL")]
+    pub default_model: Option<String>,
     /// Generations when a request sets no budget.
     #[arg(long, env = "PONDER_DEFAULT_GENERATIONS", default_value_t = request::DEFAULT_GENERATIONS)]
     pub default_generations: u32,
@@ -145,6 +150,7 @@ impl OrchestratorArgs {
             verifiers: vec![],
             format: None,
             policy: None,
+            default_model: None,
             default_generations: request::DEFAULT_GENERATIONS,
             max_queries: 64,
             max_queries_per_client: DEFAULT_MAX_QUERIES_PER_CLIENT,
@@ -269,6 +275,7 @@ pub fn start(
             format,
             policy,
             default_generations: args.default_generations,
+            default_model: args.default_model.clone().filter(|m| !m.is_empty()),
             admission: Admission::new(
                 args.max_queries,
                 args.max_queries_per_client,

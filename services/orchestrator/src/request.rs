@@ -103,6 +103,9 @@ pub fn deadline(metadata: &MetadataMap) -> Option<Instant> {
     Instant::now().checked_add(d)
 }
 
+/// The longest `SolveRequest.model_id` accepted (it is echoed in error messages).
+pub const MAX_MODEL_ID_BYTES: usize = 256;
+
 /// The request as search parameters, not yet validated. Wire defaults become
 /// `None`: no budget gives `default_generations`, temperature 0 the default one.
 pub fn params(
@@ -117,6 +120,12 @@ pub fn params(
             .and_then(|budget| budget.with_max_flops(b.max_flops)),
     }
     .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if req.model_id.len() > MAX_MODEL_ID_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "model_id is {} bytes; a model id is at most {MAX_MODEL_ID_BYTES} (ClusterStatus lists the served ones)",
+            req.model_id.len()
+        )));
+    }
     let mut p = SolveParams::new(req.question.clone(), budget, req.seed);
     p.strategy = strategy(req.strategy.as_ref())?;
     p.temperature = (req.temperature != 0.0).then_some(req.temperature);
@@ -151,8 +160,18 @@ pub fn event(p: &Progress) -> pb::SolveEvent {
     }
 }
 
-pub fn response(o: Outcome, request_id: &str) -> pb::SolveResponse {
+/// A query's result: the search's outcome and the generator model it ran on.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub outcome: Outcome,
+    pub model: ponder_cluster::models::ModelChoice,
+}
+
+pub fn response(a: Answer, request_id: &str) -> pb::SolveResponse {
+    let o = a.outcome;
     pb::SolveResponse {
+        model_id: a.model.model_id,
+        routing_notes: a.model.notes,
         elapsed_seconds: o.elapsed.as_secs_f64(),
         calls_seconds: o.calls.as_secs_f64(),
         partial: o.partial,

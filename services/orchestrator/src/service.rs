@@ -11,8 +11,9 @@
 
 use crate::access::{refusal, Caller, Gate};
 use crate::admission::Admission;
-use crate::request;
+use crate::request::{self, Answer};
 use ponder_cluster::metrics::{code_of, Metrics};
+use ponder_cluster::models::{self, ModelChoice, NoModel};
 use ponder_cluster::pool::member_wait_deadline;
 use ponder_cluster::status::to_status;
 use ponder_cluster::{request_id, GeneratorPool, Registry, Role, VerifierPool};
@@ -38,6 +39,8 @@ pub struct Shared {
     /// The compute-optimal policy, its strategies parsed once at start-up.
     pub policy: Arc<Policy>,
     pub default_generations: u32,
+    /// The generator model a query that pins none runs on (`--default-model`).
+    pub default_model: Option<String>,
     pub admission: Admission,
     /// The operator's caps on one query.
     pub limits: QueryLimits,
@@ -62,7 +65,7 @@ struct AbortOnDrop<T>(JoinHandle<T>);
 
 /// An admitted query: its task, and what its access-log line needs.
 struct Ticket {
-    task: AbortOnDrop<Result<Outcome, Status>>,
+    task: AbortOnDrop<Result<Answer, Status>>,
     id: String,
     caller: Caller,
     started: Instant,
@@ -70,7 +73,7 @@ struct Ticket {
 
 impl Ticket {
     /// Waits for the query and writes its access-log line and per-client counts.
-    async fn finish(&mut self, shared: &Shared) -> Result<Outcome, Status> {
+    async fn finish(&mut self, shared: &Shared) -> Result<Answer, Status> {
         let result = join(&mut self.task).await;
         shared.access_log(self, &result);
         result
@@ -101,6 +104,7 @@ impl OrchestratorService {
         let (query, id) = self
             .accept(&request)
             .inspect_err(|_| refusal(metrics, "invalid_argument"))?;
+        let pinned = request.get_ref().model_id.clone();
         let caller = request
             .extensions()
             .get::<Caller>()
@@ -120,7 +124,7 @@ impl OrchestratorService {
         let shared = self.shared.clone();
         let task = tokio::spawn(async move {
             let _admitted = admitted;
-            shared.answer(&query, progress).await
+            shared.answer(&query, &pinned, progress).await
         });
         Ok(Ticket {
             task: AbortOnDrop(task),
@@ -149,17 +153,21 @@ impl OrchestratorService {
 }
 
 impl Shared {
-    /// Runs one admitted query on the pools.
+    /// Runs one admitted query on the pools of its generator model (`pinned`, or the
+    /// default).
     async fn answer(
         &self,
         query: &Query,
+        pinned: &str,
         progress: Option<watch::Sender<Progress>>,
-    ) -> Result<Outcome, Status> {
+    ) -> Result<Answer, Status> {
         let has_verifier = self.has_verifier(query).await;
         if self.registry.members(Role::Generator).is_empty() {
             return Err(Status::unavailable("no generator is available"));
         }
-        let generators = GeneratorPool::new(self.registry.clone(), self.retries.clone());
+        let model = self.choose_model(query, pinned).await?;
+        let generators =
+            GeneratorPool::for_model(self.registry.clone(), self.retries.clone(), &model.model_id);
         let verifiers = VerifierPool::new(self.registry.clone(), self.retries.clone());
         let outcome = solve_query(
             &generators,
@@ -171,7 +179,34 @@ impl Shared {
         .await
         .map_err(to_status)?;
         self.record(&outcome);
-        Ok(outcome)
+        Ok(Answer { outcome, model })
+    }
+
+    /// The query's generator model ([`models::choose`]). Members still connecting may
+    /// serve the model asked for (a restart): while some are, it waits for them, within
+    /// the query's deadline, before it calls a model unknown.
+    async fn choose_model(&self, query: &Query, pinned: &str) -> Result<ModelChoice, Status> {
+        let default = self.default_model.as_deref();
+        let pick = |snap: &ponder_cluster::Snapshot| {
+            models::choose(&models::served(snap, Role::Generator), pinned, default)
+        };
+        let snapshot = self.registry.snapshot();
+        let first = pick(&snapshot);
+        let connecting = snapshot.ready(Role::Generator) < snapshot.members(Role::Generator).len();
+        let result = match first {
+            Err(_) if connecting => {
+                let deadline = member_wait_deadline(query.budget().deadline);
+                self.registry
+                    .wait_for(Some(deadline), |snap| pick(snap).ok())
+                    .await
+                    .ok_or(first.unwrap_err())
+            }
+            other => other,
+        };
+        result.map_err(|e| match e {
+            NoModel::Unknown(m) => Status::invalid_argument(m),
+            NoModel::NoneReady => Status::unavailable(e.to_string()),
+        })
     }
 
     /// Whether the query gets the verifier pool. Known members count even while not
@@ -204,17 +239,22 @@ impl Shared {
     /// API key's name, never the key), strategy, usage, status and latency; and the
     /// per-client counts (`ponder_client_*`). Clients are labelled by key name only
     /// ("anonymous" for an open API), so the series stay as few as the keys.
-    fn access_log(&self, ticket: &Ticket, result: &Result<Outcome, Status>) {
+    fn access_log(&self, ticket: &Ticket, result: &Result<Answer, Status>) {
         let code = code_of(result);
-        let (strategy, usage) = match result {
-            Ok(o) => (o.strategy.name(), o.usage),
-            Err(_) => ("", Default::default()),
+        let (strategy, model, usage) = match result {
+            Ok(a) => (
+                a.outcome.strategy.name(),
+                a.model.model_id.as_str(),
+                a.outcome.usage,
+            ),
+            Err(_) => ("", "", Default::default()),
         };
         tracing::info!(
             target: "ponder::access",
             request_id = %ticket.id,
             client = %ticket.caller,
             strategy,
+            model,
             generations = usage.generations,
             tokens = usage.tokens(),
             code = ?code,
@@ -254,7 +294,7 @@ impl Shared {
     }
 }
 
-async fn join(task: &mut AbortOnDrop<Result<Outcome, Status>>) -> Result<Outcome, Status> {
+async fn join(task: &mut AbortOnDrop<Result<Answer, Status>>) -> Result<Answer, Status> {
     match (&mut task.0).await {
         Ok(r) => r,
         Err(e) if e.is_cancelled() => Err(Status::cancelled("the query was cancelled")),
@@ -273,8 +313,8 @@ impl Orchestrator for OrchestratorService {
         let timer = self.shared.metrics.start("orchestrator", "Solve");
         let result = async {
             let mut ticket = self.spawn_query(request, None)?;
-            let outcome = ticket.finish(&self.shared).await?;
-            let mut resp = Response::new(request::response(outcome, &ticket.id));
+            let answer = ticket.finish(&self.shared).await?;
+            let mut resp = Response::new(request::response(answer, &ticket.id));
             request_id::insert(resp.metadata_mut(), &ticket.id);
             Ok(resp)
         }
@@ -364,10 +404,35 @@ impl Orchestrator for OrchestratorService {
                 failures: m.failures.load(Relaxed),
             })
             .collect();
+        let snapshot = self.shared.registry.snapshot();
+        let default = self.shared.default_model.as_deref();
+        let generators = models::served(&snapshot, Role::Generator);
+        let chosen_default = models::choose(&generators, "", default)
+            .ok()
+            .map(|c| c.model_id);
+        let models = [Role::Generator, Role::Verifier]
+            .into_iter()
+            .flat_map(|role| {
+                let chosen_default = chosen_default.clone();
+                models::served(&snapshot, role)
+                    .into_iter()
+                    .map(move |m| pb::ServedModel {
+                        role: role.as_str().into(),
+                        flops_per_token: m.flops_per_token(),
+                        default: role == Role::Generator
+                            && chosen_default.as_deref() == Some(m.model_id.as_str()),
+                        model_id: m.model_id,
+                        parameters: m.parameters,
+                        ready: m.ready as u32,
+                        serving: m.serving as u32,
+                    })
+            })
+            .collect();
         Ok(Response::new(pb::ClusterStatusResponse {
             cluster: self.shared.cluster.clone(),
             discovery: self.shared.discovery.into(),
             members,
+            models,
         }))
     }
 }

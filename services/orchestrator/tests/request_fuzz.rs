@@ -126,6 +126,11 @@ fn structured(rng: &mut impl Rng) -> pb::SolveRequest {
         temperature: odd_f32(rng),
         aggregation: odd_string(rng),
         strict: rng.random(),
+        model_id: if rng.random_bool(0.2) {
+            "m".repeat(rng.random_range(0..400))
+        } else {
+            odd_string(rng)
+        },
     }
 }
 

@@ -41,6 +41,7 @@ pub async fn embedded(generators: usize) -> EmbeddedCluster {
     EmbeddedCluster::start(EmbeddedConfig {
         orchestrator_addr: "127.0.0.1:0".parse().unwrap(),
         generator_model: generator_model(),
+        other_generator_models: vec![],
         verifier_model: Some(verifier_model()),
         policy: None,
         generators,
@@ -71,6 +72,7 @@ pub fn request(question: &str, generations: u32, seed: u64) -> pb::SolveRequest 
         temperature: 0.0,
         aggregation: String::new(),
         strict: false,
+        model_id: String::new(),
     }
 }
 
