@@ -46,19 +46,7 @@ async fn members_come_and_go_and_etcd_may_restart() {
     // A generator in another process, then SIGKILLed: gone after its lease (2 s) expires.
     let url = etcd.client_url.clone();
     let gen = generator_model();
-    let (mut killed, _) = spawn_node(
-        "generator",
-        &[
-            "--model",
-            gen.to_str().unwrap(),
-            "--etcd",
-            &url,
-            "--cluster",
-            "disco",
-            "--lease-ttl",
-            "2",
-        ],
-    );
+    let (mut killed, _) = spawn_etcd_node("generator", &gen, &url, "disco", &["--lease-ttl", "2"]);
     assert!(eventually(Duration::from_secs(5), || reg.ready(Role::Generator) == 2).await);
     killed.0.kill().unwrap();
     assert!(

@@ -57,10 +57,6 @@ impl Generator for Rogue {
     }
 }
 
-fn as_strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 /// Serves `rogue` on an ephemeral port, over TLS with `identity` when given.
 async fn serve_rogue(rogue: Rogue, identity: Option<tonic::transport::Identity>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -84,20 +80,8 @@ async fn a_rogue_member_with_poisonous_limits_is_refused_and_sees_no_prompt() {
     let etcd = Etcd::start();
     let url = etcd.client_url.clone();
     let (gen, prm) = (generator_model(), verifier_model());
-    let node = |model: &std::path::PathBuf| {
-        vec![
-            "--model".to_string(),
-            model.to_str().unwrap().to_string(),
-            "--etcd".into(),
-            url.clone(),
-            "--cluster".into(),
-            "h1".into(),
-        ]
-    };
-    let gen_args = node(&gen);
-    let prm_args = node(&prm);
-    let (_g, _) = spawn_node("generator", &as_strs(&gen_args));
-    let (_v, _) = spawn_node("verifier", &as_strs(&prm_args));
+    let (_g, _) = spawn_etcd_node("generator", &gen, &url, "h1", &[]);
+    let (_v, _) = spawn_etcd_node("verifier", &prm, &url, "h1", &[]);
     let rogue = Rogue {
         info: Arc::new(Mutex::new(pb::ModelInfoResponse {
             model_id: "arith-gen".into(),

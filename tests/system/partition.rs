@@ -77,36 +77,23 @@ async fn pipe(
     }
 }
 
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generator_cut_off_but_registered_fails_no_query() {
     let etcd = Etcd::start();
     let url = etcd.client_url.clone();
     let (gen, prm) = (generator_model(), verifier_model());
     let proxy = BlackHoleProxy::start().await;
-    let node = |model: &std::path::Path, extra: &[&str]| {
-        let mut args = vec![
-            "--model".to_string(),
-            model.to_str().unwrap().into(),
-            "--etcd".into(),
-            url.clone(),
-            "--cluster".into(),
-            "cut".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
-    };
     // The one behind the proxy: etcd gets the proxy's address.
-    let cut_args = node(&gen, &["--advertise", &proxy.addr]);
-    let (_cut_gen, cut_addr) = spawn_node("generator", &strs(&cut_args));
+    let (_cut_gen, cut_addr) = spawn_etcd_node(
+        "generator",
+        &gen,
+        &url,
+        "cut",
+        &["--advertise", &proxy.addr],
+    );
     *proxy.target.lock().unwrap() = Some(cut_addr);
-    let other_args = node(&gen, &[]);
-    let (_other_gen, _) = spawn_node("generator", &strs(&other_args));
-    let prm_args = node(&prm, &[]);
-    let (_v, _) = spawn_node("verifier", &strs(&prm_args));
+    let (_other_gen, _) = spawn_etcd_node("generator", &gen, &url, "cut", &[]);
+    let (_v, _) = spawn_etcd_node("verifier", &prm, &url, "cut", &[]);
     let o = ponder_orchestrator::start(
         ponder_orchestrator::OrchestratorArgs::new(NodeArgs {
             etcd: vec![url.clone()],
@@ -160,19 +147,8 @@ async fn an_orchestrator_cut_off_from_etcd_keeps_answering() {
     let proxy = BlackHoleProxy::start().await;
     *proxy.target.lock().unwrap() = Some(url.trim_start_matches("http://").to_string());
     let (gen, prm) = (generator_model(), verifier_model());
-    let node = |model: &std::path::Path| {
-        vec![
-            "--model".to_string(),
-            model.to_str().unwrap().into(),
-            "--etcd".into(),
-            url.clone(),
-            "--cluster".into(),
-            "cut-etcd".into(),
-        ]
-    };
-    let (gen_args, prm_args) = (node(&gen), node(&prm));
-    let (_g, _) = spawn_node("generator", &strs(&gen_args));
-    let (_v, _) = spawn_node("verifier", &strs(&prm_args));
+    let (_g, _) = spawn_etcd_node("generator", &gen, &url, "cut-etcd", &[]);
+    let (_v, _) = spawn_etcd_node("verifier", &prm, &url, "cut-etcd", &[]);
     // The orchestrator reaches etcd only through the proxy.
     let o = ponder_orchestrator::start(
         ponder_orchestrator::OrchestratorArgs::new(NodeArgs {

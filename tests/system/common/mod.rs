@@ -121,6 +121,21 @@ pub fn spawn_node(role: &str, args: &[&str]) -> (Proc, String) {
     (Proc(child), addr)
 }
 
+/// Starts `ponder node <role>` serving `model`, registered in etcd at `etcd_url` under
+/// `cluster`, with `extra` flags; returns the process and its listen address.
+pub fn spawn_etcd_node(
+    role: &str,
+    model: &std::path::Path,
+    etcd_url: &str,
+    cluster: &str,
+    extra: &[&str],
+) -> (Proc, String) {
+    let model = model.to_str().expect("a UTF-8 model path");
+    let mut args = vec!["--model", model, "--etcd", etcd_url, "--cluster", cluster];
+    args.extend_from_slice(extra);
+    spawn_node(role, &args)
+}
+
 /// A real etcd server on ephemeral loopback ports, with its own data directory.
 pub struct Etcd {
     pub proc: Option<Proc>,
