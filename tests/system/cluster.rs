@@ -341,7 +341,7 @@ async fn health_turns_serving_and_status_lists_members() {
     let body = http_get(m, "/metrics").await;
     assert!(
         body.contains(
-            "ponder_requests_total{role=\"orchestrator\",method=\"Solve\",code=\"Ok\"} 1"
+            "ponder_requests_total{role=\"orchestrator\",method=\"Solve\",code=\"OK\"} 1"
         ),
         "{body}"
     );
@@ -436,6 +436,28 @@ async fn a_python_grpcio_client_can_solve() {
     );
     assert!(stdout.contains("answer 85"), "{stdout}");
     assert!(stdout.contains("INVALID_ARGUMENT"), "{stdout}");
+
+    // The stock reflection client (v1alpha) reads the API without any .proto file.
+    let out = tokio::process::Command::new(&python)
+        .arg(root.join("tests/python/reflection_client.py"))
+        .arg(cluster.addr().to_string())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "reflection client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "service ponder.v1.Orchestrator",
+        "service grpc.health.v1.Health",
+        "method Solve ponder.v1.SolveRequest ponder.v1.SolveResponse",
+        "method ClusterStatus ponder.v1.ClusterStatusRequest ponder.v1.ClusterStatusResponse",
+    ] {
+        assert!(stdout.contains(line), "{line:?} not in {stdout}");
+    }
     cluster.stop().await;
 }
 

@@ -187,9 +187,9 @@ async fn refusals_are_counted_budgets_are_charged_per_key_and_keys_reload() {
     for line in [
         r#"ponder_refusals_total{what="request",reason="unauthenticated"} 1"#,
         r#"ponder_refusals_total{what="request",reason="generation_rate_limited"} 1"#,
-        r#"ponder_client_queries_total{client="alice",code="Ok"} 2"#,
+        r#"ponder_client_queries_total{client="alice",code="OK"} 2"#,
         r#"ponder_client_generations_total{client="alice"} 24"#,
-        r#"ponder_client_queries_total{client="bob",code="Ok"} 1"#,
+        r#"ponder_client_queries_total{client="bob",code="OK"} 1"#,
     ] {
         assert!(text.contains(line), "no {line} in\n{text}");
     }

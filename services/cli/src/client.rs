@@ -25,13 +25,15 @@ pub fn connect_with<'a>(
     access: &'a ConnectArgs,
 ) -> BoxedFuture<'a, anyhow::Result<Client>> {
     Box::pin(async move {
-        let endpoint = access.endpoint(addr)?;
+        let endpoint = access
+            .endpoint(addr)
+            .map_err(|e| crate::exit::usage(format!("{e:#}")))?;
         let url = endpoint.uri().to_string();
         let channel = endpoint.connect().await.map_err(|e| {
-            anyhow::anyhow!(
+            crate::exit::transport(format!(
                 "cannot reach the orchestrator at {url}: {}",
                 ponder_cluster::connect::error_chain(&e)
-            )
+            ))
         })?;
         Ok(OrchestratorClient::with_interceptor(
             channel,
@@ -113,6 +115,14 @@ pub fn print_response(r: &pb::SolveResponse, elapsed: Duration) {
     }
 }
 
+/// How `ponder solve` and `ponder status` print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    /// One JSON object per line (`crate::json`).
+    Json,
+}
+
 /// `ponder solve`: one question, optionally streaming.
 pub fn solve<'a>(
     addr: &'a str,
@@ -120,6 +130,7 @@ pub fn solve<'a>(
     req: pb::SolveRequest,
     stream: bool,
     timeout: Duration,
+    output: Output,
 ) -> BoxedFuture<'a, anyhow::Result<()>> {
     Box::pin(async move {
         let mut client = connect_with(addr, access).await?;
@@ -132,7 +143,10 @@ pub fn solve<'a>(
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            print_response(&r, start.elapsed());
+            match output {
+                Output::Text => print_response(&r, start.elapsed()),
+                Output::Json => println!("{}", crate::json::solve_response(&r)),
+            }
             return Ok(());
         }
         let mut events = client
@@ -142,8 +156,15 @@ pub fn solve<'a>(
             .into_inner();
         while let Some(ev) = events.message().await.map_err(status_error)? {
             if let Some(fin) = ev.r#final {
-                print_response(&fin, start.elapsed());
+                match output {
+                    Output::Text => print_response(&fin, start.elapsed()),
+                    Output::Json => println!("{}", crate::json::solve_response(&fin)),
+                }
                 return Ok(());
+            }
+            if output == Output::Json {
+                println!("{}", crate::json::event(&ev));
+                continue;
             }
             println!(
                 "[{:>7.3} s] best so far: {:<8} score {:.3}  ({})",
@@ -162,9 +183,21 @@ pub fn solve<'a>(
 }
 
 /// The status with the causes of a transport failure (a TLS alert, a reset), and a
-/// hint when the likely cause is a plaintext client at a TLS port.
+/// hint when the likely cause is a plaintext client at a TLS port; its exit status
+/// follows the code (`crate::exit`), a transport failure reported as INTERNAL or
+/// UNKNOWN included.
 fn status_error(s: tonic::Status) -> anyhow::Error {
-    let mut text = format!("{:?}: {}", s.code(), s.message());
+    let mut exit = crate::exit::exit_of(s.code());
+    if std::error::Error::source(&s).is_some()
+        && matches!(s.code(), tonic::Code::Internal | tonic::Code::Unknown)
+    {
+        exit = crate::exit::Exit::Transport;
+    }
+    let mut text = format!(
+        "{}: {}",
+        ponder_cluster::metrics::code_name(s.code()),
+        s.message()
+    );
     let mut source = std::error::Error::source(&s);
     while let Some(cause) = source {
         let cause_text = cause.to_string();
@@ -176,12 +209,21 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
     }
     if s.code() == tonic::Code::Internal && s.message().contains("h2 protocol error") {
         text.push_str(" (if the server serves TLS, give --tls-ca)");
+        exit = crate::exit::Exit::Transport;
     }
-    anyhow::anyhow!(text)
+    crate::exit::Failure {
+        exit,
+        message: text,
+    }
+    .into()
 }
 
 /// `ponder status`: members, health and load.
-pub fn status<'a>(addr: &'a str, access: &'a ConnectArgs) -> BoxedFuture<'a, anyhow::Result<()>> {
+pub fn status<'a>(
+    addr: &'a str,
+    access: &'a ConnectArgs,
+    output: Output,
+) -> BoxedFuture<'a, anyhow::Result<()>> {
     Box::pin(async move {
         let mut client = connect_with(addr, access).await?;
         let s = client
@@ -189,6 +231,10 @@ pub fn status<'a>(addr: &'a str, access: &'a ConnectArgs) -> BoxedFuture<'a, any
             .await
             .map_err(status_error)?
             .into_inner();
+        if output == Output::Json {
+            println!("{}", crate::json::status(&s));
+            return Ok(());
+        }
         println!("cluster {} (discovery: {})", s.cluster, s.discovery);
         println!(
             "{:<10} {:<36} {:<22} {:<12} {:<11} {:>9} {:>9} {:>8}",

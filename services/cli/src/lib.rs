@@ -3,4 +3,6 @@
 pub mod client;
 pub mod embedded;
 pub mod eval;
+pub mod exit;
+pub mod json;
 pub mod models;

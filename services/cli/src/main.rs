@@ -1,4 +1,5 @@
 //! `ponder`: the embedded local cluster, a client, and every node role in one binary.
+//! Its exit status says what kind of failure ended it (`ponder_cli::exit`).
 
 use clap::{Parser, Subcommand};
 use ponder_cli::embedded::{EmbeddedCluster, EmbeddedConfig};
@@ -60,8 +61,10 @@ enum Command {
     /// Ask the orchestrator one question.
     Solve {
         question: String,
-        /// Strategy name (self_consistency, best_of_n, weighted_best_of_n); default:
-        /// the best available.
+        /// Strategy, by name with its optional main parameter: self_consistency,
+        /// best_of_n, weighted_best_of_n, beam_search[:width], lookahead[:width],
+        /// dvts[:width], rebase[:temperature], revisions[:chains], adaptive[:wave],
+        /// compute_optimal (docs/strategies.md); default: the best available.
         #[arg(long)]
         strategy: Option<String>,
         /// Most generations to spend.
@@ -80,9 +83,21 @@ enum Command {
         model: Option<String>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Sampling temperature, (0, 2]; default: the server's (0.8).
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// How step scores become one: last (default), min, prod or mean.
+        #[arg(long)]
+        aggregation: Option<String>,
+        /// At the deadline, fail (exit 5) instead of answering with the best so far.
+        #[arg(long)]
+        strict: bool,
         /// Show the best answer as compute is spent.
         #[arg(long)]
         stream: bool,
+        /// Print JSON (one object per line; with --stream, each event then the answer).
+        #[arg(long)]
+        json: bool,
         /// Give up after this many seconds (the gRPC deadline).
         #[arg(long, default_value_t = 120.0)]
         timeout: f64,
@@ -91,8 +106,11 @@ enum Command {
         #[command(flatten)]
         connect: ConnectArgs,
     },
-    /// Show the orchestrator's members, their health and load.
+    /// Show the orchestrator's members, their health and load, and the models served.
     Status {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
         #[arg(long, env = "PONDER_ADDR", default_value = "127.0.0.1:50051")]
         addr: String,
         #[command(flatten)]
@@ -153,8 +171,27 @@ enum NodeCommand {
     Orchestrator(Box<ponder_orchestrator::OrchestratorArgs>),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    // Parse errors exit 2 (clap's own status, the same as exit::Exit::Usage).
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::from(ponder_cli::exit::code(&e))
+        }
+    }
+}
+
+fn output(json: bool) -> client::Output {
+    if json {
+        client::Output::Json
+    } else {
+        client::Output::Text
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     ponder_engine::engine::init_cpu_threads();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -207,31 +244,43 @@ fn main() -> anyhow::Result<()> {
                 max_flops,
                 model,
                 seed,
+                temperature,
+                aggregation,
+                strict,
                 stream,
+                json,
                 timeout,
                 addr,
                 connect,
             } => {
-                anyhow::ensure!(
-                    timeout > 0.0 && timeout.is_finite(),
-                    "--timeout must be positive"
-                );
+                if !(timeout > 0.0 && timeout.is_finite()) {
+                    return Err(ponder_cli::exit::usage("--timeout must be positive"));
+                }
                 let mut req =
                     client::request(&question, strategy.as_deref(), budget, max_tokens, seed);
                 if let Some(b) = req.budget.as_mut() {
                     b.max_flops = max_flops;
                 }
                 req.model_id = model.unwrap_or_default();
+                // Checked by the server, which says what to fix (exit 3).
+                req.temperature = temperature.unwrap_or(0.0);
+                req.aggregation = aggregation.unwrap_or_default();
+                req.strict = strict;
                 client::solve(
                     &addr,
                     &connect,
                     req,
                     stream,
                     Duration::from_secs_f64(timeout),
+                    output(json),
                 )
                 .await
             }
-            Command::Status { addr, connect } => client::status(&addr, &connect).await,
+            Command::Status {
+                json,
+                addr,
+                connect,
+            } => client::status(&addr, &connect, output(json)).await,
             Command::Models { models } => models::print(models.as_deref()),
             Command::Eval {
                 models,

@@ -266,7 +266,7 @@ impl RpcTimer {
             .get_or_create(&self.labels)
             .observe(self.start.elapsed().as_secs_f64());
         let mut with_code = self.labels.clone();
-        with_code.push(("code".into(), format!("{code:?}")));
+        with_code.push(("code".into(), code_name(code).into()));
         self.metrics.requests.get_or_create(&with_code).inc();
     }
 }
@@ -275,6 +275,49 @@ impl Drop for RpcTimer {
     fn drop(&mut self) {
         // A handler dropped mid-way (client went away) counts as cancelled.
         self.record(tonic::Code::Cancelled);
+    }
+}
+
+/// gRPC's canonical name of a status code (`RESOURCE_EXHAUSTED`), as metric labels and
+/// logs carry it: the name every gRPC tool and dashboard uses, not Rust's `Debug` one.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod code_name_tests {
+    #[test]
+    fn codes_are_labelled_by_their_grpc_names() {
+        assert_eq!(
+            super::code_name(tonic::Code::ResourceExhausted),
+            "RESOURCE_EXHAUSTED"
+        );
+        let names: std::collections::HashSet<&str> = (0..=16)
+            .map(|i| super::code_name(tonic::Code::from_i32(i)))
+            .collect();
+        assert_eq!(names.len(), 17, "one name per code");
+        assert!(names
+            .iter()
+            .all(|n| n.chars().all(|c| c.is_ascii_uppercase() || c == '_')));
     }
 }
 

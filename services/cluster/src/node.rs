@@ -62,6 +62,10 @@ pub struct NodeArgs {
     /// probes, which cannot do TLS).
     #[arg(long, env = "PONDER_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
+    /// Do not serve gRPC server reflection (v1 and v1alpha are served by default, so
+    /// grpcurl, Postman and the Python reflection client can read the API).
+    #[arg(long, env = "PONDER_NO_REFLECTION")]
+    pub no_reflection: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]
@@ -81,6 +85,7 @@ impl Default for NodeArgs {
             drain_secs: 20,
             log_format: Default::default(),
             health_listen: None,
+            no_reflection: false,
             tls: TlsArgs::default(),
             etcd_access: EtcdAccessArgs::default(),
         }
@@ -141,10 +146,13 @@ impl Node {
             health
                 .set_service_status(service_name, ServingStatus::NotServing)
                 .await;
-            let reflection = tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(ponder_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .build_v1()?;
+            // Both reflection versions: v1 for current tools, v1alpha for the many that
+            // still speak only it (grpcio-reflection's client, older grpcurl and ghz).
+            let reflection = || {
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(ponder_proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            };
             let (stop, mut stopped) = watch::channel(false);
             let health_addr = match args.health_listen {
                 Some(a) => Some(
@@ -152,7 +160,12 @@ impl Node {
                 ),
                 None => None,
             };
-            let routes = routes.add_service(health_service).add_service(reflection);
+            let mut routes = routes.add_service(health_service);
+            if !args.no_reflection {
+                routes = routes
+                    .add_service(reflection().build_v1()?)
+                    .add_service(reflection().build_v1alpha()?);
+            }
             let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
             if let Some(tls) = tls {
                 server = server.tls_config(tls)?;
@@ -296,6 +309,83 @@ mod tests {
                 .err()
                 .expect("refused");
             assert!(e.to_string().contains("--lease-ttl"), "{e}");
+        }
+    }
+
+    /// The services a node lists over reflection v1 and v1alpha (None: UNIMPLEMENTED).
+    async fn listed(addr: SocketAddr) -> (Option<Vec<String>>, Option<Vec<String>>) {
+        use tonic_reflection::pb::{v1, v1alpha};
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c1 = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+        let ask = v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        };
+        let one = match c1.server_reflection_info(tokio_stream::iter([ask])).await {
+            Ok(r) => match r.into_inner().message().await {
+                Ok(Some(v1::ServerReflectionResponse {
+                    message_response:
+                        Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(l)),
+                    ..
+                })) => Some(l.service.into_iter().map(|s| s.name).collect()),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        let mut c2 = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+        let ask = v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+            ),
+        };
+        let alpha = match c2.server_reflection_info(tokio_stream::iter([ask])).await {
+            Ok(r) => match r.into_inner().message().await {
+                Ok(Some(v1alpha::ServerReflectionResponse {
+                    message_response:
+                        Some(
+                            v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(
+                                l,
+                            ),
+                        ),
+                    ..
+                })) => Some(l.service.into_iter().map(|s| s.name).collect()),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        (one, alpha)
+    }
+
+    #[tokio::test]
+    async fn reflection_speaks_v1_and_v1alpha_unless_turned_off() {
+        for off in [false, true] {
+            let args = NodeArgs {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                no_reflection: off,
+                ..NodeArgs::default()
+            };
+            let node = Node::start(args, "test", Routes::default(), ClientAuth::None)
+                .await
+                .unwrap();
+            let (v1, v1alpha) = listed(node.addr).await;
+            if off {
+                assert_eq!((v1, v1alpha), (None, None));
+            } else {
+                for list in [v1.unwrap(), v1alpha.unwrap()] {
+                    assert!(
+                        list.iter().any(|s| s == "ponder.v1.Orchestrator"),
+                        "{list:?}"
+                    );
+                }
+            }
+            node.stop().await;
         }
     }
 }

@@ -31,7 +31,11 @@ use std::sync::Arc;
 pub const SERVICE_NAME: &str = "ponder.v1.Orchestrator";
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "ponder-orchestrator", about = "Serve ponder.v1.Orchestrator")]
+#[command(
+    name = "ponder-orchestrator",
+    version,
+    about = "Serve ponder.v1.Orchestrator"
+)]
 pub struct OrchestratorArgs {
     #[command(flatten)]
     pub node: NodeArgs,

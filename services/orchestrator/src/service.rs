@@ -12,7 +12,7 @@
 use crate::access::{refusal, Caller, Gate};
 use crate::admission::Admission;
 use crate::request::{self, Answer};
-use ponder_cluster::metrics::{code_of, Metrics};
+use ponder_cluster::metrics::{code_name, code_of, Metrics};
 use ponder_cluster::models::{self, ModelChoice, NoModel};
 use ponder_cluster::pool::member_wait_deadline;
 use ponder_cluster::status::to_status;
@@ -257,7 +257,7 @@ impl Shared {
             model,
             generations = usage.generations,
             tokens = usage.tokens(),
-            code = ?code,
+            code = code_name(code),
             latency_ms = ticket.started.elapsed().as_millis() as u64,
             "query"
         );
@@ -267,7 +267,7 @@ impl Shared {
         };
         let l = Metrics::labels(&[("client", client)]);
         let mut with_code = l.clone();
-        with_code.push(("code".into(), format!("{code:?}")));
+        with_code.push(("code".into(), code_name(code).into()));
         self.metrics.client_queries.get_or_create(&with_code).inc();
         self.metrics
             .client_generations
