@@ -12,7 +12,8 @@
    each Kubernetes version; an unknown schema fails (only the ServiceMonitor CRD, which
    has no schema there, is checked by hand).
 4. Assert what matters: each role has its own Deployment, Service, HPA and PDB wired
-   to it; probes are native gRPC health checks on the plaintext health-only port; no
+   to it, and each generator group (generator.groups) its own Deployment, HPA and PDB
+   with its model, the role's Service and NetworkPolicy selecting every group's pods; probes are native gRPC health checks on the plaintext health-only port; no
    container runs as root (and all are hardened); the etcd endpoints the services get
    are the bundled etcd or the external one; every file a PONDER_* variable names
    (TLS, etcd TLS, API keys, format, policy) is mounted from the expected Secret key or
@@ -50,12 +51,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chart_checks.base import CHART, EXAMPLES, FAILURES, KUBE_VERSIONS, deep_merge, fail, load_values_file  # noqa: E402
 from chart_checks.etcd_auth import check_etcd_auth, run_auth_script  # noqa: E402
+from chart_checks.generator_groups import check_generator_groups  # noqa: E402
 from chart_checks.lint import lint_all  # noqa: E402
 from chart_checks.literal_secrets import check_no_literal_secrets  # noqa: E402
 from chart_checks.network_policy import check_network_policy  # noqa: E402
 from chart_checks.pod_security import check_security  # noqa: E402
 from chart_checks.render import check_notes, render  # noqa: E402
-from chart_checks.scenarios import BAD_VALUES, scenarios  # noqa: E402
+from chart_checks.scenarios import BAD_VALUES, LADDER, scenarios  # noqa: E402
 from chart_checks.schema import check_schema  # noqa: E402
 from chart_checks.tls import check_generated_tls  # noqa: E402
 from chart_checks.upgrades import check_upgrades_keep_generated  # noqa: E402
@@ -78,6 +80,7 @@ def main() -> int:
     # Lint: default values and each example file, every Kubernetes version.
     lint_files = {"default": {}}
     lint_files.update({f"examples/{p.name}": load_values_file(p) for p in sorted(EXAMPLES.glob("values-*.yaml"))})
+    lint_files[LADDER] = scenarios()[LADDER]
     lint_runs = lint_all(lint_files)
 
     # Render, validate, assert.
@@ -103,6 +106,7 @@ def main() -> int:
         check_generated_tls(scen, docs, merged)
         check_etcd_auth(scen, docs, merged)
         check_network_policy(scen, docs, merged)
+        check_generator_groups(scen, docs, merged, notes)
         if scen == "default":
             default_docs = docs
         check_crds(scen, docs, values)

@@ -137,7 +137,9 @@ PONDER_METRICS_ADDR: {{ printf "%s:%d" (include "ponder.listenHost" $ctx) (int $
 {{- end }}
 {{- if include "ponder.modelRole" $role }}
 PONDER_MODEL: {{ $v.model | quote }}
-{{- if $v.modelName }}
+{{- /* A generator group's model is in its pods' env (PONDER_MODEL_NAME); this
+ConfigMap is shared by every group. */}}
+{{- if and $v.modelName (ne $role "generator") }}
 PONDER_MODEL_NAME: {{ $v.modelName | quote }}
 {{- end }}
 PONDER_MAX_QUEUED: {{ int64 $v.maxQueued | quote }}
@@ -146,6 +148,13 @@ PONDER_MAX_BATCH_TOKENS: {{ int64 $v.maxBatchTokens | quote }}
 {{- else }}
 PONDER_DEFAULT_GENERATIONS: {{ int64 $v.defaultGenerations | quote }}
 PONDER_MAX_QUERIES: {{ int64 $v.maxQueries | quote }}
+{{- with include "ponder.defaultModel" $ctx }}
+PONDER_DEFAULT_MODEL: {{ . | quote }}
+{{- end }}
+{{- /* PONDER_EXPECT_MODEL is not set by the chart: --expect-model takes one model id
+per role (a second generator= entry is refused, services/cluster/src/member_check.rs),
+so it cannot list several generator groups' models. With one group it may be set in
+orchestrator.extraEnv; with several, only verifier= (checked in ponder.validateGroups). */}}
 {{- if $v.format }}
 PONDER_FORMAT: "/etc/ponder/orchestrator/format.json"
 {{- else if $v.formatFile }}
@@ -428,19 +437,22 @@ Checks that run once per render.
 {{- if and .Values.tests.enabled (not .Values.orchestrator.enabled) }}
 {{- fail "tests.enabled needs orchestrator.enabled (the test calls the orchestrator); set tests.enabled=false" }}
 {{- end }}
-{{- range $role := splitList "\n" (include "ponder.roles" .) }}
-{{- $v := index $.Values $role }}
+{{- include "ponder.validateGroups" . }}
+{{- range $w := .Values._ponderWorkloads }}
+{{- $v := $w.values }}
+{{- $role := include "ponder.workloadWhere" $w }}
 {{- if and $v.enabled $v.autoscaling.enabled }}
-{{- if and (not (kindIs "invalid" $v.autoscaling.targetCPUUtilizationPercentage)) (not (dig "requests" "cpu" "" $v.resources)) }}
+{{- $a := $v.autoscaling }}
+{{- if and (not (kindIs "invalid" $a.targetCPUUtilizationPercentage)) (not (dig "requests" "cpu" "" $v.resources)) }}
 {{- fail (printf "%s.autoscaling.targetCPUUtilizationPercentage needs %s.resources.requests.cpu (utilization is relative to the request)" $role $role) }}
 {{- end }}
-{{- if and (not (kindIs "invalid" $v.autoscaling.targetMemoryUtilizationPercentage)) (not (dig "requests" "memory" "" $v.resources)) }}
+{{- if and (not (kindIs "invalid" $a.targetMemoryUtilizationPercentage)) (not (dig "requests" "memory" "" $v.resources)) }}
 {{- fail (printf "%s.autoscaling.targetMemoryUtilizationPercentage needs %s.resources.requests.memory" $role $role) }}
 {{- end }}
-{{- if and (kindIs "invalid" $v.autoscaling.targetCPUUtilizationPercentage) (kindIs "invalid" $v.autoscaling.targetMemoryUtilizationPercentage) (not $v.autoscaling.metrics) }}
+{{- if and (kindIs "invalid" $a.targetCPUUtilizationPercentage) (kindIs "invalid" $a.targetMemoryUtilizationPercentage) (not $a.metrics) }}
 {{- fail (printf "%s.autoscaling: give a CPU or memory target or metrics" $role) }}
 {{- end }}
-{{- if gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas) }}
+{{- if gt (int $a.minReplicas) (int $a.maxReplicas) }}
 {{- fail (printf "%s.autoscaling.minReplicas is above maxReplicas" $role) }}
 {{- end }}
 {{- end }}

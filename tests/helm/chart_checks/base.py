@@ -81,6 +81,34 @@ def matches(selector: dict, labels: dict) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def workloads(merged: dict) -> list[dict]:
+    """What should get a Deployment, as the chart's "ponder.workloads" (_groups.tpl) says,
+    computed here on its own: one per role, the generator one per generator.groups entry.
+    Each: role, name (the Deployment's, HPA's and PDB's), group ("" but for generator
+    groups), legacy (the selector is the role's alone: verifier, orchestrator and the
+    group "default"), values (a group's: the generator block with its overrides
+    deep-merged and its modelName), sha256, default."""
+    out = []
+    for role in ROLES:
+        v = merged[role]
+        if role != "generator":
+            out.append({"role": role, "name": f"{FULLNAME}-{role}", "group": "", "legacy": True, "values": v,
+                        "sha256": "", "default": False})
+            continue
+        for g in v["groups"]:
+            gv = copy.deepcopy({k: x for k, x in v.items() if k != "groups"})
+            for k in ("replicas", "autoscaling", "resources", "pdb"):
+                if k in g:
+                    both = isinstance(g[k], dict) and isinstance(gv.get(k), dict)
+                    gv[k] = deep_merge(gv[k], g[k]) if both else g[k]
+            gv["modelName"] = g.get("modelName") or v.get("modelName") or ""
+            legacy = g["name"] == "default"
+            out.append({"role": role, "name": f"{FULLNAME}-generator" + ("" if legacy else f"-{g['name']}"),
+                        "group": g["name"], "legacy": legacy, "values": gv,
+                        "sha256": g.get("sha256") or "", "default": bool(g.get("default"))})
+    return out
+
+
 def deep_merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():

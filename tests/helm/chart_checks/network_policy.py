@@ -88,19 +88,20 @@ def check_network_policy(scen: str, docs: list[dict], merged: dict) -> None:
     if not npv["enabled"]:
         check(scen, not nps, "NetworkPolicies rendered while disabled")
         return
-    pods = {}  # component -> (labels, named ports)
+    pods = {}  # kind/name of the workload -> (component, labels, named ports); each generator group apart
     for d in docs:
         if d["kind"] in ("Deployment", "StatefulSet", "Pod"):
             tmpl = d if d["kind"] == "Pod" else d["spec"]["template"]
             labels = tmpl["metadata"]["labels"]
             named = {p["name"] for c in tmpl["spec"]["containers"] for p in c.get("ports", []) if "name" in p}
-            pods[labels["app.kubernetes.io/component"]] = (labels, named)
+            pods[f"{d['kind']}/{d['metadata']['name']}"] = (labels["app.kubernetes.io/component"], labels, named)
     want = expected_flows(merged)
-    check(scen, set(pods) == set(want), f"policies expected for {sorted(want)}, Ponder pods are {sorted(pods)}")
+    comps = {c for c, _, _ in pods.values()}
+    check(scen, comps == set(want), f"policies expected for {sorted(want)}, Ponder pods are {sorted(comps)}")
     types = ["Ingress", "Egress"] if npv["egress"]["enabled"] else ["Ingress"]
-    for comp, (labels, named) in pods.items():
+    for ident, (comp, labels, named) in pods.items():
         selecting = [n for n, np in nps.items() if matches(np["spec"]["podSelector"].get("matchLabels", {}), labels)]
-        if not check(scen, len(selecting) == 1, f"{comp} pods are selected by {selecting}, not exactly one NetworkPolicy"):
+        if not check(scen, len(selecting) == 1, f"{ident} pods are selected by {selecting}, not exactly one NetworkPolicy"):
             continue
         spec = nps[selecting[0]]["spec"]
         check(scen, spec.get("policyTypes") == types, f"{selecting[0]}: policyTypes {spec.get('policyTypes')}, expected {types}")
@@ -116,7 +117,11 @@ def check_network_policy(scen: str, docs: list[dict], merged: dict) -> None:
             if peer != ANY and set(json.loads(peer)) == {"podSelector"}:
                 sel = json.loads(peer)["podSelector"].get("matchLabels", {})
                 if sel.get("app.kubernetes.io/instance") == RELEASE:
-                    check(scen, any(matches(sel, lab) for lab, _ in pods.values()), f"{selecting[0]}: peer {sel} selects no pod of the release")
+                    check(scen, any(matches(sel, lab) for _, lab, _ in pods.values()), f"{selecting[0]}: peer {sel} selects no pod of the release")
+                    # A peer naming a component names all its pods (every generator group).
+                    for other, (ocomp, olab, _) in pods.items():
+                        if ocomp == sel.get("app.kubernetes.io/component"):
+                            check(scen, matches(sel, olab), f"{selecting[0]}: peer {sel} misses the pods of {other}")
     for name, np in nps.items():
         sel = np["spec"]["podSelector"].get("matchLabels", {})
-        check(scen, any(matches(sel, lab) for lab, _ in pods.values()), f"NetworkPolicy {name} selects no Ponder pod")
+        check(scen, any(matches(sel, lab) for _, lab, _ in pods.values()), f"NetworkPolicy {name} selects no Ponder pod")

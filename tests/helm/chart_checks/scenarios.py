@@ -110,7 +110,103 @@ def scenarios() -> dict[str, dict]:
             },
         },
     }
+    out.update(group_scenarios())
     return out
+
+
+# sha256 of model.safetensors as models/manifest.json lists them (any 64 hex digits do).
+SHA_XS = "4b24763dd9265953eb149bae1c84908a0eb38165007152cf507164d1dc2cbc45"
+SHA_L = "32f305f51b926b18cd0215eac97c228c49748366f1274030e8ebfac52edf3062"
+LADDER = "generator-groups:model-ladder"
+
+
+def group_scenarios() -> dict[str, dict]:
+    """Several generator models (generator.groups), under the secure defaults and under
+    every security option; checked by generator_groups.py against GROUP_EXPECT."""
+    out: dict[str, dict] = {}
+    # The model ladder: per group its replicas, autoscaling (one off, one on memory),
+    # resources and PDB; the smallest marked default.
+    out[LADDER] = {
+        "generator": {
+            "groups": [
+                {"name": "arith-gen-xs", "modelName": "arith-gen-xs", "default": True, "sha256": SHA_XS,
+                 "autoscaling": {"minReplicas": 3, "maxReplicas": 12}},
+                {"name": "arith-gen-s", "modelName": "arith-gen-s", "replicas": 3, "autoscaling": {"enabled": False},
+                 "resources": {"requests": {"cpu": "2", "memory": "1Gi"}}, "pdb": {"minAvailable": 2}},
+                {"name": "arith-gen-l", "modelName": "arith-gen-l", "sha256": SHA_L,
+                 "resources": {"requests": {"memory": "4Gi"}, "limits": {"memory": "8Gi"}},
+                 "autoscaling": {"targetCPUUtilizationPercentage": None, "targetMemoryUtilizationPercentage": 80, "maxReplicas": 4},
+                 "pdb": {"enabled": False}},
+            ],
+        },
+    }
+    # Two groups with every security option on (own TLS Secret, mTLS on the public port,
+    # API keys, an external etcd over TLS with a password), models fetched by an init
+    # container, generator.modelName inherited by a group that names none, and the
+    # default model given on the orchestrator.
+    out["generator-groups:mtls+external-etcd+init-models"] = {
+        "tls": {"enabled": True, "secretName": "ponder-tls", "serverName": "ponder-worker", "clientAuth": "required"},
+        "orchestrator": {"apiKeys": {"secretName": "ponder-api-keys"}, "defaultModel": "arith-gen"},
+        "tests": {"apiKey": {"secretName": "ponder-test-token"}},
+        "etcd": {
+            "enabled": False,
+            "externalEndpoints": ["https://etcd.infra:2379"],
+            "externalTls": {"secretName": "etcd-client", "certKey": "tls.crt", "keyKey": "tls.key"},
+            "externalAuth": {"secretName": "etcd-auth"},
+        },
+        "models": {"source": "init", "init": {"command": ["sh", "-c", "fetch-models \"$MODELS_DIR\""]}},
+        "generator": {
+            "modelName": "arith-gen",
+            "groups": [{"name": "main"}, {"name": "big", "modelName": "arith-gen-l", "autoscaling": {"enabled": False}, "replicas": 1}],
+        },
+    }
+    # One group with its own name (not the single generator's names), verifier= and
+    # generator= expectations (allowed with one group), policies without egress.
+    out["generator-groups:one-named-group+expect-model"] = {
+        "generator": {"groups": [{"name": "gen-a", "modelName": "arith-gen", "pdb": {"maxUnavailable": "50%"}}]},
+        "orchestrator": {"extraEnv": [{"name": "PONDER_EXPECT_MODEL", "value": "generator=arith-gen,verifier=arith-prm"}]},
+        "networkPolicy": {"egress": {"enabled": False}},
+    }
+    return out
+
+
+# What generator_groups.py expects per scenario, written out by hand: Deployment suffix
+# (after <fullname>-) -> model (None: no PONDER_MODEL_NAME), replicas (None: the HPA's),
+# HPA (min, max, cpu target, memory target) or None, PDB spec or None, resources, sha256;
+# and PONDER_DEFAULT_MODEL (None: unset).
+DEFAULT_RESOURCES = {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
+GROUP_EXPECT = {
+    "default": {
+        "deployments": {"generator": {"model": None, "replicas": None, "hpa": (2, 8, 70, None), "pdb": {"maxUnavailable": 1},
+                                      "resources": DEFAULT_RESOURCES, "sha256": None}},
+        "default_model": None,
+    },
+    LADDER: {
+        "deployments": {
+            "generator-arith-gen-xs": {"model": "arith-gen-xs", "replicas": None, "hpa": (3, 12, 70, None), "pdb": {"maxUnavailable": 1},
+                                       "resources": DEFAULT_RESOURCES, "sha256": SHA_XS},
+            "generator-arith-gen-s": {"model": "arith-gen-s", "replicas": 3, "hpa": None, "pdb": {"minAvailable": 2},
+                                      "resources": {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}, "sha256": None},
+            "generator-arith-gen-l": {"model": "arith-gen-l", "replicas": None, "hpa": (2, 4, None, 80), "pdb": None,
+                                      "resources": {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"memory": "8Gi"}}, "sha256": SHA_L},
+        },
+        "default_model": "arith-gen-xs",
+    },
+    "generator-groups:mtls+external-etcd+init-models": {
+        "deployments": {
+            "generator-main": {"model": "arith-gen", "replicas": None, "hpa": (2, 8, 70, None), "pdb": {"maxUnavailable": 1},
+                               "resources": DEFAULT_RESOURCES, "sha256": None},
+            "generator-big": {"model": "arith-gen-l", "replicas": 1, "hpa": None, "pdb": {"maxUnavailable": 1},
+                              "resources": DEFAULT_RESOURCES, "sha256": None},
+        },
+        "default_model": "arith-gen",
+    },
+    "generator-groups:one-named-group+expect-model": {
+        "deployments": {"generator-gen-a": {"model": "arith-gen", "replicas": None, "hpa": (2, 8, 70, None), "pdb": {"maxUnavailable": "50%"},
+                                            "resources": DEFAULT_RESOURCES, "sha256": None}},
+        "default_model": None,
+    },
+}
 
 
 # Values that must be refused, with a piece of the expected message.
@@ -146,4 +242,20 @@ BAD_VALUES = [
     ({"etcd": {"replicas": 3, "persistence": {"enabled": False}}}, "persistence"),
     ({"serviceMonitor": {"enabled": True}, "metrics": {"enabled": False}}, "metrics.enabled"),
     ({"generator": {"resources": {"requests": {"cpu": None}}}}, "requests.cpu"),
+    # Generator groups.
+    ({"generator": {"groups": [{"name": "a"}, {"name": "b"}, {"name": "a"}]}}, 'the name "a" is given twice'),
+    ({"generator": {"groups": [{"name": "a", "sha256": "4B24763DD9265953"}]}}, "/generator/groups/0/sha256"),
+    ({"generator": {"groups": [{"name": "a", "sha256": SHA_XS + "0"}]}}, "/generator/groups/0/sha256"),
+    ({"generator": {"groups": [{"name": "Arith_Gen"}]}}, "/generator/groups/0/name"),
+    ({"generator": {"groups": [{"modelName": "arith-gen"}]}}, "missing property 'name'"),
+    ({"generator": {"groups": []}}, "minItems"),
+    ({"generator": {"groups": [{"name": "a", "nodeSelector": {}}]}}, "additional"),
+    ({"generator": {"groups": [{"name": "a", "modelName": "arith gen"}]}}, "/generator/groups/0/modelName"),
+    ({"generator": {"groups": [{"name": "default"}, {"name": "b"}]}}, "give each its own name"),
+    ({"generator": {"groups": [{"name": "a", "modelName": "x", "default": True}, {"name": "b", "modelName": "y", "default": True}]}}, "mark one"),
+    ({"generator": {"groups": [{"name": "a", "default": True}]}}, "default: true needs the group's modelName"),
+    ({"generator": {"groups": [{"name": "a", "modelName": "x", "default": True}]}, "orchestrator": {"defaultModel": "y"}}, "differs from"),
+    ({"generator": {"groups": [{"name": "a", "autoscaling": {"minReplicas": 9}}]}}, 'generator.groups "a".autoscaling.minReplicas'),
+    ({"generator": {"groups": [{"name": "a"}, {"name": "b"}]},
+      "orchestrator": {"extraEnv": [{"name": "PONDER_EXPECT_MODEL", "value": "verifier=arith-prm,generator=a"}]}}, "PONDER_EXPECT_MODEL"),
 ]

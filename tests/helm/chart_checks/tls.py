@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .base import FULLNAME, NAMESPACE, ROLES, by_kind, check, pod_specs
+from .base import FULLNAME, NAMESPACE, ROLES, by_kind, check, pod_specs, workloads
 from .security_values import tls_generated, tls_secret, tls_server_name
 
 
@@ -99,8 +99,8 @@ def check_generated_tls(scen: str, docs: list[dict], merged: dict) -> None:
             sec = vol.get("secret") or {}
             check(scen, sec.get("secretName") != f"{FULLNAME}-ca", f"{ident}: mounts the CA Secret (its key mints certificates)")
             check(scen, not any(it["key"] == "ca.key" for it in sec.get("items") or []), f"{ident}: mounts ca.key")
-    for role in ROLES:
-        dep = by_kind(docs, "Deployment").get(f"{FULLNAME}-{role}")
+    for w in workloads(merged):
+        dep = by_kind(docs, "Deployment").get(w["name"])
         if dep:
             got = dep["spec"]["template"]["metadata"]["annotations"].get("checksum/tls")
-            check(scen, got == want_sum, f"{role}: checksum/tls {got} is not the generated certificate's")
+            check(scen, got == want_sum, f"{w['name']}: checksum/tls {got} is not the generated certificate's")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from .base import FILE_VARS, FULLNAME, ROLES, by_kind, check
+from .base import FILE_VARS, by_kind, check, workloads
 from .security_values import etcd_creds, tls_secret, tls_server_name
 
 
@@ -95,14 +95,15 @@ def check_security_wiring(scen: str, docs: list[dict], merged: dict) -> None:
     deps = by_kind(docs, "Deployment")
     tls, etcd, orch = merged["tls"], merged["etcd"], merged["orchestrator"]
     etcd_auth = etcd_creds(merged)
-    for role in ROLES:
-        dep = deps.get(f"{FULLNAME}-{role}")
+    for w in workloads(merged):
+        role = w["role"]
+        dep = deps.get(w["name"])
         if not merged[role]["enabled"] or dep is None:
             continue
         spec = dep["spec"]["template"]["spec"]
         container = next(c for c in spec["containers"] if c["name"] == role)
         env = container_env(container, cms)
-        check_files(scen, role, container, spec, cms, env, expected_files(merged, role))
+        check_files(scen, w["name"], container, spec, cms, env, expected_files(merged, role))
         val = lambda k: env.get(k, {}).get("value")  # noqa: E731
         # TLS: who is asked for a certificate, and the name the orchestrator expects.
         if tls["enabled"]:

@@ -6,38 +6,45 @@ the external one); the common labels; the helm test pod's target.
 
 from __future__ import annotations
 
-from .base import FULLNAME, GRPC_SERVICE, NAMESPACE, RELEASE, ROLES, by_kind, check, matches
+from .base import FULLNAME, GRPC_SERVICE, NAMESPACE, RELEASE, ROLES, by_kind, check, matches, workloads
 
 
 def check_roles(scen: str, docs: list[dict], merged: dict) -> None:
+    """Per workload (each role; each generator group): its Deployment, HPA and PDB wired
+    to its pods, the role's Service and ConfigMap, probes, ports, environment."""
     deps, svcs = by_kind(docs, "Deployment"), by_kind(docs, "Service")
     hpas, pdbs = by_kind(docs, "HorizontalPodAutoscaler"), by_kind(docs, "PodDisruptionBudget")
     cms = by_kind(docs, "ConfigMap")
-    for role in ROLES:
-        v = merged[role]
-        name = f"{FULLNAME}-{role}"
+    works = workloads(merged)
+    for w in works:
+        role, v, name = w["role"], w["values"], w["name"]
+        role_name = f"{FULLNAME}-{role}"  # the role's Service and ConfigMap, shared by its groups
         if not v["enabled"]:
-            for kind, objs in (("Deployment", deps), ("Service", svcs), ("HPA", hpas), ("PDB", pdbs)):
-                check(scen, name not in objs, f"{role} disabled but its {kind} is rendered")
+            for kind, objs in (("Deployment", deps), ("HPA", hpas), ("PDB", pdbs)):
+                check(scen, name not in objs, f"{role} disabled but its {kind} {name} is rendered")
+            check(scen, role_name not in svcs, f"{role} disabled but its Service is rendered")
             continue
-        dep, svc = deps.get(name), svcs.get(name)
-        if not (check(scen, dep is not None, f"no Deployment {name}") and check(scen, svc is not None, f"no Service {name}")):
+        dep, svc = deps.get(name), svcs.get(role_name)
+        if not (check(scen, dep is not None, f"no Deployment {name}") and check(scen, svc is not None, f"no Service {role_name}")):
             continue
         pod_labels = dep["spec"]["template"]["metadata"]["labels"]
         sel = dep["spec"]["selector"]["matchLabels"]
         check(scen, matches(sel, pod_labels), f"{name}: selector does not match its pod labels")
         check(scen, sel.get("app.kubernetes.io/component") == role, f"{name}: selector is not role-specific: {sel}")
-        check(scen, svc["spec"]["selector"] == sel, f"Service {name} selects {svc['spec']['selector']}, not the {role} pods")
-        # Role selectors must not overlap.
-        for other in ROLES:
-            od = deps.get(f"{FULLNAME}-{other}")
-            if other != role and od:
-                check(scen, not matches(sel, od["spec"]["template"]["metadata"]["labels"]), f"{role} selector matches {other} pods")
+        # The role's Service selects every Deployment of the role (all generator groups).
+        check(scen, matches(svc["spec"]["selector"], pod_labels), f"Service {role_name} selects {svc['spec']['selector']}, not the pods of {name}")
+        check(scen, svc["spec"]["selector"].get("app.kubernetes.io/component") == role and "ponder.dev/group" not in svc["spec"]["selector"],
+              f"Service {role_name} does not select on the role alone: {svc['spec']['selector']}")
+        # Workload selectors must not overlap (roles, and generator groups among themselves).
+        for other in works:
+            od = deps.get(other["name"])
+            if other["name"] != name and od:
+                check(scen, not matches(sel, od["spec"]["template"]["metadata"]["labels"]), f"{name} selector matches the pods of {other['name']}")
         container = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == role)
         grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
-        check(scen, grpc_port == v["port"], f"{role}: grpc port {grpc_port} != {v['port']}")
-        check(scen, any(p["targetPort"] == "grpc" and p["port"] == v["port"] for p in svc["spec"]["ports"]), f"Service {name} does not expose grpc")
-        check(scen, container["command"] == [f"ponder-{role}"], f"{role}: command {container['command']}")
+        check(scen, grpc_port == v["port"], f"{name}: grpc port {grpc_port} != {v['port']}")
+        check(scen, any(p["targetPort"] == "grpc" and p["port"] == v["port"] for p in svc["spec"]["ports"]), f"Service {role_name} does not expose grpc")
+        check(scen, container["command"] == [f"ponder-{role}"], f"{name}: command {container['command']}")
         # HPA
         if v["autoscaling"]["enabled"]:
             hpa = hpas.get(name)
@@ -59,41 +66,47 @@ def check_roles(scen: str, docs: list[dict], merged: dict) -> None:
                 check(scen, pdb["apiVersion"] == "policy/v1", f"PDB {name} apiVersion")
                 check(scen, pdb["spec"]["selector"]["matchLabels"] == sel, f"PDB {name} selects {pdb['spec']['selector']}")
                 check(scen, ("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"]), f"PDB {name}: exactly one of minAvailable/maxUnavailable")
+        else:
+            check(scen, name not in pdbs, f"PDB {name} rendered with pdb disabled")
         # Probes: native gRPC health checks for the role's service name on the plaintext
         # health-only port (PONDER_HEALTH_LISTEN), TLS or not: kubelet cannot do TLS.
         health_port = merged["health"]["port"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        check(scen, ports.get("health") == health_port, f"{role}: container port health {ports.get('health')} != {health_port}")
-        check(scen, health_port not in (grpc_port, ports.get("metrics")), f"{role}: health port {health_port} shared")
+        check(scen, ports.get("health") == health_port, f"{name}: container port health {ports.get('health')} != {health_port}")
+        check(scen, health_port not in (grpc_port, ports.get("metrics")), f"{name}: health port {health_port} shared")
         check(scen, all(p["name"] != "health" for p in svc["spec"]["ports"]), f"Service {name} exposes the health-only port")
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             probe = container.get(kind)
-            if check(scen, probe is not None, f"{role}: no {kind}"):
-                check(scen, set(probe) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, f"{role}: {kind} is not gRPC: {probe}")
+            if check(scen, probe is not None, f"{name}: no {kind}"):
+                check(scen, set(probe) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, f"{name}: {kind} is not gRPC: {probe}")
                 g = probe.get("grpc", {})
-                check(scen, g.get("port") == health_port, f"{role}: {kind} port {g.get('port')} is not the health port {health_port}")
-                check(scen, g.get("service") == GRPC_SERVICE[role], f"{role}: {kind} service {g.get('service')!r}")
+                check(scen, g.get("port") == health_port, f"{name}: {kind} port {g.get('port')} is not the health port {health_port}")
+                check(scen, g.get("service") == GRPC_SERVICE[role], f"{name}: {kind} service {g.get('service')!r}")
         # The environment comes from the role's ConfigMap.
         refs = [e["configMapRef"]["name"] for e in container.get("envFrom", []) if "configMapRef" in e]
-        check(scen, name in refs, f"{role}: envFrom {refs} lacks ConfigMap {name}")
-        cm = cms.get(name, {}).get("data", {})
-        check(scen, cm.get("PONDER_LISTEN", "").endswith(f":{v['port']}"), f"{role}: PONDER_LISTEN {cm.get('PONDER_LISTEN')}")
+        check(scen, role_name in refs, f"{name}: envFrom {refs} lacks ConfigMap {role_name}")
+        cm = cms.get(role_name, {}).get("data", {})
+        check(scen, cm.get("PONDER_LISTEN", "").endswith(f":{v['port']}"), f"{name}: PONDER_LISTEN {cm.get('PONDER_LISTEN')}")
         host = "[::]" if merged["cluster"]["ipFamily"] == "IPv6" else "0.0.0.0"
-        check(scen, cm.get("PONDER_HEALTH_LISTEN") == f"{host}:{health_port}", f"{role}: PONDER_HEALTH_LISTEN {cm.get('PONDER_HEALTH_LISTEN')}")
+        check(scen, cm.get("PONDER_HEALTH_LISTEN") == f"{host}:{health_port}", f"{name}: PONDER_HEALTH_LISTEN {cm.get('PONDER_HEALTH_LISTEN')}")
         env = {e["name"]: e for e in container.get("env", [])}
-        check(scen, env.get("PONDER_ADVERTISE", {}).get("value", "").endswith(f":{v['port']}") and "$(POD_IP)" in env["PONDER_ADVERTISE"]["value"], f"{role}: PONDER_ADVERTISE {env.get('PONDER_ADVERTISE')}")
+        check(scen, env.get("PONDER_ADVERTISE", {}).get("value", "").endswith(f":{v['port']}") and "$(POD_IP)" in env["PONDER_ADVERTISE"]["value"], f"{name}: PONDER_ADVERTISE {env.get('PONDER_ADVERTISE')}")
         if role != "orchestrator":
-            check(scen, cm.get("PONDER_MODEL") == v["model"], f"{role}: PONDER_MODEL {cm.get('PONDER_MODEL')}")
-            # A model of the manifest by name, only when one is given.
-            check(scen, cm.get("PONDER_MODEL_NAME") == (v.get("modelName") or None), f"{role}: PONDER_MODEL_NAME {cm.get('PONDER_MODEL_NAME')}")
+            check(scen, cm.get("PONDER_MODEL") == v["model"], f"{name}: PONDER_MODEL {cm.get('PONDER_MODEL')}")
+            # A model of the manifest by name, only when one is given: the verifier's in
+            # its ConfigMap, a generator group's in its pods (the ConfigMap is shared).
+            got = cm.get("PONDER_MODEL_NAME") if role == "verifier" else env.get("PONDER_MODEL_NAME", {}).get("value")
+            check(scen, got == (v.get("modelName") or None), f"{name}: PONDER_MODEL_NAME {got}")
+            if role == "generator":
+                check(scen, "PONDER_MODEL_NAME" not in cm, f"{role_name}: PONDER_MODEL_NAME in the ConfigMap every group shares")
         # Every envFrom/volume ConfigMap and PVC referenced exists in the release (or is given).
         for vol in dep["spec"]["template"]["spec"].get("volumes", []):
             if "configMap" in vol:
-                check(scen, vol["configMap"]["name"] in cms, f"{role}: volume ConfigMap {vol['configMap']['name']} not rendered")
+                check(scen, vol["configMap"]["name"] in cms, f"{name}: volume ConfigMap {vol['configMap']['name']} not rendered")
             if "persistentVolumeClaim" in vol:
                 claim = vol["persistentVolumeClaim"]["claimName"]
                 given = merged["models"]["pvc"]["existingClaim"]
-                check(scen, claim == given or claim in by_kind(docs, "PersistentVolumeClaim"), f"{role}: claim {claim} neither given nor rendered")
+                check(scen, claim == given or claim in by_kind(docs, "PersistentVolumeClaim"), f"{name}: claim {claim} neither given nor rendered")
 
 
 def check_etcd(scen: str, docs: list[dict], merged: dict) -> None:
