@@ -297,6 +297,15 @@ async fn bad_requests_are_invalid_argument_with_a_reason() {
             "{q:?}: {:?} lacks {expect:?}",
             s.message()
         );
+        // google.rpc.BadRequest names the field where the message starts with one.
+        use tonic_types::StatusExt;
+        let violation = &s
+            .get_details_bad_request()
+            .expect("BadRequest")
+            .field_violations[0];
+        if expect.starts_with("budget.") {
+            assert_eq!(violation.field, expect, "{q:?}");
+        }
     }
     // The server is still fine.
     assert!(c.solve(ok).await.is_ok());

@@ -182,6 +182,13 @@ async fn refusals_are_counted_budgets_are_charged_per_key_and_keys_reload() {
         "{}",
         e.message()
     );
+    // google.rpc.RetryInfo says when: what a client library's retry policy reads.
+    use tonic_types::StatusExt;
+    let delay = e
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo with a delay");
+    assert!(delay > std::time::Duration::ZERO && delay < std::time::Duration::from_secs(60));
     solve(BOB, 12).await.expect("bob has his own bucket");
     let text = metrics.render();
     for line in [

@@ -303,6 +303,14 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// The status code of an RPC result, for [`RpcTimer::finish`].
+pub fn code_of<T>(r: &Result<T, tonic::Status>) -> tonic::Code {
+    match r {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
 #[cfg(test)]
 mod code_name_tests {
     #[test]
@@ -318,13 +326,5 @@ mod code_name_tests {
         assert!(names
             .iter()
             .all(|n| n.chars().all(|c| c.is_ascii_uppercase() || c == '_')));
-    }
-}
-
-/// The status code of an RPC result, for [`RpcTimer::finish`].
-pub fn code_of<T>(r: &Result<T, tonic::Status>) -> tonic::Code {
-    match r {
-        Ok(_) => tonic::Code::Ok,
-        Err(s) => s.code(),
     }
 }

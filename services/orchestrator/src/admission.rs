@@ -95,11 +95,14 @@ impl Admission {
                     calls: None,
                 });
             if self.per_client > 0 && state.queries >= self.per_client {
-                return Err(Status::resource_exhausted(format!(
-                    "{who} already has {} queries in progress (the per-client limit); retry \
-                     when one ends",
-                    self.per_client
-                )));
+                return Err(ponder_cluster::status::resource_exhausted(
+                    format!(
+                        "{who} already has {} queries in progress (the per-client limit); \
+                         retry when one ends",
+                        self.per_client
+                    ),
+                    ponder_cluster::status::DEFAULT_RETRY_AFTER,
+                ));
             }
             state.queries += 1;
             if self.calls_per_client > 0 && state.calls.is_none() {
@@ -115,10 +118,13 @@ impl Admission {
         };
         // On refusal `count` is dropped here, which gives the client's count back.
         let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "{} queries are in progress (the limit); retry later",
-                self.limit
-            ))
+            ponder_cluster::status::resource_exhausted(
+                format!(
+                    "{} queries are in progress (the limit); retry later",
+                    self.limit
+                ),
+                ponder_cluster::status::DEFAULT_RETRY_AFTER,
+            )
         })?;
         Ok(Admitted {
             _slot: slot,

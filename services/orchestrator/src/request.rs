@@ -78,7 +78,7 @@ pub fn strategy(s: Option<&pb::Strategy>) -> Result<Option<StrategyKind>, Status
         Kind::ComputeOptimal(_) => StrategyKind::ComputeOptimal,
         Kind::Name(n) if n.is_empty() => return Ok(None),
         Kind::Name(n) => StrategyKind::parse(n)
-            .map_err(|e| Status::invalid_argument(format!("strategy.name: {e}")))?,
+            .map_err(|e| ponder_cluster::status::invalid_argument(format!("strategy.name: {e}")))?,
     };
     Ok(Some(s))
 }
@@ -119,9 +119,9 @@ pub fn params(
         Some(b) => Budget::new(b.max_generations, b.max_tokens, deadline)
             .and_then(|budget| budget.with_max_flops(b.max_flops)),
     }
-    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    .map_err(|e| ponder_cluster::status::invalid_argument(e.to_string()))?;
     if req.model_id.len() > MAX_MODEL_ID_BYTES {
-        return Err(Status::invalid_argument(format!(
+        return Err(ponder_cluster::status::invalid_argument(format!(
             "model_id is {} bytes; a model id is at most {MAX_MODEL_ID_BYTES} (ClusterStatus lists the served ones)",
             req.model_id.len()
         )));
@@ -130,7 +130,7 @@ pub fn params(
     p.strategy = strategy(req.strategy.as_ref())?;
     p.temperature = (req.temperature != 0.0).then_some(req.temperature);
     p.aggregation = Aggregation::parse(&req.aggregation)
-        .map_err(|e| Status::invalid_argument(format!("aggregation: {e}")))?;
+        .map_err(|e| ponder_cluster::status::invalid_argument(format!("aggregation: {e}")))?;
     p.request_id = request_id;
     p.strict = req.strict;
     Ok(p)

@@ -204,7 +204,7 @@ impl Shared {
             other => other,
         };
         result.map_err(|e| match e {
-            NoModel::Unknown(m) => Status::invalid_argument(m),
+            NoModel::Unknown(m) => ponder_cluster::status::invalid_argument(m),
             NoModel::NoneReady => Status::unavailable(e.to_string()),
         })
     }

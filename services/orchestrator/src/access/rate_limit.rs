@@ -78,14 +78,18 @@ impl ClientLimiter {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => {
                 let wait = not_until.wait_time_from(self.limiter.clock().now());
-                Err(Status::resource_exhausted(format!(
-                    "rate limit exceeded for {who}: at most {rate} {unit} per second with \
-                     bursts of {burst}; retry in {:.2} s",
-                    wait.as_secs_f64()
-                )))
+                Err(ponder_cluster::status::resource_exhausted(
+                    format!(
+                        "rate limit exceeded for {who}: at most {rate} {unit} per second with \
+                         bursts of {burst}; retry in {:.2} s",
+                        wait.as_secs_f64()
+                    ),
+                    wait,
+                ))
             }
-            Err(_) => Err(Status::resource_exhausted(format!(
-                "{who} asked for {n} {unit} at once; the burst limit is {burst} {unit}"
+            Err(_) => Err(ponder_cluster::status::invalid_argument(format!(
+                "budget.max_generations: {who} asked for {n} {unit} at once; the burst limit is \
+                 {burst} {unit}"
             ))),
         }
     }
@@ -140,6 +144,8 @@ mod tests {
             "{}",
             e.message()
         );
+        // No retry can succeed: the request must ask for less.
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
         l.check("j", "API key j", 64).unwrap();
     }
 }
