@@ -116,3 +116,33 @@ async fn exit_status_tells_usage_refusal_and_transport_apart() {
         .any(|m| m["default"] == true));
     cluster.stop().await;
 }
+
+#[test]
+fn a_role_reads_its_configuration_file_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orchestrator.toml");
+    // A value only the file sets reaches the orchestrator's own checks...
+    std::fs::write(&file, "max-queries = 0\ngenerators = [\"127.0.0.1:1\"]\n").unwrap();
+    let path = file.to_str().unwrap();
+    let (code, _, err) = ponder(&["node", "orchestrator", "--config", path]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--max-queries must be at least 1"), "{err}");
+    // ... and the command line overrides it: now the next check speaks.
+    let (code, _, err) = ponder(&[
+        "node",
+        "orchestrator",
+        "--config",
+        path,
+        "--max-queries",
+        "4",
+        "--default-generations",
+        "0",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--default-generations"), "{err}");
+    // A key that is no flag is a usage error naming it.
+    std::fs::write(&file, "max-querys = 4\n").unwrap();
+    let (code, _, err) = ponder(&["node", "orchestrator", "--config", path]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("max-querys"), "{err}");
+}

@@ -173,13 +173,39 @@ enum NodeCommand {
 
 fn main() -> std::process::ExitCode {
     // Parse errors exit 2 (clap's own status, the same as exit::Exit::Usage).
-    let cli = Cli::parse();
+    let cli = match node_with_config() {
+        Some(node) => Cli {
+            command: Command::Node(Box::new(node)),
+        },
+        None => Cli::parse(),
+    };
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e:#}");
             std::process::ExitCode::from(ponder_cli::exit::code(&e))
         }
+    }
+}
+
+/// `ponder node <role> ...` parsed with the role's configuration file applied
+/// (`ponder_cluster::config`), as the `ponder-<role>` binaries parse theirs; None for
+/// every other command.
+fn node_with_config() -> Option<NodeCommand> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_none_or(|a| a != "node") {
+        return None;
+    }
+    let role = argv.get(2)?.to_str()?.to_string();
+    // The role's own parser, named as `ponder node <role>` in its messages.
+    let rest = std::iter::once(std::ffi::OsString::from(format!("ponder node {role}")))
+        .chain(argv[3..].iter().cloned());
+    use ponder_cluster::config::parse_from;
+    match role.as_str() {
+        "generator" => Some(NodeCommand::Generator(parse_from(rest))),
+        "verifier" => Some(NodeCommand::Verifier(parse_from(rest))),
+        "orchestrator" => Some(NodeCommand::Orchestrator(Box::new(parse_from(rest)))),
+        _ => None,
     }
 }
 

@@ -8,6 +8,7 @@
 //! TLS and credentials (`discovery::EtcdConfig`), and secrets kept out of logs
 //! (`secret`); see docs/security.md.
 
+pub mod config;
 pub mod connect;
 pub mod discovery;
 pub mod member;

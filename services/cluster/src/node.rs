@@ -66,6 +66,10 @@ pub struct NodeArgs {
     /// grpcurl, Postman and the Python reflection client can read the API).
     #[arg(long, env = "PONDER_NO_REFLECTION")]
     pub no_reflection: bool,
+    /// A TOML file of flag values, keys being the long flags (`max-queries = 128`);
+    /// flags and PONDER_* variables override it (docs/cluster.md, "Configuration file").
+    #[arg(long, env = "PONDER_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]
@@ -86,6 +90,7 @@ impl Default for NodeArgs {
             log_format: Default::default(),
             health_listen: None,
             no_reflection: false,
+            config: None,
             tls: TlsArgs::default(),
             etcd_access: EtcdAccessArgs::default(),
         }
