@@ -68,8 +68,8 @@ fn from_file(
     matches: &clap::ArgMatches,
     file: &Path,
 ) -> Result<Vec<OsString>, String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("--config {}: {e}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).map_err(|e| format!("--config {}: {e}", file.display()))?;
     let table: toml::Table =
         toml::from_str(&text).map_err(|e| format!("--config {}: {e}", file.display()))?;
     let mut extra = Vec::new();
@@ -190,7 +190,10 @@ mod tests {
     fn a_key_that_is_no_flag_or_a_bad_value_is_an_error_naming_it() {
         let f = file("max-querys = 5\n");
         let e = parse(&["--config", f.path().to_str().unwrap()]).unwrap_err();
-        assert!(e.to_string().contains("\"max-querys\" is not a flag"), "{e}");
+        assert!(
+            e.to_string().contains("\"max-querys\" is not a flag"),
+            "{e}"
+        );
         let f = file("max-queries = \"many\"\n");
         let e = parse(&["--config", f.path().to_str().unwrap()]).unwrap_err();
         assert!(e.to_string().contains("many"), "{e}");
