@@ -100,6 +100,11 @@ start_cluster() {   # start_cluster NAME
     grep -q '^PID_ORCHESTRATOR=' "$work/cluster.env" 2>/dev/null || { echo "the cluster did not start" >&2; exit 1; }
     # shellcheck disable=SC1091
     source "$work/cluster.env"
+    # The orchestrator serves once one generator is ready; the load starts once every
+    # member is, so that no query races the verifier's registration (a strategy that
+    # needs the verifier is UNAVAILABLE while none has joined).
+    wait_members generator 3
+    wait_members verifier 1
 }
 
 # Restarts process $1 with the same command line and environment (as a child of
