@@ -602,7 +602,9 @@ async fn secrets_never_appear_in_logs() {
     let refused = ponder(guess);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        !refused.status.success() && stderr.contains("Unauthenticated: invalid API key"),
+        !refused.status.success()
+            && stderr.contains("UNAUTHENTICATED: invalid API key")
+            && refused.status.code() == Some(3),
         "{stderr}"
     );
     status_with_tls(&addr, &pki, BOB_KEY).await;
