@@ -116,8 +116,12 @@ fn structured(rng: &mut impl Rng) -> pb::SolveRequest {
         budget: rng.random_bool(0.8).then(|| pb::Budget {
             max_generations: odd_u32(rng),
             max_tokens: [0, 1, 100, 10_000, u64::MAX, rng.random()][rng.random_range(0..6)],
-            max_flops: [0.0, -1.0, f64::NAN, f64::INFINITY, 1e9, 1e30, rng.random()]
-                [rng.random_range(0..7)],
+            // Mostly unset, so that the other fields' checks are still reached.
+            max_flops: if rng.random_bool(0.7) {
+                0.0
+            } else {
+                [-1.0, f64::NAN, f64::INFINITY, 1e9, 1e30, rng.random()][rng.random_range(0..6)]
+            },
         }),
         strategy: rng
             .random_bool(0.9)
@@ -126,7 +130,7 @@ fn structured(rng: &mut impl Rng) -> pb::SolveRequest {
         temperature: odd_f32(rng),
         aggregation: odd_string(rng),
         strict: rng.random(),
-        model_id: if rng.random_bool(0.2) {
+        model_id: if rng.random_bool(0.1) {
             "m".repeat(rng.random_range(0..400))
         } else {
             odd_string(rng)
