@@ -430,35 +430,33 @@ async fn a_python_grpcio_client_can_solve() {
         python.display()
     );
     let cluster = embedded(1).await;
-    let out = tokio::process::Command::new(&python)
-        .arg(root.join("tests/python/solve_client.py"))
-        .arg(cluster.addr().to_string())
-        .current_dir(&root)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python client failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Runs a script of tests/python against the cluster; its stdout, once it succeeded.
+    let script = |name: &'static str| {
+        let (python, root) = (python.clone(), root.clone());
+        let addr = cluster.addr().to_string();
+        async move {
+            let out = tokio::process::Command::new(&python)
+                .arg(root.join("tests/python").join(name))
+                .arg(addr)
+                .current_dir(&root)
+                .output()
+                .await
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "{name} failed: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stdout
+        }
+    };
+    let stdout = script("solve_client.py").await;
     assert!(stdout.contains("answer 85"), "{stdout}");
     assert!(stdout.contains("INVALID_ARGUMENT"), "{stdout}");
 
     // The stock reflection client (v1alpha) reads the API without any .proto file.
-    let out = tokio::process::Command::new(&python)
-        .arg(root.join("tests/python/reflection_client.py"))
-        .arg(cluster.addr().to_string())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "reflection client failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = script("reflection_client.py").await;
     for line in [
         "service ponder.v1.Orchestrator",
         "service grpc.health.v1.Health",
