@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             etcd: vec![],
             cluster: "bench".into(),
             metrics_addr: None,
+            gateway_addr: None,
         })
         .await?;
         let mut client = ponder_cli::client::connect(&cluster.addr().to_string()).await?;

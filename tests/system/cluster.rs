@@ -420,37 +420,9 @@ async fn a_generator_killed_mid_batch_fails_no_query() {
 /// The contract is usable outside Rust: Python grpcio stubs generated from proto/.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_grpcio_client_can_solve() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = std::env::var("PONDER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join(".venv/bin/python"));
-    assert!(
-        python.is_file(),
-        "{} not found: run `bash .ci/run` once (it makes .venv with grpcio-tools) or set PONDER_PYTHON",
-        python.display()
-    );
     let cluster = embedded(1).await;
-    // Runs a script of tests/python against the cluster; its stdout, once it succeeded.
-    let script = |name: &'static str| {
-        let (python, root) = (python.clone(), root.clone());
-        let addr = cluster.addr().to_string();
-        async move {
-            let out = tokio::process::Command::new(&python)
-                .arg(root.join("tests/python").join(name))
-                .arg(addr)
-                .current_dir(&root)
-                .output()
-                .await
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-            assert!(
-                out.status.success(),
-                "{name} failed: {stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            stdout
-        }
-    };
+    let addr = cluster.addr().to_string();
+    let script = |name: &'static str| python_script(name, vec![addr.clone()]);
     let stdout = script("solve_client.py").await;
     assert!(stdout.contains("answer 85"), "{stdout}");
     assert!(stdout.contains("INVALID_ARGUMENT"), "{stdout}");
@@ -467,8 +439,6 @@ async fn a_python_grpcio_client_can_solve() {
     }
     cluster.stop().await;
 }
-
-use std::path::PathBuf;
 
 /// At the deadline the orchestrator answers with the best answer so far, flagged
 /// partial, before the client gives up; a strict request fails instead.

@@ -10,6 +10,7 @@ mod common;
 mod crate_graph;
 mod discovery;
 mod eval;
+mod gateway;
 mod limits;
 mod members;
 mod models;

@@ -23,6 +23,7 @@ async fn two_models() -> EmbeddedCluster {
         etcd: vec![],
         cluster: "models".into(),
         metrics_addr: None,
+        gateway_addr: None,
     })
     .await
     .expect("the two-model cluster starts")

@@ -27,6 +27,8 @@ pub struct EmbeddedConfig {
     pub etcd: Vec<String>,
     pub cluster: String,
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve the OpenAI-compatible HTTP gateway here (`ponder up`: 127.0.0.1:8080).
+    pub gateway_addr: Option<SocketAddr>,
 }
 
 pub struct EmbeddedCluster {
@@ -83,6 +85,7 @@ impl EmbeddedCluster {
             });
             oargs.policy = cfg.policy.clone();
             oargs.default_model = Some(default_model);
+            oargs.gateway.gateway_addr = cfg.gateway_addr;
             // Everything runs on this machine, for its one user: show where, and allow
             // the API's whole budget range (a shared server's operator caps it lower).
             oargs.status_addresses = true;
@@ -112,6 +115,11 @@ impl EmbeddedCluster {
 
     pub fn addr(&self) -> SocketAddr {
         self.orchestrator.node.addr
+    }
+
+    /// The HTTP gateway's address, when it serves one.
+    pub fn gateway_addr(&self) -> Option<SocketAddr> {
+        self.orchestrator.gateway.as_ref().map(|g| g.addr)
     }
 
     pub fn stop(self) -> BoxedFuture<'static, ()> {

@@ -49,6 +49,12 @@ enum Command {
         /// Serve Prometheus metrics for all nodes on this address.
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
+        /// Serve the OpenAI-compatible HTTP gateway on this address (docs/gateway.md).
+        #[arg(long, env = "PONDER_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+        gateway_addr: SocketAddr,
+        /// Do not serve the HTTP gateway.
+        #[arg(long)]
+        no_gateway: bool,
         /// Answer the sample questions, print the results, and exit.
         #[arg(long)]
         demo: bool,
@@ -230,6 +236,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cluster,
                 models,
                 metrics_addr,
+                gateway_addr,
+                no_gateway,
                 demo,
                 demo_budget,
                 log_format,
@@ -250,9 +258,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     etcd: etcd.into_iter().collect(),
                     cluster,
                     metrics_addr,
+                    gateway_addr: (!no_gateway).then_some(gateway_addr),
                 };
                 let cluster = EmbeddedCluster::start(cfg).await?;
                 println!("orchestrator listening on {}", cluster.addr());
+                if let Some(g) = cluster.gateway_addr() {
+                    // `ponder up` serves no TLS: always plain HTTP.
+                    println!("gateway listening on http://{g}");
+                }
                 if demo {
                     let r = client::demo(&cluster.addr().to_string(), demo_budget, None).await;
                     cluster.stop().await;

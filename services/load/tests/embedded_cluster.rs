@@ -21,6 +21,7 @@ async fn cluster() -> EmbeddedCluster {
         etcd: vec![],
         cluster: "load-test".into(),
         metrics_addr: None,
+        gateway_addr: None,
     })
     .await
     .expect("the embedded cluster starts")

@@ -2,12 +2,15 @@
 //!
 //! The search itself is `ponder_search::solve`; this crate adds the wire contract
 //! (`request`: wire types to search types and back), validation at the edge and the
-//! query's task (`service`), admission control (a bound on queries in progress,
+//! query's task (`service`), the OpenAI-compatible HTTP gateway over that same service
+//! (`gateway`), admission control (a bound on queries in progress,
 //! `admission`), access control (API keys and per-client rate limits, `access`),
 //! discovery of the pools and the node lifecycle.
 
 pub mod access;
 pub mod admission;
+pub mod gateway;
+pub mod json;
 pub mod request;
 pub mod service;
 
@@ -85,6 +88,8 @@ pub struct OrchestratorArgs {
     pub expect_model: Vec<String>,
     #[command(flatten)]
     pub access: AccessArgs,
+    #[command(flatten)]
+    pub gateway: gateway::GatewayArgs,
 }
 
 /// Queries one client may have in progress by default: half of --max-queries' default,
@@ -163,6 +168,7 @@ impl OrchestratorArgs {
             expect_model: vec![],
             status_addresses: false,
             access: AccessArgs::default(),
+            gateway: Default::default(),
         }
     }
 }
@@ -170,6 +176,8 @@ impl OrchestratorArgs {
 pub struct OrchestratorNode {
     pub node: Node,
     pub registry: Registry,
+    /// The HTTP gateway, when `--gateway-addr` is set.
+    pub gateway: Option<gateway::Gateway>,
     discovery: tokio::task::JoinHandle<()>,
     /// Keeps health NOT_SERVING while no generator is ready.
     readiness: tokio::task::JoinHandle<()>,
@@ -178,6 +186,9 @@ pub struct OrchestratorNode {
 impl OrchestratorNode {
     pub fn stop(self) -> BoxedFuture<'static, ()> {
         Box::pin(async move {
+            if let Some(g) = &self.gateway {
+                g.stop();
+            }
             self.readiness.abort();
             self.discovery.abort();
             self.node.stop().await;
@@ -292,9 +303,12 @@ pub fn start(
             verifiers_seen: Default::default(),
             metrics,
         });
-        // Only the Orchestrator service is gated: health and reflection stay open.
-        let routes =
-            tonic::service::Routes::new(OrchestratorServer::with_interceptor(service, gate));
+        // Only the Orchestrator service is gated: health and reflection stay open (the
+        // gateway passes the same gate itself).
+        let routes = tonic::service::Routes::new(OrchestratorServer::with_interceptor(
+            service.clone(),
+            gate.clone(),
+        ));
         // The public port asks for no client certificate by default: callers use API keys.
         let mut node =
             Node::start(args.node.clone(), SERVICE_NAME, routes, ClientAuth::None).await?;
@@ -303,9 +317,18 @@ pub fn start(
             .await;
         node.set_serving(None).await;
         let readiness = follow_readiness(&registry, node.health());
+        // Started once the orchestrator serves: its ready line means it answers.
+        let gateway = match args.gateway.gateway_addr {
+            Some(addr) => {
+                let tls = (args.node.tls.tls_cert.as_deref()).zip(args.node.tls.tls_key.as_deref());
+                Some(gateway::Gateway::start(&args.gateway, addr, tls, service, gate).await?)
+            }
+            None => None,
+        };
         Ok(OrchestratorNode {
             node,
             registry,
+            gateway,
             discovery,
             readiness,
         })
@@ -318,6 +341,9 @@ pub fn run(args: OrchestratorArgs) -> BoxedFuture<'static, anyhow::Result<()>> {
         let metrics = Metrics::for_binary(&args.node).await?;
         let mut o = start(args, metrics).await?;
         println!("orchestrator listening on {}", o.node.addr);
+        if let Some(g) = &o.gateway {
+            println!("gateway listening on {}://{}", g.scheme, g.addr);
+        }
         tokio::select! {
             _ = ponder_cluster::telemetry::shutdown_signal() => {}
             r = o.node.wait() => r?,

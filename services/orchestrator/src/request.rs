@@ -143,6 +143,7 @@ pub fn usage(u: &Usage) -> pb::Usage {
         verifier_tokens: u.verifier_tokens,
         flops: u.flops,
         cached_prompt_tokens: u.cached_prompt_tokens,
+        prompt_tokens: u.prompt_tokens,
         generator_flops: u.generator_flops,
         verifier_flops: u.verifier_flops,
     }

@@ -91,6 +91,9 @@ pub struct Usage {
     pub flops: f64,
     pub generator_flops: f64,
     pub verifier_flops: f64,
+    /// Prompt tokens the generators processed, cached ones included (a split call's
+    /// prompt counts once per part).
+    pub prompt_tokens: u64,
     pub cached_prompt_tokens: u64,
 }
 
@@ -119,6 +122,7 @@ impl Usage {
         self.flops += other.flops;
         self.generator_flops += other.generator_flops;
         self.verifier_flops += other.verifier_flops;
+        self.prompt_tokens += other.prompt_tokens;
         self.cached_prompt_tokens += other.cached_prompt_tokens;
     }
 }

@@ -531,6 +531,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
                     spent.generator_tokens +=
                         o.samples.iter().map(|s| s.tokens as u64).sum::<u64>();
                     spent.add_generator_flops(o.flops);
+                    spent.prompt_tokens += u64::from(o.prompt_tokens);
                     spent.cached_prompt_tokens += o.cached_prompt_tokens as u64;
                     if generations {
                         spent.generations += o.samples.len() as u32;

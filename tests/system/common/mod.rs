@@ -38,7 +38,14 @@ pub fn generator_model_id() -> String {
 
 /// The embedded cluster on ephemeral ports with static membership.
 pub async fn embedded(generators: usize) -> EmbeddedCluster {
-    EmbeddedCluster::start(EmbeddedConfig {
+    EmbeddedCluster::start(embedded_config(generators))
+        .await
+        .expect("the embedded cluster starts")
+}
+
+/// What [`embedded`] starts.
+pub fn embedded_config(generators: usize) -> EmbeddedConfig {
+    EmbeddedConfig {
         orchestrator_addr: "127.0.0.1:0".parse().unwrap(),
         generator_model: generator_model(),
         other_generator_models: vec![],
@@ -48,9 +55,8 @@ pub async fn embedded(generators: usize) -> EmbeddedCluster {
         etcd: vec![],
         cluster: "test".into(),
         metrics_addr: None,
-    })
-    .await
-    .expect("the embedded cluster starts")
+        gateway_addr: None,
+    }
 }
 
 pub async fn client(addr: impl std::fmt::Display) -> OrchestratorClient<Channel> {
@@ -218,4 +224,38 @@ pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cond()
+}
+
+/// The CI's Python (.venv, with the pinned packages), or PONDER_PYTHON.
+pub fn python() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var("PONDER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join(".venv/bin/python"));
+    assert!(
+        python.is_file(),
+        "{} not found: run `bash .ci/run` once (it makes .venv with the pinned packages) or set PONDER_PYTHON",
+        python.display()
+    );
+    python
+}
+
+/// Runs a script of tests/python with `args` in the CI's venv (.venv, or PONDER_PYTHON);
+/// its stdout, once it has succeeded.
+pub async fn python_script(name: &str, args: Vec<String>) -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = tokio::process::Command::new(python())
+        .arg(root.join("tests/python").join(name))
+        .args(args)
+        .current_dir(&root)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }

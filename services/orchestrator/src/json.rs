@@ -1,5 +1,6 @@
-//! `--json` output of `ponder solve` and `ponder status`: the response messages as JSON
-//! objects with the proto's field names (proto3's JSON mapping uses lowerCamelCase; we
+//! The response messages as JSON objects with the proto's field names: `ponder solve
+//! --json` and `ponder status --json` print them, and the HTTP gateway puts them in its
+//! responses' `ponder` field (proto3's JSON mapping uses lowerCamelCase; we
 //! keep the snake_case names of the .proto, as `grpcurl --format-json` users and
 //! `jq` scripts written against docs/cluster.md expect them). One object per line, so a
 //! streamed solve is NDJSON: progress events, then the final response.
@@ -19,6 +20,7 @@ pub fn usage(u: &pb::Usage) -> Value {
         "flops": u.flops,
         "generator_flops": u.generator_flops,
         "verifier_flops": u.verifier_flops,
+        "prompt_tokens": u.prompt_tokens,
         "cached_prompt_tokens": u.cached_prompt_tokens,
     })
 }
