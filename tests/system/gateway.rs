@@ -208,13 +208,11 @@ async fn beside_tls_the_gateway_serves_https() {
     let gw = o.gateway.as_ref().unwrap();
     assert_eq!(gw.scheme, "https");
     let url = format!("https://localhost:{}/v1/models", gw.addr.port());
-    let fetch = format!(
-        "import ssl, sys, urllib.request\n\
+    let fetch = "import ssl, sys, urllib.request\n\
          ctx = ssl.create_default_context(cafile=sys.argv[2])\n\
-         print(urllib.request.urlopen(sys.argv[1], context=ctx, timeout=10).read().decode())"
-    );
+         print(urllib.request.urlopen(sys.argv[1], context=ctx, timeout=10).read().decode())";
     let out = tokio::process::Command::new(python())
-        .args(["-c", &fetch, &url, pki.ca().to_str().unwrap()])
+        .args(["-c", fetch, &url, pki.ca().to_str().unwrap()])
         .output()
         .await
         .unwrap();
