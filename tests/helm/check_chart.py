@@ -23,7 +23,9 @@
    and no pod mounts the CA key; the bundled etcd's auth container gets its passwords by
    secretKeyRef and gates the pod's readiness; each Ponder pod is selected by exactly
    one NetworkPolicy that admits exactly the expected flows (only the orchestrator's
-   client port may admit any source); the chart renders only the Secrets it generates,
+   client ports, gRPC and the HTTP gateway's, may admit any source); the gateway
+   (orchestrator.gateway) gets its address, body limit, container, Service and policy
+   port, HTTPS exactly with TLS, or none of them when off; the chart renders only the Secrets it generates,
    secrets reach pods only through secretKeyRef or Secret volumes, and no generated
    password or key is a literal anywhere else; the helm test pod gets the CA, a client
    certificate only when needed, and the API key; the schema covers every value and
@@ -51,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chart_checks.base import CHART, EXAMPLES, FAILURES, KUBE_VERSIONS, deep_merge, fail, load_values_file  # noqa: E402
 from chart_checks.etcd_auth import check_etcd_auth, run_auth_script  # noqa: E402
+from chart_checks.gateway import check_gateway  # noqa: E402
 from chart_checks.generator_groups import check_generator_groups  # noqa: E402
 from chart_checks.lint import lint_all  # noqa: E402
 from chart_checks.literal_secrets import check_no_literal_secrets  # noqa: E402
@@ -107,6 +110,7 @@ def main() -> int:
         check_etcd_auth(scen, docs, merged)
         check_network_policy(scen, docs, merged)
         check_generator_groups(scen, docs, merged, notes)
+        check_gateway(scen, docs, merged, notes)
         if scen == "default":
             default_docs = docs
         check_crds(scen, docs, values)

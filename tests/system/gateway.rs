@@ -227,3 +227,20 @@ async fn beside_tls_the_gateway_serves_https() {
     o.stop().await;
     cluster.stop().await;
 }
+
+/// The gateway takes API keys, not client certificates: beside a port that requires
+/// them it would be a way around mTLS, so the orchestrator refuses to start it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_is_refused_beside_required_client_certificates() {
+    let mut args = ponder_orchestrator::OrchestratorArgs::new(Default::default());
+    args.generators = vec!["127.0.0.1:1".into()];
+    args.node.tls.tls_cert = Some("unread.pem".into());
+    args.node.tls.tls_key = Some("unread.key".into());
+    args.node.tls.tls_client_auth = Some(ponder_cluster::tls::ClientAuth::Required);
+    args.gateway.gateway_addr = Some("127.0.0.1:0".parse().unwrap());
+    let e = match ponder_orchestrator::start(args, Default::default()).await {
+        Ok(_) => panic!("a gateway started beside --tls-client-auth required"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("it would bypass mTLS"), "{e}");
+}

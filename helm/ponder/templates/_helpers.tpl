@@ -202,6 +202,12 @@ PONDER_RATE_LIMIT: {{ if eq $rate (float64 (int64 $rate)) }}{{ int64 $rate | quo
 PONDER_RATE_BURST: {{ int64 $v.rateLimit.burst | quote }}
 {{- end }}
 {{- end }}
+{{- with $v.gateway }}
+{{- if .enabled }}
+PONDER_GATEWAY_ADDR: {{ printf "%s:%d" (include "ponder.listenHost" $ctx) (int .port) | quote }}
+PONDER_GATEWAY_MAX_BODY_BYTES: {{ int64 .maxBodyBytes | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -383,6 +389,17 @@ Checks that run once per render.
 {{- end }}
 {{- if and .Values.metrics.enabled (eq (int .Values.health.port) (int .Values.metrics.port)) }}
 {{- fail "health.port and metrics.port must differ" }}
+{{- end }}
+{{- with .Values.orchestrator.gateway }}
+{{- if and $.Values.orchestrator.enabled .enabled }}
+{{- $port := int .port }}
+{{- if or (eq $port (int $.Values.orchestrator.port)) (eq $port (int $.Values.health.port)) (and $.Values.metrics.enabled (eq $port (int $.Values.metrics.port))) }}
+{{- fail (printf "orchestrator.gateway.port %d is also orchestrator.port, health.port or metrics.port; give each its own port" $port) }}
+{{- end }}
+{{- if and $.Values.tls.enabled (eq $.Values.tls.clientAuth "required") }}
+{{- fail "orchestrator.gateway asks callers for no client certificate (HTTPS, API keys and rate limits only), so it would open a way around tls.clientAuth=required: set orchestrator.gateway.enabled=false, or tls.clientAuth=none" }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- $mounts := list "/tmp" }}
 {{- if ne .Values.models.source "image" }}{{ $mounts = append $mounts .Values.models.mountPath }}{{ end }}

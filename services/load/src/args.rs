@@ -56,6 +56,11 @@ pub struct TargetArgs {
     /// TLS and the API key, as for `ponder solve` (docs/security.md).
     #[command(flatten)]
     pub access: ConnectArgs,
+    /// grpc: ponder.v1.Orchestrator at --addr; openai: the HTTP gateway's POST
+    /// /v1/chat/completions at --addr (http:// only; docs/gateway.md), with --stream
+    /// as server-sent events.
+    #[arg(long, value_enum, default_value = "grpc")]
+    pub protocol: crate::target::Protocol,
 }
 
 #[derive(Args, Debug)]
@@ -304,6 +309,7 @@ impl TargetArgs {
             self.connections,
             self.rpc(),
             self.timeout,
+            self.protocol,
         )
         .await
     }
@@ -325,7 +331,10 @@ impl OutputArgs {
 
 fn info(target: &TargetArgs, w: &Workload, plan: &Plan, out: &OutputArgs) -> RunInfo {
     RunInfo {
-        target: target.addr.clone(),
+        target: match target.protocol {
+            crate::target::Protocol::Grpc => target.addr.clone(),
+            crate::target::Protocol::Openai => format!("{} (HTTP gateway)", target.addr),
+        },
         rpc: target.rpc(),
         mode: plan.mode,
         workload: w.label(),

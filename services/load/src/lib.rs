@@ -13,6 +13,7 @@
 //!   against a [`target`] and returns one [`record`] per request. Latency is measured
 //!   from the *intended* send time, so a slow response never hides the queueing it
 //!   causes (no coordinated omission).
+//! - [`openai`]: `--protocol openai`, the same requests through the HTTP gateway.
 //! - [`report`]: HDR-histogram latency quantiles, errors by gRPC code, throughput,
 //!   accuracy and goodput from the records; [`render`] prints it as a table.
 //! - [`sweep`]: steps the open-loop rate up until the SLO breaks and reports the knee.
@@ -28,6 +29,7 @@ pub mod arrivals;
 pub mod compare;
 pub mod driver;
 pub mod mix;
+pub mod openai;
 pub mod progress;
 pub mod record;
 pub mod render;

@@ -3,7 +3,9 @@
 //! The driver dials exactly the address it is given, over `--connections` HTTP/2
 //! connections (requests are spread over them in turn), and nothing else: it does no
 //! discovery, so it can never put load on a cluster it was not pointed at. TLS and the
-//! API key take the same flags as the `ponder` CLI (`ponder_cluster::connect`).
+//! API key take the same flags as the `ponder` CLI (`ponder_cluster::connect`). With
+//! `--protocol openai` the same requests go to the HTTP gateway instead
+//! ([`crate::openai`]).
 
 use ponder_cluster::connect::{BearerToken, ConnectArgs};
 use ponder_proto::v1 as pb;
@@ -16,6 +18,16 @@ use tonic::transport::Channel;
 use tonic::Status;
 
 type Client = OrchestratorClient<InterceptedService<Channel, BearerToken>>;
+
+/// How requests reach the orchestrator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// ponder.v1.Orchestrator over gRPC.
+    Grpc,
+    /// The gateway's POST /v1/chat/completions (docs/gateway.md).
+    Openai,
+}
 
 /// Which RPC to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +43,8 @@ pub struct Target {
     /// The gRPC deadline of each request.
     pub timeout: Duration,
     clients: Vec<Client>,
+    /// Set with `--protocol openai`: requests go through the HTTP gateway.
+    http: Option<crate::openai::HttpTarget>,
 }
 
 /// What came back for one request.
@@ -49,12 +63,23 @@ impl Target {
         connections: usize,
         rpc: Rpc,
         timeout: Duration,
+        protocol: Protocol,
     ) -> anyhow::Result<Target> {
         anyhow::ensure!(
             (1..=64).contains(&connections),
             "--connections must be 1..=64"
         );
         anyhow::ensure!(!timeout.is_zero(), "--timeout must be positive");
+        if protocol == Protocol::Openai {
+            let token = access.token.as_ref().map(|t| t.expose());
+            return Ok(Target {
+                addr: addr.to_string(),
+                rpc,
+                timeout,
+                clients: vec![],
+                http: Some(crate::openai::HttpTarget::new(addr, connections, token)?),
+            });
+        }
         let endpoint = access.endpoint(addr)?;
         let bearer = access.bearer()?;
         let url = endpoint.uri().to_string();
@@ -76,11 +101,20 @@ impl Target {
             rpc,
             timeout,
             clients,
+            http: None,
         })
     }
 
     /// Sends request number `index` and waits for its answer (or the deadline).
     pub async fn call(&self, index: u64, req: pb::SolveRequest) -> Outcome {
+        if let Some(http) = &self.http {
+            let stream = self.rpc == Rpc::SolveStream;
+            let (result, first_event) = http.call(&req, stream, self.timeout).await;
+            return Outcome {
+                result,
+                first_event,
+            };
+        }
         let mut client = self.clients[(index % self.clients.len() as u64) as usize].clone();
         let mut request = tonic::Request::new(req);
         request.set_timeout(self.timeout);

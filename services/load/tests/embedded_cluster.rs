@@ -10,6 +10,10 @@ use std::path::Path;
 /// (that module cannot be shared here: it also spawns the `ponder` binary, which only
 /// ponder-cli's own tests are given).
 async fn cluster() -> EmbeddedCluster {
+    cluster_with_gateway(None).await
+}
+
+async fn cluster_with_gateway(gateway_addr: Option<std::net::SocketAddr>) -> EmbeddedCluster {
     let models = ponder_cli::models::bundled(None).expect("the bundled models");
     EmbeddedCluster::start(EmbeddedConfig {
         orchestrator_addr: "127.0.0.1:0".parse().unwrap(),
@@ -21,7 +25,7 @@ async fn cluster() -> EmbeddedCluster {
         etcd: vec![],
         cluster: "load-test".into(),
         metrics_addr: None,
-        gateway_addr: None,
+        gateway_addr,
     })
     .await
     .expect("the embedded cluster starts")
@@ -196,5 +200,59 @@ async fn a_sweep_stops_at_the_first_rate_that_breaks_the_slo() {
     assert!(!s.steps[1].met && s.steps[1].reason.is_some(), "{stdout}");
     assert_eq!(s.knee_rate, Some(1.0));
     assert!(stdout.contains("knee: 1.000 queries/s"), "{stdout}");
+    cluster.stop().await;
+}
+
+/// `--protocol openai` sends the same workload through the HTTP gateway: the answers,
+/// budgets and first events come back as over gRPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_load_runs_through_the_http_gateway() {
+    let cluster = cluster_with_gateway(Some("127.0.0.1:0".parse().unwrap())).await;
+    let gateway = format!("http://{}", cluster.gateway_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    for stream in [false, true] {
+        let (json, records) = (dir.path().join("h.json"), dir.path().join("h.jsonl"));
+        let mut args = vec![
+            "run",
+            "--protocol",
+            "openai",
+            "--addr",
+            &gateway,
+            "--concurrency",
+            "2",
+            "--requests",
+            "6",
+            "--levels",
+            "1=1,2=1",
+            "--mix",
+            "weighted_best_of_n:4=1,self_consistency:2=1",
+            "--json",
+            json.to_str().unwrap(),
+            "--records",
+            records.to_str().unwrap(),
+            "--quiet",
+        ];
+        if stream {
+            args.push("--stream");
+        }
+        ponder_load(&args).await;
+        let r = report(&json);
+        assert_eq!((r.scheduled, r.ok), (6, 6), "errors: {:?}", r.errors);
+        assert!(
+            r.info.target.ends_with("(HTTP gateway)"),
+            "{}",
+            r.info.target
+        );
+        assert_eq!(r.known, 6);
+        for m in read_jsonl(&records).unwrap() {
+            let truth = ponder_arith::solution::solve(&m.question).unwrap().answer;
+            assert_eq!(
+                m.correct,
+                Some(m.answer.as_deref() == Some(&*truth.to_string()))
+            );
+            assert!((1..=4).contains(&m.generations.unwrap()), "{m:?}");
+            assert_eq!(m.first_event_latency_s.is_some(), stream, "{m:?}");
+        }
+    }
     cluster.stop().await;
 }

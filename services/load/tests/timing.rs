@@ -114,6 +114,7 @@ async fn run(addr: SocketAddr, plan: &Plan) -> (Vec<Record>, Report) {
         1,
         Rpc::Solve,
         Duration::from_secs(30),
+        ponder_load::target::Protocol::Grpc,
     )
     .await
     .unwrap();

@@ -233,6 +233,14 @@ pub fn start(
     metrics: Metrics,
 ) -> BoxedFuture<'static, anyhow::Result<OrchestratorNode>> {
     Box::pin(async move {
+        // The gateway authenticates by API key only: beside a port that demands client
+        // certificates it would be a way around them (docs/gateway.md, "Security").
+        anyhow::ensure!(
+            args.gateway.gateway_addr.is_none()
+                || !args.node.tls.requires_client_certs(ClientAuth::None),
+            "--gateway-addr with --tls-client-auth required: the HTTP gateway takes API keys, \
+             not client certificates, so it would bypass mTLS; leave --gateway-addr unset"
+        );
         let format = match &args.format {
             Some(p) => SolutionFormat::from_file(p)?,
             None => SolutionFormat::default(),

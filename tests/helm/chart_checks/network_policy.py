@@ -1,6 +1,6 @@
 """NetworkPolicies: each Ponder pod is selected by exactly one, and each admits exactly
 the flows the values call for (ingress, and egress when on); only the orchestrator's
-client port may admit any source.
+client ports (gRPC, and the HTTP gateway's) may admit any source.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def expected_flows(merged: dict) -> dict[str, tuple[set, set]]:
         out_ = dns | to_etcd | atoms(egress["extra"], "to")
         if role == "orchestrator":
             peers = [j(p) for p in npv["orchestratorFrom"]] + [j(release_selector("test"))] if npv["orchestratorFrom"] else [ANY]
-            ing |= {("grpc", "TCP", p) for p in peers}
+            client_ports = ["grpc"] + (["http"] if merged["orchestrator"]["gateway"]["enabled"] else [])
+            ing |= {(port, "TCP", p) for port in client_ports for p in peers}
             out_ |= {(merged[w]["port"], "TCP", j(release_selector(w))) for w in ("generator", "verifier") if merged[w]["enabled"]}
         else:
             ing.add(("grpc", "TCP", j(release_selector("orchestrator"))))
@@ -80,7 +81,8 @@ def expected_flows(merged: dict) -> dict[str, tuple[set, set]]:
 def check_network_policy(scen: str, docs: list[dict], merged: dict) -> None:
     """On (the default): every Ponder pod (roles, etcd, the helm test pod) is selected by
     exactly one policy, and each policy admits exactly the expected flows, ingress and
-    (with egress on) egress; only the orchestrator's client port may admit any source;
+    (with egress on) egress; only the orchestrator's client ports (gRPC and the gateway's)
+    may admit any source;
     named ports exist on the pods they admit to; peers that name this release's pods
     select them."""
     nps = by_kind(docs, "NetworkPolicy")
@@ -110,8 +112,8 @@ def check_network_policy(scen: str, docs: list[dict], merged: dict) -> None:
         check(scen, ing == want_in, f"{selecting[0]} ingress: admits {sorted(ing - want_in)} too, lacks {sorted(want_in - ing)}")
         check(scen, eg == want_eg, f"{selecting[0]} egress: allows {sorted(eg - want_eg)} too, lacks {sorted(want_eg - eg)}")
         for port, _, peer in ing:
-            check(scen, not everyone(peer) or (comp == "orchestrator" and port == "grpc"),
-                  f"{selecting[0]}: port {port} admits everyone ({peer}); only the orchestrator's client port may")
+            check(scen, not everyone(peer) or (comp == "orchestrator" and port in ("grpc", "http")),
+                  f"{selecting[0]}: port {port} admits everyone ({peer}); only the orchestrator's client ports may")
             check(scen, not isinstance(port, str) or port in named or port == ANY, f"{selecting[0]}: named port {port} is not on the {comp} pods")
         for port, _, peer in ing | eg:
             if peer != ANY and set(json.loads(peer)) == {"podSelector"}:

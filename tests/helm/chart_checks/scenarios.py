@@ -40,7 +40,8 @@ def scenarios() -> dict[str, dict]:
     }
     # Every security option at once, with non-default names and paths: mTLS on the
     # orchestrator's port too, API keys, a rate limit, an external etcd over TLS with a
-    # client certificate and a password, a moved health port, IPv6.
+    # client certificate and a password, a moved health port, IPv6. No HTTP gateway: it
+    # asks for no client certificate, so the chart refuses it with mTLS.
     out["mtls+api-keys+rate-limit+etcd-tls-auth"] = {
         "tls": {
             "enabled": True, "secretName": "ponder-cluster-tls", "mountPath": "/var/run/ponder/tls",
@@ -52,6 +53,7 @@ def scenarios() -> dict[str, dict]:
         "orchestrator": {
             "apiKeys": {"secretName": "ponder-api-keys", "key": "keys.txt", "mountPath": "/var/run/ponder/keys"},
             "rateLimit": {"perSecond": 2.5, "burst": 4},
+            "gateway": {"enabled": False},
         },
         "tests": {
             "apiKey": {"secretName": "ponder-test-token", "key": "bearer"},
@@ -110,8 +112,31 @@ def scenarios() -> dict[str, dict]:
             },
         },
     }
+    # The HTTP gateway switched off under the secure defaults, and moved (port, body
+    # limit) on a plaintext IPv6 release with policies and API keys; checked by
+    # gateway.py against GATEWAY_EXPECT.
+    out["gateway:off"] = {"orchestrator": {"gateway": {"enabled": False}}}
+    out["gateway:custom-port+ipv6+plaintext"] = {
+        "orchestrator": {"gateway": {"port": 8443, "maxBodyBytes": 1048576}, "apiKeys": {"secretName": "ponder-api-keys"}},
+        "tests": {"apiKey": {"secretName": "ponder-test-token"}},
+        "tls": {"enabled": False},
+        "cluster": {"ipFamily": "IPv6"},
+    }
     out.update(group_scenarios())
     return out
+
+
+# What gateway.py expects per scenario, written out by hand: None (no gateway), or
+# PONDER_GATEWAY_ADDR, PONDER_GATEWAY_MAX_BODY_BYTES, the port (container, Service,
+# NetworkPolicy) and the scheme it serves (https: the orchestrator has TLS).
+GATEWAY_EXPECT = {
+    "default": {"addr": "0.0.0.0:8080", "max_body": "262144", "port": 8080, "scheme": "https"},
+    "init-models+fixed-replicas+servicemonitor": {"addr": "[::]:8080", "max_body": "262144", "port": 8080, "scheme": "https"},
+    "opt-out:tls+networkpolicy+etcd-auth-off": {"addr": "0.0.0.0:8080", "max_body": "262144", "port": 8080, "scheme": "http"},
+    "mtls+api-keys+rate-limit+etcd-tls-auth": None,
+    "gateway:off": None,
+    "gateway:custom-port+ipv6+plaintext": {"addr": "[::]:8443", "max_body": "1048576", "port": 8443, "scheme": "http"},
+}
 
 
 # sha256 of model.safetensors as models/manifest.json lists them (any 64 hex digits do).
@@ -146,7 +171,7 @@ def group_scenarios() -> dict[str, dict]:
     # default model given on the orchestrator.
     out["generator-groups:mtls+external-etcd+init-models"] = {
         "tls": {"enabled": True, "secretName": "ponder-tls", "serverName": "ponder-worker", "clientAuth": "required"},
-        "orchestrator": {"apiKeys": {"secretName": "ponder-api-keys"}, "defaultModel": "arith-gen"},
+        "orchestrator": {"apiKeys": {"secretName": "ponder-api-keys"}, "defaultModel": "arith-gen", "gateway": {"enabled": False}},
         "tests": {"apiKey": {"secretName": "ponder-test-token"}},
         "etcd": {
             "enabled": False,
@@ -233,6 +258,15 @@ BAD_VALUES = [
     ({"etcd": {"enabled": False, "externalEndpoints": ["http://etcd:2379"], "auth": {"secretName": "a"}}}, "etcd.auth.secretName"),
     ({"etcd": {"auth": {"password": "literal"}}}, "additional"),
     ({"networkPolicy": {"gatewayFrom": []}}, "additional"),
+    # The HTTP gateway.
+    ({"orchestrator": {"gateway": {"port": 0}}}, "minimum"),
+    ({"orchestrator": {"gateway": {"port": "8080"}}}, "/orchestrator/gateway/port"),
+    ({"orchestrator": {"gateway": {"enabled": "yes"}}}, "/orchestrator/gateway/enabled"),
+    ({"orchestrator": {"gateway": {"maxBodyBytes": 512}}}, "minimum"),
+    ({"orchestrator": {"gateway": {"tls": True}}}, "additional"),
+    ({"orchestrator": {"gateway": {"port": 50051}}}, "orchestrator.gateway.port 50051"),
+    ({"orchestrator": {"gateway": {"port": 9090}}}, "orchestrator.gateway.port 9090"),
+    ({"tls": {"clientAuth": "required"}}, "tls.clientAuth=required"),
     ({"networkPolicy": {"egress": {"to": []}}}, "additional"),
     ({"etcd": {"enabled": False, "externalEndpoints": ["http://etcd:2379"], "externalTls": {"secretName": "e"}}}, "use https://"),
     ({"etcd": {"enabled": False, "externalEndpoints": ["https://etcd:2379"]}}, "externalTls.secretName"),
