@@ -389,7 +389,8 @@ async fn a_generator_killed_mid_batch_fails_no_query() {
     let mut args = ponder_orchestrator::OrchestratorArgs::new(Default::default());
     args.generators = vec![a1, a2];
     args.verifiers = vec![av];
-    let o = ponder_orchestrator::start(args, Default::default())
+    let metrics = ponder_cluster::metrics::Metrics::new();
+    let o = ponder_orchestrator::start(args, metrics.clone())
         .await
         .unwrap();
     assert!(
@@ -414,6 +415,18 @@ async fn a_generator_killed_mid_batch_fails_no_query() {
         let r = t.await.unwrap();
         assert!(r.is_ok(), "a query failed after a generator died: {r:?}");
     }
+    // The failover shows: the dead member's calls were retried and it was ejected.
+    let t = metrics.render();
+    use crate::metrics::sample;
+    let gen = "role=\"generator\"";
+    assert!(
+        sample(&t, "ponder_retries_total", &[gen]).unwrap_or(0.0) >= 1.0,
+        "{t}"
+    );
+    assert!(
+        sample(&t, "ponder_ejections_total", &[gen]).unwrap_or(0.0) >= 1.0,
+        "{t}"
+    );
     o.stop().await;
 }
 

@@ -30,6 +30,9 @@ async fn members_come_and_go_and_etcd_may_restart() {
     .unwrap();
     let reg = o.registry.clone();
     assert_eq!(reg.ready(Role::Generator), 1);
+    let watch_up =
+        || crate::metrics::sample(&metrics.render(), "ponder_etcd_watch_up", &[]).unwrap_or(-1.0);
+    assert_eq!(watch_up(), 1.0);
 
     // A verifier joins: it appears.
     let v = ponder_verifier::start(
@@ -77,6 +80,11 @@ async fn members_come_and_go_and_etcd_may_restart() {
         .expect("solve while etcd is down");
     assert_eq!(r.into_inner().usage.unwrap().generations, 4);
     assert_eq!(reg.members(Role::Generator).len(), 1);
+    assert!(
+        eventually(Duration::from_secs(5), || watch_up() == 0.0).await,
+        "ponder_etcd_watch_up stayed {} with etcd down",
+        watch_up()
+    );
 
     // etcd comes back: the watch resyncs and a new node is seen.
     etcd.restart();
@@ -85,6 +93,7 @@ async fn members_come_and_go_and_etcd_may_restart() {
         eventually(Duration::from_secs(15), || reg.ready(Role::Generator) == 2).await,
         "a node registered after etcd restarted was not discovered"
     );
+    assert_eq!(watch_up(), 1.0);
     assert!(c.solve(request("47+38", 4, 2)).await.is_ok());
 
     // Every generator leaves: the orchestrator turns NOT_SERVING (a query could only

@@ -13,6 +13,7 @@ mod eval;
 mod gateway;
 mod limits;
 mod members;
+mod metrics;
 mod models;
 mod partition;
 mod security;

@@ -48,6 +48,27 @@ pub struct Metrics {
     pub client_queries: Family<Labels, Counter>,
     pub client_generations: Family<Labels, Counter<u64, AtomicU64>>,
     pub client_tokens: Family<Labels, Counter<u64, AtomicU64>>,
+    /// Model worker: sequences decoding (`running`) and requests not yet admitted to
+    /// the batch (`waiting`).
+    pub sequences: Family<Labels, Gauge>,
+    /// Model worker: prefix-cache lookups by result (`hit`, `miss`).
+    pub prefix_cache_lookups: Family<Labels, Counter<u64, AtomicU64>>,
+    /// Model worker: prompt tokens whose KV came from the prefix cache.
+    pub prefix_cache_saved_tokens: Family<Labels, Counter<u64, AtomicU64>>,
+    /// Model worker: KV tokens the prefix cache holds.
+    pub prefix_cache_tokens: Family<Labels, Gauge>,
+    /// Orchestrator: seconds from a SolveStream request to its first progress event.
+    pub first_event: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Orchestrator: answers the deadline cut short, by strategy.
+    pub partial_answers: Family<Labels, Counter>,
+    /// Orchestrator: calls retried on another member, by the members' role.
+    pub retries: Family<Labels, Counter>,
+    /// Orchestrator: members ejected after a failed call, by role.
+    pub ejections: Family<Labels, Counter>,
+    /// Orchestrator: members by role and state (`ready`, `ejected`, `connecting`).
+    pub members: Family<Labels, Gauge>,
+    /// Orchestrator with etcd discovery: 1 while its watch runs, 0 while etcd is lost.
+    pub etcd_watch_up: Gauge,
 }
 
 /// This process's resident set size, from `/proc/self/status` (None where there is none).
@@ -89,6 +110,68 @@ impl Metrics {
         let client_queries = Family::<Labels, Counter>::default();
         let client_generations = Family::<Labels, Counter<u64, AtomicU64>>::default();
         let client_tokens = Family::<Labels, Counter<u64, AtomicU64>>::default();
+        let sequences = Family::<Labels, Gauge>::default();
+        let prefix_cache_lookups = Family::<Labels, Counter<u64, AtomicU64>>::default();
+        let prefix_cache_saved_tokens = Family::<Labels, Counter<u64, AtomicU64>>::default();
+        let prefix_cache_tokens = Family::<Labels, Gauge>::default();
+        let first_event = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let partial_answers = Family::<Labels, Counter>::default();
+        let retries = Family::<Labels, Counter>::default();
+        let ejections = Family::<Labels, Counter>::default();
+        let members = Family::<Labels, Gauge>::default();
+        let etcd_watch_up = Gauge::default();
+        r.register(
+            "etcd_watch_up",
+            "orchestrator with etcd discovery: 1 while the membership watch runs, 0 while etcd is unreachable (membership frozen)",
+            etcd_watch_up.clone(),
+        );
+        r.register(
+            "sequences",
+            "model worker: sequences by state (running: in the decode batch; waiting: accepted, not yet admitted)",
+            sequences.clone(),
+        );
+        r.register(
+            "prefix_cache_lookups",
+            "model worker: prefix-cache lookups by result (hit, miss)",
+            prefix_cache_lookups.clone(),
+        );
+        r.register(
+            "prefix_cache_saved_tokens",
+            "model worker: prompt tokens whose KV came from the prefix cache instead of a forward pass",
+            prefix_cache_saved_tokens.clone(),
+        );
+        r.register(
+            "prefix_cache_tokens",
+            "model worker: KV tokens held by the prefix cache",
+            prefix_cache_tokens.clone(),
+        );
+        r.register(
+            "first_event_seconds",
+            "orchestrator: time from a SolveStream request to its first progress event",
+            first_event.clone(),
+        );
+        r.register(
+            "partial_answers",
+            "orchestrator: answers cut short by the deadline (best so far), by strategy",
+            partial_answers.clone(),
+        );
+        r.register(
+            "retries",
+            "orchestrator: generate/score calls retried on another member, by the members' role",
+            retries.clone(),
+        );
+        r.register(
+            "ejections",
+            "orchestrator: members ejected from routing after a failed call, by role",
+            ejections.clone(),
+        );
+        r.register(
+            "members",
+            "orchestrator: known members by role and state (ready, ejected, connecting)",
+            members.clone(),
+        );
         r.register(
             "client_queries",
             "queries per client (API key name, or anonymous) and status code",
@@ -146,7 +229,7 @@ impl Metrics {
         );
         r.register(
             "batch_size",
-            "largest decode batch the model worker has run",
+            "sequences in the model worker's latest decode step (0 when idle)",
             batch_size.clone(),
         );
         r.register(
@@ -181,6 +264,16 @@ impl Metrics {
             client_queries,
             client_generations,
             client_tokens,
+            sequences,
+            prefix_cache_lookups,
+            prefix_cache_saved_tokens,
+            prefix_cache_tokens,
+            first_event,
+            partial_answers,
+            retries,
+            ejections,
+            members,
+            etcd_watch_up,
         }
     }
 

@@ -22,6 +22,7 @@
 
 use crate::member::{InFlight, Member, Role};
 use crate::membership::Registry;
+use crate::metrics::Metrics;
 use crate::request_id;
 use crate::status::from_status;
 use crate::wire;
@@ -32,6 +33,8 @@ use ponder_search::traits::{GeneratorLimits, VerifierCost};
 use ponder_search::{
     GenOutput, GenRequest, Generate, Result, Score, ScoreOutput, ScoreRequest, SearchError,
 };
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,18 +48,41 @@ pub const MAX_ATTEMPTS: usize = 3;
 /// `max_samples_per_request`): the engine's fixed limit then.
 pub const DEFAULT_MAX_SAMPLES: u32 = 256;
 
-/// The orchestrator-wide allowance for retries: tower's token-bucket budget.
+/// The orchestrator-wide allowance for retries: tower's token-bucket budget. It also
+/// carries the orchestrator's metrics, since every pool of every query shares it: the
+/// retries it allows and the ejections that cause them are counted there.
 #[derive(Clone)]
-pub struct RetryBudget(Arc<TpsBudget>);
+pub struct RetryBudget {
+    budget: Arc<TpsBudget>,
+    metrics: Option<Metrics>,
+}
 
 impl RetryBudget {
     /// Retries may add `percent` of recent calls (over 10 s), plus `min_per_sec`.
     pub fn new(min_per_sec: u32, percent: f32) -> Self {
-        Self(Arc::new(TpsBudget::new(
-            Duration::from_secs(10),
-            min_per_sec,
-            percent,
-        )))
+        Self {
+            budget: Arc::new(TpsBudget::new(
+                Duration::from_secs(10),
+                min_per_sec,
+                percent,
+            )),
+            metrics: None,
+        }
+    }
+
+    /// Counts retries (`ponder_retries_total`) and ejections (`ponder_ejections_total`)
+    /// in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, family: fn(&Metrics) -> &Family<Vec<(String, String)>, Counter>, role: Role) {
+        if let Some(m) = &self.metrics {
+            family(m)
+                .get_or_create(&Metrics::labels(&[("role", role.as_str())]))
+                .inc();
+        }
     }
 }
 
@@ -170,7 +196,7 @@ where
     let mut busy: Vec<String> = Vec::new();
     let mut overload_rounds = 0;
     let mut last: Option<SearchError> = None;
-    retries.0.deposit();
+    retries.budget.deposit();
     while failed.len() < MAX_ATTEMPTS {
         let skip: Vec<String> = failed.iter().chain(&busy).cloned().collect();
         let m = match route(&registry.members(role), affinity, &skip, fits) {
@@ -201,9 +227,12 @@ where
                 None => break,
             },
         };
-        if !failed.is_empty() && !retries.0.withdraw() {
-            tracing::warn!(role = role.as_str(), "retry budget spent; not retrying");
-            break;
+        if !failed.is_empty() {
+            if !retries.budget.withdraw() {
+                tracing::warn!(role = role.as_str(), "retry budget spent; not retrying");
+                break;
+            }
+            retries.count(|m| &m.retries, role);
         }
         let guard = InFlight::new(m.clone());
         let res = call(m.clone()).await;
@@ -232,6 +261,7 @@ where
                     busy.push(m.record.instance_id.clone());
                 } else {
                     m.record_failure();
+                    retries.count(|m| &m.ejections, role);
                     failed.push(m.record.instance_id.clone());
                     tracing::warn!(
                         role = role.as_str(),

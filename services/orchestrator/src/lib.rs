@@ -181,6 +181,8 @@ pub struct OrchestratorNode {
     discovery: tokio::task::JoinHandle<()>,
     /// Keeps health NOT_SERVING while no generator is ready.
     readiness: tokio::task::JoinHandle<()>,
+    /// Keeps `ponder_members` current.
+    member_gauges: tokio::task::JoinHandle<()>,
 }
 
 impl OrchestratorNode {
@@ -190,6 +192,7 @@ impl OrchestratorNode {
                 g.stop();
             }
             self.readiness.abort();
+            self.member_gauges.abort();
             self.discovery.abort();
             self.node.stop().await;
         })
@@ -223,6 +226,34 @@ fn follow_readiness(
             if snapshots.changed().await.is_err() {
                 return;
             }
+        }
+    })
+}
+
+/// Sets `ponder_members{role,state}` every second (ejection ends with time, not with a
+/// membership change, so a change subscription alone would miss it).
+fn count_members(registry: &Registry, metrics: Metrics) -> tokio::task::JoinHandle<()> {
+    let registry = registry.clone();
+    tokio::spawn(async move {
+        loop {
+            let members = registry.all();
+            for role in [Role::Generator, Role::Verifier] {
+                let of_role = members.iter().filter(|m| m.record.role == role);
+                let mut counts = [("ready", 0i64), ("ejected", 0), ("connecting", 0)];
+                for m in of_role {
+                    let i = match (m.info.get().is_some(), m.is_ejected()) {
+                        (true, false) => 0,
+                        (true, true) => 1,
+                        (false, _) => 2,
+                    };
+                    counts[i].1 += 1;
+                }
+                for (state, n) in counts {
+                    let l = Metrics::labels(&[("role", role.as_str()), ("state", state)]);
+                    metrics.members.get_or_create(&l).set(n);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     })
 }
@@ -288,9 +319,11 @@ pub fn start(
             let d = EtcdDiscovery {
                 etcd: EtcdConfig::new(args.node.etcd.clone(), &args.node.etcd_access)?,
                 cluster: args.node.cluster.clone(),
+                metrics: Some(metrics.clone()),
             };
             (d.kind(), tokio::spawn(d.run(registry.clone())))
         };
+        let metrics_for_members = metrics.clone();
         let service = OrchestratorService::new(Shared {
             registry: registry.clone(),
             discovery: kind,
@@ -307,7 +340,7 @@ pub fn start(
             limits,
             gate: gate.clone(),
             status_addresses: args.status_addresses,
-            retries: Default::default(),
+            retries: ponder_cluster::pool::RetryBudget::default().with_metrics(metrics.clone()),
             verifiers_seen: Default::default(),
             metrics,
         });
@@ -325,6 +358,7 @@ pub fn start(
             .await;
         node.set_serving(None).await;
         let readiness = follow_readiness(&registry, node.health());
+        let member_gauges = count_members(&registry, metrics_for_members);
         // Started once the orchestrator serves: its ready line means it answers.
         let gateway = match args.gateway.gateway_addr {
             Some(addr) => {
@@ -339,6 +373,7 @@ pub fn start(
             gateway,
             discovery,
             readiness,
+            member_gauges,
         })
     })
 }

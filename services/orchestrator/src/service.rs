@@ -283,6 +283,9 @@ impl Shared {
     fn record(&self, outcome: &Outcome) {
         let u = &outcome.usage;
         let l = Metrics::labels(&[("strategy", outcome.strategy.name())]);
+        if outcome.partial {
+            self.metrics.partial_answers.get_or_create(&l).inc();
+        }
         self.metrics
             .query_generations
             .get_or_create(&l)
@@ -342,9 +345,17 @@ impl Orchestrator for OrchestratorService {
         let shared = self.shared.clone();
         let stream = async_stream(
             move |out: mpsc::Sender<Result<pb::SolveEvent, Status>>| async move {
+                let mut first = true;
                 // The latest progress whenever it changes (a slow client skips to
                 // the newest); the channel closes when the query's task ends.
                 while rx.changed().await.is_ok() {
+                    if std::mem::take(&mut first) {
+                        shared
+                            .metrics
+                            .first_event
+                            .get_or_create(&vec![])
+                            .observe(ticket.started.elapsed().as_secs_f64());
+                    }
                     let ev = request::event(&rx.borrow_and_update());
                     if out.send(Ok(ev)).await.is_err() {
                         // Client gone: dropping the ticket aborts the query.

@@ -260,8 +260,7 @@ fn spawn_stats(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let labels = Metrics::labels(&[("role", role.as_str())]);
-        let kinds = ["prompt", "generated", "scored"];
-        let mut last = [0u64; 3];
+        let mut last = [0u64; 6];
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let Ok(stats) = worker.stats().await else {
@@ -284,19 +283,51 @@ fn spawn_stats(
             if let Some(rss) = ponder_cluster::metrics::resident_bytes() {
                 metrics.resident_memory_bytes.set(rss as i64);
             }
+            let current_batch = if stats.active_sequences == 0 {
+                0
+            } else {
+                stats.last_decode_batch
+            };
             metrics
                 .batch_size
                 .get_or_create(&labels)
-                .set(stats.max_decode_batch as i64);
+                .set(current_batch as i64);
+            for (state, n) in [
+                ("running", stats.active_sequences),
+                ("waiting", stats.waiting_requests),
+            ] {
+                let l = Metrics::labels(&[("role", role.as_str()), ("state", state)]);
+                metrics.sequences.get_or_create(&l).set(n as i64);
+            }
+            let cache = &stats.prefix_cache;
+            metrics
+                .prefix_cache_tokens
+                .get_or_create(&labels)
+                .set(cache.cached_tokens as i64);
+            // Counters from the worker's running totals: add what is new since the last
+            // second.
             let now = [
                 stats.prompt_tokens,
                 stats.generated_tokens,
                 stats.scored_tokens,
+                cache.hits,
+                cache.lookups.saturating_sub(cache.hits),
+                cache.saved_tokens,
             ];
-            for i in 0..3 {
-                let l = Metrics::labels(&[("role", role.as_str()), ("kind", kinds[i])]);
-                metrics
-                    .tokens
+            let counters = [
+                (&metrics.tokens, Some(("kind", "prompt"))),
+                (&metrics.tokens, Some(("kind", "generated"))),
+                (&metrics.tokens, Some(("kind", "scored"))),
+                (&metrics.prefix_cache_lookups, Some(("result", "hit"))),
+                (&metrics.prefix_cache_lookups, Some(("result", "miss"))),
+                (&metrics.prefix_cache_saved_tokens, None),
+            ];
+            for (i, (family, label)) in counters.into_iter().enumerate() {
+                let mut l = labels.clone();
+                if let Some((k, v)) = label {
+                    l.push((k.into(), v.into()));
+                }
+                family
                     .get_or_create(&l)
                     .inc_by(now[i].saturating_sub(last[i]));
             }

@@ -15,6 +15,9 @@ use std::time::Duration;
 pub struct EtcdDiscovery {
     pub etcd: EtcdConfig,
     pub cluster: String,
+    /// Where `ponder_etcd_watch_up` is set: 1 while the watch runs, 0 while etcd is
+    /// unreachable (the last membership is kept meanwhile).
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Discovery for EtcdDiscovery {
@@ -25,8 +28,15 @@ impl Discovery for EtcdDiscovery {
     async fn run(self, registry: Registry) {
         let prefix = key_prefix(&self.cluster);
         let mut backoff = Duration::from_millis(200);
+        let up = |v: i64| {
+            if let Some(m) = &self.metrics {
+                m.etcd_watch_up.set(v);
+            }
+        };
         loop {
-            match sync_and_watch(&self.etcd, &self.cluster, &prefix, &registry).await {
+            let result = sync_and_watch(&self.etcd, &self.cluster, &prefix, &registry, &up).await;
+            up(0);
+            match result {
                 Ok(()) => tracing::warn!("etcd watch ended; resyncing"),
                 Err(e) => {
                     tracing::warn!(error = %e, "etcd unavailable; keeping the last membership")
@@ -51,11 +61,13 @@ async fn sync_and_watch(
     cluster: &str,
     prefix: &str,
     registry: &Registry,
+    up: &(dyn Fn(i64) + Sync),
 ) -> anyhow::Result<()> {
     let mut client = etcd.connect().await?;
     let listing = client
         .get(prefix, Some(GetOptions::new().with_prefix()))
         .await?;
+    up(1);
     let revision = listing.header().map(|h| h.revision()).unwrap_or(0);
     let mut seen = HashSet::new();
     for kv in listing.kvs() {

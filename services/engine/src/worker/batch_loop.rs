@@ -107,6 +107,7 @@ impl Worker {
                 let mut stats = self.stats.clone();
                 stats.queued_requests = self.outstanding.load(Ordering::Relaxed);
                 stats.active_sequences = self.active_sequences();
+                stats.waiting_requests = self.waiting.len();
                 stats.prefix_cache = self.cache.stats();
                 let _ = reply.send(stats);
             }
@@ -196,6 +197,7 @@ impl Worker {
             self.stats.decode_steps += 1;
             self.stats.decoded_sequences += decode_count as u64;
             self.stats.max_decode_batch = self.stats.max_decode_batch.max(decode_count);
+            self.stats.last_decode_batch = decode_count;
         }
         let mut prefills: Vec<Option<Prefill>> = prefills.into_iter().map(Some).collect();
         for u in uses {

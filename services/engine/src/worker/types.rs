@@ -124,6 +124,8 @@ pub struct WorkerStats {
     /// Sum over decode steps of the sequences decoded (mean batch = this / decode_steps).
     pub decoded_sequences: u64,
     pub max_decode_batch: usize,
+    /// Sequences decoded by the latest decode step.
+    pub last_decode_batch: usize,
     pub prompt_tokens: u64,
     pub generated_tokens: u64,
     pub scored_tokens: u64,
@@ -131,6 +133,8 @@ pub struct WorkerStats {
     pub cancelled_requests: u64,
     pub failed_requests: u64,
     pub queued_requests: usize,
+    /// Requests accepted and not yet admitted to the batch.
+    pub waiting_requests: usize,
     pub active_sequences: usize,
     pub prefix_cache: PrefixCacheStats,
 }
