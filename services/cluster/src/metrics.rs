@@ -15,7 +15,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-type Labels = Vec<(String, String)>;
+pub type Labels = Vec<(String, String)>;
+/// A labelled counter family (most of ours).
+pub type CounterFamily = Family<Labels, Counter>;
 
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 18))

@@ -22,7 +22,7 @@
 
 use crate::member::{InFlight, Member, Role};
 use crate::membership::Registry;
-use crate::metrics::Metrics;
+use crate::metrics::{CounterFamily, Metrics};
 use crate::request_id;
 use crate::status::from_status;
 use crate::wire;
@@ -33,8 +33,6 @@ use ponder_search::traits::{GeneratorLimits, VerifierCost};
 use ponder_search::{
     GenOutput, GenRequest, Generate, Result, Score, ScoreOutput, ScoreRequest, SearchError,
 };
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,7 +75,7 @@ impl RetryBudget {
         self
     }
 
-    fn count(&self, family: fn(&Metrics) -> &Family<Vec<(String, String)>, Counter>, role: Role) {
+    fn count(&self, family: fn(&Metrics) -> &CounterFamily, role: Role) {
         if let Some(m) = &self.metrics {
             family(m)
                 .get_or_create(&Metrics::labels(&[("role", role.as_str())]))
