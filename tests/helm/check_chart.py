@@ -25,7 +25,17 @@
    one NetworkPolicy that admits exactly the expected flows (only the orchestrator's
    client ports, gRPC and the HTTP gateway's, may admit any source); the gateway
    (orchestrator.gateway) gets its address, body limit, container, Service and policy
-   port, HTTPS exactly with TLS, or none of them when off; the chart renders only the Secrets it generates,
+   port, HTTPS exactly with TLS, or none of them when off; trace export
+   (tracing.otlpEndpoint) gives every role's pods (each generator group's too)
+   PONDER_OTLP_ENDPOINT and, with egress policies, an egress rule to the collector's
+   port towards networkPolicy.otlpTo (any address when empty), and the defaults
+   neither; the Grafana dashboard
+   ConfigMap (its sidecar label, JSON that parses, the expected panels), the
+   PrometheusRule (each alert's expression, for, labels and annotations, per the roles
+   and values) and the KEDA ScaledObjects (per generator group and the verifier:
+   target, replicas, trigger, and no HPA beside them), with every ponder_* series they
+   name checked against the registry in services/cluster/src/metrics.rs (and listed in
+   docs/metrics.md); the chart renders only the Secrets it generates,
    secrets reach pods only through secretKeyRef or Secret volumes, and no generated
    password or key is a literal anywhere else; the helm test pod gets the CA, a client
    certificate only when needed, and the API key; the schema covers every value and
@@ -56,13 +66,15 @@ from chart_checks.etcd_auth import check_etcd_auth, run_auth_script  # noqa: E40
 from chart_checks.gateway import check_gateway  # noqa: E402
 from chart_checks.generator_groups import check_generator_groups  # noqa: E402
 from chart_checks.lint import lint_all  # noqa: E402
+from chart_checks.monitoring import check_monitoring, check_registry, exported, series_names  # noqa: E402
 from chart_checks.literal_secrets import check_no_literal_secrets  # noqa: E402
 from chart_checks.network_policy import check_network_policy  # noqa: E402
 from chart_checks.pod_security import check_security  # noqa: E402
 from chart_checks.render import check_notes, render  # noqa: E402
-from chart_checks.scenarios import BAD_VALUES, LADDER, scenarios  # noqa: E402
+from chart_checks.scenarios import BAD_VALUES, LADDER, MON_ALL, scenarios  # noqa: E402
 from chart_checks.schema import check_schema  # noqa: E402
 from chart_checks.tls import check_generated_tls  # noqa: E402
+from chart_checks.tracing import check_tracing  # noqa: E402
 from chart_checks.upgrades import check_upgrades_keep_generated  # noqa: E402
 from chart_checks.validate import check_crds, validate_docs  # noqa: E402
 from chart_checks.wiring import check_security_wiring, check_test_pod_security  # noqa: E402
@@ -80,10 +92,15 @@ def main() -> int:
     # Schema: covers every value, strict objects, refuses bad values.
     refused = check_schema(chart, defaults, schema)
 
+    # The metric families of services/cluster/src/metrics.rs, which the dashboard, the
+    # alerts and the KEDA queries are checked against; docs/metrics.md lists them all.
+    check_registry()
+
     # Lint: default values and each example file, every Kubernetes version.
     lint_files = {"default": {}}
     lint_files.update({f"examples/{p.name}": load_values_file(p) for p in sorted(EXAMPLES.glob("values-*.yaml"))})
     lint_files[LADDER] = scenarios()[LADDER]
+    lint_files[MON_ALL] = scenarios()[MON_ALL]
     lint_runs = lint_all(lint_files)
 
     # Render, validate, assert.
@@ -111,6 +128,8 @@ def main() -> int:
         check_network_policy(scen, docs, merged)
         check_generator_groups(scen, docs, merged, notes)
         check_gateway(scen, docs, merged, notes)
+        check_tracing(scen, docs, merged)
+        check_monitoring(scen, docs, merged)
         if scen == "default":
             default_docs = docs
         check_crds(scen, docs, values)
@@ -124,6 +143,7 @@ def main() -> int:
     upgrades = check_upgrades_keep_generated()
     print(f"lint: {lint_runs} runs (strict; {len(lint_files)} values sets x {len(KUBE_VERSIONS)} Kubernetes versions)")
     print(f"bad values refused: {refused}/{len(BAD_VALUES)}")
+    print(f"metric families (services/cluster/src/metrics.rs): {len(exported())}, {len(series_names())} series names")
     print("rendered:")
     print("\n".join(summary))
     print("kubernetes-validate (strict) documents validated per version: "

@@ -75,3 +75,62 @@ async fn eval_fits_a_policy_the_orchestrator_can_load() {
     }
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// `ponder eval --addr`: the same questions through a running cluster's API, every
+/// strategy at every budget, with the same records and table as in-process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_measures_a_running_cluster_through_its_api() {
+    let cluster = crate::common::embedded(1).await;
+    let out = std::env::temp_dir().join(format!("ponder-eval-remote-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let cells = ponder_cli::eval::remote::run(ponder_cli::eval::remote::RemoteEval {
+        addr: cluster.addr().to_string(),
+        connect: Default::default(),
+        per_level: 2,
+        seed: 7,
+        budgets: vec![1, 4],
+        strategies: vec!["majority".into(), "beam_search:2".into()],
+        model: None,
+        concurrency: 4,
+        timeout: std::time::Duration::from_secs(60),
+        out: out.clone(),
+    })
+    .await
+    .unwrap();
+    let text = std::fs::read_to_string(out.join("records.jsonl")).unwrap();
+    let records: Vec<Record> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // 12 questions x 2 strategies x 2 budgets, named by their canonical specs.
+    assert_eq!(records.len(), 48);
+    for r in &records {
+        assert!(
+            ["self_consistency", "beam_search:2"].contains(&r.strategy.as_str()),
+            "{r:?}"
+        );
+        assert!(r.generations <= r.budget + 4, "{r:?}");
+        assert_eq!(r.correct, r.answer == r.truth);
+        assert!(r.latency_s > 0.0 && !r.replayed);
+    }
+    assert_eq!(cells.len(), 4);
+    assert!(cells.iter().all(|c| c.questions == 12));
+    assert!(out.join("summary.json").is_file());
+    // An unknown strategy is refused before any query is sent.
+    let bad = ponder_cli::eval::remote::run(ponder_cli::eval::remote::RemoteEval {
+        addr: cluster.addr().to_string(),
+        connect: Default::default(),
+        per_level: 1,
+        seed: 7,
+        budgets: vec![1],
+        strategies: vec!["mcts".into()],
+        model: None,
+        concurrency: 1,
+        timeout: std::time::Duration::from_secs(10),
+        out: out.clone(),
+    })
+    .await;
+    assert!(bad.is_err());
+    let _ = std::fs::remove_dir_all(&out);
+    cluster.stop().await;
+}

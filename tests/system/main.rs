@@ -5,6 +5,7 @@
 //! binary of its own (tests/chaos.rs) so that nothing runs beside it.
 
 mod cli;
+mod clients;
 mod cluster;
 mod common;
 mod crate_graph;
@@ -17,3 +18,4 @@ mod metrics;
 mod models;
 mod partition;
 mod security;
+mod traces;

@@ -119,6 +119,14 @@ orchestrator
 {{- end }}
 
 {{/*
+The port of tracing.otlpEndpoint (PONDER_OTLP_ENDPOINT): the URL's, else 4317 (the
+OTLP/gRPC port, for http:// and https:// alike). The NetworkPolicies allow it.
+*/}}
+{{- define "ponder.otlpPort" -}}
+{{- regexFind ":[0-9]+$" (urlParse .Values.tracing.otlpEndpoint).host | trimPrefix ":" | default "4317" | int }}
+{{- end }}
+
+{{/*
 The environment of a role (the ConfigMap data). Call with (dict "ctx" $ "role" "generator").
 */}}
 {{- define "ponder.roleEnv" -}}
@@ -132,6 +140,9 @@ PONDER_LEASE_TTL: {{ int64 $ctx.Values.cluster.leaseTtl | quote }}
 PONDER_DRAIN_SECS: {{ int64 $v.drainSecs | quote }}
 PONDER_LOG_FORMAT: {{ $ctx.Values.logging.format | quote }}
 RUST_LOG: {{ $ctx.Values.logging.level | quote }}
+{{- with $ctx.Values.tracing.otlpEndpoint }}
+PONDER_OTLP_ENDPOINT: {{ . | quote }}
+{{- end }}
 {{- if $ctx.Values.metrics.enabled }}
 PONDER_METRICS_ADDR: {{ printf "%s:%d" (include "ponder.listenHost" $ctx) (int $ctx.Values.metrics.port) | quote }}
 {{- end }}
@@ -431,6 +442,12 @@ Checks that run once per render.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if .Values.tracing.otlpEndpoint }}
+{{- $port := include "ponder.otlpPort" . | int }}
+{{- if or (lt $port 1) (gt $port 65535) }}
+{{- fail (printf "tracing.otlpEndpoint %s: the port %d is not a TCP port (1 to 65535)" .Values.tracing.otlpEndpoint $port) }}
+{{- end }}
+{{- end }}
 {{- with .Values.orchestrator.rateLimit }}
 {{- if and (not (kindIs "invalid" .burst)) (not (gt (float64 .perSecond) 0.0)) }}
 {{- fail "orchestrator.rateLimit.burst needs orchestrator.rateLimit.perSecond > 0" }}
@@ -445,6 +462,12 @@ Checks that run once per render.
 {{- if and .Values.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "serviceMonitor.enabled needs metrics.enabled" }}
 {{- end }}
+{{- if and .Values.metrics.prometheusRule.enabled (not .Values.metrics.enabled) }}
+{{- fail "metrics.prometheusRule.enabled needs metrics.enabled (its alerts read the roles' /metrics)" }}
+{{- end }}
+{{- if and .Values.metrics.dashboard.enabled (not .Values.metrics.enabled) }}
+{{- fail "metrics.dashboard.enabled needs metrics.enabled (its panels read the roles' /metrics)" }}
+{{- end }}
 {{- if and .Values.etcd.enabled (not (has (int .Values.etcd.replicas) (list 1 3))) }}
 {{- fail "etcd.replicas must be 1 or 3" }}
 {{- end }}
@@ -455,11 +478,26 @@ Checks that run once per render.
 {{- fail "tests.enabled needs orchestrator.enabled (the test calls the orchestrator); set tests.enabled=false" }}
 {{- end }}
 {{- include "ponder.validateGroups" . }}
+{{- $kedaQueries := dict }}
 {{- range $w := .Values._ponderWorkloads }}
 {{- $v := $w.values }}
 {{- $role := include "ponder.workloadWhere" $w }}
 {{- if and $v.enabled $v.autoscaling.enabled }}
 {{- $a := $v.autoscaling }}
+{{- if eq (include "ponder.autoscalingMode" $v) "keda" }}
+{{- with $a.keda.query }}
+{{- if hasKey $kedaQueries . }}
+{{- fail (printf "%s and %s scale on the same autoscaling.keda.query; each Deployment needs a query over its own pods (give each generator group its own, or leave it empty for the default)" (get $kedaQueries .) $role) }}
+{{- end }}
+{{- $_ := set $kedaQueries . $role }}
+{{- end }}
+{{- if not $.Values.keda.serverAddress }}
+{{- fail (printf "%s.autoscaling.mode=keda needs keda.serverAddress (the Prometheus KEDA queries, e.g. http://prometheus-operated.monitoring.svc:9090)" $role) }}
+{{- end }}
+{{- if not $.Values.metrics.enabled }}
+{{- fail (printf "%s.autoscaling.mode=keda needs metrics.enabled (it scales on ponder_queue_depth)" $role) }}
+{{- end }}
+{{- else }}
 {{- if and (not (kindIs "invalid" $a.targetCPUUtilizationPercentage)) (not (dig "requests" "cpu" "" $v.resources)) }}
 {{- fail (printf "%s.autoscaling.targetCPUUtilizationPercentage needs %s.resources.requests.cpu (utilization is relative to the request)" $role $role) }}
 {{- end }}
@@ -468,6 +506,7 @@ Checks that run once per render.
 {{- end }}
 {{- if and (kindIs "invalid" $a.targetCPUUtilizationPercentage) (kindIs "invalid" $a.targetMemoryUtilizationPercentage) (not $a.metrics) }}
 {{- fail (printf "%s.autoscaling: give a CPU or memory target or metrics" $role) }}
+{{- end }}
 {{- end }}
 {{- if gt (int $a.minReplicas) (int $a.maxReplicas) }}
 {{- fail (printf "%s.autoscaling.minReplicas is above maxReplicas" $role) }}

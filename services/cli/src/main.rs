@@ -164,6 +164,22 @@ enum Command {
         reanalyze: bool,
         #[arg(long, default_value = "bench/results/eval")]
         out: PathBuf,
+        /// Evaluate a running cluster through its API (Solve calls to this
+        /// orchestrator) instead of the bundled models in-process; every strategy runs
+        /// at every --budgets (docs/cli.md, "ponder eval").
+        #[arg(long, conflicts_with_all = ["fit", "reanalyze", "run_budgets", "models"])]
+        addr: Option<String>,
+        /// With --addr: pin every query to this generator model.
+        #[arg(long, requires = "addr")]
+        model: Option<String>,
+        /// With --addr: queries in flight at once.
+        #[arg(long, requires = "addr", default_value_t = 8)]
+        concurrency: usize,
+        /// With --addr: each query's deadline, in seconds.
+        #[arg(long, requires = "addr", default_value_t = 120.0)]
+        timeout: f64,
+        #[command(flatten)]
+        connect: ConnectArgs,
     },
     /// Run one node role (the same as the ponder-<role> binaries).
     #[command(subcommand)]
@@ -331,8 +347,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 fit,
                 reanalyze,
                 out,
+                addr,
+                model,
+                concurrency,
+                timeout,
+                connect,
             } => {
-                let cells = if reanalyze {
+                let cells = if let Some(addr) = addr {
+                    if !(timeout > 0.0 && timeout.is_finite()) {
+                        return Err(ponder_cli::exit::usage("--timeout must be positive"));
+                    }
+                    ponder_cli::eval::remote::run(ponder_cli::eval::remote::RemoteEval {
+                        addr,
+                        connect,
+                        per_level,
+                        seed,
+                        budgets,
+                        strategies,
+                        model,
+                        concurrency,
+                        timeout: Duration::from_secs_f64(timeout),
+                        out: out.clone(),
+                    })
+                    .await?
+                } else if reanalyze {
                     let replayed: Vec<String> = strategies
                         .iter()
                         .map(|s| ponder_search::StrategyKind::parse(s).map(|k| k.spec()))

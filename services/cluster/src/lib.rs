@@ -25,6 +25,7 @@ pub mod status;
 pub mod telemetry;
 pub mod tenant;
 pub mod tls;
+pub mod trace;
 pub mod wire;
 
 pub use member::{Member, MemberKey, MemberRecord, Role};

@@ -279,10 +279,16 @@ impl Metrics {
         }
     }
 
-    /// Logging and metrics as every service binary sets them up from its node flags:
-    /// a subscriber in the chosen format, and `/metrics` on `--metrics-addr` if given.
-    pub async fn for_binary(args: &crate::node::NodeArgs) -> anyhow::Result<Self> {
-        crate::telemetry::init_logging(args.log_format);
+    /// Logging, tracing and metrics as every service binary sets them up from its node
+    /// flags: a subscriber in the chosen format, span export to `--otlp-endpoint` as
+    /// `ponder-<role>` if given, and `/metrics` on `--metrics-addr` if given.
+    pub async fn for_binary(args: &crate::node::NodeArgs, role: &str) -> anyhow::Result<Self> {
+        let service = format!("ponder-{role}");
+        let otlp = args.otlp_endpoint.as_deref().map(|e| (e, service.as_str()));
+        crate::telemetry::init_tracing(args.log_format, otlp)?;
+        if let Some(e) = &args.otlp_endpoint {
+            tracing::info!(endpoint = %e, service, "exporting traces over OTLP");
+        }
         let metrics = Self::new();
         if let Some(addr) = args.metrics_addr {
             let bound = metrics.serve(addr).await?;

@@ -58,6 +58,10 @@ pub struct NodeArgs {
     pub drain_secs: u64,
     #[arg(long, env = "PONDER_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: crate::telemetry::LogFormat,
+    /// Export traces over OTLP/gRPC to this collector (e.g. http://otel-collector:4317);
+    /// unset: no export (docs/tracing.md).
+    #[arg(long, env = "PONDER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Also serve grpc.health.v1 alone, in plaintext, on this address (for kubelet
     /// probes, which cannot do TLS).
     #[arg(long, env = "PONDER_HEALTH_LISTEN")]
@@ -88,6 +92,7 @@ impl Default for NodeArgs {
             lease_ttl: DEFAULT_TTL_SECS,
             drain_secs: 20,
             log_format: Default::default(),
+            otlp_endpoint: None,
             health_listen: None,
             no_reflection: false,
             config: None,

@@ -37,6 +37,7 @@ use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::retry::budget::{Budget, TpsBudget};
+use tracing::Instrument;
 
 /// Calls in flight by which the preferred member may exceed the alternative.
 pub const AFFINITY_SLACK: u32 = 2;
@@ -125,11 +126,14 @@ fn hash(s: &str) -> u64 {
     ponder_search::solve::hash(s)
 }
 
+/// A call's gRPC request: its deadline, request id, tenant and, when traces are
+/// exported, the trace context of `span` (the call's span).
 fn request_with<T>(
     msg: T,
     deadline: Option<Instant>,
     id: &str,
     tenant: u64,
+    span: &tracing::Span,
 ) -> Result<tonic::Request<T>> {
     let mut req = tonic::Request::new(msg);
     if let Some(d) = deadline {
@@ -143,6 +147,7 @@ fn request_with<T>(
     }
     request_id::insert(req.metadata_mut(), id);
     crate::tenant::insert(req.metadata_mut(), tenant);
+    crate::trace::inject(span, req.metadata_mut());
     Ok(req)
 }
 
@@ -333,8 +338,13 @@ impl Generate for GeneratorPool {
             |m| {
                 let msg = msg.clone();
                 let (deadline, id, tenant) = (req.deadline, req.request_id.clone(), req.tenant);
+                let span = tracing::info_span!(
+                    "generate",
+                    member = %m.record.instance_id,
+                    samples = msg.n,
+                );
                 async move {
-                    let r = request_with(msg, deadline, &id, tenant)?;
+                    let r = request_with(msg, deadline, &id, tenant, &tracing::Span::current())?;
                     let resp = GeneratorClient::new(m.channel.clone())
                         .generate(r)
                         .await
@@ -342,6 +352,7 @@ impl Generate for GeneratorPool {
                     let parameters = m.info.get().map_or(0, |i| i.parameters);
                     Ok(wire::gen_output_from_pb(resp.into_inner(), parameters))
                 }
+                .instrument(span)
             },
         )
         .await
@@ -450,8 +461,13 @@ impl Score for VerifierPool {
             |m| {
                 let msg = msg.clone();
                 let (deadline, id, tenant) = (req.deadline, req.request_id.clone(), req.tenant);
+                let span = tracing::info_span!(
+                    "score",
+                    member = %m.record.instance_id,
+                    candidates,
+                );
                 async move {
-                    let r = request_with(msg, deadline, &id, tenant)?;
+                    let r = request_with(msg, deadline, &id, tenant, &tracing::Span::current())?;
                     let resp = VerifierClient::new(m.channel.clone())
                         .score(r)
                         .await
@@ -459,6 +475,7 @@ impl Score for VerifierPool {
                     let parameters = m.info.get().map_or(0, |i| i.parameters);
                     wire::score_output_from_pb(resp.into_inner(), candidates, parameters)
                 }
+                .instrument(span)
             },
         )
         .await

@@ -11,15 +11,30 @@ pub enum LogFormat {
 
 /// Installs a `tracing` subscriber (level from `RUST_LOG`, default info) once.
 pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+    let _ = init_tracing(format, None);
+}
+
+/// As [`init_logging`], and when `otlp` is `(endpoint, service)`, also exports this
+/// process's spans there as `service` ([`crate::trace`]). Needs a tokio runtime then.
+pub fn init_tracing(format: LogFormat, otlp: Option<(&str, &str)>) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
     };
+    let otel = otlp
+        .map(|(endpoint, service)| crate::trace::otlp_layer(endpoint, service))
+        .transpose()?;
+    // The filter applies to the log lines only: exported spans have their own.
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(otel)
+        .try_init();
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).

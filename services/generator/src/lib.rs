@@ -95,7 +95,7 @@ pub fn start(
 /// The `ponder-generator` binary: serve until SIGTERM/Ctrl-C, then stop gracefully.
 pub fn run(args: GeneratorArgs) -> BoxedFuture<'static, anyhow::Result<()>> {
     Box::pin(async move {
-        let metrics = Metrics::for_binary(&args.node).await?;
+        let metrics = Metrics::for_binary(&args.node, "generator").await?;
         start(args, metrics).await?.serve_until_shutdown().await
     })
 }

@@ -43,9 +43,12 @@ impl HttpTarget {
         let url = format!("{}/v1/chat/completions", base.trim_end_matches('/'))
             .parse()
             .map_err(|e| anyhow::anyhow!("--addr {addr}: {e}"))?;
+        // Nagle off: a request's headers and body leave together (as tonic's channels do).
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(connections.max(1) * 64)
-            .build_http();
+            .build(connector);
         Ok(Self {
             client,
             url,

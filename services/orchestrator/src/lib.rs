@@ -381,7 +381,7 @@ pub fn start(
 /// The `ponder-orchestrator` binary: serve until SIGTERM/Ctrl-C.
 pub fn run(args: OrchestratorArgs) -> BoxedFuture<'static, anyhow::Result<()>> {
     Box::pin(async move {
-        let metrics = Metrics::for_binary(&args.node).await?;
+        let metrics = Metrics::for_binary(&args.node, "orchestrator").await?;
         let mut o = start(args, metrics).await?;
         println!("orchestrator listening on {}", o.node.addr);
         if let Some(g) = &o.gateway {
@@ -392,6 +392,7 @@ pub fn run(args: OrchestratorArgs) -> BoxedFuture<'static, anyhow::Result<()>> {
             r = o.node.wait() => r?,
         }
         o.stop().await;
+        ponder_cluster::trace::shutdown();
         Ok(())
     })
 }

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 pub struct Shared {
     pub registry: Registry,
@@ -122,10 +123,25 @@ impl OrchestratorService {
             .with_client_calls(admitted.client_calls())
             .with_tenant(ponder_search::solve::hash(&caller.bucket()) | 1);
         let shared = self.shared.clone();
-        let task = tokio::spawn(async move {
-            let _admitted = admitted;
-            shared.answer(&query, &pinned, progress).await
-        });
+        // The query's span: the root of its trace, or a child of the client's
+        // (`traceparent`); its rounds and calls are children (docs/tracing.md).
+        let span = tracing::info_span!(
+            "query",
+            request_id = %id,
+            budget = query.budget().max_generations,
+            strategy = tracing::field::Empty,
+            generations = tracing::field::Empty,
+            tokens = tracing::field::Empty,
+            flops = tracing::field::Empty,
+        );
+        ponder_cluster::trace::continue_from(&span, request.metadata());
+        let task = tokio::spawn(
+            async move {
+                let _admitted = admitted;
+                shared.answer(&query, &pinned, progress).await
+            }
+            .instrument(span),
+        );
         Ok(Ticket {
             task: AbortOnDrop(task),
             id,
@@ -179,6 +195,11 @@ impl Shared {
         .await
         .map_err(to_status)?;
         self.record(&outcome);
+        let span = tracing::Span::current();
+        span.record("strategy", outcome.strategy.name());
+        span.record("generations", outcome.usage.generations);
+        span.record("tokens", outcome.usage.tokens());
+        span.record("flops", outcome.usage.flops);
         Ok(Answer { outcome, model })
     }
 

@@ -24,6 +24,7 @@ use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, SemaphorePermit};
+use tracing::Instrument;
 
 pub struct Context<'a, G, S> {
     generator: &'a G,
@@ -40,6 +41,8 @@ pub struct Context<'a, G, S> {
     /// [`QueryLimits::max_calls_in_flight`], so that a wide strategy (DVTS of 4,096
     /// subtrees) queues its calls here instead of flooding the pools.
     calls: Semaphore,
+    /// The span the query runs in (the orchestrator's `query`), parent of the rounds.
+    query_span: tracing::Span,
 }
 
 /// The query's accounts: what the budget has left, which seed comes next, how long
@@ -51,6 +54,15 @@ struct Books {
     in_flight: u32,
     busy_since: Instant,
     busy: Duration,
+    /// The strategy round in progress: the work between two [`Context::report`]s. Its
+    /// span is the parent of the round's generate and score calls (so a trace shows
+    /// the search round by round), and it ends at the report that closes the round.
+    round: tracing::Span,
+    rounds: u32,
+}
+
+fn round_span(parent: &tracing::Span, n: u32) -> tracing::Span {
+    tracing::info_span!(parent: parent, "round", n, progress = tracing::field::Empty)
 }
 
 /// The best candidate so far.
@@ -97,6 +109,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
         query: &'a Query,
         progress: watch::Sender<Progress>,
     ) -> Self {
+        let query_span = tracing::Span::current();
         Self {
             generator,
             verifier,
@@ -109,10 +122,18 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
                 in_flight: 0,
                 busy_since: Instant::now(),
                 busy: Duration::ZERO,
+                round: round_span(&query_span, 0),
+                rounds: 0,
             }),
             progress,
             calls: Semaphore::new(query.limits().max_calls_in_flight.max(1) as usize),
+            query_span,
         }
+    }
+
+    /// The span of the round in progress (see [`Books::round`]).
+    fn round(&self) -> tracing::Span {
+        self.books().round.clone()
     }
 
     pub fn format(&self) -> &'a SolutionFormat {
@@ -401,6 +422,12 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
             candidates: candidates.len(),
         });
         let usage = self.used();
+        {
+            let mut books = self.books();
+            books.round.record("progress", message.as_str());
+            books.rounds += 1;
+            books.round = round_span(&self.query_span, books.rounds);
+        }
         self.progress.send_modify(|p| {
             p.usage = usage;
             p.message = message;
@@ -519,7 +546,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
         let requests = parts.last().map_or(0, |p| p.0 + 1);
         let results = futures::future::join_all(parts.into_iter().map(|(i, r)| async move {
             let _permit = self.call_permit().await;
-            (i, self.generator.generate(r).await)
+            (i, self.generator.generate(r).instrument(self.round()).await)
         }))
         .await;
         let mut spent = Usage::default();
@@ -643,6 +670,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
                     request_id: self.query.request_id().to_string(),
                     tenant: self.query.tenant(),
                 })
+                .instrument(self.round())
                 .await
         });
         let results = futures::future::join_all(calls).await;

@@ -90,7 +90,7 @@ pub fn start(
 /// The `ponder-verifier` binary: serve until SIGTERM/Ctrl-C, then stop gracefully.
 pub fn run(args: VerifierArgs) -> BoxedFuture<'static, anyhow::Result<()>> {
     Box::pin(async move {
-        let metrics = Metrics::for_binary(&args.node).await?;
+        let metrics = Metrics::for_binary(&args.node, "verifier").await?;
         start(args, metrics).await?.serve_until_shutdown().await
     })
 }

@@ -239,6 +239,7 @@ impl ModelNode {
                 r = self.node.wait() => r?,
             }
             self.stop().await;
+            ponder_cluster::trace::shutdown();
             Ok(())
         })
     }

@@ -1,7 +1,9 @@
 //! What every worker RPC does around its handler, written once for both roles.
 //!
 //! Each call gets the request id from its metadata (or a fresh one), a tracing span
-//! attached to the handler's future (never entered across an `.await`), a latency
+//! attached to the handler's future (never entered across an `.await`) and continuing
+//! the caller's trace (`traceparent`, [`ponder_cluster::trace`]), an info log line for
+//! the calls of one query in [`LOG_ONE_IN`], a latency
 //! observation labelled with its gRPC code, and the one error map
 //! (`SearchError` -> `Status`, `ponder_cluster::status`).
 
@@ -35,7 +37,10 @@ where
     let timer = metrics.start(role.as_str(), method);
     let id = request_id::from_metadata(request.metadata());
     let tenant = ponder_cluster::tenant::from_metadata(request.metadata());
-    let span = tracing::debug_span!("rpc", role = role.as_str(), method, request_id = %id);
+    let span = tracing::info_span!("rpc", role = role.as_str(), method, request_id = %id);
+    ponder_cluster::trace::continue_from(&span, request.metadata());
+    let logged_id = logged(&id).then(|| id.clone());
+    let started = std::time::Instant::now();
     let meta = CallMeta {
         request_id: id,
         tenant,
@@ -45,8 +50,29 @@ where
         .await
         .map(Response::new)
         .map_err(to_status);
-    timer.finish(code_of(&result));
+    let code = code_of(&result);
+    if let Some(request_id) = logged_id {
+        tracing::info!(
+            target: "ponder::calls",
+            role = role.as_str(),
+            method,
+            request_id,
+            code = ponder_cluster::metrics::code_name(code),
+            latency_ms = started.elapsed().as_millis() as u64,
+            "call"
+        );
+    }
+    timer.finish(code);
     result
+}
+
+/// One query in [`LOG_ONE_IN`] has every call it makes logged at info (by a hash of its
+/// request id, so a logged query's calls are all there on every node): enough to
+/// follow a query across nodes, never a line per call under load.
+pub const LOG_ONE_IN: u64 = 16;
+
+fn logged(request_id: &str) -> bool {
+    ponder_search::solve::hash(request_id).is_multiple_of(LOG_ONE_IN)
 }
 
 /// The ModelInfo answer of a worker node: the wire form of the engine's model facts.

@@ -27,7 +27,11 @@ GRPC_SERVICE = {
     "orchestrator": "ponder.v1.Orchestrator",
 }
 # Custom resources kubernetes-validate has no schema for; checked in check_crds.
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CRD_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),  # monitoring.py
+    ("keda.sh/v1alpha1", "ScaledObject"),  # monitoring.py
+}
 LINT_WARNING = 2  # helm lint severities: 1 info, 2 warning, 3 error
 # Variables that name a file the container must have: a mounted Secret or ConfigMap key.
 FILE_VARS = [

@@ -54,11 +54,17 @@ def expected_flows(merged: dict) -> dict[str, tuple[set, set]]:
     else:
         ports = {urllib.parse.urlsplit(u).port or 2379 for u in etcd["externalEndpoints"]}
         to_etcd = {(p, "TCP", j(peer)) for p in ports for peer in egress["externalEtcdTo"]} or {(p, "TCP", ANY) for p in ports}
+    # Trace export (tracing.otlpEndpoint): every role to the collector's port (the URL's,
+    # default 4317), to otlpTo or any address.
+    otlp = set()
+    if merged["tracing"]["otlpEndpoint"]:
+        port = urllib.parse.urlsplit(merged["tracing"]["otlpEndpoint"]).port or 4317
+        otlp = {(port, "TCP", j(peer)) for peer in npv["otlpTo"]} or {(port, "TCP", ANY)}
     out: dict[str, tuple[set, set]] = {}
     enabled = [r for r in ROLES if merged[r]["enabled"]]
     for role in enabled:
         ing = set(metrics) | {("health", "TCP", j(p)) for p in npv["probesFrom"]} | atoms(npv["extraIngress"][role], "from")
-        out_ = dns | to_etcd | atoms(egress["extra"], "to")
+        out_ = dns | to_etcd | otlp | atoms(egress["extra"], "to")
         if role == "orchestrator":
             peers = [j(p) for p in npv["orchestratorFrom"]] + [j(release_selector("test"))] if npv["orchestratorFrom"] else [ANY]
             client_ports = ["grpc"] + (["http"] if merged["orchestrator"]["gateway"]["enabled"] else [])

@@ -8,7 +8,7 @@ assertions.
 
 from __future__ import annotations
 
-from .base import EXAMPLES, load_values_file
+from .base import EXAMPLES, NAMESPACE, load_values_file
 
 
 def scenarios() -> dict[str, dict]:
@@ -123,6 +123,8 @@ def scenarios() -> dict[str, dict]:
         "cluster": {"ipFamily": "IPv6"},
     }
     out.update(group_scenarios())
+    out.update(monitoring_scenarios())
+    out.update(tracing_scenarios())
     return out
 
 
@@ -234,6 +236,144 @@ GROUP_EXPECT = {
 }
 
 
+PROM = "http://prometheus-operated.monitoring.svc:9090"
+MON_ALL = "monitoring:dashboard+rules+keda"
+MON_GROUPS = "monitoring:keda-groups+some-rules"
+MON_DEFAULTS = "monitoring:dashboard+rules-defaults"
+
+
+def monitoring_scenarios() -> dict[str, dict]:
+    """The dashboard, the PrometheusRule and KEDA autoscaling (metrics.dashboard,
+    metrics.prometheusRule, <role>.autoscaling.mode, keda); checked by monitoring.py
+    against MONITORING_EXPECT."""
+    out: dict[str, dict] = {}
+    # Everything on, with non-default names and thresholds: the dashboard in Grafana's
+    # namespace under another sidecar label, every alert with other thresholds and extra
+    # labels, generators and verifiers on KEDA (the verifiers with their own query),
+    # a TriggerAuthentication and a fallback.
+    out[MON_ALL] = {
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "metrics": {
+            "dashboard": {"enabled": True, "namespace": "grafana", "label": "grafana.example.com/dashboard",
+                          "labelValue": "ponder", "annotations": {"grafana_folder": "Ponder"}},
+            "prometheusRule": {
+                "enabled": True, "namespace": "monitoring", "labels": {"release": "prometheus"}, "ruleLabels": {"team": "ml"},
+                "sloBurn": {"latencySeconds": "16.384", "objective": 0.995, "burnRate": 6, "for": "15m", "severity": "page"},
+                "highRefusals": {"fraction": 0.2, "for": "5m"},
+                "queueSaturated": {"fraction": 0.5},
+            },
+        },
+        "keda": {"serverAddress": PROM, "pollingInterval": 30,
+                 "authenticationRef": {"name": "prometheus-auth", "kind": "ClusterTriggerAuthentication"},
+                 "fallback": {"failureThreshold": 3, "replicas": 4}},
+        "generator": {"maxQueued": 128, "autoscaling": {"mode": "keda", "minReplicas": 3, "maxReplicas": 20,
+                                                        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 600}}}},
+        "verifier": {"autoscaling": {"mode": "keda", "keda": {"threshold": 12.5,
+                                                              "query": 'sum(ponder_sequences{namespace="ml",role="verifier",state=~"running|waiting"})'}}},
+    }
+    # Generator groups: one on KEDA with its own threshold, one that stays on CPU, one
+    # with a fixed size; no verifier (no PonderNoVerifiers, a generators-only queue
+    # alert); two alerts off.
+    out[MON_GROUPS] = {
+        "keda": {"serverAddress": PROM},
+        "generator": {
+            "autoscaling": {"mode": "keda"},
+            "groups": [
+                {"name": "small", "modelName": "arith-gen-xs", "default": True, "autoscaling": {"keda": {"threshold": 8}, "maxReplicas": 10}},
+                {"name": "small-cpu", "modelName": "arith-gen-s", "autoscaling": {"mode": "cpu"}},
+                {"name": "large", "modelName": "arith-gen-l", "autoscaling": {"enabled": False}, "replicas": 2},
+            ],
+        },
+        "verifier": {"enabled": False},
+        "metrics": {"prometheusRule": {"enabled": True, "sloBurn": {"enabled": False}, "etcdLost": {"enabled": False}}},
+    }
+    # The dashboard and the alerts with their defaults, CPU autoscaling.
+    out[MON_DEFAULTS] = {"metrics": {"prometheusRule": {"enabled": True}, "dashboard": {"enabled": True}}}
+    return out
+
+
+# What monitoring.py expects per scenario, written out by hand: the alerts of the
+# PrometheusRule (None: no PrometheusRule), the ScaledObjects (Deployment suffix -> min,
+# max, threshold), the HPAs (Deployment suffixes) and the dashboard's (namespace, label,
+# value) or None. Scenarios not listed: no PrometheusRule, no dashboard, no ScaledObject.
+ALL_ALERTS = ["PonderSLOBurn", "PonderHighRefusals", "PonderNoGenerators", "PonderNoVerifiers", "PonderEtcdLost", "PonderWorkerQueueSaturated"]
+MONITORING_EXPECT = {
+    MON_ALL: {
+        "alerts": ALL_ALERTS,
+        "scaled": {"generator": (3, 20, 32), "verifier": (1, 4, 12.5)},
+        "hpas": ["orchestrator"],
+        "dashboard": ("grafana", "grafana.example.com/dashboard", "ponder"),
+    },
+    MON_GROUPS: {
+        "alerts": ["PonderHighRefusals", "PonderNoGenerators", "PonderWorkerQueueSaturated"],
+        "scaled": {"generator-small": (2, 10, 8)},
+        "hpas": ["generator-small-cpu", "orchestrator"],
+        "dashboard": None,
+    },
+    MON_DEFAULTS: {
+        "alerts": ALL_ALERTS,
+        "scaled": {},
+        "hpas": ["generator", "verifier", "orchestrator"],
+        "dashboard": (NAMESPACE, "grafana_dashboard", "1"),
+    },
+}
+
+
+OTLP = "http://otel-collector.observability:4317"
+# The collector's pods in the observability namespace, as a NetworkPolicyPeer.
+OTLP_PEER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}},
+             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "opentelemetry-collector"}}}
+TRACE_ANY = "tracing:otlp+groups"
+TRACE_PEERS = "tracing:otlp-to-peers"
+TRACE_HTTPS = "tracing:https-4318"
+TRACE_HTTPS_DEFAULT_PORT = "tracing:https-default-port+ipv6"
+TRACE_NO_EGRESS = "tracing:otlp+ingress-only-policies"
+TRACE_PEERS_ONLY = "tracing:otlpTo-without-endpoint"
+
+
+def tracing_scenarios() -> dict[str, dict]:
+    """Trace export (tracing.otlpEndpoint: PONDER_OTLP_ENDPOINT on every role) and its
+    egress rule (networkPolicy.otlpTo); checked by tracing.py against TRACING_EXPECT."""
+    out: dict[str, dict] = {}
+    # The collector over http://, any address may receive (otlpTo empty), with two
+    # generator groups (both must get the variable and the rule).
+    out[TRACE_ANY] = {
+        "tracing": {"otlpEndpoint": OTLP},
+        "generator": {"groups": [{"name": "small", "modelName": "arith-gen-xs", "default": True},
+                                 {"name": "large", "modelName": "arith-gen-l"}]},
+    }
+    # The same collector, egress only to its pods; the secure defaults otherwise.
+    out[TRACE_PEERS] = {"tracing": {"otlpEndpoint": OTLP}, "networkPolicy": {"otlpTo": [OTLP_PEER]}}
+    # https:// with an explicit port (not the default 4317), an external etcd, no verifier.
+    out[TRACE_HTTPS] = {
+        "tracing": {"otlpEndpoint": "https://otel.example.com:4318"},
+        "networkPolicy": {"otlpTo": [{"ipBlock": {"cidr": "10.20.0.0/16"}}, OTLP_PEER]},
+        "verifier": {"enabled": False},
+        "etcd": {"enabled": False, "externalEndpoints": ["http://etcd.infra:2379"]},
+    }
+    # https:// without a port: 4317, like http://; an IPv6 release.
+    out[TRACE_HTTPS_DEFAULT_PORT] = {"tracing": {"otlpEndpoint": "https://otel.example.com"}, "cluster": {"ipFamily": "IPv6"}}
+    # Export on, egress policies off: the variable, no egress rule at all.
+    out[TRACE_NO_EGRESS] = {"tracing": {"otlpEndpoint": OTLP}, "networkPolicy": {"egress": {"enabled": False}}}
+    # otlpTo given but no endpoint: neither the variable nor the rule.
+    out[TRACE_PEERS_ONLY] = {"networkPolicy": {"otlpTo": [OTLP_PEER]}}
+    return out
+
+
+# What tracing.py expects per scenario, written out by hand: None (no export: no
+# PONDER_OTLP_ENDPOINT, no OTLP egress rule), or the endpoint, the rule's port (None: no
+# rule, egress policies off) and its peers (None: any address).
+TRACING_EXPECT = {
+    "default": None,
+    TRACE_ANY: {"endpoint": OTLP, "port": 4317, "to": None},
+    TRACE_PEERS: {"endpoint": OTLP, "port": 4317, "to": [OTLP_PEER]},
+    TRACE_HTTPS: {"endpoint": "https://otel.example.com:4318", "port": 4318, "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}, OTLP_PEER]},
+    TRACE_HTTPS_DEFAULT_PORT: {"endpoint": "https://otel.example.com", "port": 4317, "to": None},
+    TRACE_NO_EGRESS: {"endpoint": OTLP, "port": None, "to": None},
+    TRACE_PEERS_ONLY: None,
+}
+
+
 # Values that must be refused, with a piece of the expected message.
 BAD_VALUES = [
     ({"unknownKey": 1}, "additional"),
@@ -258,6 +398,16 @@ BAD_VALUES = [
     ({"etcd": {"enabled": False, "externalEndpoints": ["http://etcd:2379"], "auth": {"secretName": "a"}}}, "etcd.auth.secretName"),
     ({"etcd": {"auth": {"password": "literal"}}}, "additional"),
     ({"networkPolicy": {"gatewayFrom": []}}, "additional"),
+    # Tracing (tracing.otlpEndpoint, networkPolicy.otlpTo).
+    ({"tracing": {"otlpEndpoint": "otel:4317"}}, "/tracing/otlpEndpoint"),
+    ({"tracing": {"otlpEndpoint": 4317}}, "/tracing/otlpEndpoint"),
+    ({"tracing": {"otlpEndpoint": "grpc://otel:4317"}}, "/tracing/otlpEndpoint"),
+    ({"tracing": {"otlpEndpoint": "http://otel collector:4317"}}, "/tracing/otlpEndpoint"),
+    ({"tracing": {"otlpEndpoint": "http://otel:70000"}}, "not a TCP port"),
+    ({"tracing": {"endpoint": "http://otel:4317"}}, "additional"),
+    ({"networkPolicy": {"otlpTo": "observability"}}, "/networkPolicy/otlpTo"),
+    ({"networkPolicy": {"otlpTo": ["observability"]}}, "/networkPolicy/otlpTo/0"),
+    ({"networkPolicy": {"egress": {"otlpTo": []}}}, "additional"),
     # The HTTP gateway.
     ({"orchestrator": {"gateway": {"port": 0}}}, "minimum"),
     ({"orchestrator": {"gateway": {"port": "8080"}}}, "/orchestrator/gateway/port"),
@@ -292,4 +442,28 @@ BAD_VALUES = [
     ({"generator": {"groups": [{"name": "a", "autoscaling": {"minReplicas": 9}}]}}, 'generator.groups "a".autoscaling.minReplicas'),
     ({"generator": {"groups": [{"name": "a"}, {"name": "b"}]},
       "orchestrator": {"extraEnv": [{"name": "PONDER_EXPECT_MODEL", "value": "verifier=arith-prm,generator=a"}]}}, "PONDER_EXPECT_MODEL"),
+    # Monitoring: the dashboard, the PrometheusRule, KEDA.
+    ({"generator": {"autoscaling": {"mode": "keda"}}}, '"default".autoscaling.mode=keda needs keda.serverAddress'),
+    ({"generator": {"groups": [{"name": "a", "autoscaling": {"mode": "keda"}}]}}, 'generator.groups "a".autoscaling.mode=keda needs keda.serverAddress'),
+    ({"keda": {"serverAddress": "http://p:9090"}, "metrics": {"enabled": False}, "verifier": {"autoscaling": {"mode": "keda"}}}, "mode=keda needs metrics.enabled"),
+    ({"verifier": {"autoscaling": {"mode": "hpa"}}}, "/verifier/autoscaling/mode"),
+    ({"orchestrator": {"autoscaling": {"mode": "keda"}}}, "additional"),
+    ({"verifier": {"autoscaling": {"keda": {"threshold": 0}}}}, "/verifier/autoscaling/keda/threshold"),
+    ({"generator": {"groups": [{"name": "a", "autoscaling": {"keda": {"treshold": 4}}}]}}, "additional"),
+    ({"keda": {"serverAddress": "prometheus:9090"}}, "/keda/serverAddress"),
+    ({"keda": {"serverAddress": PROM}, "generator": {"autoscaling": {"mode": "keda", "keda": {"query": "sum(ponder_queue_depth)"}},
+                                                  "groups": [{"name": "a"}, {"name": "b"}]}}, "scale on the same autoscaling.keda.query"),
+    ({"keda": {"fallback": {"replicas": 2}}}, "failureThreshold"),
+    ({"keda": {"authenticationRef": {"kind": "TriggerAuthentication"}}}, "name"),
+    ({"metrics": {"enabled": False, "prometheusRule": {"enabled": True}}}, "metrics.prometheusRule.enabled needs metrics.enabled"),
+    ({"metrics": {"enabled": False, "dashboard": {"enabled": True}}}, "metrics.dashboard.enabled needs metrics.enabled"),
+    ({"metrics": {"prometheusRule": {"sloBurn": {"latencySeconds": "10"}}}}, "/metrics/prometheusRule/sloBurn/latencySeconds"),
+    ({"metrics": {"prometheusRule": {"sloBurn": {"latencySeconds": 8.192}}}}, "/metrics/prometheusRule/sloBurn/latencySeconds"),
+    ({"metrics": {"prometheusRule": {"sloBurn": {"objective": 1}}}}, "/metrics/prometheusRule/sloBurn/objective"),
+    ({"metrics": {"prometheusRule": {"highRefusals": {"fraction": 0}}}}, "/metrics/prometheusRule/highRefusals/fraction"),
+    ({"metrics": {"prometheusRule": {"etcdLost": {"for": "one minute"}}}}, "/metrics/prometheusRule/etcdLost/for"),
+    ({"metrics": {"prometheusRule": {"noGenerators": {"threshold": 1}}}}, "additional"),
+    ({"metrics": {"dashboard": {"label": "grafana dashboard"}}}, "/metrics/dashboard/label"),
+    ({"metrics": {"prometheusRule": {"enabled": True, **{k: {"enabled": False} for k in
+      ("sloBurn", "highRefusals", "noGenerators", "noVerifiers", "etcdLost", "queueSaturated")}}}}, "no alert applies"),
 ]

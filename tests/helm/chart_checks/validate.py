@@ -1,6 +1,7 @@
 """Schema validation of every rendered document: kubernetes-validate in strict mode
 against each Kubernetes version, and by hand for the custom resources it has no schema
-for (the ServiceMonitor).
+for (the ServiceMonitor here; the PrometheusRule and the KEDA ScaledObjects in
+monitoring.py).
 """
 
 from __future__ import annotations

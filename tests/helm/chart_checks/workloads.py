@@ -45,8 +45,12 @@ def check_roles(scen: str, docs: list[dict], merged: dict) -> None:
         check(scen, grpc_port == v["port"], f"{name}: grpc port {grpc_port} != {v['port']}")
         check(scen, any(p["targetPort"] == "grpc" and p["port"] == v["port"] for p in svc["spec"]["ports"]), f"Service {role_name} does not expose grpc")
         check(scen, container["command"] == [f"ponder-{role}"], f"{name}: command {container['command']}")
-        # HPA
-        if v["autoscaling"]["enabled"]:
+        # HPA (with autoscaling.mode keda a KEDA ScaledObject instead: monitoring.py)
+        keda = v["autoscaling"].get("mode", "cpu") == "keda"
+        if v["autoscaling"]["enabled"] and keda:
+            check(scen, name not in hpas, f"HPA {name} rendered, but its autoscaling.mode is keda")
+            check(scen, "replicas" not in dep["spec"], f"{name}: replicas set although KEDA owns them")
+        elif v["autoscaling"]["enabled"]:
             hpa = hpas.get(name)
             if check(scen, hpa is not None, f"no HPA {name}"):
                 ref = hpa["spec"]["scaleTargetRef"]
@@ -167,7 +171,11 @@ def check_labels(scen: str, docs: list[dict]) -> None:
         missing = [k for k in required if k not in labels]
         check(scen, not missing, f"{d['kind']}/{d['metadata']['name']}: labels missing {missing}")
         check(scen, labels.get("app.kubernetes.io/instance") == RELEASE, f"{d['kind']}/{d['metadata']['name']}: instance label")
-        check(scen, d["metadata"].get("namespace") == NAMESPACE or d["kind"] == "ServiceMonitor", f"{d['kind']}/{d['metadata']['name']}: namespace")
+        # Objects for the monitoring stack may go to its namespace (serviceMonitor.namespace,
+        # metrics.prometheusRule.namespace, metrics.dashboard.namespace; monitoring.py and
+        # validate.py check those).
+        own_ns = d["kind"] in ("ServiceMonitor", "PrometheusRule") or (d["kind"], d["metadata"]["name"]) == ("ConfigMap", f"{FULLNAME}-dashboard")
+        check(scen, d["metadata"].get("namespace") == NAMESPACE or own_ns, f"{d['kind']}/{d['metadata']['name']}: namespace")
 
 
 def check_test_hook(scen: str, docs: list[dict], merged: dict) -> None:

@@ -12,11 +12,13 @@
 //! budgets. Outputs under `--out`: `draws.jsonl` (every sample's answer and PRM
 //! score), `records.jsonl` (one line per question x strategy x budget),
 //! `summary.json`, and with `--fit` also `policy.json`, `fit.json` and the plots.
+//! With `--addr` the same questions go to a running cluster instead ([`remote`]).
 
 pub mod draws;
 pub mod fit;
 pub mod plot;
 pub mod records;
+pub mod remote;
 
 pub use records::{print_table, summarize, Cell, Record};
 

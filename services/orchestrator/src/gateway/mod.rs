@@ -120,7 +120,7 @@ impl Gateway {
                 })
             }
             None => tokio::spawn(async move {
-                let _ = axum::serve(tcp, app).await;
+                let _ = axum::serve(listener::PlainListener(tcp), app).await;
             }),
         };
         tracing::info!(%addr, scheme, "HTTP gateway (OpenAI-compatible) listening");
