@@ -67,7 +67,10 @@ async fn the_client_examples_in_the_docs_work_as_written() {
         );
         // An answer came back (whether the small bundled model got it right is the
         // evaluation's business, not this test's).
-        assert!(stdout.chars().any(|c| c.is_ascii_digit()), "{code}\n{stdout}");
+        assert!(
+            stdout.chars().any(|c| c.is_ascii_digit()),
+            "{code}\n{stdout}"
+        );
     }
     cluster.stop().await;
 }
