@@ -108,6 +108,29 @@ picks the model with the most serving generators).
 {{- end }}
 
 {{/*
+PONDER_EXPECT_MODEL of the orchestrator: generator=<modelName> for every generator group
+and verifier=<modelName>, so that a member serving another model is refused
+(services/cluster/src/member_check.rs takes several ids per role). Empty unless every
+generator group and the verifier name their model: an unnamed one serves whatever its
+models directory's manifest defaults to, which the chart cannot know.
+*/}}
+{{- define "ponder.expectModel" -}}
+{{- include "ponder.workloads" . }}
+{{- $ids := list }}
+{{- $named := true }}
+{{- range .Values._ponderWorkloads }}
+{{- if and (has .role (list "generator" "verifier")) .values.enabled }}
+{{- if .values.modelName }}
+{{- $ids = append $ids (printf "%s=%s" .role .values.modelName) }}
+{{- else }}
+{{- $named = false }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and $named $ids }}{{ $ids | uniq | join "," }}{{ end }}
+{{- end }}
+
+{{/*
 Checks of the generator groups (run once per render from "ponder.validate").
 */}}
 {{- define "ponder.validateGroups" -}}
@@ -138,16 +161,6 @@ Checks of the generator groups (run once per render from "ponder.validate").
 {{- end }}
 {{- if gt (len $flagged) 1 }}
 {{- fail (printf "generator.groups: %s are all marked default: true; mark one" (join ", " $flagged)) }}
-{{- end }}
-{{- /* --expect-model takes one model id per role (services/cluster/src/member_check.rs
-refuses a second generator= entry), so with several groups a generator= entry would
-refuse every group but one. */}}
-{{- if gt (len $groups) 1 }}
-{{- range .Values.orchestrator.extraEnv }}
-{{- if and (eq (.name | default "") "PONDER_EXPECT_MODEL") (contains "generator=" (.value | default "")) }}
-{{- fail "orchestrator.extraEnv: PONDER_EXPECT_MODEL with a generator= entry and several generator groups: the orchestrator takes one generator model id and would refuse the other groups' members; keep only verifier= there (README.md, \"expectModel with several generator groups\")" }}
-{{- end }}
-{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -162,10 +162,11 @@ PONDER_MAX_QUERIES: {{ int64 $v.maxQueries | quote }}
 {{- with include "ponder.defaultModel" $ctx }}
 PONDER_DEFAULT_MODEL: {{ . | quote }}
 {{- end }}
-{{- /* PONDER_EXPECT_MODEL is not set by the chart: --expect-model takes one model id
-per role (a second generator= entry is refused, services/cluster/src/member_check.rs),
-so it cannot list several generator groups' models. With one group it may be set in
-orchestrator.extraEnv; with several, only verifier= (checked in ponder.validateGroups). */}}
+{{- /* PONDER_EXPECT_MODEL: every generator group's and the verifier's model, when all
+are named (ponder.expectModel); orchestrator.extraEnv overrides it. */}}
+{{- with include "ponder.expectModel" $ctx }}
+PONDER_EXPECT_MODEL: {{ . | quote }}
+{{- end }}
 {{- if $v.format }}
 PONDER_FORMAT: "/etc/ponder/orchestrator/format.json"
 {{- else if $v.formatFile }}

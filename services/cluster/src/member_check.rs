@@ -15,7 +15,7 @@
 
 use crate::member::{MemberRecord, Role};
 use ponder_proto::v1::ModelInfoResponse;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// Shortest context a member may report, in tokens (the bundled models have 2,048).
 pub const MIN_CONTEXT_TOKENS: u32 = 256;
@@ -31,15 +31,16 @@ pub const MAX_SAMPLES_PER_CALL: u32 = 4096;
 /// What the operator expects of each role's members.
 #[derive(Debug, Clone, Default)]
 pub struct Expectations {
-    /// The model id each role's members must serve (absent: any).
-    pub models: HashMap<Role, String>,
+    /// The model ids each role's members may serve (absent: any). Several for one
+    /// role: a cluster serving a ladder of generator models.
+    pub models: HashMap<Role, BTreeSet<String>>,
 }
 
 impl Expectations {
     /// Parses `--expect-model` values, each `ROLE=MODEL_ID` (role `generator` or
-    /// `verifier`).
+    /// `verifier`); a role given several times may serve any of its ids.
     pub fn parse(specs: &[String]) -> anyhow::Result<Self> {
-        let mut models = HashMap::new();
+        let mut models: HashMap<Role, BTreeSet<String>> = HashMap::new();
         for spec in specs {
             let (role, id) = spec.split_once('=').ok_or_else(|| {
                 anyhow::anyhow!(
@@ -58,11 +59,7 @@ impl Expectations {
                 !id.is_empty(),
                 "--expect-model {spec:?}: the model id is empty"
             );
-            anyhow::ensure!(
-                models.insert(role, id.to_string()).is_none(),
-                "--expect-model gives the {} model twice",
-                role.as_str()
-            );
+            models.entry(role).or_default().insert(id.to_string());
         }
         Ok(Self { models })
     }
@@ -86,12 +83,14 @@ pub fn check(
     expect: &Expectations,
 ) -> Result<(), Refusal> {
     if let Some(want) = expect.models.get(&record.role) {
-        if &info.model_id != want {
+        if !want.contains(&info.model_id) {
+            let ids: Vec<String> = want.iter().map(|id| format!("{id:?}")).collect();
             return refuse(
                 "model",
                 format!(
-                    "serves model {:?}; this orchestrator expects {want:?} for its {}s (--expect-model)",
+                    "serves model {:?}; this orchestrator expects {} for its {}s (--expect-model)",
                     info.model_id,
+                    ids.join(" or "),
                     record.role.as_str()
                 ),
             );
@@ -235,14 +234,39 @@ mod tests {
         lying.model_id = "arith-gen-xs".into();
         let r = check(&lying, &honest(), &Expectations::default()).unwrap_err();
         assert_eq!(r.reason, "record");
-        for bad in [
-            "generator",
-            "worker=x",
-            "generator=",
-            "verifier=a,verifier=b",
-        ] {
+        for bad in ["generator", "worker=x", "generator="] {
             let specs: Vec<String> = bad.split(',').map(String::from).collect();
             assert!(Expectations::parse(&specs).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_ladder_of_generator_models_may_be_expected() {
+        let specs: Vec<String> = [
+            "generator=arith-gen-xs",
+            "generator=arith-gen",
+            "verifier=arith-prm",
+        ]
+        .map(String::from)
+        .to_vec();
+        let expect = Expectations::parse(&specs).unwrap();
+        let serving = |id: &str| ModelInfoResponse {
+            model_id: id.into(),
+            ..honest()
+        };
+        assert_eq!(
+            check(&record(Role::Generator), &serving("arith-gen"), &expect),
+            Ok(())
+        );
+        let mut xs = record(Role::Generator);
+        xs.model_id = "arith-gen-xs".into();
+        assert_eq!(check(&xs, &serving("arith-gen-xs"), &expect), Ok(()));
+        let r = check(&record(Role::Generator), &serving("arith-gen-l"), &expect).unwrap_err();
+        assert_eq!(r.reason, "model");
+        assert!(
+            r.message.contains("\"arith-gen\" or \"arith-gen-xs\""),
+            "{}",
+            r.message
+        );
     }
 }

@@ -81,9 +81,9 @@ pub struct OrchestratorArgs {
     /// may call ClusterStatus, and pod addresses tell them where to aim.
     #[arg(long, env = "PONDER_STATUS_ADDRESSES")]
     pub status_addresses: bool,
-    /// The model id a role's members must serve, as ROLE=MODEL_ID (repeatable, or
-    /// comma-separated in the environment): a member serving another model is refused
-    /// (docs/security.md, "Members").
+    /// A model id a role's members may serve, as ROLE=MODEL_ID (repeatable, or
+    /// comma-separated in the environment; a role given several ids accepts any of
+    /// them): a member serving another model is refused (docs/security.md, "Members").
     #[arg(long, env = "PONDER_EXPECT_MODEL", value_delimiter = ',')]
     pub expect_model: Vec<String>,
     #[command(flatten)]

@@ -95,7 +95,14 @@ def check_generator_groups(scen: str, docs: list[dict], merged: dict, notes: str
     if merged["orchestrator"]["enabled"]:
         want = merged["orchestrator"]["defaultModel"] or next((w["values"]["modelName"] for w in groups if w["default"]), "") or None
         check(scen, orch_cm.get("PONDER_DEFAULT_MODEL") == want, f"orchestrator: PONDER_DEFAULT_MODEL {orch_cm.get('PONDER_DEFAULT_MODEL')!r}, expected {want!r}")
-        check(scen, "PONDER_EXPECT_MODEL" not in orch_cm, "orchestrator: the chart sets PONDER_EXPECT_MODEL (one id per role: it cannot list several groups)")
+        # Every group's and the verifier's model, only when all are named.
+        gen_names = [w["values"]["modelName"] for w in groups] if merged["generator"]["enabled"] else []
+        ver_name = merged["verifier"]["modelName"] if merged["verifier"]["enabled"] else None
+        named = all(gen_names) and (ver_name is None or bool(ver_name))
+        ids = [f"generator={n}" for n in dict.fromkeys(gen_names)] + ([f"verifier={ver_name}"] if ver_name else [])
+        want_expect = ",".join(ids) if named and ids else None
+        check(scen, orch_cm.get("PONDER_EXPECT_MODEL") == want_expect,
+              f"orchestrator: PONDER_EXPECT_MODEL {orch_cm.get('PONDER_EXPECT_MODEL')!r}, expected {want_expect!r}")
         if len(groups) > 1:
             check(scen, (want is None) == ("no default" in notes), "NOTES.txt: the several-models hint does not follow the default model")
     check_expectations(scen, deps, hpas, pdbs, orch_cm)

@@ -440,8 +440,6 @@ BAD_VALUES = [
     ({"generator": {"groups": [{"name": "a", "default": True}]}}, "default: true needs the group's modelName"),
     ({"generator": {"groups": [{"name": "a", "modelName": "x", "default": True}]}, "orchestrator": {"defaultModel": "y"}}, "differs from"),
     ({"generator": {"groups": [{"name": "a", "autoscaling": {"minReplicas": 9}}]}}, 'generator.groups "a".autoscaling.minReplicas'),
-    ({"generator": {"groups": [{"name": "a"}, {"name": "b"}]},
-      "orchestrator": {"extraEnv": [{"name": "PONDER_EXPECT_MODEL", "value": "verifier=arith-prm,generator=a"}]}}, "PONDER_EXPECT_MODEL"),
     # Monitoring: the dashboard, the PrometheusRule, KEDA.
     ({"generator": {"autoscaling": {"mode": "keda"}}}, '"default".autoscaling.mode=keda needs keda.serverAddress'),
     ({"generator": {"groups": [{"name": "a", "autoscaling": {"mode": "keda"}}]}}, 'generator.groups "a".autoscaling.mode=keda needs keda.serverAddress'),
