@@ -17,5 +17,6 @@ mod members;
 mod metrics;
 mod models;
 mod partition;
+mod rotation;
 mod security;
 mod traces;

@@ -25,6 +25,7 @@ pub mod status;
 pub mod telemetry;
 pub mod tenant;
 pub mod tls;
+pub mod tls_server;
 pub mod trace;
 pub mod wire;
 

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -105,6 +106,8 @@ impl Default for NodeArgs {
 /// A running server.
 pub struct Node {
     pub addr: SocketAddr,
+    /// With TLS: how many times the certificate files have been reloaded.
+    pub tls_reloads: Option<watch::Receiver<u64>>,
     /// The plaintext health-only port (`--health-listen`), if any.
     pub health_addr: Option<SocketAddr>,
     pub service_name: &'static str,
@@ -176,16 +179,33 @@ impl Node {
                     .add_service(reflection().build_v1()?)
                     .add_service(reflection().build_v1alpha()?);
             }
-            let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
-            if let Some(tls) = tls {
-                server = server.tls_config(tls)?;
-            }
-            let task = tokio::spawn(server.add_routes(routes).serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                },
-            ));
+            let server = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_routes(routes);
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            // TLS through our own accept loop, so that a rotated certificate is served
+            // without a restart (crate::tls_server).
+            let (task, tls_reloads) =
+                match tls {
+                    Some(files) => {
+                        let reloading = files.watched(&[b"h2"])?;
+                        let incoming = crate::tls_server::accept_tls(listener, reloading.config);
+                        let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming)
+                            .map(|(stream, _)| Ok::<_, std::io::Error>(stream));
+                        let task =
+                            tokio::spawn(server.serve_with_incoming_shutdown(incoming, shutdown));
+                        (task, Some(reloading.reloads))
+                    }
+                    None => (
+                        tokio::spawn(server.serve_with_incoming_shutdown(
+                            TcpListenerStream::new(listener),
+                            shutdown,
+                        )),
+                        None,
+                    ),
+                };
             Ok(Self {
                 addr,
                 health_addr,
@@ -196,6 +216,7 @@ impl Node {
                 task,
                 etcd,
                 registration: None,
+                tls_reloads,
             })
         })
     }

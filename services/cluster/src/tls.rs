@@ -10,13 +10,14 @@
 //! The same CA verifies the workers the orchestrator dials. docs/security.md has the
 //! whole picture.
 
+use crate::tls_server::ServerTlsFiles;
 use clap::{Args, ValueEnum};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// A TLS handshake that has not finished after this long is dropped, so a peer cannot
 /// hold connections open without ever completing one.
@@ -170,9 +171,10 @@ pub fn client_tls(
 }
 
 impl TlsArgs {
-    /// The server side of this node's gRPC port: `None` serves plaintext.
-    /// `default_auth` is the role's default for --tls-client-auth once a CA is set.
-    pub fn server(&self, default_auth: ClientAuth) -> anyhow::Result<Option<ServerTlsConfig>> {
+    /// The files of this node's TLS port (checked now; served and reloaded by
+    /// [`crate::tls_server`]): `None` serves plaintext. `default_auth` is the role's
+    /// default for --tls-client-auth once a CA is set.
+    pub fn server(&self, default_auth: ClientAuth) -> anyhow::Result<Option<ServerTlsFiles>> {
         install_crypto_provider();
         let served = pair(&self.tls_cert, &self.tls_key, "--tls-cert", "--tls-key")?;
         let auth = match (self.tls_client_auth, &self.tls_ca) {
@@ -188,19 +190,25 @@ impl TlsArgs {
             );
             return Ok(None);
         };
-        let mut config = ServerTlsConfig::new()
-            .identity(identity(cert, key, "--tls-cert", "--tls-key")?)
-            .timeout(HANDSHAKE_TIMEOUT);
-        if auth == ClientAuth::Required {
+        let client_ca = if auth == ClientAuth::Required {
             let ca = self.tls_ca.as_deref().ok_or_else(|| {
                 anyhow::anyhow!(
                     "--tls-client-auth required needs --tls-ca (PONDER_TLS_CA), the CA that \
                      signs the client certificates"
                 )
             })?;
-            config = config.client_ca_root(Certificate::from_pem(certificate_pem(ca, "--tls-ca")?));
-        }
-        Ok(Some(config))
+            Some(ca.to_path_buf())
+        } else {
+            None
+        };
+        let files = ServerTlsFiles {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            client_ca,
+        };
+        // Fails now, naming the flag, rather than at the first connection.
+        files.load(&[])?;
+        Ok(Some(files))
     }
 
     /// Whether the port demands client certificates (for the start-up log line).

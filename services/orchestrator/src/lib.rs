@@ -362,7 +362,12 @@ pub fn start(
         // Started once the orchestrator serves: its ready line means it answers.
         let gateway = match args.gateway.gateway_addr {
             Some(addr) => {
-                let tls = (args.node.tls.tls_cert.as_deref()).zip(args.node.tls.tls_key.as_deref());
+                // The public port's identity; callers present no certificate (a port
+                // that requires one refused the gateway above).
+                let tls = args.node.tls.server(ClientAuth::None)?.map(|mut files| {
+                    files.client_ca = None;
+                    files
+                });
                 Some(gateway::Gateway::start(&args.gateway, addr, tls, service, gate).await?)
             }
             None => None,

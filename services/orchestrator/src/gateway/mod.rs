@@ -83,11 +83,11 @@ pub struct Gateway {
 
 impl Gateway {
     /// Binds `addr` and serves until [`Gateway::stop`]: HTTPS with `tls` (the node's
-    /// certificate and key files), else plain HTTP.
+    /// certificate and key files, reloaded when they change), else plain HTTP.
     pub async fn start(
         args: &GatewayArgs,
         addr: SocketAddr,
-        tls: Option<(&std::path::Path, &std::path::Path)>,
+        tls: Option<ponder_cluster::tls_server::ServerTlsFiles>,
         service: OrchestratorService,
         gate: Gate,
     ) -> anyhow::Result<Self> {
@@ -95,9 +95,6 @@ impl Gateway {
             args.gateway_max_body_bytes >= 1024,
             "--gateway-max-body-bytes must be at least 1024"
         );
-        let tls = tls
-            .map(|(cert, key)| listener::server_config(cert, key))
-            .transpose()?;
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("--gateway-addr {addr}: {e}"))?;
@@ -113,8 +110,8 @@ impl Gateway {
             .with_state(state);
         let app = app.into_make_service_with_connect_info::<Peer>();
         let task = match tls {
-            Some(config) => {
-                let tls = listener::TlsListener::new(tcp, config)?;
+            Some(files) => {
+                let tls = listener::TlsListener::new(tcp, &files)?;
                 tokio::spawn(async move {
                     let _ = axum::serve(tls, app).await;
                 })

@@ -1,0 +1,201 @@
+//! The server side of TLS, reloaded without a restart: the certificate, key and client
+//! CA are re-read when a file changes (checked every [`POLL_EVERY`]) or on SIGHUP, and
+//! new connections get the new identity while open ones keep theirs. cert-manager and
+//! the chart's re-issue both rotate certificates by rewriting the mounted files.
+//!
+//! Why our own accept loop instead of tonic's `ServerTlsConfig`: tonic fixes the
+//! identity when the server starts. Here every connection takes the current rustls
+//! config from a `watch` channel that the reload task feeds. A file that fails to
+//! parse (half-written, wrong key) is logged and counted, and the previous identity
+//! stays in service. Handshakes run in tasks of their own, at most [`MAX_HANDSHAKES`]
+//! at once and each within [`HANDSHAKE_TIMEOUT`], so a stalled client never holds the
+//! accept loop. The same loop serves the gRPC port (ALPN h2) and the HTTP gateway
+//! (http/1.1).
+
+use crate::tls::{certificate_pem, install_crypto_provider, key_pem, HANDSHAKE_TIMEOUT};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// How often the files' modification times are checked.
+pub const POLL_EVERY: Duration = Duration::from_secs(2);
+/// TLS handshakes in progress at once; more connections wait in the kernel's backlog.
+pub const MAX_HANDSHAKES: usize = 256;
+
+/// The files a TLS server port is made of (checked by `TlsArgs::server`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Set: callers must present a certificate this CA signed (mTLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl ServerTlsFiles {
+    /// A rustls server config from the files as they are now, offering `alpn`.
+    pub fn load(&self, alpn: &[&[u8]]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        install_crypto_provider();
+        let certs = CertificateDer::pem_slice_iter(&certificate_pem(&self.cert, "--tls-cert")?)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("--tls-cert {}: {e}", self.cert.display()))?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem(&self.key, "--tls-key")?)
+            .map_err(|e| anyhow::anyhow!("--tls-key {}: {e}", self.key.display()))?;
+        let builder = rustls::ServerConfig::builder();
+        let builder = match &self.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(&certificate_pem(ca, "--tls-ca")?) {
+                    let cert =
+                        cert.map_err(|e| anyhow::anyhow!("--tls-ca {}: {e}", ca.display()))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| anyhow::anyhow!("--tls-ca {}: {e}", ca.display()))?;
+                }
+                let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("--tls-ca {}: {e}", ca.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+            anyhow::anyhow!("--tls-cert and --tls-key do not make a TLS identity: {e}")
+        })?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+
+    fn modified(&self) -> Vec<Option<SystemTime>> {
+        let files = [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()];
+        files
+            .into_iter()
+            .flatten()
+            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    /// The current config, kept current: a task re-reads the files when one changes
+    /// or on SIGHUP, and publishes the new config (a bad one is logged and skipped).
+    /// `reloads` counts successful reloads (for tests and logs).
+    pub fn watched(&self, alpn: &'static [&'static [u8]]) -> anyhow::Result<Reloading> {
+        let (tx, rx) = watch::channel(self.load(alpn)?);
+        let (count_tx, reloads) = watch::channel(0u64);
+        let files = self.clone();
+        tokio::spawn(async move {
+            let mut hangup = hangup();
+            let mut seen = files.modified();
+            loop {
+                let signalled = tokio::select! {
+                    _ = tokio::time::sleep(POLL_EVERY) => false,
+                    _ = next_hangup(&mut hangup) => true,
+                    _ = tx.closed() => return,
+                };
+                let now = files.modified();
+                if !signalled && now == seen {
+                    continue;
+                }
+                seen = now;
+                match files.load(alpn) {
+                    Ok(config) => {
+                        tracing::info!(cert = %files.cert.display(), "TLS identity reloaded");
+                        let _ = tx.send(config);
+                        count_tx.send_modify(|n| *n += 1);
+                    }
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "TLS files changed but do not load; keeping the previous identity"
+                    ),
+                }
+            }
+        });
+        Ok(Reloading {
+            config: rx,
+            reloads,
+        })
+    }
+}
+
+/// A server config that follows its files ([`ServerTlsFiles::watched`]).
+#[derive(Clone)]
+pub struct Reloading {
+    pub config: watch::Receiver<Arc<rustls::ServerConfig>>,
+    /// Successful reloads so far.
+    pub reloads: watch::Receiver<u64>,
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+fn hangup() -> Hangup {
+    #[cfg(unix)]
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+async fn next_hangup(h: &mut Hangup) {
+    #[cfg(unix)]
+    if let Some(s) = h {
+        s.recv().await;
+        return;
+    }
+    let _ = h;
+    std::future::pending::<()>().await
+}
+
+/// Accepts on `tcp` and yields connections once their TLS handshake (with the config
+/// current at accept time) is done; ends when the receiver is dropped.
+pub fn accept_tls(
+    tcp: TcpListener,
+    config: watch::Receiver<Arc<rustls::ServerConfig>>,
+) -> mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)> {
+    let (tx, ready) = mpsc::channel(64);
+    let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = tcp.accept() => match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off, as axum and tonic do.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = tx.closed() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let acceptor = TlsAcceptor::from(config.borrow().clone());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send((tls, peer)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ready
+}
