@@ -101,14 +101,41 @@ async fn the_openai_package_can_solve_stream_and_is_refused_by_name() {
     let (status, _, body) = http(gw, "POST", "/v1/chat/completions", &[], &big).await;
     assert_eq!(status, 413, "{body}");
     assert!(!error_of(&body)["message"].is_null());
+    let refusals = || {
+        crate::metrics::sample(
+            &cluster.metrics.render(),
+            "ponder_refusals_total",
+            &["reason=\"invalid_argument\""],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = refusals();
     let (status, _, body) = http(gw, "POST", "/v1/chat/completions", &[], "{").await;
     assert_eq!(status, 400);
+    assert_eq!(
+        refusals(),
+        before + 1.0,
+        "the gateway's own refusal is counted"
+    );
     assert!(
         error_of(&body)["message"]
             .as_str()
             .unwrap()
             .contains("not valid JSON"),
         "{body}"
+    );
+    // /v1/models is a ClusterStatus call, timed and counted like one.
+    let (status, _, _) = http(gw, "GET", "/v1/models", &[], "").await;
+    assert_eq!(status, 200);
+    let t = cluster.metrics.render();
+    assert!(
+        crate::metrics::sample(
+            &t,
+            "ponder_requests_total",
+            &["method=\"ClusterStatus\"", "code=\"OK\""]
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{t}"
     );
     let (status, _, body) = http(gw, "GET", "/v2/anything", &[], "").await;
     assert_eq!(status, 404);

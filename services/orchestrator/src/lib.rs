@@ -324,6 +324,7 @@ pub fn start(
             (d.kind(), tokio::spawn(d.run(registry.clone())))
         };
         let metrics_for_members = metrics.clone();
+        let gateway_metrics = metrics.clone();
         let service = OrchestratorService::new(Shared {
             registry: registry.clone(),
             discovery: kind,
@@ -368,7 +369,17 @@ pub fn start(
                     files.client_ca = None;
                     files
                 });
-                Some(gateway::Gateway::start(&args.gateway, addr, tls, service, gate).await?)
+                Some(
+                    gateway::Gateway::start(
+                        &args.gateway,
+                        addr,
+                        tls,
+                        service,
+                        gate,
+                        gateway_metrics,
+                    )
+                    .await?,
+                )
             }
             None => None,
         };

@@ -412,6 +412,7 @@ impl Orchestrator for OrchestratorService {
         _request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         use std::sync::atomic::Ordering::Relaxed;
+        let timer = self.shared.metrics.start("orchestrator", "ClusterStatus");
         let members = self
             .shared
             .registry
@@ -460,6 +461,7 @@ impl Orchestrator for OrchestratorService {
                     })
             })
             .collect();
+        timer.finish(tonic::Code::Ok);
         Ok(Response::new(pb::ClusterStatusResponse {
             cluster: self.shared.cluster.clone(),
             discovery: self.shared.discovery.into(),

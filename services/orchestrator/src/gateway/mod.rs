@@ -90,6 +90,7 @@ impl Gateway {
         tls: Option<ponder_cluster::tls_server::ServerTlsFiles>,
         service: OrchestratorService,
         gate: Gate,
+        metrics: ponder_cluster::metrics::Metrics,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             args.gateway_max_body_bytes >= 1024,
@@ -100,7 +101,11 @@ impl Gateway {
             .map_err(|e| anyhow::anyhow!("--gateway-addr {addr}: {e}"))?;
         let addr = tcp.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let state = GatewayState { service, gate };
+        let state = GatewayState {
+            service,
+            gate,
+            metrics,
+        };
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/completions", post(completions))
@@ -133,6 +138,8 @@ impl Gateway {
 struct GatewayState {
     service: OrchestratorService,
     gate: Gate,
+    /// For the refusals the gateway makes itself (a body it cannot read).
+    metrics: ponder_cluster::metrics::Metrics,
 }
 
 impl GatewayState {
@@ -214,19 +221,22 @@ async fn complete(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // Refused before any call: counted as the gRPC path counts its invalid requests.
+    let refused = |e: ApiError| {
+        crate::access::refusal(&gw.metrics, "invalid_argument");
+        e.into_response()
+    };
     let body = match body {
         Ok(b) => b,
         Err(rejection) => {
             let mut e = ApiError::bad_request(None, rejection.body_text());
             e.status = rejection.status();
-            return e.into_response();
+            return refused(e);
         }
     };
     let parsed = match openai::parse(endpoint, &body) {
         Ok(p) => p,
-        Err(bad) => {
-            return ApiError::bad_request(bad.param.as_deref(), bad.message).into_response()
-        }
+        Err(bad) => return refused(ApiError::bad_request(bad.param.as_deref(), bad.message)),
     };
     let model = parsed.request.model_id.clone();
     let request = match gw.request(parsed.request, peer, &headers, endpoint) {
