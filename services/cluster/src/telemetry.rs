@@ -37,6 +37,40 @@ pub fn init_tracing(format: LogFormat, otlp: Option<(&str, &str)>) -> anyhow::Re
     Ok(())
 }
 
+/// A SIGHUP listener: what reloads files on demand (API keys, TLS certificates). Where
+/// there is no handler (not unix, or none could be installed) it never fires, and the
+/// files are still reloaded when they change.
+pub struct Hangup(#[cfg(unix)] Option<tokio::signal::unix::Signal>);
+
+impl Hangup {
+    pub fn new() -> Self {
+        #[cfg(unix)]
+        {
+            Self(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok())
+        }
+        #[cfg(not(unix))]
+        {
+            Self()
+        }
+    }
+
+    /// The next SIGHUP (never, where there is no handler).
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(h) = &mut self.0 {
+            h.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+impl Default for Hangup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
 pub async fn shutdown_signal() {
     #[cfg(unix)]

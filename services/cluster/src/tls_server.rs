@@ -90,12 +90,12 @@ impl ServerTlsFiles {
         let (count_tx, reloads) = watch::channel(0u64);
         let files = self.clone();
         tokio::spawn(async move {
-            let mut hangup = hangup();
+            let mut hangup = crate::telemetry::Hangup::new();
             let mut seen = files.modified();
             loop {
                 let signalled = tokio::select! {
                     _ = tokio::time::sleep(POLL_EVERY) => false,
-                    _ = next_hangup(&mut hangup) => true,
+                    _ = hangup.recv() => true,
                     _ = tx.closed() => return,
                 };
                 let now = files.modified();
@@ -129,32 +129,6 @@ pub struct Reloading {
     pub config: watch::Receiver<Arc<rustls::ServerConfig>>,
     /// Successful reloads so far.
     pub reloads: watch::Receiver<u64>,
-}
-
-#[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangup = Option<()>;
-
-fn hangup() -> Hangup {
-    #[cfg(unix)]
-    {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
-    }
-    #[cfg(not(unix))]
-    {
-        None
-    }
-}
-
-async fn next_hangup(h: &mut Hangup) {
-    #[cfg(unix)]
-    if let Some(s) = h {
-        s.recv().await;
-        return;
-    }
-    let _ = h;
-    std::future::pending::<()>().await
 }
 
 /// Accepts on `tcp` and yields connections once their TLS handshake (with the config

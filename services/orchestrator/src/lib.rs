@@ -363,12 +363,9 @@ pub fn start(
         // Started once the orchestrator serves: its ready line means it answers.
         let gateway = match args.gateway.gateway_addr {
             Some(addr) => {
-                // The public port's identity; callers present no certificate (a port
-                // that requires one refused the gateway above).
-                let tls = args.node.tls.server(ClientAuth::None)?.map(|mut files| {
-                    files.client_ca = None;
-                    files
-                });
+                // The public port's identity, without a client CA: a port that requires
+                // client certificates refused the gateway above.
+                let tls = args.node.tls.server(ClientAuth::None)?;
                 Some(
                     gateway::Gateway::start(
                         &args.gateway,

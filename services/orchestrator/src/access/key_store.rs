@@ -72,12 +72,12 @@ impl KeyStore {
         let weak = Arc::downgrade(self);
         let file = self.file.clone();
         tokio::spawn(async move {
-            let mut hangup = signal_hangup();
+            let mut hangup = ponder_cluster::telemetry::Hangup::new();
             let mut seen = file.as_deref().and_then(modified);
             loop {
                 let signalled = tokio::select! {
                     _ = tokio::time::sleep(POLL_EVERY) => false,
-                    _ = recv(&mut hangup) => true,
+                    _ = hangup.recv() => true,
                 };
                 let Some(store) = weak.upgrade() else { return };
                 let now = file.as_deref().and_then(modified);
@@ -90,31 +90,6 @@ impl KeyStore {
             }
         });
     }
-}
-
-#[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangup = Option<()>;
-
-#[cfg(unix)]
-fn signal_hangup() -> Hangup {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
-}
-#[cfg(not(unix))]
-fn signal_hangup() -> Hangup {
-    None
-}
-
-/// The next SIGHUP (never, where there is no handler).
-async fn recv(hangup: &mut Hangup) {
-    #[cfg(unix)]
-    if let Some(h) = hangup {
-        h.recv().await;
-        return;
-    }
-    let _ = hangup;
-    std::future::pending::<()>().await
 }
 
 #[cfg(test)]
