@@ -97,12 +97,12 @@ impl Default for RetryBudget {
 pub fn route(
     members: &[Arc<Member>],
     affinity: u64,
-    exclude: &[String],
+    exclude: &[Arc<Member>],
     fits: &(dyn Fn(&pb::ModelInfoResponse) -> bool + Sync),
 ) -> Option<Arc<Member>> {
     let ready: Vec<&Arc<Member>> = members
         .iter()
-        .filter(|m| m.info.get().is_some_and(fits) && !exclude.contains(&m.record.instance_id))
+        .filter(|m| m.info.get().is_some_and(fits) && !exclude.iter().any(|x| Arc::ptr_eq(x, m)))
         .collect();
     let healthy: Vec<&Arc<Member>> = ready.iter().copied().filter(|m| !m.is_ejected()).collect();
     let pool = if healthy.is_empty() { ready } else { healthy };
@@ -195,13 +195,16 @@ where
     F: FnMut(Arc<Member>) -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let mut failed: Vec<String> = Vec::new();
-    let mut busy: Vec<String> = Vec::new();
+    // Members are told apart by registration, not instance id: a node that restarts
+    // under the same id (a rolling restart, a pod rescheduled) is a new member that a
+    // call which failed on its predecessor may use.
+    let mut failed: Vec<Arc<Member>> = Vec::new();
+    let mut busy: Vec<Arc<Member>> = Vec::new();
     let mut overload_rounds = 0;
     let mut last: Option<SearchError> = None;
     retries.budget.deposit();
     while failed.len() < MAX_ATTEMPTS {
-        let skip: Vec<String> = failed.iter().chain(&busy).cloned().collect();
+        let skip: Vec<Arc<Member>> = failed.iter().chain(&busy).cloned().collect();
         let m = match route(&registry.members(role), affinity, &skip, fits) {
             Some(m) => m,
             None if !busy.is_empty() => {
@@ -261,11 +264,11 @@ where
                         instance = %m.record.instance_id,
                         "member busy; backing off"
                     );
-                    busy.push(m.record.instance_id.clone());
+                    busy.push(m.clone());
                 } else {
                     m.record_failure();
                     retries.count(|m| &m.ejections, role);
-                    failed.push(m.record.instance_id.clone());
+                    failed.push(m.clone());
                     tracing::warn!(
                         role = role.as_str(),
                         instance = %m.record.instance_id,
@@ -312,6 +315,24 @@ impl GeneratorPool {
     fn serves(&self, info: &pb::ModelInfoResponse) -> bool {
         self.model.as_deref().is_none_or(|m| info.model_id == m)
     }
+
+    /// The limits of [`Generate::limits`]; None while no member of the pool is ready.
+    fn agreed_limits(&self) -> Option<GeneratorLimits> {
+        let infos: Vec<_> = self
+            .registry
+            .members(Role::Generator)
+            .iter()
+            .filter_map(|m| m.info.get().filter(|i| self.serves(i)).cloned())
+            .collect();
+        Some(GeneratorLimits {
+            max_token_bytes: agreed(infos.iter().map(|i| i.max_token_bytes), Tie::Larger)?.max(1),
+            context_length: agreed(infos.iter().map(|i| i.context_length), Tie::Smaller)?,
+            max_samples: agreed(infos.iter().map(max_samples), Tie::Smaller)?,
+            // FLOPs are reserved by this count: a member with more parameters would spend
+            // past the reservation, so it does not serve (see `generate`).
+            parameters: agreed(infos.iter().map(|i| i.parameters), Tie::Larger)?,
+        })
+    }
 }
 
 impl Generate for GeneratorPool {
@@ -320,8 +341,12 @@ impl Generate for GeneratorPool {
         // The call was planned with the pool's limits: only members whose own limits
         // are at least those may serve it. (A call that is too big for the pool's limits
         // still goes to a member, whose INVALID_ARGUMENT says what to fix.)
-        let limits = self.limits();
+        // With no member ready when the call was made (every one of them restarting),
+        // the bound is what the members ready when it is routed agree on; with the
+        // fallback defaults no real member would ever fit.
+        let planned = self.agreed_limits();
         let fits = |i: &pb::ModelInfoResponse| {
+            let limits = planned.unwrap_or_else(|| self.limits());
             self.serves(i)
                 && i.context_length >= limits.context_length
                 && max_samples(i) >= limits.max_samples
@@ -362,24 +387,12 @@ impl Generate for GeneratorPool {
     /// outlier cannot shrink every query (a member reporting `context_length: 1`);
     /// calls go only to members whose own limits hold for them (see `generate`).
     fn limits(&self) -> GeneratorLimits {
-        let infos: Vec<_> = self
-            .registry
-            .members(Role::Generator)
-            .iter()
-            .filter_map(|m| m.info.get().filter(|i| self.serves(i)).cloned())
-            .collect();
-        GeneratorLimits {
-            max_token_bytes: agreed(infos.iter().map(|i| i.max_token_bytes), Tie::Larger)
-                .unwrap_or(32)
-                .max(1),
-            context_length: agreed(infos.iter().map(|i| i.context_length), Tie::Smaller)
-                .unwrap_or(2048),
-            max_samples: agreed(infos.iter().map(max_samples), Tie::Smaller)
-                .unwrap_or(DEFAULT_MAX_SAMPLES),
-            // FLOPs are reserved by this count: a member with more parameters would spend
-            // past the reservation, so it does not serve (see `generate`).
-            parameters: agreed(infos.iter().map(|i| i.parameters), Tie::Larger).unwrap_or(0),
-        }
+        self.agreed_limits().unwrap_or(GeneratorLimits {
+            max_token_bytes: 32,
+            context_length: 2048,
+            max_samples: DEFAULT_MAX_SAMPLES,
+            parameters: 0,
+        })
     }
 }
 
@@ -427,6 +440,20 @@ impl VerifierPool {
     pub fn new(registry: Registry, retries: RetryBudget) -> Self {
         Self { registry, retries }
     }
+
+    /// The cost of [`Score::cost`]; None while no verifier is ready.
+    fn agreed_cost(&self) -> Option<VerifierCost> {
+        let members = self.registry.members(Role::Verifier);
+        let costs: Vec<VerifierCost> = members
+            .iter()
+            .filter_map(|m| m.info.get().map(cost_of))
+            .collect();
+        Some(VerifierCost {
+            prompt_overhead: agreed(costs.iter().map(|c| c.prompt_overhead), Tie::Larger)?,
+            step_overhead: agreed(costs.iter().map(|c| c.step_overhead), Tie::Larger)?,
+            parameters: agreed(costs.iter().map(|c| c.parameters), Tie::Larger)?,
+        })
+    }
 }
 
 /// Per-step overheads a verifier publishes in ModelInfo, as `model_id` suffix-free
@@ -445,8 +472,11 @@ impl Score for VerifierPool {
         let candidates = req.candidates.len();
         // The search reserved tokens by the pool's cost bound: only members whose own
         // overheads stay within it may serve the call.
-        let cost = self.cost();
+        // No member ready when the call was made (the only verifier is restarting): the
+        // bound is the one agreed when the call is routed (see `GeneratorPool::generate`).
+        let planned = self.agreed_cost();
         let fits = |i: &pb::ModelInfoResponse| {
+            let cost = planned.unwrap_or_else(|| self.cost());
             i.prm_prompt_overhead <= cost.prompt_overhead
                 && i.prm_step_overhead <= cost.step_overhead
                 && i.parameters <= cost.parameters
@@ -485,23 +515,18 @@ impl Score for VerifierPool {
     /// reporting a huge overhead cannot make every verifier budget look spent; calls go
     /// only to members within this bound (see `score`).
     fn cost(&self) -> VerifierCost {
-        let members = self.registry.members(Role::Verifier);
-        let costs: Vec<VerifierCost> = members
-            .iter()
-            .filter_map(|m| m.info.get().map(cost_of))
-            .collect();
-        VerifierCost {
-            prompt_overhead: agreed(costs.iter().map(|c| c.prompt_overhead), Tie::Larger)
-                .unwrap_or(64),
-            step_overhead: agreed(costs.iter().map(|c| c.step_overhead), Tie::Larger).unwrap_or(16),
-            parameters: agreed(costs.iter().map(|c| c.parameters), Tie::Larger).unwrap_or(0),
-        }
+        self.agreed_cost().unwrap_or(VerifierCost {
+            prompt_overhead: 64,
+            step_overhead: 16,
+            parameters: 0,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::member::MemberRecord;
 
     #[test]
     fn the_agreed_limit_is_the_common_one_and_a_tie_goes_to_the_safe_side() {
@@ -515,5 +540,35 @@ mod tests {
         assert_eq!(agreed([2048, 1].into_iter(), Tie::Smaller), Some(1));
         assert_eq!(agreed([16, 64].into_iter(), Tie::Larger), Some(64));
         assert_eq!(agreed(std::iter::empty::<u32>(), Tie::Smaller), None);
+    }
+
+    fn ready_member(id: &str, address: &str) -> Arc<Member> {
+        let m = Member::new(
+            MemberRecord {
+                role: Role::Verifier,
+                instance_id: id.into(),
+                address: address.into(),
+                model_id: "arith-prm".into(),
+                capacity: 8,
+            },
+            None,
+        )
+        .unwrap();
+        m.info.set(pb::ModelInfoResponse::default()).unwrap();
+        Arc::new(m)
+    }
+
+    #[tokio::test]
+    async fn a_member_restarted_under_the_same_id_is_not_excluded_with_its_predecessor() {
+        // The call failed on verifier-1; verifier-1 restarts on a new port. The call's
+        // retry must reach the new registration (the CI chaos run once lost a query
+        // here: it waited for a verifier while the only one was the restarted one).
+        let old = ready_member("verifier-1", "127.0.0.1:1");
+        let new = ready_member("verifier-1", "127.0.0.1:2");
+        let any = |_: &pb::ModelInfoResponse| true;
+        let tried = std::slice::from_ref(&old);
+        let picked = route(std::slice::from_ref(&new), 7, tried, &any).expect("routable");
+        assert!(Arc::ptr_eq(&picked, &new));
+        assert!(route(tried, 7, tried, &any).is_none());
     }
 }
