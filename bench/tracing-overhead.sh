@@ -34,7 +34,7 @@ cluster() { # NAME [--otlp-endpoint URL]
     local name=$1
     shift
     local g v
-    g=$(start "$name-gen" target/release/ponder node generator --model models/arith-gen "$@")
+    g=$(start "$name-gen" target/release/ponder node generator --model models "$@")
     v=$(start "$name-prm" target/release/ponder node verifier --model models/arith-prm "$@")
     start "$name-orch" target/release/ponder node orchestrator --generators "$g" --verifiers "$v" "$@"
 }

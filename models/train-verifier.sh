@@ -9,8 +9,13 @@
 #      The script waits (polling every 5 minutes) for rungs still training. The same
 #      files feed the revision stage (models/train-revisions.sh).
 #   2. `ponder-arith train-prm`: from the largest rung's weights, on every rung's samples,
-#      right and wrong samples drawn equally often, checkpoints and milestones, until
-#      held-out accuracy stops improving (WORKDIR/arith-prm/, resumable).
+#      right and wrong samples drawn equally often, on local step labels (the engine
+#      chains them into a running product: prm.json `chain`), checkpoints and
+#      milestones, until held-out AUROC stops improving (WORKDIR/arith-prm/, resumable).
+#      On-track labels at lr 2e-3 stayed at the constant-prediction loss for 400 steps
+#      (2026-12-03). The shipped verifier is not trained here: it is arith-gen-l read by
+#      the engine's likelihood readout, which measured better with no training
+#      (models/README.md, "Verifier"); this script is kept for that comparison.
 #
 #   models/train-verifier.sh [WORKDIR]     # default: $PONDER_TRAIN_DIR or ~/ponder-train
 #
@@ -51,8 +56,8 @@ fi
 largest="${rungs[${#rungs[@]}-1]}"
 if [ ! -f "$work/arith-prm/done" ]; then
     echo "$(date -u +%FT%TZ) training the PRM from $largest in $work/arith-prm (log: $work/arith-prm/train.log)"
-    RAYON_NUM_THREADS=1 nice -n 19 "$bin" train-prm --out "$work/arith-prm" --resume \
-        --init "$work/$largest" --samples "$samples" --balance \
+    RAYON_NUM_THREADS="${PONDER_TRAIN_THREADS:-1}" nice -n 19 "$bin" train-prm --out "$work/arith-prm" --resume \
+        --init "$work/$largest" --samples "$samples" --balance --labels local --lr 1e-3 \
         --checkpoint-every 100 --eval-every 200 --milestone-every 1000 \
         --patience 3 --min-gain 1.0 --min-steps 2000 --max-steps 40000 \
         >> "$work/arith-prm.out" 2>&1

@@ -459,8 +459,9 @@ async fn a_python_grpcio_client_can_solve() {
 async fn the_deadline_gives_a_partial_answer_unless_strict() {
     let cluster = embedded(1).await;
     let mut c = client(cluster.addr()).await;
-    // Short solutions, so waves finish early; far too many for the deadline.
-    let question = "47+38";
+    // Far too many samples for the deadline, of solutions long enough (about 300
+    // tokens) that even the smallest generator cannot finish them in time.
+    let question = LONG_QUESTION;
     let ask = |strict: bool| {
         let mut r = request(question, 1024, 3);
         r.strategy = Some(pb::Strategy {

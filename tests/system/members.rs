@@ -84,7 +84,8 @@ async fn a_rogue_member_with_poisonous_limits_is_refused_and_sees_no_prompt() {
     let (_v, _) = spawn_etcd_node("verifier", &prm, &url, "h1", &[]);
     let rogue = Rogue {
         info: Arc::new(Mutex::new(pb::ModelInfoResponse {
-            model_id: "arith-gen".into(),
+            // The honest generator's model, so that the rogue competes for its calls.
+            model_id: generator_model_id(),
             context_length: 1,
             max_token_bytes: 1,
             vocab_size: 101,

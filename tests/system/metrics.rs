@@ -29,7 +29,7 @@ async fn worker_and_orchestrator_gauges_follow_real_queries() {
         .into_inner();
     while events.message().await.unwrap().is_some() {}
     // Far too many generations for the deadline: answered partial.
-    let mut r = request("47+38", 1024, 4);
+    let mut r = request(LONG_QUESTION, 1024, 4);
     r.strategy = Some(pb::Strategy {
         kind: Some(pb::strategy::Kind::Name("self_consistency".into())),
     });

@@ -67,7 +67,7 @@ async fn a_request_runs_on_the_model_it_pins_and_else_on_the_default() {
         .collect();
     assert_eq!(generators.len(), 2, "{:?}", status.models);
     for m in &generators {
-        assert!(m.parameters > 1_000_000, "{m:?}");
+        assert!(m.parameters > 10_000, "a real model's count: {m:?}");
         assert_eq!(m.flops_per_token, 2.0 * m.parameters as f64);
         assert_eq!((m.ready, m.serving), (1, 1), "{m:?}");
         assert_eq!(m.default, m.model_id == default, "{m:?}");

@@ -5,7 +5,7 @@
 //! generator (converted to GGUF) in the same run. A command, not a test:
 //!
 //!     cargo run --release -p ponder-bench --bin bundled-bench -- \
-//!         --generator models/arith-gen --prm models/arith-prm --python .venv-bench/bin/python
+//!         --generator models/arith-gen-l --prm models/arith-prm --python .venv-bench/bin/python
 //!
 //! FLOPs are counted as `Usage.flops` counts them: 2 × parameters per token (attention
 //! score FLOPs excluded, as in the paper's accounting). Each figure is the median of
@@ -26,7 +26,7 @@ use workloads::Work;
 #[derive(Parser)]
 struct Args {
     /// A generator model directory (repeatable: each rung of the ladder).
-    #[arg(long, default_value = "models/arith-gen")]
+    #[arg(long, default_value = "models/arith-gen-l")]
     generator: Vec<PathBuf>,
     /// The PRM model directory.
     #[arg(long, default_value = "models/arith-prm")]

@@ -8,7 +8,7 @@
 //! The recipe for the shipped models is `models/train-ladder.sh`.
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use ponder_arith::slice::Slice;
 use ponder_arith::{solution, task};
 use ponder_arith_train::report::{prm_validation, GeneratorUnderTest, ReportConfig};
@@ -19,6 +19,7 @@ use ponder_arith_train::train::trainer::{
     encode_example, train, Encoded, Objective, TrainConfig, TrainHooks, TrainState,
 };
 use ponder_arith_train::vocab::{Vocab, NEGATIVE, POSITIVE};
+use ponder_engine::prm::Chain;
 use ponder_engine::{LoadOptions, ModelWorker, SamplingParams, WorkerConfig};
 use ponder_worker::manifest::{ModelEntry, ModelRole, ModelsDir};
 use rand::Rng;
@@ -76,11 +77,18 @@ struct Schedule {
     resume: bool,
 }
 
+/// The step labels a PRM is trained on (`train-prm --labels`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StepLabels {
+    OnTrack,
+    Local,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Train the generator (fresh attempts and revisions) from scratch, or resume.
     TrainGenerator {
-        #[arg(long, default_value = "models/arith-gen")]
+        #[arg(long, default_value = "models/arith-gen-new")]
         out: PathBuf,
         /// Start from this generator's weights (a model directory) instead of a random
         /// initialisation; its config.json sets the shape (--hidden, --layers, --heads and
@@ -134,7 +142,7 @@ enum Command {
         #[arg(long, default_value = "models/arith-prm")]
         out: PathBuf,
         /// Generator directory to start from (its shape is reused).
-        #[arg(long, default_value = "models/arith-gen")]
+        #[arg(long, default_value = "models/arith-gen-l")]
         init: PathBuf,
         /// Labelled generator samples from `sample` (JSONL).
         #[arg(long)]
@@ -145,6 +153,11 @@ enum Command {
         /// Draw right and wrong samples equally often (the samples are mostly right).
         #[arg(long)]
         balance: bool,
+        /// What a step's label says: `on-track` (it and every step before it are right)
+        /// or `local` (it is the right step from the expression before it; the engine
+        /// then chains the step scores into a running product, written to prm.json).
+        #[arg(long, value_enum, default_value_t = StepLabels::OnTrack)]
+        labels: StepLabels,
         #[command(flatten)]
         schedule: Schedule,
     },
@@ -336,6 +349,7 @@ fn main() -> Result<()> {
             samples,
             synthetic_fraction,
             balance,
+            labels,
             schedule,
         } => {
             let shape = ModelShape::from_hf_config(&init.join("config.json"))?;
@@ -346,6 +360,36 @@ fn main() -> Result<()> {
             // One question in 10 (all its samples) is held out: the periodic evaluation
             // that stops the schedule (step and final-answer AUROC) runs on those.
             let (pool, validation) = prm_validation::split_validation(pool, 10, 600);
+            // A runaway sample (a high-temperature one that never stopped) can be longer
+            // than the model's positions; it cannot be trained on whole, so it is left out.
+            let before = pool.len();
+            let pool: Vec<LabelledSolution> = pool
+                .into_iter()
+                .filter(|ex| {
+                    prm_data::encode(&vocab, ex).is_ok_and(|e| e.ids.len() <= shape.max_positions)
+                })
+                .collect();
+            let pool: Vec<LabelledSolution> = match labels {
+                StepLabels::OnTrack => pool,
+                StepLabels::Local => pool.iter().map(prm_data::local_labels).collect(),
+            };
+            for (what, correct) in [("right", true), ("wrong", false)] {
+                let (samples, tags, negative) = pool.iter().filter(|s| s.correct == correct).fold(
+                    (0, 0, 0),
+                    |(n, t, neg), s| {
+                        let bad = s.labels.iter().filter(|ok| !**ok).count();
+                        (n + 1, t + s.labels.len(), neg + bad)
+                    },
+                );
+                println!("{samples} {what} samples: {tags} step labels, {negative} negative");
+            }
+            if pool.len() < before {
+                println!(
+                    "left out {} samples longer than {} positions",
+                    before - pool.len(),
+                    shape.max_positions
+                );
+            }
             anyhow::ensure!(
                 !pool.is_empty() || synthetic_fraction > 0.0,
                 "give --samples or a synthetic fraction above 0"
@@ -361,6 +405,10 @@ fn main() -> Result<()> {
             let objective = Objective::StepLabels {
                 positive: vocab.id(POSITIVE)?,
                 negative: vocab.id(NEGATIVE)?,
+                chain: match labels {
+                    StepLabels::OnTrack => Chain::None,
+                    StepLabels::Local => Chain::Product,
+                },
             };
             let cfg = config(out, shape, &schedule, Some(init), objective);
             let mut next_batch =

@@ -207,6 +207,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         prm: prm.as_ref().map(|p| match p.config().readout {
             crate::prm::ReadoutConfig::TokenProb { .. } => "token_prob".to_string(),
             crate::prm::ReadoutConfig::ClassHead { .. } => "class_head".to_string(),
+            crate::prm::ReadoutConfig::Likelihood => "likelihood".to_string(),
         }),
         max_token_bytes: codec.max_token_bytes(),
         prm_cost: prm.as_ref().map(|p| p.cost()),

@@ -179,6 +179,7 @@ pub fn write_tiny_model(dir: &Path, spec: &TinySpec) -> Result<()> {
             question_template: "Q: {question}\n".into(),
             step_suffix: String::new(),
             after_tag: "\n".into(),
+            chain: Default::default(),
         };
         std::fs::write(
             dir.join("prm.json"),

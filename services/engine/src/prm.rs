@@ -7,6 +7,11 @@
 //! - classification-head PRMs (Qwen2.5-Math-PRM): a small MLP head over the
 //!   hidden state (Linear, ReLU, ..., Linear -> 2 classes), score = P(class positive).
 //!
+//! A third convention needs no tag and no training as a verifier: the likelihood a
+//! generator-style model gives each step, read teacher-forced (a generative verifier).
+//! On a task whose solution format is deterministic, a strong model's likelihood of a
+//! step says whether the step is the right one (docs/results.md).
+//!
 //! The convention lives in `prm.json` beside the weights (or is passed in), so a
 //! new PRM needs a config file, not a code fork.
 
@@ -31,12 +36,17 @@ pub enum ReadoutConfig {
         head_prefix: String,
         positive_index: usize,
     },
+    /// No tag: a step's reading is the probability the model gives its tokens (and the
+    /// separator before it), teacher-forced: P(this line | everything before it).
+    Likelihood,
 }
 
 /// The contents of `prm.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PrmConfig {
-    /// The token placed after every step; scores are read at its positions.
+    /// The token placed after every step; scores are read at its positions (unused by
+    /// the likelihood readout).
+    #[serde(default)]
     pub step_tag: String,
     #[serde(flatten)]
     pub readout: ReadoutConfig,
@@ -49,6 +59,45 @@ pub struct PrmConfig {
     /// Text between a tag and the next step.
     #[serde(default = "default_after_tag")]
     pub after_tag: String,
+    /// How a candidate's tag readings become its step scores.
+    #[serde(default, skip_serializing_if = "Chain::is_none")]
+    pub chain: Chain,
+}
+
+/// How a candidate's tag readings become its step scores.
+///
+/// Why a product: a PRM trained on *local* labels ("this step is the right step from
+/// the expression before it") reads P(step k is right | the steps before it), and the
+/// step score the strategies want is P(every step so far is right), their running
+/// product. Local labels are what the checker gives exactly at the step that is wrong,
+/// so they are much easier to learn than "everything so far is right", which a model
+/// must carry forward from an earlier step it cannot see at its own tag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Chain {
+    /// Each tag's reading is the step's score (the PRM was trained on "on track" labels).
+    #[default]
+    None,
+    /// Step k's score is the product of the readings at tags 1..=k.
+    Product,
+}
+
+impl Chain {
+    fn is_none(&self) -> bool {
+        *self == Chain::None
+    }
+
+    /// Step scores from one candidate's tag readings, in order.
+    pub fn apply(self, mut readings: Vec<f32>) -> Vec<f32> {
+        if self == Chain::Product {
+            let mut running = 1.0f32;
+            for r in readings.iter_mut() {
+                running *= *r;
+                *r = running;
+            }
+        }
+        readings
+    }
 }
 
 fn default_question_template() -> String {
@@ -78,6 +127,7 @@ enum Readout {
         layers: Vec<Linear>,
         positive_index: usize,
     },
+    Likelihood,
 }
 
 /// A PRM convention bound to a loaded model's vocabulary and weights.
@@ -94,9 +144,14 @@ pub struct PrmCost {
 
 pub struct Prm {
     config: PrmConfig,
-    tag: u32,
+    /// The step tag's id (none for the likelihood readout).
+    tag: Option<u32>,
     readout: Readout,
 }
+
+/// One encoded candidate as the readout sees it: its tokens and its step marks
+/// ([`Prm::encode`]).
+pub type Marked<'a> = (&'a [u32], &'a [usize]);
 
 /// Longest question + solution a PRM request may score, in characters.
 pub const MAX_SCORE_CHARS: usize = 64 * 1024;
@@ -110,7 +165,10 @@ impl Prm {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let tag = codec.single_token(&config.step_tag)?;
+        let tag = match config.readout {
+            ReadoutConfig::Likelihood => None,
+            _ => Some(codec.single_token(&config.step_tag)?),
+        };
         let readout = match &config.readout {
             ReadoutConfig::TokenProb { positive, negative } => Readout::TokenProb {
                 positive: codec.single_token(positive)?,
@@ -131,6 +189,7 @@ impl Prm {
                     positive_index: *positive_index,
                 }
             }
+            ReadoutConfig::Likelihood => Readout::Likelihood,
         };
         Ok(Self {
             config,
@@ -152,7 +211,9 @@ impl Prm {
         }
     }
 
-    /// Tokens for a question and its steps, and the positions of the step tags.
+    /// Tokens for a question and its steps, and one mark per step: the position of its
+    /// tag, or for the likelihood readout the position where its span starts (the
+    /// separator before it, then its text; a span ends where the next one starts).
     pub fn encode(
         &self,
         codec: &TextCodec,
@@ -177,16 +238,81 @@ impl Prm {
                 .replace("{question}", question),
             true,
         )?;
-        let mut tags = Vec::with_capacity(steps.len());
+        if self.tag.is_none() && ids.is_empty() {
+            return Err(EngineError::invalid(
+                "the likelihood readout needs at least one token before the first step; \
+                 give prm.json a question_template",
+            ));
+        }
+        let mut marks = Vec::with_capacity(steps.len());
         for (i, step) in steps.iter().enumerate() {
+            if self.tag.is_none() {
+                marks.push(ids.len());
+            }
             if i > 0 && !self.config.after_tag.is_empty() {
                 ids.extend(codec.encode(&self.config.after_tag, false)?);
             }
             ids.extend(codec.encode(&format!("{step}{}", self.config.step_suffix), false)?);
-            tags.push(ids.len());
-            ids.push(self.tag);
+            if let Some(tag) = self.tag {
+                marks.push(ids.len());
+                ids.push(tag);
+            }
         }
-        Ok((ids, tags))
+        Ok((ids, marks))
+    }
+
+    /// Leading tokens of an encoded candidate whose KV may come from the prefix cache:
+    /// everything before the first row the readout reads.
+    pub fn reusable_prefix(&self, marks: &[usize]) -> usize {
+        let first = marks.first().copied().unwrap_or(0);
+        match self.readout {
+            Readout::Likelihood => first.saturating_sub(1),
+            _ => first,
+        }
+    }
+
+    /// The positions whose final hidden rows the readout needs, in order: the tags, or
+    /// for the likelihood readout every position that predicts a step token.
+    pub fn rows(&self, (ids, marks): Marked) -> Vec<usize> {
+        match self.readout {
+            Readout::Likelihood => (self.reusable_prefix(marks)..ids.len() - 1).collect(),
+            _ => marks.to_vec(),
+        }
+    }
+
+    /// One reading per step of every candidate, in order, from the rows [`Prm::rows`]
+    /// named for each candidate, stacked in the same order.
+    pub fn readings(
+        &self,
+        model: &Transformer,
+        hidden: &Tensor,
+        candidates: &[Marked],
+    ) -> Result<Vec<f32>> {
+        if !matches!(self.readout, Readout::Likelihood) {
+            return self.score_rows(model, hidden);
+        }
+        let logp = candle_nn::ops::log_softmax(&model.logits(hidden)?, candle_core::D::Minus1)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
+        let mut rows = logp.iter();
+        let mut out = Vec::new();
+        for &(ids, marks) in candidates {
+            let first = self.reusable_prefix(marks);
+            // logp of token p, for p in first + 1..ids.len() (row p - 1 predicts it).
+            let token_logp = (first + 1..ids.len())
+                .map(|p| {
+                    rows.next().map(|row| row[ids[p] as usize]).ok_or_else(|| {
+                        EngineError::Internal("fewer likelihood rows than step tokens".into())
+                    })
+                })
+                .collect::<Result<Vec<f32>>>()?;
+            for (k, &start) in marks.iter().enumerate() {
+                let end = marks.get(k + 1).copied().unwrap_or(ids.len());
+                let span = &token_logp[start - first - 1..end - first - 1];
+                out.push(span.iter().sum::<f32>().exp());
+            }
+        }
+        Ok(out)
     }
 
     /// Scores in [0, 1] for rows of final hidden states taken at tag positions.
@@ -220,6 +346,11 @@ impl Prm {
                     *positive_index,
                     1,
                 )?
+            }
+            Readout::Likelihood => {
+                return Err(EngineError::Internal(
+                    "the likelihood readout reads spans, not rows".into(),
+                ))
             }
         };
         Ok(probs

@@ -322,6 +322,132 @@ async fn prm_scores_do_not_depend_on_batch_mates() {
     }
 }
 
+/// A PRM whose prm.json says `"chain": "product"` answers the running product of its
+/// tag readings, i.e. what the same weights read without the chain, multiplied up.
+#[tokio::test]
+async fn a_chained_prm_scores_the_running_product_of_its_readings() {
+    let spec = TinySpec {
+        token_prob_prm: true,
+        ..TinySpec::llama()
+    };
+    let request = ScoreRequest {
+        question: "(12+7)*3".into(),
+        candidates: vec![
+            vec!["12+7=19".into(), "19*3=57".into(), "Answer: 57".into()],
+            vec!["12+7=18".into(), "Answer: 54".into()],
+        ],
+    };
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = worker_for(plain_dir.path(), &spec, WorkerConfig::default());
+    let readings = plain.score(request.clone()).await.unwrap().scores;
+
+    let chained_dir = tempfile::tempdir().unwrap();
+    write_tiny_model(chained_dir.path(), &spec).unwrap();
+    let prm_json = chained_dir.path().join("prm.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&prm_json).unwrap()).unwrap();
+    config["chain"] = "product".into();
+    std::fs::write(&prm_json, config.to_string()).unwrap();
+    let chained = ModelWorker::spawn(
+        load(chained_dir.path(), &LoadOptions::default()).unwrap(),
+        WorkerConfig::default(),
+    );
+    let scores = chained.score(request).await.unwrap().scores;
+
+    for (read, chain) in readings.iter().zip(&scores) {
+        let mut running = 1.0f32;
+        assert_eq!(read.len(), chain.len());
+        for (r, c) in read.iter().zip(chain) {
+            running *= r;
+            assert!((running - c).abs() < 1e-5, "{read:?} chained to {chain:?}");
+        }
+    }
+    assert!(
+        scores[0][2] < scores[0][0],
+        "a product of readings below 1 falls"
+    );
+}
+
+/// The likelihood readout (a generative verifier): each step's reading is the
+/// probability the model gives the step's tokens (and the separator before them),
+/// teacher-forced, exactly as one forward pass over the whole text computes it; again
+/// when the question's prefix comes from the prefix cache.
+#[tokio::test]
+async fn a_likelihood_prm_reads_each_steps_teacher_forced_probability() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(dir.path(), &TinySpec::llama()).unwrap();
+    std::fs::write(
+        dir.path().join("prm.json"),
+        r#"{"kind": "likelihood", "question_template": "Q: {question}\n", "after_tag": "\n"}"#,
+    )
+    .unwrap();
+    let direct = load(dir.path(), &LoadOptions::default()).unwrap();
+    let worker = ModelWorker::spawn(
+        load(dir.path(), &LoadOptions::default()).unwrap(),
+        WorkerConfig::default(),
+    );
+    let question = "(12+7)*3";
+    let candidates: Vec<Vec<String>> = vec![
+        vec!["12+7=19".into(), "19*3=57".into(), "Answer: 57".into()],
+        vec!["12+7=18".into(), "Answer: 54".into()],
+    ];
+    let request = ScoreRequest {
+        question: question.into(),
+        candidates: candidates.clone(),
+    };
+    let first = worker.score(request.clone()).await.unwrap().scores;
+    let again = worker.score(request).await.unwrap().scores;
+    for (steps, (read, reread)) in candidates.iter().zip(first.iter().zip(&again)) {
+        // Expected: the text encoded piece by piece as the engine does, one forward
+        // pass over it, log-softmax at every position, summed over each step's span.
+        let mut ids = direct
+            .codec
+            .encode(&format!("Q: {question}\n"), true)
+            .unwrap();
+        let mut spans = vec![];
+        for (i, step) in steps.iter().enumerate() {
+            let start = ids.len();
+            if i > 0 {
+                ids.extend(direct.codec.encode("\n", false).unwrap());
+            }
+            ids.extend(direct.codec.encode(step, false).unwrap());
+            spans.push(start..ids.len());
+        }
+        let mut cache = KvCache::new(direct.model.config.num_layers);
+        let hidden = direct
+            .model
+            .forward(&mut [Segment {
+                tokens: &ids,
+                cache: &mut cache,
+            }])
+            .unwrap();
+        let logits = direct
+            .model
+            .logits(&hidden)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let logp = |p: usize| {
+            let row = &logits[p - 1];
+            let max = row.iter().cloned().fold(f32::MIN, f32::max);
+            let z: f32 = row.iter().map(|l| (l - max).exp()).sum();
+            row[ids[p] as usize] - max - z.ln()
+        };
+        assert_eq!(read.len(), steps.len());
+        for (span, (r, rr)) in spans.into_iter().zip(read.iter().zip(reread)) {
+            let expected = span.map(logp).sum::<f32>().exp();
+            assert!(
+                (expected - r).abs() < 1e-4,
+                "{steps:?}: {r} read, {expected} expected"
+            );
+            assert!(
+                (r - rr).abs() < 1e-5,
+                "a cached prefix changed a reading: {r} vs {rr}"
+            );
+        }
+    }
+}
+
 #[test]
 fn sharded_checkpoints_load_to_the_same_model() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,6 +20,10 @@ pub fn bundled() -> ponder_cli::models::Bundled {
     ponder_cli::models::bundled(explicit.as_deref()).expect("the bundled models")
 }
 
+/// A level-6 question whose solution is about 300 tokens: a thousand samples of it take
+/// any bundled generator well over the few seconds the deadline tests allow.
+pub const LONG_QUESTION: &str = "(98+(9+6))*((19-3)*5)+5";
+
 pub fn generator_model() -> PathBuf {
     bundled().generator
 }

@@ -44,12 +44,19 @@ pub async fn complete(
     params: &SamplingParams,
 ) -> Result<Vec<Vec<String>>> {
     let width = (IN_FLIGHT_SEQUENCES / n.max(1) as usize).max(1);
+    let context = worker.info().context_length;
     stream::iter(prompts)
         .map(|prompt| {
+            // A revision prompt holds a whole wrong attempt: the solution then gets what
+            // is left of the context (a token covers at least one byte, +2 for specials).
+            let room = context.saturating_sub(prompt.len() + 2).max(1);
             let req = GenerateRequest {
                 prompt,
                 n,
-                params: params.clone(),
+                params: SamplingParams {
+                    max_tokens: params.max_tokens.min(room),
+                    ..params.clone()
+                },
             };
             async move {
                 let resp = worker.generate(req).await?;

@@ -12,12 +12,12 @@ use anyhow::{Context, Result};
 use ponder_arith::checker::check_solution;
 use ponder_arith::solution;
 use ponder_arith::task;
-use ponder_engine::prm::{PrmConfig, ReadoutConfig};
+use ponder_engine::prm::{Chain, PrmConfig, ReadoutConfig};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// The `prm.json` written next to the PRM's weights.
-pub fn prm_config() -> PrmConfig {
+pub fn prm_config(chain: Chain) -> PrmConfig {
     PrmConfig {
         step_tag: STEP_TAG.into(),
         readout: ReadoutConfig::TokenProb {
@@ -27,6 +27,7 @@ pub fn prm_config() -> PrmConfig {
         question_template: "Q: {question}\n".into(),
         step_suffix: String::new(),
         after_tag: "\n".into(),
+        chain,
     }
 }
 
@@ -61,6 +62,16 @@ pub fn label(question: &str, text: &str) -> LabelledSolution {
     }
 }
 
+/// The same solution labelled step by step with the checker's `local_ok` (each line
+/// is the right step from the expression stated before it) instead of `on_track`.
+pub fn local_labels(ex: &LabelledSolution) -> LabelledSolution {
+    let checked = check_solution(&ex.question, &ex.steps.join("\n"));
+    LabelledSolution {
+        labels: checked.steps.iter().map(|s| s.local_ok).collect(),
+        ..ex.clone()
+    }
+}
+
 /// The labelled samples of a JSONL file written by `ponder-arith sample`.
 pub fn read_jsonl(path: &std::path::Path) -> Result<Vec<LabelledSolution>> {
     let text =
@@ -79,7 +90,7 @@ pub fn read_jsonl(path: &std::path::Path) -> Result<Vec<LabelledSolution>> {
 /// Token ids as the engine builds them (`Q: <q>\n`, then each step followed by
 /// the tag, `\n` between steps) and the (tag position, label) pairs.
 pub fn encode(vocab: &Vocab, ex: &LabelledSolution) -> Result<Encoded> {
-    let cfg = prm_config();
+    let cfg = prm_config(Chain::None);
     let tag = vocab.id(STEP_TAG)?;
     let mut ids = vocab.encode(&cfg.question_template.replace("{question}", &ex.question))?;
     let mut tags = Vec::with_capacity(ex.steps.len());
@@ -124,7 +135,7 @@ mod tests {
         let vocab = Vocab::new().unwrap();
         let codec = TextCodec::from_gguf(vocab.tokenizer().clone(), None, vec![]);
         let prm = ponder_engine::prm::Prm::new(
-            prm_config(),
+            prm_config(Chain::None),
             &codec,
             &[],
             candle_core::DType::F32,

@@ -23,6 +23,7 @@ use crate::vocab::{Vocab, EOS};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
+use ponder_engine::prm::Chain;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -45,7 +46,14 @@ pub enum Objective {
     NextToken,
     /// Token-probability PRM: at each step tag, P(positive) vs P(negative) from the
     /// lm-head logits of those two tokens, exactly as the engine reads them.
-    StepLabels { positive: u32, negative: u32 },
+    /// `chain` is what the labels meant (prm.json's `chain`): `None` for "on track",
+    /// `Product` for local labels.
+    StepLabels {
+        positive: u32,
+        negative: u32,
+        #[serde(default)]
+        chain: Chain,
+    },
 }
 
 /// Prompt tokens carry no loss; target tokens do.
@@ -248,8 +256,8 @@ pub fn save_model_dir(
     state: &TrainState,
 ) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    if let Objective::StepLabels { .. } = state.config.objective {
-        let prm = crate::train::prm_data::prm_config();
+    if let Objective::StepLabels { chain, .. } = state.config.objective {
+        let prm = crate::train::prm_data::prm_config(chain);
         std::fs::write(dir.join("prm.json"), serde_json::to_string_pretty(&prm)?)?;
     }
     let tmp = dir.join("model.safetensors.tmp");
@@ -404,9 +412,9 @@ pub fn train(cfg: TrainConfig, resume: bool, hooks: TrainHooks<'_>) -> Result<Tr
                 let (inputs, targets, mask) = collate(&batch, pad, &dev)?;
                 masked_cross_entropy(&model.forward(&inputs)?, &targets, &mask)?
             }
-            Objective::StepLabels { positive, negative } => {
-                step_label_loss(&model, &batch, pad, positive, negative, &dev)?
-            }
+            Objective::StepLabels {
+                positive, negative, ..
+            } => step_label_loss(&model, &batch, pad, positive, negative, &dev)?,
         };
         let lr = state.lr();
         opt.backward_step(&loss, lr)?;

@@ -67,16 +67,20 @@ impl Worker {
         (cache.len(), cache)
     }
 
-    /// Each candidate with the cached prefix it can reuse: only what precedes its
-    /// first tag, since tag rows must be computed.
+    /// Each candidate with the cached prefix it can reuse: only what precedes the
+    /// first row the PRM reads, since those rows must be computed.
     fn prepare_scoring(&mut self, encoded: Vec<EncodedCandidate>) -> Vec<ScoreInput> {
         encoded
             .into_iter()
             .map(|(ids, tags)| {
-                let first_tag = tags.first().copied().unwrap_or(0);
+                let reusable = self
+                    .loaded
+                    .prm
+                    .as_ref()
+                    .map_or(0, |p| p.reusable_prefix(&tags));
                 let cache = self
                     .cache
-                    .lookup(&ids[..(first_tag + 1).min(ids.len())])
+                    .lookup(&ids[..(reusable + 1).min(ids.len())])
                     .unwrap_or_else(|| KvCache::new(self.loaded.model.config.num_layers));
                 let reused = cache.len();
                 ScoreInput {

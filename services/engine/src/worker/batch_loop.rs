@@ -19,6 +19,7 @@ use super::Command;
 use crate::engine::LoadedModel;
 use crate::error::EngineError;
 use crate::prefix_cache::PrefixCache;
+use crate::prm::Chain;
 use crate::sampling::sequence_rng;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -261,18 +262,25 @@ impl Worker {
 
     fn answer_scorings(&mut self, scorings: Vec<Scoring>, scores: Vec<f32>) {
         let mut scores = scores.into_iter();
+        let chain = self
+            .loaded
+            .prm
+            .as_ref()
+            .map_or(Chain::None, |p| p.config().chain);
         for job in scorings {
             let mut per_candidate = Vec::with_capacity(job.inputs.len());
             let mut tokens = 0;
             for input in job.inputs {
-                per_candidate.push(scores.by_ref().take(input.tags.len()).collect());
+                per_candidate.push(chain.apply(scores.by_ref().take(input.tags.len()).collect()));
                 tokens += input.ids.len() - input.reused;
                 // Keep the question prefix for the next scoring of this question.
-                let first_tag = input.tags[0];
-                self.cache.insert(
-                    input.ids[..first_tag].to_vec(),
-                    input.cache.truncated(first_tag),
-                );
+                let keep = self
+                    .loaded
+                    .prm
+                    .as_ref()
+                    .map_or(0, |p| p.reusable_prefix(&input.tags));
+                self.cache
+                    .insert(input.ids[..keep].to_vec(), input.cache.truncated(keep));
             }
             self.stats.scored_tokens += tokens as u64;
             self.stats.completed_requests += 1;

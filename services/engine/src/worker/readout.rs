@@ -1,6 +1,6 @@
 //! Readout: from the pass's hidden states, the logits of the last new row of every
-//! decode and prefill segment, and the PRM score of every tag row of every scored
-//! candidate.
+//! decode and prefill segment, and the PRM reading of every step of every scored
+//! candidate (from its tag row, or from its tokens' rows for the likelihood readout).
 
 use super::packing::RowUse;
 use super::sequence::Scoring;
@@ -25,6 +25,7 @@ pub(super) fn read_outputs(
 ) -> Result<Outputs> {
     let mut gen_rows = Vec::new();
     let mut score_rows = Vec::new();
+    let mut marked = Vec::new();
     let mut offset = 0;
     for (u, len) in uses.iter().zip(lens) {
         match *u {
@@ -33,12 +34,14 @@ pub(super) fn read_outputs(
             }
             RowUse::Score { scoring, candidate } => {
                 let input = &scorings[scoring].inputs[candidate];
+                let prm = prm_of(loaded)?;
+                let marks = (input.ids.as_slice(), input.tags.as_slice());
                 score_rows.extend(
-                    input
-                        .tags
-                        .iter()
+                    prm.rows(marks)
+                        .into_iter()
                         .map(|t| (offset + t - input.reused) as u32),
                 );
+                marked.push(marks);
             }
         }
         offset += len;
@@ -54,10 +57,13 @@ pub(super) fn read_outputs(
         vec![]
     } else {
         let rows = hidden.index_select(&Tensor::new(score_rows.as_slice(), device)?, 0)?;
-        let prm = loaded.prm.as_ref().ok_or_else(|| {
-            EngineError::Internal("a scoring was admitted on a model that is not a PRM".into())
-        })?;
-        prm.score_rows(&loaded.model, &rows)?
+        prm_of(loaded)?.readings(&loaded.model, &rows, &marked)?
     };
     Ok(Outputs { logits, scores })
+}
+
+fn prm_of(loaded: &LoadedModel) -> Result<&crate::prm::Prm> {
+    loaded.prm.as_deref().ok_or_else(|| {
+        EngineError::Internal("a scoring was admitted on a model that is not a PRM".into())
+    })
 }
