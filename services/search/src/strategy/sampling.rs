@@ -25,13 +25,20 @@ pub const MIN_SAMPLE_TOKENS: u32 = 32;
 pub enum Stop {
     /// Spend the budget.
     Never,
-    /// Stop when the leading answer can no longer be overtaken, or holds `share` of
-    /// the vote (weight) after at least `min_answered` answered samples.
+    /// Stop when the leading answer can no longer be overtaken, or its votes (its
+    /// summed scores, when weighted) reach `share` of the answered samples, after at
+    /// least `min_answered` of them.
     Decisive { share: f32, min_answered: u32 },
 }
 
 /// True when the vote is settled: the leader cannot be overtaken by the `left`
-/// samples still allowed, or holds `share` of the total.
+/// samples still allowed, or its value reaches `share` of the answered samples.
+///
+/// Why answered samples and not the total weight: a share of the total weight says
+/// only that the samples agree. When the verifier doubts every one of them (all scores
+/// near 0), the leader can hold most of a tiny total; that is exactly the question
+/// where more samples help. Against the answered count (each sample adds at most 1),
+/// the leader must be both agreed on and trusted. Under majority the two are the same.
 pub fn decisive(
     rule: Rule,
     candidates: &[Scored],
@@ -49,12 +56,11 @@ pub fn decisive(
     };
     let first = sel.tallies.first().map_or(0.0, value);
     let second = sel.tallies.get(1).map_or(0.0, value);
-    let total: f32 = sel.tallies.iter().map(value).sum();
     // Each further sample adds at most 1 (a vote, or a score in [0, 1]).
     if first - second > left as f32 {
         return true;
     }
-    answered >= min_answered && total > 0.0 && first / total >= share
+    answered >= min_answered && answered > 0 && first / answered as f32 >= share
 }
 
 /// Draws up to `n` samples in waves of `wave` (after the `initial` candidates, which
@@ -168,9 +174,13 @@ mod tests {
         // Leader 2.6 vs 0.1: 4 more samples could add at most 4.
         assert!(!decisive(Rule::Weighted, &v, 4, 1.0, 4));
         assert!(decisive(Rule::Weighted, &v, 2, 1.0, 4));
-        // ... but it holds 96% of the weight.
-        assert!(decisive(Rule::Weighted, &v, 100, 0.75, 4));
-        assert!(!decisive(Rule::Weighted, &v, 100, 0.75, 5));
+        // Its weight is 2.6 of the 4 the answered samples could give: 65%.
+        assert!(!decisive(Rule::Weighted, &v, 100, 0.75, 4));
+        assert!(decisive(Rule::Weighted, &v, 100, 0.6, 4));
+        assert!(!decisive(Rule::Weighted, &v, 100, 0.6, 5));
+        // Agreement the verifier doubts does not stop: 96% of a tiny total weight.
+        let doubted = vec![c("1", 0.02), c("1", 0.02), c("1", 0.02), c("2", 0.001)];
+        assert!(!decisive(Rule::Weighted, &doubted, 100, 0.75, 4));
         assert!(!decisive(Rule::Majority, &v, 100, 0.8, 4));
         assert!(!decisive(Rule::Majority, &[], 1, 0.8, 0));
     }
