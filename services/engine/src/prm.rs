@@ -315,8 +315,9 @@ impl Prm {
         Ok(out)
     }
 
-    /// Scores in [0, 1] for rows of final hidden states taken at tag positions.
-    pub fn score_rows(&self, model: &Transformer, hidden: &Tensor) -> Result<Vec<f32>> {
+    /// Scores in [0, 1] for rows of final hidden states taken at tag positions (the tag
+    /// readouts of [`Prm::readings`]).
+    fn score_rows(&self, model: &Transformer, hidden: &Tensor) -> Result<Vec<f32>> {
         let probs = match &self.readout {
             Readout::TokenProb { positive, negative } => {
                 let logits = model.logits(hidden)?;

@@ -18,24 +18,23 @@ fn worker_for(dir: &Path, spec: &TinySpec, config: WorkerConfig) -> ModelWorker 
     ModelWorker::spawn(loaded, config)
 }
 
-/// Logits at every position of `text` in one forward pass from an empty cache, flattened.
-fn prompt_logits(m: &ponder_engine::LoadedModel, text: &str) -> Vec<f32> {
-    let ids = m.codec.encode(text, true).unwrap();
+/// Logits at every position of `ids` in one forward pass from an empty cache, one row
+/// per position.
+fn logits_rows(m: &ponder_engine::LoadedModel, ids: &[u32]) -> Vec<Vec<f32>> {
     let mut cache = KvCache::new(m.model.config.num_layers);
     let h = m
         .model
         .forward(&mut [Segment {
-            tokens: &ids,
+            tokens: ids,
             cache: &mut cache,
         }])
         .unwrap();
-    m.model
-        .logits(&h)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
+    m.model.logits(&h).unwrap().to_vec2::<f32>().unwrap()
+}
+
+/// Logits at every position of `text` in one forward pass from an empty cache, flattened.
+fn prompt_logits(m: &ponder_engine::LoadedModel, text: &str) -> Vec<f32> {
+    logits_rows(m, &m.codec.encode(text, true).unwrap()).concat()
 }
 
 fn greedy(max_tokens: usize) -> SamplingParams {
@@ -413,20 +412,7 @@ async fn a_likelihood_prm_reads_each_steps_teacher_forced_probability() {
             ids.extend(direct.codec.encode(step, false).unwrap());
             spans.push(start..ids.len());
         }
-        let mut cache = KvCache::new(direct.model.config.num_layers);
-        let hidden = direct
-            .model
-            .forward(&mut [Segment {
-                tokens: &ids,
-                cache: &mut cache,
-            }])
-            .unwrap();
-        let logits = direct
-            .model
-            .logits(&hidden)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
+        let logits = logits_rows(&direct, &ids);
         let logp = |p: usize| {
             let row = &logits[p - 1];
             let max = row.iter().cloned().fold(f32::MIN, f32::max);

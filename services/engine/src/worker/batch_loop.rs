@@ -262,11 +262,8 @@ impl Worker {
 
     fn answer_scorings(&mut self, scorings: Vec<Scoring>, scores: Vec<f32>) {
         let mut scores = scores.into_iter();
-        let chain = self
-            .loaded
-            .prm
-            .as_ref()
-            .map_or(Chain::None, |p| p.config().chain);
+        let prm = self.loaded.prm.as_deref();
+        let chain = prm.map_or(Chain::None, |p| p.config().chain);
         for job in scorings {
             let mut per_candidate = Vec::with_capacity(job.inputs.len());
             let mut tokens = 0;
@@ -274,11 +271,7 @@ impl Worker {
                 per_candidate.push(chain.apply(scores.by_ref().take(input.tags.len()).collect()));
                 tokens += input.ids.len() - input.reused;
                 // Keep the question prefix for the next scoring of this question.
-                let keep = self
-                    .loaded
-                    .prm
-                    .as_ref()
-                    .map_or(0, |p| p.reusable_prefix(&input.tags));
+                let keep = prm.map_or(0, |p| p.reusable_prefix(&input.tags));
                 self.cache
                     .insert(input.ids[..keep].to_vec(), input.cache.truncated(keep));
             }
