@@ -134,3 +134,106 @@ async fn eval_measures_a_running_cluster_through_its_api() {
     let _ = std::fs::remove_dir_all(&out);
     cluster.stop().await;
 }
+
+/// `ponder eval --flops` on a small set: draws and greedy answers on every rung of the
+/// bundled ladder, the exchange-rate tables, a ladder policy the orchestrator can load
+/// (naming the ladder's models), and both plots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flops_report_covers_every_model_and_fits_a_ladder_policy() {
+    use ponder_cli::eval::ladder_run::{run, FlopsConfig};
+    let out = std::env::temp_dir().join(format!("ponder-flops-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let report = run(FlopsConfig {
+        models: models.clone(),
+        per_level: 1,
+        seed: 7,
+        budgets: vec![1, 4],
+        out: out.clone(),
+    })
+    .await
+    .unwrap();
+    let ladder = ["arith-gen-xs", "arith-gen-s", "arith-gen-l"];
+    assert_eq!(report.questions, 6);
+    let names: Vec<&str> = report.models.iter().map(|m| m.model.as_str()).collect();
+    assert_eq!(names, ladder);
+    for m in &report.models {
+        assert!(m.training_flops > 1e12 && m.training_tokens > 1e6, "{m:?}");
+    }
+    // 4 strategies per model, each at N = 1 and 4.
+    assert_eq!(report.curves.len(), 3 * 4);
+    for (name, points) in &report.curves {
+        assert_eq!(points.len(), 2, "{name}");
+        let majority = name.ends_with("self_consistency");
+        for p in points {
+            assert!(
+                (0.0..=1.0).contains(&p.accuracy) && p.flops > 0.0,
+                "{name} {p:?}"
+            );
+            // Majority never calls the verifier; the others pay for scoring.
+            assert_eq!(majority, p.verifier_share == 0.0, "{name} {p:?}");
+        }
+    }
+    // A larger model's sample costs more FLOPs.
+    let greedy_flops: Vec<f64> = report.greedy.iter().map(|g| g.flops).collect();
+    assert!(
+        greedy_flops.windows(2).all(|w| w[0] < w[1]),
+        "{greedy_flops:?}"
+    );
+    assert!(report
+        .frontier
+        .windows(2)
+        .all(|w| w[0].flops <= w[1].flops && w[0].accuracy < w[1].accuracy));
+    assert_eq!(report.compute_optimal.len(), 12);
+    assert_eq!(report.versus.len(), 12);
+    // Per level, each larger model's greedy baseline (no majority@8 at these budgets).
+    assert_eq!(report.exchange.len(), 6 * 2);
+    assert!(report.probes.generations == 4.0 && report.probes.verifier_share > 0.0);
+
+    let policy = Policy::from_file(&out.join("ladder-policy.json")).unwrap();
+    assert_eq!(policy.probe_model.as_deref(), Some(ladder[0]));
+    assert!(
+        policy.models().iter().all(|m| ladder.contains(m)),
+        "{:?}",
+        policy.models()
+    );
+    assert_eq!(policy.flops_table.len(), 12);
+    assert_eq!(policy.table.keys().copied().collect::<Vec<_>>(), vec![1, 4]);
+    for (b, row) in &policy.table {
+        for c in row.choices() {
+            assert!(c.generations.unwrap() <= (*b).max(4), "{b}: {c:?}");
+        }
+    }
+    for file in [
+        "exchange.json",
+        "exchange.md",
+        "greedy.jsonl",
+        "draws.jsonl",
+        "draws-arith-gen-l.jsonl",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    for name in ["flops_accuracy", "seconds_accuracy"] {
+        for ext in ["png", "svg"] {
+            let len = std::fs::metadata(out.join(format!("{name}.{ext}")))
+                .unwrap()
+                .len();
+            assert!(len > 1000, "{name}.{ext} is {len} bytes");
+        }
+    }
+    // A second run reuses every draw and greedy answer: the same report, no sampling.
+    let again = run(FlopsConfig {
+        models,
+        per_level: 1,
+        seed: 7,
+        budgets: vec![1, 4],
+        out: out.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        serde_json::to_value(&again.greedy).unwrap(),
+        serde_json::to_value(&report.greedy).unwrap()
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -13,12 +13,16 @@ use ponder_proto::v1 as pb;
 use tonic::Code;
 
 async fn two_models() -> EmbeddedCluster {
+    two_models_with(None).await
+}
+
+async fn two_models_with(policy: Option<std::path::PathBuf>) -> EmbeddedCluster {
     EmbeddedCluster::start(EmbeddedConfig {
         orchestrator_addr: "127.0.0.1:0".parse().unwrap(),
         generator_model: generator_model(),
         other_generator_models: vec![verifier_model()],
         verifier_model: Some(verifier_model()),
-        policy: None,
+        policy,
         generators: 1,
         etcd: vec![],
         cluster: "models".into(),
@@ -143,6 +147,57 @@ async fn a_default_model_with_no_serving_member_is_skipped_with_a_note() {
         r.routing_notes
             .iter()
             .any(|n| n.contains(&default) && n.contains(&other)),
+        "{:?}",
+        r.routing_notes
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compute_optimal_probes_on_the_cheapest_model_and_runs_where_the_policy_says() {
+    let (default, other) = (generator_model_id(), model_name(verifier_model()));
+    // Every bin: 6 generations in all on the larger model. Under a FLOPs limit every
+    // bin goes to a model this cluster does not serve.
+    let on = |model: &str| {
+        let c = format!(r#"{{"model": "{model}", "strategy": "best_of_n", "generations": 6}}"#);
+        format!("[{c}, {c}, {c}, {c}, {c}]")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.json");
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"probes": 2, "bin_edges": [0.2, 0.4, 0.6, 0.8], "table": {{"1": {}}},
+                "flops_table": [{{"max_flops": 1, "row": {}}}]}}"#,
+            on(&other),
+            on("arith-gen-xxl")
+        ),
+    )
+    .unwrap();
+    let cluster = two_models_with(Some(path)).await;
+    let mut c = client(cluster.addr()).await;
+    let mut req = request("47+38", 8, 1);
+    req.strategy = Some(pb::Strategy {
+        kind: Some(pb::strategy::Kind::Name("compute_optimal".into())),
+    });
+    let r = c.solve(req.clone()).await.unwrap().into_inner();
+    assert_eq!(
+        (r.model_id.as_str(), r.routed_by.as_str()),
+        (other.as_str(), "compute_optimal")
+    );
+    assert!(r.routing_notes.is_empty(), "{:?}", r.routing_notes);
+    assert_eq!(r.usage.unwrap().generations, 6);
+    // The probes ran on the default (the cheaper model), the rest on the other.
+    assert!(served_by(&mut c, &default).await > 0);
+    assert!(served_by(&mut c, &other).await > 0);
+
+    req.budget.as_mut().unwrap().max_flops = 1e15;
+    let r = c.solve(req).await.unwrap().into_inner();
+    assert_eq!(r.model_id, default, "{:?}", r.routing_notes);
+    assert!(
+        r.routing_notes
+            .iter()
+            .any(|n| n.contains("arith-gen-xxl") && n.contains(&default)),
         "{:?}",
         r.routing_notes
     );

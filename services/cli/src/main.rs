@@ -162,6 +162,14 @@ enum Command {
         /// Re-analyse the draws.jsonl and runs.jsonl already in --out (no sampling).
         #[arg(long, requires = "fit")]
         reanalyze: bool,
+        /// The exchange-rate report over the manifest's whole generator ladder:
+        /// accuracy vs inference FLOPs per (model, strategy), compute-optimal over
+        /// (model, strategy, N) fitted with 2-fold cross-validation (writes
+        /// <out>/ladder-policy.json), per-level FLOPs ratios against the larger models'
+        /// greedy and majority accuracy, and the plots. Reuses the draws already in
+        /// --out (docs/results.md, "Small model + search vs a bigger model").
+        #[arg(long, conflicts_with_all = ["fit", "reanalyze", "addr"])]
+        flops: bool,
         #[arg(long, default_value = "bench/results/eval")]
         out: PathBuf,
         /// Evaluate a running cluster through its API (Solve calls to this
@@ -346,6 +354,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 strategies,
                 fit,
                 reanalyze,
+                flops,
                 out,
                 addr,
                 model,
@@ -353,6 +362,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 timeout,
                 connect,
             } => {
+                if flops {
+                    let report = ponder_cli::eval::ladder_run::run(
+                        ponder_cli::eval::ladder_run::FlopsConfig {
+                            models: models::models_dir(models.as_deref())?,
+                            per_level,
+                            seed,
+                            budgets,
+                            out: out.clone(),
+                        },
+                    )
+                    .await?;
+                    println!("{}", ponder_cli::eval::exchange::markdown(&report));
+                    println!("wrote {}", out.join("exchange.md").display());
+                    return Ok(());
+                }
                 let cells = if let Some(addr) = addr {
                     if !(timeout > 0.0 && timeout.is_finite()) {
                         return Err(ponder_cli::exit::usage("--timeout must be positive"));

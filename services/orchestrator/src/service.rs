@@ -19,9 +19,9 @@ use ponder_cluster::status::to_status;
 use ponder_cluster::{request_id, GeneratorPool, Registry, Role, VerifierPool};
 use ponder_proto::v1 as pb;
 use ponder_proto::v1::orchestrator_server::Orchestrator;
-use ponder_search::solve::{solve_query, Query};
+use ponder_search::solve::{solve_query_on, Query};
 use ponder_search::strategy::compute_optimal::Policy;
-use ponder_search::{Outcome, Progress, QueryLimits, SolutionFormat};
+use ponder_search::{Generators, Model, Outcome, Progress, QueryLimits, SolutionFormat};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -181,11 +181,43 @@ impl Shared {
         if self.registry.members(Role::Generator).is_empty() {
             return Err(Status::unavailable("no generator is available"));
         }
-        let model = self.choose_model(query, pinned).await?;
-        let generators =
-            GeneratorPool::for_model(self.registry.clone(), self.retries.clone(), &model.model_id);
+        let mut model = self.choose_model(query, pinned).await?;
+        // The query's model set: the pinned model alone, or every model with a serving
+        // member (compute-optimal may move the query to any; other strategies run on
+        // the default, docs/cluster.md "Several models").
+        let ids: Vec<String> = if pinned.is_empty() {
+            let served = models::served(&self.registry.snapshot(), Role::Generator);
+            let mut ids: Vec<String> = served
+                .into_iter()
+                .filter(|m| m.serving > 0 || m.model_id == model.model_id)
+                .map(|m| m.model_id)
+                .collect();
+            if !ids.contains(&model.model_id) {
+                ids.push(model.model_id.clone());
+            }
+            ids
+        } else {
+            vec![model.model_id.clone()]
+        };
+        let pools: Vec<GeneratorPool> = ids
+            .iter()
+            .map(|id| GeneratorPool::for_model(self.registry.clone(), self.retries.clone(), id))
+            .collect();
+        let generators = if pinned.is_empty() {
+            let set = ids
+                .iter()
+                .zip(&pools)
+                .map(|(id, pool)| Model {
+                    id: id.clone(),
+                    generator: pool,
+                })
+                .collect();
+            Generators::new(set, &model.model_id).map_err(to_status)?
+        } else {
+            Generators::pinned(model.model_id.clone(), &pools[0])
+        };
         let verifiers = VerifierPool::new(self.registry.clone(), self.retries.clone());
-        let outcome = solve_query(
+        let outcome = solve_query_on(
             &generators,
             has_verifier.then_some(&verifiers),
             &self.format,
@@ -194,6 +226,10 @@ impl Shared {
         )
         .await
         .map_err(to_status)?;
+        model.model_id = outcome.model_id.clone();
+        if let Some(d) = &outcome.decision {
+            model.notes.extend(d.notes.iter().cloned());
+        }
         self.record(&outcome);
         let span = tracing::Span::current();
         span.record("strategy", outcome.strategy.name());

@@ -15,19 +15,24 @@ use crate::aggregate::Aggregation;
 use crate::budget::{Ledger, Reservation, Usage};
 use crate::error::{Result, SearchError};
 use crate::format::SolutionFormat;
+use crate::models::Generators;
 use crate::solve::{wave_seed, Progress, Query};
 use crate::strategy::{select, Scored, StrategyKind};
 use crate::traits::{
     Candidate, GenOutput, GenRequest, Generate, GeneratorLimits, Sample, Score, ScoreRequest,
 };
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use tracing::Instrument;
 
 pub struct Context<'a, G, S> {
-    generator: &'a G,
+    /// The models the query may run on; calls go to model `current` (the set's default
+    /// until compute-optimal moves the query, [`Context::use_model`]).
+    generators: &'a Generators<'a, G>,
+    current: AtomicUsize,
     verifier: Option<&'a S>,
     format: &'a SolutionFormat,
     query: &'a Query,
@@ -103,7 +108,7 @@ impl Drop for InFlight<'_> {
 impl<'a, G: Generate, S: Score> Context<'a, G, S> {
     /// The context of one query: a fresh ledger, the query's seed and affinity.
     pub(crate) fn new(
-        generator: &'a G,
+        generators: &'a Generators<'a, G>,
         verifier: Option<&'a S>,
         format: &'a SolutionFormat,
         query: &'a Query,
@@ -111,7 +116,8 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
     ) -> Self {
         let query_span = tracing::Span::current();
         Self {
-            generator,
+            generators,
+            current: AtomicUsize::new(generators.default_index()),
             verifier,
             format,
             query,
@@ -149,7 +155,34 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
     }
 
     pub fn limits(&self) -> GeneratorLimits {
-        self.generator.limits()
+        self.generator().limits()
+    }
+
+    /// The generator the query's calls go to now.
+    fn generator(&self) -> &'a G {
+        self.generators.get(self.model()).generator
+    }
+
+    /// The models the query may run on.
+    pub fn generators(&self) -> &'a Generators<'a, G> {
+        self.generators
+    }
+
+    /// The position of the model calls go to now, in [`Context::generators`].
+    pub fn model(&self) -> usize {
+        self.current.load(Ordering::Relaxed)
+    }
+
+    /// Sends the query's later calls to model `i` of [`Context::generators`] (what was
+    /// spent stays spent; FLOPs reservations follow the new model's size).
+    pub fn use_model(&self, i: usize) {
+        assert!(i < self.generators.len(), "model {i} is not in the set");
+        self.current.store(i, Ordering::Relaxed);
+    }
+
+    /// The query's FLOPs limit, if it has one.
+    pub fn max_flops(&self) -> Option<f64> {
+        self.query.budget().max_flops
     }
 
     /// The operator's cap on a tree strategy's rounds.
@@ -537,7 +570,8 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
         reqs: Vec<GenRequest>,
         generations: bool,
     ) -> (Usage, Result<Vec<GenOutput>>) {
-        let max_samples = self.limits().max_samples.max(1);
+        let generator = self.generator();
+        let max_samples = generator.limits().max_samples.max(1);
         let parts: Vec<(usize, GenRequest)> = reqs
             .into_iter()
             .enumerate()
@@ -546,7 +580,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
         let requests = parts.last().map_or(0, |p| p.0 + 1);
         let results = futures::future::join_all(parts.into_iter().map(|(i, r)| async move {
             let _permit = self.call_permit().await;
-            (i, self.generator.generate(r).instrument(self.round()).await)
+            (i, generator.generate(r).instrument(self.round()).await)
         }))
         .await;
         let mut spent = Usage::default();

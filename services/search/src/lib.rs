@@ -16,6 +16,7 @@ pub mod context;
 pub mod error;
 pub mod format;
 pub mod limits;
+pub mod models;
 pub mod replay;
 pub mod scripted;
 pub mod solve;
@@ -27,7 +28,10 @@ pub use budget::{Budget, Ledger, Usage};
 pub use error::{Result, SearchError};
 pub use format::SolutionFormat;
 pub use limits::QueryLimits;
-pub use solve::{draw, solve, solve_query, Outcome, Progress, Query, SolveParams};
+pub use models::{Generators, Model};
+pub use solve::{
+    draw, solve, solve_on, solve_query, solve_query_on, Outcome, Progress, Query, SolveParams,
+};
 pub use strategy::{Rule, StrategyKind};
 
 /// Candidates per score call.

@@ -7,6 +7,7 @@ use crate::context::{Context, Snapshot};
 use crate::error::{Result, SearchError};
 use crate::format::SolutionFormat;
 use crate::limits::QueryLimits;
+use crate::models::Generators;
 use crate::strategy::compute_optimal::{compute_optimal, Decision, Policy};
 use crate::strategy::{run, select, StrategyKind, Tally};
 use crate::traits::{Generate, Score};
@@ -208,6 +209,9 @@ pub struct Outcome {
     pub strategy: StrategyKind,
     /// Set when compute-optimal routed the query.
     pub decision: Option<Decision>,
+    /// The generator model the answer's candidates came from (its id in the query's
+    /// [`Generators`]).
+    pub model_id: String,
     pub usage: Usage,
     pub tallies: Vec<Tally>,
     pub candidates: usize,
@@ -220,7 +224,8 @@ pub struct Outcome {
     pub partial: bool,
 }
 
-/// Validates `params` and answers it: [`SolveParams::validate`] then [`solve_query`].
+/// Validates `params` and answers it on one generator: [`SolveParams::validate`] then
+/// [`solve_query`].
 pub async fn solve<G: Generate, S: Score>(
     generator: &G,
     verifier: Option<&S>,
@@ -228,8 +233,26 @@ pub async fn solve<G: Generate, S: Score>(
     params: SolveParams,
     progress: Option<watch::Sender<Progress>>,
 ) -> Result<Outcome> {
+    solve_on(
+        &Generators::one("", generator),
+        verifier,
+        format,
+        params,
+        progress,
+    )
+    .await
+}
+
+/// [`solve`] over a set of generator models ([`solve_query_on`]).
+pub async fn solve_on<G: Generate, S: Score>(
+    generators: &Generators<'_, G>,
+    verifier: Option<&S>,
+    format: &SolutionFormat,
+    params: SolveParams,
+    progress: Option<watch::Sender<Progress>>,
+) -> Result<Outcome> {
     let query = params.validate(format)?;
-    solve_query(generator, verifier, format, &query, progress).await
+    solve_query_on(generators, verifier, format, &query, progress).await
 }
 
 /// Answers `query` (validated for `format`) with `generator` (and `verifier`, when
@@ -237,6 +260,26 @@ pub async fn solve<G: Generate, S: Score>(
 /// on `progress` as compute is spent.
 pub async fn solve_query<G: Generate, S: Score>(
     generator: &G,
+    verifier: Option<&S>,
+    format: &SolutionFormat,
+    query: &Query,
+    progress: Option<watch::Sender<Progress>>,
+) -> Result<Outcome> {
+    solve_query_on(
+        &Generators::one("", generator),
+        verifier,
+        format,
+        query,
+        progress,
+    )
+    .await
+}
+
+/// [`solve_query`] over a set of generator models: compute-optimal probes on the
+/// cheapest and may run on any ([`compute_optimal`]); every other strategy runs on
+/// the set's default.
+pub async fn solve_query_on<G: Generate, S: Score>(
+    generators: &Generators<'_, G>,
     verifier: Option<&S>,
     format: &SolutionFormat,
     query: &Query,
@@ -253,7 +296,7 @@ pub async fn solve_query<G: Generate, S: Score>(
         )));
     }
     let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
-    let ctx = Context::new(generator, verifier, format, query, progress);
+    let ctx = Context::new(generators, verifier, format, query, progress);
     let n = query.budget.max_generations;
     let search = async {
         if strategy == StrategyKind::ComputeOptimal {
@@ -280,6 +323,7 @@ pub async fn solve_query<G: Generate, S: Score>(
                     score: b.score,
                     strategy: b.strategy,
                     decision: None,
+                    model_id: generators.get(ctx.model()).id.clone(),
                     usage: ctx.used(),
                     tallies: b.tallies,
                     candidates: b.candidates,
@@ -322,6 +366,7 @@ pub async fn solve_query<G: Generate, S: Score>(
         score: pick.score,
         strategy: used,
         decision,
+        model_id: generators.get(ctx.model()).id.clone(),
         usage: ctx.used(),
         tallies: pick.tallies,
         candidates: candidates.len(),
@@ -356,7 +401,8 @@ pub async fn draw<G: Generate, S: Score>(
     use crate::strategy::sampling::{sample, Stop, DEFAULT_WAVE_SIZE, MAX_WAVES_IN_FLIGHT};
     let query = params.clone().validate(format)?;
     let progress = watch::channel(Progress::default()).0;
-    let ctx = Context::new(generator, Some(verifier), format, &query, progress);
+    let generators = Generators::one("", generator);
+    let ctx = Context::new(&generators, Some(verifier), format, &query, progress);
     let candidates = sample(
         &ctx,
         StrategyKind::WeightedBestOfN,

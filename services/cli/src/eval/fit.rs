@@ -16,7 +16,7 @@
 
 use super::draws::Draw;
 use super::Record;
-use ponder_search::strategy::compute_optimal::{Policy, BINS};
+use ponder_search::strategy::compute_optimal::{Policy, Row, BINS};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -102,7 +102,7 @@ pub struct FitReport {
     pub cv_records: Vec<Record>,
 }
 
-fn quintile_edges(mut values: Vec<f32>) -> [f32; BINS - 1] {
+pub(super) fn quintile_edges(mut values: Vec<f32>) -> [f32; BINS - 1] {
     values.sort_by(f32::total_cmp);
     let at = |k: usize| {
         values
@@ -124,8 +124,10 @@ fn fit(subset: &[usize], draws: &[Draw], lookup: &Lookup, budgets: &[u32]) -> Po
     );
     let mut policy = Policy {
         probes: PROBES,
+        probe_model: None,
         bin_edges,
         table: BTreeMap::new(),
+        flops_table: Vec::new(),
         fitted_by: String::new(),
     };
     for &b in budgets {
@@ -139,7 +141,7 @@ fn fit(subset: &[usize], draws: &[Draw], lookup: &Lookup, budgets: &[u32]) -> Po
             .collect();
         policy
             .table
-            .insert(b, row.try_into().expect("one strategy per bin"));
+            .insert(b, Row::parse(&row).expect("one strategy per bin"));
     }
     policy
 }
@@ -187,7 +189,7 @@ fn route(
 ) -> anyhow::Result<Record> {
     let d = &draws[q];
     let bin = policy.bin(d.probe_mean(policy.probes, budget));
-    let chosen = policy.choose(budget, bin).spec();
+    let chosen = policy.choose(budget, None, bin).strategy.spec();
     let r = lookup
         .get(q, &chosen, budget)
         .or_else(|| lookup.get(q, BON_WEIGHTED, budget))

@@ -15,7 +15,10 @@
 //! With `--addr` the same questions go to a running cluster instead ([`remote`]).
 
 pub mod draws;
+pub mod exchange;
 pub mod fit;
+pub mod ladder;
+pub mod ladder_run;
 pub mod plot;
 pub mod records;
 pub mod remote;

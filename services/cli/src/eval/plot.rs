@@ -16,7 +16,7 @@ use std::sync::Once;
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 /// A named line: (log2 of generations, accuracy in %).
-type Series = (String, Vec<(f64, f64)>);
+pub(super) type Series = (String, Vec<(f64, f64)>);
 
 /// Distinguishable line colours (Okabe-Ito), in series order.
 const COLORS: [RGBColor; 8] = [
@@ -30,13 +30,20 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(240, 228, 66),
 ];
 
-fn register_font() {
+pub(super) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
             tracing::warn!("the bundled font did not load; PNG text may be missing");
         }
     });
+}
+
+/// The x axis of a chart: log2 of a budget from 1 up, or log10 of a cost.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum LogAxis {
+    Two,
+    Ten,
 }
 
 fn chart<DB: DrawingBackend>(
@@ -46,9 +53,24 @@ fn chart<DB: DrawingBackend>(
     series: &[Series],
     reference: Option<(f64, String)>,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    log_chart(area, title, x_desc, LogAxis::Two, series, reference)
+}
+
+pub(super) fn log_chart<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    x_desc: &str,
+    axis: LogAxis,
+    series: &[Series],
+    reference: Option<(f64, String)>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let xs = || series.iter().flat_map(|s| s.1.iter().map(|p| p.0));
     let ys = || series.iter().flat_map(|s| s.1.iter().map(|p| p.1));
-    let x_lo = xs().fold(f64::INFINITY, f64::min).min(0.0);
+    let x_lo = xs().fold(f64::INFINITY, f64::min);
+    let x_lo = match axis {
+        LogAxis::Two => x_lo.min(0.0),
+        LogAxis::Ten => x_lo.floor(),
+    };
     let x_hi = xs().fold(f64::NEG_INFINITY, f64::max).max(x_lo + 1.0);
     let y_lo = ys()
         .chain(reference.iter().map(|r| r.0))
@@ -64,7 +86,10 @@ fn chart<DB: DrawingBackend>(
         .x_desc(x_desc)
         .y_desc("accuracy (%)")
         .x_labels(((x_hi - x_lo) as usize + 1).min(12))
-        .x_label_formatter(&|x| format!("{}", 2f64.powf(*x).round()))
+        .x_label_formatter(&|x| match axis {
+            LogAxis::Two => format!("{}", 2f64.powf(*x).round()),
+            LogAxis::Ten => format!("{:.0e}", 10f64.powf(*x)),
+        })
         .label_style(("sans-serif", 13))
         .draw()?;
     for (i, (name, points)) in series.iter().enumerate() {
@@ -116,6 +141,8 @@ macro_rules! png_and_svg {
         }
     }};
 }
+
+pub(super) use png_and_svg;
 
 /// Accuracy per budget for every strategy in `records`.
 fn by_budget(records: &[Record], use_generations: bool) -> Vec<Series> {

@@ -1,0 +1,570 @@
+//! The exchange-rate report (`ponder eval --flops`): accuracy against inference FLOPs
+//! per query for every (model, strategy), for cross-validated compute-optimal over the
+//! ladder and for the Pareto frontier; per level, how many FLOPs the smallest model
+//! with search needs to reach a larger model's greedy or majority accuracy; and where
+//! training cost overturns that (Snell et al. §7). Every comparison is paired on the
+//! same questions with a bootstrap 95% interval.
+//!
+//! Outputs under `--out`: `exchange.json`, `exchange.md` (the tables for
+//! docs/results.md), `ladder-policy.json`, and the plots `flops_accuracy` and
+//! `seconds_accuracy` (PNG and SVG).
+
+use super::ladder::{self, Ladder, Option_, Outcome};
+use super::plot::{log_chart, png_and_svg, register_font, LogAxis, Series};
+use plotters::prelude::*;
+use ponder_search::StrategyKind;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Bootstrap resamples per interval.
+pub const RESAMPLES: usize = 10_000;
+/// FLOPs budgets of the compute-optimal curve.
+const GRID_POINTS: usize = 12;
+
+/// A point of a curve: accuracy and mean cost over the questions it covers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub label: String,
+    pub accuracy: f64,
+    pub flops: f64,
+    pub verifier_share: f64,
+    pub seconds: f64,
+    pub generations: f64,
+}
+
+fn point(label: String, outs: &[&Outcome]) -> Point {
+    let n = outs.len().max(1) as f64;
+    let flops: f64 = outs.iter().map(|o| o.flops()).sum();
+    let verifier: f64 = outs.iter().map(|o| o.verifier_flops).sum();
+    Point {
+        label,
+        accuracy: outs.iter().filter(|o| o.correct).count() as f64 / n,
+        flops: flops / n,
+        verifier_share: if flops > 0.0 { verifier / flops } else { 0.0 },
+        seconds: outs.iter().map(|o| o.seconds).sum::<f64>() / n,
+        generations: outs.iter().map(|o| f64::from(o.generations)).sum::<f64>() / n,
+    }
+}
+
+/// The paired bootstrap 95% interval of mean(a) - mean(b) (0/1 per question).
+pub fn paired_interval(a: &[bool], b: &[bool], seed: u64) -> Interval {
+    let n = a.len();
+    let diff: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(u8::from(x)) - f64::from(u8::from(y)))
+        .collect();
+    let mean = diff.iter().sum::<f64>() / n.max(1) as f64;
+    if n == 0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut means: Vec<f64> = (0..RESAMPLES)
+        .map(|_| (0..n).map(|_| diff[rng.random_range(0..n)]).sum::<f64>() / n as f64)
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let at = |p: f64| means[((RESAMPLES as f64 - 1.0) * p).round() as usize];
+    (mean, at(0.025), at(0.975))
+}
+
+/// A paired difference in accuracy and its bootstrap 95% interval: (mean, low, high).
+pub type Interval = (f64, f64, f64);
+
+/// One model's best option at no more mean FLOPs than compute-optimal spent, and
+/// compute-optimal's paired difference from it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Single {
+    pub model: String,
+    pub point: Option<Point>,
+    pub difference: Option<Interval>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Versus {
+    pub budget_flops: f64,
+    pub compute_optimal: Point,
+    pub best_single: Vec<Single>,
+    /// Share of questions compute-optimal sent off the probe model (probes discarded).
+    pub moved_share: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Exchange {
+    pub level: u8,
+    pub baseline: String,
+    pub baseline_accuracy: f64,
+    pub baseline_flops: f64,
+    /// The smallest model's cheapest option reaching the baseline's accuracy.
+    pub matched: Option<Point>,
+    /// matched FLOPs / baseline FLOPs.
+    pub flops_ratio: Option<f64>,
+    pub difference: Option<Interval>,
+    /// The smallest model's most accurate option, when none reaches the baseline.
+    pub best: Point,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Training {
+    pub model: String,
+    pub parameters: u64,
+    pub training_flops: f64,
+    pub training_tokens: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub questions: usize,
+    pub models: Vec<Training>,
+    pub curves: Vec<(String, Vec<Point>)>,
+    pub greedy: Vec<Point>,
+    pub frontier: Vec<Point>,
+    pub compute_optimal: Vec<Point>,
+    pub compute_optimal_generations: Vec<Point>,
+    pub probes: Point,
+    pub versus: Vec<Versus>,
+    pub exchange: Vec<Exchange>,
+}
+
+fn strategies() -> Vec<StrategyKind> {
+    [
+        "self_consistency",
+        "best_of_n",
+        "weighted_best_of_n",
+        "adaptive:8",
+    ]
+    .iter()
+    .map(|s| StrategyKind::parse(s).expect("built-in specs parse"))
+    .collect()
+}
+
+fn name(l: &Ladder, o: &Option_) -> String {
+    format!("{} {}", l.rungs[o.rung].model, o.strategy.spec())
+}
+
+/// Builds the report, writes its files under `out`, and returns it.
+pub fn report(l: &Ladder, budgets: &[u32], out: &Path) -> anyhow::Result<Report> {
+    let options = l.options(budgets, &strategies());
+    let q_all: Vec<usize> = (0..l.questions).collect();
+    let outcomes: Vec<Vec<Outcome>> = options
+        .iter()
+        .map(|o| q_all.iter().map(|&q| l.outcome(o, q)).collect())
+        .collect::<anyhow::Result<_>>()?;
+    let greedy_outs: Vec<Vec<Outcome>> = l
+        .rungs
+        .iter()
+        .map(|r| {
+            r.greedy
+                .iter()
+                .map(|g| Outcome {
+                    correct: g.correct,
+                    generator_flops: g.flops,
+                    verifier_flops: 0.0,
+                    seconds: g.cpu_s,
+                    generations: 1,
+                })
+                .collect()
+        })
+        .collect();
+
+    // Curves per (model, strategy) over N.
+    let mut curves: Vec<(String, Vec<Point>)> = Vec::new();
+    for (i, o) in options.iter().enumerate() {
+        let family = name(l, o);
+        let p = point(
+            format!("N={}", o.n),
+            &outcomes[i].iter().collect::<Vec<_>>(),
+        );
+        match curves.iter_mut().find(|c| c.0 == family) {
+            Some(c) => c.1.push(p),
+            None => curves.push((family, vec![p])),
+        }
+    }
+    let greedy: Vec<Point> = l
+        .rungs
+        .iter()
+        .zip(&greedy_outs)
+        .map(|(r, g)| point(format!("{} greedy", r.model), &g.iter().collect::<Vec<_>>()))
+        .collect();
+    let mut all: Vec<Point> = curves
+        .iter()
+        .flat_map(|(f, ps)| {
+            ps.iter().map(move |p| Point {
+                label: format!("{f} {}", p.label),
+                ..p.clone()
+            })
+        })
+        .chain(greedy.iter().cloned())
+        .collect();
+    all.sort_by(|a, b| a.flops.total_cmp(&b.flops));
+    let mut frontier: Vec<Point> = Vec::new();
+    for p in all {
+        if frontier.last().is_none_or(|f| p.accuracy > f.accuracy) {
+            frontier.push(p);
+        }
+    }
+
+    // Cross-validated compute-optimal.
+    let grid = ladder::flops_grid(l, &options, GRID_POINTS)?;
+    let cv = ladder::cross_validate(l, &options, budgets, &grid)?;
+    let compute_optimal: Vec<Point> = grid
+        .iter()
+        .zip(&cv.by_flops)
+        .map(|(f, outs)| {
+            point(
+                format!("<= {f:.1e} FLOPs"),
+                &outs.iter().collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let compute_optimal_generations: Vec<Point> = budgets
+        .iter()
+        .zip(&cv.by_generations)
+        .map(|(b, outs)| point(format!("{b} generations"), &outs.iter().collect::<Vec<_>>()))
+        .collect();
+    let probe_outs: Vec<Outcome> = q_all.iter().map(|&q| l.probes(q)).collect();
+    let probes = point("probes".into(), &probe_outs.iter().collect::<Vec<_>>());
+
+    // Compute-optimal against each model's best option at no more FLOPs.
+    let mut versus = Vec::new();
+    for (k, co) in compute_optimal.iter().enumerate() {
+        let co_correct: Vec<bool> = cv.by_flops[k].iter().map(|o| o.correct).collect();
+        let mut best_single = Vec::new();
+        for (r, rung) in l.rungs.iter().enumerate() {
+            let mut best: Option<(usize, f64)> = None;
+            for (i, o) in options.iter().enumerate() {
+                let p = point(String::new(), &outcomes[i].iter().collect::<Vec<_>>());
+                if o.rung == r && p.flops <= co.flops && best.is_none_or(|(_, a)| p.accuracy > a) {
+                    best = Some((i, p.accuracy));
+                }
+            }
+            let g = point(String::new(), &greedy_outs[r].iter().collect::<Vec<_>>());
+            let greedy_fits = g.flops <= co.flops && best.is_none_or(|(_, a)| g.accuracy > a);
+            let (p, correct): (Option<Point>, Option<Vec<bool>>) = if greedy_fits {
+                (
+                    Some(Point {
+                        label: "greedy".into(),
+                        ..g
+                    }),
+                    Some(greedy_outs[r].iter().map(|o| o.correct).collect()),
+                )
+            } else if let Some((i, _)) = best {
+                (
+                    Some(point(
+                        name(l, &options[i]) + &format!(" N={}", options[i].n),
+                        &outcomes[i].iter().collect::<Vec<_>>(),
+                    )),
+                    Some(outcomes[i].iter().map(|o| o.correct).collect()),
+                )
+            } else {
+                (None, None)
+            };
+            let ci = correct.map(|c| paired_interval(&co_correct, &c, 7 + k as u64));
+            best_single.push(Single {
+                model: rung.model.clone(),
+                point: p,
+                difference: ci,
+            });
+        }
+        let moved = cv.chosen_rung[k].iter().filter(|&&r| r != 0).count();
+        versus.push(Versus {
+            budget_flops: grid[k],
+            compute_optimal: co.clone(),
+            best_single,
+            moved_share: moved as f64 / l.questions.max(1) as f64,
+        });
+    }
+
+    // Per level: the smallest model's search against the larger models' baselines.
+    let mut exchange = Vec::new();
+    let levels: std::collections::BTreeSet<u8> = q_all.iter().map(|&q| l.level(q)).collect();
+    for &level in &levels {
+        let qs: Vec<usize> = q_all
+            .iter()
+            .copied()
+            .filter(|&q| l.level(q) == level)
+            .collect();
+        let small: Vec<usize> = (0..options.len())
+            .filter(|&i| options[i].rung == 0)
+            .collect();
+        for (r, rung) in l.rungs.iter().enumerate().skip(1) {
+            let mut baselines: Vec<(String, Vec<Outcome>)> = vec![(
+                format!("{} greedy", rung.model),
+                qs.iter().map(|&q| greedy_outs[r][q]).collect(),
+            )];
+            if let Some(i) = options.iter().position(|o| {
+                o.rung == r && o.strategy == StrategyKind::SelfConsistency && o.n == 8
+            }) {
+                baselines.push((
+                    format!("{} majority@8", rung.model),
+                    qs.iter().map(|&q| outcomes[i][q]).collect(),
+                ));
+            }
+            for (label, base) in baselines {
+                let b = point(label.clone(), &base.iter().collect::<Vec<_>>());
+                let at = |i: usize| {
+                    let outs: Vec<&Outcome> = qs.iter().map(|&q| &outcomes[i][q]).collect();
+                    point(
+                        format!("{} N={}", name(l, &options[i]), options[i].n),
+                        &outs,
+                    )
+                };
+                let reaching = small
+                    .iter()
+                    .map(|&i| (i, at(i)))
+                    .filter(|(_, p)| p.accuracy >= b.accuracy)
+                    .min_by(|x, y| x.1.flops.total_cmp(&y.1.flops));
+                let best = small
+                    .iter()
+                    .map(|&i| at(i))
+                    .max_by(|x, y| {
+                        x.accuracy
+                            .total_cmp(&y.accuracy)
+                            .then(y.flops.total_cmp(&x.flops))
+                    })
+                    .expect("the smallest model has options");
+                let difference = reaching.as_ref().map(|(i, _)| {
+                    let a: Vec<bool> = qs.iter().map(|&q| outcomes[*i][q].correct).collect();
+                    let c: Vec<bool> = base.iter().map(|o| o.correct).collect();
+                    paired_interval(&a, &c, 1000 + level as u64)
+                });
+                exchange.push(Exchange {
+                    level,
+                    baseline: label,
+                    baseline_accuracy: b.accuracy,
+                    baseline_flops: b.flops,
+                    flops_ratio: reaching.as_ref().map(|(_, p)| p.flops / b.flops),
+                    matched: reaching.map(|(_, p)| p),
+                    difference,
+                    best,
+                });
+            }
+        }
+    }
+
+    let models = l
+        .rungs
+        .iter()
+        .map(|r| Training {
+            model: r.model.clone(),
+            parameters: r.parameters,
+            training_flops: r.training_flops,
+            training_tokens: r.training_flops / (6.0 * r.parameters.max(1) as f64),
+        })
+        .collect();
+    let report = Report {
+        questions: l.questions,
+        models,
+        curves,
+        greedy,
+        frontier,
+        compute_optimal,
+        compute_optimal_generations,
+        probes,
+        versus,
+        exchange,
+    };
+    let fitted = ladder::fit(l, &options, &q_all, budgets, &grid)?;
+    let mut policy = fitted.policy;
+    policy.fitted_by = format!(
+        "ponder eval --flops: {} held-out questions, models {}, strategies {}, budgets {:?}; difficulty from {} probes of {}; FLOPs rows by mean measured FLOPs",
+        l.questions,
+        l.rungs.iter().map(|r| r.model.as_str()).collect::<Vec<_>>().join(","),
+        strategies().iter().map(|s| s.spec()).collect::<Vec<_>>().join(","),
+        budgets,
+        policy.probes,
+        l.rungs[0].model,
+    );
+    std::fs::write(
+        out.join("ladder-policy.json"),
+        serde_json::to_string_pretty(&policy)?,
+    )?;
+    std::fs::write(
+        out.join("exchange.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    std::fs::write(out.join("exchange.md"), markdown(&report))?;
+    plots(out, &report)?;
+    Ok(report)
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+fn ci(c: &Interval) -> String {
+    format!(
+        "{:+.1} [{:+.1}, {:+.1}]",
+        100.0 * c.0,
+        100.0 * c.1,
+        100.0 * c.2
+    )
+}
+
+/// The report's tables in Markdown.
+pub fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Models ({} questions):\n", r.questions);
+    let _ = writeln!(
+        s,
+        "| model | parameters | training FLOPs | training tokens | greedy | greedy FLOPs/query |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for (m, g) in r.models.iter().zip(&r.greedy) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.2e} | {:.1}M | {} | {:.2e} |",
+            m.model,
+            m.parameters,
+            m.training_flops,
+            m.training_tokens / 1e6,
+            pct(g.accuracy),
+            g.flops
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nProbes ({}): {:.1} generations, {:.2e} FLOPs ({} verifier), {:.3} CPU-s per question.\n",
+        r.probes.label,
+        r.probes.generations,
+        r.probes.flops,
+        pct(r.probes.verifier_share),
+        r.probes.seconds
+    );
+    let _ = writeln!(s, "Compute-optimal over the ladder (2-fold CV) against each model's best option at no more FLOPs (paired difference, points, 95% CI):\n");
+    let mut head =
+        "| FLOPs budget | compute-optimal | FLOPs used (verifier) | moved off probe model |"
+            .to_string();
+    let mut rule = "|---|---|---|---|".to_string();
+    for single in r
+        .versus
+        .first()
+        .map(|v| v.best_single.as_slice())
+        .unwrap_or(&[])
+    {
+        let _ = write!(head, " {} best | diff |", single.model);
+        rule.push_str("---|---|");
+    }
+    let _ = writeln!(s, "{head}\n{rule}");
+    for v in &r.versus {
+        let mut line = format!(
+            "| {:.1e} | {} | {:.2e} ({}) | {} |",
+            v.budget_flops,
+            pct(v.compute_optimal.accuracy),
+            v.compute_optimal.flops,
+            pct(v.compute_optimal.verifier_share),
+            pct(v.moved_share)
+        );
+        for single in &v.best_single {
+            match (&single.point, &single.difference) {
+                (Some(p), Some(c)) => {
+                    let _ = write!(line, " {} ({}) | {} |", pct(p.accuracy), p.label, ci(c));
+                }
+                _ => line.push_str(" - | - |"),
+            }
+        }
+        let _ = writeln!(s, "{line}");
+    }
+    let _ = writeln!(s, "\nPer level: the smallest model's cheapest option reaching a larger model's baseline (FLOPs ratio = its FLOPs / the baseline's):\n");
+    let _ = writeln!(s, "| level | baseline | baseline acc. | baseline FLOPs | smallest model's match | FLOPs ratio | verifier share | diff |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for e in &r.exchange {
+        match (&e.matched, e.flops_ratio, &e.difference) {
+            (Some(m), Some(ratio), Some(d)) => {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {:.2e} | {} ({}) | {:.2}x | {} | {} |",
+                    e.level,
+                    e.baseline,
+                    pct(e.baseline_accuracy),
+                    e.baseline_flops,
+                    m.label,
+                    pct(m.accuracy),
+                    ratio,
+                    pct(m.verifier_share),
+                    ci(d)
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {:.2e} | not reached (best: {} {}) | - | - | - |",
+                    e.level,
+                    e.baseline,
+                    pct(e.baseline_accuracy),
+                    e.baseline_flops,
+                    e.best.label,
+                    pct(e.best.accuracy)
+                );
+            }
+        }
+    }
+    s
+}
+
+fn plots(out: &Path, r: &Report) -> anyhow::Result<()> {
+    register_font();
+    for (file, title, x_desc, seconds) in [
+        (
+            "flops_accuracy",
+            "Accuracy vs inference FLOPs per query",
+            "FLOPs per query (log10)",
+            false,
+        ),
+        (
+            "seconds_accuracy",
+            "Accuracy vs CPU-seconds per query (estimated)",
+            "CPU-seconds per query (log10)",
+            true,
+        ),
+    ] {
+        let x = |p: &Point| {
+            if seconds {
+                p.seconds.max(1e-6).log10()
+            } else {
+                p.flops.max(1.0).log10()
+            }
+        };
+        let mut series: Vec<Series> = r
+            .curves
+            .iter()
+            .filter(|(name, _)| {
+                name.ends_with("self_consistency") || name.ends_with("weighted_best_of_n")
+            })
+            .map(|(name, ps)| {
+                (
+                    name.clone(),
+                    ps.iter().map(|p| (x(p), 100.0 * p.accuracy)).collect(),
+                )
+            })
+            .collect();
+        series.push((
+            "compute-optimal over the ladder (CV)".into(),
+            r.compute_optimal
+                .iter()
+                .map(|p| (x(p), 100.0 * p.accuracy))
+                .collect(),
+        ));
+        series.push((
+            "Pareto frontier (all options)".into(),
+            r.frontier
+                .iter()
+                .map(|p| (x(p), 100.0 * p.accuracy))
+                .collect(),
+        ));
+        for g in &r.greedy {
+            series.push((g.label.clone(), vec![(x(g), 100.0 * g.accuracy)]));
+        }
+        let title = format!("{title} ({} questions)", r.questions);
+        png_and_svg!(out, file, (1100, 700), |area| log_chart(
+            &area,
+            &title,
+            x_desc,
+            LogAxis::Ten,
+            &series,
+            None
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,606 @@
+//! Compute-optimal over a ladder of generator models (`ponder eval --flops`): every
+//! (model, strategy, N) as one option with its measured FLOPs, the policy that picks an
+//! option per predicted difficulty bin and FLOPs budget, and its 2-fold cross-validated
+//! accuracy.
+//!
+//! Why FLOPs: a generation of a 1.3M-parameter model and one of a 47K-parameter model
+//! are not the same spend, so models are compared at matched inference FLOPs (Snell et
+//! al. §7). Costs are measured, not modelled: each draw recorded what its samples and
+//! their scoring cost, and an option's cost on a question is its share of that draw
+//! (the verifier's share only for strategies that score; majority does not).
+//!
+//! Difficulty is predicted from the cheapest model's probes (its draw's first
+//! [`PROBES`] samples and their PRM scores), so routing needs no ground truth. The
+//! probes are paid by every routed question; an option on another model discards them.
+//! A generations budget `b` is read as the FLOPs of `b` scored samples of the default
+//! (cheapest) model in that bin, with at most `b` generations (docs/strategies.md, "Over
+//! model sizes"): a default query costs what it did, and moves to a larger model only
+//! where that is more accurate for the same compute.
+
+use super::draws::Draw;
+use super::fit::{quintile_edges, PROBES};
+use super::Record;
+use ponder_search::strategy::compute_optimal::{Choice, FlopsRow, Policy, Row, BINS};
+use ponder_search::StrategyKind;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// One generator model of the ladder with its draws (index-aligned with the questions)
+/// and greedy answers.
+pub struct Rung {
+    pub model: String,
+    pub parameters: u64,
+    pub training_flops: f64,
+    pub draws: Vec<Draw>,
+    pub greedy: Vec<Greedy>,
+    /// Beam-search and other runs on this model (rung 0 only), by (question, spec, N).
+    pub runs: Vec<Record>,
+}
+
+/// One greedy (temperature 0) answer: the large model's baseline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Greedy {
+    pub model: String,
+    pub index: usize,
+    pub question: String,
+    pub answer: String,
+    pub correct: bool,
+    pub tokens: u64,
+    pub flops: f64,
+    pub latency_s: f64,
+    /// Estimated CPU-seconds ([`cpu_per_wall`]).
+    pub cpu_s: f64,
+}
+
+/// What an option cost and earned on one question.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Outcome {
+    pub correct: bool,
+    pub generator_flops: f64,
+    pub verifier_flops: f64,
+    /// An estimate: the draw's wall time pro rata, times cores over draws in flight.
+    pub seconds: f64,
+    pub generations: u32,
+}
+
+impl Outcome {
+    pub fn flops(&self) -> f64 {
+        self.generator_flops + self.verifier_flops
+    }
+
+    fn plus(mut self, o: &Outcome) -> Self {
+        self.generator_flops += o.generator_flops;
+        self.verifier_flops += o.verifier_flops;
+        self.seconds += o.seconds;
+        self.generations += o.generations;
+        self
+    }
+}
+
+/// Wall seconds of one of `in_flight` questions run at once -> CPU-seconds: this
+/// machine's cores shared evenly among them (an estimate: it assumes the cores were
+/// busy with this evaluation alone).
+pub fn cpu_per_wall(in_flight: usize) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores as f64 / in_flight.max(1) as f64
+}
+
+/// Draws run this many questions at once (`super::run`).
+const DRAWS_IN_FLIGHT: usize = super::CONCURRENCY.div_ceil(4);
+
+/// A way to answer: `strategy` with `n` generations on rung `rung`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Option_ {
+    pub rung: usize,
+    pub strategy: StrategyKind,
+    pub n: u32,
+}
+
+pub struct Ladder {
+    pub rungs: Vec<Rung>,
+    pub verifier_parameters: u64,
+    pub questions: usize,
+    /// (rung, question, strategy spec, N) -> position in that rung's runs.
+    runs: HashMap<(usize, usize, String, u32), usize>,
+}
+
+impl Ladder {
+    pub fn new(rungs: Vec<Rung>, verifier_parameters: u64) -> anyhow::Result<Self> {
+        anyhow::ensure!(!rungs.is_empty(), "the ladder has no model");
+        let questions = rungs[0].draws.len();
+        for r in &rungs {
+            anyhow::ensure!(
+                r.draws.len() == questions && r.greedy.len() == questions,
+                "{}: {} draws and {} greedy answers for {questions} questions",
+                r.model,
+                r.draws.len(),
+                r.greedy.len()
+            );
+            for (a, b) in r.draws.iter().zip(&rungs[0].draws) {
+                anyhow::ensure!(
+                    a.question == b.question,
+                    "{}: another question set",
+                    r.model
+                );
+            }
+        }
+        let mut runs = HashMap::new();
+        for (i, r) in rungs.iter().enumerate() {
+            for (k, x) in r.runs.iter().enumerate() {
+                runs.insert((i, x.index, x.strategy.clone(), x.budget), k);
+            }
+        }
+        Ok(Self {
+            rungs,
+            verifier_parameters,
+            questions,
+            runs,
+        })
+    }
+
+    pub fn level(&self, q: usize) -> u8 {
+        self.rungs[0].draws[q].level
+    }
+
+    /// Every option the evaluation can replay or has run, cheapest rung first.
+    pub fn options(&self, budgets: &[u32], strategies: &[StrategyKind]) -> Vec<Option_> {
+        let mut out = Vec::new();
+        for (i, r) in self.rungs.iter().enumerate() {
+            let max = r.draws.iter().map(|d| d.samples.len()).min().unwrap_or(0) as u32;
+            for &s in strategies {
+                for &n in budgets.iter().filter(|&&n| n <= max) {
+                    out.push(Option_ {
+                        rung: i,
+                        strategy: s,
+                        n,
+                    });
+                }
+            }
+            let mut runs: Vec<(String, u32)> = r
+                .runs
+                .iter()
+                .map(|x| (x.strategy.clone(), x.budget))
+                .collect();
+            runs.sort();
+            runs.dedup();
+            for (spec, n) in runs {
+                if let Ok(strategy) = StrategyKind::parse(&spec) {
+                    out.push(Option_ {
+                        rung: i,
+                        strategy,
+                        n,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The run of option `o` on question `q`, if it was run rather than replayed.
+    fn run(&self, o: &Option_, q: usize) -> Option<&Record> {
+        let k = self.runs.get(&(o.rung, q, o.strategy.spec(), o.n))?;
+        Some(&self.rungs[o.rung].runs[*k])
+    }
+
+    /// What `o` costs and earns on question `q`, alone (no probes).
+    pub fn outcome(&self, o: &Option_, q: usize) -> anyhow::Result<Outcome> {
+        let d = &self.rungs[o.rung].draws[q];
+        if let Some(r) = self.run(o, q) {
+            let verifier_flops =
+                ponder_search::traits::forward_flops(self.verifier_parameters, r.verifier_tokens);
+            return Ok(Outcome {
+                correct: r.correct,
+                generator_flops: (r.flops - verifier_flops).max(0.0),
+                verifier_flops,
+                seconds: r.latency_s * cpu_per_wall(super::CONCURRENCY),
+                generations: r.generations,
+            });
+        }
+        let r = d.replay(q, o.strategy, o.n)?;
+        Ok(self.share(d, r.generations, o.strategy.needs_verifier(), r.correct))
+    }
+
+    /// `generations` samples of draw `d`, scored or not, pro rata.
+    fn share(&self, d: &Draw, generations: u32, scored: bool, correct: bool) -> Outcome {
+        let share = f64::from(generations) / d.samples.len() as f64;
+        let verifier =
+            ponder_search::traits::forward_flops(self.verifier_parameters, d.verifier_tokens);
+        let generator = (d.flops - verifier).max(0.0);
+        let time_share = if scored || d.flops == 0.0 {
+            1.0
+        } else {
+            generator / d.flops
+        };
+        Outcome {
+            correct,
+            generator_flops: generator * share,
+            verifier_flops: if scored { verifier * share } else { 0.0 },
+            seconds: d.latency_s * share * time_share * cpu_per_wall(DRAWS_IN_FLIGHT),
+            generations,
+        }
+    }
+
+    /// The probes compute-optimal runs on question `q`: the cheapest model's first
+    /// [`PROBES`] samples, scored.
+    pub fn probes(&self, q: usize) -> Outcome {
+        let d = &self.rungs[0].draws[q];
+        self.share(d, PROBES.min(d.samples.len() as u32), true, false)
+    }
+
+    /// The probes' mean PRM score on question `q`.
+    pub fn probe_mean(&self, q: usize) -> f32 {
+        self.rungs[0].draws[q].probe_mean(PROBES, PROBES)
+    }
+
+    /// What compute-optimal pays and earns when routed to `o` on question `q`: on the
+    /// cheapest model the probes are the option's first samples (a strategy that does
+    /// not score still paid for scoring them); on another model they come on top.
+    pub fn routed(&self, o: &Option_, q: usize) -> anyhow::Result<Outcome> {
+        let alone = self.outcome(o, q)?;
+        let probes = self.probes(q);
+        Ok(if o.rung == 0 && self.run(o, q).is_none() {
+            let mut out = alone;
+            if !o.strategy.needs_verifier() {
+                out.verifier_flops += probes.verifier_flops;
+            }
+            out.generations = out.generations.max(probes.generations);
+            out
+        } else {
+            alone.plus(&probes)
+        })
+    }
+
+    /// The options compute-optimal may route to: on the cheapest model, at least the
+    /// probes' N (they are its first samples).
+    fn routable(&self, options: &[Option_]) -> Vec<Option_> {
+        options
+            .iter()
+            .filter(|o| o.rung != 0 || o.n >= PROBES)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Mean accuracy and cost of routing `questions` to one option.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mean {
+    correct: usize,
+    flops: f64,
+}
+
+/// A policy fitted over the ladder, with the options it chose per row (for the report).
+pub struct LadderFit {
+    pub policy: Policy,
+}
+
+/// Fits the ladder policy on `subset`: quintile bins of the probe means; for every FLOPs
+/// budget of `flops_grid` and bin, the most accurate routable option whose mean routed
+/// cost there is within the budget (ties: cheaper; none fits: the cheapest); for every
+/// generations budget, the same within the cost of that many scored samples of the
+/// cheapest model and within that many generations.
+pub fn fit(
+    ladder: &Ladder,
+    options: &[Option_],
+    subset: &[usize],
+    budgets: &[u32],
+    flops_grid: &[f64],
+) -> anyhow::Result<LadderFit> {
+    let routable = ladder.routable(options);
+    let bin_edges = quintile_edges(subset.iter().map(|&q| ladder.probe_mean(q)).collect());
+    let mut policy = Policy {
+        probes: PROBES,
+        probe_model: Some(ladder.rungs[0].model.clone()),
+        bin_edges,
+        table: BTreeMap::new(),
+        flops_table: Vec::new(),
+        fitted_by: String::new(),
+    };
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); BINS];
+    for &q in subset {
+        members[policy.bin(ladder.probe_mean(q))].push(q);
+    }
+    // Per bin and option: questions right and total routed FLOPs.
+    let mut means: Vec<Vec<Mean>> = Vec::with_capacity(BINS);
+    for qs in &members {
+        let mut row = Vec::with_capacity(routable.len());
+        for o in &routable {
+            let mut m = Mean::default();
+            for &q in qs {
+                let r = ladder.routed(o, q)?;
+                m.correct += usize::from(r.correct);
+                m.flops += r.flops();
+            }
+            row.push(m);
+        }
+        means.push(row);
+    }
+    let pick = |bin: usize, max_flops: f64, max_generations: u32| -> Choice {
+        let n = members[bin].len().max(1) as f64;
+        let generations = |o: &Option_| if o.rung == 0 { o.n } else { o.n + PROBES };
+        let mut best: Option<(usize, f64, usize)> = None;
+        let mut cheapest: Option<(f64, usize)> = None;
+        for (i, o) in routable.iter().enumerate() {
+            if generations(o) > max_generations {
+                continue;
+            }
+            let m = means[bin][i];
+            let cost = m.flops / n;
+            if cheapest.is_none_or(|(c, _)| cost < c) {
+                cheapest = Some((cost, i));
+            }
+            if cost <= max_flops
+                && best.is_none_or(|(c, k, _)| m.correct > c || (m.correct == c && cost < k))
+            {
+                best = Some((m.correct, cost, i));
+            }
+        }
+        let i = best.map(|b| b.2).or(cheapest.map(|c| c.1)).unwrap_or(0);
+        let o = &routable[i];
+        Choice {
+            model: Some(ladder.rungs[o.rung].model.clone()),
+            strategy: o.strategy,
+            generations: Some(generations(o)),
+        }
+    };
+    for &b in budgets {
+        let default = Option_ {
+            rung: 0,
+            strategy: StrategyKind::WeightedBestOfN,
+            n: b.max(PROBES),
+        };
+        let mut row = Vec::with_capacity(BINS);
+        for (bin, qs) in members.iter().enumerate() {
+            let cap = if qs.is_empty() {
+                f64::INFINITY
+            } else {
+                let mut total = 0.0;
+                for &q in qs {
+                    total += ladder.routed(&default, q)?.flops();
+                }
+                total / qs.len() as f64
+            };
+            row.push(pick(bin, cap, b.max(PROBES)));
+        }
+        policy.table.insert(b, Row::new(row)?);
+    }
+    for &f in flops_grid {
+        let row = (0..BINS).map(|bin| pick(bin, f, u32::MAX)).collect();
+        policy.flops_table.push(FlopsRow {
+            max_flops: f,
+            row: Row::new(row)?,
+        });
+    }
+    policy.validate()?;
+    Ok(LadderFit { policy })
+}
+
+/// The option a policy's choice names (its model on the ladder; its generations net of
+/// the probes off the cheapest model).
+pub fn option_of(ladder: &Ladder, c: &Choice) -> anyhow::Result<Option_> {
+    let model = c.model.as_deref().unwrap_or(&ladder.rungs[0].model);
+    let rung = ladder
+        .rungs
+        .iter()
+        .position(|r| r.model == model)
+        .ok_or_else(|| anyhow::anyhow!("the policy names {model}, which is not on the ladder"))?;
+    let total = c.generations.unwrap_or(PROBES);
+    let n = if rung == 0 {
+        total
+    } else {
+        total.saturating_sub(PROBES).max(1)
+    };
+    Ok(Option_ {
+        rung,
+        strategy: c.strategy,
+        n,
+    })
+}
+
+/// 2-fold cross-validated compute-optimal: per question, what a policy fitted on the
+/// other half routes it to and what that earned and cost. `budget` picks the row:
+/// `Err(generations)` or `Ok(FLOPs)`.
+pub fn cross_validate(
+    ladder: &Ladder,
+    options: &[Option_],
+    budgets: &[u32],
+    flops_grid: &[f64],
+) -> anyhow::Result<CvResult> {
+    let halves: [Vec<usize>; 2] = [
+        (0..ladder.questions).filter(|q| q % 2 == 0).collect(),
+        (0..ladder.questions).filter(|q| q % 2 == 1).collect(),
+    ];
+    let fits = [
+        fit(ladder, options, &halves[1], budgets, flops_grid)?,
+        fit(ladder, options, &halves[0], budgets, flops_grid)?,
+    ];
+    let mut by_flops = vec![vec![Outcome::default(); ladder.questions]; flops_grid.len()];
+    let mut by_generations = vec![vec![Outcome::default(); ladder.questions]; budgets.len()];
+    let mut chosen_rung = vec![vec![0usize; ladder.questions]; flops_grid.len()];
+    for (h, half) in halves.iter().enumerate() {
+        let p = &fits[h].policy;
+        for &q in half {
+            let bin = p.bin(ladder.probe_mean(q));
+            for (k, &f) in flops_grid.iter().enumerate() {
+                let o = option_of(ladder, p.choose(u32::MAX, Some(f), bin))?;
+                chosen_rung[k][q] = o.rung;
+                by_flops[k][q] = ladder.routed(&o, q)?;
+            }
+            for (k, &b) in budgets.iter().enumerate() {
+                let o = option_of(ladder, p.choose(b, None, bin))?;
+                by_generations[k][q] = ladder.routed(&o, q)?;
+            }
+        }
+    }
+    Ok(CvResult {
+        by_flops,
+        by_generations,
+        chosen_rung,
+    })
+}
+
+/// Per question outcomes of cross-validated compute-optimal.
+pub struct CvResult {
+    /// [flops_grid index][question]
+    pub by_flops: Vec<Vec<Outcome>>,
+    /// [budgets index][question]
+    pub by_generations: Vec<Vec<Outcome>>,
+    /// The rung each FLOPs row sent each question to.
+    pub chosen_rung: Vec<Vec<usize>>,
+}
+
+/// A log-spaced grid of `points` FLOPs budgets spanning the options' mean costs.
+pub fn flops_grid(ladder: &Ladder, options: &[Option_], points: usize) -> anyhow::Result<Vec<f64>> {
+    let mut lo = f64::INFINITY;
+    let mut hi: f64 = 0.0;
+    for o in options {
+        let mut total = 0.0;
+        for q in 0..ladder.questions {
+            total += ladder.routed(o, q)?.flops();
+        }
+        let mean = total / ladder.questions.max(1) as f64;
+        lo = lo.min(mean);
+        hi = hi.max(mean);
+    }
+    anyhow::ensure!(lo.is_finite() && hi > 0.0, "no option has a cost");
+    let (a, b) = (lo.max(1.0).log10(), hi.log10());
+    Ok((0..points)
+        .map(|i| {
+            let x = a + (b - a) * i as f64 / (points.max(2) - 1) as f64;
+            // Two significant digits: a policy file a person can read.
+            let p = 10f64.powf(x.floor() - 1.0);
+            (10f64.powf(x) / p).round() * p
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::draws::Sample;
+
+    /// A draw of `answers` (score 0.9 when right, 0.1 when wrong) that cost 10
+    /// generator FLOPs and 100 verifier FLOPs per sample (verifier of 1 parameter:
+    /// 50 tokens a sample).
+    fn draw(q: usize, level: u8, answers: &[&str]) -> Draw {
+        let n = answers.len();
+        Draw {
+            question: format!("q{q}"),
+            level,
+            truth: "1".into(),
+            samples: answers
+                .iter()
+                .map(|a| Sample {
+                    answer: Some(a.to_string()),
+                    score: if *a == "1" { 0.9 } else { 0.1 },
+                })
+                .collect(),
+            generator_tokens: 0,
+            verifier_tokens: 50 * n as u64,
+            flops: 110.0 * n as f64,
+            latency_s: n as f64,
+        }
+    }
+
+    fn greedy(model: &str, q: usize, correct: bool) -> Greedy {
+        Greedy {
+            model: model.into(),
+            index: q,
+            question: format!("q{q}"),
+            answer: String::new(),
+            correct,
+            tokens: 1,
+            flops: 1.0,
+            latency_s: 0.0,
+            cpu_s: 0.0,
+        }
+    }
+
+    /// Ten questions: the small model is always right on the first five (easy) and
+    /// always wrong on the rest; the big model is always right, at 10x the cost.
+    fn ladder() -> Ladder {
+        let small: Vec<Draw> = (0..10)
+            .map(|q| draw(q, 1, &[if q < 5 { "1" } else { "2" }; 8]))
+            .collect();
+        let mut big: Vec<Draw> = (0..10).map(|q| draw(q, 1, &["1"; 8])).collect();
+        for d in &mut big {
+            d.flops = 1000.0 * 8.0 + 100.0 * 8.0;
+        }
+        let rung = |model: &str, parameters, draws: Vec<Draw>, right: bool| Rung {
+            model: model.into(),
+            parameters,
+            training_flops: 1.0,
+            greedy: (0..10).map(|q| greedy(model, q, right || q < 5)).collect(),
+            draws,
+            runs: vec![],
+        };
+        Ladder::new(
+            vec![rung("small", 1, small, false), rung("big", 100, big, true)],
+            1,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn routed_costs_count_the_probes_once_and_majority_pays_for_scoring_them() {
+        let l = ladder();
+        let wbon = |rung, n| Option_ {
+            rung,
+            strategy: StrategyKind::WeightedBestOfN,
+            n,
+        };
+        let majority = |rung, n| Option_ {
+            rung,
+            strategy: StrategyKind::SelfConsistency,
+            n,
+        };
+        // Probes: 4 small samples, 40 generator + 400 verifier FLOPs.
+        let p = l.probes(0);
+        assert_eq!(
+            (p.generator_flops, p.verifier_flops, p.generations),
+            (40.0, 400.0, 4)
+        );
+        // On the probe model they are the option's first samples.
+        let r = l.routed(&wbon(0, 8), 0).unwrap();
+        assert_eq!(
+            (r.generator_flops, r.verifier_flops, r.generations),
+            (80.0, 800.0, 8)
+        );
+        // Majority scores nothing itself, but its probes were scored.
+        let r = l.routed(&majority(0, 8), 0).unwrap();
+        assert_eq!((r.generator_flops, r.verifier_flops), (80.0, 400.0));
+        assert_eq!(l.outcome(&majority(0, 8), 0).unwrap().verifier_flops, 0.0);
+        // On the big model the probes come on top: 2 x 1000 + 40, 2 x 100 + 400.
+        let r = l.routed(&wbon(1, 2), 7).unwrap();
+        assert_eq!(
+            (r.generator_flops, r.verifier_flops, r.generations),
+            (2040.0, 600.0, 6)
+        );
+        assert!(r.correct);
+    }
+
+    #[test]
+    fn the_fit_sends_hard_questions_to_the_big_model_only_when_the_budget_allows() {
+        let l = ladder();
+        let options = l.options(&[1, 4, 8], &[StrategyKind::WeightedBestOfN]);
+        assert_eq!(options.len(), 6);
+        let all: Vec<usize> = (0..10).collect();
+        let f = fit(&l, &options, &all, &[8], &[1000.0, 3000.0]).unwrap();
+        let p = &f.policy;
+        assert_eq!(p.probe_model.as_deref(), Some("small"));
+        // Easy questions (probe mean 0.9) are bin 1, hard (0.1) bin 5.
+        let (easy, hard) = (p.bin(0.9), p.bin(0.1));
+        assert!(easy < hard);
+        // 1000 FLOPs: the big model (2640 with probes) does not fit; 3000: it does.
+        let at = |f: f64, bin| p.choose(u32::MAX, Some(f), bin).model.clone().unwrap();
+        assert_eq!(at(1000.0, hard), "small");
+        assert_eq!(at(3000.0, hard), "big");
+        // Easy questions stay small: as accurate, cheaper.
+        assert_eq!(at(3000.0, easy), "small");
+        // Budget 8 generations = what 8 scored small samples cost (880): small.
+        assert_eq!(p.choose(8, None, hard).model.as_deref(), Some("small"));
+        // Cross-validated: half the questions are hard, right only on the big model.
+        let cv = cross_validate(&l, &options, &[8], &[1000.0, 3000.0]).unwrap();
+        let acc = |outs: &[Outcome]| outs.iter().filter(|o| o.correct).count();
+        assert_eq!((acc(&cv.by_flops[0]), acc(&cv.by_flops[1])), (5, 10));
+    }
+}
