@@ -82,3 +82,82 @@ async fn a_rewritten_certificate_is_served_without_a_restart() {
     assert_eq!(served_certificate(node.addr, &pki.ca()).await, after);
     node.stop().await;
 }
+
+/// The client side rotates too (docs/security.md, "Rotation"): an orchestrator whose
+/// client certificate a worker refuses is let in once the certificate file is rewritten
+/// with one the worker trusts, without a restart: the membership dials its members
+/// again with the reloaded files. Without the reload its channel would present the
+/// refused certificate forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_client_certificate_reaches_the_workers_without_a_restart() {
+    use crate::common::{eventually, generator_model};
+    use ponder_cluster::member::MemberRecord;
+    use ponder_cluster::membership::Registry;
+    use ponder_cluster::Role;
+
+    let cluster = Pki::new("client-rotation");
+    let stranger = Pki::new("client-rotation-stranger");
+    // A generator serving mTLS: callers need a certificate the cluster CA signed.
+    let worker_cert = cluster.issue("worker", &["localhost"]);
+    let worker = ponder_generator::start(
+        ponder_generator::GeneratorArgs {
+            node: NodeArgs {
+                tls: TlsArgs {
+                    tls_cert: Some(worker_cert.cert.clone()),
+                    tls_key: Some(worker_cert.key.clone()),
+                    tls_ca: Some(cluster.ca()),
+                    ..TlsArgs::default()
+                },
+                drain_secs: 1,
+                ..NodeArgs::default()
+            },
+            model: ponder_worker::node::ModelArgs::new(generator_model()),
+        },
+        ponder_cluster::metrics::Metrics::new(),
+    )
+    .await
+    .expect("the generator starts");
+
+    // The orchestrator's client certificate files hold a stranger's certificate at first.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+    let refused = stranger.issue("orchestrator", &["ponder-orchestrator"]);
+    std::fs::copy(&refused.cert, &cert).unwrap();
+    std::fs::copy(&refused.key, &key).unwrap();
+    let tls = TlsArgs {
+        tls_ca: Some(cluster.ca()),
+        tls_client_cert: Some(cert.clone()),
+        tls_client_key: Some(key.clone()),
+        tls_server_name: Some("localhost".into()),
+        ..TlsArgs::default()
+    };
+    let watched = tls.watched_peers().unwrap().expect("TLS is on");
+    let registry = Registry::with_tls(Some((**watched.value.borrow()).clone()));
+    registry.follow_tls(watched.value.clone());
+    registry.upsert(MemberRecord {
+        role: Role::Generator,
+        instance_id: "g1".into(),
+        address: worker.node.addr.to_string(),
+        model_id: String::new(),
+        capacity: 8,
+    });
+    assert!(
+        !eventually(Duration::from_secs(3), || registry.ready(Role::Generator)
+            == 1)
+        .await,
+        "the worker accepted a certificate its CA did not sign"
+    );
+
+    // Rotate: the files now hold a certificate the cluster CA signed.
+    let trusted = cluster.issue("orchestrator", &["ponder-orchestrator"]);
+    std::fs::copy(&trusted.cert, &cert).unwrap();
+    std::fs::copy(&trusted.key, &key).unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || registry.ready(Role::Generator)
+            == 1)
+        .await,
+        "the rotated client certificate never reached the worker"
+    );
+    assert_eq!(*watched.reloads.borrow(), 1);
+    worker.stop().await;
+}

@@ -19,6 +19,7 @@ pub mod models;
 pub mod node;
 pub mod pool;
 pub mod register;
+pub mod reload;
 pub mod request_id;
 pub mod secret;
 pub mod status;

@@ -63,6 +63,8 @@ enum Command {
     Retain(HashSet<String>),
     /// A member's ModelInfo answered (the member is the one the fetch was started for).
     Ready(Arc<Member>, ModelInfoResponse),
+    /// The client TLS files changed: dial every member again with this.
+    Tls(Arc<PeerTls>),
 }
 
 /// A cheap handle to the membership actor.
@@ -100,6 +102,22 @@ impl Registry {
         };
         tokio::spawn(actor.run(rx));
         Self { tx, snapshot }
+    }
+
+    /// Dials members with each new client TLS config `tls` publishes (the rotated
+    /// certificate and CA files, [`crate::tls::TlsArgs::watched_peers`]): members joining
+    /// later get it, and every current member gets a fresh channel with it. Ends with
+    /// the sender.
+    pub fn follow_tls(&self, mut tls: watch::Receiver<Arc<PeerTls>>) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while tls.changed().await.is_ok() {
+                let next = tls.borrow_and_update().clone();
+                if tx.send(Command::Tls(next)).is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// A plaintext membership.
@@ -222,6 +240,7 @@ impl Actor {
                 }
                 changed
             }
+            Command::Tls(tls) => self.redial(tls),
             Command::Ready(member, info) => {
                 let current = self.table.get(&(
                     member.record.role.as_str(),
@@ -292,6 +311,47 @@ impl Actor {
         }
         self.table.insert(slot, member);
         true
+    }
+
+    /// New client TLS: every member gets a fresh channel with it, so the next
+    /// connection presents the new certificate (a live connection would otherwise keep
+    /// the old one until it breaks). A ready member stays routable (its ModelInfo does
+    /// not depend on TLS); a pending one fetches again. Calls in flight finish on the
+    /// old channel.
+    fn redial(&mut self, tls: Arc<PeerTls>) -> bool {
+        self.tls = Some(tls);
+        let members: Vec<Arc<Member>> = self.table.values().cloned().collect();
+        for old in &members {
+            let record = old.record.clone();
+            let member = match Member::new(record.clone(), self.tls.as_deref()) {
+                Ok(m) => Arc::new(m),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot dial a member again; keeping its channel");
+                    continue;
+                }
+            };
+            if let Some(fetch) = self.fetches.remove(&record.instance_id) {
+                fetch.abort();
+            }
+            match old.info.get() {
+                Some(info) => {
+                    let _ = member.info.set(info.clone());
+                }
+                None => {
+                    if let Some(tx) = self.tx.upgrade() {
+                        let fetch = tokio::spawn(fetch_info(member.clone(), tx));
+                        self.fetches.insert(record.instance_id.clone(), fetch);
+                    }
+                }
+            }
+            self.table
+                .insert((record.role.as_str(), record.instance_id), member);
+        }
+        tracing::info!(
+            members = members.len(),
+            "client TLS reloaded; members dialed again"
+        );
+        !members.is_empty()
     }
 
     fn remove(&mut self, id: &str) -> bool {

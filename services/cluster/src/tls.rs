@@ -15,6 +15,7 @@ use clap::{Args, ValueEnum};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Once;
 use std::time::Duration;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
@@ -223,6 +224,7 @@ impl TlsArgs {
 
     /// How this node dials other nodes: TLS verified by --tls-ca when it is set,
     /// presenting --tls-client-cert (or --tls-cert) as its identity; else plaintext.
+    /// [`TlsArgs::watched_peers`] keeps it current as the files rotate.
     pub fn peers(&self) -> anyhow::Result<Option<PeerTls>> {
         let Some(ca) = self.tls_ca.as_deref() else {
             anyhow::ensure!(
@@ -261,6 +263,36 @@ impl TlsArgs {
             config,
             has_identity,
         }))
+    }
+}
+
+impl TlsArgs {
+    /// [`TlsArgs::peers`], re-read when the CA or the identity presented to workers
+    /// changes on disk or on SIGHUP ([`crate::reload::watch_files`]): a rotated client
+    /// certificate reaches the workers without a restart
+    /// ([`crate::membership::Registry::follow_tls`]). None without TLS.
+    pub fn watched_peers(&self) -> anyhow::Result<Option<crate::reload::Watched<Arc<PeerTls>>>> {
+        if self.peers()?.is_none() {
+            return Ok(None);
+        }
+        let files = [
+            &self.tls_ca,
+            &self.tls_client_cert,
+            &self.tls_client_key,
+            &self.tls_cert,
+            &self.tls_key,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        let args = self.clone();
+        let watched = crate::reload::watch_files(files, "client TLS", move || {
+            args.peers()?
+                .map(Arc::new)
+                .ok_or_else(|| anyhow::anyhow!("TLS is no longer configured"))
+        })?;
+        Ok(Some(watched))
     }
 }
 

@@ -19,14 +19,13 @@ use rustls::server::WebPkiClientVerifier;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-/// How often the files' modification times are checked.
-pub const POLL_EVERY: Duration = Duration::from_secs(2);
+pub use crate::reload::POLL_EVERY;
 /// TLS handshakes in progress at once; more connections wait in the kernel's backlog.
 pub const MAX_HANDSHAKES: usize = 256;
 
@@ -73,52 +72,20 @@ impl ServerTlsFiles {
         Ok(Arc::new(config))
     }
 
-    fn modified(&self) -> Vec<Option<SystemTime>> {
-        let files = [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()];
-        files
+    /// The current config, kept current: re-read when a file changes or on SIGHUP
+    /// ([`crate::reload::watch_files`]; a bad one is logged and skipped). `reloads`
+    /// counts successful reloads (for tests and logs).
+    pub fn watched(&self, alpn: &'static [&'static [u8]]) -> anyhow::Result<Reloading> {
+        let files = [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()]
             .into_iter()
             .flatten()
-            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-            .collect()
-    }
-
-    /// The current config, kept current: a task re-reads the files when one changes
-    /// or on SIGHUP, and publishes the new config (a bad one is logged and skipped).
-    /// `reloads` counts successful reloads (for tests and logs).
-    pub fn watched(&self, alpn: &'static [&'static [u8]]) -> anyhow::Result<Reloading> {
-        let (tx, rx) = watch::channel(self.load(alpn)?);
-        let (count_tx, reloads) = watch::channel(0u64);
-        let files = self.clone();
-        tokio::spawn(async move {
-            let mut hangup = crate::telemetry::Hangup::new();
-            let mut seen = files.modified();
-            loop {
-                let signalled = tokio::select! {
-                    _ = tokio::time::sleep(POLL_EVERY) => false,
-                    _ = hangup.recv() => true,
-                    _ = tx.closed() => return,
-                };
-                let now = files.modified();
-                if !signalled && now == seen {
-                    continue;
-                }
-                seen = now;
-                match files.load(alpn) {
-                    Ok(config) => {
-                        tracing::info!(cert = %files.cert.display(), "TLS identity reloaded");
-                        let _ = tx.send(config);
-                        count_tx.send_modify(|n| *n += 1);
-                    }
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        "TLS files changed but do not load; keeping the previous identity"
-                    ),
-                }
-            }
-        });
+            .cloned()
+            .collect();
+        let me = self.clone();
+        let w = crate::reload::watch_files(files, "TLS identity", move || me.load(alpn))?;
         Ok(Reloading {
-            config: rx,
-            reloads,
+            config: w.value,
+            reloads: w.reloads,
         })
     }
 }

@@ -295,7 +295,8 @@ pub fn start(
             limits.max_generations
         );
         let gate = Gate::new(&args.access, metrics.clone())?;
-        let peers = args.node.tls.peers()?;
+        let watched_peers = args.node.tls.watched_peers()?;
+        let peers = watched_peers.as_ref().map(|w| (**w.value.borrow()).clone());
         match &peers {
             Some(p) if p.has_identity => {
                 tracing::info!("dialing workers over mTLS, verified by the cluster CA")
@@ -308,6 +309,9 @@ pub fn start(
         }
         let expect = Expectations::parse(&args.expect_model)?;
         let registry = Registry::with_checks(peers, expect, Some(metrics.clone()));
+        if let Some(w) = watched_peers {
+            registry.follow_tls(w.value);
+        }
         let (kind, discovery) = if args.node.etcd.is_empty() {
             anyhow::ensure!(
                 !args.generators.is_empty(),
