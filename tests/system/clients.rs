@@ -1,6 +1,8 @@
 //! docs/clients.md's examples, run as written: every code block preceded by
 //! `<!-- ci -->` (sh with bash, python with the CI venv) against the embedded cluster,
-//! its ports swapped in for `localhost:8080` (the gateway) and `localhost:50051`.
+//! its ports swapped in for `localhost:8080` (the gateway) and `localhost:50051`. A
+//! block marked `<!-- ci: grpcurl -->` runs with `grpcurl` standing for
+//! tests/python/grpcurl_like.py (grpcurl is not packaged where CI installs from).
 
 use crate::common::*;
 use std::path::PathBuf;
@@ -10,9 +12,11 @@ fn ci_blocks(markdown: &str) -> Vec<(String, String)> {
     let mut blocks = Vec::new();
     let mut lines = markdown.lines();
     while let Some(line) = lines.next() {
-        if line.trim() != "<!-- ci -->" {
-            continue;
-        }
+        let runner = match line.trim() {
+            "<!-- ci -->" => "",
+            "<!-- ci: grpcurl -->" => "grpcurl",
+            _ => continue,
+        };
         let fence = lines.next().unwrap_or_default();
         let lang = fence.trim_start_matches("```").trim().to_string();
         assert!(
@@ -23,6 +27,10 @@ fn ci_blocks(markdown: &str) -> Vec<(String, String)> {
             .by_ref()
             .take_while(|l| !l.starts_with("```"))
             .collect();
+        let lang = match runner {
+            "" => lang,
+            r => format!("{lang}+{r}"),
+        };
         blocks.push((lang, code.join("\n")));
     }
     blocks
@@ -33,7 +41,11 @@ async fn the_client_examples_in_the_docs_work_as_written() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let doc = std::fs::read_to_string(root.join("docs/clients.md")).unwrap();
     let blocks = ci_blocks(&doc);
-    assert!(blocks.len() >= 5, "{} marked examples", blocks.len());
+    assert!(blocks.len() >= 6, "{} marked examples", blocks.len());
+    assert!(
+        blocks.iter().any(|b| b.0 == "sh+grpcurl"),
+        "the grpcurl block is not run"
+    );
     let mut cfg = embedded_config(1);
     cfg.gateway_addr = Some("127.0.0.1:0".parse().unwrap());
     let cluster = ponder_cli::embedded::EmbeddedCluster::start(cfg)
@@ -49,6 +61,15 @@ async fn the_client_examples_in_the_docs_work_as_written() {
             "sh" => {
                 let mut c = tokio::process::Command::new("bash");
                 c.args(["-euo", "pipefail", "-c", &code]);
+                c
+            }
+            "sh+grpcurl" => {
+                let stand_in = format!(
+                    "grpcurl() {{ {} tests/python/grpcurl_like.py \"$@\"; }}\n",
+                    python().display()
+                );
+                let mut c = tokio::process::Command::new("bash");
+                c.args(["-euo", "pipefail", "-c", &(stand_in + &code)]);
                 c
             }
             "python" => {

@@ -271,3 +271,50 @@ async fn the_gateway_is_refused_beside_required_client_certificates() {
     };
     assert!(e.contains("it would bypass mTLS"), "{e}");
 }
+
+/// `ponder up` serves the gateway without being asked (only its address is moved off
+/// 8080 here), and prints the public ready line `gateway listening on http://<addr>`
+/// once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ponder_up_serves_the_gateway_by_default_and_says_where() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ponder"))
+        .args([
+            "up",
+            "--default-only",
+            "--orchestrator-addr",
+            "127.0.0.1:0",
+            "--gateway-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(2)
+            .collect::<Vec<_>>()
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(120), lines)
+        .await
+        .expect("ponder up printed its ready lines")
+        .unwrap();
+    assert!(
+        lines[0].starts_with("orchestrator listening on "),
+        "{lines:?}"
+    );
+    let addr: SocketAddr = lines[1]
+        .strip_prefix("gateway listening on http://")
+        .unwrap_or_else(|| panic!("{lines:?}"))
+        .parse()
+        .unwrap();
+    let (status, _, body) = http(addr, "GET", "/v1/models", &[], "").await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&generator_model_id()), "{body}");
+}

@@ -134,3 +134,65 @@ async fn one_trace_crosses_orchestrator_generator_and_verifier() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Worker logs carry the request id at info level for one query in
+/// `ponder_worker::rpc::LOG_ONE_IN`, chosen by a hash of the id (docs/tracing.md): a
+/// sampled id's call is logged with it, an unsampled one's is not, so a followed query
+/// can be found on every node without a line per call under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_logs_carry_the_request_id_of_sampled_queries() {
+    use crate::common::security::spawn_node_logged;
+    use ponder_proto::v1 as pb;
+    use ponder_worker::rpc::LOG_ONE_IN;
+    let sampled = |id: &String| ponder_search::solve::hash(id).is_multiple_of(LOG_ONE_IN);
+    let ids: Vec<String> = (0..1000).map(|i| format!("follow-me-{i}")).collect();
+    let logged = ids.iter().find(|id| sampled(id)).unwrap().clone();
+    let quiet = ids.iter().find(|id| !sampled(id)).unwrap().clone();
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("generator.log");
+    let env = [
+        ("PONDER_LISTEN", "127.0.0.1:0".to_string()),
+        ("PONDER_MODEL", generator_model().display().to_string()),
+        ("RUST_LOG", "info".into()),
+    ];
+    let (proc, addr) = spawn_node_logged("generator", &env, &log);
+    let mut client = pb::generator_client::GeneratorClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    for id in [&logged, &quiet] {
+        let mut req = tonic::Request::new(pb::GenerateRequest {
+            prompt: "Q: 47+38\n".into(),
+            n: 1,
+            params: Some(pb::SamplingParams {
+                max_tokens: 8,
+                ..Default::default()
+            }),
+        });
+        req.metadata_mut()
+            .insert(ponder_cluster::request_id::HEADER, id.parse().unwrap());
+        client.generate(req).await.unwrap();
+    }
+    // The log is written as the calls finish; give the writer a moment.
+    let text = {
+        let mut text = String::new();
+        for _ in 0..50 {
+            text = std::fs::read_to_string(&log).unwrap();
+            if text.contains(&logged) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        text
+    };
+    let line = text
+        .lines()
+        .find(|l| l.contains(&logged))
+        .unwrap_or_else(|| panic!("no line names {logged}:\n{text}"));
+    assert!(line.contains("INFO") && line.contains("Generate"), "{line}");
+    assert!(
+        !text.contains(&quiet),
+        "an unsampled call was logged:\n{text}"
+    );
+    drop(proc);
+}
