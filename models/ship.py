@@ -6,7 +6,7 @@ header), training FLOPs (6 x parameters x every training token on its way, follo
 engine reads. Standard library only.
 
     models/ship.py WORKDIR --generator NAME=RUN[:default] ... --verifier NAME=RUN \\
-        [--policy arith-policy.json]
+        [--policy arith-policy.json] [--ladder-policy arith-ladder-policy.json]
 
 RUN is a directory under WORKDIR holding a finished run (config.json,
 model.safetensors, tokenizer.json, train_state.json, train.log; a verifier also
@@ -106,6 +106,7 @@ def main() -> None:
     ap.add_argument("--verifier", action="append", default=[], metavar="NAME=RUN")
     ap.add_argument("--describe", action="append", default=[], metavar="NAME=TEXT")
     ap.add_argument("--policy", default="arith-policy.json")
+    ap.add_argument("--ladder-policy", default="arith-ladder-policy.json")
     a = ap.parse_args()
     describe = dict(d.split("=", 1) for d in a.describe)
     entries = []
@@ -118,7 +119,7 @@ def main() -> None:
         entries.append(ship(a.work, name, run, "verifier", i == 0, describe))
     if sum(e["default"] for e in entries if e["role"] == "generator") != 1:
         sys.exit("mark exactly one generator :default")
-    manifest = {"format": 1, "policy": a.policy, "models": entries}
+    manifest = {"format": 1, "policy": a.policy, "ladder_policy": a.ladder_policy, "models": entries}
     (MODELS / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     for e in entries:
         print(f"{e['name']:<16} {e['role']:<9} {e['parameters']:>10,} params  "

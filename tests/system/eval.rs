@@ -186,9 +186,15 @@ async fn the_flops_report_covers_every_model_and_fits_a_ladder_policy() {
         .all(|w| w[0].flops <= w[1].flops && w[0].accuracy < w[1].accuracy));
     assert_eq!(report.compute_optimal.len(), 12);
     assert_eq!(report.versus.len(), 12);
-    // Per level, each larger model's greedy baseline (no majority@8 at these budgets).
-    assert_eq!(report.exchange.len(), 6 * 2);
+    // Per level and pair of models (xs-s, xs-l, s-l), the greedy baseline (no
+    // majority@8 at these budgets).
+    assert_eq!(report.exchange.len(), 6 * 3);
     assert!(report.probes.generations == 4.0 && report.probes.verifier_share > 0.0);
+    assert!(
+        report.routing_ns > 0.0 && report.routing_ns < 1e6,
+        "{} ns",
+        report.routing_ns
+    );
 
     let policy = Policy::from_file(&out.join("ladder-policy.json")).unwrap();
     assert_eq!(policy.probe_model.as_deref(), Some(ladder[0]));

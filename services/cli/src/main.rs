@@ -67,7 +67,7 @@ enum Command {
     /// Ask the orchestrator one question.
     Solve {
         question: String,
-        /// Strategy, by name with its optional main parameter: self_consistency,
+        /// Strategy, by name with its optional main parameter: greedy, self_consistency,
         /// best_of_n, weighted_best_of_n, beam_search[:width], lookahead[:width],
         /// dvts[:width], rebase[:temperature], revisions[:chains], adaptive[:wave],
         /// compute_optimal (docs/strategies.md); default: the best available.
@@ -268,6 +268,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } => {
                 ponder_cluster::telemetry::init_logging(log_format);
                 let bundled = models::bundled(models.as_deref())?;
+                // The whole ladder runs the policy over model sizes; the default model
+                // alone runs the one fitted on it.
+                let whole_ladder = !default_only && !bundled.other_generators.is_empty();
+                let policy = match (whole_ladder, bundled.ladder_policy) {
+                    (true, Some(ladder)) => Some(ladder),
+                    _ => bundled.policy,
+                };
                 let cfg = EmbeddedConfig {
                     orchestrator_addr,
                     generator_model: bundled.generator,
@@ -277,7 +284,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         bundled.other_generators
                     },
                     verifier_model: bundled.verifier,
-                    policy: bundled.policy,
+                    policy,
                     generators,
                     etcd: etcd.into_iter().collect(),
                     cluster,

@@ -24,6 +24,9 @@ pub struct Bundled {
     pub verifier: Option<PathBuf>,
     /// The compute-optimal policy fitted on this pair by `ponder eval --fit`, if any.
     pub policy: Option<PathBuf>,
+    /// The policy over the whole generator ladder (`ponder eval --flops`), if any: for
+    /// a cluster that serves every generator.
+    pub ladder_policy: Option<PathBuf>,
 }
 
 pub fn models_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -66,6 +69,18 @@ pub fn bundled(explicit: Option<&Path>) -> anyhow::Result<Bundled> {
     };
     let policy_file = dir.manifest.policy.as_deref().unwrap_or(LEGACY_POLICY_FILE);
     let policy = Some(dir.root.join(policy_file)).filter(|p| p.is_file());
+    let ladder_policy = match &dir.manifest.ladder_policy {
+        Some(named) => {
+            let p = dir.root.join(named);
+            anyhow::ensure!(
+                p.is_file(),
+                "{}: the ladder policy {named} it names is missing",
+                dir.root.join(MANIFEST_FILE).display()
+            );
+            Some(p)
+        }
+        None => None,
+    };
     if let (Some(named), None) = (&dir.manifest.policy, &policy) {
         anyhow::bail!(
             "{}: the policy {named} it names is missing",
@@ -78,6 +93,7 @@ pub fn bundled(explicit: Option<&Path>) -> anyhow::Result<Bundled> {
         other_generators,
         verifier,
         policy,
+        ladder_policy,
     })
 }
 

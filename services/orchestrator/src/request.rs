@@ -180,7 +180,11 @@ pub fn response(a: Answer, request_id: &str) -> pb::SolveResponse {
         solution: o.solution,
         score: o.score,
         strategy: o.strategy.spec(),
-        difficulty_bin: o.decision.as_ref().map_or(0, |d| d.bin as u32 + 1),
+        difficulty_bin: o
+            .decision
+            .as_ref()
+            .filter(|d| d.probed)
+            .map_or(0, |d| d.bin as u32 + 1),
         routed_by: if o.decision.is_some() {
             "compute_optimal".into()
         } else {

@@ -150,6 +150,11 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
         self.query.question()
     }
 
+    /// The query's sampling temperature.
+    pub fn temperature(&self) -> f32 {
+        self.query.temperature()
+    }
+
     pub fn aggregation(&self) -> Aggregation {
         self.query.aggregation()
     }
@@ -314,6 +319,17 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
         max_tokens: u32,
         scored: bool,
     ) -> Option<impl Future<Output = Result<Vec<Vec<Scored>>>> + Send + use<'_, 'a, G, S>> {
+        self.sample_at(asks, max_tokens, scored, self.query.temperature())
+    }
+
+    /// [`Context::sample`] at `temperature` instead of the query's (0: greedy).
+    pub fn sample_at(
+        &self,
+        asks: Vec<(String, u32)>,
+        max_tokens: u32,
+        scored: bool,
+        temperature: f32,
+    ) -> Option<impl Future<Output = Result<Vec<Vec<Scored>>>> + Send + use<'_, 'a, G, S>> {
         let verifier = if scored { self.verifier } else { None };
         let asks: Vec<(String, u32, u32)> = asks
             .into_iter()
@@ -331,7 +347,6 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
                 flops: a.flops + b.flops,
             });
         let (held, seeds) = self.reserve(want, asks.len())?;
-        let temperature = self.query.temperature();
         let reqs: Vec<GenRequest> = asks
             .into_iter()
             .zip(seeds)

@@ -188,3 +188,37 @@ fn a_model_set_is_sorted_by_size_and_rejects_a_missing_default_or_a_repeated_id(
     );
     assert!(twice.is_err());
 }
+
+#[tokio::test]
+async fn a_flops_row_without_probes_runs_its_choice_directly() {
+    let p: Policy = serde_json::from_str(
+        r#"{"probes": 4, "bin_edges": [0.2, 0.4, 0.6, 0.8], "table": {"8": ["majority", "majority", "majority", "majority", "majority"]},
+            "flops_table": [{"max_flops": 1e3, "probe": false, "row": [
+                {"model": "big", "strategy": "greedy", "generations": 1},
+                "majority", "majority", "majority", "majority"]}]}"#,
+    )
+    .unwrap();
+    let small = model(10);
+    let big = model(1000).greedy(ROOT, ["Answer: 3"]);
+    let v = ScriptedVerifier::per_step(&[], 0.5);
+    let budget = Budget::new(8, 0, None)
+        .unwrap()
+        .with_max_flops(1e9)
+        .unwrap();
+    let mut params = SolveParams::new("q", budget, 1);
+    params.strategy = Some(StrategyKind::ComputeOptimal);
+    params.policy = Some(Arc::new(p));
+    let set = ladder(&small, &big);
+    let o = solve_on(&set, Some(&v), &SolutionFormat::default(), params, None)
+        .await
+        .unwrap();
+    let d = o.decision.clone().unwrap();
+    assert!(!d.probed);
+    assert_eq!((d.chosen, d.model.as_str()), (StrategyKind::Greedy, "big"));
+    assert_eq!(
+        (o.answer.as_deref(), o.model_id.as_str()),
+        (Some("3"), "big")
+    );
+    assert_eq!((o.usage.generations, d.probe_usage.generations), (1, 0));
+    assert!(small.requests().is_empty() && v.requests().is_empty());
+}

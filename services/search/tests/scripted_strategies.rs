@@ -753,3 +753,18 @@ async fn calls_are_seeded_in_call_order() {
     assert_eq!(seeds, expected);
     assert!(seeds.len() >= 3);
 }
+
+#[tokio::test]
+async fn greedy_is_one_unscored_sample_at_temperature_zero() {
+    // Sampled calls would answer 9; the one greedy call answers 7.
+    let g = ScriptedGenerator::new()
+        .reply(ROOT, ["Answer: 9"; 8])
+        .greedy(ROOT, ["Answer: 7"]);
+    let v = ScriptedVerifier::per_step(&[], 0.5);
+    let o = run(&g, &v, StrategyKind::Greedy, 8).await;
+    assert_eq!(o.answer.as_deref(), Some("7"));
+    assert_eq!((o.usage.generations, o.candidates), (1, 1));
+    assert_eq!(g.requests()[0].temperature, 0.0);
+    assert!(v.requests().is_empty(), "greedy scored its sample");
+    assert_eq!(o.usage.verifier_tokens, 0);
+}

@@ -75,6 +75,11 @@ pub struct Manifest {
     /// file in the models directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// The policy over the whole generator ladder (`ponder eval --flops`): it names
+    /// models, so it serves a cluster that runs them all (`ponder up` without
+    /// `--default-only`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ladder_policy: Option<String>,
 }
 
 /// A manifest together with the directory it describes.
@@ -351,6 +356,7 @@ fn legacy_manifest(root: &Path) -> Manifest {
         format: 1,
         models,
         policy: None,
+        ladder_policy: None,
     }
 }
 

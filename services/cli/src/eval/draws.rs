@@ -101,6 +101,7 @@ impl Draw {
             flops: self.flops * share,
             latency_s: self.latency_s * share,
             replayed: true,
+            model: String::new(),
         })
     }
 }

@@ -88,21 +88,33 @@ pub struct Versus {
     pub best_single: Vec<Single>,
     /// Share of questions compute-optimal sent off the probe model (probes discarded).
     pub moved_share: f64,
+    /// Share of questions routed with probes (0: the fitted policies run one choice
+    /// without probes at this budget).
+    pub probed_share: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Exchange {
+    /// The smaller model searching.
+    pub small_model: String,
     pub level: u8,
     pub baseline: String,
     pub baseline_accuracy: f64,
     pub baseline_flops: f64,
-    /// The smallest model's cheapest option reaching the baseline's accuracy.
+    /// The smaller model's cheapest option reaching the baseline's accuracy.
     pub matched: Option<Point>,
     /// matched FLOPs / baseline FLOPs.
     pub flops_ratio: Option<f64>,
     pub difference: Option<Interval>,
-    /// The smallest model's most accurate option, when none reaches the baseline.
+    /// The smaller model's most accurate option.
     pub best: Point,
+    /// Once training counts: after this many queries the baseline model's training
+    /// plus inference costs less than the smallest model's (None: the smallest model
+    /// is cheaper per query too, so search never stops paying).
+    pub break_even_queries: Option<f64>,
+    /// At the break-even point, the baseline model's inference tokens over its
+    /// pretraining tokens (the paper's R = D_inference / D_pretrain).
+    pub inference_to_pretraining: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -120,11 +132,16 @@ pub struct Report {
     pub curves: Vec<(String, Vec<Point>)>,
     pub greedy: Vec<Point>,
     pub frontier: Vec<Point>,
+    /// The same over estimated CPU-seconds.
+    pub frontier_seconds: Vec<Point>,
     pub compute_optimal: Vec<Point>,
     pub compute_optimal_generations: Vec<Point>,
     pub probes: Point,
     pub versus: Vec<Versus>,
     pub exchange: Vec<Exchange>,
+    /// CPU time of one routing decision after the probes (bin + table lookup), mean
+    /// over every question at every budget of the fitted policy, in nanoseconds.
+    pub routing_ns: f64,
 }
 
 fn strategies() -> Vec<StrategyKind> {
@@ -141,6 +158,19 @@ fn strategies() -> Vec<StrategyKind> {
 
 fn name(l: &Ladder, o: &Option_) -> String {
     format!("{} {}", l.rungs[o.rung].model, o.strategy.spec())
+}
+
+/// The points no other point beats on both accuracy and `cost`, cheapest first.
+fn pareto(points: &[Point], cost: impl Fn(&Point) -> f64) -> Vec<Point> {
+    let mut sorted: Vec<&Point> = points.iter().collect();
+    sorted.sort_by(|a, b| cost(a).total_cmp(&cost(b)));
+    let mut frontier: Vec<Point> = Vec::new();
+    for p in sorted {
+        if frontier.last().is_none_or(|f| p.accuracy > f.accuracy) {
+            frontier.push(p.clone());
+        }
+    }
+    frontier
 }
 
 /// Builds the report, writes its files under `out`, and returns it.
@@ -171,6 +201,9 @@ pub fn report(l: &Ladder, budgets: &[u32], out: &Path) -> anyhow::Result<Report>
     // Curves per (model, strategy) over N.
     let mut curves: Vec<(String, Vec<Point>)> = Vec::new();
     for (i, o) in options.iter().enumerate() {
+        if o.strategy == StrategyKind::Greedy {
+            continue; // one point per model: `greedy` below
+        }
         let family = name(l, o);
         let p = point(
             format!("N={}", o.n),
@@ -187,7 +220,7 @@ pub fn report(l: &Ladder, budgets: &[u32], out: &Path) -> anyhow::Result<Report>
         .zip(&greedy_outs)
         .map(|(r, g)| point(format!("{} greedy", r.model), &g.iter().collect::<Vec<_>>()))
         .collect();
-    let mut all: Vec<Point> = curves
+    let all: Vec<Point> = curves
         .iter()
         .flat_map(|(f, ps)| {
             ps.iter().map(move |p| Point {
@@ -197,13 +230,8 @@ pub fn report(l: &Ladder, budgets: &[u32], out: &Path) -> anyhow::Result<Report>
         })
         .chain(greedy.iter().cloned())
         .collect();
-    all.sort_by(|a, b| a.flops.total_cmp(&b.flops));
-    let mut frontier: Vec<Point> = Vec::new();
-    for p in all {
-        if frontier.last().is_none_or(|f| p.accuracy > f.accuracy) {
-            frontier.push(p);
-        }
-    }
+    let frontier = pareto(&all, |p| p.flops);
+    let frontier_seconds = pareto(&all, |p| p.seconds);
 
     // Cross-validated compute-optimal.
     let grid = ladder::flops_grid(l, &options, GRID_POINTS)?;
@@ -239,26 +267,15 @@ pub fn report(l: &Ladder, budgets: &[u32], out: &Path) -> anyhow::Result<Report>
                     best = Some((i, p.accuracy));
                 }
             }
-            let g = point(String::new(), &greedy_outs[r].iter().collect::<Vec<_>>());
-            let greedy_fits = g.flops <= co.flops && best.is_none_or(|(_, a)| g.accuracy > a);
-            let (p, correct): (Option<Point>, Option<Vec<bool>>) = if greedy_fits {
-                (
-                    Some(Point {
-                        label: "greedy".into(),
-                        ..g
-                    }),
-                    Some(greedy_outs[r].iter().map(|o| o.correct).collect()),
-                )
-            } else if let Some((i, _)) = best {
-                (
+            let (p, correct): (Option<Point>, Option<Vec<bool>>) = match best {
+                Some((i, _)) => (
                     Some(point(
                         name(l, &options[i]) + &format!(" N={}", options[i].n),
                         &outcomes[i].iter().collect::<Vec<_>>(),
                     )),
                     Some(outcomes[i].iter().map(|o| o.correct).collect()),
-                )
-            } else {
-                (None, None)
+                ),
+                None => (None, None),
             };
             let ci = correct.map(|c| paired_interval(&co_correct, &c, 7 + k as u64));
             best_single.push(Single {
@@ -273,75 +290,15 @@ pub fn report(l: &Ladder, budgets: &[u32], out: &Path) -> anyhow::Result<Report>
             compute_optimal: co.clone(),
             best_single,
             moved_share: moved as f64 / l.questions.max(1) as f64,
+            probed_share: cv.probed[k].iter().filter(|&&p| p).count() as f64
+                / l.questions.max(1) as f64,
         });
     }
 
-    // Per level: the smallest model's search against the larger models' baselines.
-    let mut exchange = Vec::new();
-    let levels: std::collections::BTreeSet<u8> = q_all.iter().map(|&q| l.level(q)).collect();
-    for &level in &levels {
-        let qs: Vec<usize> = q_all
-            .iter()
-            .copied()
-            .filter(|&q| l.level(q) == level)
-            .collect();
-        let small: Vec<usize> = (0..options.len())
-            .filter(|&i| options[i].rung == 0)
-            .collect();
-        for (r, rung) in l.rungs.iter().enumerate().skip(1) {
-            let mut baselines: Vec<(String, Vec<Outcome>)> = vec![(
-                format!("{} greedy", rung.model),
-                qs.iter().map(|&q| greedy_outs[r][q]).collect(),
-            )];
-            if let Some(i) = options.iter().position(|o| {
-                o.rung == r && o.strategy == StrategyKind::SelfConsistency && o.n == 8
-            }) {
-                baselines.push((
-                    format!("{} majority@8", rung.model),
-                    qs.iter().map(|&q| outcomes[i][q]).collect(),
-                ));
-            }
-            for (label, base) in baselines {
-                let b = point(label.clone(), &base.iter().collect::<Vec<_>>());
-                let at = |i: usize| {
-                    let outs: Vec<&Outcome> = qs.iter().map(|&q| &outcomes[i][q]).collect();
-                    point(
-                        format!("{} N={}", name(l, &options[i]), options[i].n),
-                        &outs,
-                    )
-                };
-                let reaching = small
-                    .iter()
-                    .map(|&i| (i, at(i)))
-                    .filter(|(_, p)| p.accuracy >= b.accuracy)
-                    .min_by(|x, y| x.1.flops.total_cmp(&y.1.flops));
-                let best = small
-                    .iter()
-                    .map(|&i| at(i))
-                    .max_by(|x, y| {
-                        x.accuracy
-                            .total_cmp(&y.accuracy)
-                            .then(y.flops.total_cmp(&x.flops))
-                    })
-                    .expect("the smallest model has options");
-                let difference = reaching.as_ref().map(|(i, _)| {
-                    let a: Vec<bool> = qs.iter().map(|&q| outcomes[*i][q].correct).collect();
-                    let c: Vec<bool> = base.iter().map(|o| o.correct).collect();
-                    paired_interval(&a, &c, 1000 + level as u64)
-                });
-                exchange.push(Exchange {
-                    level,
-                    baseline: label,
-                    baseline_accuracy: b.accuracy,
-                    baseline_flops: b.flops,
-                    flops_ratio: reaching.as_ref().map(|(_, p)| p.flops / b.flops),
-                    matched: reaching.map(|(_, p)| p),
-                    difference,
-                    best,
-                });
-            }
-        }
-    }
+    // Per level: each smaller model's search against the larger models' baselines.
+    let exchange: Vec<Exchange> = (0..l.rungs.len().saturating_sub(1))
+        .flat_map(|small| per_level(l, &options, &outcomes, small))
+        .collect();
 
     let models = l
         .rungs
@@ -353,20 +310,23 @@ pub fn report(l: &Ladder, budgets: &[u32], out: &Path) -> anyhow::Result<Report>
             training_tokens: r.training_flops / (6.0 * r.parameters.max(1) as f64),
         })
         .collect();
+    let fitted = ladder::fit(l, &options, &q_all, budgets, &grid)?;
+    let mut policy = fitted.policy;
+    let routing_ns = routing_time(l, &policy, &grid);
     let report = Report {
+        routing_ns,
         questions: l.questions,
         models,
         curves,
         greedy,
         frontier,
+        frontier_seconds,
         compute_optimal,
         compute_optimal_generations,
         probes,
         versus,
         exchange,
     };
-    let fitted = ladder::fit(l, &options, &q_all, budgets, &grid)?;
-    let mut policy = fitted.policy;
     policy.fitted_by = format!(
         "ponder eval --flops: {} held-out questions, models {}, strategies {}, budgets {:?}; difficulty from {} probes of {}; FLOPs rows by mean measured FLOPs",
         l.questions,
@@ -387,6 +347,130 @@ pub fn report(l: &Ladder, budgets: &[u32], out: &Path) -> anyhow::Result<Report>
     std::fs::write(out.join("exchange.md"), markdown(&report))?;
     plots(out, &report)?;
     Ok(report)
+}
+
+/// Mean CPU time of one routing decision (bin, then the FLOPs row's choice), timed
+/// over every question at every FLOPs budget, repeated to reach a measurable total.
+fn routing_time(
+    l: &Ladder,
+    policy: &ponder_search::strategy::compute_optimal::Policy,
+    grid: &[f64],
+) -> f64 {
+    let means: Vec<f32> = (0..l.questions).map(|q| l.probe_mean(q)).collect();
+    if means.is_empty() || grid.is_empty() {
+        return 0.0;
+    }
+    let started = std::time::Instant::now();
+    let mut decisions = 0u64;
+    let mut sink = 0usize;
+    while decisions < 100_000 {
+        for &m in &means {
+            for &f in grid {
+                let c = policy.choose(u32::MAX, Some(f), policy.bin(std::hint::black_box(m)));
+                sink = sink.wrapping_add(c.generations.unwrap_or(0) as usize);
+                decisions += 1;
+            }
+        }
+    }
+    std::hint::black_box(sink);
+    started.elapsed().as_nanos() as f64 / decisions as f64
+}
+
+/// Per level, the cheapest option of rung `small` that reaches each larger rung's
+/// greedy and majority@8 accuracy (an oracle choice over that level's questions: the
+/// best case for the small model), with the FLOPs ratio, the paired difference, and
+/// where training cost overturns it.
+fn per_level(
+    l: &Ladder,
+    options: &[Option_],
+    outcomes: &[Vec<Outcome>],
+    small: usize,
+) -> Vec<Exchange> {
+    let mut exchange = Vec::new();
+    let q_all: Vec<usize> = (0..l.questions).collect();
+    let levels: std::collections::BTreeSet<u8> = q_all.iter().map(|&q| l.level(q)).collect();
+    let mine: Vec<usize> = (0..options.len())
+        .filter(|&i| options[i].rung == small)
+        .collect();
+    for &level in &levels {
+        let qs: Vec<usize> = q_all
+            .iter()
+            .copied()
+            .filter(|&q| l.level(q) == level)
+            .collect();
+        for (r, rung) in l.rungs.iter().enumerate().skip(small + 1) {
+            let baseline = |strategy: StrategyKind, n: u32, label: String| {
+                options
+                    .iter()
+                    .position(|o| o.rung == r && o.strategy == strategy && o.n == n)
+                    .map(|i| {
+                        (
+                            label,
+                            qs.iter().map(|&q| outcomes[i][q]).collect::<Vec<_>>(),
+                        )
+                    })
+            };
+            let baselines = [
+                baseline(StrategyKind::Greedy, 1, format!("{} greedy", rung.model)),
+                baseline(
+                    StrategyKind::SelfConsistency,
+                    8,
+                    format!("{} majority@8", rung.model),
+                ),
+            ];
+            for (label, base) in baselines.into_iter().flatten() {
+                let b = point(label.clone(), &base.iter().collect::<Vec<_>>());
+                let at = |i: usize| {
+                    let outs: Vec<&Outcome> = qs.iter().map(|&q| &outcomes[i][q]).collect();
+                    point(
+                        format!("{} N={}", name(l, &options[i]), options[i].n),
+                        &outs,
+                    )
+                };
+                let reaching = mine
+                    .iter()
+                    .map(|&i| (i, at(i)))
+                    .filter(|(_, p)| p.accuracy >= b.accuracy)
+                    .min_by(|x, y| x.1.flops.total_cmp(&y.1.flops));
+                let Some(best) = mine.iter().map(|&i| at(i)).max_by(|x, y| {
+                    x.accuracy
+                        .total_cmp(&y.accuracy)
+                        .then(y.flops.total_cmp(&x.flops))
+                }) else {
+                    continue;
+                };
+                let difference = reaching.as_ref().map(|(i, _)| {
+                    let a: Vec<bool> = qs.iter().map(|&q| outcomes[*i][q].correct).collect();
+                    let c: Vec<bool> = base.iter().map(|o| o.correct).collect();
+                    paired_interval(&a, &c, 1000 + level as u64)
+                });
+                let (break_even_queries, inference_to_pretraining) = match &reaching {
+                    Some((_, m)) if m.flops > b.flops => {
+                        let (small_t, big_t) = (l.rungs[small].training_flops, rung.training_flops);
+                        let q = ((big_t - small_t) / (m.flops - b.flops)).max(0.0);
+                        let tokens_per_query = b.flops / (2.0 * rung.parameters.max(1) as f64);
+                        let pretraining = big_t / (6.0 * rung.parameters.max(1) as f64);
+                        (Some(q), Some(q * tokens_per_query / pretraining))
+                    }
+                    _ => (None, None),
+                };
+                exchange.push(Exchange {
+                    small_model: l.rungs[small].model.clone(),
+                    break_even_queries,
+                    inference_to_pretraining,
+                    level,
+                    baseline: label,
+                    baseline_accuracy: b.accuracy,
+                    baseline_flops: b.flops,
+                    flops_ratio: reaching.as_ref().map(|(_, p)| p.flops / b.flops),
+                    matched: reaching.map(|(_, p)| p),
+                    difference,
+                    best,
+                });
+            }
+        }
+    }
+    exchange
 }
 
 fn pct(x: f64) -> String {
@@ -425,6 +509,11 @@ pub fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
+        "\nRouting decision after the probes: {:.0} ns of CPU (mean).",
+        r.routing_ns
+    );
+    let _ = writeln!(
+        s,
         "\nProbes ({}): {:.1} generations, {:.2e} FLOPs ({} verifier), {:.3} CPU-s per question.\n",
         r.probes.label,
         r.probes.generations,
@@ -434,8 +523,7 @@ pub fn markdown(r: &Report) -> String {
     );
     let _ = writeln!(s, "Compute-optimal over the ladder (2-fold CV) against each model's best option at no more FLOPs (paired difference, points, 95% CI):\n");
     let mut head =
-        "| FLOPs budget | compute-optimal | FLOPs used (verifier) | moved off probe model |"
-            .to_string();
+        "| FLOPs budget | compute-optimal | FLOPs used (verifier) | probes discarded |".to_string();
     let mut rule = "|---|---|---|---|".to_string();
     for single in r
         .versus
@@ -454,7 +542,11 @@ pub fn markdown(r: &Report) -> String {
             pct(v.compute_optimal.accuracy),
             v.compute_optimal.flops,
             pct(v.compute_optimal.verifier_share),
-            pct(v.moved_share)
+            if v.probed_share > 0.0 {
+                pct(v.moved_share)
+            } else {
+                "no probes".into()
+            }
         );
         for single in &v.best_single {
             match (&single.point, &single.difference) {
@@ -466,15 +558,19 @@ pub fn markdown(r: &Report) -> String {
         }
         let _ = writeln!(s, "{line}");
     }
-    let _ = writeln!(s, "\nPer level: the smallest model's cheapest option reaching a larger model's baseline (FLOPs ratio = its FLOPs / the baseline's):\n");
-    let _ = writeln!(s, "| level | baseline | baseline acc. | baseline FLOPs | smallest model's match | FLOPs ratio | verifier share | diff |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "\nPer level: a smaller model's cheapest option reaching a larger model's baseline (FLOPs ratio = its FLOPs / the baseline's; the option is picked on the level's own questions, the small model's best case):\n");
+    let _ = writeln!(s, "| level | baseline | baseline acc. | baseline FLOPs | smaller model's match | FLOPs ratio | verifier share | diff | break-even queries (R) |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     for e in &r.exchange {
         match (&e.matched, e.flops_ratio, &e.difference) {
             (Some(m), Some(ratio), Some(d)) => {
+                let even = match (e.break_even_queries, e.inference_to_pretraining) {
+                    (Some(q), Some(r)) => format!("{q:.2e} (R = {r:.2})"),
+                    _ => "never (cheaper per query too)".into(),
+                };
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {:.2e} | {} ({}) | {:.2}x | {} | {} |",
+                    "| {} | {} | {} | {:.2e} | {} ({}) | {:.2}x | {} | {} | {} |",
                     e.level,
                     e.baseline,
                     pct(e.baseline_accuracy),
@@ -483,13 +579,14 @@ pub fn markdown(r: &Report) -> String {
                     pct(m.accuracy),
                     ratio,
                     pct(m.verifier_share),
-                    ci(d)
+                    ci(d),
+                    even
                 );
             }
             _ => {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {:.2e} | not reached (best: {} {}) | - | - | - |",
+                    "| {} | {} | {} | {:.2e} | not reached (best: {} {}) | - | - | - | - |",
                     e.level,
                     e.baseline,
                     pct(e.baseline_accuracy),
@@ -548,14 +645,23 @@ fn plots(out: &Path, r: &Report) -> anyhow::Result<()> {
         ));
         series.push((
             "Pareto frontier (all options)".into(),
-            r.frontier
+            if seconds {
+                &r.frontier_seconds
+            } else {
+                &r.frontier
+            }
+            .iter()
+            .map(|p| (x(p), 100.0 * p.accuracy))
+            .collect(),
+        ));
+        // The bigger-model curve: one greedy pass of each model of the ladder.
+        series.push((
+            "greedy, one pass of each model (xs, s, l)".into(),
+            r.greedy
                 .iter()
-                .map(|p| (x(p), 100.0 * p.accuracy))
+                .map(|g| (x(g), 100.0 * g.accuracy))
                 .collect(),
         ));
-        for g in &r.greedy {
-            series.push((g.label.clone(), vec![(x(g), 100.0 * g.accuracy)]));
-        }
         let title = format!("{title} ({} questions)", r.questions);
         png_and_svg!(out, file, (1100, 700), |area| log_chart(
             &area,

@@ -20,6 +20,7 @@
 use super::draws::Draw;
 use super::fit::{quintile_edges, PROBES};
 use super::Record;
+use ponder_search::replay::replayable;
 use ponder_search::strategy::compute_optimal::{Choice, FlopsRow, Policy, Row, BINS};
 use ponder_search::StrategyKind;
 use serde::{Deserialize, Serialize};
@@ -172,6 +173,13 @@ impl Ladder {
                     });
                 }
             }
+            if r.greedy.len() == self.questions {
+                out.push(Option_ {
+                    rung: i,
+                    strategy: StrategyKind::Greedy,
+                    n: 1,
+                });
+            }
         }
         out
     }
@@ -185,6 +193,16 @@ impl Ladder {
     /// What `o` costs and earns on question `q`, alone (no probes).
     pub fn outcome(&self, o: &Option_, q: usize) -> anyhow::Result<Outcome> {
         let d = &self.rungs[o.rung].draws[q];
+        if o.strategy == StrategyKind::Greedy {
+            let g = &self.rungs[o.rung].greedy[q];
+            return Ok(Outcome {
+                correct: g.correct,
+                generator_flops: g.flops,
+                verifier_flops: 0.0,
+                seconds: g.cpu_s,
+                generations: 1,
+            });
+        }
         if let Some(r) = self.run(o, q) {
             let verifier_flops =
                 ponder_search::traits::forward_flops(self.verifier_parameters, r.verifier_tokens);
@@ -238,7 +256,7 @@ impl Ladder {
     pub fn routed(&self, o: &Option_, q: usize) -> anyhow::Result<Outcome> {
         let alone = self.outcome(o, q)?;
         let probes = self.probes(q);
-        Ok(if o.rung == 0 && self.run(o, q).is_none() {
+        Ok(if o.rung == 0 && replayable(o.strategy) {
             let mut out = alone;
             if !o.strategy.needs_verifier() {
                 out.verifier_flops += probes.verifier_flops;
@@ -250,12 +268,22 @@ impl Ladder {
         })
     }
 
+    /// Generations compute-optimal spends routed to `o`, probes included: on the
+    /// cheapest model a drawn option's first samples are the probes.
+    pub fn routed_generations(&self, o: &Option_) -> u32 {
+        if o.rung == 0 && replayable(o.strategy) {
+            o.n.max(PROBES)
+        } else {
+            o.n + PROBES
+        }
+    }
+
     /// The options compute-optimal may route to: on the cheapest model, at least the
     /// probes' N (they are its first samples).
     fn routable(&self, options: &[Option_]) -> Vec<Option_> {
         options
             .iter()
-            .filter(|o| o.rung != 0 || o.n >= PROBES)
+            .filter(|o| o.rung != 0 || o.n >= PROBES || o.strategy == StrategyKind::Greedy)
             .cloned()
             .collect()
     }
@@ -314,9 +342,11 @@ pub fn fit(
         }
         means.push(row);
     }
-    let pick = |bin: usize, max_flops: f64, max_generations: u32| -> Choice {
+    // The most accurate option in `bin` within the limits, how many it gets right, and
+    // whether it fits (else it is the bin's cheapest).
+    let pick = |bin: usize, max_flops: f64, max_generations: u32| -> (Choice, usize, bool) {
         let n = members[bin].len().max(1) as f64;
-        let generations = |o: &Option_| if o.rung == 0 { o.n } else { o.n + PROBES };
+        let generations = |o: &Option_| ladder.routed_generations(o);
         let mut best: Option<(usize, f64, usize)> = None;
         let mut cheapest: Option<(f64, usize)> = None;
         for (i, o) in routable.iter().enumerate() {
@@ -336,12 +366,24 @@ pub fn fit(
         }
         let i = best.map(|b| b.2).or(cheapest.map(|c| c.1)).unwrap_or(0);
         let o = &routable[i];
-        Choice {
+        let choice = Choice {
             model: Some(ladder.rungs[o.rung].model.clone()),
             strategy: o.strategy,
             generations: Some(generations(o)),
-        }
+        };
+        (choice, means[bin][i].correct, best.is_some())
     };
+    // Without probes: per option, questions right and mean FLOPs over the subset.
+    let mut alone: Vec<(usize, f64)> = Vec::with_capacity(options.len());
+    for o in options {
+        let (mut correct, mut flops) = (0, 0.0);
+        for &q in subset {
+            let r = ladder.outcome(o, q)?;
+            correct += usize::from(r.correct);
+            flops += r.flops();
+        }
+        alone.push((correct, flops / subset.len().max(1) as f64));
+    }
     for &b in budgets {
         let default = Option_ {
             rung: 0,
@@ -359,16 +401,53 @@ pub fn fit(
                 }
                 total / qs.len() as f64
             };
-            row.push(pick(bin, cap, b.max(PROBES)));
+            row.push(pick(bin, cap, b.max(PROBES)).0);
         }
         policy.table.insert(b, Row::new(row)?);
     }
     for &f in flops_grid {
-        let row = (0..BINS).map(|bin| pick(bin, f, u32::MAX)).collect();
-        policy.flops_table.push(FlopsRow {
-            max_flops: f,
-            row: Row::new(row)?,
-        });
+        let picks: Vec<(Choice, usize, bool)> =
+            (0..BINS).map(|bin| pick(bin, f, u32::MAX)).collect();
+        let probed_fits = picks.iter().all(|p| p.2);
+        let probed_correct: usize = picks.iter().map(|p| p.1).sum();
+        let row: Vec<Choice> = picks.into_iter().map(|p| p.0).collect();
+        // Probing pays only if knowing the bin beats, by more than fitting noise
+        // (`margin` questions), the best single option the same budget buys for every
+        // question; otherwise no probes, the simpler plan. Below every probed plan's
+        // cost, the cheapest single option.
+        let margin = (subset.len() / 100).max(2);
+        let single = alone
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.1 <= f)
+            .max_by(|x, y| x.1 .0.cmp(&y.1 .0).then(y.1 .1.total_cmp(&x.1 .1)))
+            .or_else(|| {
+                alone
+                    .iter()
+                    .enumerate()
+                    .min_by(|x, y| x.1 .1.total_cmp(&y.1 .1))
+            });
+        let row = match single {
+            Some((i, a)) if !probed_fits || a.0 + margin > probed_correct => {
+                let o = &options[i];
+                let c = Choice {
+                    model: Some(ladder.rungs[o.rung].model.clone()),
+                    strategy: o.strategy,
+                    generations: Some(o.n),
+                };
+                FlopsRow {
+                    max_flops: f,
+                    probe: false,
+                    row: Row::new(vec![c; BINS])?,
+                }
+            }
+            _ => FlopsRow {
+                max_flops: f,
+                probe: true,
+                row: Row::new(row)?,
+            },
+        };
+        policy.flops_table.push(row);
     }
     policy.validate()?;
     Ok(LadderFit { policy })
@@ -376,7 +455,7 @@ pub fn fit(
 
 /// The option a policy's choice names (its model on the ladder; its generations net of
 /// the probes off the cheapest model).
-pub fn option_of(ladder: &Ladder, c: &Choice) -> anyhow::Result<Option_> {
+pub fn option_of(ladder: &Ladder, c: &Choice, probed: bool) -> anyhow::Result<Option_> {
     let model = c.model.as_deref().unwrap_or(&ladder.rungs[0].model);
     let rung = ladder
         .rungs
@@ -384,7 +463,7 @@ pub fn option_of(ladder: &Ladder, c: &Choice) -> anyhow::Result<Option_> {
         .position(|r| r.model == model)
         .ok_or_else(|| anyhow::anyhow!("the policy names {model}, which is not on the ladder"))?;
     let total = c.generations.unwrap_or(PROBES);
-    let n = if rung == 0 {
+    let n = if !probed || (rung == 0 && replayable(c.strategy)) {
         total
     } else {
         total.saturating_sub(PROBES).max(1)
@@ -416,17 +495,24 @@ pub fn cross_validate(
     let mut by_flops = vec![vec![Outcome::default(); ladder.questions]; flops_grid.len()];
     let mut by_generations = vec![vec![Outcome::default(); ladder.questions]; budgets.len()];
     let mut chosen_rung = vec![vec![0usize; ladder.questions]; flops_grid.len()];
+    let mut probed_at = vec![vec![false; ladder.questions]; flops_grid.len()];
     for (h, half) in halves.iter().enumerate() {
         let p = &fits[h].policy;
         for &q in half {
             let bin = p.bin(ladder.probe_mean(q));
             for (k, &f) in flops_grid.iter().enumerate() {
-                let o = option_of(ladder, p.choose(u32::MAX, Some(f), bin))?;
+                let probed = p.flops_row(Some(f)).is_none_or(|r| r.probe);
+                let o = option_of(ladder, p.choose(u32::MAX, Some(f), bin), probed)?;
                 chosen_rung[k][q] = o.rung;
-                by_flops[k][q] = ladder.routed(&o, q)?;
+                probed_at[k][q] = probed;
+                by_flops[k][q] = if probed {
+                    ladder.routed(&o, q)?
+                } else {
+                    ladder.outcome(&o, q)?
+                };
             }
             for (k, &b) in budgets.iter().enumerate() {
-                let o = option_of(ladder, p.choose(b, None, bin))?;
+                let o = option_of(ladder, p.choose(b, None, bin), true)?;
                 by_generations[k][q] = ladder.routed(&o, q)?;
             }
         }
@@ -435,6 +521,7 @@ pub fn cross_validate(
         by_flops,
         by_generations,
         chosen_rung,
+        probed: probed_at,
     })
 }
 
@@ -446,6 +533,8 @@ pub struct CvResult {
     pub by_generations: Vec<Vec<Outcome>>,
     /// The rung each FLOPs row sent each question to.
     pub chosen_rung: Vec<Vec<usize>>,
+    /// Whether each FLOPs row probed each question.
+    pub probed: Vec<Vec<bool>>,
 }
 
 /// A log-spaced grid of `points` FLOPs budgets spanning the options' mean costs.
@@ -454,12 +543,14 @@ pub fn flops_grid(ladder: &Ladder, options: &[Option_], points: usize) -> anyhow
     let mut hi: f64 = 0.0;
     for o in options {
         let mut total = 0.0;
+        let mut alone = 0.0;
         for q in 0..ladder.questions {
             total += ladder.routed(o, q)?.flops();
+            alone += ladder.outcome(o, q)?.flops();
         }
-        let mean = total / ladder.questions.max(1) as f64;
-        lo = lo.min(mean);
-        hi = hi.max(mean);
+        let n = ladder.questions.max(1) as f64;
+        lo = lo.min(alone / n);
+        hi = hi.max(total / n);
     }
     anyhow::ensure!(lo.is_finite() && hi > 0.0, "no option has a cost");
     let (a, b) = (lo.max(1.0).log10(), hi.log10());
@@ -515,26 +606,39 @@ mod tests {
         }
     }
 
-    /// Ten questions: the small model is always right on the first five (easy) and
-    /// always wrong on the rest; the big model is always right, at 10x the cost.
+    /// Ten questions, the first five easy: the small model is right exactly on the easy
+    /// ones, the big one (10x the cost: 1000 generator FLOPs a sample, a greedy answer
+    /// included) exactly on the hard ones. So each alone gets half, and only knowing the
+    /// difficulty (probing) gets all ten.
     fn ladder() -> Ladder {
         let small: Vec<Draw> = (0..10)
             .map(|q| draw(q, 1, &[if q < 5 { "1" } else { "2" }; 8]))
             .collect();
-        let mut big: Vec<Draw> = (0..10).map(|q| draw(q, 1, &["1"; 8])).collect();
+        let mut big: Vec<Draw> = (0..10)
+            .map(|q| draw(q, 1, &[if q < 5 { "2" } else { "1" }; 8]))
+            .collect();
         for d in &mut big {
             d.flops = 1000.0 * 8.0 + 100.0 * 8.0;
         }
-        let rung = |model: &str, parameters, draws: Vec<Draw>, right: bool| Rung {
+        let rung = |model: &str, parameters, draws: Vec<Draw>, hard: bool, flops| Rung {
             model: model.into(),
             parameters,
             training_flops: 1.0,
-            greedy: (0..10).map(|q| greedy(model, q, right || q < 5)).collect(),
+            greedy: (0..10)
+                .map(|q| {
+                    let mut g = greedy(model, q, (q >= 5) == hard);
+                    g.flops = flops;
+                    g
+                })
+                .collect(),
             draws,
             runs: vec![],
         };
         Ladder::new(
-            vec![rung("small", 1, small, false), rung("big", 100, big, true)],
+            vec![
+                rung("small", 1, small, false, 10.0),
+                rung("big", 100, big, true, 1000.0),
+            ],
             1,
         )
         .unwrap()
@@ -579,10 +683,11 @@ mod tests {
     }
 
     #[test]
-    fn the_fit_sends_hard_questions_to_the_big_model_only_when_the_budget_allows() {
+    fn the_fit_probes_only_where_knowing_the_difficulty_pays() {
         let l = ladder();
         let options = l.options(&[1, 4, 8], &[StrategyKind::WeightedBestOfN]);
-        assert_eq!(options.len(), 6);
+        // Weighted best-of-N at 1, 4 and 8, and greedy, on each model.
+        assert_eq!(options.len(), 8);
         let all: Vec<usize> = (0..10).collect();
         let f = fit(&l, &options, &all, &[8], &[1000.0, 3000.0]).unwrap();
         let p = &f.policy;
@@ -590,17 +695,36 @@ mod tests {
         // Easy questions (probe mean 0.9) are bin 1, hard (0.1) bin 5.
         let (easy, hard) = (p.bin(0.9), p.bin(0.1));
         assert!(easy < hard);
-        // 1000 FLOPs: the big model (2640 with probes) does not fit; 3000: it does.
-        let at = |f: f64, bin| p.choose(u32::MAX, Some(f), bin).model.clone().unwrap();
-        assert_eq!(at(1000.0, hard), "small");
-        assert_eq!(at(3000.0, hard), "big");
-        // Easy questions stay small: as accurate, cheaper.
-        assert_eq!(at(3000.0, easy), "small");
+        // 1000 FLOPs: probes (440) plus the big model (1000 at least) do not fit, so
+        // probing gains nothing over the best single option: the small model's greedy
+        // answer (5 right, 10 FLOPs), no probes.
+        let row = p.flops_row(Some(1000.0)).unwrap();
+        assert!(!row.probe);
+        let c = p.choose(u32::MAX, Some(1000.0), hard);
+        assert_eq!(
+            (c.model.as_deref(), c.strategy),
+            (Some("small"), StrategyKind::Greedy)
+        );
+        // 3000: probing fits and gets all ten; hard questions go to the big model's
+        // greedy answer (1440 with the probes, as right as its samples and cheaper).
+        assert!(p.flops_row(Some(3000.0)).unwrap().probe);
+        let c = p.choose(u32::MAX, Some(3000.0), hard);
+        assert_eq!(
+            (c.model.as_deref(), c.strategy, c.generations),
+            (Some("big"), StrategyKind::Greedy, Some(5))
+        );
+        assert_eq!(
+            p.choose(u32::MAX, Some(3000.0), easy).model.as_deref(),
+            Some("small")
+        );
         // Budget 8 generations = what 8 scored small samples cost (880): small.
         assert_eq!(p.choose(8, None, hard).model.as_deref(), Some("small"));
-        // Cross-validated: half the questions are hard, right only on the big model.
+        // Cross-validated: at 1000 each half's best single option is the model right
+        // on more of *its* questions (odd half: 3 hard, so big; even: 3 easy, so small),
+        // which is right on 2 of the other half's 5 each; at 3000 both halves probe.
         let cv = cross_validate(&l, &options, &[8], &[1000.0, 3000.0]).unwrap();
         let acc = |outs: &[Outcome]| outs.iter().filter(|o| o.correct).count();
-        assert_eq!((acc(&cv.by_flops[0]), acc(&cv.by_flops[1])), (5, 10));
+        assert_eq!((acc(&cv.by_flops[0]), acc(&cv.by_flops[1])), (4, 10));
+        assert!(cv.probed[0].iter().all(|p| !p) && cv.probed[1].iter().all(|p| *p));
     }
 }

@@ -181,7 +181,10 @@ pub fn run(cfg: EvalConfig) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Ce
                             answer,
                             strategy: strategy.spec(),
                             chosen: o.strategy.spec(),
-                            difficulty_bin: o.decision.map_or(0, |d| d.bin as u32 + 1),
+                            difficulty_bin: o
+                                .decision
+                                .filter(|d| d.probed)
+                                .map_or(0, |d| d.bin as u32 + 1),
                             budget,
                             generations: o.usage.generations,
                             generator_tokens: o.usage.generator_tokens,
@@ -189,6 +192,7 @@ pub fn run(cfg: EvalConfig) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Ce
                             flops: o.usage.flops,
                             latency_s: start.elapsed().as_secs_f64(),
                             replayed: false,
+                            model: String::new(),
                         })
                     }
                 })

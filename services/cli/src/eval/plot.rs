@@ -19,7 +19,7 @@ const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 pub(super) type Series = (String, Vec<(f64, f64)>);
 
 /// Distinguishable line colours (Okabe-Ito), in series order.
-const COLORS: [RGBColor; 8] = [
+const COLORS: [RGBColor; 9] = [
     RGBColor(0, 114, 178),
     RGBColor(213, 94, 0),
     RGBColor(0, 158, 115),
@@ -28,6 +28,7 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(230, 159, 0),
     RGBColor(0, 0, 0),
     RGBColor(240, 228, 66),
+    RGBColor(120, 120, 120),
 ];
 
 pub(super) fn register_font() {

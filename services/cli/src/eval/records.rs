@@ -28,6 +28,10 @@ pub struct Record {
     /// Derived from the shared draw (see `ponder_search::replay`) rather than run.
     #[serde(default)]
     pub replayed: bool,
+    /// The generator model that answered (`SolveResponse.model_id`; empty in-process,
+    /// where every record runs on the default model).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

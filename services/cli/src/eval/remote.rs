@@ -99,6 +99,7 @@ pub async fn run(cfg: RemoteEval) -> anyhow::Result<Vec<Cell>> {
                     flops: usage.flops,
                     latency_s: start.elapsed().as_secs_f64(),
                     replayed: false,
+                    model: r.model_id,
                 })
             }
         })

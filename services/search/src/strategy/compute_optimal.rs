@@ -23,6 +23,9 @@ pub use super::policy::{Choice, FlopsRow, Policy, Row, BINS};
 /// What compute-optimal decided, for the response and for evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
+    /// False when the policy's FLOPs row runs without probes: `bin` is then 0 and
+    /// meaningless, and the probe fields are empty.
+    pub probed: bool,
     pub bin: usize,
     pub mean_probe_score: f32,
     pub chosen: StrategyKind,
@@ -50,6 +53,9 @@ pub async fn compute_optimal<G: Generate, S: Score>(
     // Which model to probe on: with a single-model policy or a pinned query, the
     // query's own; otherwise the policy's probe model, or the cheapest.
     let models_apply = !set.is_pinned() && !policy.models().is_empty();
+    if let Some(row) = policy.flops_row(ctx.max_flops()).filter(|r| !r.probe) {
+        return unprobed(ctx, row.row.get(0), models_apply, notes).await;
+    }
     let probe = match (&policy.probe_model, models_apply) {
         (_, false) => ctx.model(),
         (None, true) => 0,
@@ -105,6 +111,7 @@ pub async fn compute_optimal<G: Generate, S: Score>(
         .map_or(u32::MAX, |g| g.saturating_sub(spent))
         .min(ctx.generations_left());
     let mut decision = Decision {
+        probed: true,
         bin,
         mean_probe_score: mean,
         chosen: choice.strategy,
@@ -128,4 +135,48 @@ pub async fn compute_optimal<G: Generate, S: Score>(
     };
     let more = super::run(ctx, choice.strategy, left, reused).await?;
     Ok((more, decision))
+}
+
+/// Runs a FLOPs row's choice without probes: at budgets where probing would cost more
+/// than knowing the difficulty saves, every question gets the same choice.
+async fn unprobed<G: Generate, S: Score>(
+    ctx: &Context<'_, G, S>,
+    choice: &super::policy::Choice,
+    models_apply: bool,
+    mut notes: Vec<String>,
+) -> Result<(Vec<Scored>, Decision)> {
+    let set = ctx.generators();
+    let here = ctx.model();
+    let target = match (&choice.model, models_apply) {
+        (Some(m), true) => set.position(m).unwrap_or_else(|| {
+            notes.push(format!(
+                "the policy chose {m}, which has no live member; ran on {}",
+                set.get(here).id
+            ));
+            here
+        }),
+        _ => here,
+    };
+    ctx.use_model(target);
+    let left = choice
+        .generations
+        .map_or(u32::MAX, |g| g)
+        .min(ctx.generations_left());
+    let candidates = super::run(ctx, choice.strategy, left, vec![]).await?;
+    let id = set.get(target).id.clone();
+    Ok((
+        candidates,
+        Decision {
+            probed: false,
+            bin: 0,
+            mean_probe_score: 0.0,
+            chosen: choice.strategy,
+            probe_model: String::new(),
+            model: id,
+            probe_usage: Usage::default(),
+            probe_time: Duration::ZERO,
+            probes_discarded: 0,
+            notes,
+        },
+    ))
 }

@@ -25,6 +25,9 @@ pub const DEFAULT_STOP_SHARE: f32 = 0.75;
 /// A strategy with its parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum StrategyKind {
+    /// One greedy (temperature 0) solution, unscored: a model's single-pass baseline,
+    /// which a ladder policy may choose when the budget buys no search. Cost: 1.
+    Greedy,
     /// Majority vote over final answers (no verifier). Cost: N.
     SelfConsistency,
     /// The single candidate with the highest aggregated PRM score. Cost: N.
@@ -59,7 +62,8 @@ pub enum StrategyKind {
 }
 
 impl StrategyKind {
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
+        "greedy",
         "self_consistency",
         "best_of_n",
         "weighted_best_of_n",
@@ -92,6 +96,7 @@ impl StrategyKind {
             }
         };
         let s = match name {
+            "greedy" => Self::Greedy,
             "self_consistency" | "majority" => Self::SelfConsistency,
             "best_of_n" => Self::BestOfN,
             "weighted_best_of_n" | "best_of_n_weighted" => Self::WeightedBestOfN,
@@ -143,7 +148,8 @@ impl StrategyKind {
         if param.is_some()
             && matches!(
                 s,
-                Self::SelfConsistency
+                Self::Greedy
+                    | Self::SelfConsistency
                     | Self::BestOfN
                     | Self::WeightedBestOfN
                     | Self::ComputeOptimal
@@ -157,6 +163,7 @@ impl StrategyKind {
 
     pub fn name(&self) -> &'static str {
         match self {
+            Self::Greedy => "greedy",
             Self::SelfConsistency => "self_consistency",
             Self::BestOfN => "best_of_n",
             Self::WeightedBestOfN => "weighted_best_of_n",
@@ -263,7 +270,8 @@ impl StrategyKind {
     pub fn needs_verifier(&self) -> bool {
         !matches!(
             self,
-            Self::SelfConsistency
+            Self::Greedy
+                | Self::SelfConsistency
                 | Self::Revisions {
                     rule: Rule::Majority,
                     ..
@@ -278,7 +286,7 @@ impl StrategyKind {
     /// How the final answer is picked among candidates.
     pub fn rule(&self) -> Rule {
         match self {
-            Self::SelfConsistency => Rule::Majority,
+            Self::Greedy | Self::SelfConsistency => Rule::Majority,
             Self::BestOfN => Rule::Best,
             Self::Revisions { rule, .. } | Self::Adaptive { rule, .. } => *rule,
             _ => Rule::Weighted,
@@ -306,6 +314,9 @@ pub async fn run<G: crate::Generate, S: crate::Score>(
 ) -> Result<Vec<Scored>> {
     use sampling::{sample, Stop, DEFAULT_WAVE_SIZE, MAX_WAVES_IN_FLIGHT};
     let mut out = match strategy {
+        StrategyKind::Greedy => {
+            return sample(ctx, strategy, n.min(1), 1, 1, Stop::Never, initial).await;
+        }
         StrategyKind::SelfConsistency | StrategyKind::BestOfN | StrategyKind::WeightedBestOfN => {
             return sample(
                 ctx,

@@ -48,7 +48,19 @@ pub struct Policy {
 #[serde(deny_unknown_fields)]
 pub struct FlopsRow {
     pub max_flops: f64,
+    /// False: no probes at this budget (they would cost more than they save); every
+    /// question runs the first bin's choice.
+    #[serde(default = "probe_default", skip_serializing_if = "is_true")]
+    pub probe: bool,
     pub row: Row,
+}
+
+fn probe_default() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// What to run: a strategy, on which model, with how many generations.
@@ -268,6 +280,20 @@ impl Policy {
             .collect()
     }
 
+    /// The FLOPs row a query with `max_flops` reads: the largest `max_flops` <= the
+    /// limit, or the first row; None without a limit or a FLOPs table.
+    pub fn flops_row(&self, max_flops: Option<f64>) -> Option<&FlopsRow> {
+        let limit = max_flops?;
+        let first = self.flops_table.first()?;
+        Some(
+            self.flops_table
+                .iter()
+                .rev()
+                .find(|r| r.max_flops <= limit)
+                .unwrap_or(first),
+        )
+    }
+
     /// Bin 0 (easiest) ..= 4 (hardest) for a mean probe score.
     pub fn bin(&self, mean_score: f32) -> usize {
         let above = self.bin_edges.iter().filter(|&&e| mean_score >= e).count();
@@ -279,13 +305,7 @@ impl Policy {
     /// <= the limit (the smallest row if none is); otherwise the row of the largest
     /// generations budget <= `generations` (the smallest if none is).
     pub fn choose(&self, generations: u32, max_flops: Option<f64>, bin: usize) -> &Choice {
-        if let (Some(limit), Some(first)) = (max_flops, self.flops_table.first()) {
-            let row = self
-                .flops_table
-                .iter()
-                .rev()
-                .find(|r| r.max_flops <= limit)
-                .unwrap_or(first);
+        if let Some(row) = self.flops_row(max_flops) {
             return row.row.get(bin);
         }
         self.table
@@ -364,7 +384,15 @@ mod tests {
         let back = serde_json::to_value(&p).unwrap();
         assert_eq!(back["flops_table"][1]["row"][0]["generations"], 2);
         assert_eq!(back["flops_table"][1]["row"][1], "self_consistency");
+        assert!(back["flops_table"][0].get("probe").is_none());
         assert_eq!(serde_json::from_value::<Policy>(back).unwrap(), p);
+
+        assert!(p.flops_table.iter().all(|r| r.probe));
+        let mut unprobed = p.clone();
+        unprobed.flops_table[0].probe = false;
+        let back = serde_json::to_value(&unprobed).unwrap();
+        assert_eq!(back["flops_table"][0]["probe"], false);
+        assert_eq!(serde_json::from_value::<Policy>(back).unwrap(), unprobed);
 
         let mut bad = p.clone();
         bad.flops_table.reverse();

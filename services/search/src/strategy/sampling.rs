@@ -77,6 +77,10 @@ pub async fn sample<G: Generate, S: Score>(
 ) -> Result<Vec<Scored>> {
     let rule = strategy.rule();
     let scored = rule != Rule::Majority;
+    let temperature = match strategy {
+        StrategyKind::Greedy => 0.0,
+        _ => ctx.temperature(),
+    };
     let prompt = ctx.format().prompt(ctx.question());
     let mut candidates = initial;
     let mut drawn = 0u32;
@@ -91,7 +95,14 @@ pub async fn sample<G: Generate, S: Score>(
         };
         while !stopped && in_flight.len() < in_flight_max {
             let most = wave.min(n - drawn);
-            let Some((k, next)) = launch(ctx, &prompt, most, scored, in_flight.is_empty()) else {
+            let Some((k, next)) = launch(
+                ctx,
+                &prompt,
+                most,
+                scored,
+                temperature,
+                in_flight.is_empty(),
+            ) else {
                 break;
             };
             drawn += k;
@@ -123,6 +134,7 @@ fn launch<'c, 'a, G: Generate, S: Score>(
     prompt: &str,
     most: u32,
     scored: bool,
+    temperature: f32,
     alone: bool,
 ) -> Option<(
     u32,
@@ -131,7 +143,9 @@ fn launch<'c, 'a, G: Generate, S: Score>(
     let max_new = ctx.format().max_solution_tokens;
     let most = most.min(ctx.generations_left());
     for k in (1..=most).rev() {
-        if let Some(call) = ctx.sample(vec![(prompt.to_string(), k)], max_new, scored) {
+        if let Some(call) =
+            ctx.sample_at(vec![(prompt.to_string(), k)], max_new, scored, temperature)
+        {
             return Some((k, call));
         }
     }
@@ -152,7 +166,7 @@ fn launch<'c, 'a, G: Generate, S: Score>(
             hi = mid - 1;
         }
     }
-    let call = ctx.sample(vec![(prompt.to_string(), 1)], lo, scored)?;
+    let call = ctx.sample_at(vec![(prompt.to_string(), 1)], lo, scored, temperature)?;
     Some((1, call))
 }
 
