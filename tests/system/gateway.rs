@@ -151,6 +151,35 @@ async fn the_openai_package_can_solve_stream_and_is_refused_by_name() {
     .await;
     assert_eq!(status, 400);
     assert_eq!(error_of(&body)["param"], "x-request-timeout");
+    // A valid timeout is the query's deadline: a search far longer than 0.3 s comes
+    // back by then, as a partial answer (or 504 with nothing to answer), as over gRPC.
+    let long = format!(
+        r#"{{"messages": [{{"role": "user", "content": "{LONG_QUESTION}"}}],
+            "ponder": {{"budget": 256, "strategy": "beam_search:4"}}}}"#
+    );
+    let started = std::time::Instant::now();
+    let (status, _, body) = http(
+        gw,
+        "POST",
+        "/v1/chat/completions",
+        &[("x-request-timeout", "0.3")],
+        &long,
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "the deadline did not hold: {took:?}"
+    );
+    match status {
+        200 => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["ponder"]["partial"], true, "{body}");
+            assert_eq!(v["choices"][0]["finish_reason"], "length", "{body}");
+        }
+        504 => assert_eq!(error_of(&body)["type"], "timeout_error", "{body}"),
+        other => panic!("{other}: {body}"),
+    }
     // The request id goes both ways.
     let (status, head, body) = http(
         gw,

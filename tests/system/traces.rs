@@ -109,6 +109,34 @@ async fn one_trace_crosses_orchestrator_generator_and_verifier() {
     let query = ours("ponder-orchestrator", "query");
     assert_eq!(query.len(), 1);
     assert_eq!(query[0].1, "00f067aa0ba902b7");
+    // The query span carries its budget and what it spent.
+    let attributes: Vec<(String, String)> = {
+        let spans = collector.0.lock().unwrap();
+        let (_, span) = spans
+            .iter()
+            .find(|(s, sp)| s == "ponder-orchestrator" && sp.name == "query")
+            .unwrap();
+        span.attributes
+            .iter()
+            .map(|kv| {
+                let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(Value::IntValue(i)) => i.to_string(),
+                    Some(Value::DoubleValue(d)) => d.to_string(),
+                    Some(Value::StringValue(s)) => s.clone(),
+                    other => format!("{other:?}"),
+                };
+                (kv.key.clone(), v)
+            })
+            .collect()
+    };
+    let attr = |k: &str| attributes.iter().find(|a| a.0 == k).map(|a| a.1.clone());
+    assert_eq!(attr("budget").as_deref(), Some("4"), "{attributes:?}");
+    assert_eq!(attr("generations").as_deref(), Some("4"), "{attributes:?}");
+    assert!(
+        attr("flops").is_some_and(|f| f.parse::<f64>().unwrap() > 0.0),
+        "{attributes:?}"
+    );
+    assert!(attr("strategy").is_some(), "{attributes:?}");
     let rounds = ours("ponder-orchestrator", "round");
     assert!(rounds.iter().all(|r| r.1 == query[0].0), "{rounds:?}");
     for (call, worker) in [
