@@ -380,7 +380,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         },
                     )
                     .await?;
-                    println!("{}", ponder_cli::eval::exchange::markdown(&report));
+                    println!("{}", ponder_cli::eval::exchange_render::markdown(&report));
                     println!("wrote {}", out.join("exchange.md").display());
                     return Ok(());
                 }

@@ -16,8 +16,10 @@
 
 pub mod draws;
 pub mod exchange;
+pub mod exchange_render;
 pub mod fit;
 pub mod ladder;
+pub mod ladder_fit;
 pub mod ladder_run;
 pub mod plot;
 pub mod records;
