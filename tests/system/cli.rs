@@ -6,8 +6,14 @@ use crate::common::*;
 use std::process::Command;
 
 fn ponder(args: &[&str]) -> (i32, String, String) {
+    ponder_with_env(args, &[])
+}
+
+/// [`ponder`] with these variables set in its environment.
+fn ponder_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ponder"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("running ponder");
     (
@@ -141,36 +147,12 @@ fn a_role_reads_its_configuration_file_and_flags_override_it() {
     assert_ne!(code, 0);
     assert!(err.contains("--default-generations"), "{err}");
     // A PONDER_* variable overrides the file too (and a flag the variable).
-    let out = Command::new(env!("CARGO_BIN_EXE_ponder"))
-        .args([
-            "node",
-            "orchestrator",
-            "--config",
-            path,
-            "--default-generations",
-            "0",
-        ])
-        .env("PONDER_MAX_QUERIES", "4")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("--default-generations"),
-        "{err}"
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_ponder"))
-        .args([
-            "node",
-            "orchestrator",
-            "--config",
-            path,
-            "--max-queries",
-            "0",
-        ])
-        .env("PONDER_MAX_QUERIES", "4")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let env = [("PONDER_MAX_QUERIES", "4")];
+    let args = ["node", "orchestrator", "--config", path];
+    let (code, _, err) =
+        ponder_with_env(&[&args[..], &["--default-generations", "0"]].concat(), &env);
+    assert!(code != 0 && err.contains("--default-generations"), "{err}");
+    let (_, _, err) = ponder_with_env(&[&args[..], &["--max-queries", "0"]].concat(), &env);
     assert!(err.contains("--max-queries must be at least 1"), "{err}");
     // A key that is no flag is a usage error naming it.
     std::fs::write(&file, "max-querys = 4\n").unwrap();

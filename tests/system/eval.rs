@@ -143,16 +143,14 @@ async fn the_flops_report_covers_every_model_and_fits_a_ladder_policy() {
     use ponder_cli::eval::ladder_run::{run, FlopsConfig};
     let out = std::env::temp_dir().join(format!("ponder-flops-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
-    let report = run(FlopsConfig {
-        models: models.clone(),
+    let config = || FlopsConfig {
+        models: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"),
         per_level: 1,
         seed: 7,
         budgets: vec![1, 4],
         out: out.clone(),
-    })
-    .await
-    .unwrap();
+    };
+    let report = run(config()).await.unwrap();
     let ladder = ["arith-gen-xs", "arith-gen-s", "arith-gen-l"];
     assert_eq!(report.questions, 6);
     let names: Vec<&str> = report.models.iter().map(|m| m.model.as_str()).collect();
@@ -228,15 +226,7 @@ async fn the_flops_report_covers_every_model_and_fits_a_ladder_policy() {
         }
     }
     // A second run reuses every draw and greedy answer: the same report, no sampling.
-    let again = run(FlopsConfig {
-        models,
-        per_level: 1,
-        seed: 7,
-        budgets: vec![1, 4],
-        out: out.clone(),
-    })
-    .await
-    .unwrap();
+    let again = run(config()).await.unwrap();
     assert_eq!(
         serde_json::to_value(&again.greedy).unwrap(),
         serde_json::to_value(&report.greedy).unwrap()

@@ -161,30 +161,13 @@ async fn a_rogue_member_with_poisonous_limits_is_refused_and_sees_no_prompt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_cluster_ca_a_rogue_copying_an_honest_model_info_is_never_asked() {
-    use crate::common::security::Pki;
+    use crate::common::security::{generator, worker_args, Pki};
     use ponder_cluster::tls::TlsArgs;
     const WORKER_NAME: &str = "ponder-worker";
     let pki = Pki::new("h1-tls");
     let gen_cert = pki.issue("generator", &[WORKER_NAME]);
     let orch_client = pki.issue("orchestrator-client", &["ponder-orchestrator"]);
-    let honest = ponder_generator::start(
-        ponder_generator::GeneratorArgs {
-            node: NodeArgs {
-                tls: TlsArgs {
-                    tls_cert: Some(gen_cert.cert.clone()),
-                    tls_key: Some(gen_cert.key.clone()),
-                    tls_ca: Some(pki.ca()),
-                    ..TlsArgs::default()
-                },
-                drain_secs: 1,
-                ..NodeArgs::default()
-            },
-            model: ponder_worker::node::ModelArgs::new(generator_model()),
-        },
-        ponder_cluster::metrics::Metrics::new(),
-    )
-    .await
-    .unwrap();
+    let honest = generator(worker_args(&pki, &gen_cert)).await;
     // The rogue: a certificate for the same name from a CA of its own, and the honest
     // generator's ModelInfo to the letter (filled in once the orchestrator has it).
     let own_ca = Pki::new("h1-rogue");

@@ -90,7 +90,8 @@ async fn a_rewritten_certificate_is_served_without_a_restart() {
 /// refused certificate forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewritten_client_certificate_reaches_the_workers_without_a_restart() {
-    use crate::common::{eventually, generator_model};
+    use crate::common::eventually;
+    use crate::common::security::{generator, worker_args};
     use ponder_cluster::member::MemberRecord;
     use ponder_cluster::membership::Registry;
     use ponder_cluster::Role;
@@ -99,24 +100,7 @@ async fn a_rewritten_client_certificate_reaches_the_workers_without_a_restart() 
     let stranger = Pki::new("client-rotation-stranger");
     // A generator serving mTLS: callers need a certificate the cluster CA signed.
     let worker_cert = cluster.issue("worker", &["localhost"]);
-    let worker = ponder_generator::start(
-        ponder_generator::GeneratorArgs {
-            node: NodeArgs {
-                tls: TlsArgs {
-                    tls_cert: Some(worker_cert.cert.clone()),
-                    tls_key: Some(worker_cert.key.clone()),
-                    tls_ca: Some(cluster.ca()),
-                    ..TlsArgs::default()
-                },
-                drain_secs: 1,
-                ..NodeArgs::default()
-            },
-            model: ponder_worker::node::ModelArgs::new(generator_model()),
-        },
-        ponder_cluster::metrics::Metrics::new(),
-    )
-    .await
-    .expect("the generator starts");
+    let worker = generator(worker_args(&cluster, &worker_cert)).await;
 
     // The orchestrator's client certificate files hold a stranger's certificate at first.
     let dir = tempfile::tempdir().unwrap();

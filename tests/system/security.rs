@@ -26,33 +26,6 @@ use tonic_health::pb::HealthCheckRequest;
 /// would); the orchestrator expects it with --tls-server-name.
 const WORKER_NAME: &str = "ponder-worker";
 
-/// Node flags for a worker that serves mTLS with `cert` and a plaintext health port.
-fn worker_args(pki: &Pki, cert: &CertFiles) -> NodeArgs {
-    NodeArgs {
-        tls: TlsArgs {
-            tls_cert: Some(cert.cert.clone()),
-            tls_key: Some(cert.key.clone()),
-            tls_ca: Some(pki.ca()),
-            ..TlsArgs::default()
-        },
-        health_listen: Some("127.0.0.1:0".parse().unwrap()),
-        drain_secs: 1,
-        ..NodeArgs::default()
-    }
-}
-
-async fn generator(node: NodeArgs) -> ModelNode {
-    ponder_generator::start(
-        ponder_generator::GeneratorArgs {
-            node,
-            model: ModelArgs::new(generator_model()),
-        },
-        Metrics::new(),
-    )
-    .await
-    .expect("the generator starts")
-}
-
 /// A client of a worker: `ca` verifies it; `identity` is presented when given.
 fn to_worker(ca: PathBuf, identity: Option<&CertFiles>) -> ConnectArgs {
     ConnectArgs {

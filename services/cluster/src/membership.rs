@@ -304,13 +304,19 @@ impl Actor {
         );
         // An instance id names one member whatever its role claims.
         self.remove(&member.record.instance_id);
+        self.fetch(&member);
+        self.table.insert(slot, member);
+        true
+    }
+
+    /// Starts asking `member` for its ModelInfo ([`fetch_info`]); it becomes routable
+    /// when that answers.
+    fn fetch(&mut self, member: &Arc<Member>) {
         if let Some(tx) = self.tx.upgrade() {
             let fetch = tokio::spawn(fetch_info(member.clone(), tx));
             self.fetches
                 .insert(member.record.instance_id.clone(), fetch);
         }
-        self.table.insert(slot, member);
-        true
     }
 
     /// New client TLS: every member gets a fresh channel with it, so the next
@@ -337,12 +343,7 @@ impl Actor {
                 Some(info) => {
                     let _ = member.info.set(info.clone());
                 }
-                None => {
-                    if let Some(tx) = self.tx.upgrade() {
-                        let fetch = tokio::spawn(fetch_info(member.clone(), tx));
-                        self.fetches.insert(record.instance_id.clone(), fetch);
-                    }
-                }
+                None => self.fetch(&member),
             }
             self.table
                 .insert((record.role.as_str(), record.instance_id), member);

@@ -272,7 +272,9 @@ impl TlsArgs {
     /// certificate reaches the workers without a restart
     /// ([`crate::membership::Registry::follow_tls`]). None without TLS.
     pub fn watched_peers(&self) -> anyhow::Result<Option<crate::reload::Watched<Arc<PeerTls>>>> {
-        if self.peers()?.is_none() {
+        if self.tls_ca.is_none() {
+            // No TLS to dial with: `peers` says None, or why the flags are wrong.
+            self.peers()?;
             return Ok(None);
         }
         let files = [

@@ -185,17 +185,13 @@ impl Shared {
         // The query's model set: the pinned model alone, or every model with a serving
         // member (compute-optimal may move the query to any; other strategies run on
         // the default, docs/cluster.md "Several models").
+        // (`choose_model` picked `model` among the served ones, so it is listed.)
         let ids: Vec<String> = if pinned.is_empty() {
-            let served = models::served(&self.registry.snapshot(), Role::Generator);
-            let mut ids: Vec<String> = served
+            models::served(&self.registry.snapshot(), Role::Generator)
                 .into_iter()
                 .filter(|m| m.serving > 0 || m.model_id == model.model_id)
                 .map(|m| m.model_id)
-                .collect();
-            if !ids.contains(&model.model_id) {
-                ids.push(model.model_id.clone());
-            }
-            ids
+                .collect()
         } else {
             vec![model.model_id.clone()]
         };
@@ -203,19 +199,18 @@ impl Shared {
             .iter()
             .map(|id| GeneratorPool::for_model(self.registry.clone(), self.retries.clone(), id))
             .collect();
-        let generators = if pinned.is_empty() {
-            let set = ids
-                .iter()
-                .zip(&pools)
-                .map(|(id, pool)| Model {
-                    id: id.clone(),
-                    generator: pool,
-                })
-                .collect();
-            Generators::new(set, &model.model_id).map_err(to_status)?
-        } else {
-            Generators::pinned(model.model_id.clone(), &pools[0])
-        };
+        let set = ids
+            .iter()
+            .zip(&pools)
+            .map(|(id, generator)| Model {
+                id: id.clone(),
+                generator,
+            })
+            .collect();
+        let mut generators = Generators::new(set, &model.model_id).map_err(to_status)?;
+        if !pinned.is_empty() {
+            generators = generators.pinned();
+        }
         let verifiers = VerifierPool::new(self.registry.clone(), self.retries.clone());
         let outcome = solve_query_on(
             &generators,

@@ -40,12 +40,12 @@ impl<'a, G: Generate> Generators<'a, G> {
         }
     }
 
-    /// The one model a client pinned: compute-optimal probes and runs on it, taking
-    /// only the strategy and generations from its policy.
-    pub fn pinned(id: impl Into<String>, generator: &'a G) -> Self {
+    /// The set as a client pinned it: compute-optimal stays on the default model,
+    /// taking only the strategy and generations from its policy.
+    pub fn pinned(self) -> Self {
         Self {
             pinned: true,
-            ..Self::one(id, generator)
+            ..self
         }
     }
 

@@ -150,7 +150,7 @@ async fn a_policy_naming_a_model_with_no_live_member_runs_on_the_probe_model_wit
 async fn a_pinned_model_is_never_left() {
     let big = model(1000).reply(ROOT, ["Answer: 5"; 8]);
     let v = ScriptedVerifier::per_step(&[("Answer: 5", 0.1)], 0.0);
-    let o = route(&Generators::pinned("big", &big), &v, 0.0).await;
+    let o = route(&Generators::one("big", &big).pinned(), &v, 0.0).await;
     let d = o.decision.clone().unwrap();
     // Hard: best-of-N with 6 generations in all, on big (the pinned model) throughout.
     assert_eq!((d.bin, d.chosen), (4, StrategyKind::BestOfN));

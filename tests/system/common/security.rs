@@ -171,3 +171,34 @@ pub fn spawn_node_logged(role: &str, env: &[(&str, String)], log: &Path) -> (Pro
     std::thread::spawn(move || for _ in lines {});
     (Proc(child), addr)
 }
+
+/// Node flags for a worker that serves mTLS with `cert` (callers need a certificate
+/// `pki` signed) and a plaintext health port.
+pub fn worker_args(pki: &Pki, cert: &CertFiles) -> ponder_cluster::node::NodeArgs {
+    use ponder_cluster::node::NodeArgs;
+    use ponder_cluster::tls::TlsArgs;
+    NodeArgs {
+        tls: TlsArgs {
+            tls_cert: Some(cert.cert.clone()),
+            tls_key: Some(cert.key.clone()),
+            tls_ca: Some(pki.ca()),
+            ..TlsArgs::default()
+        },
+        health_listen: Some("127.0.0.1:0".parse().unwrap()),
+        drain_secs: 1,
+        ..NodeArgs::default()
+    }
+}
+
+/// A generator node on the bundled default generator, in this process.
+pub async fn generator(node: ponder_cluster::node::NodeArgs) -> ponder_worker::node::ModelNode {
+    ponder_generator::start(
+        ponder_generator::GeneratorArgs {
+            node,
+            model: ponder_worker::node::ModelArgs::new(super::generator_model()),
+        },
+        ponder_cluster::metrics::Metrics::new(),
+    )
+    .await
+    .expect("the generator starts")
+}

@@ -179,45 +179,40 @@ pub fn report(l: &Ladder, budgets: &[u32], out: &Path) -> anyhow::Result<Report>
         .iter()
         .map(|o| q_all.iter().map(|&q| l.outcome(o, q)).collect())
         .collect::<anyhow::Result<_>>()?;
-    let greedy_outs: Vec<Vec<Outcome>> = l
-        .rungs
+    // Each option's accuracy and mean cost over every question, computed once.
+    let option_points: Vec<Point> = options
         .iter()
-        .map(|r| {
-            r.greedy
-                .iter()
-                .map(|g| Outcome {
-                    correct: g.correct,
-                    generator_flops: g.flops,
-                    verifier_flops: 0.0,
-                    seconds: g.cpu_s,
-                    generations: 1,
-                })
-                .collect()
+        .zip(&outcomes)
+        .map(|(o, outs)| {
+            point(
+                format!("{} N={}", name(l, o), o.n),
+                &outs.iter().collect::<Vec<_>>(),
+            )
         })
         .collect();
 
     // Curves per (model, strategy) over N.
     let mut curves: Vec<(String, Vec<Point>)> = Vec::new();
-    for (i, o) in options.iter().enumerate() {
+    let mut greedy: Vec<Point> = Vec::new();
+    for (o, p) in options.iter().zip(&option_points) {
         if o.strategy == StrategyKind::Greedy {
-            continue; // one point per model: `greedy` below
+            // One point per model, not a curve.
+            greedy.push(Point {
+                label: format!("{} greedy", l.rungs[o.rung].model),
+                ..p.clone()
+            });
+            continue;
         }
         let family = name(l, o);
-        let p = point(
-            format!("N={}", o.n),
-            &outcomes[i].iter().collect::<Vec<_>>(),
-        );
+        let p = Point {
+            label: format!("N={}", o.n),
+            ..p.clone()
+        };
         match curves.iter_mut().find(|c| c.0 == family) {
             Some(c) => c.1.push(p),
             None => curves.push((family, vec![p])),
         }
     }
-    let greedy: Vec<Point> = l
-        .rungs
-        .iter()
-        .zip(&greedy_outs)
-        .map(|(r, g)| point(format!("{} greedy", r.model), &g.iter().collect::<Vec<_>>()))
-        .collect();
     let all: Vec<Point> = curves
         .iter()
         .flat_map(|(f, ps)| {
@@ -258,19 +253,18 @@ pub fn report(l: &Ladder, budgets: &[u32], out: &Path) -> anyhow::Result<Report>
         let co_correct: Vec<bool> = cv.by_flops[k].iter().map(|o| o.correct).collect();
         let mut best_single = Vec::new();
         for (r, rung) in l.rungs.iter().enumerate() {
-            let mut best: Option<(usize, f64)> = None;
-            for (i, o) in options.iter().enumerate() {
-                let p = point(String::new(), &outcomes[i].iter().collect::<Vec<_>>());
-                if o.rung == r && p.flops <= co.flops && best.is_none_or(|(_, a)| p.accuracy > a) {
-                    best = Some((i, p.accuracy));
-                }
-            }
+            let best = options
+                .iter()
+                .zip(&option_points)
+                .enumerate()
+                .filter(|(_, (o, p))| o.rung == r && p.flops <= co.flops)
+                .fold(None, |best: Option<(usize, f64)>, (i, (_, p))| match best {
+                    Some((_, a)) if p.accuracy <= a => best,
+                    _ => Some((i, p.accuracy)),
+                });
             let (p, correct): (Option<Point>, Option<Vec<bool>>) = match best {
                 Some((i, _)) => (
-                    Some(point(
-                        name(l, &options[i]) + &format!(" N={}", options[i].n),
-                        &outcomes[i].iter().collect::<Vec<_>>(),
-                    )),
+                    Some(option_points[i].clone()),
                     Some(outcomes[i].iter().map(|o| o.correct).collect()),
                 ),
                 None => (None, None),
@@ -308,8 +302,7 @@ pub fn report(l: &Ladder, budgets: &[u32], out: &Path) -> anyhow::Result<Report>
             training_tokens: r.training_flops / (6.0 * r.parameters.max(1) as f64),
         })
         .collect();
-    let fitted = ladder_fit::fit(l, &options, &q_all, budgets, &grid)?;
-    let mut policy = fitted.policy;
+    let mut policy = ladder_fit::fit(l, &options, &q_all, budgets, &grid)?;
     let routing_ns = routing_time(l, &policy, &grid);
     let report = Report {
         routing_ns,
@@ -399,6 +392,27 @@ fn per_level(
             .copied()
             .filter(|&q| l.level(q) == level)
             .collect();
+        // The small model's options on this level's questions, whatever the baseline.
+        let points: Vec<(usize, Point)> = mine
+            .iter()
+            .map(|&i| {
+                let outs: Vec<&Outcome> = qs.iter().map(|&q| &outcomes[i][q]).collect();
+                let label = format!("{} N={}", name(l, &options[i]), options[i].n);
+                (i, point(label, &outs))
+            })
+            .collect();
+        let Some(best) = points
+            .iter()
+            .map(|(_, p)| p)
+            .max_by(|x, y| {
+                x.accuracy
+                    .total_cmp(&y.accuracy)
+                    .then(y.flops.total_cmp(&x.flops))
+            })
+            .cloned()
+        else {
+            continue;
+        };
         for (r, rung) in l.rungs.iter().enumerate().skip(small + 1) {
             let baseline = |strategy: StrategyKind, n: u32, label: String| {
                 options
@@ -421,25 +435,11 @@ fn per_level(
             ];
             for (label, base) in baselines.into_iter().flatten() {
                 let b = point(label.clone(), &base.iter().collect::<Vec<_>>());
-                let at = |i: usize| {
-                    let outs: Vec<&Outcome> = qs.iter().map(|&q| &outcomes[i][q]).collect();
-                    point(
-                        format!("{} N={}", name(l, &options[i]), options[i].n),
-                        &outs,
-                    )
-                };
-                let reaching = mine
+                let reaching = points
                     .iter()
-                    .map(|&i| (i, at(i)))
                     .filter(|(_, p)| p.accuracy >= b.accuracy)
-                    .min_by(|x, y| x.1.flops.total_cmp(&y.1.flops));
-                let Some(best) = mine.iter().map(|&i| at(i)).max_by(|x, y| {
-                    x.accuracy
-                        .total_cmp(&y.accuracy)
-                        .then(y.flops.total_cmp(&x.flops))
-                }) else {
-                    continue;
-                };
+                    .min_by(|x, y| x.1.flops.total_cmp(&y.1.flops))
+                    .cloned();
                 let difference = reaching.as_ref().map(|(i, _)| {
                     let a: Vec<bool> = qs.iter().map(|&q| outcomes[*i][q].correct).collect();
                     let c: Vec<bool> = base.iter().map(|o| o.correct).collect();
@@ -466,7 +466,7 @@ fn per_level(
                     flops_ratio: reaching.as_ref().map(|(_, p)| p.flops / b.flops),
                     matched: reaching.map(|(_, p)| p),
                     difference,
-                    best,
+                    best: best.clone(),
                 });
             }
         }

@@ -16,11 +16,6 @@ struct Mean {
     flops: f64,
 }
 
-/// A policy fitted over the ladder, with the options it chose per row (for the report).
-pub struct LadderFit {
-    pub policy: Policy,
-}
-
 /// Fits the ladder policy on `subset`: quintile bins of the probe means; for every FLOPs
 /// budget of `flops_grid` and bin, the most accurate routable option whose mean routed
 /// cost there is within the budget (ties: cheaper; none fits: the cheapest); for every
@@ -32,7 +27,7 @@ pub fn fit(
     subset: &[usize],
     budgets: &[u32],
     flops_grid: &[f64],
-) -> anyhow::Result<LadderFit> {
+) -> anyhow::Result<Policy> {
     let routable = ladder.routable(options);
     let bin_edges = quintile_edges(subset.iter().map(|&q| ladder.probe_mean(q)).collect());
     let mut policy = Policy {
@@ -170,7 +165,7 @@ pub fn fit(
         policy.flops_table.push(row);
     }
     policy.validate()?;
-    Ok(LadderFit { policy })
+    Ok(policy)
 }
 
 /// The option a policy's choice names (its model on the ladder; its generations net of
@@ -217,7 +212,7 @@ pub fn cross_validate(
     let mut chosen_rung = vec![vec![0usize; ladder.questions]; flops_grid.len()];
     let mut probed_at = vec![vec![false; ladder.questions]; flops_grid.len()];
     for (h, half) in halves.iter().enumerate() {
-        let p = &fits[h].policy;
+        let p = &fits[h];
         for &q in half {
             let bin = p.bin(ladder.probe_mean(q));
             for (k, &f) in flops_grid.iter().enumerate() {
@@ -411,7 +406,7 @@ mod tests {
         assert_eq!(options.len(), 8);
         let all: Vec<usize> = (0..10).collect();
         let f = fit(&l, &options, &all, &[8], &[1000.0, 3000.0]).unwrap();
-        let p = &f.policy;
+        let p = &f;
         assert_eq!(p.probe_model.as_deref(), Some("small"));
         // Easy questions (probe mean 0.9) are bin 1, hard (0.1) bin 5.
         let (easy, hard) = (p.bin(0.9), p.bin(0.1));

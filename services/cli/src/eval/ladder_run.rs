@@ -9,10 +9,9 @@
 
 use super::draws::{read_jsonl, Draw};
 use super::ladder::{Greedy, Ladder, Rung};
-use super::{progress_bar, Record, CONCURRENCY};
+use super::{draw_set, open_worker, progress_bar, Record, CONCURRENCY};
 use futures::StreamExt;
-use ponder_engine::{LoadOptions, ModelWorker, WorkerConfig};
-use ponder_search::{Budget, GenRequest, Generate, SolutionFormat, SolveParams};
+use ponder_search::{GenRequest, Generate, SolutionFormat};
 use ponder_worker::local::{LocalGenerator, LocalVerifier};
 use ponder_worker::manifest::{ModelRole, ModelsDir};
 use std::io::Write;
@@ -26,12 +25,6 @@ pub struct FlopsConfig {
     /// N of the options; each model's draw has max(budgets) samples.
     pub budgets: Vec<u32>,
     pub out: PathBuf,
-}
-
-fn open(path: &Path) -> anyhow::Result<ModelWorker> {
-    let m = ponder_engine::load(path, &LoadOptions::default())?;
-    m.warm_up()?;
-    Ok(ModelWorker::spawn(m, WorkerConfig::default()))
 }
 
 fn draws_file(out: &Path, model: &str, default: bool) -> PathBuf {
@@ -93,24 +86,24 @@ pub async fn run(cfg: FlopsConfig) -> anyhow::Result<super::exchange::Report> {
         let has_greedy = greedy.iter().filter(|x| x.model == g.name).count() == problems.len();
         let model_path = dir.resolve(ModelRole::Generator, Some(&g.name))?;
         let mut generator = None;
-        if !path.is_file() {
+        let draws: Vec<Draw> = if path.is_file() {
+            read_jsonl(&path)?
+        } else {
             let v = match verifier.take() {
                 Some(v) => v,
-                None => LocalVerifier::new(open(&dir.resolve(ModelRole::Verifier, None)?)?)?,
+                None => LocalVerifier::new(open_worker(&dir.resolve(ModelRole::Verifier, None)?)?)?,
             };
-            let gen = LocalGenerator::new(open(&model_path)?);
-            let draws = draw_set(&gen, &v, &format, &problems, n, &g.name).await?;
-            let mut file = std::fs::File::create(&path)?;
-            for d in &draws {
-                writeln!(file, "{}", serde_json::to_string(d)?)?;
-            }
+            let gen = LocalGenerator::new(open_worker(&model_path)?);
+            let what = format!("draw {}", g.name);
+            let draws = draw_set(&gen, &v, &format, &problems, n, &what, &path).await?;
             verifier = Some(v);
             generator = Some(gen);
-        }
+            draws
+        };
         if !has_greedy {
             let gen = match generator {
                 Some(g) => g,
-                None => LocalGenerator::new(open(&model_path)?),
+                None => LocalGenerator::new(open_worker(&model_path)?),
             };
             greedy.retain(|x| x.model != g.name);
             greedy.extend(greedy_set(&gen, &format, &problems, &g.name).await?);
@@ -119,7 +112,6 @@ pub async fn run(cfg: FlopsConfig) -> anyhow::Result<super::exchange::Report> {
                 writeln!(file, "{}", serde_json::to_string(x)?)?;
             }
         }
-        let draws: Vec<Draw> = read_jsonl(&path)?;
         let runs_path = cfg.out.join("runs.jsonl");
         let runs: Vec<Record> = if g.name == default && runs_path.is_file() {
             read_jsonl(&runs_path)?
@@ -143,34 +135,6 @@ pub async fn run(cfg: FlopsConfig) -> anyhow::Result<super::exchange::Report> {
     }
     let ladder = Ladder::new(rungs, verifier_entry.parameters)?;
     super::exchange::report(&ladder, &cfg.budgets, &cfg.out)
-}
-
-/// `n` scored samples of every question on one generator.
-async fn draw_set(
-    generator: &LocalGenerator,
-    verifier: &LocalVerifier,
-    format: &SolutionFormat,
-    problems: &[ponder_arith::task::Problem],
-    n: u32,
-    model: &str,
-) -> anyhow::Result<Vec<Draw>> {
-    let bar = progress_bar(problems.len(), &format!("draw {model}"))?;
-    let mut results = futures::stream::iter(problems.iter().enumerate())
-        .map(|(i, p)| async move {
-            let params = SolveParams::new(p.question.clone(), Budget::new(n, 0, None)?, i as u64);
-            let start = Instant::now();
-            let (samples, usage) =
-                ponder_search::draw(generator, verifier, format, &params, n).await?;
-            Ok::<Draw, anyhow::Error>(Draw::new(p, &samples, usage, start.elapsed().as_secs_f64()))
-        })
-        .buffered(CONCURRENCY.div_ceil(4));
-    let mut draws = Vec::with_capacity(problems.len());
-    while let Some(d) = results.next().await {
-        draws.push(d?);
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    Ok(draws)
 }
 
 /// One greedy (temperature 0) solution of every question: a model's single-pass

@@ -59,6 +59,47 @@ pub struct EvalConfig {
     pub fit: bool,
 }
 
+/// A bundled model loaded, warmed up and running in a worker of its own.
+fn open_worker(path: &Path) -> anyhow::Result<ModelWorker> {
+    let m = ponder_engine::load(path, &LoadOptions::default())?;
+    m.warm_up()?;
+    Ok(ModelWorker::spawn(m, WorkerConfig::default()))
+}
+
+/// `n` scored samples of every question on `generator`, drawn as a best-of-N query
+/// draws them (question `i` seeded with `i`), written to `path` one line per question
+/// as they finish, in order, and returned.
+async fn draw_set(
+    generator: &LocalGenerator,
+    verifier: &LocalVerifier,
+    format: &SolutionFormat,
+    problems: &[ponder_arith::task::Problem],
+    n: u32,
+    what: &str,
+    path: &Path,
+) -> anyhow::Result<Vec<Draw>> {
+    let mut file = std::fs::File::create(path)?;
+    let bar = progress_bar(problems.len(), what)?;
+    let mut results = futures::stream::iter(problems.iter().enumerate())
+        .map(|(i, p)| async move {
+            let params = SolveParams::new(p.question.clone(), Budget::new(n, 0, None)?, i as u64);
+            let start = Instant::now();
+            let (samples, usage) =
+                ponder_search::draw(generator, verifier, format, &params, n).await?;
+            Ok::<Draw, anyhow::Error>(Draw::new(p, &samples, usage, start.elapsed().as_secs_f64()))
+        })
+        .buffered(CONCURRENCY.div_ceil(4));
+    let mut draws = Vec::with_capacity(problems.len());
+    while let Some(d) = results.next().await {
+        let d = d?;
+        writeln!(file, "{}", serde_json::to_string(&d)?)?;
+        bar.inc(1);
+        draws.push(d);
+    }
+    bar.finish_and_clear();
+    Ok(draws)
+}
+
 fn progress_bar(len: usize, what: &str) -> anyhow::Result<ProgressBar> {
     let bar = ProgressBar::new(len as u64);
     bar.set_style(ProgressStyle::with_template(&format!(
@@ -85,19 +126,14 @@ pub fn run(cfg: EvalConfig) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Ce
             "--budgets must be positive"
         );
         let bundled = crate::models::bundled(Some(&cfg.models))?;
-        let open = |path: &std::path::Path| -> anyhow::Result<ModelWorker> {
-            let m = ponder_engine::load(path, &LoadOptions::default())?;
-            m.warm_up()?;
-            Ok(ModelWorker::spawn(m, WorkerConfig::default()))
-        };
-        let generator = LocalGenerator::new(open(&bundled.generator)?);
+        let generator = LocalGenerator::new(open_worker(&bundled.generator)?);
         let verifier_path = bundled.verifier.as_deref().ok_or_else(|| {
             anyhow::anyhow!(
                 "{}: ponder eval needs a verifier model",
                 cfg.models.display()
             )
         })?;
-        let verifier = LocalVerifier::new(open(verifier_path)?)?;
+        let verifier = LocalVerifier::new(open_worker(verifier_path)?)?;
         let policy = match &bundled.policy {
             Some(p) => Some(Arc::new(Policy::from_file(p)?)),
             None => None,
@@ -115,36 +151,8 @@ pub fn run(cfg: EvalConfig) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Ce
         let mut draws = Vec::new();
         if !replayed.is_empty() || cfg.fit {
             let n = *cfg.budgets.iter().max().expect("checked non-empty");
-            let mut file = std::fs::File::create(cfg.out.join("draws.jsonl"))?;
-            let bar = progress_bar(problems.len(), "draw")?;
-            let mut results = futures::stream::iter(problems.iter().enumerate())
-                .map(|(i, p)| {
-                    let (generator, verifier, format) = (&generator, &verifier, &format);
-                    async move {
-                        let params = SolveParams::new(
-                            p.question.clone(),
-                            Budget::new(n, 0, None)?,
-                            i as u64,
-                        );
-                        let start = Instant::now();
-                        let (samples, usage) =
-                            ponder_search::draw(generator, verifier, format, &params, n).await?;
-                        Ok::<Draw, anyhow::Error>(Draw::new(
-                            p,
-                            &samples,
-                            usage,
-                            start.elapsed().as_secs_f64(),
-                        ))
-                    }
-                })
-                .buffered(CONCURRENCY.div_ceil(4));
-            while let Some(d) = results.next().await {
-                let d = d?;
-                writeln!(file, "{}", serde_json::to_string(&d)?)?;
-                bar.inc(1);
-                draws.push(d);
-            }
-            bar.finish_and_clear();
+            let path = cfg.out.join("draws.jsonl");
+            draws = draw_set(&generator, &verifier, &format, &problems, n, "draw", &path).await?;
         }
 
         // 2. The other strategies, run at each of their budgets.

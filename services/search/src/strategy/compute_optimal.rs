@@ -15,6 +15,7 @@ use super::{Scored, StrategyKind};
 use crate::budget::Usage;
 use crate::context::Context;
 use crate::error::Result;
+use crate::models::Generators;
 use crate::traits::{Generate, Score};
 use std::time::{Duration, Instant};
 
@@ -49,24 +50,20 @@ pub async fn compute_optimal<G: Generate, S: Score>(
 ) -> Result<(Vec<Scored>, Decision)> {
     let set = ctx.generators();
     let id = |i: usize| set.get(i).id.clone();
-    let mut notes = Vec::new();
     // Which model to probe on: with a single-model policy or a pinned query, the
     // query's own; otherwise the policy's probe model, or the cheapest.
-    let models_apply = !set.is_pinned() && !policy.models().is_empty();
+    let models_apply = !set.is_pinned() && policy.names_models();
     if let Some(row) = policy.flops_row(ctx.max_flops()).filter(|r| !r.probe) {
-        return unprobed(ctx, row.row.get(0), models_apply, notes).await;
+        return unprobed(ctx, row.row.get(0), models_apply).await;
     }
-    let probe = match (&policy.probe_model, models_apply) {
-        (_, false) => ctx.model(),
-        (None, true) => 0,
-        (Some(m), true) => set.position(m).unwrap_or_else(|| {
-            notes.push(format!(
-                "the policy probes on {m}, which has no live member; probed on {}",
-                id(0)
-            ));
-            0
-        }),
-    };
+    let mut notes = Vec::new();
+    let probe = locate(
+        set,
+        policy.probe_model.as_deref().filter(|_| models_apply),
+        if models_apply { 0 } else { ctx.model() },
+        &mut notes,
+        |m, there| format!("the policy probes on {m}, which has no live member; probed on {there}"),
+    );
     ctx.use_model(probe);
 
     let budget = ctx.generations_left();
@@ -92,17 +89,18 @@ pub async fn compute_optimal<G: Generate, S: Score>(
     };
     let bin = policy.bin(mean);
     let choice = policy.choose(budget, ctx.max_flops(), bin);
-    let target = match (&choice.model, models_apply) {
-        (Some(m), true) => set.position(m).unwrap_or_else(|| {
-            notes.push(format!(
-                "the policy chose {m} for difficulty bin {}, which has no live member; ran on {}",
-                bin + 1,
-                id(probe)
-            ));
-            probe
-        }),
-        _ => probe,
-    };
+    let target = locate(
+        set,
+        choice.model.as_deref().filter(|_| models_apply),
+        probe,
+        &mut notes,
+        |m, there| {
+            format!(
+                "the policy chose {m} for difficulty bin {}, which has no live member; ran on {there}",
+                bin + 1
+            )
+        },
+    );
     // Generations still to spend: the choice's total (probes included), within what
     // the budget has left.
     let spent = budget - ctx.generations_left();
@@ -143,24 +141,20 @@ async fn unprobed<G: Generate, S: Score>(
     ctx: &Context<'_, G, S>,
     choice: &super::policy::Choice,
     models_apply: bool,
-    mut notes: Vec<String>,
 ) -> Result<(Vec<Scored>, Decision)> {
     let set = ctx.generators();
-    let here = ctx.model();
-    let target = match (&choice.model, models_apply) {
-        (Some(m), true) => set.position(m).unwrap_or_else(|| {
-            notes.push(format!(
-                "the policy chose {m}, which has no live member; ran on {}",
-                set.get(here).id
-            ));
-            here
-        }),
-        _ => here,
-    };
+    let mut notes = Vec::new();
+    let target = locate(
+        set,
+        choice.model.as_deref().filter(|_| models_apply),
+        ctx.model(),
+        &mut notes,
+        |m, there| format!("the policy chose {m}, which has no live member; ran on {there}"),
+    );
     ctx.use_model(target);
     let left = choice
         .generations
-        .map_or(u32::MAX, |g| g)
+        .unwrap_or(u32::MAX)
         .min(ctx.generations_left());
     let candidates = super::run(ctx, choice.strategy, left, vec![]).await?;
     let id = set.get(target).id.clone();
@@ -179,4 +173,23 @@ async fn unprobed<G: Generate, S: Score>(
             notes,
         },
     ))
+}
+
+/// Where a model the policy names runs: its position in the query's set; `fallback`
+/// when it names none; and `fallback` with a note for the client (`note(named, the
+/// fallback's id)`) when the named model has no live member in the set.
+fn locate<G: Generate>(
+    set: &Generators<'_, G>,
+    named: Option<&str>,
+    fallback: usize,
+    notes: &mut Vec<String>,
+    note: impl FnOnce(&str, &str) -> String,
+) -> usize {
+    let Some(m) = named else {
+        return fallback;
+    };
+    set.position(m).unwrap_or_else(|| {
+        notes.push(note(m, &set.get(fallback).id));
+        fallback
+    })
 }

@@ -271,13 +271,22 @@ impl Policy {
 
     /// The generator models the policy names (its probe model and choices).
     pub fn models(&self) -> BTreeSet<&str> {
+        self.named_models().collect()
+    }
+
+    /// Whether the policy names any model (a policy over a ladder of models); asked on
+    /// every compute-optimal query, so it stops at the first.
+    pub fn names_models(&self) -> bool {
+        self.named_models().next().is_some()
+    }
+
+    fn named_models(&self) -> impl Iterator<Item = &str> {
         let rows = self
             .table
             .values()
             .chain(self.flops_table.iter().map(|r| &r.row));
         rows.flat_map(|r| r.0.iter().filter_map(|c| c.model.as_deref()))
             .chain(self.probe_model.as_deref())
-            .collect()
     }
 
     /// The FLOPs row a query with `max_flops` reads: the largest `max_flops` <= the
