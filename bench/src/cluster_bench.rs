@@ -68,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             cluster: "bench".into(),
             metrics_addr: None,
             gateway_addr: None,
+            control: Default::default(),
         })
         .await?;
         let mut client = ponder_cli::client::connect(&cluster.addr().to_string()).await?;
@@ -97,11 +98,11 @@ fn main() -> anyhow::Result<()> {
         for &budget in &args.budgets {
             let (mut cl, mut lo, mut over) = (vec![], vec![], vec![]);
             for (i, q) in questions.iter().enumerate() {
+                // A fixed budget, as the in-process side spends (docs/load-adaptive.md).
+                let mut req = ponder_cli::client::request(q, None, budget, 0, i as u64);
+                req.budget_mode = ponder_proto::v1::BudgetMode::Fixed as i32;
                 let t = Instant::now();
-                let r = client
-                    .solve(ponder_cli::client::request(q, None, budget, 0, i as u64))
-                    .await?
-                    .into_inner();
+                let r = client.solve(req).await?.into_inner();
                 let latency = t.elapsed().as_secs_f64();
                 cl.push(latency);
                 over.push(1.0 - r.calls_seconds / latency);

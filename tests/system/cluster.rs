@@ -73,6 +73,7 @@ async fn usage_never_exceeds_the_budget() {
             } else {
                 0.0
             },
+            ..Default::default()
         });
         let max_flops = req.budget.as_ref().unwrap().max_flops;
         req.strategy = Some(pb::Strategy {
@@ -201,6 +202,7 @@ async fn bad_requests_are_invalid_argument_with_a_reason() {
             max_generations: g,
             max_tokens: t,
             max_flops: 0.0,
+            min_generations: 0,
         })
     };
     let named = |n: &str| {
@@ -230,6 +232,7 @@ async fn bad_requests_are_invalid_argument_with_a_reason() {
                     max_generations: 4,
                     max_tokens: 0,
                     max_flops: -5.0,
+                    ..Default::default()
                 })
             }),
             "budget.max_flops",
@@ -240,6 +243,7 @@ async fn bad_requests_are_invalid_argument_with_a_reason() {
                     max_generations: 4,
                     max_tokens: 0,
                     max_flops: f64::NAN,
+                    ..Default::default()
                 })
             }),
             "budget.max_flops",
@@ -248,8 +252,19 @@ async fn bad_requests_are_invalid_argument_with_a_reason() {
             with(&|r| {
                 r.budget = Some(pb::Budget {
                     max_generations: 4,
+                    min_generations: 5,
+                    ..Default::default()
+                })
+            }),
+            "budget.min_generations",
+        ),
+        (
+            with(&|r| {
+                r.budget = Some(pb::Budget {
+                    max_generations: 4,
                     max_tokens: 0,
                     max_flops: 1e6,
+                    min_generations: 0,
                 })
             }),
             "too small",
@@ -406,7 +421,11 @@ async fn a_generator_killed_mid_batch_fails_no_query() {
         tasks.push(tokio::spawn(async move {
             let mut c = client(addr).await;
             let q = ["12*(7+6)-45+3", "(47+38)*3-19", "85*3-19"][i as usize % 3];
-            c.solve(request(q, 16, i)).await
+            // Fixed budgets: the calls must still be in flight when the node dies (an
+            // adaptive budget would cut them under this burst).
+            let mut req = request(q, 16, i);
+            req.budget_mode = pb::BudgetMode::Fixed as i32;
+            c.solve(req).await
         }));
     }
     tokio::time::sleep(Duration::from_millis(400)).await;

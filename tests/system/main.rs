@@ -4,6 +4,7 @@
 //! discovery is involved (.ci/run installs it). The fault-injection suite stays a
 //! binary of its own (tests/chaos.rs) so that nothing runs beside it.
 
+mod adaptive;
 mod cli;
 mod clients;
 mod cluster;

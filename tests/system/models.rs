@@ -28,6 +28,7 @@ async fn two_models_with(policy: Option<std::path::PathBuf>) -> EmbeddedCluster 
         cluster: "models".into(),
         metrics_addr: None,
         gateway_addr: None,
+        control: Default::default(),
     })
     .await
     .expect("the two-model cluster starts")

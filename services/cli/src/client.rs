@@ -56,6 +56,7 @@ pub fn request(
             max_generations: budget,
             max_tokens,
             max_flops: 0.0,
+            min_generations: 0,
         }),
         strategy: strategy.map(|s| pb::Strategy {
             kind: Some(pb::strategy::Kind::Name(s.to_string())),
@@ -65,6 +66,16 @@ pub fn request(
         aggregation: String::new(),
         strict: false,
         model_id: String::new(),
+        budget_mode: pb::BudgetMode::Unspecified.into(),
+    }
+}
+
+/// The wire value of a budget mode (None: the server's default).
+pub fn budget_mode(mode: Option<ponder_search::BudgetMode>) -> pb::BudgetMode {
+    match mode {
+        None => pb::BudgetMode::Unspecified,
+        Some(ponder_search::BudgetMode::Fixed) => pb::BudgetMode::Fixed,
+        Some(ponder_search::BudgetMode::Adaptive) => pb::BudgetMode::Adaptive,
     }
 }
 
@@ -100,6 +111,14 @@ pub fn print_response(r: &pb::SolveResponse, elapsed: Duration) {
         "compute:   {}",
         r.usage.as_ref().map(usage_line).unwrap_or_default()
     );
+    if r.budget_granted > 0 {
+        println!(
+            "budget:    {} generations granted ({}, {})",
+            r.budget_granted,
+            crate::json::budget_mode_name(r.budget_mode),
+            r.budget_reason
+        );
+    }
     println!(
         "latency:   {:.3} s{}",
         elapsed.as_secs_f64(),

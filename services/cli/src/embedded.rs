@@ -29,6 +29,8 @@ pub struct EmbeddedConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Serve the OpenAI-compatible HTTP gateway here (`ponder up`: 127.0.0.1:8080).
     pub gateway_addr: Option<SocketAddr>,
+    /// The orchestrator's budget control (docs/load-adaptive.md).
+    pub control: ponder_orchestrator::control::ControlArgs,
 }
 
 pub struct EmbeddedCluster {
@@ -86,6 +88,7 @@ impl EmbeddedCluster {
             oargs.policy = cfg.policy.clone();
             oargs.default_model = Some(default_model);
             oargs.gateway.gateway_addr = cfg.gateway_addr;
+            oargs.control = cfg.control.clone();
             // Everything runs on this machine, for its one user: show where, and allow
             // the API's whole budget range (a shared server's operator caps it lower).
             oargs.status_addresses = true;

@@ -55,6 +55,9 @@ enum Command {
         /// Do not serve the HTTP gateway.
         #[arg(long)]
         no_gateway: bool,
+        /// Load-adaptive budgets (docs/load-adaptive.md).
+        #[command(flatten)]
+        control: ponder_orchestrator::control::ControlArgs,
         /// Answer the sample questions, print the results, and exit.
         #[arg(long)]
         demo: bool,
@@ -83,6 +86,14 @@ enum Command {
         /// --budget still applies).
         #[arg(long, default_value_t = 0.0)]
         max_flops: f64,
+        /// The fewest generations the server may grant under load (0: 1); at most
+        /// --budget (docs/load-adaptive.md).
+        #[arg(long, default_value_t = 0)]
+        min_generations: u32,
+        /// fixed (grant --budget) or adaptive (between --min-generations and --budget,
+        /// from the cluster's load); default: the server's (--budget-mode there).
+        #[arg(long, value_parser = ponder_search::BudgetMode::parse)]
+        budget_mode: Option<ponder_search::BudgetMode>,
         /// Run on this generator model (`ponder status` lists them); default: the
         /// cluster's default model.
         #[arg(long)]
@@ -262,6 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 metrics_addr,
                 gateway_addr,
                 no_gateway,
+                control,
                 demo,
                 demo_budget,
                 log_format,
@@ -290,6 +302,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     cluster,
                     metrics_addr,
                     gateway_addr: (!no_gateway).then_some(gateway_addr),
+                    control,
                 };
                 let cluster = EmbeddedCluster::start(cfg).await?;
                 println!("orchestrator listening on {}", cluster.addr());
@@ -312,6 +325,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 budget,
                 max_tokens,
                 max_flops,
+                min_generations,
+                budget_mode,
                 model,
                 seed,
                 temperature,
@@ -330,7 +345,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     client::request(&question, strategy.as_deref(), budget, max_tokens, seed);
                 if let Some(b) = req.budget.as_mut() {
                     b.max_flops = max_flops;
+                    b.min_generations = min_generations;
                 }
+                req.budget_mode = client::budget_mode(budget_mode).into();
                 req.model_id = model.unwrap_or_default();
                 // Checked by the server, which says what to fix (exit 3).
                 req.temperature = temperature.unwrap_or(0.0);

@@ -131,8 +131,20 @@ pub struct Member {
     ejected_until_ms: AtomicU64,
     /// Milliseconds since `epoch` of the last failed call.
     last_failure_ms: AtomicU64,
+    /// The node's own queue depth (requests accepted and not yet answered, from every
+    /// orchestrator), as its last answer reported it ([`QUEUE_DEPTH_HEADER`]), and when.
+    reported_queue: AtomicU32,
+    reported_at_ms: AtomicU64,
     epoch: Instant,
 }
+
+/// Response metadata in which a worker reports its queue depth (requests accepted and
+/// not yet answered) after each call; orchestrators read it as load.
+pub const QUEUE_DEPTH_HEADER: &str = "x-ponder-queue-depth";
+
+/// How long a reported queue depth stands for the node's load; older reports are
+/// ignored (the node has had no call from this orchestrator since).
+pub const QUEUE_REPORT_TTL: Duration = Duration::from_secs(5);
 
 /// How often the orchestrator pings each member's connection, and how long a ping may
 /// go unanswered before the connection (and its calls) fail.
@@ -172,6 +184,8 @@ impl Member {
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             last_failure_ms: AtomicU64::new(0),
+            reported_queue: AtomicU32::new(0),
+            reported_at_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         })
     }
@@ -210,6 +224,38 @@ impl Member {
     pub fn record_success(&self) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.ejected_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Records the queue depth a response reported ([`QUEUE_DEPTH_HEADER`]); a missing or
+    /// malformed value is ignored.
+    pub fn record_queue_report(&self, metadata: &tonic::metadata::MetadataMap) {
+        let Some(depth) = metadata
+            .get(QUEUE_DEPTH_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+        else {
+            return;
+        };
+        self.reported_queue.store(depth, Ordering::Relaxed);
+        // Stored +1 so that 0 means "never reported".
+        self.reported_at_ms
+            .store(self.now_ms() + 1, Ordering::Relaxed);
+    }
+
+    /// The requests on this member that are not this orchestrator's: the node's last
+    /// reported queue depth (which counts every orchestrator's calls) less this
+    /// orchestrator's calls in flight to it, while that report is fresh; else 0.
+    pub fn foreign_backlog(&self) -> u32 {
+        let own = self.in_flight.load(Ordering::Relaxed);
+        let at = self.reported_at_ms.load(Ordering::Relaxed);
+        let fresh = at != 0 && self.now_ms() + 1 - at <= QUEUE_REPORT_TTL.as_millis() as u64;
+        if fresh {
+            self.reported_queue
+                .load(Ordering::Relaxed)
+                .saturating_sub(own)
+        } else {
+            0
+        }
     }
 
     pub fn health(&self) -> &'static str {

@@ -297,6 +297,20 @@ impl Metrics {
         Ok(metrics)
     }
 
+    /// Registers a family that one service owns (it keeps the handle), beside the
+    /// shared ones.
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register(name, help, metric);
+    }
+
     pub fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs
             .iter()

@@ -374,6 +374,7 @@ impl Generate for GeneratorPool {
                         .generate(r)
                         .await
                         .map_err(|s| from_status(&s))?;
+                    m.record_queue_report(resp.metadata());
                     let parameters = m.info.get().map_or(0, |i| i.parameters);
                     Ok(wire::gen_output_from_pb(resp.into_inner(), parameters))
                 }
@@ -502,6 +503,7 @@ impl Score for VerifierPool {
                         .score(r)
                         .await
                         .map_err(|s| from_status(&s))?;
+                    m.record_queue_report(resp.metadata());
                     let parameters = m.info.get().map_or(0, |i| i.parameters);
                     wire::score_output_from_pb(resp.into_inner(), candidates, parameters)
                 }

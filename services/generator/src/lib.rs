@@ -43,7 +43,7 @@ impl Generator for GeneratorService {
         &self,
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<pb::GenerateResponse>, Status> {
-        rpc::serve(
+        let answer = rpc::serve(
             &self.metrics,
             Role::Generator,
             "Generate",
@@ -56,7 +56,8 @@ impl Generator for GeneratorService {
                 Ok(wire::gen_output_to_pb(out))
             },
         )
-        .await
+        .await;
+        rpc::with_queue_depth(answer, &self.worker)
     }
 
     async fn model_info(

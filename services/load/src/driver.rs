@@ -22,6 +22,7 @@ use crate::progress::Counters;
 use crate::record::{Record, UNFINISHED};
 use crate::target::{code_name, Outcome, Target};
 use crate::workload::{is_correct, Job, Workload};
+use ponder_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -335,6 +336,9 @@ async fn send(shared: Arc<Shared>, job: Job, intended: Instant, warmup: bool) ->
         generations: None,
         generator_tokens: None,
         verifier_tokens: None,
+        budget_granted: None,
+        budget_reason: None,
+        budget_mode: None,
     };
     let Some((outcome, done)) = answered else {
         shared.counters.failed.fetch_add(1, Relaxed);
@@ -360,6 +364,18 @@ async fn send(shared: Arc<Shared>, job: Job, intended: Instant, warmup: bool) ->
             r.answer = Some(resp.answer);
             r.partial = Some(resp.partial);
             r.strategy = Some(resp.strategy);
+            if resp.budget_granted > 0 {
+                r.budget_granted = Some(resp.budget_granted);
+                r.budget_reason = Some(resp.budget_reason);
+                r.budget_mode = Some(
+                    match pb::BudgetMode::try_from(resp.budget_mode) {
+                        Ok(pb::BudgetMode::Fixed) => "fixed",
+                        Ok(pb::BudgetMode::Adaptive) => "adaptive",
+                        _ => "unknown",
+                    }
+                    .into(),
+                );
+            }
             if let Some(u) = resp.usage {
                 r.generations = Some(u.generations);
                 r.generator_tokens = Some(u.generator_tokens);

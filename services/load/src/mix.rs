@@ -25,6 +25,12 @@ pub struct MixEntry {
     /// Most FLOPs per query (0: no limit).
     #[serde(default)]
     pub max_flops: f64,
+    /// The budget's floor (`budget.min_generations`; 0: the server's, 1).
+    #[serde(default)]
+    pub min_generations: u32,
+    /// `fixed` or `adaptive` (`SolveRequest.budget_mode`); None: the server's default.
+    #[serde(default)]
+    pub budget_mode: Option<String>,
     pub weight: f64,
 }
 
@@ -36,11 +42,30 @@ impl MixEntry {
         } else {
             String::new()
         };
+        let floor = if self.min_generations > 0 {
+            format!("/min{}", self.min_generations)
+        } else {
+            String::new()
+        };
+        let mode = self
+            .budget_mode
+            .as_deref()
+            .map(|m| format!("/{m}"))
+            .unwrap_or_default();
         format!(
-            "{}:{}{flops}",
+            "{}:{}{flops}{floor}{mode}",
             self.strategy.as_deref().unwrap_or("default"),
             self.budget
         )
+    }
+
+    /// The request's `budget_mode` (unspecified: the server's default).
+    pub fn budget_mode_message(&self) -> pb::BudgetMode {
+        match self.budget_mode.as_deref() {
+            Some("fixed") => pb::BudgetMode::Fixed,
+            Some("adaptive") => pb::BudgetMode::Adaptive,
+            _ => pb::BudgetMode::Unspecified,
+        }
     }
 
     pub fn strategy_message(&self) -> Option<pb::Strategy> {
@@ -112,7 +137,7 @@ impl Mix {
 }
 
 fn parse_entry(entry: &str) -> anyhow::Result<MixEntry> {
-    let shape = "each --mix entry is STRATEGY:BUDGET[@FLOPS][=WEIGHT], e.g. compute_optimal:16=0.7";
+    let shape = "each --mix entry is STRATEGY:BUDGET[@FLOPS][/minN][/fixed|/adaptive][=WEIGHT], e.g. compute_optimal:16=0.7";
     let (spec, weight) = match entry.rsplit_once('=') {
         Some((s, w)) => {
             let w: f64 = w.trim().parse().map_err(|_| {
@@ -126,6 +151,26 @@ fn parse_entry(entry: &str) -> anyhow::Result<MixEntry> {
         }
         None => (entry, 1.0),
     };
+    // Budget modifiers after the budget: `/minN` (the floor), `/fixed`, `/adaptive`.
+    let mut parts = spec.split('/');
+    let spec = parts.next().unwrap_or_default();
+    let (mut min_generations, mut budget_mode) = (0u32, None);
+    for m in parts.map(str::trim) {
+        match m {
+            "fixed" | "adaptive" => budget_mode = Some(m.to_string()),
+            _ => {
+                min_generations = m
+                    .strip_prefix("min")
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (1..=4096).contains(n))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--mix {entry:?}: {m:?} is not a budget modifier (minN with N in 1..=4096, fixed, adaptive); {shape}"
+                        )
+                    })?;
+            }
+        }
+    }
     let (spec, max_flops) = match spec.rsplit_once('@') {
         Some((s, f)) => {
             let f: f64 = f.trim().parse().map_err(|_| {
@@ -159,10 +204,16 @@ fn parse_entry(entry: &str) -> anyhow::Result<MixEntry> {
                 .spec(),
         ),
     };
+    anyhow::ensure!(
+        min_generations <= budget,
+        "--mix {entry:?}: the floor /min{min_generations} is above the budget {budget}"
+    );
     Ok(MixEntry {
         strategy,
         budget,
         max_flops,
+        min_generations,
+        budget_mode,
         weight,
     })
 }
@@ -171,6 +222,26 @@ fn parse_entry(entry: &str) -> anyhow::Result<MixEntry> {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn budget_modifiers_set_the_floor_and_the_mode() {
+        let m = Mix::parse("default:64/min4/adaptive=0.5,compute_optimal:16/fixed").unwrap();
+        let e = m.entries();
+        assert_eq!((e[0].budget, e[0].min_generations), (64, 4));
+        assert_eq!(e[0].budget_mode.as_deref(), Some("adaptive"));
+        assert_eq!(e[0].budget_mode_message(), pb::BudgetMode::Adaptive);
+        assert_eq!(e[0].label(), "default:64/min4/adaptive");
+        assert_eq!(e[1].budget_mode_message(), pb::BudgetMode::Fixed);
+        assert_eq!(e[1].min_generations, 0);
+        for bad in [
+            "default:4/min8",
+            "default:4/max2",
+            "default:4/min0",
+            "default:4/slow",
+        ] {
+            assert!(Mix::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_strategies_with_parameters_budgets_and_weights() {

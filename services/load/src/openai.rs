@@ -162,6 +162,18 @@ fn request_body(req: &pb::SolveRequest, stream: bool) -> Result<Value, Status> {
         if b.max_tokens > 0 {
             body["max_tokens"] = json!(b.max_tokens);
         }
+        if b.min_generations > 0 {
+            ponder.insert("min_budget".into(), json!(b.min_generations));
+        }
+    }
+    match pb::BudgetMode::try_from(req.budget_mode) {
+        Ok(pb::BudgetMode::Fixed) => {
+            ponder.insert("budget_mode".into(), json!("fixed"));
+        }
+        Ok(pb::BudgetMode::Adaptive) => {
+            ponder.insert("budget_mode".into(), json!("adaptive"));
+        }
+        _ => {}
     }
     match req.strategy.as_ref().and_then(|s| s.kind.as_ref()) {
         None => {}
@@ -215,6 +227,14 @@ fn answer(v: &Value) -> Result<pb::SolveResponse, Status> {
         request_id: p["request_id"].as_str().unwrap_or_default().into(),
         partial: p["partial"].as_bool().unwrap_or(false),
         model_id: p["model_id"].as_str().unwrap_or_default().into(),
+        budget_granted: num(&p["budget_granted"]) as u32,
+        budget_reason: p["budget_reason"].as_str().unwrap_or_default().into(),
+        budget_mode: match p["budget_mode"].as_str() {
+            Some("fixed") => pb::BudgetMode::Fixed,
+            Some("adaptive") => pb::BudgetMode::Adaptive,
+            _ => pb::BudgetMode::Unspecified,
+        }
+        .into(),
         difficulty_bin: num(&p["difficulty_bin"]) as u32,
         elapsed_seconds: p["elapsed_seconds"].as_f64().unwrap_or(0.0),
         calls_seconds: p["calls_seconds"].as_f64().unwrap_or(0.0),
@@ -244,6 +264,7 @@ mod tests {
                 max_generations: 4,
                 max_tokens: 900,
                 max_flops: 2e10,
+                ..Default::default()
             }),
             strategy: Some(pb::Strategy {
                 kind: Some(pb::strategy::Kind::Name("beam_search:4".into())),

@@ -53,6 +53,14 @@ pub struct Record {
     pub generations: Option<u32>,
     pub generator_tokens: Option<u64>,
     pub verifier_tokens: Option<u64>,
+    /// The generations the server granted, why, and in which budget mode
+    /// (docs/load-adaptive.md); absent from servers before load-adaptive budgets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_granted: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_mode: Option<String>,
 }
 
 impl Record {

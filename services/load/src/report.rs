@@ -331,6 +331,9 @@ pub(crate) mod tests {
             generations: Some(4),
             generator_tokens: Some(100),
             verifier_tokens: Some(20),
+            budget_granted: Some(4),
+            budget_reason: Some("idle".into()),
+            budget_mode: Some("adaptive".into()),
         }
     }
 

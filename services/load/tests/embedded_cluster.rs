@@ -26,6 +26,7 @@ async fn cluster_with_gateway(gateway_addr: Option<std::net::SocketAddr>) -> Emb
         cluster: "load-test".into(),
         metrics_addr: None,
         gateway_addr,
+        control: Default::default(),
     })
     .await
     .expect("the embedded cluster starts")

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
-/// The max-queries, max-queries-per-client and max-calls-per-client limits.
+/// The max-queries, max-queries-per-client and max-calls-per-client limits (a clone
+/// shares them).
+#[derive(Clone)]
 pub struct Admission {
     slots: Arc<Semaphore>,
     limit: usize,
@@ -133,6 +135,17 @@ impl Admission {
     }
 
     /// Clients with a query in progress (for tests and metrics).
+    /// The share of the query slots in use, 0..=1 (a load signal of the budget
+    /// controller).
+    pub fn occupancy(&self) -> f64 {
+        self.in_progress() as f64 / self.limit.max(1) as f64
+    }
+
+    /// Queries in progress now.
+    pub fn in_progress(&self) -> usize {
+        self.limit.saturating_sub(self.slots.available_permits())
+    }
+
     pub fn active_clients(&self) -> usize {
         self.clients.len()
     }

@@ -45,7 +45,19 @@ pub fn solve_response(r: &pb::SolveResponse) -> Value {
         "partial": r.partial,
         "model_id": r.model_id,
         "routing_notes": r.routing_notes,
+        "budget_granted": r.budget_granted,
+        "budget_reason": r.budget_reason,
+        "budget_mode": budget_mode_name(r.budget_mode),
     })
+}
+
+/// `fixed` or `adaptive` (empty for an unset or unknown value).
+pub fn budget_mode_name(mode: i32) -> &'static str {
+    match pb::BudgetMode::try_from(mode) {
+        Ok(pb::BudgetMode::Fixed) => "fixed",
+        Ok(pb::BudgetMode::Adaptive) => "adaptive",
+        _ => "",
+    }
 }
 
 /// A progress event of a streamed solve (the final one is printed as its response).

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod admission;
+pub mod control;
 pub mod gateway;
 pub mod json;
 pub mod request;
@@ -89,6 +90,8 @@ pub struct OrchestratorArgs {
     #[command(flatten)]
     pub access: AccessArgs,
     #[command(flatten)]
+    pub control: control::ControlArgs,
+    #[command(flatten)]
     pub gateway: gateway::GatewayArgs,
 }
 
@@ -168,6 +171,7 @@ impl OrchestratorArgs {
             expect_model: vec![],
             status_addresses: false,
             access: AccessArgs::default(),
+            control: Default::default(),
             gateway: Default::default(),
         }
     }
@@ -183,6 +187,8 @@ pub struct OrchestratorNode {
     readiness: tokio::task::JoinHandle<()>,
     /// Keeps `ponder_members` current.
     member_gauges: tokio::task::JoinHandle<()>,
+    /// The budget controller's load readings.
+    control: tokio::task::JoinHandle<()>,
 }
 
 impl OrchestratorNode {
@@ -193,6 +199,7 @@ impl OrchestratorNode {
             }
             self.readiness.abort();
             self.member_gauges.abort();
+            self.control.abort();
             self.discovery.abort();
             self.node.stop().await;
         })
@@ -329,6 +336,18 @@ pub fn start(
         };
         let metrics_for_members = metrics.clone();
         let gateway_metrics = metrics.clone();
+        let (controller, finished) = control::Controller::new(&args.control, &policy, &metrics)?;
+        let admission = Admission::new(
+            args.max_queries,
+            args.max_queries_per_client,
+            args.max_calls_per_client,
+        );
+        let control = controller.clone().run(
+            registry.clone(),
+            admission.clone(),
+            args.control.clone(),
+            finished,
+        );
         let service = OrchestratorService::new(Shared {
             registry: registry.clone(),
             discovery: kind,
@@ -337,11 +356,8 @@ pub fn start(
             policy,
             default_generations: args.default_generations,
             default_model: args.default_model.clone().filter(|m| !m.is_empty()),
-            admission: Admission::new(
-                args.max_queries,
-                args.max_queries_per_client,
-                args.max_calls_per_client,
-            ),
+            admission,
+            controller,
             limits,
             gate: gate.clone(),
             status_addresses: args.status_addresses,
@@ -391,6 +407,7 @@ pub fn start(
             discovery,
             readiness,
             member_gauges,
+            control,
         })
     })
 }

@@ -13,7 +13,7 @@ use ponder_search::strategy::{
     DEFAULT_STOP_SHARE, DEFAULT_WAVE,
 };
 use ponder_search::{
-    Aggregation, Budget, Outcome, Progress, Rule, SolveParams, StrategyKind, Usage,
+    Aggregation, Budget, BudgetMode, Outcome, Progress, Rule, SolveParams, StrategyKind, Usage,
 };
 use std::time::{Duration, Instant};
 use tonic::metadata::MetadataMap;
@@ -103,6 +103,23 @@ pub fn deadline(metadata: &MetadataMap) -> Option<Instant> {
     Instant::now().checked_add(d)
 }
 
+/// The budget mode a request asks for; None: the server's default. An unknown enum
+/// value (a newer client) also takes the default.
+pub fn budget_mode(req: &pb::SolveRequest) -> Option<BudgetMode> {
+    match pb::BudgetMode::try_from(req.budget_mode).ok()? {
+        pb::BudgetMode::Unspecified => None,
+        pb::BudgetMode::Fixed => Some(BudgetMode::Fixed),
+        pb::BudgetMode::Adaptive => Some(BudgetMode::Adaptive),
+    }
+}
+
+fn budget_mode_to_pb(mode: BudgetMode) -> pb::BudgetMode {
+    match mode {
+        BudgetMode::Fixed => pb::BudgetMode::Fixed,
+        BudgetMode::Adaptive => pb::BudgetMode::Adaptive,
+    }
+}
+
 /// The longest `SolveRequest.model_id` accepted (it is echoed in error messages).
 pub const MAX_MODEL_ID_BYTES: usize = 256;
 
@@ -117,7 +134,8 @@ pub fn params(
     let budget = match &req.budget {
         None => Budget::new(default_generations, 0, deadline),
         Some(b) => Budget::new(b.max_generations, b.max_tokens, deadline)
-            .and_then(|budget| budget.with_max_flops(b.max_flops)),
+            .and_then(|budget| budget.with_max_flops(b.max_flops))
+            .and_then(|budget| budget.with_min_generations(b.min_generations)),
     }
     .map_err(|e| ponder_cluster::status::invalid_argument(e.to_string()))?;
     if req.model_id.len() > MAX_MODEL_ID_BYTES {
@@ -171,6 +189,9 @@ pub struct Answer {
 pub fn response(a: Answer, request_id: &str) -> pb::SolveResponse {
     let o = a.outcome;
     pb::SolveResponse {
+        budget_granted: o.granted,
+        budget_reason: o.grant_reason.as_str().into(),
+        budget_mode: budget_mode_to_pb(o.budget_mode).into(),
         model_id: a.model.model_id,
         routing_notes: a.model.notes,
         elapsed_seconds: o.elapsed.as_secs_f64(),

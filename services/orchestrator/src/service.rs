@@ -11,6 +11,7 @@
 
 use crate::access::{refusal, Caller, Gate};
 use crate::admission::Admission;
+use crate::control::Controller;
 use crate::request::{self, Answer};
 use ponder_cluster::metrics::{code_name, code_of, Metrics};
 use ponder_cluster::models::{self, ModelChoice, NoModel};
@@ -43,6 +44,8 @@ pub struct Shared {
     /// The generator model a query that pins none runs on (`--default-model`).
     pub default_model: Option<String>,
     pub admission: Admission,
+    /// Grants adaptive budgets (docs/load-adaptive.md).
+    pub controller: Arc<Controller>,
     /// The operator's caps on one query.
     pub limits: QueryLimits,
     /// The access gate, for charging a query's budget to its client's generation bucket.
@@ -70,6 +73,8 @@ struct Ticket {
     id: String,
     caller: Caller,
     started: Instant,
+    /// The budget's maximum (generations), for the budget metrics.
+    requested: u32,
 }
 
 impl Ticket {
@@ -119,9 +124,19 @@ impl OrchestratorService {
             .admission
             .admit(&caller.bucket(), &caller.to_string())
             .inspect_err(|_| refusal(metrics, "admission"))?;
-        let query = query
+        let mut query = query
             .with_client_calls(admitted.client_calls())
             .with_tenant(ponder_search::solve::hash(&caller.bucket()) | 1);
+        let mode = request::budget_mode(request.get_ref())
+            .unwrap_or_else(|| self.shared.controller.default_mode());
+        let key = match &caller {
+            Caller::Key(name) => Some(name.as_str()),
+            Caller::Peer(_) => None,
+        };
+        if let Some(allowance) = self.shared.controller.allowance(mode, key) {
+            query = query.with_allowance(allowance);
+        }
+        let requested = query.budget().max_generations;
         let shared = self.shared.clone();
         // The query's span: the root of its trace, or a child of the client's
         // (`traceparent`); its rounds and calls are children (docs/tracing.md).
@@ -147,6 +162,7 @@ impl OrchestratorService {
             id,
             caller,
             started: Instant::now(),
+            requested,
         })
     }
 
@@ -292,6 +308,14 @@ impl Shared {
     /// per-client counts (`ponder_client_*`). Clients are labelled by key name only
     /// ("anonymous" for an open API), so the series stay as few as the keys.
     fn access_log(&self, ticket: &Ticket, result: &Result<Answer, Status>) {
+        if let Ok(a) = result {
+            self.controller.finished(
+                ticket.started.elapsed(),
+                ticket.requested,
+                a.outcome.granted,
+                a.outcome.grant_reason,
+            );
+        }
         let code = code_of(result);
         let (strategy, model, usage) = match result {
             Ok(a) => (

@@ -122,6 +122,12 @@ fn structured(rng: &mut impl Rng) -> pb::SolveRequest {
             } else {
                 [-1.0, f64::NAN, f64::INFINITY, 1e9, 1e30, rng.random()][rng.random_range(0..6)]
             },
+            // Mostly unset too; otherwise any value, above the maximum included.
+            min_generations: if rng.random_bool(0.7) {
+                0
+            } else {
+                odd_u32(rng)
+            },
         }),
         strategy: rng
             .random_bool(0.9)
@@ -135,6 +141,8 @@ fn structured(rng: &mut impl Rng) -> pb::SolveRequest {
         } else {
             odd_string(rng)
         },
+        // Unknown enum values included: they take the server's default.
+        budget_mode: rng.random_range(-1..4),
     }
 }
 
@@ -148,6 +156,10 @@ fn check(req: &pb::SolveRequest, accepted: &mut u32) {
         Ok(q) => {
             *accepted += 1;
             assert!(q.budget().max_generations >= 1, "{req:?}");
+            assert!(
+                (1..=q.budget().max_generations).contains(&q.budget().min_generations),
+                "{req:?}"
+            );
             if let Some(s) = q.strategy() {
                 s.validate().unwrap();
             }

@@ -25,6 +25,9 @@ pub const MAX_FLOPS: f64 = 1e21;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Budget {
     pub max_generations: u32,
+    /// The fewest generations a load-adaptive grant goes down to (1..=max_generations);
+    /// a fixed budget is granted its maximum ([`crate::grant`]).
+    pub min_generations: u32,
     /// None: no token limit.
     pub max_tokens: Option<u64>,
     /// None: no FLOPs limit.
@@ -36,6 +39,7 @@ impl Default for Budget {
     fn default() -> Self {
         Self {
             max_generations: DEFAULT_GENERATIONS,
+            min_generations: 1,
             max_tokens: None,
             max_flops: None,
             deadline: None,
@@ -58,10 +62,25 @@ impl Budget {
         }
         Ok(Self {
             max_generations,
+            min_generations: 1,
             max_tokens: (max_tokens != 0).then_some(max_tokens),
             max_flops: None,
             deadline,
         })
+    }
+
+    /// Adds a floor from its wire value (`0` means 1): the fewest generations a
+    /// load-adaptive grant goes down to. Above the maximum it is a mistake.
+    pub fn with_min_generations(mut self, min_generations: u32) -> Result<Self> {
+        let floor = min_generations.max(1);
+        if floor > self.max_generations {
+            return Err(SearchError::invalid(format!(
+                "budget.min_generations ({floor}) is above budget.max_generations ({}): the floor must be at most the maximum",
+                self.max_generations
+            )));
+        }
+        self.min_generations = floor;
+        Ok(self)
     }
 
     /// Adds a FLOPs limit from its wire value (`0` means none): generator plus verifier
@@ -143,6 +162,9 @@ const FLOPS_TOLERANCE: f64 = 1e-9;
 #[derive(Debug, Clone)]
 pub struct Ledger {
     budget: Budget,
+    /// The generations granted: the budget's maximum, or less under a load-adaptive
+    /// grant ([`Ledger::set_granted`]).
+    granted: u32,
     used: Usage,
     reserved: Reservation,
 }
@@ -151,9 +173,22 @@ impl Ledger {
     pub fn new(budget: Budget) -> Self {
         Self {
             budget,
+            granted: budget.max_generations,
             used: Usage::default(),
             reserved: Reservation::default(),
         }
+    }
+
+    /// Sets the generations granted, within the budget's floor and maximum (returns
+    /// the value set). Lowering it below what is spent and reserved stops new work; it
+    /// never takes back what was spent.
+    pub fn set_granted(&mut self, generations: u32) -> u32 {
+        self.granted = generations.clamp(self.budget.min_generations, self.budget.max_generations);
+        self.granted
+    }
+
+    pub fn granted(&self) -> u32 {
+        self.granted
     }
 
     pub fn budget(&self) -> &Budget {
@@ -165,7 +200,8 @@ impl Ledger {
     }
 
     pub fn generations_left(&self) -> u32 {
-        self.budget.max_generations - self.used.generations - self.reserved.generations
+        self.granted
+            .saturating_sub(self.used.generations + self.reserved.generations)
     }
 
     /// Tokens neither spent nor reserved; `u64::MAX` without a token limit.
@@ -284,6 +320,53 @@ mod tests {
             assert!(matches!(e, SearchError::Invalid(m) if m.contains("budget.max_flops")));
         }
         assert_eq!(b.with_max_flops(0.0).unwrap().max_flops, None);
+    }
+
+    #[test]
+    fn a_grant_stays_between_floor_and_maximum_and_never_takes_back_spending() {
+        let budget = Budget::new(16, 0, None)
+            .unwrap()
+            .with_min_generations(2)
+            .unwrap();
+        let mut l = Ledger::new(budget);
+        assert_eq!(l.granted(), 16, "a fresh ledger grants the maximum");
+        assert_eq!(l.set_granted(0), 2, "never below the floor");
+        assert_eq!(l.set_granted(100), 16, "never above the maximum");
+        let held = l
+            .reserve(Reservation {
+                generations: 8,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(l.set_granted(4), 4);
+        assert_eq!(
+            l.generations_left(),
+            0,
+            "8 reserved of 4 granted: no new work"
+        );
+        l.settle(
+            held,
+            Usage {
+                generations: 8,
+                ..Default::default()
+            },
+        );
+        assert_eq!(l.used().generations, 8, "what was spent stays spent");
+        l.set_granted(12);
+        assert_eq!(l.generations_left(), 4);
+        let e = Budget::new(4, 0, None)
+            .unwrap()
+            .with_min_generations(5)
+            .unwrap_err();
+        assert!(e.to_string().contains("budget.min_generations"));
+        assert_eq!(
+            Budget::new(4, 0, None)
+                .unwrap()
+                .with_min_generations(0)
+                .unwrap()
+                .min_generations,
+            1
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod budget;
 pub mod context;
 pub mod error;
 pub mod format;
+pub mod grant;
 pub mod limits;
 pub mod models;
 pub mod replay;
@@ -27,6 +28,7 @@ pub use aggregate::Aggregation;
 pub use budget::{Budget, Ledger, Usage};
 pub use error::{Result, SearchError};
 pub use format::SolutionFormat;
+pub use grant::{Allowance, BudgetMode, Grant, GrantAsk, GrantReason};
 pub use limits::QueryLimits;
 pub use models::{Generators, Model};
 pub use solve::{

@@ -6,6 +6,7 @@ use crate::budget::{Budget, Usage};
 use crate::context::{Context, Snapshot};
 use crate::error::{Result, SearchError};
 use crate::format::SolutionFormat;
+use crate::grant::{Allowance, BudgetMode, GrantReason};
 use crate::limits::QueryLimits;
 use crate::models::Generators;
 use crate::strategy::compute_optimal::{compute_optimal, Decision, Policy};
@@ -86,6 +87,7 @@ impl SolveParams {
             limits: self.limits,
             client_calls: None,
             tenant: 0,
+            allowance: None,
         })
     }
 }
@@ -107,6 +109,8 @@ pub struct Query {
     limits: QueryLimits,
     client_calls: Option<Arc<Semaphore>>,
     tenant: u64,
+    /// Sets the grant of an adaptive budget; None: fixed (the maximum).
+    allowance: Option<Arc<dyn Allowance>>,
 }
 
 impl Query {
@@ -162,6 +166,27 @@ impl Query {
     /// workers take clients in turn.
     pub fn tenant(&self) -> u64 {
         self.tenant
+    }
+
+    /// The allowance that grants an adaptive budget, if the query has one.
+    pub fn allowance(&self) -> Option<&dyn Allowance> {
+        self.allowance.as_deref()
+    }
+
+    /// FIXED without an allowance, ADAPTIVE with one.
+    pub fn budget_mode(&self) -> BudgetMode {
+        if self.allowance.is_some() {
+            BudgetMode::Adaptive
+        } else {
+            BudgetMode::Fixed
+        }
+    }
+
+    /// Makes the budget adaptive: `allowance` grants it, between the budget's floor and
+    /// maximum, whenever the search asks ([`crate::grant`]).
+    pub fn with_allowance(mut self, allowance: Arc<dyn Allowance>) -> Self {
+        self.allowance = Some(allowance);
+        self
     }
 
     pub fn with_tenant(mut self, tenant: u64) -> Self {
@@ -222,6 +247,10 @@ pub struct Outcome {
     /// The deadline stopped the search before its budget was spent: this is the best
     /// answer found by then.
     pub partial: bool,
+    /// The generations granted when the search ended, and why ([`crate::grant`]).
+    pub granted: u32,
+    pub grant_reason: GrantReason,
+    pub budget_mode: BudgetMode,
 }
 
 /// Validates `params` and answers it on one generator: [`SolveParams::validate`] then
@@ -297,7 +326,8 @@ pub async fn solve_query_on<G: Generate, S: Score>(
     }
     let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
     let ctx = Context::new(generators, verifier, format, query, progress);
-    let n = query.budget.max_generations;
+    ctx.check_floor()?;
+    let n = ctx.grant().generations;
     let search = async {
         if strategy == StrategyKind::ComputeOptimal {
             let (c, d) = compute_optimal(&ctx, query.policy()).await?;
@@ -330,6 +360,9 @@ pub async fn solve_query_on<G: Generate, S: Score>(
                     elapsed: started.elapsed(),
                     calls: ctx.call_time(),
                     partial: true,
+                    granted: ctx.grant().generations,
+                    grant_reason: ctx.grant().reason,
+                    budget_mode: query.budget_mode(),
                 }),
                 _ => Err(SearchError::DeadlineExceeded(format!(
                     "the deadline passed after {:.3} s{}",
@@ -373,6 +406,9 @@ pub async fn solve_query_on<G: Generate, S: Score>(
         elapsed: started.elapsed(),
         calls: ctx.call_time(),
         partial,
+        granted: ctx.grant().generations,
+        grant_reason: ctx.grant().reason,
+        budget_mode: query.budget_mode(),
     })
 }
 

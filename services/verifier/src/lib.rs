@@ -38,7 +38,7 @@ impl Verifier for VerifierService {
         &self,
         request: Request<pb::ScoreRequest>,
     ) -> Result<Response<pb::ScoreResponse>, Status> {
-        rpc::serve(
+        let answer = rpc::serve(
             &self.metrics,
             Role::Verifier,
             "Score",
@@ -51,7 +51,8 @@ impl Verifier for VerifierService {
                 Ok(wire::score_output_to_pb(out))
             },
         )
-        .await
+        .await;
+        rpc::with_queue_depth(answer, &self.worker)
     }
 
     async fn model_info(

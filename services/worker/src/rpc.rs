@@ -66,6 +66,24 @@ where
     result
 }
 
+/// Adds the node's queue depth (requests accepted and not yet answered) to a
+/// successful answer's metadata, where orchestrators read it as this node's load
+/// (docs/load-adaptive.md). A node whose worker is not loaded adds nothing.
+pub fn with_queue_depth<R>(
+    result: Result<Response<R>, Status>,
+    cell: &WorkerCell,
+) -> Result<Response<R>, Status> {
+    result.map(|mut resp| {
+        if let Ok(worker) = cell.get() {
+            resp.metadata_mut().insert(
+                ponder_cluster::member::QUEUE_DEPTH_HEADER,
+                worker.queue_depth().into(),
+            );
+        }
+        resp
+    })
+}
+
 /// One query in [`LOG_ONE_IN`] has every call it makes logged at info (by a hash of its
 /// request id, so a logged query's calls are all there on every node): enough to
 /// follow a query across nodes, never a line per call under load.

@@ -60,6 +60,7 @@ pub fn embedded_config(generators: usize) -> EmbeddedConfig {
         cluster: "test".into(),
         metrics_addr: None,
         gateway_addr: None,
+        control: Default::default(),
     }
 }
 
@@ -76,6 +77,7 @@ pub fn request(question: &str, generations: u32, seed: u64) -> pb::SolveRequest 
             max_generations: generations,
             max_tokens: 0,
             max_flops: 0.0,
+            min_generations: 0,
         }),
         strategy: None,
         seed,
@@ -83,6 +85,7 @@ pub fn request(question: &str, generations: u32, seed: u64) -> pb::SolveRequest 
         aggregation: String::new(),
         strict: false,
         model_id: String::new(),
+        budget_mode: 0,
     }
 }
 

@@ -17,6 +17,8 @@
 use super::draws::Draw;
 use super::Record;
 use ponder_search::strategy::compute_optimal::{Policy, Row, BINS};
+use ponder_search::strategy::curves::AccuracyPoint;
+use ponder_search::strategy::policy::SCHEMA_WITH_ACCURACY;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -129,6 +131,10 @@ fn fit(subset: &[usize], draws: &[Draw], lookup: &Lookup, budgets: &[u32]) -> Po
         table: BTreeMap::new(),
         flops_table: Vec::new(),
         fitted_by: String::new(),
+        // The accuracy of each choice on its bin's fitting questions (in-sample), for
+        // load-adaptive budgets.
+        schema: SCHEMA_WITH_ACCURACY,
+        accuracy: Vec::new(),
     };
     for &b in budgets {
         let mut members: Vec<Vec<usize>> = vec![Vec::new(); BINS];
@@ -139,6 +145,19 @@ fn fit(subset: &[usize], draws: &[Draw], lookup: &Lookup, budgets: &[u32]) -> Po
             .iter()
             .map(|qs| best_strategy(qs, lookup, b))
             .collect();
+        for (bin, (qs, s)) in members.iter().zip(&row).enumerate() {
+            let correct = qs
+                .iter()
+                .filter(|&&q| lookup.get(q, s, b).is_some_and(|r| r.correct))
+                .count();
+            policy.accuracy.push(AccuracyPoint::measured(
+                None,
+                bin as u8 + 1,
+                b,
+                correct as u32,
+                qs.len() as u32,
+            ));
+        }
         policy
             .table
             .insert(b, Row::parse(&row).expect("one strategy per bin"));

@@ -6,6 +6,8 @@ use super::fit::{quintile_edges, PROBES};
 use super::ladder::{Ladder, Option_, Outcome};
 use ponder_search::replay::replayable;
 use ponder_search::strategy::compute_optimal::{Choice, FlopsRow, Policy, Row, BINS};
+use ponder_search::strategy::curves::AccuracyPoint;
+use ponder_search::strategy::policy::SCHEMA_WITH_ACCURACY;
 use ponder_search::StrategyKind;
 use std::collections::BTreeMap;
 
@@ -37,6 +39,10 @@ pub fn fit(
         table: BTreeMap::new(),
         flops_table: Vec::new(),
         fitted_by: String::new(),
+        // The accuracy of each generations-table choice on its bin's fitting questions
+        // (in-sample), for load-adaptive budgets.
+        schema: SCHEMA_WITH_ACCURACY,
+        accuracy: Vec::new(),
     };
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); BINS];
     for &q in subset {
@@ -116,7 +122,15 @@ pub fn fit(
                 }
                 total / qs.len() as f64
             };
-            row.push(pick(bin, cap, b.max(PROBES)).0);
+            let (choice, correct, _) = pick(bin, cap, b.max(PROBES));
+            policy.accuracy.push(AccuracyPoint::measured(
+                choice.model.clone(),
+                bin as u8 + 1,
+                b,
+                correct as u32,
+                qs.len() as u32,
+            ));
+            row.push(choice);
         }
         policy.table.insert(b, Row::new(row)?);
     }

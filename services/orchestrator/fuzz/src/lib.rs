@@ -252,6 +252,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>, Verdict)> {
             max_generations: 32,
             max_tokens: 4096,
             max_flops: 0.0,
+            min_generations: 0,
         }),
         ..q("(47+38)*3-19")
     };
@@ -341,6 +342,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>, Verdict)> {
                     max_generations: 5000,
                     max_tokens: 0,
                     max_flops: 0.0,
+                    min_generations: 0,
                 }),
                 ..q("1+1")
             },
@@ -353,6 +355,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>, Verdict)> {
                     max_generations: 8,
                     max_tokens: 1,
                     max_flops: 0.0,
+                    min_generations: 0,
                 }),
                 ..q("1+1")
             },
@@ -387,6 +390,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>, Verdict)> {
                     max_generations: 100,
                     max_tokens: 0,
                     max_flops: 0.0,
+                    min_generations: 0,
                 }),
                 ..q("1+1")
             },

@@ -64,7 +64,15 @@ const COMMON_KEYS: [&str; 11] = [
 ];
 
 /// Keys of the `ponder` object.
-const PONDER_KEYS: [&str; 5] = ["budget", "max_flops", "strategy", "aggregation", "strict"];
+const PONDER_KEYS: [&str; 7] = [
+    "budget",
+    "min_budget",
+    "budget_mode",
+    "max_flops",
+    "strategy",
+    "aggregation",
+    "strict",
+];
 
 /// Reads one request body.
 pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Parsed, BadField> {
@@ -211,6 +219,18 @@ fn ponder_options(
     budget.max_flops = field(o, "max_flops")
         .map_err(|e| named(e, "max_flops"))?
         .unwrap_or(0.0);
+    budget.min_generations = field(o, "min_budget")
+        .map_err(|e| named(e, "min_budget"))?
+        .unwrap_or(0);
+    if let Some(m) = field::<String>(o, "budget_mode").map_err(|e| named(e, "budget_mode"))? {
+        let mode =
+            ponder_search::BudgetMode::parse(&m).map_err(|e| bad("ponder.budget_mode", e))?;
+        request.budget_mode = match mode {
+            ponder_search::BudgetMode::Fixed => pb::BudgetMode::Fixed,
+            ponder_search::BudgetMode::Adaptive => pb::BudgetMode::Adaptive,
+        }
+        .into();
+    }
     if let Some(s) = field::<String>(o, "strategy").map_err(|e| named(e, "strategy"))? {
         request.strategy = Some(pb::Strategy {
             kind: Some(pb::strategy::Kind::Name(s)),

@@ -17,6 +17,7 @@ use crate::aggregate::Aggregation;
 use crate::budget::{Ledger, Reservation, Usage};
 use crate::error::{Result, SearchError};
 use crate::format::SolutionFormat;
+use crate::grant::{Grant, GrantAsk};
 use crate::models::Generators;
 use crate::solve::{wave_seed, Progress, Query};
 use crate::strategy::{select, Scored, StrategyKind};
@@ -63,6 +64,10 @@ struct Books {
     /// the search round by round), and it ends at the report that closes the round.
     round: tracing::Span,
     rounds: u32,
+    /// The grant in effect ([`crate::grant`]) and the predicted difficulty bin it was
+    /// asked with, once known.
+    grant: Grant,
+    bin: Option<usize>,
 }
 
 fn round_span(parent: &tracing::Span, n: u32) -> tracing::Span {
@@ -129,11 +134,50 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
                 busy: Duration::ZERO,
                 round: round_span(&query_span, 0),
                 rounds: 0,
+                grant: Grant::fixed(query.budget().max_generations),
+                bin: None,
             }),
             progress,
             calls: Semaphore::new(query.limits().max_calls_in_flight.max(1) as usize),
             query_span,
         }
+        .regranted()
+    }
+
+    fn regranted(self) -> Self {
+        self.regrant(&mut self.books());
+        self
+    }
+
+    /// Asks the query's allowance for its grant now (with the bin, once known) and
+    /// sets it on the ledger; without an allowance the grant stays the maximum.
+    fn regrant(&self, b: &mut Books) {
+        let Some(allowance) = self.query.allowance() else {
+            return;
+        };
+        let budget = self.query.budget();
+        let ask = GrantAsk {
+            max: budget.max_generations,
+            floor: budget.min_generations,
+            bin: b.bin,
+            model: &self.generators.get(self.model()).id,
+        };
+        let mut grant = allowance.grant(&ask);
+        grant.generations = b.ledger.set_granted(grant.generations);
+        b.grant = grant;
+    }
+
+    /// The grant in effect: generations the query may spend in all, and why.
+    pub fn grant(&self) -> Grant {
+        self.books().grant
+    }
+
+    /// Records the predicted difficulty bin (0 = easiest) and asks for a grant for it:
+    /// the allowance weighs what more generations buy on questions of that bin.
+    pub fn set_bin(&self, bin: usize) {
+        let mut b = self.books();
+        b.bin = Some(bin);
+        self.regrant(&mut b);
     }
 
     /// The span of the round in progress (see [`Books::round`]).
@@ -198,8 +242,11 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
         self.books().ledger.used()
     }
 
+    /// Generations neither spent nor reserved under the grant, asked for afresh.
     pub fn generations_left(&self) -> u32 {
-        self.books().ledger.generations_left()
+        let mut b = self.books();
+        self.regrant(&mut b);
+        b.ledger.generations_left()
     }
 
     /// Tokens neither spent nor reserved; `u64::MAX` without a token limit.
@@ -267,6 +314,27 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
             flops: self.limits().flops_bound(prompt, n, t)
                 + verifier.map_or(0.0, |v| v.cost().flops(scoring_tokens)),
         }
+    }
+
+    /// Refuses a floor the FLOPs limit cannot pay for: `min_generations` full-length
+    /// samples on the query's model, scored when there is a verifier, at their worst
+    /// case (what the ledger would reserve for them).
+    pub fn check_floor(&self) -> Result<()> {
+        let budget = self.query.budget();
+        let (Some(max_flops), floor) = (budget.max_flops, budget.min_generations) else {
+            return Ok(());
+        };
+        let prompt = self.format.prompt(self.question());
+        let t = self.clamp(&prompt, self.format.max_solution_tokens);
+        let need = self
+            .sample_reservation(&prompt, floor, t, self.verifier)
+            .flops;
+        if floor > 1 && need > max_flops {
+            return Err(SearchError::invalid(format!(
+                "budget.min_generations ({floor}) costs up to {need:.3e} FLOPs, above budget.max_flops ({max_flops:.3e}): lower the floor or raise max_flops"
+            )));
+        }
+        Ok(())
     }
 
     /// FLOPs neither spent nor reserved; infinite without a FLOPs limit.
@@ -497,6 +565,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
         if b.ledger.expired() {
             return None;
         }
+        self.regrant(&mut b);
         let held = b.ledger.reserve(want)?;
         let first = b.calls_started;
         b.calls_started += calls as u64;

@@ -88,6 +88,10 @@ pub async fn compute_optimal<G: Generate, S: Score>(
         scores.iter().sum::<f32>() / scores.len() as f32
     };
     let bin = policy.bin(mean);
+    // Knowing the bin, an adaptive budget is granted afresh: what more generations
+    // buy depends on how hard the question is (docs/load-adaptive.md).
+    ctx.set_bin(bin);
+    let budget = ctx.grant().generations.max(probes_n);
     let choice = policy.choose(budget, ctx.max_flops(), bin);
     let target = locate(
         set,
@@ -103,7 +107,7 @@ pub async fn compute_optimal<G: Generate, S: Score>(
     );
     // Generations still to spend: the choice's total (probes included), within what
     // the budget has left.
-    let spent = budget - ctx.generations_left();
+    let spent = probe_usage.generations;
     let left = choice
         .generations
         .map_or(u32::MAX, |g| g.saturating_sub(spent))

@@ -5,6 +5,7 @@
 //! revision chains) and [`compute_optimal`] (difficulty probes plus a policy table).
 
 pub mod compute_optimal;
+pub mod curves;
 pub mod policy;
 pub mod revisions;
 pub mod sampling;

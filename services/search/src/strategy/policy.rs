@@ -11,6 +11,7 @@
 //! Specs are parsed once, when the policy is read (a [`Row`] holds parsed choices), so
 //! routing a query is a table lookup.
 
+use super::curves::AccuracyPoint;
 use crate::error::{Result, SearchError};
 use crate::strategy::StrategyKind;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -41,6 +42,20 @@ pub struct Policy {
     /// How the table was made (command, data), for the record.
     #[serde(default)]
     pub fitted_by: String,
+    /// The file's schema: 1 (absent) without accuracy curves, 2 with them.
+    #[serde(default = "schema_one")]
+    pub schema: u32,
+    /// Schema 2: the policy's accuracy per (model, bin, budget) with intervals, which
+    /// load-adaptive budgets are granted from ([`super::curves`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accuracy: Vec<AccuracyPoint>,
+}
+
+/// The schema version a policy file with accuracy curves has.
+pub const SCHEMA_WITH_ACCURACY: u32 = 2;
+
+fn schema_one() -> u32 {
+    1
 }
 
 /// The choices for queries whose FLOPs limit is at least `max_flops`.
@@ -223,6 +238,8 @@ impl Default for Policy {
             ]),
             flops_table: Vec::new(),
             fitted_by: "built-in default (not fitted)".into(),
+            schema: 1,
+            accuracy: Vec::new(),
         }
     }
 }
@@ -266,7 +283,21 @@ impl Policy {
                 "policy flops_table rows must have positive, strictly ascending max_flops",
             ));
         }
-        Ok(())
+        match self.schema {
+            1 if self.accuracy.is_empty() => {}
+            1 => {
+                return Err(SearchError::invalid(format!(
+                    "policy accuracy needs \"schema\": {SCHEMA_WITH_ACCURACY}"
+                )))
+            }
+            SCHEMA_WITH_ACCURACY => {}
+            other => {
+                return Err(SearchError::invalid(format!(
+                "policy schema {other} is unknown: this server reads 1 and {SCHEMA_WITH_ACCURACY}"
+            )))
+            }
+        }
+        self.accuracy.iter().try_for_each(AccuracyPoint::check)
     }
 
     /// The generator models the policy names (its probe model and choices).
@@ -301,6 +332,12 @@ impl Policy {
                 .find(|r| r.max_flops <= limit)
                 .unwrap_or(first),
         )
+    }
+
+    /// The fitted accuracy against budget for `bin` (0 = easiest), or pooled over the
+    /// bins when it is not known yet; empty for a policy without curves (schema 1).
+    pub fn curve(&self, bin: Option<usize>) -> Vec<(u32, f64)> {
+        super::curves::curve(&self.accuracy, bin)
     }
 
     /// Bin 0 (easiest) ..= 4 (hardest) for a mean probe score.

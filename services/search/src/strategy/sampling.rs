@@ -85,16 +85,27 @@ pub async fn sample<G: Generate, S: Score>(
     let mut candidates = initial;
     let mut drawn = 0u32;
     let mut in_flight = FuturesOrdered::new();
+    // An adaptive grant raised while the query runs (load fell) raises the target by
+    // as much; a lowered one stops new waves through the ledger. A fixed budget's
+    // grant never moves.
+    let granted_at_start = ctx.grant().generations;
     loop {
+        let target = n.saturating_add(ctx.grant().generations.saturating_sub(granted_at_start));
         let stopped = match stop {
             Stop::Never => false,
             Stop::Decisive {
                 share,
                 min_answered,
-            } => decisive(rule, &candidates, n - drawn, share, min_answered),
+            } => decisive(
+                rule,
+                &candidates,
+                target.saturating_sub(drawn).min(ctx.generations_left()),
+                share,
+                min_answered,
+            ),
         };
         while !stopped && in_flight.len() < in_flight_max {
-            let most = wave.min(n - drawn);
+            let most = wave.min(target.saturating_sub(drawn));
             let Some((k, next)) = launch(
                 ctx,
                 &prompt,

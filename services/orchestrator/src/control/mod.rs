@@ -1,0 +1,534 @@
+//! Load-adaptive budgets: the controller that grants each query its generations.
+//!
+//! A client's `budget.max_generations` is a hard maximum and `min_generations` a floor;
+//! under `BUDGET_MODE_ADAPTIVE` (the default, `--budget-mode`) the orchestrator grants
+//! between them, to get the most correct answers per second across the queries in
+//! flight: all of the maximum on an idle cluster, less past the knee, and least for the
+//! questions whose fitted accuracy curve gains least from more (docs/load-adaptive.md).
+//!
+//! One task per orchestrator ticks every [`TICK`]: it reads the load ([`signal`]),
+//! smooths it over [`SMOOTHING`] and publishes the price of a generation ([`law`]).
+//! Queries read the price when the search asks for its grant (at start, after
+//! compute-optimal's probes, and at every reservation), so a running query follows the
+//! load wave by wave. Each replica decides from its own view of the load; nothing is
+//! shared between replicas (docs/load-adaptive.md, "Several orchestrators").
+
+pub mod law;
+pub mod signal;
+
+use crate::admission::Admission;
+use clap::Args;
+use law::LawParams;
+use ponder_cluster::metrics::{Labels, Metrics};
+use ponder_cluster::Registry;
+use ponder_search::grant::{Allowance, BudgetMode, Grant, GrantAsk, GrantReason};
+use ponder_search::strategy::compute_optimal::{Policy, BINS};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use signal::{LatencyWindow, LoadSignal};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How often the controller reads the load.
+pub const TICK: Duration = Duration::from_millis(250);
+/// The time constant of the load's smoothing: long enough that one wave's calls do not
+/// swing every grant, short enough that a burst is priced within a second or two.
+pub const SMOOTHING: Duration = Duration::from_secs(1);
+
+/// `ponder-orchestrator`'s budget-control flags (docs/load-adaptive.md).
+#[derive(Debug, Clone, Args)]
+pub struct ControlArgs {
+    /// How a request that names no budget_mode is budgeted: `adaptive` (between its
+    /// floor and maximum, from load and predicted difficulty) or `fixed` (its maximum).
+    #[arg(long, env = "PONDER_BUDGET_MODE", default_value = "adaptive", value_parser = BudgetMode::parse)]
+    pub budget_mode: BudgetMode,
+    /// The latency objective in seconds: recent queries' p90 latency over it counts as
+    /// load; 0 (the default): latency is not a load signal.
+    #[arg(long, env = "PONDER_SLO", default_value_t = 0.0)]
+    pub slo: f64,
+    /// API key names whose queries keep their full budget under any load (comma-
+    /// separated).
+    #[arg(long, env = "PONDER_PRIORITY_KEYS", value_delimiter = ',')]
+    pub priority_keys: Vec<String>,
+    /// Load at or below which every adaptive query gets its maximum.
+    #[arg(long, env = "PONDER_LOAD_LOW", default_value_t = LawParams::default().load_low)]
+    pub load_low: f64,
+    /// Load at or above which every adaptive query gets its floor.
+    #[arg(long, env = "PONDER_LOAD_HIGH", default_value_t = LawParams::default().load_high)]
+    pub load_high: f64,
+    /// Queries in progress per serving generator node that count as load 1: the
+    /// concurrency at the cluster's knee (docs/load-adaptive.md).
+    #[arg(long, env = "PONDER_QUERIES_PER_NODE", default_value_t = DEFAULT_QUERIES_PER_NODE)]
+    pub queries_per_node: f64,
+    /// Other orchestrators' requests waiting per worker node that count as load 1.
+    #[arg(long, env = "PONDER_BACKLOG_TARGET", default_value_t = DEFAULT_BACKLOG_TARGET)]
+    pub backlog_target: f64,
+    /// The control law: `price` (per question, from its accuracy curve) or `switch` (a
+    /// baseline: the maximum below load 1, --switch-budget at or above it).
+    #[arg(long, env = "PONDER_BUDGET_LAW", value_enum, default_value = "price")]
+    pub budget_law: LawKind,
+    /// What the `switch` law grants at or above load 1.
+    #[arg(long, env = "PONDER_SWITCH_BUDGET", default_value_t = 4)]
+    pub switch_budget: u32,
+}
+
+/// Which control law grants adaptive budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LawKind {
+    Price,
+    Switch,
+}
+
+pub const DEFAULT_BACKLOG_TARGET: f64 = 8.0;
+pub const DEFAULT_QUERIES_PER_NODE: f64 = 2.0;
+
+impl Default for ControlArgs {
+    fn default() -> Self {
+        Self {
+            budget_mode: BudgetMode::Adaptive,
+            slo: 0.0,
+            priority_keys: vec![],
+            load_low: LawParams::default().load_low,
+            load_high: LawParams::default().load_high,
+            queries_per_node: DEFAULT_QUERIES_PER_NODE,
+            backlog_target: DEFAULT_BACKLOG_TARGET,
+            budget_law: LawKind::Price,
+            switch_budget: 4,
+        }
+    }
+}
+
+impl ControlArgs {
+    pub fn law(&self) -> anyhow::Result<LawParams> {
+        let law = LawParams {
+            load_low: self.load_low,
+            load_high: self.load_high,
+            ..LawParams::default()
+        };
+        law.check().map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            self.slo.is_finite() && self.slo >= 0.0,
+            "--slo must be 0 (latency not used) or a number of seconds, got {}",
+            self.slo
+        );
+        anyhow::ensure!(
+            self.switch_budget >= 1,
+            "--switch-budget must be at least 1 generation"
+        );
+        anyhow::ensure!(
+            self.queries_per_node.is_finite() && self.queries_per_node > 0.0,
+            "--queries-per-node must be a positive number of queries, got {}",
+            self.queries_per_node
+        );
+        anyhow::ensure!(
+            self.backlog_target.is_finite() && self.backlog_target > 0.0,
+            "--backlog-target must be a positive number of requests per node, got {}",
+            self.backlog_target
+        );
+        Ok(law)
+    }
+}
+
+/// The accuracy curves grants are read from: one per difficulty bin and one pooled (for
+/// a query whose bin is not known: before its probes, or a strategy without probes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curves {
+    bins: Vec<Vec<(u32, f64)>>,
+    pooled: Vec<(u32, f64)>,
+}
+
+impl Curves {
+    /// The policy's fitted curves (schema 2), or [`law::fallback_curve`] for every bin
+    /// when it has none.
+    pub fn from_policy(policy: &Policy) -> Self {
+        let pooled = policy.curve(None);
+        if pooled.is_empty() {
+            return Self {
+                bins: vec![law::fallback_curve(); BINS],
+                pooled: law::fallback_curve(),
+            };
+        }
+        let bins = (0..BINS)
+            .map(|b| {
+                let c = policy.curve(Some(b));
+                if c.is_empty() {
+                    pooled.clone()
+                } else {
+                    c
+                }
+            })
+            .collect();
+        Self { bins, pooled }
+    }
+
+    pub fn get(&self, bin: Option<usize>) -> &[(u32, f64)] {
+        match bin {
+            Some(b) => &self.bins[b.min(BINS - 1)],
+            None => &self.pooled,
+        }
+    }
+}
+
+/// The budget controller of one orchestrator.
+#[derive(Debug)]
+pub struct Controller {
+    default_mode: BudgetMode,
+    priority: HashSet<String>,
+    law: LawParams,
+    kind: LawKind,
+    switch_budget: u32,
+    curves: Curves,
+    /// f64 bits: the price of a generation now, and the smoothed load it came from.
+    price: AtomicU64,
+    load: AtomicU64,
+    finished: mpsc::Sender<f64>,
+    metrics: ControlMetrics,
+}
+
+impl Controller {
+    /// A controller at zero load; its task ([`Controller::run`]) starts the readings.
+    pub fn new(
+        args: &ControlArgs,
+        policy: &Policy,
+        metrics: &Metrics,
+    ) -> anyhow::Result<(Arc<Self>, mpsc::Receiver<f64>)> {
+        let (finished, rx) = mpsc::channel(4096);
+        let c = Self {
+            default_mode: args.budget_mode,
+            priority: args.priority_keys.iter().cloned().collect(),
+            law: args.law()?,
+            kind: args.budget_law,
+            switch_budget: args.switch_budget,
+            curves: Curves::from_policy(policy),
+            price: AtomicU64::new(0f64.to_bits()),
+            load: AtomicU64::new(0f64.to_bits()),
+            finished,
+            metrics: ControlMetrics::register(metrics),
+        };
+        Ok((Arc::new(c), rx))
+    }
+
+    pub fn default_mode(&self) -> BudgetMode {
+        self.default_mode
+    }
+
+    /// The price of a generation now (0 when idle; infinite at the top of the range).
+    pub fn price(&self) -> f64 {
+        f64::from_bits(self.price.load(Ordering::Relaxed))
+    }
+
+    /// The smoothed load the price was read from.
+    pub fn load(&self) -> f64 {
+        f64::from_bits(self.load.load(Ordering::Relaxed))
+    }
+
+    /// Publishes a new smoothed load and its price.
+    pub fn set_load(&self, load: f64) {
+        self.load.store(load.to_bits(), Ordering::Relaxed);
+        let price = self.law.price(load);
+        self.price.store(price.to_bits(), Ordering::Relaxed);
+        self.metrics.load.set(load);
+        self.metrics
+            .price
+            .set(if price.is_finite() { price } else { -1.0 });
+    }
+
+    /// The allowance of a query in `mode` from the API key `key` (None for a fixed
+    /// budget).
+    pub fn allowance(
+        self: &Arc<Self>,
+        mode: BudgetMode,
+        key: Option<&str>,
+    ) -> Option<Arc<dyn Allowance>> {
+        match mode {
+            BudgetMode::Fixed => None,
+            BudgetMode::Adaptive => Some(Arc::new(QueryAllowance {
+                controller: self.clone(),
+                priority: key.is_some_and(|k| self.priority.contains(k)),
+            })),
+        }
+    }
+
+    /// The grant at the current price for a query that knows `ask`.
+    pub fn grant(&self, ask: &GrantAsk<'_>) -> Grant {
+        match self.kind {
+            LawKind::Price => {
+                law::grant(self.curves.get(ask.bin), self.price(), ask.max, ask.floor)
+            }
+            LawKind::Switch => {
+                law::switch(self.load(), 1.0, self.switch_budget, ask.max, ask.floor)
+            }
+        }
+    }
+
+    /// Books a finished query: its latency (a load signal) and its budget requested and
+    /// granted (metrics).
+    pub fn finished(&self, latency: Duration, requested: u32, granted: u32, reason: GrantReason) {
+        let _ = self.finished.try_send(latency.as_secs_f64());
+        self.metrics.requested.observe(requested as f64);
+        let l: Labels = Metrics::labels(&[("reason", reason.as_str())]);
+        self.metrics
+            .granted
+            .get_or_create(&l)
+            .observe(granted as f64);
+        self.metrics.decisions.get_or_create(&l).inc();
+    }
+
+    /// Reads the load every [`TICK`] until the orchestrator stops: the task owns the
+    /// latency window, and publishes the smoothed load and its price.
+    pub fn run(
+        self: Arc<Self>,
+        registry: Registry,
+        admission: Admission,
+        args: ControlArgs,
+        mut finished: mpsc::Receiver<f64>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut window = LatencyWindow::default();
+            let mut smoothed = 0.0;
+            let mut last = Instant::now();
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = Instant::now();
+                while let Ok(seconds) = finished.try_recv() {
+                    window.record(now, seconds);
+                }
+                let s = LoadSignal {
+                    admission: admission.occupancy(),
+                    queries: signal::queries(
+                        &registry,
+                        admission.in_progress(),
+                        args.queries_per_node,
+                    ),
+                    backlog: signal::backlog(&registry, args.backlog_target),
+                    latency: window.pressure(now, args.slo),
+                };
+                for (name, v) in s.parts() {
+                    let l = Metrics::labels(&[("signal", name)]);
+                    self.metrics.signal.get_or_create(&l).set(v);
+                }
+                smoothed = signal::smooth(smoothed, s.load(), now - last, SMOOTHING);
+                last = now;
+                self.set_load(smoothed);
+            }
+        })
+    }
+}
+
+/// One adaptive query's allowance: the controller's grant, or its maximum for a key in
+/// a priority class.
+#[derive(Debug)]
+struct QueryAllowance {
+    controller: Arc<Controller>,
+    priority: bool,
+}
+
+impl Allowance for QueryAllowance {
+    fn grant(&self, ask: &GrantAsk<'_>) -> Grant {
+        if self.priority {
+            return Grant {
+                generations: ask.max,
+                reason: GrantReason::Priority,
+            };
+        }
+        self.controller.grant(ask)
+    }
+}
+
+/// The controller's metric families (docs/load-adaptive.md, "Metrics").
+#[derive(Debug, Clone)]
+struct ControlMetrics {
+    requested: Histogram,
+    granted: Family<Labels, Histogram, fn() -> Histogram>,
+    decisions: Family<Labels, Counter>,
+    load: Gauge<f64, AtomicU64>,
+    price: Gauge<f64, AtomicU64>,
+    signal: Family<Labels, Gauge<f64, AtomicU64>>,
+}
+
+fn generations_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 13))
+}
+
+impl ControlMetrics {
+    fn register(metrics: &Metrics) -> Self {
+        let m = Self {
+            requested: generations_histogram(),
+            granted: Family::new_with_constructor(generations_histogram as fn() -> Histogram),
+            decisions: Family::default(),
+            load: Gauge::default(),
+            price: Gauge::default(),
+            signal: Family::default(),
+        };
+        metrics.register(
+            "budget_requested_generations",
+            "orchestrator: budget.max_generations of finished queries",
+            m.requested.clone(),
+        );
+        metrics.register(
+            "budget_granted_generations",
+            "orchestrator: generations granted to finished queries, by reason (fixed, priority, idle, load, floor)",
+            m.granted.clone(),
+        );
+        metrics.register(
+            "budget_grants",
+            "orchestrator: finished queries by the reason of their grant",
+            m.decisions.clone(),
+        );
+        metrics.register(
+            "budget_load",
+            "orchestrator: the smoothed load the budget controller prices generations from (1 = at capacity)",
+            m.load.clone(),
+        );
+        metrics.register(
+            "budget_price",
+            "orchestrator: the price of a generation in accuracy (0 idle; -1 at the top of the load range: every grant at its floor)",
+            m.price.clone(),
+        );
+        metrics.register(
+            "budget_load_signal",
+            "orchestrator: the budget controller's load signals before smoothing (admission, queries, backlog, latency)",
+            m.signal.clone(),
+        );
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped_policy() -> Policy {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/arith-policy.json");
+        Policy::from_file(&path).expect("the shipped policy reads")
+    }
+
+    fn ask(bin: Option<usize>) -> GrantAsk<'static> {
+        GrantAsk {
+            max: 64,
+            floor: 1,
+            bin,
+            model: "",
+        }
+    }
+
+    #[test]
+    fn under_one_load_the_bins_are_granted_in_the_order_of_their_curves() {
+        let policy = shipped_policy();
+        assert_eq!(
+            policy.schema, 2,
+            "the shipped policy carries accuracy curves"
+        );
+        let (c, _finished) =
+            Controller::new(&ControlArgs::default(), &policy, &Metrics::new()).unwrap();
+        // Idle: every bin the maximum.
+        c.set_load(0.3);
+        for bin in (0..BINS).map(Some).chain([None]) {
+            assert_eq!(
+                c.grant(&ask(bin)),
+                Grant {
+                    generations: 64,
+                    reason: GrantReason::Idle
+                }
+            );
+        }
+        // At load 1 (a price of about 8e-4 accuracy per generation): the easiest bin,
+        // already right with one sample, gets the floor; bin 4, whose curve climbs from
+        // 5% to 62% by 64, keeps the most. Each grant is the curve's own optimum.
+        c.set_load(1.0);
+        let price = c.price();
+        assert!((price - 1e-4 * 500f64.powf(1.0 / 3.0)).abs() < 1e-12);
+        let grants: Vec<u32> = (0..BINS)
+            .map(|b| c.grant(&ask(Some(b))).generations)
+            .collect();
+        assert_eq!(grants[0], 1, "{grants:?}");
+        assert_eq!(grants[3], 64, "{grants:?}");
+        assert!(
+            grants[3] >= grants[4] && grants[4] > grants[0],
+            "{grants:?}"
+        );
+        for (b, &g) in grants.iter().enumerate() {
+            let curve = c.curves.get(Some(b));
+            let value = |n: u32| {
+                curve
+                    .iter()
+                    .rev()
+                    .find(|(x, _)| *x <= n)
+                    .map_or(0.0, |p| p.1)
+                    - price * n as f64
+            };
+            assert!(
+                curve.iter().all(|&(n, _)| value(n) <= value(g) + 1e-12),
+                "bin {b}: {g} is not the curve's optimum"
+            );
+        }
+        // At the top of the load range: every grant at its floor.
+        c.set_load(2.0);
+        for bin in 0..BINS {
+            assert_eq!(
+                c.grant(&ask(Some(bin))),
+                Grant {
+                    generations: 1,
+                    reason: GrantReason::Floor
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn fixed_mode_has_no_allowance_and_priority_keys_keep_their_maximum() {
+        let args = ControlArgs {
+            priority_keys: vec!["gold".into()],
+            ..ControlArgs::default()
+        };
+        let (c, _finished) = Controller::new(&args, &Policy::default(), &Metrics::new()).unwrap();
+        assert!(c.allowance(BudgetMode::Fixed, Some("gold")).is_none());
+        c.set_load(1.9);
+        let gold = c.allowance(BudgetMode::Adaptive, Some("gold")).unwrap();
+        assert_eq!(
+            gold.grant(&ask(Some(4))),
+            Grant {
+                generations: 64,
+                reason: GrantReason::Priority
+            }
+        );
+        let other = c.allowance(BudgetMode::Adaptive, Some("other")).unwrap();
+        assert!(other.grant(&ask(Some(4))).generations < 64);
+        // A policy without curves grants from the generic one.
+        assert_eq!(c.curves.get(None), law::fallback_curve().as_slice());
+    }
+
+    #[test]
+    fn bad_control_flags_say_which_to_fix() {
+        let bad = |a: ControlArgs| {
+            Controller::new(&a, &Policy::default(), &Metrics::new())
+                .unwrap_err()
+                .to_string()
+        };
+        let d = ControlArgs::default;
+        assert!(bad(ControlArgs {
+            load_high: 0.1,
+            ..d()
+        })
+        .contains("--load-low"));
+        assert!(bad(ControlArgs { slo: -1.0, ..d() }).contains("--slo"));
+        assert!(bad(ControlArgs {
+            backlog_target: 0.0,
+            ..d()
+        })
+        .contains("--backlog-target"));
+        assert!(bad(ControlArgs {
+            switch_budget: 0,
+            ..d()
+        })
+        .contains("--switch-budget"));
+    }
+}
