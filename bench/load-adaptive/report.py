@@ -4,7 +4,9 @@
     bench/load-adaptive/report.py [OUT] [--slo 10] [--resamples 10000]
 
 Per mode and offered load: accuracy goodput (answers that are correct and within the SLO,
-per second of the arrival window), accuracy (failures count as wrong), p50 and p99
+per second of the arrival window: from the first to the last scheduled send, the same
+for every mode at a load, so a mode's last slow answer does not stretch its own window
+as it does ponder-load's `goodput`), accuracy (failures count as wrong), p50 and p99
 latency of the answered queries, refusals (RESOURCE_EXHAUSTED) and the mean budget
 granted. Every mode got the same seeded question sequence at a given load, so the
 comparisons are paired: 95% bootstrap intervals over the questions (seeded), both modes
@@ -74,7 +76,9 @@ def main():
             if not (out / f"{mode}-x{m}.jsonl").exists():
                 continue
             recs, info = read(out, mode, m)
-            window = info["window_s"] or 1.0
+            window = max(r["intended_s"] for r in recs.values()) - min(
+                r["intended_s"] for r in recs.values()
+            ) or 1.0
             ok = [r for r in recs.values() if r["code"] == "OK"]
             lat = [r["latency_s"] for r in ok if r.get("latency_s") is not None]
             granted = [r["budget_granted"] for r in ok if r.get("budget_granted")]

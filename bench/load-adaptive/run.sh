@@ -8,7 +8,7 @@
 #
 # KNEE is fixed budget 16's knee in queries/s (`ponder-load sweep`). Offered loads are
 # 0.25, 0.5, 1, 2, 3 and 4 x KNEE; the points at 1, 2 and 3 x send MAIN_REQUESTS queries
-# (default 300), the others a third as many. Modes: fixed 1, 2, 4, 8, 16; the switch
+# (default 300), the others (indicative) fewer: max(16, min(MAIN/2, MAIN x load/3)). Modes: fixed 1, 2, 4, 8, 16; the switch
 # (16 below load 1, 4 at or above); adaptive (the price law, maximum 16). SLO 10 s, given
 # to the server's controller too (--slo 10) in the modes that adapt; CONTROL adds flags
 # (e.g. CONTROL="--queries-per-node 3").
@@ -40,7 +40,7 @@ for mode in $modes; do
     done
     for m in $multipliers; do
         rate=$(python3 -c "print(round($knee * $m, 4))")
-        n=$(python3 -c "print($main if $m in (1, 2, 3) else max(30, $main // 3))")
+        n=$(python3 -c "print($main if $m in (1, 2, 3) else max(16, min($main // 2, int($main * $m / 3))))")
         echo "== $mode at ${m}x ($rate/s, $n queries) $(date +%T)"
         "$load" run --addr "127.0.0.1:$port" --rate "$rate" --requests "$n" --seed 7 \
             --mix "$mix" --slo 10s --grace 60s --quiet \

@@ -19,7 +19,7 @@ const QUESTIONS: [&str; 6] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budgets_shrink_under_a_burst_and_grow_back_after_it() {
-    // The default control: one query alone is at load 0.5 (two per generator node are
+    // The default control: one query alone is at load 0.25 (four per generator node are
     // load 1), so it gets its maximum; a burst of 25 is far past the top of the range.
     let cfg = common::embedded_config(1);
     assert_eq!(cfg.control.budget_mode, ponder_search::BudgetMode::Adaptive);

@@ -85,7 +85,7 @@ pub enum LawKind {
 }
 
 pub const DEFAULT_BACKLOG_TARGET: f64 = 8.0;
-pub const DEFAULT_QUERIES_PER_NODE: f64 = 2.0;
+pub const DEFAULT_QUERIES_PER_NODE: f64 = 4.0;
 
 impl Default for ControlArgs {
     fn default() -> Self {
