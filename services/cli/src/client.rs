@@ -70,15 +70,6 @@ pub fn request(
     }
 }
 
-/// The wire value of a budget mode (None: the server's default).
-pub fn budget_mode(mode: Option<ponder_search::BudgetMode>) -> pb::BudgetMode {
-    match mode {
-        None => pb::BudgetMode::Unspecified,
-        Some(ponder_search::BudgetMode::Fixed) => pb::BudgetMode::Fixed,
-        Some(ponder_search::BudgetMode::Adaptive) => pb::BudgetMode::Adaptive,
-    }
-}
-
 pub fn usage_line(u: &pb::Usage) -> String {
     format!(
         "{} generations, {} generator + {} verifier tokens, {:.2e} FLOPs ({:.2e} generator + {:.2e} verifier)",

@@ -347,7 +347,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     b.max_flops = max_flops;
                     b.min_generations = min_generations;
                 }
-                req.budget_mode = client::budget_mode(budget_mode).into();
+                req.budget_mode = ponder_cluster::wire::budget_mode_to_pb(budget_mode).into();
                 req.model_id = model.unwrap_or_default();
                 // Checked by the server, which says what to fix (exit 3).
                 req.temperature = temperature.unwrap_or(0.0);

@@ -7,9 +7,28 @@
 
 use ponder_proto::v1 as pb;
 use ponder_search::{
-    Candidate, Finish, GenOutput, GenRequest, Result, Sample, ScoreOutput, ScoreRequest,
-    SearchError,
+    BudgetMode, Candidate, Finish, GenOutput, GenRequest, Result, Sample, ScoreOutput,
+    ScoreRequest, SearchError,
 };
+
+/// A budget mode as the wire enum (None: unspecified, the server's default).
+pub fn budget_mode_to_pb(mode: Option<BudgetMode>) -> pb::BudgetMode {
+    match mode {
+        None => pb::BudgetMode::Unspecified,
+        Some(BudgetMode::Fixed) => pb::BudgetMode::Fixed,
+        Some(BudgetMode::Adaptive) => pb::BudgetMode::Adaptive,
+    }
+}
+
+/// The wire enum as a budget mode; None for unspecified and for values this build does
+/// not know (a newer peer's), which take the default.
+pub fn budget_mode_from_pb(mode: i32) -> Option<BudgetMode> {
+    match pb::BudgetMode::try_from(mode).ok()? {
+        pb::BudgetMode::Unspecified => None,
+        pb::BudgetMode::Fixed => Some(BudgetMode::Fixed),
+        pb::BudgetMode::Adaptive => Some(BudgetMode::Adaptive),
+    }
+}
 
 /// `Finish` as the wire enum.
 pub fn finish_to_pb(f: Finish) -> pb::FinishReason {

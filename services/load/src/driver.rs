@@ -22,7 +22,6 @@ use crate::progress::Counters;
 use crate::record::{Record, UNFINISHED};
 use crate::target::{code_name, Outcome, Target};
 use crate::workload::{is_correct, Job, Workload};
-use ponder_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -368,12 +367,9 @@ async fn send(shared: Arc<Shared>, job: Job, intended: Instant, warmup: bool) ->
                 r.budget_granted = Some(resp.budget_granted);
                 r.budget_reason = Some(resp.budget_reason);
                 r.budget_mode = Some(
-                    match pb::BudgetMode::try_from(resp.budget_mode) {
-                        Ok(pb::BudgetMode::Fixed) => "fixed",
-                        Ok(pb::BudgetMode::Adaptive) => "adaptive",
-                        _ => "unknown",
-                    }
-                    .into(),
+                    ponder_cluster::wire::budget_mode_from_pb(resp.budget_mode)
+                        .map_or("unknown", |m| m.name())
+                        .into(),
                 );
             }
             if let Some(u) = resp.usage {

@@ -61,11 +61,11 @@ impl MixEntry {
 
     /// The request's `budget_mode` (unspecified: the server's default).
     pub fn budget_mode_message(&self) -> pb::BudgetMode {
-        match self.budget_mode.as_deref() {
-            Some("fixed") => pb::BudgetMode::Fixed,
-            Some("adaptive") => pb::BudgetMode::Adaptive,
-            _ => pb::BudgetMode::Unspecified,
-        }
+        ponder_cluster::wire::budget_mode_to_pb(
+            self.budget_mode
+                .as_deref()
+                .and_then(|m| ponder_search::BudgetMode::parse(m).ok()),
+        )
     }
 
     pub fn strategy_message(&self) -> Option<pb::Strategy> {
@@ -157,7 +157,7 @@ fn parse_entry(entry: &str) -> anyhow::Result<MixEntry> {
     let (mut min_generations, mut budget_mode) = (0u32, None);
     for m in parts.map(str::trim) {
         match m {
-            "fixed" | "adaptive" => budget_mode = Some(m.to_string()),
+            _ if ponder_search::BudgetMode::parse(m).is_ok() => budget_mode = Some(m.to_string()),
             _ => {
                 min_generations = m
                     .strip_prefix("min")

@@ -166,14 +166,8 @@ fn request_body(req: &pb::SolveRequest, stream: bool) -> Result<Value, Status> {
             ponder.insert("min_budget".into(), json!(b.min_generations));
         }
     }
-    match pb::BudgetMode::try_from(req.budget_mode) {
-        Ok(pb::BudgetMode::Fixed) => {
-            ponder.insert("budget_mode".into(), json!("fixed"));
-        }
-        Ok(pb::BudgetMode::Adaptive) => {
-            ponder.insert("budget_mode".into(), json!("adaptive"));
-        }
-        _ => {}
+    if let Some(mode) = ponder_cluster::wire::budget_mode_from_pb(req.budget_mode) {
+        ponder.insert("budget_mode".into(), json!(mode.name()));
     }
     match req.strategy.as_ref().and_then(|s| s.kind.as_ref()) {
         None => {}
@@ -229,11 +223,11 @@ fn answer(v: &Value) -> Result<pb::SolveResponse, Status> {
         model_id: p["model_id"].as_str().unwrap_or_default().into(),
         budget_granted: num(&p["budget_granted"]) as u32,
         budget_reason: p["budget_reason"].as_str().unwrap_or_default().into(),
-        budget_mode: match p["budget_mode"].as_str() {
-            Some("fixed") => pb::BudgetMode::Fixed,
-            Some("adaptive") => pb::BudgetMode::Adaptive,
-            _ => pb::BudgetMode::Unspecified,
-        }
+        budget_mode: ponder_cluster::wire::budget_mode_to_pb(
+            p["budget_mode"]
+                .as_str()
+                .and_then(|m| ponder_search::BudgetMode::parse(m).ok()),
+        )
         .into(),
         difficulty_bin: num(&p["difficulty_bin"]) as u32,
         elapsed_seconds: p["elapsed_seconds"].as_f64().unwrap_or(0.0),

@@ -134,7 +134,6 @@ impl Admission {
         })
     }
 
-    /// Clients with a query in progress (for tests and metrics).
     /// The share of the query slots in use, 0..=1 (a load signal of the budget
     /// controller).
     pub fn occupancy(&self) -> f64 {
@@ -146,6 +145,7 @@ impl Admission {
         self.limit.saturating_sub(self.slots.available_permits())
     }
 
+    /// Clients with a query in progress (for tests and metrics).
     pub fn active_clients(&self) -> usize {
         self.clients.len()
     }

@@ -53,11 +53,7 @@ pub fn solve_response(r: &pb::SolveResponse) -> Value {
 
 /// `fixed` or `adaptive` (empty for an unset or unknown value).
 pub fn budget_mode_name(mode: i32) -> &'static str {
-    match pb::BudgetMode::try_from(mode) {
-        Ok(pb::BudgetMode::Fixed) => "fixed",
-        Ok(pb::BudgetMode::Adaptive) => "adaptive",
-        _ => "",
-    }
+    ponder_cluster::wire::budget_mode_from_pb(mode).map_or("", |m| m.name())
 }
 
 /// A progress event of a streamed solve (the final one is printed as its response).

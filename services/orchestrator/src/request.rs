@@ -7,13 +7,14 @@
 //! a message naming the field and what to send instead; nothing here can panic on
 //! any input.
 
+use ponder_cluster::wire;
 use ponder_proto::v1 as pb;
 use ponder_search::strategy::{
     DEFAULT_BEAM_WIDTH, DEFAULT_LOOKAHEAD, DEFAULT_MAX_ROUNDS, DEFAULT_REBASE_TEMPERATURE,
     DEFAULT_STOP_SHARE, DEFAULT_WAVE,
 };
 use ponder_search::{
-    Aggregation, Budget, BudgetMode, Outcome, Progress, Rule, SolveParams, StrategyKind, Usage,
+    Aggregation, Budget, Outcome, Progress, Rule, SolveParams, StrategyKind, Usage,
 };
 use std::time::{Duration, Instant};
 use tonic::metadata::MetadataMap;
@@ -103,23 +104,6 @@ pub fn deadline(metadata: &MetadataMap) -> Option<Instant> {
     Instant::now().checked_add(d)
 }
 
-/// The budget mode a request asks for; None: the server's default. An unknown enum
-/// value (a newer client) also takes the default.
-pub fn budget_mode(req: &pb::SolveRequest) -> Option<BudgetMode> {
-    match pb::BudgetMode::try_from(req.budget_mode).ok()? {
-        pb::BudgetMode::Unspecified => None,
-        pb::BudgetMode::Fixed => Some(BudgetMode::Fixed),
-        pb::BudgetMode::Adaptive => Some(BudgetMode::Adaptive),
-    }
-}
-
-fn budget_mode_to_pb(mode: BudgetMode) -> pb::BudgetMode {
-    match mode {
-        BudgetMode::Fixed => pb::BudgetMode::Fixed,
-        BudgetMode::Adaptive => pb::BudgetMode::Adaptive,
-    }
-}
-
 /// The longest `SolveRequest.model_id` accepted (it is echoed in error messages).
 pub const MAX_MODEL_ID_BYTES: usize = 256;
 
@@ -191,7 +175,7 @@ pub fn response(a: Answer, request_id: &str) -> pb::SolveResponse {
     pb::SolveResponse {
         budget_granted: o.granted,
         budget_reason: o.grant_reason.as_str().into(),
-        budget_mode: budget_mode_to_pb(o.budget_mode).into(),
+        budget_mode: wire::budget_mode_to_pb(Some(o.budget_mode)).into(),
         model_id: a.model.model_id,
         routing_notes: a.model.notes,
         elapsed_seconds: o.elapsed.as_secs_f64(),

@@ -127,13 +127,9 @@ impl OrchestratorService {
         let mut query = query
             .with_client_calls(admitted.client_calls())
             .with_tenant(ponder_search::solve::hash(&caller.bucket()) | 1);
-        let mode = request::budget_mode(request.get_ref())
+        let mode = ponder_cluster::wire::budget_mode_from_pb(request.get_ref().budget_mode)
             .unwrap_or_else(|| self.shared.controller.default_mode());
-        let key = match &caller {
-            Caller::Key(name) => Some(name.as_str()),
-            Caller::Peer(_) => None,
-        };
-        if let Some(allowance) = self.shared.controller.allowance(mode, key) {
+        if let Some(allowance) = self.shared.controller.allowance(mode, caller.key_name()) {
             query = query.with_allowance(allowance);
         }
         let requested = query.budget().max_generations;
@@ -337,10 +333,7 @@ impl Shared {
             latency_ms = ticket.started.elapsed().as_millis() as u64,
             "query"
         );
-        let client = match &ticket.caller {
-            Caller::Key(name) => name.as_str(),
-            Caller::Peer(_) => "anonymous",
-        };
+        let client = ticket.caller.key_name().unwrap_or("anonymous");
         let l = Metrics::labels(&[("client", client)]);
         let mut with_code = l.clone();
         with_code.push(("code".into(), code_name(code).into()));

@@ -64,14 +64,6 @@ pub enum GrantReason {
 }
 
 impl GrantReason {
-    pub const ALL: [GrantReason; 5] = [
-        Self::Fixed,
-        Self::Priority,
-        Self::Idle,
-        Self::Load,
-        Self::Floor,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Fixed => "fixed",

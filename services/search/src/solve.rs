@@ -342,6 +342,8 @@ pub async fn solve_query_on<G: Generate, S: Score>(
         }
         None => Ok(search.await),
     };
+    // The grant the search ended under (it no longer changes: the search is over).
+    let grant = ctx.grant();
     let (candidates, used, decision) = match finished {
         Ok(Ok(done)) => done,
         // A call that hit the deadline ends the search like the soft deadline does.
@@ -360,8 +362,8 @@ pub async fn solve_query_on<G: Generate, S: Score>(
                     elapsed: started.elapsed(),
                     calls: ctx.call_time(),
                     partial: true,
-                    granted: ctx.grant().generations,
-                    grant_reason: ctx.grant().reason,
+                    granted: grant.generations,
+                    grant_reason: grant.reason,
                     budget_mode: query.budget_mode(),
                 }),
                 _ => Err(SearchError::DeadlineExceeded(format!(
@@ -406,8 +408,8 @@ pub async fn solve_query_on<G: Generate, S: Score>(
         elapsed: started.elapsed(),
         calls: ctx.call_time(),
         partial,
-        granted: ctx.grant().generations,
-        grant_reason: ctx.grant().reason,
+        granted: grant.generations,
+        grant_reason: grant.reason,
         budget_mode: query.budget_mode(),
     })
 }

@@ -111,6 +111,14 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// The API key's name, when the caller gave one.
+    pub fn key_name(&self) -> Option<&str> {
+        match self {
+            Self::Key(name) => Some(name),
+            Self::Peer(_) => None,
+        }
+    }
+
     /// The key of the caller's rate bucket and query count: its API key's name, else
     /// its address. An IPv6 address counts by its /64, the block one host (or one
     /// customer) gets, so that a client cannot take a fresh bucket per address.

@@ -98,7 +98,7 @@ pub fn fallback_curve() -> Vec<(u32, f64)> {
 /// The accuracy `curve` ((generations, accuracy), ascending) gives a budget of `b`: the
 /// point of the largest budget <= `b` (more generations than a point are not assumed to
 /// buy more), or the first point's accuracy below it.
-fn accuracy_at(curve: &[(u32, f64)], b: u32) -> f64 {
+pub(crate) fn accuracy_at(curve: &[(u32, f64)], b: u32) -> f64 {
     curve
         .iter()
         .rev()

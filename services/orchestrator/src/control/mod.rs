@@ -300,14 +300,15 @@ impl Controller {
                 while let Ok(seconds) = finished.try_recv() {
                     window.record(now, seconds);
                 }
+                let snapshot = registry.snapshot();
                 let s = LoadSignal {
                     admission: admission.occupancy(),
                     queries: signal::queries(
-                        &registry,
+                        snapshot.all(),
                         admission.in_progress(),
                         args.queries_per_node,
                     ),
-                    backlog: signal::backlog(&registry, args.backlog_target),
+                    backlog: signal::backlog(snapshot.all(), args.backlog_target),
                     latency: window.pressure(now, args.slo),
                 };
                 for (name, v) in s.parts() {
@@ -457,14 +458,7 @@ mod tests {
         );
         for (b, &g) in grants.iter().enumerate() {
             let curve = c.curves.get(Some(b));
-            let value = |n: u32| {
-                curve
-                    .iter()
-                    .rev()
-                    .find(|(x, _)| *x <= n)
-                    .map_or(0.0, |p| p.1)
-                    - price * n as f64
-            };
+            let value = |n: u32| law::accuracy_at(curve, n) - price * n as f64;
             assert!(
                 curve.iter().all(|&(n, _)| value(n) <= value(g) + 1e-12),
                 "bin {b}: {g} is not the curve's optimum"

@@ -17,8 +17,9 @@
 //! fill the queues this one cannot see in its query count; a slow model misses the
 //! objective with few queries), and any one of them at 1 means more work would wait.
 
-use ponder_cluster::{Registry, Role};
+use ponder_cluster::{Member, Role};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How far back finished queries count towards the latency signal.
@@ -51,14 +52,13 @@ impl LoadSignal {
     }
 }
 
-fn serving(m: &ponder_cluster::Member, role: Role) -> bool {
+fn serving(m: &Member, role: Role) -> bool {
     m.record.role == role && m.info.get().is_some() && !m.is_ejected()
 }
 
 /// Queries in progress over `per_node` per serving generator node (at least one node).
-pub fn queries(registry: &Registry, in_progress: usize, per_node: f64) -> f64 {
-    let nodes = registry
-        .all()
+pub fn queries(members: &[Arc<Member>], in_progress: usize, per_node: f64) -> f64 {
+    let nodes = members
         .iter()
         .filter(|m| serving(m, Role::Generator))
         .count()
@@ -68,8 +68,7 @@ pub fn queries(registry: &Registry, in_progress: usize, per_node: f64) -> f64 {
 
 /// Other orchestrators' requests waiting per node, over `target`, for the busier role
 /// (0 without members).
-pub fn backlog(registry: &Registry, target: f64) -> f64 {
-    let members = registry.all();
+pub fn backlog(members: &[Arc<Member>], target: f64) -> f64 {
     [Role::Generator, Role::Verifier]
         .into_iter()
         .map(|role| {

@@ -225,11 +225,7 @@ fn ponder_options(
     if let Some(m) = field::<String>(o, "budget_mode").map_err(|e| named(e, "budget_mode"))? {
         let mode =
             ponder_search::BudgetMode::parse(&m).map_err(|e| bad("ponder.budget_mode", e))?;
-        request.budget_mode = match mode {
-            ponder_search::BudgetMode::Fixed => pb::BudgetMode::Fixed,
-            ponder_search::BudgetMode::Adaptive => pb::BudgetMode::Adaptive,
-        }
-        .into();
+        request.budget_mode = ponder_cluster::wire::budget_mode_to_pb(Some(mode)).into();
     }
     if let Some(s) = field::<String>(o, "strategy").map_err(|e| named(e, "strategy"))? {
         request.strategy = Some(pb::Strategy {

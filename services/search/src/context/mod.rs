@@ -321,7 +321,10 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
     /// case (what the ledger would reserve for them).
     pub fn check_floor(&self) -> Result<()> {
         let budget = self.query.budget();
-        let (Some(max_flops), floor) = (budget.max_flops, budget.min_generations) else {
+        let floor = budget.min_generations;
+        // A floor of 1 asks nothing every query does not need (a budget too small for
+        // one sample is refused where the search spends it).
+        let Some(max_flops) = budget.max_flops.filter(|_| floor > 1) else {
             return Ok(());
         };
         let prompt = self.format.prompt(self.question());
@@ -329,7 +332,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
         let need = self
             .sample_reservation(&prompt, floor, t, self.verifier)
             .flops;
-        if floor > 1 && need > max_flops {
+        if need > max_flops {
             return Err(SearchError::invalid(format!(
                 "budget.min_generations ({floor}) costs up to {need:.3e} FLOPs, above budget.max_flops ({max_flops:.3e}): lower the floor or raise max_flops"
             )));
