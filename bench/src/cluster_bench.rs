@@ -69,6 +69,7 @@ fn main() -> anyhow::Result<()> {
             metrics_addr: None,
             gateway_addr: None,
             control: Default::default(),
+            record_calls: None,
         })
         .await?;
         let mut client = ponder_cli::client::connect(&cluster.addr().to_string()).await?;

@@ -18,6 +18,7 @@ mod members;
 mod metrics;
 mod models;
 mod partition;
+mod recorded;
 mod rotation;
 mod security;
 mod traces;

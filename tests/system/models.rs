@@ -29,6 +29,7 @@ async fn two_models_with(policy: Option<std::path::PathBuf>) -> EmbeddedCluster 
         metrics_addr: None,
         gateway_addr: None,
         control: Default::default(),
+        record_calls: None,
     })
     .await
     .expect("the two-model cluster starts")

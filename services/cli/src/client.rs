@@ -260,7 +260,11 @@ pub fn status<'a>(
                 } else {
                     &m.address
                 },
-                m.model_id,
+                if m.engine == "recorded" {
+                    format!("{} (recorded)", m.model_id)
+                } else {
+                    m.model_id.clone()
+                },
                 m.health,
                 m.in_flight,
                 m.requests,

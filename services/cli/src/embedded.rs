@@ -31,6 +31,18 @@ pub struct EmbeddedConfig {
     pub gateway_addr: Option<SocketAddr>,
     /// The orchestrator's budget control (docs/load-adaptive.md).
     pub control: ponder_orchestrator::control::ControlArgs,
+    /// Every node records its answers under this directory, one subdirectory per role
+    /// and model (`generator-<model dir>`, `verifier-<model dir>`): the recordings a
+    /// recorded node serves (docs/scaling.md).
+    pub record_calls: Option<PathBuf>,
+}
+
+/// Where a node of `role` serving the model at `model` records, under `dir`.
+pub fn recording_dir(dir: &std::path::Path, role: &str, model: &std::path::Path) -> PathBuf {
+    let name = model
+        .file_name()
+        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+    dir.join(format!("{role}-{name}"))
 }
 
 pub struct EmbeddedCluster {
@@ -57,11 +69,18 @@ impl EmbeddedCluster {
             };
             let mut generators = Vec::new();
             let models = std::iter::once(&cfg.generator_model).chain(&cfg.other_generator_models);
+            let model_args = |role: &str, model: &PathBuf| ModelArgs {
+                record_calls: cfg
+                    .record_calls
+                    .as_ref()
+                    .map(|dir| recording_dir(dir, role, model)),
+                ..ModelArgs::new(model.clone())
+            };
             for model in models {
                 for _ in 0..cfg.generators {
                     let args = ponder_generator::GeneratorArgs {
                         node: worker_args(),
-                        model: ModelArgs::new(model.clone()),
+                        model: model_args("generator", model),
                     };
                     generators.push(ponder_generator::start(args, metrics.clone()).await?);
                 }
@@ -73,7 +92,7 @@ impl EmbeddedCluster {
                     ponder_verifier::start(
                         ponder_verifier::VerifierArgs {
                             node: worker_args(),
-                            model: ModelArgs::new(m.clone()),
+                            model: model_args("verifier", m),
                         },
                         metrics.clone(),
                     )

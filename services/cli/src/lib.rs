@@ -4,6 +4,7 @@ pub mod client;
 pub mod embedded;
 pub mod eval;
 pub mod exit;
+pub mod fit_latency;
 /// `--json` output: the response messages with the proto's field names (shared with the
 /// gateway's `ponder` field).
 pub use ponder_orchestrator::json;

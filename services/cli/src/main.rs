@@ -58,6 +58,10 @@ enum Command {
         /// Load-adaptive budgets (docs/load-adaptive.md).
         #[command(flatten)]
         control: ponder_orchestrator::control::ControlArgs,
+        /// Record every answer the nodes give under DIR (one directory per role and
+        /// model), for recorded nodes to serve (docs/scaling.md).
+        #[arg(long, env = "PONDER_RECORD_CALLS")]
+        record_calls: Option<PathBuf>,
         /// Answer the sample questions, print the results, and exit.
         #[arg(long)]
         demo: bool,
@@ -139,6 +143,19 @@ enum Command {
     Models {
         #[arg(long, env = "PONDER_MODELS")]
         models: Option<PathBuf>,
+    },
+    /// Measure the real engine on each bundled model, one call at a time, and fit the
+    /// recorded backend's latency model (writes <out>/<role>-<model dir>/latency.json,
+    /// beside the recordings of `ponder up --record-calls <out>`); prints each fit's
+    /// error, and its error on calls run together (docs/scaling.md).
+    FitLatency {
+        #[arg(long, env = "PONDER_MODELS")]
+        models: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Calls measured per sample (or candidate) count.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
     },
     /// Evaluate strategies on a held-out question set at several budgets, in-process
     /// on the bundled models; with --fit also fit the compute-optimal policy
@@ -274,6 +291,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 gateway_addr,
                 no_gateway,
                 control,
+                record_calls,
                 demo,
                 demo_budget,
                 log_format,
@@ -303,6 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     metrics_addr,
                     gateway_addr: (!no_gateway).then_some(gateway_addr),
                     control,
+                    record_calls,
                 };
                 let cluster = EmbeddedCluster::start(cfg).await?;
                 println!("orchestrator listening on {}", cluster.addr());
@@ -369,6 +388,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 connect,
             } => client::status(&addr, &connect, output(json)).await,
             Command::Models { models } => models::print(models.as_deref()),
+            Command::FitLatency {
+                models,
+                out,
+                repeats,
+            } => {
+                if repeats == 0 {
+                    return Err(ponder_cli::exit::usage("--repeats must be at least 1"));
+                }
+                ponder_cli::fit_latency::run(ponder_cli::fit_latency::FitLatency {
+                    models,
+                    out,
+                    repeats,
+                })
+                .await
+            }
             Command::Eval {
                 models,
                 per_level,

@@ -17,6 +17,9 @@ use crate::member::{MemberRecord, Role};
 use ponder_proto::v1::ModelInfoResponse;
 use std::collections::{BTreeSet, HashMap};
 
+/// ModelInfo.engine of a node replaying a recording.
+pub const RECORDED_ENGINE: &str = "recorded";
+
 /// Shortest context a member may report, in tokens (the bundled models have 2,048).
 pub const MIN_CONTEXT_TOKENS: u32 = 256;
 /// Longest context a member may report.
@@ -34,6 +37,9 @@ pub struct Expectations {
     /// The model ids each role's members may serve (absent: any). Several for one
     /// role: a cluster serving a ladder of generator models.
     pub models: HashMap<Role, BTreeSet<String>>,
+    /// Members on the recorded backend (ModelInfo.engine "recorded") may serve: only
+    /// for scale measurements (--allow-recorded, docs/scaling.md).
+    pub allow_recorded: bool,
 }
 
 impl Expectations {
@@ -61,7 +67,10 @@ impl Expectations {
             );
             models.entry(role).or_default().insert(id.to_string());
         }
-        Ok(Self { models })
+        Ok(Self {
+            models,
+            allow_recorded: false,
+        })
     }
 }
 
@@ -95,6 +104,15 @@ pub fn check(
                 ),
             );
         }
+    }
+    if info.engine == RECORDED_ENGINE && !expect.allow_recorded {
+        return refuse(
+            "recorded",
+            "serves answers from a recording (engine \"recorded\"), not a model; start the \
+             orchestrator with --allow-recorded to accept such members (scale measurements \
+             only, docs/scaling.md)"
+                .into(),
+        );
     }
     if !record.model_id.is_empty() && record.model_id != info.model_id {
         return refuse(
@@ -217,6 +235,35 @@ mod tests {
         }
         let r = check(&record(Role::Verifier), &honest(), &none).unwrap_err();
         assert_eq!(r.reason, "role");
+    }
+
+    #[test]
+    fn a_recorded_member_is_refused_unless_allowed() {
+        let recorded = ModelInfoResponse {
+            engine: RECORDED_ENGINE.into(),
+            ..honest()
+        };
+        let r = check(
+            &record(Role::Generator),
+            &recorded,
+            &Expectations::default(),
+        )
+        .unwrap_err();
+        assert_eq!(r.reason, "recorded");
+        assert!(r.message.contains("--allow-recorded"), "{}", r.message);
+        let allowed = Expectations {
+            allow_recorded: true,
+            ..Expectations::default()
+        };
+        assert_eq!(check(&record(Role::Generator), &recorded, &allowed), Ok(()));
+        let candle = ModelInfoResponse {
+            engine: "candle".into(),
+            ..honest()
+        };
+        assert_eq!(
+            check(&record(Role::Generator), &candle, &Expectations::default()),
+            Ok(())
+        );
     }
 
     #[test]

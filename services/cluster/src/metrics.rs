@@ -42,6 +42,9 @@ pub struct Metrics {
     /// Seconds from the start of loading a node's model to serving it, warm-up included.
     pub model_load_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
     pub worker_threads: Family<Labels, Gauge>,
+    /// A worker node's engine: 1, labelled `engine` (`candle`, or `recorded` for a node
+    /// replaying a recording, docs/scaling.md).
+    pub worker_engine: Family<Labels, Gauge>,
     pub resident_memory_bytes: Gauge,
     /// Refusals by what was refused (a member, a request) and why.
     pub refusals: Family<Labels, Counter>,
@@ -107,6 +110,12 @@ impl Metrics {
         );
         let model_load_seconds = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         let worker_threads = Family::<Labels, Gauge>::default();
+        let worker_engine = Family::<Labels, Gauge>::default();
+        r.register(
+            "worker_engine",
+            "worker node: 1, labelled with what answers its calls (candle: the model; recorded: a recording served at a fitted latency, scale measurements only)",
+            worker_engine.clone(),
+        );
         let resident_memory_bytes = Gauge::default();
         let refusals = Family::<Labels, Counter>::default();
         let client_queries = Family::<Labels, Counter>::default();
@@ -261,6 +270,7 @@ impl Metrics {
             query_tokens,
             model_load_seconds,
             worker_threads,
+            worker_engine,
             resident_memory_bytes,
             refusals,
             client_queries,

@@ -12,7 +12,6 @@ use ponder_cluster::{wire, Role};
 use ponder_proto::v1 as pb;
 use ponder_proto::v1::generator_server::{Generator, GeneratorServer};
 use ponder_search::Generate;
-use ponder_worker::local::LocalGenerator;
 use ponder_worker::node::{ModelArgs, ModelNode, WorkerCell};
 use ponder_worker::rpc;
 use tonic::{Request, Response, Status};
@@ -49,10 +48,9 @@ impl Generator for GeneratorService {
             "Generate",
             request,
             |msg, meta| async move {
-                let generator = LocalGenerator::new(self.worker.get()?.clone());
                 let mut req = wire::gen_request_from_pb(msg, meta.request_id)?;
                 req.tenant = meta.tenant;
-                let out = generator.generate(req).await?;
+                let out = self.worker.get()?.generate(req).await?;
                 Ok(wire::gen_output_to_pb(out))
             },
         )

@@ -27,6 +27,7 @@ async fn cluster_with_gateway(gateway_addr: Option<std::net::SocketAddr>) -> Emb
         metrics_addr: None,
         gateway_addr,
         control: Default::default(),
+        record_calls: None,
     })
     .await
     .expect("the embedded cluster starts")

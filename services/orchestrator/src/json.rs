@@ -79,6 +79,7 @@ pub fn status(s: &pb::ClusterStatusResponse) -> Value {
             "in_flight": m.in_flight,
             "requests": m.requests,
             "failures": m.failures,
+            "engine": m.engine,
         })).collect::<Vec<_>>(),
         "models": s.models.iter().map(|m| json!({
             "role": m.role,

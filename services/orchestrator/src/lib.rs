@@ -87,6 +87,11 @@ pub struct OrchestratorArgs {
     /// them): a member serving another model is refused (docs/security.md, "Members").
     #[arg(long, env = "PONDER_EXPECT_MODEL", value_delimiter = ',')]
     pub expect_model: Vec<String>,
+    /// Accept members on the recorded backend (answers replayed from a recording at a
+    /// fitted latency, no model): for scale measurements only (docs/scaling.md). Off:
+    /// such members are refused.
+    #[arg(long, env = "PONDER_ALLOW_RECORDED")]
+    pub allow_recorded: bool,
     #[command(flatten)]
     pub access: AccessArgs,
     #[command(flatten)]
@@ -169,6 +174,7 @@ impl OrchestratorArgs {
             max_calls_per_client: 0,
             limits: LimitArgs::default(),
             expect_model: vec![],
+            allow_recorded: false,
             status_addresses: false,
             access: AccessArgs::default(),
             control: Default::default(),
@@ -314,7 +320,14 @@ pub fn start(
             ),
             None => {}
         }
-        let expect = Expectations::parse(&args.expect_model)?;
+        let mut expect = Expectations::parse(&args.expect_model)?;
+        expect.allow_recorded = args.allow_recorded;
+        if args.allow_recorded {
+            tracing::warn!(
+                "--allow-recorded: members replaying recordings are accepted (scale \
+                 measurements only; their latency is modelled, not measured)"
+            );
+        }
         let registry = Registry::with_checks(peers, expect, Some(metrics.clone()));
         if let Some(w) = watched_peers {
             registry.follow_tls(w.value);

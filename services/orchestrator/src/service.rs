@@ -483,6 +483,7 @@ impl Orchestrator for OrchestratorService {
                 in_flight: m.in_flight.load(Relaxed),
                 requests: m.requests.load(Relaxed),
                 failures: m.failures.load(Relaxed),
+                engine: m.info.get().map(|i| i.engine.clone()).unwrap_or_default(),
             })
             .collect();
         let snapshot = self.shared.registry.snapshot();

@@ -11,7 +11,6 @@ use ponder_cluster::{wire, Role};
 use ponder_proto::v1 as pb;
 use ponder_proto::v1::verifier_server::{Verifier, VerifierServer};
 use ponder_search::Score;
-use ponder_worker::local::LocalVerifier;
 use ponder_worker::node::{ModelArgs, ModelNode, WorkerCell};
 use ponder_worker::rpc;
 use tonic::{Request, Response, Status};
@@ -44,10 +43,9 @@ impl Verifier for VerifierService {
             "Score",
             request,
             |msg, meta| async move {
-                let verifier = LocalVerifier::new(self.worker.get()?.clone())?;
                 let mut req = wire::score_request_from_pb(msg, meta.request_id)?;
                 req.tenant = meta.tenant;
-                let out = verifier.score(req).await?;
+                let out = self.worker.get()?.score(req).await?;
                 Ok(wire::score_output_to_pb(out))
             },
         )

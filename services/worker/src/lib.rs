@@ -6,6 +6,8 @@
 //! the engine lives here, once, and is shared by the generator and verifier nodes,
 //! `ponder up` and `ponder eval`:
 //!
+//! - [`backend`]: what a node answers with: the engine, or a recording of it
+//!   ([`recorded`], for scale measurements), and the recorder `--record-calls` adds.
 //! - [`convert`]: the engine's types to the search traits' types (sampling parameters,
 //!   finish reasons, errors): the one place they meet.
 //! - [`local`]: [`ponder_search::Generate`] and [`ponder_search::Score`] in-process,
@@ -17,10 +19,12 @@
 //! - [`rpc`]: what every worker RPC does around its handler (request id, span,
 //!   latency, the one error map) and the ModelInfo answer.
 
+pub mod backend;
 pub mod convert;
 pub mod local;
 pub mod manifest;
 pub mod node;
+pub mod recorded;
 pub mod rpc;
 
 /// The runtime a worker binary serves on: the engine's CPU threads pinned first, then a

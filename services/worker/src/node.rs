@@ -4,7 +4,10 @@
 //! the model loads and warms up on a blocking thread; then the node turns SERVING and
 //! registers. A once-cell hands the loaded worker to the service without a lock.
 
+use crate::backend::{Backend, Engine};
 use crate::manifest::{resolve_model_path, ModelRole};
+use crate::recorded::recorder::Recorder;
+use crate::recorded::{RecordedConfig, RecordedWorker, ENGINE_PREFIX};
 use clap::Args;
 use ponder_cluster::member::{MemberRecord, Role};
 use ponder_cluster::metrics::Metrics;
@@ -24,8 +27,19 @@ pub struct ModelArgs {
     /// A models directory with manifest.json (its default model for this role, or
     /// --model-name, checked against the manifest's sha256), one model directory (HF
     /// layout) or a .gguf file.
+    /// Required with --engine candle.
     #[arg(long, env = "PONDER_MODEL")]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
+    /// What answers calls: `candle` (the model, the default) or `recorded:DIR`, a
+    /// recording of real calls served at a latency fitted to the real engine, with no
+    /// model work: for scale measurements only (docs/scaling.md). Orchestrators refuse
+    /// recorded members unless started with --allow-recorded.
+    #[arg(long, env = "PONDER_ENGINE", default_value = "candle")]
+    pub engine: EngineChoice,
+    /// Append every answer this node gives to DIR (info.json, calls-<instance>.jsonl),
+    /// a recording that `--engine recorded:DIR` serves.
+    #[arg(long, env = "PONDER_RECORD_CALLS")]
+    pub record_calls: Option<PathBuf>,
     /// Which model of the --model directory's manifest to serve (default: the role's
     /// default model).
     #[arg(long, env = "PONDER_MODEL_NAME")]
@@ -62,7 +76,9 @@ pub struct ModelArgs {
 impl ModelArgs {
     pub fn new(model: PathBuf) -> Self {
         Self {
-            model,
+            model: Some(model),
+            engine: EngineChoice::Candle,
+            record_calls: None,
             model_name: None,
             max_queued: 256,
             max_active_sequences: 256,
@@ -75,8 +91,19 @@ impl ModelArgs {
         }
     }
 
-    /// Checks the input caps (a message naming the flag to fix).
+    /// Checks the input caps and the engine's flags (a message naming the flag to fix).
     pub fn check(&self) -> anyhow::Result<()> {
+        match &self.engine {
+            EngineChoice::Candle => anyhow::ensure!(
+                self.model.is_some(),
+                "--model is required (a models directory, a model directory or a .gguf file)"
+            ),
+            EngineChoice::Recorded(_) => anyhow::ensure!(
+                self.record_calls.is_none(),
+                "--record-calls records a real engine's answers; a node with --engine \
+                 recorded:DIR only replays them"
+            ),
+        }
         anyhow::ensure!(
             (1..=ponder_engine::MAX_PROMPT_CHARS).contains(&self.max_prompt_bytes),
             "--max-prompt-bytes must be in 1..={}, got {}",
@@ -91,12 +118,35 @@ impl ModelArgs {
     }
 }
 
+/// The `--engine` flag.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineChoice {
+    Candle,
+    Recorded(PathBuf),
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            crate::backend::CANDLE_ENGINE => Ok(Self::Candle),
+            _ => match s.strip_prefix(ENGINE_PREFIX) {
+                Some(dir) if !dir.is_empty() => Ok(Self::Recorded(PathBuf::from(dir))),
+                _ => Err(format!(
+                    "--engine {s:?}: write candle or recorded:DIR (a recording directory)"
+                )),
+            },
+        }
+    }
+}
+
 /// The worker once loaded; what the gRPC service reads.
 #[derive(Clone, Default)]
-pub struct WorkerCell(Arc<OnceLock<(ModelWorker, String)>>);
+pub struct WorkerCell(Arc<OnceLock<(Backend, String)>>);
 
 impl WorkerCell {
-    pub fn get(&self) -> Result<&ModelWorker, SearchError> {
+    pub fn get(&self) -> Result<&Backend, SearchError> {
         self.0
             .get()
             .map(|(w, _)| w)
@@ -134,52 +184,46 @@ impl ModelNode {
             // Workers accept only cluster peers once a CA is configured (docs/security.md).
             let mut node =
                 Node::start(node_args, service_name, routes, ClientAuth::Required).await?;
-            tracing::info!(addr = %node.addr, model = %model.model.display(), "loading model");
-            let (given, name) = (model.model.clone(), model.model_name.clone());
-            let needs_prm = role == Role::Verifier;
-            let quantize = model.quantize;
             let load_started = std::time::Instant::now();
-            let model_role = match role {
-                Role::Generator => ModelRole::Generator,
-                Role::Verifier => ModelRole::Verifier,
-                Role::Orchestrator => anyhow::bail!("an orchestrator serves no model"),
-            };
-            let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let path = resolve_model_path(&given, model_role, name.as_deref())?;
-                if path != given {
-                    tracing::info!(model = %path.display(), "resolved through the models manifest");
+            let backend = match &model.engine {
+                EngineChoice::Candle => {
+                    let path = model.model.clone().expect("checked: --model is set");
+                    tracing::info!(addr = %node.addr, model = %path.display(), "loading model");
+                    Backend::new(Engine::Candle(load_model(&model, path, role).await?))
                 }
-                let opts = LoadOptions {
-                    quantize,
-                    ..LoadOptions::default()
-                };
-                let loaded = ponder_engine::load(&path, &opts)?;
-                if needs_prm && loaded.prm.is_none() {
-                    anyhow::bail!(
-                        "{} is not a PRM: a verifier needs a prm.json beside the weights",
-                        path.display()
+                EngineChoice::Recorded(dir) => {
+                    let worker = RecordedWorker::open(
+                        dir,
+                        role.as_str(),
+                        RecordedConfig {
+                            max_queued: model.max_queued,
+                            max_active_sequences: model.max_active_sequences,
+                        },
+                    )?;
+                    tracing::warn!(
+                        addr = %node.addr,
+                        recording = %dir.display(),
+                        engine = crate::recorded::ENGINE_NAME,
+                        "RECORDED backend: answers replayed from a recording at a fitted \
+                         latency, no model runs (docs/scaling.md)"
                     );
+                    Backend::new(Engine::Recorded(worker))
                 }
-                loaded.warm_up()?;
-                Ok(loaded)
-            })
-            .await??;
-            let worker = ModelWorker::spawn(
-                loaded,
-                WorkerConfig {
-                    max_queued_requests: model.max_queued,
-                    max_active_sequences: model.max_active_sequences,
-                    max_batch_tokens: model.max_batch_tokens,
-                    threads: model.threads,
-                    max_prompt_bytes: model.max_prompt_bytes,
-                    max_stop_strings: model.max_stop_strings,
-                    max_stop_bytes: model.max_stop_bytes,
-                    ..WorkerConfig::default()
-                },
-            );
-            let info = worker.info().clone();
+            };
+            let instance_id = node.instance_id(role.as_str());
+            let backend = match &model.record_calls {
+                Some(dir) => {
+                    let recorder =
+                        Recorder::create(dir, &instance_id, &backend.recorded_info(role.as_str()))?;
+                    tracing::info!(dir = %dir.display(), "recording every answer (--record-calls)");
+                    backend.recording(recorder)
+                }
+                None => backend,
+            };
+            let info = backend.info().clone();
             let load_seconds = load_started.elapsed().as_secs_f64();
-            let threads = worker.threads();
+            let threads = backend.model_worker().map_or(0, ModelWorker::threads);
+            let engine = backend.engine_name();
             let labels = Metrics::labels(&[("role", role.as_str())]);
             metrics
                 .model_load_seconds
@@ -189,13 +233,19 @@ impl ModelNode {
                 .worker_threads
                 .get_or_create(&labels)
                 .set(threads as i64);
-            let instance_id = node.instance_id(role.as_str());
-            let _ = cell.0.set((worker.clone(), instance_id.clone()));
+            metrics
+                .worker_engine
+                .get_or_create(&Metrics::labels(&[
+                    ("role", role.as_str()),
+                    ("engine", engine),
+                ]))
+                .set(1);
+            let _ = cell.0.set((backend.clone(), instance_id.clone()));
             let health = Health {
                 reporter: node.health(),
                 service_name,
             };
-            let stats = spawn_stats(worker, metrics, role, health);
+            let stats = spawn_stats(backend, metrics, role, health);
             let record = MemberRecord {
                 role,
                 instance_id,
@@ -207,6 +257,7 @@ impl ModelNode {
             tracing::info!(
                 addr = %node.addr,
                 model = %info.id,
+                engine,
                 parameters = info.parameters,
                 load_seconds = format!("{load_seconds:.2}"),
                 resident_mib = ponder_cluster::metrics::resident_bytes().unwrap_or(0) >> 20,
@@ -245,6 +296,52 @@ impl ModelNode {
     }
 }
 
+/// Loads, checks and warms up the model at `path` (resolved through a models
+/// manifest) on a blocking thread, and starts its worker.
+async fn load_model(model: &ModelArgs, given: PathBuf, role: Role) -> anyhow::Result<ModelWorker> {
+    let name = model.model_name.clone();
+    let needs_prm = role == Role::Verifier;
+    let quantize = model.quantize;
+    let model_role = match role {
+        Role::Generator => ModelRole::Generator,
+        Role::Verifier => ModelRole::Verifier,
+        Role::Orchestrator => anyhow::bail!("an orchestrator serves no model"),
+    };
+    let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let path = resolve_model_path(&given, model_role, name.as_deref())?;
+        if path != given {
+            tracing::info!(model = %path.display(), "resolved through the models manifest");
+        }
+        let opts = LoadOptions {
+            quantize,
+            ..LoadOptions::default()
+        };
+        let loaded = ponder_engine::load(&path, &opts)?;
+        if needs_prm && loaded.prm.is_none() {
+            anyhow::bail!(
+                "{} is not a PRM: a verifier needs a prm.json beside the weights",
+                path.display()
+            );
+        }
+        loaded.warm_up()?;
+        Ok(loaded)
+    })
+    .await??;
+    Ok(ModelWorker::spawn(
+        loaded,
+        WorkerConfig {
+            max_queued_requests: model.max_queued,
+            max_active_sequences: model.max_active_sequences,
+            max_batch_tokens: model.max_batch_tokens,
+            threads: model.threads,
+            max_prompt_bytes: model.max_prompt_bytes,
+            max_stop_strings: model.max_stop_strings,
+            max_stop_bytes: model.max_stop_bytes,
+            ..WorkerConfig::default()
+        },
+    ))
+}
+
 /// Where a node reports that its model worker has stopped.
 struct Health {
     reporter: tonic_health::server::HealthReporter,
@@ -254,7 +351,7 @@ struct Health {
 /// Copies the worker's counters into the metrics once a second; if the worker thread
 /// has stopped, turns the node NOT_SERVING (it can answer nothing any more) and ends.
 fn spawn_stats(
-    worker: ModelWorker,
+    worker: Backend,
     metrics: Metrics,
     role: Role,
     health: Health,
@@ -262,6 +359,7 @@ fn spawn_stats(
     tokio::spawn(async move {
         let labels = Metrics::labels(&[("role", role.as_str())]);
         let mut last = [0u64; 6];
+        let mut last_misses = 0;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let Ok(stats) = worker.stats().await else {
@@ -281,6 +379,17 @@ fn spawn_stats(
                 .queue_depth
                 .get_or_create(&labels)
                 .set(worker.queue_depth() as i64);
+            let misses = worker.misses();
+            if misses > last_misses {
+                metrics
+                    .refusals
+                    .get_or_create(&Metrics::labels(&[
+                        ("what", "call"),
+                        ("reason", "not_recorded"),
+                    ]))
+                    .inc_by(misses - last_misses);
+                last_misses = misses;
+            }
             if let Some(rss) = ponder_cluster::metrics::resident_bytes() {
                 metrics.resident_memory_bytes.set(rss as i64);
             }

@@ -95,8 +95,8 @@ fn logged(request_id: &str) -> bool {
 
 /// The ModelInfo answer of a worker node: the wire form of the engine's model facts.
 pub fn model_info(cell: &WorkerCell) -> Result<Response<pb::ModelInfoResponse>, Status> {
-    let worker = cell.get().map_err(to_status)?;
-    let info = worker.info();
+    let backend = cell.get().map_err(to_status)?;
+    let info = backend.info();
     Ok(Response::new(pb::ModelInfoResponse {
         model_id: info.id.clone(),
         architecture: info.architecture.clone(),
@@ -113,7 +113,8 @@ pub fn model_info(cell: &WorkerCell) -> Result<Response<pb::ModelInfoResponse>, 
         max_samples_per_request: if info.prm.is_some() {
             0
         } else {
-            worker.max_samples()
+            backend.max_samples()
         },
+        engine: backend.engine_name().to_string(),
     }))
 }

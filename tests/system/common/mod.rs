@@ -61,6 +61,7 @@ pub fn embedded_config(generators: usize) -> EmbeddedConfig {
         metrics_addr: None,
         gateway_addr: None,
         control: Default::default(),
+        record_calls: None,
     }
 }
 

@@ -60,7 +60,7 @@ pub struct EvalConfig {
 }
 
 /// A bundled model loaded, warmed up and running in a worker of its own.
-fn open_worker(path: &Path) -> anyhow::Result<ModelWorker> {
+pub(crate) fn open_worker(path: &Path) -> anyhow::Result<ModelWorker> {
     let m = ponder_engine::load(path, &LoadOptions::default())?;
     m.warm_up()?;
     Ok(ModelWorker::spawn(m, WorkerConfig::default()))
