@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a Ponder cluster as separate processes on this machine, with a real etcd: one
-# etcd, N generators, M verifiers and one orchestrator, each its own process that
+# etcd, N generators, M verifiers and K orchestrators (default 1), each its own process that
 # registers in (or watches) etcd exactly as on Kubernetes. The step between `ponder up`
 # (one process) and the Helm chart.
 #
@@ -20,7 +20,13 @@ Usage: deploy/local/run-cluster.sh [options]
 
   --generators N         generator processes (default 2)
   --verifiers N          verifier processes (default 1; 0: none)
-  --port PORT            orchestrator gRPC port on 127.0.0.1 (default 50051)
+  --port PORT            orchestrator gRPC port on 127.0.0.1 (default 50051; with
+                         --orchestrators K, ports PORT to PORT+K-1)
+  --orchestrators K      orchestrator processes over the same pools (default 1)
+  --recorded-generator DIR, --recorded-verifier DIR
+                         serve these recordings on the recorded backend instead of the
+                         models (--engine recorded:DIR; the orchestrators get
+                         --allow-recorded): scale measurements only, docs/scaling.md
   --models DIR           models directory; its manifest.json names the default
                          generator and verifier (default: ./models)
   --generator-model P    generator model (default: DIR's default generator)
@@ -45,6 +51,9 @@ repo="$(cd "$(dirname "$0")/../.." && pwd)"
 
 generators=2
 verifiers=1
+orchestrators=1
+recorded_generator=""
+recorded_verifier=""
 port=50051
 models="$repo/models"
 generator_model=""
@@ -64,6 +73,9 @@ while [ $# -gt 0 ]; do
         --generators) need "$@"; generators="$2"; shift 2 ;;
         --verifiers) need "$@"; verifiers="$2"; shift 2 ;;
         --port) need "$@"; port="$2"; shift 2 ;;
+        --orchestrators) need "$@"; orchestrators="$2"; shift 2 ;;
+        --recorded-generator) need "$@"; recorded_generator="$2"; shift 2 ;;
+        --recorded-verifier) need "$@"; recorded_verifier="$2"; shift 2 ;;
         --models) need "$@"; models="$2"; shift 2 ;;
         --generator-model) need "$@"; generator_model="$2"; shift 2 ;;
         --verifier-model) need "$@"; verifier_model="$2"; shift 2 ;;
@@ -86,12 +98,18 @@ models="$(abs "$models")"; bin="$(abs "$bin")"
 [ -z "$generator_model" ] || generator_model="$(abs "$generator_model")"
 [ -z "$verifier_model" ] || verifier_model="$(abs "$verifier_model")"
 [ -z "$work" ] || work="$(abs "$work")"
+[ -z "$recorded_generator" ] || recorded_generator="$(abs "$recorded_generator")"
+[ -z "$recorded_verifier" ] || recorded_verifier="$(abs "$recorded_verifier")"
 case "$etcd_bin" in */*) etcd_bin="$(abs "$etcd_bin")" ;; esac
 
 is_count() { [[ "$1" =~ ^[0-9]+$ ]]; }
 is_count "$generators" && [ "$generators" -ge 1 ] || { echo "--generators must be at least 1" >&2; exit 2; }
 is_count "$verifiers" || { echo "--verifiers must be a number" >&2; exit 2; }
 is_count "$port" || { echo "--port must be a number" >&2; exit 2; }
+is_count "$orchestrators" && [ "$orchestrators" -ge 1 ] || { echo "--orchestrators must be at least 1" >&2; exit 2; }
+if [ -n "$recorded_generator$recorded_verifier" ] && { [ -z "$recorded_generator" ] || { [ "$verifiers" -gt 0 ] && [ -z "$recorded_verifier" ]; }; }; then
+    echo "--recorded-generator and --recorded-verifier go together (a cluster is recorded or not)" >&2; exit 2
+fi
 # A models directory is resolved by each node through its manifest (the role's default
 # model, digests checked); `ponder models` lists it.
 generator_model="${generator_model:-$models}"
@@ -105,9 +123,11 @@ fi
 
 # A port nothing listens on yet, from $1 upwards.
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-if port_in_use "$port"; then
-    echo "127.0.0.1:$port is in use; pick another with --port" >&2; exit 1
-fi
+for ((o = 0; o < orchestrators; o++)); do
+    if port_in_use "$((port + o))"; then
+        echo "127.0.0.1:$((port + o)) is in use; pick another with --port" >&2; exit 1
+    fi
+done
 # free_port: sets $PORT to a port nothing listens on (no subshell: it advances a counter).
 next_port=$((20000 + RANDOM % 20000))
 free_port() {
@@ -217,13 +237,22 @@ node_args() {   # sets $ARGS: a node's listen address, id and, with --metrics, a
 }
 
 # Model nodes on free ports (port 0: the node binds any free port and advertises it).
+if [ -n "$recorded_generator" ]; then
+    generator_source=(--engine "recorded:$recorded_generator")
+    verifier_source=(--engine "recorded:$recorded_verifier")
+    orchestrator_flags=(--allow-recorded)
+else
+    generator_source=(--model "$generator_model")
+    verifier_source=(--model "$verifier_model")
+    orchestrator_flags=()
+fi
 for ((g = 1; g <= generators; g++)); do
     node_args "generator-$g" 127.0.0.1:0
-    start "generator-$g" "$bin" node generator --model "$generator_model" "${ARGS[@]}"
+    start "generator-$g" "$bin" node generator "${generator_source[@]}" "${ARGS[@]}"
 done
 for ((v = 1; v <= verifiers; v++)); do
     node_args "verifier-$v" 127.0.0.1:0
-    start "verifier-$v" "$bin" node verifier --model "$verifier_model" "${ARGS[@]}"
+    start "verifier-$v" "$bin" node verifier "${verifier_source[@]}" "${ARGS[@]}"
 done
 for ((i = 1; i < ${#pids[@]}; i++)); do
     role="${names[i]%-*}"
@@ -231,14 +260,22 @@ for ((i = 1; i < ${#pids[@]}; i++)); do
     echo "${names[i]} $(grep -o -- "$role listening on .*" "$work/logs/${names[i]}.log" | head -n 1) (pid ${pids[i]})"
 done
 
-# The orchestrator turns SERVING (and prints its line) once a generator is registered.
-node_args orchestrator "127.0.0.1:$port"
-start orchestrator "$bin" node orchestrator "${ARGS[@]}"
-orch=$((${#pids[@]} - 1))
-wait_for "$orch" "orchestrator listening on "
+# An orchestrator turns SERVING (and prints its line) once a generator is registered.
+addrs=()
+for ((o = 0; o < orchestrators; o++)); do
+    name=orchestrator
+    [ "$orchestrators" = 1 ] || name="orchestrator-$((o + 1))"
+    node_args "$name" "127.0.0.1:$((port + o))"
+    start "$name" "$bin" node orchestrator "${orchestrator_flags[@]+"${orchestrator_flags[@]}"}" "${ARGS[@]}"
+    addrs+=("127.0.0.1:$((port + o))")
+done
+for ((o = orchestrators; o >= 1; o--)); do
+    wait_for "$((${#pids[@]} - o))" "orchestrator listening on "
+done
+addr_list="$(IFS=,; echo "${addrs[*]}")"
 
 {
-    echo "PONDER_ADDR=127.0.0.1:$port"
+    echo "PONDER_ADDR=$addr_list"
     echo "PONDER_ETCD=$etcd_client"
     echo "PONDER_CLUSTER=$cluster"
     for ((i = 0; i < ${#pids[@]}; i++)); do
@@ -249,7 +286,7 @@ wait_for "$orch" "orchestrator listening on "
 for line in "${metrics_lines[@]+"${metrics_lines[@]}"}"; do echo "metrics: $line"; done
 echo "logs: $work/logs   env: $work/cluster.env"
 echo "ask it:  $bin solve \"(47+38)*3-19\" --addr 127.0.0.1:$port"
-echo "orchestrator listening on 127.0.0.1:$port"
+for a in "${addrs[@]}"; do echo "orchestrator listening on $a"; done
 echo "(Ctrl-C stops the cluster)"
 
 # Serve until Ctrl-C; report processes that die meanwhile.

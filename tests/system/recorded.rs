@@ -13,32 +13,17 @@ use ponder_orchestrator::OrchestratorArgs;
 use ponder_proto::v1 as pb;
 use ponder_proto::v1::generator_client::GeneratorClient;
 use ponder_worker::node::{EngineChoice, ModelArgs};
-use ponder_worker::recorded::latency::{FitError, GenerateCost, LatencyModel, ScoreCost};
+use ponder_worker::recorded::latency::{GenerateCost, LatencyModel, ScoreCost};
 use std::path::Path;
 use std::time::Duration;
 
 fn write_latency(dir: &Path, generate: Option<GenerateCost>, score: Option<ScoreCost>) {
     let info: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("info.json")).unwrap()).unwrap();
-    let model = LatencyModel {
-        model_id: info["model_id"].as_str().unwrap().into(),
-        machine: "test".into(),
-        threads: 1,
-        generate,
-        score,
-        error: FitError {
-            median: 0.0,
-            max: 0.0,
-        },
-        generate_measures: vec![],
-        score_measures: vec![],
-        concurrent: vec![],
-    };
-    std::fs::write(
-        dir.join("latency.json"),
-        serde_json::to_vec(&model).unwrap(),
-    )
-    .unwrap();
+    let model_id = info["model_id"].as_str().unwrap();
+    LatencyModel::from_costs(model_id, generate, score)
+        .save(dir)
+        .unwrap();
 }
 
 fn recorded_args(dir: &Path) -> ModelArgs {

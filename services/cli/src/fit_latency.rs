@@ -13,7 +13,7 @@ use ponder_search::{Candidate, GenRequest, Generate, Sample, Score, ScoreRequest
 use ponder_worker::local::{LocalGenerator, LocalVerifier};
 use ponder_worker::recorded::latency::{
     attended_context, fit_error, fit_generate, fit_score, ConcurrentCheck, FitError,
-    GenerateMeasure, LatencyModel, ScoreMeasure, LATENCY_FILE,
+    GenerateMeasure, LatencyModel, ScoreMeasure,
 };
 use ponder_worker::recorded::sim::{makespan, Work};
 use std::path::{Path, PathBuf};
@@ -97,7 +97,7 @@ fn machine() -> String {
 fn write(root: &Path, role: &str, model: &Path, fit: &LatencyModel) -> anyhow::Result<()> {
     let dir = crate::embedded::recording_dir(root, role, model);
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join(LATENCY_FILE), serde_json::to_vec_pretty(fit)?)?;
+    fit.save(&dir)?;
     let together = together_error(&fit.concurrent);
     println!(
         "| {} ({role}) | {} | {:.1}% | {:.1}% | {:.1}% / {:.1}% |",

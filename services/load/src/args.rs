@@ -41,9 +41,15 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct TargetArgs {
-    /// The orchestrator (host:port or URL); the only address ever dialled.
-    #[arg(long, env = "PONDER_ADDR", default_value = "127.0.0.1:50051")]
-    pub addr: String,
+    /// The orchestrator (host:port or URL), or several comma-separated (gRPC only):
+    /// request i goes to the (i mod K)-th of K. The only addresses ever dialled.
+    #[arg(
+        long,
+        env = "PONDER_ADDR",
+        default_value = "127.0.0.1:50051",
+        value_delimiter = ','
+    )]
+    pub addr: Vec<String>,
     /// Call SolveStream (and measure the time to the first event) instead of Solve.
     #[arg(long)]
     pub stream: bool,
@@ -75,6 +81,11 @@ pub struct WorkloadArgs {
     /// per line; the answer is optional).
     #[arg(long, conflicts_with = "levels")]
     pub questions: Option<PathBuf>,
+    /// Ask only the first N requests of the sequence, cycled (request i is request
+    /// i mod N: the same question, strategy, budget and seed). For a cluster on the
+    /// recorded backend, which answers only what it recorded (docs/scaling.md).
+    #[arg(long)]
+    pub cycle: Option<u64>,
     /// Strategies and budgets, STRATEGY:BUDGET[@FLOPS][=WEIGHT],...; `default` lets the
     /// server choose, e.g. compute_optimal:16=0.7,beam_search:64@2e10=0.3.
     #[arg(long, default_value = "default:16")]
@@ -283,8 +294,10 @@ impl WorkloadArgs {
             self.max_tokens == 0 || self.max_tokens >= 64,
             "--max-tokens must be 0 (no limit) or at least 64"
         );
+        anyhow::ensure!(self.cycle != Some(0), "--cycle must be at least 1");
         Ok(Workload {
             questions,
+            cycle: self.cycle,
             mix: Mix::parse(&self.mix)?,
             seed: self.seed,
             max_tokens: self.max_tokens,
@@ -332,8 +345,8 @@ impl OutputArgs {
 fn info(target: &TargetArgs, w: &Workload, plan: &Plan, out: &OutputArgs) -> RunInfo {
     RunInfo {
         target: match target.protocol {
-            crate::target::Protocol::Grpc => target.addr.clone(),
-            crate::target::Protocol::Openai => format!("{} (HTTP gateway)", target.addr),
+            crate::target::Protocol::Grpc => target.addr.join(","),
+            crate::target::Protocol::Openai => format!("{} (HTTP gateway)", target.addr.join(",")),
         },
         rpc: target.rpc(),
         mode: plan.mode,

@@ -4,7 +4,9 @@
 //! Each step is a full open-loop run (warm-up, measured phase, grace), so a step starts
 //! from a cluster that has drained the previous one. Step `i` draws its arrivals and its
 //! questions with seed `seed + i`: steps ask different questions, so prefix caches warmed
-//! by one step do not flatter the next.
+//! by one step do not flatter the next. Under `--cycle` every step asks the same cycled
+//! requests (the recorded backend holds only those; docs/scaling.md), and only the
+//! arrivals change.
 //!
 //! A step breaks the SLO when the latency at the SLO percentile exceeds it or when more
 //! than `max_failed_share` of its requests fail (a server that sheds load with
@@ -118,7 +120,9 @@ pub async fn run(
         };
         plan.seed = sweep.plan.seed.wrapping_add(i as u64);
         let mut w = workload.clone();
-        w.seed = workload.seed.wrapping_add(i as u64);
+        if w.cycle.is_none() {
+            w.seed = workload.seed.wrapping_add(i as u64);
+        }
         let expected = plan
             .duration
             .map(|d| (rate * d.as_secs_f64()).round() as u64)

@@ -1,7 +1,9 @@
 //! The one orchestrator the driver talks to, and how one request is sent.
 //!
-//! The driver dials exactly the address it is given, over `--connections` HTTP/2
-//! connections (requests are spread over them in turn), and nothing else: it does no
+//! The driver dials exactly the addresses it is given (one orchestrator, or several
+//! that serve the same cluster: request i goes to the (i mod K)-th), over
+//! `--connections` HTTP/2 connections each (requests are spread over them in turn),
+//! and nothing else: it does no
 //! discovery, so it can never put load on a cluster it was not pointed at. TLS and the
 //! API key take the same flags as the `ponder` CLI (`ponder_cluster::connect`). With
 //! `--protocol openai` the same requests go to the HTTP gateway instead
@@ -38,11 +40,12 @@ pub enum Rpc {
 
 #[derive(Clone)]
 pub struct Target {
-    pub addr: String,
+    pub addr: Vec<String>,
     pub rpc: Rpc,
     /// The gRPC deadline of each request.
     pub timeout: Duration,
-    clients: Vec<Client>,
+    /// Per address, its connections.
+    clients: Vec<Vec<Client>>,
     /// Set with `--protocol openai`: requests go through the HTTP gateway.
     http: Option<crate::openai::HttpTarget>,
 }
@@ -55,10 +58,10 @@ pub struct Outcome {
 }
 
 impl Target {
-    /// Opens `connections` connections to `addr` (`host:port` or a URL), with TLS and
-    /// the API key as `access` says.
+    /// Opens `connections` connections to each of `addrs` (`host:port` or a URL), with
+    /// TLS and the API key as `access` says.
     pub async fn connect(
-        addr: &str,
+        addrs: &[String],
         access: &ConnectArgs,
         connections: usize,
         rpc: Rpc,
@@ -70,34 +73,46 @@ impl Target {
             "--connections must be 1..=64"
         );
         anyhow::ensure!(!timeout.is_zero(), "--timeout must be positive");
+        anyhow::ensure!(
+            (1..=256).contains(&addrs.len()),
+            "--addr takes 1 to 256 addresses, got {}",
+            addrs.len()
+        );
         if protocol == Protocol::Openai {
+            let [addr] = addrs else {
+                anyhow::bail!("--protocol openai takes one --addr (the gateway)");
+            };
             let token = access.token.as_ref().map(|t| t.expose());
             return Ok(Target {
-                addr: addr.to_string(),
+                addr: addrs.to_vec(),
                 rpc,
                 timeout,
                 clients: vec![],
                 http: Some(crate::openai::HttpTarget::new(addr, connections, token)?),
             });
         }
-        let endpoint = access.endpoint(addr)?;
         let bearer = access.bearer()?;
-        let url = endpoint.uri().to_string();
-        let mut clients = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            let channel = endpoint.connect().await.map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot reach the orchestrator at {url}: {}",
-                    ponder_cluster::connect::error_chain(&e)
-                )
-            })?;
-            clients.push(OrchestratorClient::with_interceptor(
-                channel,
-                bearer.clone(),
-            ));
+        let mut clients = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let endpoint = access.endpoint(addr)?;
+            let url = endpoint.uri().to_string();
+            let mut conns = Vec::with_capacity(connections);
+            for _ in 0..connections {
+                let channel = endpoint.connect().await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot reach the orchestrator at {url}: {}",
+                        ponder_cluster::connect::error_chain(&e)
+                    )
+                })?;
+                conns.push(OrchestratorClient::with_interceptor(
+                    channel,
+                    bearer.clone(),
+                ));
+            }
+            clients.push(conns);
         }
         Ok(Target {
-            addr: addr.to_string(),
+            addr: addrs.to_vec(),
             rpc,
             timeout,
             clients,
@@ -115,7 +130,9 @@ impl Target {
                 first_event,
             };
         }
-        let mut client = self.clients[(index % self.clients.len() as u64) as usize].clone();
+        let k = self.clients.len() as u64;
+        let conns = &self.clients[(index % k) as usize];
+        let mut client = conns[((index / k) % conns.len() as u64) as usize].clone();
         let mut request = tonic::Request::new(req);
         request.set_timeout(self.timeout);
         match self.rpc {

@@ -31,6 +31,8 @@ pub struct Item {
 #[derive(Debug, Clone)]
 pub struct Workload {
     pub questions: Questions,
+    /// Only the first `cycle` requests, repeated (`--cycle`).
+    pub cycle: Option<u64>,
     pub mix: Mix,
     pub seed: u64,
     /// Generator + verifier token limit per query (0: none).
@@ -51,15 +53,16 @@ pub struct Job {
 
 impl Workload {
     pub fn job(&self, index: u64) -> Job {
+        let drawn = self.cycle.map_or(index, |n| index % n);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        rng.set_stream(index);
+        rng.set_stream(drawn);
         let (question, expected) = match &self.questions {
             Questions::Arith { levels } => {
                 let p = ponder_arith::task::generate_mix(levels, &mut rng);
                 (p.question, Some(p.answer.to_string()))
             }
             Questions::File { items } => {
-                let item = &items[(index % items.len() as u64) as usize];
+                let item = &items[(drawn % items.len() as u64) as usize];
                 (item.question.clone(), item.expected.clone())
             }
         };
@@ -89,7 +92,7 @@ impl Workload {
     }
 
     pub fn label(&self) -> String {
-        match &self.questions {
+        let questions = match &self.questions {
             Questions::Arith { levels } => format!(
                 "ponder-arith levels {} seed {}",
                 levels
@@ -100,6 +103,10 @@ impl Workload {
                 self.seed
             ),
             Questions::File { items } => format!("{} questions from a file", items.len()),
+        };
+        match self.cycle {
+            Some(n) => format!("{questions}, the first {n} requests cycled"),
+            None => questions,
         }
     }
 }
@@ -202,6 +209,7 @@ mod tests {
 
     fn arith(seed: u64) -> Workload {
         Workload {
+            cycle: None,
             questions: Questions::Arith {
                 levels: parse_levels("1=1,3=1").unwrap(),
             },
@@ -220,6 +228,25 @@ mod tests {
         assert_eq!(a.request, b.request);
         assert_ne!(w.job(18).request, a.request);
         assert_ne!(arith(10).job(17).request, a.request);
+    }
+
+    #[test]
+    fn a_cycled_workload_repeats_its_first_requests_exactly() {
+        let w = Workload {
+            cycle: Some(5),
+            ..arith(9)
+        };
+        let plain = arith(9);
+        for i in 0..5 {
+            assert_eq!(w.job(i).request, plain.job(i).request);
+            assert_eq!(w.job(i + 5).request, plain.job(i).request);
+            assert_eq!(w.job(i + 5).index, i + 5);
+        }
+        assert!(
+            w.label().ends_with("the first 5 requests cycled"),
+            "{}",
+            w.label()
+        );
     }
 
     #[test]

@@ -64,23 +64,30 @@ impl Orchestrator for Stub {
 }
 
 async fn stub(stall_at: Option<u64>, stall: Duration) -> SocketAddr {
+    counted_stub(stall_at, stall).await.0
+}
+
+/// A stub and the count of Solve calls it has received.
+async fn counted_stub(stall_at: Option<u64>, stall: Duration) -> (SocketAddr, Arc<Stub>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = OrchestratorServer::new(Stub {
+    let stub = Arc::new(Stub {
         received: AtomicU64::new(0),
         stall_at,
         stall,
     });
+    let service = OrchestratorServer::from_arc(stub.clone());
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    addr
+    (addr, stub)
 }
 
 fn workload() -> Workload {
     Workload {
+        cycle: None,
         questions: Questions::Arith {
             levels: vec![(1, 1.0)],
         },
@@ -109,7 +116,7 @@ fn open(rate: f64, arrivals: Arrivals, max_concurrency: Option<usize>, secs: u64
 
 async fn run(addr: SocketAddr, plan: &Plan) -> (Vec<Record>, Report) {
     let target = Target::connect(
-        &addr.to_string(),
+        &[addr.to_string()],
         &Default::default(),
         1,
         Rpc::Solve,
@@ -235,4 +242,54 @@ async fn the_open_loop_keeps_its_rate_at_200_per_second() {
         "achieved {rate:.2}/s for a schedule of {scheduled:.2}/s"
     );
     assert_eq!(p.ok, p.sent);
+}
+
+/// Several --addr: request i goes to the (i mod K)-th orchestrator, so each gets an
+/// equal share, and every request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_spread_over_several_orchestrators_in_turn() {
+    let stubs = [
+        counted_stub(None, Duration::ZERO).await,
+        counted_stub(None, Duration::ZERO).await,
+        counted_stub(None, Duration::ZERO).await,
+    ];
+    let addrs: Vec<String> = stubs.iter().map(|(a, _)| a.to_string()).collect();
+    let target = Target::connect(
+        &addrs,
+        &Default::default(),
+        2,
+        Rpc::Solve,
+        Duration::from_secs(30),
+        ponder_load::target::Protocol::Grpc,
+    )
+    .await
+    .unwrap();
+    for i in 0..30 {
+        let out = target.call(i, workload().job(i).request).await;
+        assert!(out.result.is_ok());
+    }
+    for (_, stub) in &stubs {
+        assert_eq!(stub.received.load(SeqCst), 10);
+    }
+    let one = vec![addrs[0].clone()];
+    let openai = Target::connect(
+        &addrs,
+        &Default::default(),
+        1,
+        Rpc::Solve,
+        Duration::from_secs(30),
+        ponder_load::target::Protocol::Openai,
+    )
+    .await;
+    assert!(openai.is_err(), "the HTTP gateway takes one address");
+    assert!(Target::connect(
+        &one,
+        &Default::default(),
+        1,
+        Rpc::Solve,
+        Duration::from_secs(1),
+        ponder_load::target::Protocol::Grpc
+    )
+    .await
+    .is_ok());
 }

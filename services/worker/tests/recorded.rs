@@ -10,9 +10,7 @@ use ponder_search::{
 };
 use ponder_worker::backend::{Backend, Engine};
 use ponder_worker::manifest::{ModelRole, ModelsDir};
-use ponder_worker::recorded::latency::{
-    FitError, GenerateCost, LatencyModel, ScoreCost, LATENCY_FILE,
-};
+use ponder_worker::recorded::latency::{GenerateCost, LatencyModel, ScoreCost};
 use ponder_worker::recorded::recorder::Recorder;
 use ponder_worker::recorded::{RecordedConfig, RecordedWorker};
 use std::path::{Path, PathBuf};
@@ -31,30 +29,19 @@ fn open(role: ModelRole) -> ModelWorker {
     ModelWorker::spawn(m, WorkerConfig::default())
 }
 
-/// A latency model fast enough for tests (a generate step of ~0.1 ms).
+/// Writes a hand-set latency model into the recording `dir`.
 fn write_latency(
     dir: &Path,
     model_id: &str,
     generate: Option<GenerateCost>,
     score: Option<ScoreCost>,
 ) {
-    let model = LatencyModel {
-        model_id: model_id.into(),
-        machine: "test".into(),
-        threads: 1,
-        generate,
-        score,
-        error: FitError {
-            median: 0.0,
-            max: 0.0,
-        },
-        generate_measures: vec![],
-        score_measures: vec![],
-        concurrent: vec![],
-    };
-    std::fs::write(dir.join(LATENCY_FILE), serde_json::to_vec(&model).unwrap()).unwrap();
+    LatencyModel::from_costs(model_id, generate, score)
+        .save(dir)
+        .unwrap();
 }
 
+/// A latency model fast enough for tests (a generate step of ~0.1 ms).
 const FAST: GenerateCost = GenerateCost {
     call_s: 0.0005,
     prefill_token_s: 1e-6,

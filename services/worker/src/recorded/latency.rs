@@ -150,6 +150,36 @@ pub struct LatencyModel {
 pub const LATENCY_FILE: &str = "latency.json";
 
 impl LatencyModel {
+    /// A model given by its costs, with no measurements behind it (a hand-set model:
+    /// tests, or a what-if run; `ponder fit-latency` writes measured ones).
+    pub fn from_costs(
+        model_id: &str,
+        generate: Option<GenerateCost>,
+        score: Option<ScoreCost>,
+    ) -> Self {
+        Self {
+            model_id: model_id.into(),
+            machine: "set by hand, not measured".into(),
+            threads: 0,
+            generate,
+            score,
+            error: FitError {
+                median: 0.0,
+                max: 0.0,
+            },
+            generate_measures: vec![],
+            score_measures: vec![],
+            concurrent: vec![],
+        }
+    }
+
+    /// Writes `latency.json` into the recording directory `dir`.
+    pub fn save(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        let path = dir.join(LATENCY_FILE);
+        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
     pub fn load(dir: &std::path::Path) -> anyhow::Result<Self> {
         let path = dir.join(LATENCY_FILE);
         let bytes = std::fs::read(&path).map_err(|e| {
