@@ -10,7 +10,7 @@ use ponder_load::mix::Mix;
 use ponder_load::progress::Counters;
 use ponder_load::record::Record;
 use ponder_load::report::{Report, RunInfo};
-use ponder_load::target::{Rpc, Target};
+use ponder_load::target::{Protocol, Rpc, Target};
 use ponder_load::workload::{Questions, Workload};
 use ponder_proto::v1 as pb;
 use ponder_proto::v1::orchestrator_server::{Orchestrator, OrchestratorServer};
@@ -61,6 +61,23 @@ impl Orchestrator for Stub {
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         Err(Status::unimplemented("the stub answers Solve only"))
     }
+}
+
+/// Solve calls to `addrs` over `connections` each, with a 30 s deadline.
+async fn connect(
+    addrs: &[String],
+    connections: usize,
+    protocol: Protocol,
+) -> anyhow::Result<Target> {
+    Target::connect(
+        addrs,
+        &Default::default(),
+        connections,
+        Rpc::Solve,
+        Duration::from_secs(30),
+        protocol,
+    )
+    .await
 }
 
 async fn stub(stall_at: Option<u64>, stall: Duration) -> SocketAddr {
@@ -115,16 +132,9 @@ fn open(rate: f64, arrivals: Arrivals, max_concurrency: Option<usize>, secs: u64
 }
 
 async fn run(addr: SocketAddr, plan: &Plan) -> (Vec<Record>, Report) {
-    let target = Target::connect(
-        &[addr.to_string()],
-        &Default::default(),
-        1,
-        Rpc::Solve,
-        Duration::from_secs(30),
-        ponder_load::target::Protocol::Grpc,
-    )
-    .await
-    .unwrap();
+    let target = connect(&[addr.to_string()], 1, Protocol::Grpc)
+        .await
+        .unwrap();
     let w = workload();
     let records = ponder_load::run(plan, &target, &w, Arc::new(Counters::default()))
         .await
@@ -254,16 +264,7 @@ async fn requests_are_spread_over_several_orchestrators_in_turn() {
         counted_stub(None, Duration::ZERO).await,
     ];
     let addrs: Vec<String> = stubs.iter().map(|(a, _)| a.to_string()).collect();
-    let target = Target::connect(
-        &addrs,
-        &Default::default(),
-        2,
-        Rpc::Solve,
-        Duration::from_secs(30),
-        ponder_load::target::Protocol::Grpc,
-    )
-    .await
-    .unwrap();
+    let target = connect(&addrs, 2, Protocol::Grpc).await.unwrap();
     for i in 0..30 {
         let out = target.call(i, workload().job(i).request).await;
         assert!(out.result.is_ok());
@@ -272,24 +273,7 @@ async fn requests_are_spread_over_several_orchestrators_in_turn() {
         assert_eq!(stub.received.load(SeqCst), 10);
     }
     let one = vec![addrs[0].clone()];
-    let openai = Target::connect(
-        &addrs,
-        &Default::default(),
-        1,
-        Rpc::Solve,
-        Duration::from_secs(30),
-        ponder_load::target::Protocol::Openai,
-    )
-    .await;
+    let openai = connect(&addrs, 1, Protocol::Openai).await;
     assert!(openai.is_err(), "the HTTP gateway takes one address");
-    assert!(Target::connect(
-        &one,
-        &Default::default(),
-        1,
-        Rpc::Solve,
-        Duration::from_secs(1),
-        ponder_load::target::Protocol::Grpc
-    )
-    .await
-    .is_ok());
+    assert!(connect(&one, 1, Protocol::Grpc).await.is_ok());
 }
