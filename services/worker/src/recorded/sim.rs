@@ -130,18 +130,7 @@ impl BatchSim {
     /// Runs the loop up to time `t`; returns the jobs that finished, in order.
     pub fn advance(&mut self, t: f64) -> Vec<u64> {
         let mut done = vec![];
-        loop {
-            let start = self.now.max(self.busy_until);
-            let timed_next = self.timed.iter().map(|(at, _)| *at).min_by(f64::total_cmp);
-            let decode_next = self.next_completion().map(|dt| start + dt);
-            let next = match (timed_next, decode_next) {
-                (Some(a), Some(b)) => a.min(b),
-                (Some(a), None) | (None, Some(a)) => a,
-                (None, None) => break,
-            };
-            if next > t {
-                break;
-            }
+        while let Some(next) = self.next_event().filter(|next| *next <= t) {
             self.decode_until(next);
             self.now = self.now.max(next);
             let finished_timed: Vec<u64> = self
