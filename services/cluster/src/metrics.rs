@@ -70,6 +70,9 @@ pub struct Metrics {
     pub retries: Family<Labels, Counter>,
     /// Orchestrator: members ejected after a failed call, by role.
     pub ejections: Family<Labels, Counter>,
+    /// Orchestrator: first attempts of calls, by role and whether they went to the
+    /// member their query's affinity key ranks first (`preferred`) or not (`other`).
+    pub affinity_routes: Family<Labels, Counter>,
     /// Orchestrator: members by role and state (`ready`, `ejected`, `connecting`).
     pub members: Family<Labels, Gauge>,
     /// Orchestrator with etcd discovery: 1 while its watch runs, 0 while etcd is lost.
@@ -131,6 +134,7 @@ impl Metrics {
         let partial_answers = Family::<Labels, Counter>::default();
         let retries = Family::<Labels, Counter>::default();
         let ejections = Family::<Labels, Counter>::default();
+        let affinity_routes = Family::<Labels, Counter>::default();
         let members = Family::<Labels, Gauge>::default();
         let etcd_watch_up = Gauge::default();
         r.register(
@@ -177,6 +181,11 @@ impl Metrics {
             "ejections",
             "orchestrator: members ejected from routing after a failed call, by role",
             ejections.clone(),
+        );
+        r.register(
+            "affinity_routes",
+            "orchestrator: first attempts of generate/score calls by role and result (preferred: the member the query's affinity key ranks first; other)",
+            affinity_routes.clone(),
         );
         r.register(
             "members",
@@ -284,6 +293,7 @@ impl Metrics {
             partial_answers,
             retries,
             ejections,
+            affinity_routes,
             members,
             etcd_watch_up,
         }

@@ -3,16 +3,26 @@
 //! Routing rules (docs/cluster.md):
 //! - only members that answered ModelInfo and are not ejected are candidates; if every
 //!   member is ejected, ejected ones are tried anyway (that is the recovery probe);
-//! - query affinity: each call's `affinity` key ranks members by rendezvous hashing, so
-//!   all rounds of one query prefer the same node and hit its prefix cache;
-//! - power of two choices: the preferred member is compared with one other random
-//!   member and loses if it has more than [`AFFINITY_SLACK`] more calls in flight;
+//! - query affinity with bounded loads: each call's `affinity` key ranks members by
+//!   rendezvous hashing, so all rounds of one query prefer the same node and hit its
+//!   prefix cache; a member takes the call only while its calls in flight stay within
+//!   [`LOAD_BOUND`] times the mean (at least [`MIN_LOAD_CAP`]), else the next member in
+//!   the key's ranking does (consistent hashing with bounded loads, Mirrokni, Thorup and
+//!   Zadimoghaddam, 2018). Plain rendezvous hashing with a power-of-two-choices escape
+//!   left generators at 1.4x the mean load when few distinct queries are in flight
+//!   (docs/scaling.md, "Balance");
+//! - with affinity off ([`Routing::affinity`], `--affinity false`): plain power of two
+//!   choices (the less loaded of two random members), the baseline affinity is measured
+//!   against;
 //! - when no member is left to try, a call waits up to [`MEMBER_WAIT`] (within its
 //!   deadline) for one to join, so replacing the only node of a role loses no query;
 //! - a failed call (unavailable, internal, transport error) ejects the member with
 //!   exponential backoff and is retried on another member; requests are seeded, so the
 //!   retried call returns the same samples. Invalid requests and deadlines are not
-//!   retried;
+//!   retried. A call whose connection was refused never reached its member, and does
+//!   not count toward [`MAX_ATTEMPTS`]: when many nodes die at once (a SIGKILL storm),
+//!   their registrations linger until their leases expire, and a call could otherwise
+//!   spend all its attempts on dead addresses;
 //! - a member at its queue limit (RESOURCE_EXHAUSTED) is backpressure: the call moves
 //!   on to another member without ejecting it, and when all are busy it backs off and
 //!   tries again (a full queue never reads as a missing member);
@@ -39,8 +49,12 @@ use std::time::{Duration, Instant};
 use tower::retry::budget::{Budget, TpsBudget};
 use tracing::Instrument;
 
-/// Calls in flight by which the preferred member may exceed the alternative.
-pub const AFFINITY_SLACK: u32 = 2;
+/// How far above the mean calls in flight a member may go and still take a call that
+/// ranks it first.
+pub const LOAD_BOUND: f64 = 1.25;
+/// The bound's floor: with few calls in flight, a member may always hold this many, so
+/// that a query's overlapping calls stay together on an idle cluster.
+pub const MIN_LOAD_CAP: u32 = 2;
 /// Members tried per call.
 pub const MAX_ATTEMPTS: usize = 3;
 /// Samples per Generate call of a node that does not say (ModelInfo from before
@@ -83,6 +97,56 @@ impl RetryBudget {
                 .inc();
         }
     }
+
+    /// Counts a first attempt in `ponder_affinity_routes_total`: whether `chosen` is
+    /// the member `key` ranks first among the healthy `members` that fit the call (with
+    /// affinity off too, so that the two modes compare).
+    fn count_affinity(
+        &self,
+        role: Role,
+        members: &[Arc<Member>],
+        fits: &(dyn Fn(&pb::ModelInfoResponse) -> bool + Sync),
+        key: u64,
+        chosen: &Member,
+    ) {
+        let Some(m) = &self.metrics else { return };
+        let preferred = members
+            .iter()
+            .filter(|m| m.info.get().is_some_and(fits) && !m.is_ejected())
+            .max_by_key(|m| rendezvous_rank(key, m))
+            .is_some_and(|p| std::ptr::eq(p.as_ref(), chosen));
+        let result = if preferred { "preferred" } else { "other" };
+        m.affinity_routes
+            .get_or_create(&Metrics::labels(&[
+                ("role", role.as_str()),
+                ("result", result),
+            ]))
+            .inc();
+    }
+}
+
+/// What every pool of one orchestrator shares: the retry budget, and whether calls
+/// follow their query's affinity key.
+#[derive(Clone)]
+pub struct Routing {
+    pub retries: RetryBudget,
+    /// Rank members by each call's affinity key (on by default); off: random preference.
+    pub affinity: bool,
+}
+
+impl Routing {
+    /// Affinity on, and `retries`.
+    pub fn new(retries: RetryBudget) -> Self {
+        Self {
+            retries,
+            affinity: true,
+        }
+    }
+
+    /// The key `route` ranks members by for a call with `affinity` (None: no ranking).
+    fn key(&self, affinity: u64) -> Option<u64> {
+        self.affinity.then_some(affinity)
+    }
 }
 
 impl Default for RetryBudget {
@@ -92,11 +156,12 @@ impl Default for RetryBudget {
     }
 }
 
-/// Picks a member for a call (see the module docs). `exclude`: already tried; `fits`:
-/// whether a member's limits let it serve this call.
+/// Picks a member for a call (see the module docs). `affinity`: the call's key (None:
+/// prefer a random member); `exclude`: already tried; `fits`: whether a member's limits
+/// let it serve this call.
 pub fn route(
     members: &[Arc<Member>],
-    affinity: u64,
+    affinity: Option<u64>,
     exclude: &[Arc<Member>],
     fits: &(dyn Fn(&pb::ModelInfoResponse) -> bool + Sync),
 ) -> Option<Arc<Member>> {
@@ -106,24 +171,38 @@ pub fn route(
         .collect();
     let healthy: Vec<&Arc<Member>> = ready.iter().copied().filter(|m| !m.is_ejected()).collect();
     let pool = if healthy.is_empty() { ready } else { healthy };
-    // Rendezvous hashing: the member whose (affinity, instance) mix ranks highest.
-    let rank = |m: &Member| ponder_search::solve::wave_seed(affinity, hash(&m.record.instance_id));
-    let preferred = *pool.iter().max_by_key(|m| rank(m))?;
-    if pool.len() == 1 {
-        return Some(preferred.clone());
-    }
-    let others: Vec<_> = pool.iter().filter(|m| !Arc::ptr_eq(m, preferred)).collect();
-    let other = others[rand::rng().random_range(0..others.len())];
     let load = |m: &Member| m.in_flight.load(std::sync::atomic::Ordering::Relaxed);
-    if load(preferred) > load(other) + AFFINITY_SLACK {
-        Some((*other).clone())
-    } else {
-        Some(preferred.clone())
+    match affinity {
+        Some(key) => {
+            // Each member's cap: LOAD_BOUND times the mean load with this call counted.
+            // The caps sum to at least the calls in flight plus this one, so some
+            // member always has room.
+            let total: u32 = pool.iter().map(|m| load(m)).sum();
+            let cap = ((f64::from(total + 1) * LOAD_BOUND / pool.len() as f64).ceil() as u32)
+                .max(MIN_LOAD_CAP);
+            let mut ranked = pool;
+            ranked.sort_unstable_by_key(|m| std::cmp::Reverse(rendezvous_rank(key, m)));
+            let first = *ranked.first()?;
+            let chosen = ranked
+                .iter()
+                .find(|m| load(m) < cap)
+                .copied()
+                .unwrap_or(first);
+            Some(chosen.clone())
+        }
+        None => {
+            // Power of two choices: the less loaded of two random members.
+            let mut rng = rand::rng();
+            let a = *pool.get(rng.random_range(0..pool.len().max(1)))?;
+            let b = pool[rng.random_range(0..pool.len())];
+            Some(if load(b) < load(a) { b } else { a }.clone())
+        }
     }
 }
 
-fn hash(s: &str) -> u64 {
-    ponder_search::solve::hash(s)
+/// Rendezvous hashing: a member's rank for a key (the highest ranked is preferred).
+fn rendezvous_rank(key: u64, m: &Member) -> u64 {
+    ponder_search::solve::wave_seed(key, ponder_search::solve::hash(&m.record.instance_id))
 }
 
 /// A call's gRPC request: its deadline, request id, tenant and, when traces are
@@ -175,16 +254,59 @@ fn overload_backoff(round: u32) -> Duration {
     base.mul_f64(1.0 + rand::rng().random_range(0.0..0.5))
 }
 
+/// Why a call to one member failed, and whether the member ever saw it.
+struct CallFailure {
+    error: SearchError,
+    /// False when the connection was refused: nothing was sent, so trying another
+    /// member is not a second attempt at the work.
+    reached: bool,
+}
+
+impl From<SearchError> for CallFailure {
+    fn from(error: SearchError) -> Self {
+        Self {
+            error,
+            reached: true,
+        }
+    }
+}
+
+impl From<tonic::Status> for CallFailure {
+    fn from(s: tonic::Status) -> Self {
+        Self {
+            reached: !connection_refused(&s),
+            error: from_status(&s),
+        }
+    }
+}
+
+/// Whether `s` comes from a refused TCP connection (its source chain holds an
+/// `io::Error` of kind ConnectionRefused).
+fn connection_refused(s: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// Runs `call` on up to [`MAX_ATTEMPTS`] members of `role` with failover.
 ///
 /// A member at its queue limit (RESOURCE_EXHAUSTED) is backpressure, not a failure: it
 /// is neither ejected nor counted as an attempt. The call moves on to another member,
 /// and when every member it could use is busy it waits ([`overload_backoff`]) and tries
-/// them again, for up to [`MAX_OVERLOAD_ROUNDS`] rounds within the deadline.
+/// them again, for up to [`MAX_OVERLOAD_ROUNDS`] rounds within the deadline. A refused
+/// connection ejects its member but is not counted as an attempt either; such retries
+/// are bounded by the members there are (each is tried once) and by the retry budget.
 #[allow(clippy::too_many_arguments)]
 async fn with_failover<T, F, Fut>(
     registry: &Registry,
-    retries: &RetryBudget,
+    routing: &Routing,
     role: Role,
     affinity: u64,
     deadline: Option<Instant>,
@@ -193,20 +315,30 @@ async fn with_failover<T, F, Fut>(
 ) -> Result<T>
 where
     F: FnMut(Arc<Member>) -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
+    Fut: std::future::Future<Output = std::result::Result<T, CallFailure>>,
 {
     // Members are told apart by registration, not instance id: a node that restarts
     // under the same id (a rolling restart, a pod rescheduled) is a new member that a
     // call which failed on its predecessor may use.
     let mut failed: Vec<Arc<Member>> = Vec::new();
+    let mut attempts = 0;
     let mut busy: Vec<Arc<Member>> = Vec::new();
     let mut overload_rounds = 0;
     let mut last: Option<SearchError> = None;
+    let retries = &routing.retries;
+    let key = affinity;
+    let affinity = routing.key(affinity);
     retries.budget.deposit();
-    while failed.len() < MAX_ATTEMPTS {
+    while attempts < MAX_ATTEMPTS {
         let skip: Vec<Arc<Member>> = failed.iter().chain(&busy).cloned().collect();
-        let m = match route(&registry.members(role), affinity, &skip, fits) {
-            Some(m) => m,
+        let members = registry.members(role);
+        let m = match route(&members, affinity, &skip, fits) {
+            Some(m) => {
+                if failed.is_empty() && busy.is_empty() && overload_rounds == 0 {
+                    retries.count_affinity(role, &members, fits, key, &m);
+                }
+                m
+            }
             None if !busy.is_empty() => {
                 overload_rounds += 1;
                 if overload_rounds > MAX_OVERLOAD_ROUNDS {
@@ -248,7 +380,7 @@ where
                 m.record_success();
                 return Ok(v);
             }
-            Err(e) => {
+            Err(CallFailure { error: e, reached }) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(SearchError::DeadlineExceeded(format!(
                         "the query's deadline passed during a call to {}",
@@ -269,6 +401,7 @@ where
                     m.record_failure();
                     retries.count(|m| &m.ejections, role);
                     failed.push(m.clone());
+                    attempts += usize::from(reached);
                     tracing::warn!(
                         role = role.as_str(),
                         instance = %m.record.instance_id,
@@ -289,25 +422,25 @@ where
 #[derive(Clone)]
 pub struct GeneratorPool {
     registry: Registry,
-    retries: RetryBudget,
+    routing: Routing,
     /// Only members whose ModelInfo names this model (None: every member).
     model: Option<String>,
 }
 
 impl GeneratorPool {
-    pub fn new(registry: Registry, retries: RetryBudget) -> Self {
+    pub fn new(registry: Registry, routing: Routing) -> Self {
         Self {
             registry,
-            retries,
+            routing,
             model: None,
         }
     }
 
     /// The members serving `model_id` (docs/cluster.md, "Several models").
-    pub fn for_model(registry: Registry, retries: RetryBudget, model_id: &str) -> Self {
+    pub fn for_model(registry: Registry, routing: Routing, model_id: &str) -> Self {
         Self {
             registry,
-            retries,
+            routing,
             model: Some(model_id.to_string()),
         }
     }
@@ -355,7 +488,7 @@ impl Generate for GeneratorPool {
         };
         with_failover(
             &self.registry,
-            &self.retries,
+            &self.routing,
             Role::Generator,
             req.affinity,
             req.deadline,
@@ -370,10 +503,7 @@ impl Generate for GeneratorPool {
                 );
                 async move {
                     let r = request_with(msg, deadline, &id, tenant, &tracing::Span::current())?;
-                    let resp = GeneratorClient::new(m.channel.clone())
-                        .generate(r)
-                        .await
-                        .map_err(|s| from_status(&s))?;
+                    let resp = GeneratorClient::new(m.channel.clone()).generate(r).await?;
                     m.record_queue_report(resp.metadata());
                     let parameters = m.info.get().map_or(0, |i| i.parameters);
                     Ok(wire::gen_output_from_pb(resp.into_inner(), parameters))
@@ -434,12 +564,12 @@ fn agreed<T: Ord + Copy>(values: impl Iterator<Item = T>, tie: Tie) -> Option<T>
 #[derive(Clone)]
 pub struct VerifierPool {
     registry: Registry,
-    retries: RetryBudget,
+    routing: Routing,
 }
 
 impl VerifierPool {
-    pub fn new(registry: Registry, retries: RetryBudget) -> Self {
-        Self { registry, retries }
+    pub fn new(registry: Registry, routing: Routing) -> Self {
+        Self { registry, routing }
     }
 
     /// The cost of [`Score::cost`]; None while no verifier is ready.
@@ -484,7 +614,7 @@ impl Score for VerifierPool {
         };
         with_failover(
             &self.registry,
-            &self.retries,
+            &self.routing,
             Role::Verifier,
             req.affinity,
             req.deadline,
@@ -499,13 +629,14 @@ impl Score for VerifierPool {
                 );
                 async move {
                     let r = request_with(msg, deadline, &id, tenant, &tracing::Span::current())?;
-                    let resp = VerifierClient::new(m.channel.clone())
-                        .score(r)
-                        .await
-                        .map_err(|s| from_status(&s))?;
+                    let resp = VerifierClient::new(m.channel.clone()).score(r).await?;
                     m.record_queue_report(resp.metadata());
                     let parameters = m.info.get().map_or(0, |i| i.parameters);
-                    wire::score_output_from_pb(resp.into_inner(), candidates, parameters)
+                    Ok(wire::score_output_from_pb(
+                        resp.into_inner(),
+                        candidates,
+                        parameters,
+                    )?)
                 }
                 .instrument(span)
             },
@@ -569,8 +700,109 @@ mod tests {
         let new = ready_member("verifier-1", "127.0.0.1:2");
         let any = |_: &pb::ModelInfoResponse| true;
         let tried = std::slice::from_ref(&old);
-        let picked = route(std::slice::from_ref(&new), 7, tried, &any).expect("routable");
+        let picked = route(std::slice::from_ref(&new), Some(7), tried, &any).expect("routable");
         assert!(Arc::ptr_eq(&picked, &new));
-        assert!(route(tried, 7, tried, &any).is_none());
+        assert!(route(tried, Some(7), tried, &any).is_none());
+    }
+
+    #[tokio::test]
+    async fn affinity_keeps_a_key_on_one_member_and_without_it_calls_spread() {
+        let members: Vec<_> = (0..4)
+            .map(|i| ready_member(&format!("verifier-{i}"), &format!("127.0.0.1:{}", i + 1)))
+            .collect();
+        let any = |_: &pb::ModelInfoResponse| true;
+        let picks = |key: Option<u64>| -> std::collections::HashSet<String> {
+            (0..200)
+                .map(|_| {
+                    route(&members, key, &[], &any)
+                        .unwrap()
+                        .record
+                        .instance_id
+                        .clone()
+                })
+                .collect()
+        };
+        // Idle members: the key's preferred member always wins.
+        assert_eq!(picks(Some(42)).len(), 1);
+        // Different keys prefer different members.
+        let spread: std::collections::HashSet<_> = (0..64u64)
+            .map(|k| {
+                route(&members, Some(k), &[], &any)
+                    .unwrap()
+                    .record
+                    .instance_id
+                    .clone()
+            })
+            .collect();
+        assert_eq!(spread.len(), 4);
+        // No key: every member is picked sooner or later.
+        assert_eq!(picks(None).len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_member_over_the_load_bound_passes_the_call_to_the_next_in_the_ranking() {
+        let members: Vec<_> = (0..4)
+            .map(|i| ready_member(&format!("verifier-{i}"), &format!("127.0.0.1:{}", i + 1)))
+            .collect();
+        let any = |_: &pb::ModelInfoResponse| true;
+        let preferred = route(&members, Some(42), &[], &any).unwrap();
+        let set = |m: &Member, n: u32| m.in_flight.store(n, std::sync::atomic::Ordering::Relaxed);
+        // Within the bound (8 in flight over 4 members: cap ceil(9 * 1.25 / 4) = 3):
+        // the key's member keeps its calls.
+        for m in &members {
+            set(m, 2);
+        }
+        assert!(Arc::ptr_eq(
+            &route(&members, Some(42), &[], &any).unwrap(),
+            &preferred
+        ));
+        // Past it: the next member in the key's ranking, always the same one.
+        set(&preferred, 6);
+        let next = route(&members, Some(42), &[], &any).unwrap();
+        assert!(!Arc::ptr_eq(&next, &preferred));
+        for _ in 0..20 {
+            assert!(Arc::ptr_eq(
+                &route(&members, Some(42), &[], &any).unwrap(),
+                &next
+            ));
+        }
+        // No key: power of two choices; the busiest member wins only when both random
+        // draws land on it (1 call in 16).
+        for m in &members {
+            set(m, 0);
+        }
+        set(&preferred, 9);
+        let busiest = (0..400)
+            .filter(|_| Arc::ptr_eq(&route(&members, None, &[], &any).unwrap(), &preferred))
+            .count();
+        assert!(
+            busiest < 60,
+            "the busiest member took {busiest} of 400 calls"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_told_apart_from_a_failed_call() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // The listener is closed: connecting is refused.
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect_lazy();
+        let refused = GeneratorClient::new(channel)
+            .model_info(pb::ModelInfoRequest {})
+            .await
+            .unwrap_err();
+        assert!(!CallFailure::from(refused.clone()).reached, "{refused:?}");
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        for reached in [
+            tonic::Status::unavailable("the node is draining"),
+            tonic::Status::internal("boom"),
+        ] {
+            assert!(CallFailure::from(reached).reached);
+        }
     }
 }

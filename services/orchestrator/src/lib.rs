@@ -92,6 +92,18 @@ pub struct OrchestratorArgs {
     /// such members are refused.
     #[arg(long, env = "PONDER_ALLOW_RECORDED")]
     pub allow_recorded: bool,
+    /// Route every call of a query to the same member first (rendezvous hashing on the
+    /// query, bounded by power of two choices), so that its rounds hit that member's
+    /// prefix cache. `false`: plain power of two choices, for measuring what affinity
+    /// buys (docs/scaling.md, "Balance").
+    #[arg(
+        long,
+        env = "PONDER_AFFINITY",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub affinity: bool,
     #[command(flatten)]
     pub access: AccessArgs,
     #[command(flatten)]
@@ -175,6 +187,7 @@ impl OrchestratorArgs {
             limits: LimitArgs::default(),
             expect_model: vec![],
             allow_recorded: false,
+            affinity: true,
             status_addresses: false,
             access: AccessArgs::default(),
             control: Default::default(),
@@ -374,7 +387,12 @@ pub fn start(
             limits,
             gate: gate.clone(),
             status_addresses: args.status_addresses,
-            retries: ponder_cluster::pool::RetryBudget::default().with_metrics(metrics.clone()),
+            routing: ponder_cluster::pool::Routing {
+                affinity: args.affinity,
+                ..ponder_cluster::pool::Routing::new(
+                    ponder_cluster::pool::RetryBudget::default().with_metrics(metrics.clone()),
+                )
+            },
             verifiers_seen: Default::default(),
             metrics,
         });

@@ -52,8 +52,9 @@ pub struct Shared {
     pub gate: Gate,
     /// ClusterStatus shows members' addresses (`--status-addresses`).
     pub status_addresses: bool,
-    /// Shared by every query's pools: retries stay a bounded share of all calls.
-    pub retries: ponder_cluster::pool::RetryBudget,
+    /// Shared by every query's pools: retries stay a bounded share of all calls, and
+    /// whether calls follow their query's affinity key (`--affinity`).
+    pub routing: ponder_cluster::pool::Routing,
     /// A verifier has been a member at some point (see [`Shared::has_verifier`]).
     pub verifiers_seen: AtomicBool,
     pub metrics: Metrics,
@@ -209,7 +210,7 @@ impl Shared {
         };
         let pools: Vec<GeneratorPool> = ids
             .iter()
-            .map(|id| GeneratorPool::for_model(self.registry.clone(), self.retries.clone(), id))
+            .map(|id| GeneratorPool::for_model(self.registry.clone(), self.routing.clone(), id))
             .collect();
         let set = ids
             .iter()
@@ -223,7 +224,7 @@ impl Shared {
         if !pinned.is_empty() {
             generators = generators.pinned();
         }
-        let verifiers = VerifierPool::new(self.registry.clone(), self.retries.clone());
+        let verifiers = VerifierPool::new(self.registry.clone(), self.routing.clone());
         let outcome = solve_query_on(
             &generators,
             has_verifier.then_some(&verifiers),
