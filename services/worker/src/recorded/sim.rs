@@ -228,7 +228,9 @@ impl BatchSim {
                         .generate
                         .expect("a generator recording has a generate cost");
                     self.busy_until = start + cost.prefill(uncached_prompt_tokens);
-                    self.counters.prompt_tokens += u64::from(uncached_prompt_tokens);
+                    // Every prompt token, cached or not, as the engine counts them
+                    // (`ponder_tokens_total{kind="prompt"}`).
+                    self.counters.prompt_tokens += u64::from(prompt_tokens);
                     let decoding: Vec<u32> = sample_tokens.into_iter().filter(|t| *t > 0).collect();
                     self.counters.generated_tokens +=
                         decoding.iter().map(|t| u64::from(*t)).sum::<u64>();
