@@ -5,8 +5,11 @@ swept cluster, its efficiency against linear scaling from N=1, and accuracy at t
     python3 bench/scaling/report.py bench/results/scaling
 
 Reads sweep-n<N>-k<K>.json (M = ceil(N/4) verifiers), sweep-n<N>-m<M>-k<K>.json (other
-verifier counts; ponder-load sweep --json) and sweep-real-n1.json (the real engine at
-N=1, when present); prints a markdown table. Standard library only.
+verifier counts; ponder-load sweep --json), either with -d<D> (time-dilated D times:
+rates and throughputs are multiplied back by D and latencies divided by it: the
+undilated equivalent) and
+sweep-real-n1.json (the real engine at N=1, when present); prints a markdown table.
+Standard library only.
 """
 import json
 import re
@@ -41,10 +44,10 @@ def main(root):
     root = Path(root)
     rows = {}
     for path in sorted(root.glob("sweep-n*-k*.json")):
-        m = re.match(r"sweep-n(\d+)(?:-m(\d+))?-k(\d+)\.json", path.name)
+        m = re.match(r"sweep-n(\d+)(?:-m(\d+))?-k(\d+)(?:-d(\d+))?\.json", path.name)
         n = int(m[1])
         verifiers = int(m[2]) if m[2] else (n + 3) // 4
-        rows[(n, verifiers, int(m[3]))] = knee(path)
+        rows[(n, verifiers, int(m[3]), int(m[4] or 1))] = knee(path)
     real = root / "sweep-real-n1.json"
     print("| cluster | knee (q/s) | efficiency vs linear | throughput at knee | accuracy at knee | p99 at knee (s) | peak throughput (q/s) | failed / sent |")
     print("|---|---|---|---|---|---|---|---|")
@@ -52,16 +55,17 @@ def main(root):
         r = knee(real)
         print(f"| real engine, N=1 K=1 | {r['knee']:g} | - | {r.get('throughput', 0):.2f} | "
               f"{r['accuracy'] or 0:.3f} | {r['p99'] or 0:.1f} | {r['peak']:.2f} | {r['failed']} / {r['sent']} |")
-    base = rows.get((1, 1, 1))
+    base = rows.get((1, 1, 1, 1))
     # By orchestrators, then the default verifier ratio before others, then size.
-    for n, m, k in sorted(rows, key=lambda key: (key[2], key[1] != (key[0] + 3) // 4, key[0])):
-        r = rows[(n, m, k)]
-        eff = r["knee"] / (n * base["knee"]) if base and base["knee"] else float("nan")
+    for n, m, k, d in sorted(rows, key=lambda key: (key[2], key[1] != (key[0] + 3) // 4, key[0])):
+        r = rows[(n, m, k, d)]
+        eff = r["knee"] * d / (n * base["knee"]) if base and base["knee"] else float("nan")
         capped = " (top rate met)" if r["knee"] and r["knee"] >= r.get("top_rate", 0) else ""
         acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
-        p99 = f"{r['p99']:.1f}" if r["p99"] is not None else "-"
-        print(f"| recorded, N={n} M={m} K={k} | {r['knee']:g}{capped} | {eff:.2f} | "
-              f"{r.get('throughput', 0):.2f} | {acc} | {p99} | {r['peak']:.2f} | {r['failed']} / {r['sent']} |")
+        p99 = f"{r['p99'] / d:.1f}" if r["p99"] is not None else "-"
+        label = f"recorded, N={n} M={m} K={k}" + (f", dilated x{d}" if d > 1 else "")
+        print(f"| {label} | {r['knee'] * d:g}{capped} | {eff:.2f} | "
+              f"{r.get('throughput', 0) * d:.2f} | {acc} | {p99} | {r['peak'] * d:.2f} | {r['failed']} / {r['sent']} |")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,18 @@
 # that sequence cycled (the recording holds exactly those).
 #
 # Environment: NS, KS (sizes), CYCLE (requests recorded, 300), STEP_S (seconds per sweep
-# step, 60), GENERATORS_PER_VERIFIER (M = ceil(N / it), 4), RATES_PER_NODE (the sweep's rates per generator node, "0.6,0.8,1,1.2,1.4"),
-# REC (the recording, data/scaling/recording), OUT (bench/results/scaling), REAL (1:
-# first sweep the real engine at N=1 as the reference; 0: skip it).
+# step, 60), GENERATORS_PER_VERIFIER (M = ceil(N / it), 4), RATES_PER_NODE (the sweep's
+# rates per generator node, "0.6,0.8,1,1.2,1.4"), REC (the recording,
+# data/scaling/recording), OUT (bench/results/scaling), REAL (1: first sweep the real
+# engine at N=1 as the reference; 0: skip it), SLOWDOWN (D, 1: time dilation, below).
+#
+# Time dilation (SLOWDOWN=D): every modelled time of the recorded nodes is D times the
+# fit (a what-if latency.json beside links to the recording), the SLO is D times 10 s,
+# and the rates are divided by D. A cluster of N dilated nodes then needs the
+# orchestrator, etcd and the driver to do only N/D nodes' worth of work per second, so
+# a 2-core machine can run N = 64 (docs/scaling.md, "Time dilation"). What it does not
+# dilate is the orchestrator's own time per query: its ceiling is measured apart
+# (bench/scaling/probe.py cpu).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$repo"
@@ -29,7 +38,9 @@ GENERATORS_PER_VERIFIER="${GENERATORS_PER_VERIFIER:-4}"
 REC="${REC:-data/scaling/recording}"
 OUT="${OUT:-bench/results/scaling}"
 MIX="default:16/fixed"
-SLO=10s
+SLOWDOWN="${SLOWDOWN:-1}"
+case "$SLOWDOWN" in ''|*[!0-9]*|0) echo "SLOWDOWN must be a whole number >= 1" >&2; exit 1 ;; esac
+SLO="$((10 * SLOWDOWN))s"
 SEED=1
 ponder=target/release/ponder
 load=target/release/ponder-load
@@ -78,6 +89,16 @@ ver_rec="$(ls -d "$REC"/verifier-* | head -n 1)"
 for d in "$gen_rec" "$ver_rec"; do
     cp "bench/results/scaling/latency/$(basename "$d")/latency.json" "$d/"
 done
+# Dilated: the same recordings (linked) with every cost of the fit times D.
+if [ "$SLOWDOWN" != 1 ]; then
+    for d in gen_rec ver_rec; do
+        src="${!d}" dst="$work/dilated/$(basename "${!d}")"
+        mkdir -p "$dst"
+        ln -s "$(cd "$src" && pwd)"/info.json "$(cd "$src" && pwd)"/calls-*.jsonl "$dst/"
+        python3 bench/scaling/dilate.py "$src/latency.json" "$SLOWDOWN" >"$dst/latency.json"
+        printf -v "$d" '%s' "$dst"
+    done
+fi
 
 # 2. Each size: start the cluster, sweep, stop. `sweep real 1 1` is the real engine at
 #    N=1 (the same processes with the models), the reference the recorded N=1 must match.
@@ -86,8 +107,9 @@ sweep() {   # sweep recorded|real N K
     tag="n$2-k$3"
     [ "$GENERATORS_PER_VERIFIER" = 4 ] || tag="n$2-m$m-k$3"
     [ "$kind" = recorded ] || tag="real-n$2"
+    [ "$SLOWDOWN" = 1 ] || tag="$tag-d$SLOWDOWN"
     local rates source
-    rates="$(python3 -c "import sys; print(','.join(f'{float(r)*$n:g}' for r in sys.argv[1].split(',')))" "$RATES_PER_NODE")"
+    rates="$(python3 -c "import sys; print(','.join(f'{float(r)*$n/$SLOWDOWN:g}' for r in sys.argv[1].split(',')))" "$RATES_PER_NODE")"
     if [ "$kind" = recorded ]; then
         source=(--recorded-generator "$gen_rec" --recorded-verifier "$ver_rec")
     else
@@ -105,13 +127,14 @@ sweep() {   # sweep recorded|real N K
     addrs="$(grep '^PONDER_ADDR=' "$work/$tag/cluster.env" | cut -d= -f2)"
     echo "$kind N=$n M=$m K=$k at $addrs: rates $rates"
     "$load" sweep --addr "$addrs" --connections 2 --rates "$rates" \
-        --duration "${STEP_S}s" --warmup 5s --grace 20s "${workload[@]}" --quiet \
+        --duration "${STEP_S}s" --warmup "$((5 * SLOWDOWN))s" --grace "$((20 * SLOWDOWN))s" "${workload[@]}" --quiet \
         --json "$OUT/sweep-$tag.json" | tail -n 12
     kill -TERM "$cluster_pid"; wait "$cluster_pid" 2>/dev/null || true
     cluster_pid=""
 }
 
-[ "${REAL:-1}" = 0 ] || sweep real 1 1
+# (Dilated sizes are compared with the undilated recorded ones, not with the real engine.)
+[ "${REAL:-1}" = 0 ] || [ "$SLOWDOWN" != 1 ] || sweep real 1 1
 for k in $KS; do
     for n in $NS; do
         sweep recorded "$n" "$k"

@@ -208,13 +208,15 @@ start() {   # start NAME CMD...
     pids+=("$!")
 }
 
-# etcd on free loopback ports, with its own data directory.
+# etcd on free loopback ports, with its own data directory, compacted as the chart's
+# (periodic, keeping an hour of history; docs/scaling.md, "etcd under churn").
 free_port; etcd_client="http://127.0.0.1:$PORT"
 free_port; etcd_peer="http://127.0.0.1:$PORT"
 start etcd "$etcd_bin" --name ponder-local --data-dir "$work/etcd" \
     --listen-client-urls "$etcd_client" --advertise-client-urls "$etcd_client" \
     --listen-peer-urls "$etcd_peer" --initial-advertise-peer-urls "$etcd_peer" \
-    --initial-cluster "ponder-local=$etcd_peer"
+    --initial-cluster "ponder-local=$etcd_peer" \
+    --auto-compaction-mode periodic --auto-compaction-retention 1h
 etcd_port="${etcd_client##*:}"
 deadline=$((SECONDS + timeout))
 until port_in_use "$etcd_port"; do

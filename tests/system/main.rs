@@ -20,5 +20,6 @@ mod models;
 mod partition;
 mod recorded;
 mod rotation;
+mod scale;
 mod security;
 mod traces;
