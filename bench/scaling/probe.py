@@ -2,14 +2,14 @@
 """The scale probes of docs/scaling.md beyond the knee sweep (run.sh): balance and prefix
 affinity, orchestrator CPU per query and per sub-call, membership churn, a join/leave
 storm, and what etcd sees. Each probe starts its own process cluster on the recorded
-backend (cluster.py), drives it with ponder-load, and prints one JSON object that
-report.py turns into tables.
+backend (cluster.py), drives it with ponder-load, and prints one JSON object (kept in
+bench/results/scaling/probes/, quoted by docs/scaling.md; plot.py draws some).
 
     cargo build --release -p ponder-cli -p ponder-load
     bench/scaling/probe.py balance --n 8 --rate 20 --affinity true
-    bench/scaling/probe.py cpu --n 8 --rates 4,8,12,16
+    bench/scaling/probe.py cpu --n 8 --speedup 8 --rates 15,30,60,90,120
     bench/scaling/probe.py churn --n 8 --rate 12
-    bench/scaling/probe.py storm --n 16 --rate 12
+    bench/scaling/probe.py storm --n 16 --rate 12 --duration 60 [--kill]
     bench/scaling/probe.py etcd --n 64 --verifiers 16
     bench/scaling/probe.py limits --n 4 --k 4 --rate 8 --rate-limit 2
 
