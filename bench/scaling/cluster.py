@@ -161,19 +161,19 @@ class Cluster:
         self.log.close()
 
 
-def load(args, json_path, cpu=None):
-    """Runs ponder-load with `args`; returns its JSON report."""
-    cmd = [LOAD] + args + ["--quiet", "--json", json_path]
-    if cpu is not None:
-        cmd = ["taskset", "-c", str(cpu)] + cmd
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    with open(json_path) as f:
-        return json.load(f)
-
-
 def start_load(args, json_path, cpu=None):
-    """ponder-load in the background; `.wait()` it, then read `json_path`."""
+    """ponder-load with `args` in the background (on core `cpu` if given); `.wait()`
+    it, then read `json_path`."""
     cmd = [LOAD] + args + ["--quiet", "--json", json_path]
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu)] + cmd
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+
+
+def load(args, json_path, cpu=None):
+    """Runs ponder-load with `args`; returns its JSON report."""
+    code = start_load(args, json_path, cpu).wait()
+    if code != 0:
+        raise subprocess.CalledProcessError(code, [LOAD] + args)
+    with open(json_path) as f:
+        return json.load(f)

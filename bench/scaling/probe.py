@@ -30,6 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import REPO, PONDER, Cluster, cpu_seconds, load, scrape, start_load, total  # noqa: E402
+from dilate import dilate  # noqa: E402
 
 WORKLOAD = ["--mix", "default:16/fixed", "--seed", "1", "--cycle", "300", "--slo", "10s"]
 ENV = {
@@ -52,16 +53,10 @@ def recordings(rec):
 
 
 def dilated(src, work, factor):
-    """`src` (a recording directory) with every modelled time times `factor`: links to
-    its recording beside a latency.json from dilate.py."""
+    """`src` (a recording directory) with every modelled time times `factor`
+    (dilate.py), under `work`."""
     dst = os.path.join(work, "dilated", os.path.basename(src))
-    os.makedirs(dst)
-    for f in glob.glob(os.path.join(src, "*.json*")):
-        if os.path.basename(f) != "latency.json":
-            os.symlink(os.path.abspath(f), os.path.join(dst, os.path.basename(f)))
-    with open(os.path.join(dst, "latency.json"), "w") as out:
-        subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "dilate.py"),
-                        os.path.join(src, "latency.json"), str(factor)], stdout=out, check=True)
+    dilate(src, factor, dst)
     return dst
 
 

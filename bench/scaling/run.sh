@@ -92,10 +92,8 @@ done
 # Dilated: the same recordings (linked) with every cost of the fit times D.
 if [ "$SLOWDOWN" != 1 ]; then
     for d in gen_rec ver_rec; do
-        src="${!d}" dst="$work/dilated/$(basename "${!d}")"
-        mkdir -p "$dst"
-        ln -s "$(cd "$src" && pwd)"/info.json "$(cd "$src" && pwd)"/calls-*.jsonl "$dst/"
-        python3 bench/scaling/dilate.py "$src/latency.json" "$SLOWDOWN" >"$dst/latency.json"
+        dst="$work/dilated/$(basename "${!d}")"
+        python3 bench/scaling/dilate.py "${!d}" "$SLOWDOWN" "$dst"
         printf -v "$d" '%s' "$dst"
     done
 fi

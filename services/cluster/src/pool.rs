@@ -9,7 +9,7 @@
 //!   [`LOAD_BOUND`] times the mean (at least [`MIN_LOAD_CAP`]), else the next member in
 //!   the key's ranking does (consistent hashing with bounded loads, Mirrokni, Thorup and
 //!   Zadimoghaddam, 2018). Plain rendezvous hashing with a power-of-two-choices escape
-//!   left generators at 1.4x the mean load when few distinct queries are in flight
+//!   left generators at 1.2x the mean load when few distinct queries are in flight
 //!   (docs/scaling.md, "Balance");
 //! - with affinity off ([`Routing::affinity`], `--affinity false`): plain power of two
 //!   choices (the less loaded of two random members), the baseline affinity is measured
@@ -98,23 +98,11 @@ impl RetryBudget {
         }
     }
 
-    /// Counts a first attempt in `ponder_affinity_routes_total`: whether `chosen` is
-    /// the member `key` ranks first among the healthy `members` that fit the call (with
-    /// affinity off too, so that the two modes compare).
-    fn count_affinity(
-        &self,
-        role: Role,
-        members: &[Arc<Member>],
-        fits: &(dyn Fn(&pb::ModelInfoResponse) -> bool + Sync),
-        key: u64,
-        chosen: &Member,
-    ) {
+    /// Counts a first attempt in `ponder_affinity_routes_total`: whether it went to the
+    /// member its key ranks first ([`Routed::preferred`]; with affinity off too, so
+    /// that the two modes compare).
+    fn count_affinity(&self, role: Role, preferred: bool) {
         let Some(m) = &self.metrics else { return };
-        let preferred = members
-            .iter()
-            .filter(|m| m.info.get().is_some_and(fits) && !m.is_ejected())
-            .max_by_key(|m| rendezvous_rank(key, m))
-            .is_some_and(|p| std::ptr::eq(p.as_ref(), chosen));
         let result = if preferred { "preferred" } else { "other" };
         m.affinity_routes
             .get_or_create(&Metrics::labels(&[
@@ -142,11 +130,6 @@ impl Routing {
             affinity: true,
         }
     }
-
-    /// The key `route` ranks members by for a call with `affinity` (None: no ranking).
-    fn key(&self, affinity: u64) -> Option<u64> {
-        self.affinity.then_some(affinity)
-    }
 }
 
 impl Default for RetryBudget {
@@ -156,48 +139,62 @@ impl Default for RetryBudget {
     }
 }
 
-/// Picks a member for a call (see the module docs). `affinity`: the call's key (None:
-/// prefer a random member); `exclude`: already tried; `fits`: whether a member's limits
-/// let it serve this call.
+/// A member picked for a call.
+pub struct Routed {
+    pub member: Arc<Member>,
+    /// Whether it is the candidate the call's key ranks first (what affinity aims for).
+    pub preferred: bool,
+}
+
+/// Picks a member for a call (see the module docs). `key`: the call's affinity key;
+/// `affinity`: rank by it (false: power of two choices, the key only tells whether the
+/// pick happens to be its first-ranked member); `exclude`: already tried; `fits`:
+/// whether a member's limits let it serve this call.
 pub fn route(
     members: &[Arc<Member>],
-    affinity: Option<u64>,
+    key: u64,
+    affinity: bool,
     exclude: &[Arc<Member>],
     fits: &(dyn Fn(&pb::ModelInfoResponse) -> bool + Sync),
-) -> Option<Arc<Member>> {
+) -> Option<Routed> {
     let ready: Vec<&Arc<Member>> = members
         .iter()
         .filter(|m| m.info.get().is_some_and(fits) && !exclude.iter().any(|x| Arc::ptr_eq(x, m)))
         .collect();
     let healthy: Vec<&Arc<Member>> = ready.iter().copied().filter(|m| !m.is_ejected()).collect();
-    let pool = if healthy.is_empty() { ready } else { healthy };
-    let load = |m: &Member| m.in_flight.load(std::sync::atomic::Ordering::Relaxed);
-    match affinity {
-        Some(key) => {
-            // Each member's cap: LOAD_BOUND times the mean load with this call counted.
-            // The caps sum to at least the calls in flight plus this one, so some
-            // member always has room.
-            let total: u32 = pool.iter().map(|m| load(m)).sum();
-            let cap = ((f64::from(total + 1) * LOAD_BOUND / pool.len() as f64).ceil() as u32)
-                .max(MIN_LOAD_CAP);
-            let mut ranked = pool;
-            ranked.sort_unstable_by_key(|m| std::cmp::Reverse(rendezvous_rank(key, m)));
-            let first = *ranked.first()?;
-            let chosen = ranked
-                .iter()
-                .find(|m| load(m) < cap)
-                .copied()
-                .unwrap_or(first);
-            Some(chosen.clone())
-        }
-        None => {
-            // Power of two choices: the less loaded of two random members.
-            let mut rng = rand::rng();
-            let a = *pool.get(rng.random_range(0..pool.len().max(1)))?;
-            let b = pool[rng.random_range(0..pool.len())];
-            Some(if load(b) < load(a) { b } else { a }.clone())
-        }
+    let mut pool = if healthy.is_empty() { ready } else { healthy };
+    if pool.is_empty() {
+        return None;
     }
+    let load = |m: &Member| m.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+    let (chosen, first) = if affinity {
+        // Each member's cap: LOAD_BOUND times the mean load with this call counted.
+        // The caps sum to at least the calls in flight plus this one, so some member
+        // always has room.
+        let total: u32 = pool.iter().map(|m| load(m)).sum();
+        let cap = ((f64::from(total + 1) * LOAD_BOUND / pool.len() as f64).ceil() as u32)
+            .max(MIN_LOAD_CAP);
+        pool.sort_unstable_by_key(|m| std::cmp::Reverse(rendezvous_rank(key, m)));
+        let first = pool[0];
+        (
+            pool.iter()
+                .copied()
+                .find(|m| load(m) < cap)
+                .unwrap_or(first),
+            first,
+        )
+    } else {
+        // Power of two choices: the less loaded of two random members.
+        let mut rng = rand::rng();
+        let a = pool[rng.random_range(0..pool.len())];
+        let b = pool[rng.random_range(0..pool.len())];
+        let first = pool.iter().copied().max_by_key(|m| rendezvous_rank(key, m));
+        (if load(b) < load(a) { b } else { a }, first.unwrap_or(a))
+    };
+    Some(Routed {
+        member: chosen.clone(),
+        preferred: Arc::ptr_eq(chosen, first),
+    })
 }
 
 /// Rendezvous hashing: a member's rank for a key (the highest ranked is preferred).
@@ -326,18 +323,18 @@ where
     let mut overload_rounds = 0;
     let mut last: Option<SearchError> = None;
     let retries = &routing.retries;
-    let key = affinity;
-    let affinity = routing.key(affinity);
+    let route = |members: &[Arc<Member>], exclude: &[Arc<Member>]| {
+        route(members, affinity, routing.affinity, exclude, fits)
+    };
     retries.budget.deposit();
     while attempts < MAX_ATTEMPTS {
         let skip: Vec<Arc<Member>> = failed.iter().chain(&busy).cloned().collect();
-        let members = registry.members(role);
-        let m = match route(&members, affinity, &skip, fits) {
-            Some(m) => {
+        let m = match route(&registry.members(role), &skip) {
+            Some(routed) => {
                 if failed.is_empty() && busy.is_empty() && overload_rounds == 0 {
-                    retries.count_affinity(role, &members, fits, key, &m);
+                    retries.count_affinity(role, routed.preferred);
                 }
-                m
+                routed.member
             }
             None if !busy.is_empty() => {
                 overload_rounds += 1;
@@ -357,7 +354,7 @@ where
             }
             None => match registry
                 .wait_for(Some(member_wait_deadline(deadline)), |snap| {
-                    route(&snap.members(role), affinity, &failed, fits)
+                    route(&snap.members(role), &failed).map(|r| r.member)
                 })
                 .await
             {
@@ -700,39 +697,39 @@ mod tests {
         let new = ready_member("verifier-1", "127.0.0.1:2");
         let any = |_: &pb::ModelInfoResponse| true;
         let tried = std::slice::from_ref(&old);
-        let picked = route(std::slice::from_ref(&new), Some(7), tried, &any).expect("routable");
-        assert!(Arc::ptr_eq(&picked, &new));
-        assert!(route(tried, Some(7), tried, &any).is_none());
+        let picked = route(std::slice::from_ref(&new), 7, true, tried, &any).expect("routable");
+        assert!(Arc::ptr_eq(&picked.member, &new));
+        assert!(route(tried, 7, true, tried, &any).is_none());
+    }
+
+    fn four_ready_members() -> Vec<Arc<Member>> {
+        (0..4)
+            .map(|i| ready_member(&format!("verifier-{i}"), &format!("127.0.0.1:{}", i + 1)))
+            .collect()
+    }
+
+    /// The member `route` picks among `members` (none excluded, all fit) for `key`, with
+    /// affinity on (Some) or off (None).
+    fn pick(members: &[Arc<Member>], key: Option<u64>) -> Arc<Member> {
+        let any = |_: &pb::ModelInfoResponse| true;
+        route(members, key.unwrap_or(0), key.is_some(), &[], &any)
+            .expect("routable")
+            .member
     }
 
     #[tokio::test]
     async fn affinity_keeps_a_key_on_one_member_and_without_it_calls_spread() {
-        let members: Vec<_> = (0..4)
-            .map(|i| ready_member(&format!("verifier-{i}"), &format!("127.0.0.1:{}", i + 1)))
-            .collect();
-        let any = |_: &pb::ModelInfoResponse| true;
+        let members = four_ready_members();
         let picks = |key: Option<u64>| -> std::collections::HashSet<String> {
             (0..200)
-                .map(|_| {
-                    route(&members, key, &[], &any)
-                        .unwrap()
-                        .record
-                        .instance_id
-                        .clone()
-                })
+                .map(|_| pick(&members, key).record.instance_id.clone())
                 .collect()
         };
         // Idle members: the key's preferred member always wins.
         assert_eq!(picks(Some(42)).len(), 1);
         // Different keys prefer different members.
         let spread: std::collections::HashSet<_> = (0..64u64)
-            .map(|k| {
-                route(&members, Some(k), &[], &any)
-                    .unwrap()
-                    .record
-                    .instance_id
-                    .clone()
-            })
+            .map(|k| pick(&members, Some(k)).record.instance_id.clone())
             .collect();
         assert_eq!(spread.len(), 4);
         // No key: every member is picked sooner or later.
@@ -741,30 +738,26 @@ mod tests {
 
     #[tokio::test]
     async fn a_member_over_the_load_bound_passes_the_call_to_the_next_in_the_ranking() {
-        let members: Vec<_> = (0..4)
-            .map(|i| ready_member(&format!("verifier-{i}"), &format!("127.0.0.1:{}", i + 1)))
-            .collect();
+        let members = four_ready_members();
         let any = |_: &pb::ModelInfoResponse| true;
-        let preferred = route(&members, Some(42), &[], &any).unwrap();
+        let first = route(&members, 42, true, &[], &any).unwrap();
+        assert!(first.preferred);
+        let preferred = first.member;
         let set = |m: &Member, n: u32| m.in_flight.store(n, std::sync::atomic::Ordering::Relaxed);
         // Within the bound (8 in flight over 4 members: cap ceil(9 * 1.25 / 4) = 3):
         // the key's member keeps its calls.
         for m in &members {
             set(m, 2);
         }
-        assert!(Arc::ptr_eq(
-            &route(&members, Some(42), &[], &any).unwrap(),
-            &preferred
-        ));
+        assert!(Arc::ptr_eq(&pick(&members, Some(42)), &preferred));
         // Past it: the next member in the key's ranking, always the same one.
         set(&preferred, 6);
-        let next = route(&members, Some(42), &[], &any).unwrap();
+        let moved = route(&members, 42, true, &[], &any).unwrap();
+        assert!(!moved.preferred);
+        let next = moved.member;
         assert!(!Arc::ptr_eq(&next, &preferred));
         for _ in 0..20 {
-            assert!(Arc::ptr_eq(
-                &route(&members, Some(42), &[], &any).unwrap(),
-                &next
-            ));
+            assert!(Arc::ptr_eq(&pick(&members, Some(42)), &next));
         }
         // No key: power of two choices; the busiest member wins only when both random
         // draws land on it (1 call in 16).
@@ -773,7 +766,7 @@ mod tests {
         }
         set(&preferred, 9);
         let busiest = (0..400)
-            .filter(|_| Arc::ptr_eq(&route(&members, None, &[], &any).unwrap(), &preferred))
+            .filter(|_| Arc::ptr_eq(&pick(&members, None), &preferred))
             .count();
         assert!(
             busiest < 60,

@@ -93,8 +93,8 @@ pub struct OrchestratorArgs {
     #[arg(long, env = "PONDER_ALLOW_RECORDED")]
     pub allow_recorded: bool,
     /// Route every call of a query to the same member first (rendezvous hashing on the
-    /// query, bounded by power of two choices), so that its rounds hit that member's
-    /// prefix cache. `false`: plain power of two choices, for measuring what affinity
+    /// query, within a bound on each member's calls in flight), so that its rounds hit
+    /// that member's prefix cache. `false`: plain power of two choices, for measuring what affinity
     /// buys (docs/scaling.md, "Balance").
     #[arg(
         long,
