@@ -14,7 +14,8 @@ import time
 import urllib.request
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-PONDER = os.path.join(REPO, "target", "release", "ponder")
+# PONDER_BIN: another build of `ponder` for every process (an A/B of two builds).
+PONDER = os.environ.get("PONDER_BIN") or os.path.join(REPO, "target", "release", "ponder")
 LOAD = os.path.join(REPO, "target", "release", "ponder-load")
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -82,7 +83,7 @@ class Cluster:
             "--port", str(port), "--metrics",
             "--recorded-generator", gen_rec, "--recorded-verifier", ver_rec,
             "--cluster", self.cluster, "--work-dir", os.path.join(work, "cluster"),
-            "--timeout", "300",
+            "--timeout", "300", "--bin", PONDER,
         ]
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)

@@ -8,6 +8,7 @@ bench/results/scaling/probes/, quoted by docs/scaling.md; plot.py draws some).
     cargo build --release -p ponder-cli -p ponder-load
     bench/scaling/probe.py balance --n 8 --rate 20 --affinity true
     bench/scaling/probe.py cpu --n 8 --speedup 8 --rates 15,30,60,90,120
+    bench/scaling/probe.py cpu --n 8 --speedup 8 --quota 0.1 --concurrency 8,16,32,64
     bench/scaling/probe.py churn --n 8 --rate 12
     bench/scaling/probe.py storm --n 16 --rate 12 --duration 60 [--kill]
     bench/scaling/probe.py etcd --n 64 --verifiers 16
@@ -139,14 +140,44 @@ def balance(a):
     }
 
 
+CGROUP_CPU = "/sys/fs/cgroup/cpu"
+QUOTA_PERIOD_US = 10_000
+
+
+def cpu_quota(pid, fraction):
+    """Caps process `pid` (all its threads) at `fraction` of one core with a cgroup v1
+    CFS quota (period 10 ms); returns the cgroup's directory."""
+    group = os.path.join(CGROUP_CPU, f"ponder-probe-{os.getpid()}")
+    if not os.path.isdir(CGROUP_CPU):
+        sys.exit(f"--quota needs the cgroup v1 cpu controller at {CGROUP_CPU}")
+    os.makedirs(group, exist_ok=True)
+    for name, value in (("cpu.cfs_period_us", QUOTA_PERIOD_US),
+                        ("cpu.cfs_quota_us", int(fraction * QUOTA_PERIOD_US)),
+                        ("cgroup.procs", pid)):
+        with open(os.path.join(group, name), "w") as f:
+            f.write(str(value))
+    return group
+
+
+def throttled(group):
+    """Periods so far in which the cgroup ran out of quota, and all periods."""
+    with open(os.path.join(group, "cpu.stat")) as f:
+        stat = dict(line.split() for line in f)
+    return int(stat["nr_throttled"]), int(stat["nr_periods"])
+
+
 def cpu(a):
     """Orchestrator CPU per query and per sub-call: the orchestrator alone on core 1,
     every other process (nodes, etcd, the driver) on core 0. `--speedup F`: the nodes
     answer F times as fast as the fit, so that few nodes load the orchestrator (its own
-    work per call does not depend on how long a node takes)."""
+    work per call does not depend on how long a node takes). `--quota Q`: the
+    orchestrator may use only Q of its core (a CFS quota), so that the loads core 0 can
+    offer saturate it: the sub-calls it then completes per second, over Q, are its
+    ceiling per core, measured rather than extrapolated."""
     with tempfile.TemporaryDirectory() as work:
         c = cluster(a, work, a.n, 1, factor=1.0 / a.speedup)
         rows = []
+        group = None
         try:
             orch = c.orchestrators()[0]
             for name, pid in c.pids.items():
@@ -154,7 +185,11 @@ def cpu(a):
                 subprocess.run(["taskset", "-a", "-p", "-c", core, str(pid)], check=True,
                                stdout=subprocess.DEVNULL)
             pid = c.pid(orch)
-            for rate in [float(x) for x in a.rates.split(",")]:
+            if a.quota:
+                group = cpu_quota(pid, a.quota)
+            loads = ([("concurrency", int(x)) for x in a.concurrency.split(",")] if a.concurrency
+                     else [("rate", float(x)) for x in a.rates.split(",")])
+            for kind, level in loads:
                 def counts():
                     s = c.scrape(orch)
                     calls = sum(
@@ -162,16 +197,21 @@ def cpu(a):
                         for role in ("generator", "verifier"))
                     return cpu_seconds(pid), total(s, "ponder_requests_total", method="Solve"), calls
                 t0, (cpu0, q0, s0) = time.time(), counts()
-                r = load(["run", "--addr", c.addrs, "--connections", "2", "--rate", str(rate),
+                th0 = throttled(group) if group else (0, 0)
+                r = load(["run", "--addr", c.addrs, "--connections", "2", f"--{kind}", str(level),
                           "--duration", f"{a.duration}s", "--warmup", "2s"] + WORKLOAD,
-                         os.path.join(work, f"load-{rate}.json"), cpu=0)
+                         os.path.join(work, f"load-{kind}-{level}.json"), cpu=0)
                 cpu1, q1, s1 = counts()
                 wall = time.time() - t0
                 used, queries, subcalls = cpu1 - cpu0, q1 - q0, s1 - s0
+                th1 = throttled(group) if group else (0, 0)
                 rows.append({
-                    "rate": rate, "wall_s": wall, "cpu_s": used, "queries": queries,
+                    kind: level, "wall_s": wall, "cpu_s": used, "queries": queries,
                     "subcalls": subcalls, "failed": failures(r),
+                    "answered_per_s": r.get("throughput"),
+                    "subcalls_per_s": subcalls / wall,
                     "core_busy": used / wall,
+                    "throttled_periods": (th1[0] - th0[0]) / max(1, th1[1] - th0[1]),
                     "us_per_query": 1e6 * used / queries if queries else None,
                     "us_per_subcall": 1e6 * used / subcalls if subcalls else None,
                     "subcalls_per_query": subcalls / queries if queries else None,
@@ -179,9 +219,12 @@ def cpu(a):
                 print(json.dumps(rows[-1]), file=sys.stderr)
         finally:
             c.stop()
+            if group:
+                os.rmdir(group)
     per_call = [r["us_per_subcall"] for r in rows if r["us_per_subcall"]]
     return {
-        "probe": "cpu", "n": a.n, "speedup": a.speedup, "env": a.env or [], "rows": rows,
+        "probe": "cpu", "n": a.n, "speedup": a.speedup, "env": a.env or [], "quota": a.quota,
+        "rows": rows,
         "subcalls_per_core_s": [1e6 / x for x in per_call],
     }
 
@@ -372,6 +415,10 @@ def main():
     p.add_argument("--affinity", default="true", choices=["true", "false"])
     p.add_argument("--speedup", type=float, default=1.0,
                    help="cpu: nodes this many times as fast as the fit")
+    p.add_argument("--concurrency", default="",
+                   help="cpu: closed loops with these queries in flight, instead of --rates")
+    p.add_argument("--quota", type=float, default=0.0,
+                   help="cpu: cap the orchestrator at this fraction of a core (cgroup v1 CFS quota)")
     p.add_argument("--rate-limit", type=float, default=2.0,
                    help="limits: each orchestrator's --rate-limit (queries/s per client)")
     p.add_argument("--within", type=float, default=10.0, help="storm: seconds to restart all")

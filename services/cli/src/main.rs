@@ -9,6 +9,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// mimalloc instead of glibc malloc: an orchestrator allocates and frees small buffers
+/// for every gRPC call, and glibc's arenas cost about a fifth of its CPU there
+/// (docs/scaling.md, "Orchestrator cost").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "ponder",

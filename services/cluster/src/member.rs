@@ -121,6 +121,9 @@ impl MemberRecord {
 pub struct Member {
     pub record: MemberRecord,
     pub channel: Channel,
+    /// The stable hash of the instance id that rendezvous routing mixes with each
+    /// call's key (computed once, not per call).
+    pub id_hash: u64,
     /// Filled from the node's ModelInfo RPC; the member is routable once set.
     pub info: OnceLock<ModelInfoResponse>,
     pub in_flight: AtomicU32,
@@ -175,6 +178,7 @@ impl Member {
             .keep_alive_while_idle(true)
             .connect_lazy();
         Ok(Self {
+            id_hash: ponder_search::solve::hash(&record.instance_id),
             record,
             channel,
             info: OnceLock::new(),

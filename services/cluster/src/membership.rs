@@ -35,13 +35,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Members of `role`, by instance id.
-    pub fn members(&self, role: Role) -> Vec<Arc<Member>> {
-        self.members
+    /// Members of `role`, by instance id: a slice, since the members are sorted by role
+    /// first (routing reads it for every call, so it does not copy).
+    pub fn members(&self, role: Role) -> &[Arc<Member>] {
+        let start = self
+            .members
             .iter()
-            .filter(|m| m.record.role == role)
-            .cloned()
-            .collect()
+            .position(|m| m.record.role == role)
+            .unwrap_or(self.members.len());
+        let len = self.members[start..]
+            .iter()
+            .take_while(|m| m.record.role == role)
+            .count();
+        &self.members[start..start + len]
     }
 
     pub fn all(&self) -> &[Arc<Member>] {
@@ -54,6 +60,38 @@ impl Snapshot {
             .iter()
             .filter(|m| m.record.role == role && m.info.get().is_some())
             .count()
+    }
+}
+
+/// A value derived from the membership (the limits a pool's members agree on), computed
+/// once per snapshot instead of on every call: it is kept with the version it was
+/// computed from, and recomputed when a call sees a newer snapshot. The lock is held
+/// only to compare versions and copy the value out.
+pub struct PerSnapshot<T>(std::sync::Mutex<Option<(u64, T)>>);
+
+impl<T: Clone> PerSnapshot<T> {
+    pub fn new() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+
+    /// The value for `snapshot`: the kept one if it was computed from this version,
+    /// else `compute(snapshot)` (then kept).
+    pub fn get(&self, snapshot: &Snapshot, compute: impl FnOnce(&Snapshot) -> T) -> T {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &*kept {
+            Some((version, value)) if *version == snapshot.version => value.clone(),
+            _ => {
+                let value = compute(snapshot);
+                *kept = Some((snapshot.version, value.clone()));
+                value
+            }
+        }
+    }
+}
+
+impl<T: Clone> Default for PerSnapshot<T> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -146,7 +184,7 @@ impl Registry {
     }
 
     pub fn members(&self, role: Role) -> Vec<Arc<Member>> {
-        self.snapshot().members(role)
+        self.snapshot().members(role).to_vec()
     }
 
     pub fn all(&self) -> Vec<Arc<Member>> {
@@ -505,5 +543,62 @@ mod tests {
             })
             .await;
         assert!(gone.is_some_and(|v| v >= 2), "{gone:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_role_reads_as_its_own_slice() {
+        let registry = Registry::new();
+        for (role, id) in [
+            (Role::Verifier, "v2"),
+            (Role::Generator, "g1"),
+            (Role::Orchestrator, "o1"),
+            (Role::Verifier, "v1"),
+            (Role::Generator, "g2"),
+        ] {
+            registry.upsert(record(role, id));
+        }
+        let snap = registry
+            .wait_for(Some(in_(Duration::from_secs(1))), |s| {
+                (s.all().len() == 5).then(|| registry.snapshot())
+            })
+            .await
+            .expect("all five published");
+        let ids = |role| -> Vec<String> {
+            snap.members(role)
+                .iter()
+                .map(|m| m.record.instance_id.clone())
+                .collect()
+        };
+        assert_eq!(ids(Role::Generator), ["g1", "g2"]);
+        assert_eq!(ids(Role::Orchestrator), ["o1"]);
+        assert_eq!(ids(Role::Verifier), ["v1", "v2"]);
+        registry.retain(HashSet::from(["o1".to_string()]));
+        let only = registry
+            .wait_for(Some(in_(Duration::from_secs(1))), |s| {
+                (s.all().len() == 1).then(|| registry.snapshot())
+            })
+            .await
+            .expect("the removal published");
+        assert!(only.members(Role::Generator).is_empty());
+        assert!(only.members(Role::Verifier).is_empty());
+        assert_eq!(only.members(Role::Orchestrator).len(), 1);
+    }
+
+    #[test]
+    fn a_derived_value_is_computed_once_per_snapshot() {
+        let memo = PerSnapshot::new();
+        let computed = std::cell::Cell::new(0);
+        let mut snapshot = Snapshot::default();
+        let get = |s: &Snapshot| {
+            memo.get(s, |s| {
+                computed.set(computed.get() + 1);
+                s.version * 10
+            })
+        };
+        assert_eq!((get(&snapshot), get(&snapshot)), (0, 0));
+        assert_eq!(computed.get(), 1);
+        snapshot.version = 3;
+        assert_eq!((get(&snapshot), get(&snapshot)), (30, 30));
+        assert_eq!(computed.get(), 2);
     }
 }

@@ -31,7 +31,7 @@
 //!   cluster fails, failed calls are not multiplied into a retry storm.
 
 use crate::member::{InFlight, Member, Role};
-use crate::membership::Registry;
+use crate::membership::{PerSnapshot, Registry, Snapshot};
 use crate::metrics::{CounterFamily, Metrics};
 use crate::request_id;
 use crate::status::from_status;
@@ -43,6 +43,7 @@ use ponder_search::traits::{GeneratorLimits, VerifierCost};
 use ponder_search::{
     GenOutput, GenRequest, Generate, Result, Score, ScoreOutput, ScoreRequest, SearchError,
 };
+use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,6 +69,9 @@ pub const DEFAULT_MAX_SAMPLES: u32 = 256;
 pub struct RetryBudget {
     budget: Arc<TpsBudget>,
     metrics: Option<Metrics>,
+    /// The series of `ponder_affinity_routes_total` by role (generator, verifier) and
+    /// result (preferred, other), looked up once: every call counts one.
+    affinity_routes: Option<Arc<[[Counter; 2]; 2]>>,
 }
 
 impl RetryBudget {
@@ -80,12 +84,26 @@ impl RetryBudget {
                 percent,
             )),
             metrics: None,
+            affinity_routes: None,
         }
     }
 
     /// Counts retries (`ponder_retries_total`) and ejections (`ponder_ejections_total`)
     /// in `metrics`.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        let series = |role: Role, result: &str| {
+            metrics
+                .affinity_routes
+                .get_or_create(&Metrics::labels(&[
+                    ("role", role.as_str()),
+                    ("result", result),
+                ]))
+                .clone()
+        };
+        self.affinity_routes =
+            Some(Arc::new([Role::Generator, Role::Verifier].map(|role| {
+                [series(role, "preferred"), series(role, "other")]
+            })));
         self.metrics = Some(metrics);
         self
     }
@@ -102,14 +120,15 @@ impl RetryBudget {
     /// member its key ranks first ([`Routed::preferred`]; with affinity off too, so
     /// that the two modes compare).
     fn count_affinity(&self, role: Role, preferred: bool) {
-        let Some(m) = &self.metrics else { return };
-        let result = if preferred { "preferred" } else { "other" };
-        m.affinity_routes
-            .get_or_create(&Metrics::labels(&[
-                ("role", role.as_str()),
-                ("result", result),
-            ]))
-            .inc();
+        let Some(series) = &self.affinity_routes else {
+            return;
+        };
+        let by_role = match role {
+            Role::Generator => &series[0],
+            Role::Verifier => &series[1],
+            Role::Orchestrator => return, // never routed to
+        };
+        by_role[usize::from(!preferred)].inc();
     }
 }
 
@@ -157,12 +176,14 @@ pub fn route(
     exclude: &[Arc<Member>],
     fits: &(dyn Fn(&pb::ModelInfoResponse) -> bool + Sync),
 ) -> Option<Routed> {
-    let ready: Vec<&Arc<Member>> = members
+    let mut pool: Vec<&Arc<Member>> = members
         .iter()
         .filter(|m| m.info.get().is_some_and(fits) && !exclude.iter().any(|x| Arc::ptr_eq(x, m)))
         .collect();
-    let healthy: Vec<&Arc<Member>> = ready.iter().copied().filter(|m| !m.is_ejected()).collect();
-    let mut pool = if healthy.is_empty() { ready } else { healthy };
+    // Healthy members only, unless every candidate is ejected (the recovery probe).
+    if pool.iter().any(|m| !m.is_ejected()) {
+        pool.retain(|m| !m.is_ejected());
+    }
     if pool.is_empty() {
         return None;
     }
@@ -199,7 +220,7 @@ pub fn route(
 
 /// Rendezvous hashing: a member's rank for a key (the highest ranked is preferred).
 fn rendezvous_rank(key: u64, m: &Member) -> u64 {
-    ponder_search::solve::wave_seed(key, ponder_search::solve::hash(&m.record.instance_id))
+    ponder_search::solve::wave_seed(key, m.id_hash)
 }
 
 /// A call's gRPC request: its deadline, request id, tenant and, when traces are
@@ -329,7 +350,7 @@ where
     retries.budget.deposit();
     while attempts < MAX_ATTEMPTS {
         let skip: Vec<Arc<Member>> = failed.iter().chain(&busy).cloned().collect();
-        let m = match route(&registry.members(role), &skip) {
+        let m = match route(registry.snapshot().members(role), &skip) {
             Some(routed) => {
                 if failed.is_empty() && busy.is_empty() && overload_rounds == 0 {
                     retries.count_affinity(role, routed.preferred);
@@ -354,7 +375,7 @@ where
             }
             None => match registry
                 .wait_for(Some(member_wait_deadline(deadline)), |snap| {
-                    route(&snap.members(role), &failed).map(|r| r.member)
+                    route(snap.members(role), &failed).map(|r| r.member)
                 })
                 .await
             {
@@ -422,6 +443,8 @@ pub struct GeneratorPool {
     routing: Routing,
     /// Only members whose ModelInfo names this model (None: every member).
     model: Option<String>,
+    /// [`GeneratorPool::agreed_limits`] of the latest snapshot (read several times a call).
+    limits: Arc<PerSnapshot<Option<GeneratorLimits>>>,
 }
 
 impl GeneratorPool {
@@ -430,6 +453,7 @@ impl GeneratorPool {
             registry,
             routing,
             model: None,
+            limits: Arc::default(),
         }
     }
 
@@ -439,6 +463,7 @@ impl GeneratorPool {
             registry,
             routing,
             model: Some(model_id.to_string()),
+            limits: Arc::default(),
         }
     }
 
@@ -448,16 +473,20 @@ impl GeneratorPool {
 
     /// The limits of [`Generate::limits`]; None while no member of the pool is ready.
     fn agreed_limits(&self) -> Option<GeneratorLimits> {
-        let infos: Vec<_> = self
-            .registry
+        self.limits
+            .get(&self.registry.snapshot(), |snap| self.limits_of(snap))
+    }
+
+    fn limits_of(&self, snapshot: &Snapshot) -> Option<GeneratorLimits> {
+        let infos: Vec<&pb::ModelInfoResponse> = snapshot
             .members(Role::Generator)
             .iter()
-            .filter_map(|m| m.info.get().filter(|i| self.serves(i)).cloned())
+            .filter_map(|m| m.info.get().filter(|i| self.serves(i)))
             .collect();
         Some(GeneratorLimits {
             max_token_bytes: agreed(infos.iter().map(|i| i.max_token_bytes), Tie::Larger)?.max(1),
             context_length: agreed(infos.iter().map(|i| i.context_length), Tie::Smaller)?,
-            max_samples: agreed(infos.iter().map(max_samples), Tie::Smaller)?,
+            max_samples: agreed(infos.iter().map(|i| max_samples(i)), Tie::Smaller)?,
             // FLOPs are reserved by this count: a member with more parameters would spend
             // past the reservation, so it does not serve (see `generate`).
             parameters: agreed(infos.iter().map(|i| i.parameters), Tie::Larger)?,
@@ -562,26 +591,37 @@ fn agreed<T: Ord + Copy>(values: impl Iterator<Item = T>, tie: Tie) -> Option<T>
 pub struct VerifierPool {
     registry: Registry,
     routing: Routing,
+    /// [`VerifierPool::agreed_cost`] of the latest snapshot.
+    cost: Arc<PerSnapshot<Option<VerifierCost>>>,
 }
 
 impl VerifierPool {
     pub fn new(registry: Registry, routing: Routing) -> Self {
-        Self { registry, routing }
+        Self {
+            registry,
+            routing,
+            cost: Arc::default(),
+        }
     }
 
     /// The cost of [`Score::cost`]; None while no verifier is ready.
     fn agreed_cost(&self) -> Option<VerifierCost> {
-        let members = self.registry.members(Role::Verifier);
-        let costs: Vec<VerifierCost> = members
-            .iter()
-            .filter_map(|m| m.info.get().map(cost_of))
-            .collect();
-        Some(VerifierCost {
-            prompt_overhead: agreed(costs.iter().map(|c| c.prompt_overhead), Tie::Larger)?,
-            step_overhead: agreed(costs.iter().map(|c| c.step_overhead), Tie::Larger)?,
-            parameters: agreed(costs.iter().map(|c| c.parameters), Tie::Larger)?,
-        })
+        self.cost.get(&self.registry.snapshot(), cost_of_members)
     }
+}
+
+/// The verifier cost most of `snapshot`'s ready verifiers report (ties: the larger).
+fn cost_of_members(snapshot: &Snapshot) -> Option<VerifierCost> {
+    let costs: Vec<VerifierCost> = snapshot
+        .members(Role::Verifier)
+        .iter()
+        .filter_map(|m| m.info.get().map(cost_of))
+        .collect();
+    Some(VerifierCost {
+        prompt_overhead: agreed(costs.iter().map(|c| c.prompt_overhead), Tie::Larger)?,
+        step_overhead: agreed(costs.iter().map(|c| c.step_overhead), Tie::Larger)?,
+        parameters: agreed(costs.iter().map(|c| c.parameters), Tie::Larger)?,
+    })
 }
 
 /// Per-step overheads a verifier publishes in ModelInfo, as `model_id` suffix-free

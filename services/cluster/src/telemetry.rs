@@ -9,6 +9,11 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the spans of single calls to a member are made (`crate::pool`), and their
+/// names: kept out of the log lines, exported with traces.
+const CALL_SPAN_TARGET: &str = "ponder_cluster::pool";
+const CALL_SPANS: [&str; 2] = ["generate", "score"];
+
 /// Installs a `tracing` subscriber (level from `RUST_LOG`, default info) once.
 pub fn init_logging(format: LogFormat) {
     let _ = init_tracing(format, None);
@@ -17,11 +22,30 @@ pub fn init_logging(format: LogFormat) {
 /// As [`init_logging`], and when `otlp` is `(endpoint, service)`, also exports this
 /// process's spans there as `service` ([`crate::trace`]). Needs a tokio runtime then.
 pub fn init_tracing(format: LogFormat, otlp: Option<(&str, &str)>) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::filter::{filter_fn, FilterExt};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // The log lines leave out the spans of single calls to a member (their events say
+    // which member): the fmt layer formats a span's fields when the span is created,
+    // and an orchestrator makes thousands of calls a second (docs/scaling.md,
+    // "Orchestrator cost"). Exported traces keep them.
+    // (The level hint keeps the filter's level as the global maximum, so that
+    // disabled `debug!`/`trace!` sites in dependencies stay free.)
+    let filter = filter.and(
+        filter_fn(|meta| {
+            !(meta.is_span()
+                && meta.target() == CALL_SPAN_TARGET
+                && CALL_SPANS.contains(&meta.name()))
+        })
+        .with_max_level_hint(tracing_subscriber::filter::LevelFilter::TRACE),
+    );
+    // Colours only on a terminal: a log file or a collector gets plain text.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let fmt = match format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
