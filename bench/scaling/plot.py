@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The plots of docs/scaling.md, from the sweeps and probes in bench/results/scaling:
 knee.png (knee and throughput against N, with linear scaling from N=1), cpu.png (the
-orchestrator's CPU per sub-call against load) and balance.png (calls per generator
+orchestrator's CPU per sub-call against load, and its ceiling per core at saturation) and balance.png (calls per generator
 under each routing).
 
     pip install matplotlib==3.9.2   # in a virtual environment of your choice
@@ -53,23 +53,44 @@ def knee_plot(root):
     fig.savefig(root / "knee.png", dpi=110)
 
 
-def cpu_plot(root):
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, label in [("cpu-n8.json", "nodes at the fitted speed"),
-                        ("cpu-n8-x8.json", "nodes 8x faster"),
-                        ("cpu-n8-x8-1thread.json", "nodes 8x faster, 1 runtime thread")]:
-        path = root / "probes" / name
-        if path.exists():
-            rows = json.loads(path.read_text())["rows"]
-            ax.plot([r["rate"] for r in rows], [r["us_per_subcall"] for r in rows], "o-",
-                    label=label)
-    ax.axhline(100, color="k", linestyle="--", label="target: 10,000 sub-calls/s per core")
-    ax.set_xlabel("load (queries/s, 10.9 sub-calls each)")
-    ax.set_ylabel("orchestrator CPU per sub-call (µs)")
+def finish_axes(ax, target, target_label, xlabel, ylabel, title):
+    """A dashed target line, labels from 0 up, a legend and a light grid."""
+    ax.axhline(target, color="k", linestyle="--", label=target_label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, None)
-    ax.set_title("Orchestrator cost, pinned to one core")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
+
+
+def cpu_plot(root):
+    """Left: CPU per sub-call against load below saturation. Right: the ceiling per core
+    at saturation (CFS quota), against queries in flight. Old and new builds, paired."""
+    probes = root / "probes"
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, label in [("cpu-open-before.json", "before, 1 runtime thread"),
+                        ("cpu-open-after.json", "after, 1 runtime thread"),
+                        ("cpu-open-after-2threads.json", "after, 2 runtime threads")]:
+        path = probes / name
+        if path.exists():
+            rows = json.loads(path.read_text())["rows"]
+            left.plot([r["rate"] for r in rows], [r["us_per_subcall"] for r in rows], "o-",
+                      label=label)
+    finish_axes(left, 100, "target: 10,000 sub-calls/s per core",
+                "load (queries/s, 10.9 sub-calls each)", "orchestrator CPU per sub-call (µs)",
+                "Below saturation")
+    for build, style in [("before", "s--"), ("after", "o-")]:
+        for path in sorted(probes.glob(f"cpu-sat-{build}-*.json")):
+            run = json.loads(path.read_text())
+            rows = run["rows"]
+            right.plot([r["concurrency"] for r in rows],
+                       [r["subcalls_per_s"] / run["quota"] for r in rows], style,
+                       label=f"{build}, {path.stem.rsplit('-', 1)[1]}")
+    right.set_xscale("log", base=2)
+    right.set_xticks([32, 64, 128], ["32", "64", "128"])
+    finish_axes(right, 10000, "target", "queries in flight (closed loop)",
+                "sub-calls/s per core (completed / quota)", "Saturated: capped at 0.1 core")
     fig.tight_layout()
     fig.savefig(root / "cpu.png", dpi=110)
 
