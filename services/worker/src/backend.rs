@@ -9,6 +9,7 @@ use crate::recorded::recorder::Recorder;
 use crate::recorded::store::RecordedInfo;
 use crate::recorded::{RecordedWorker, ENGINE_NAME};
 use ponder_engine::{ModelInfo, ModelWorker, WorkerStats};
+use ponder_proto::v1 as pb;
 use ponder_search::traits::{GeneratorLimits, VerifierCost};
 use ponder_search::{
     GenOutput, GenRequest, Generate, Result, Score, ScoreOutput, ScoreRequest, SearchError,
@@ -100,12 +101,14 @@ impl Backend {
         }
     }
 
-    /// What `--record-calls` writes as the recording's `info.json`.
-    pub fn recorded_info(&self, role: &str) -> RecordedInfo {
+    /// What ModelInfo answers for this backend on node `instance_id`: the model's
+    /// description, its PRM costs on a verifier, and on a generator how many samples one
+    /// call may ask for (a verifier says 0). A recording stores the same
+    /// ([`Backend::recorded_info`]), so a recorded node answers as the real one did.
+    pub fn model_info(&self, instance_id: &str) -> pb::ModelInfoResponse {
         let info = self.info();
         let cost = info.prm_cost;
-        RecordedInfo {
-            role: role.to_string(),
+        pb::ModelInfoResponse {
             model_id: info.id.clone(),
             architecture: info.architecture.clone(),
             format: info.format.clone(),
@@ -115,6 +118,7 @@ impl Backend {
             context_length: info.context_length as u32,
             prm: info.prm.clone().unwrap_or_default(),
             max_token_bytes: info.max_token_bytes as u32,
+            instance_id: instance_id.to_string(),
             prm_prompt_overhead: cost.map_or(0, |c| c.prompt_overhead),
             prm_step_overhead: cost.map_or(0, |c| c.step_overhead),
             max_samples_per_request: if info.prm.is_some() {
@@ -122,6 +126,28 @@ impl Backend {
             } else {
                 self.max_samples()
             },
+            engine: self.engine_name().to_string(),
+        }
+    }
+
+    /// What `--record-calls` writes as the recording's `info.json`: [`Backend::model_info`]
+    /// without what belongs to the node (its instance id, its engine).
+    pub fn recorded_info(&self, role: &str) -> RecordedInfo {
+        let i = self.model_info("");
+        RecordedInfo {
+            role: role.to_string(),
+            model_id: i.model_id,
+            architecture: i.architecture,
+            format: i.format,
+            dtype: i.dtype,
+            parameters: i.parameters,
+            vocab_size: i.vocab_size,
+            context_length: i.context_length,
+            prm: i.prm,
+            max_token_bytes: i.max_token_bytes,
+            prm_prompt_overhead: i.prm_prompt_overhead,
+            prm_step_overhead: i.prm_step_overhead,
+            max_samples_per_request: i.max_samples_per_request,
         }
     }
 }

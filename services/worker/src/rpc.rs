@@ -96,25 +96,5 @@ fn logged(request_id: &str) -> bool {
 /// The ModelInfo answer of a worker node: the wire form of the engine's model facts.
 pub fn model_info(cell: &WorkerCell) -> Result<Response<pb::ModelInfoResponse>, Status> {
     let backend = cell.get().map_err(to_status)?;
-    let info = backend.info();
-    Ok(Response::new(pb::ModelInfoResponse {
-        model_id: info.id.clone(),
-        architecture: info.architecture.clone(),
-        format: info.format.clone(),
-        dtype: info.dtype.clone(),
-        parameters: info.parameters,
-        vocab_size: info.vocab_size as u32,
-        context_length: info.context_length as u32,
-        prm: info.prm.clone().unwrap_or_default(),
-        max_token_bytes: info.max_token_bytes as u32,
-        instance_id: cell.instance_id().to_string(),
-        prm_prompt_overhead: info.prm_cost.map_or(0, |c| c.prompt_overhead),
-        prm_step_overhead: info.prm_cost.map_or(0, |c| c.step_overhead),
-        max_samples_per_request: if info.prm.is_some() {
-            0
-        } else {
-            backend.max_samples()
-        },
-        engine: backend.engine_name().to_string(),
-    }))
+    Ok(Response::new(backend.model_info(cell.instance_id())))
 }
