@@ -68,7 +68,8 @@ def free_port():
 
 
 class Cluster:
-    """run-cluster.sh with N recorded generators, M verifiers and K orchestrators."""
+    """run-cluster.sh with N recorded generators, M verifiers and K orchestrators (the
+    real engine, the bundled models, when `gen_rec` and `ver_rec` are None)."""
 
     def __init__(self, work, n, m, k, gen_rec, ver_rec, port=51000, env=None):
         self.work, self.gen_rec, self.ver_rec = work, gen_rec, ver_rec
@@ -81,10 +82,11 @@ class Cluster:
             os.path.join(REPO, "deploy", "local", "run-cluster.sh"),
             "--generators", str(n), "--verifiers", str(m), "--orchestrators", str(k),
             "--port", str(port), "--metrics",
-            "--recorded-generator", gen_rec, "--recorded-verifier", ver_rec,
             "--cluster", self.cluster, "--work-dir", os.path.join(work, "cluster"),
             "--timeout", "300", "--bin", PONDER,
         ]
+        if gen_rec:
+            args += ["--recorded-generator", gen_rec, "--recorded-verifier", ver_rec]
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         self.extra = {}  # name -> (Popen, metrics url) of nodes started by the probe

@@ -13,6 +13,7 @@ bench/results/scaling/probes/, quoted by docs/scaling.md; plot.py draws some).
     bench/scaling/probe.py storm --n 16 --rate 12 --duration 60 [--kill]
     bench/scaling/probe.py etcd --n 64 --verifiers 16
     bench/scaling/probe.py limits --n 4 --k 4 --rate 8 --rate-limit 2
+    bench/scaling/probe.py fidelity --rates 1,1.5,2,2.5,3 --duration 30 --calibrate
 
 The recording is run.sh's (REC, default data/scaling/recording, with the latency fits
 copied beside it): record it with `NS=" " KS=" " REAL=0 bench/scaling/run.sh` first.
@@ -403,9 +404,71 @@ def limits(a):
     }
 
 
+def fidelity(a):
+    """The recorded backend against the real engine at N = 1, call by call: the same
+    loads on a real cluster (the bundled models) and on a recorded one, with each node's
+    mean time per call (`ponder_request_duration_seconds`, from its arrival at the node
+    to its answer) and the queries' latency and accuracy. Says where a gap between the
+    two comes from: the nodes' service times, or what lies around them.
+
+    `--calibrate`: a third cluster, recorded with each role's modelled times scaled by
+    real / recorded mean time per call at the first rate of this run (dilate.py), is
+    then compared with the real one at the other rates (held out)."""
+    gen, ver = recordings(a.rec)
+    out = {"probe": "fidelity", "rates": a.rates, "runs": [], "factors": None}
+    rates = [float(x) for x in a.rates.split(",")]
+    kinds = ["real", "recorded"] + (["calibrated"] if a.calibrate else [])
+    for kind in kinds:
+        with tempfile.TemporaryDirectory() as work:
+            if kind == "real":
+                rec = (None, None)
+            elif kind == "recorded":
+                rec = (gen, ver)
+            else:
+                first = {r["kind"]: r for r in out["runs"] if r["rate"] == rates[0]}
+                f_gen = first["real"]["Generate_mean_ms"] / first["recorded"]["Generate_mean_ms"]
+                f_ver = first["real"]["Score_mean_ms"] / first["recorded"]["Score_mean_ms"]
+                out["factors"] = {"generator": f_gen, "verifier": f_ver}
+                rec = (dilated(gen, work, f_gen), dilated(ver, work, f_ver))
+            env = dict(dict(kv.split("=", 1) for kv in a.env or []), **ENV)
+            c = Cluster(work, 1, 1, 1, *rec, env=env)
+            try:
+                for rate in rates:
+                    out["runs"].append(fidelity_step(c, kind, rate, a.duration, work))
+                    print(json.dumps(out["runs"][-1]), file=sys.stderr)
+            finally:
+                c.stop()
+    return out
+
+
+def fidelity_step(c, kind, rate, duration, work):
+    """One load on cluster `c`: the driver's figures and each node's mean time per call."""
+    def node_times():
+        row = {}
+        for role, method in (("generator", "Generate"), ("verifier", "Score")):
+            s = c.scrape(c.names(role)[0])
+            row[method] = (total(s, "ponder_request_duration_seconds_sum", method=method),
+                           total(s, "ponder_request_duration_seconds_count", method=method))
+        return row
+    before = node_times()
+    r = load(["run", "--addr", c.addrs, "--connections", "2", "--rate", str(rate),
+              "--duration", f"{duration}s", "--warmup", "5s"] + WORKLOAD,
+             os.path.join(work, f"load-{rate}.json"))
+    after = node_times()
+    row = {"kind": kind, "rate": rate, "failed": failures(r), "sent": r["sent"],
+           "throughput": r["throughput"], "accuracy": r["accuracy"],
+           "p50_s": r["latency"]["p50"], "p99_s": r["latency"]["p99"]}
+    for method in after:
+        secs = after[method][0] - before[method][0]
+        calls = after[method][1] - before[method][1]
+        row[f"{method}_calls"] = calls
+        row[f"{method}_mean_ms"] = 1e3 * secs / calls if calls else None
+    return row
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("probe", choices=["balance", "cpu", "churn", "storm", "etcd", "limits"])
+    p.add_argument("probe", choices=["balance", "cpu", "churn", "storm", "etcd", "limits", "fidelity"])
     p.add_argument("--n", type=int, default=8, help="generator nodes")
     p.add_argument("--k", type=int, default=1, help="orchestrators (balance)")
     p.add_argument("--verifiers", type=int, default=0, help="verifier nodes (0: N, one per generator: docs/scaling.md)")
@@ -417,6 +480,8 @@ def main():
                    help="cpu: nodes this many times as fast as the fit")
     p.add_argument("--concurrency", default="",
                    help="cpu: closed loops with these queries in flight, instead of --rates")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fidelity: also a recorded cluster scaled to the real one at the first rate")
     p.add_argument("--quota", type=float, default=0.0,
                    help="cpu: cap the orchestrator at this fraction of a core (cgroup v1 CFS quota)")
     p.add_argument("--rate-limit", type=float, default=2.0,
