@@ -486,7 +486,7 @@ impl GeneratorPool {
         Some(GeneratorLimits {
             max_token_bytes: agreed(infos.iter().map(|i| i.max_token_bytes), Tie::Larger)?.max(1),
             context_length: agreed(infos.iter().map(|i| i.context_length), Tie::Smaller)?,
-            max_samples: agreed(infos.iter().map(|i| max_samples(i)), Tie::Smaller)?,
+            max_samples: agreed(infos.iter().copied().map(max_samples), Tie::Smaller)?,
             // FLOPs are reserved by this count: a member with more parameters would spend
             // past the reservation, so it does not serve (see `generate`).
             parameters: agreed(infos.iter().map(|i| i.parameters), Tie::Larger)?,

@@ -191,7 +191,7 @@ impl Shared {
         progress: Option<watch::Sender<Progress>>,
     ) -> Result<Answer, Status> {
         let has_verifier = self.has_verifier(query).await;
-        if self.registry.members(Role::Generator).is_empty() {
+        if self.registry.snapshot().members(Role::Generator).is_empty() {
             return Err(Status::unavailable("no generator is available"));
         }
         let mut model = self.choose_model(query, pinned).await?;
@@ -280,7 +280,7 @@ impl Shared {
     /// verifier is being replaced) waits for one too, within the query's deadline,
     /// when the query may need it, instead of failing or silently answering without.
     async fn has_verifier(&self, query: &Query) -> bool {
-        if !self.registry.members(Role::Verifier).is_empty() {
+        if !self.registry.snapshot().members(Role::Verifier).is_empty() {
             self.verifiers_seen.store(true, Ordering::Relaxed);
             return true;
         }
