@@ -16,7 +16,8 @@ import urllib.request
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # PONDER_BIN: another build of `ponder` for every process (an A/B of two builds).
 PONDER = os.environ.get("PONDER_BIN") or os.path.join(REPO, "target", "release", "ponder")
-LOAD = os.path.join(REPO, "target", "release", "ponder-load")
+# PONDER_LOAD_BIN: the ponder-load binary (default: beside the default ponder).
+LOAD = os.environ.get("PONDER_LOAD_BIN") or os.path.join(REPO, "target", "release", "ponder-load")
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
@@ -69,9 +70,11 @@ def free_port():
 
 class Cluster:
     """run-cluster.sh with N recorded generators, M verifiers and K orchestrators (the
-    real engine, the bundled models, when `gen_rec` and `ver_rec` are None)."""
+    real engine, the bundled models, when `gen_rec` and `ver_rec` are None; recording
+    every answer into `record_calls`/<role> when given)."""
 
-    def __init__(self, work, n, m, k, gen_rec, ver_rec, port=51000, env=None):
+    def __init__(self, work, n, m, k, gen_rec, ver_rec, port=51000, env=None, pin=False,
+                 record_calls=None):
         self.work, self.gen_rec, self.ver_rec = work, gen_rec, ver_rec
         self.n, self.m, self.k = n, m, k
         self.env = dict(os.environ, **(env or {}))
@@ -87,6 +90,10 @@ class Cluster:
         ]
         if gen_rec:
             args += ["--recorded-generator", gen_rec, "--recorded-verifier", ver_rec]
+        if pin:
+            args.append("--pin")
+        if record_calls:
+            args += ["--record-calls", record_calls]
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         self.extra = {}  # name -> (Popen, metrics url) of nodes started by the probe

@@ -14,6 +14,7 @@ bench/results/scaling/probes/, quoted by docs/scaling.md; plot.py draws some).
     bench/scaling/probe.py etcd --n 64 --verifiers 16
     bench/scaling/probe.py limits --n 4 --k 4 --rate 8 --rate-limit 2
     bench/scaling/probe.py fidelity --rates 1,1.5,2,2.5,3 --duration 30 --calibrate
+    bench/scaling/probe.py fidelity --pin --fresh --concurrency 6 --duration 30
 
 The recording is run.sh's (REC, default data/scaling/recording, with the latency fits
 copied beside it): record it with `NS=" " KS=" " REAL=0 bench/scaling/run.sh` first.
@@ -411,58 +412,132 @@ def fidelity(a):
     to its answer) and the queries' latency and accuracy. Says where a gap between the
     two comes from: the nodes' service times, or what lies around them.
 
+    `--pin`: each model node on a core of its own, as the fit was measured
+    (run-cluster.sh --pin; `ponder fit-latency` under taskset).
+    `--fresh`: fit the latency model and record the workload in this run, not from REC:
+    the fit first (pinned to core 0), then the real cluster records the first `--cycle`
+    requests once (a warm-up that every later step replays), then the measured steps;
+    the recorded cluster serves that recording with that fit. What tests/fidelity.rs
+    runs.
+    `--concurrency C1,C2`: closed loops of that many queries in flight, instead of
+    `--rates`.
     `--calibrate`: a third cluster, recorded with each role's modelled times scaled by
-    real / recorded mean time per call at the first rate of this run (dilate.py), is
-    then compared with the real one at the other rates (held out)."""
-    gen, ver = recordings(a.rec)
-    out = {"probe": "fidelity", "rates": a.rates, "runs": [], "factors": None}
-    rates = [float(x) for x in a.rates.split(",")]
+    real / recorded mean time per call at the first load of this run (dilate.py), is
+    then compared with the real one at the other loads (held out)."""
+    loads = loads_of(a)
+    out = {"probe": "fidelity", "loads": [f"{k}={v}" for k, v in loads], "pin": a.pin,
+           "fresh": a.fresh, "runs": [], "factors": None}
+    workload = WORKLOAD if not a.fresh else cycled(WORKLOAD, a.cycle)
     kinds = ["real", "recorded"] + (["calibrated"] if a.calibrate else [])
-    for kind in kinds:
-        with tempfile.TemporaryDirectory() as work:
-            if kind == "real":
-                rec = (None, None)
-            elif kind == "recorded":
-                rec = (gen, ver)
-            else:
-                first = {r["kind"]: r for r in out["runs"] if r["rate"] == rates[0]}
-                f_gen = first["real"]["Generate_mean_ms"] / first["recorded"]["Generate_mean_ms"]
-                f_ver = first["real"]["Score_mean_ms"] / first["recorded"]["Score_mean_ms"]
-                out["factors"] = {"generator": f_gen, "verifier": f_ver}
-                rec = (dilated(gen, work, f_gen), dilated(ver, work, f_ver))
-            env = dict(dict(kv.split("=", 1) for kv in a.env or []), **ENV)
-            c = Cluster(work, 1, 1, 1, *rec, env=env)
-            try:
-                for rate in rates:
-                    out["runs"].append(fidelity_step(c, kind, rate, a.duration, work))
-                    print(json.dumps(out["runs"][-1]), file=sys.stderr)
-            finally:
-                c.stop()
+    with tempfile.TemporaryDirectory() as keep:
+        if a.fresh:
+            rec_root = os.path.join(keep, "rec")
+            fit_root = os.path.join(keep, "fit")
+            out["fit"] = fresh_fit(fit_root)
+        else:
+            gen, ver = recordings(a.rec)
+        for kind in kinds:
+            with tempfile.TemporaryDirectory() as work:
+                record = None
+                if kind == "real":
+                    rec = (None, None)
+                    record = rec_root if a.fresh else None
+                elif a.fresh and kind == "recorded":
+                    gen, ver = fitted_recording(rec_root, fit_root)
+                    rec = (gen, ver)
+                elif kind == "recorded":
+                    rec = (gen, ver)
+                else:
+                    first = {r["kind"]: r for r in out["runs"] if r["load"] == out["loads"][0]}
+                    f_gen = first["real"]["Generate_mean_ms"] / first["recorded"]["Generate_mean_ms"]
+                    f_ver = first["real"]["Score_mean_ms"] / first["recorded"]["Score_mean_ms"]
+                    out["factors"] = {"generator": f_gen, "verifier": f_ver}
+                    rec = (dilated(gen, work, f_gen), dilated(ver, work, f_ver))
+                env = dict(dict(kv.split("=", 1) for kv in a.env or []), **ENV)
+                c = Cluster(work, 1, 1, 1, *rec, env=env, pin=a.pin, record_calls=record)
+                try:
+                    if a.fresh:
+                        # Every request of the cycle once: the real cluster records them,
+                        # the recorded one warms its prefix cache as the real one did.
+                        load(["run", "--addr", c.addrs, "--concurrency", "4",
+                              "--requests", str(a.cycle)] + workload,
+                             os.path.join(work, "warm-up.json"))
+                    for flag, value in loads:
+                        row = fidelity_step(c, kind, flag, value, a.duration, work, workload)
+                        out["runs"].append(row)
+                        print(json.dumps(row), file=sys.stderr)
+                finally:
+                    c.stop()
     return out
 
 
-def fidelity_step(c, kind, rate, duration, work):
+def loads_of(a):
+    """The probe's loads as (ponder-load flag, value): closed loops or rates."""
+    if a.concurrency:
+        return [("concurrency", int(x)) for x in a.concurrency.split(",")]
+    return [("rate", float(x)) for x in a.rates.split(",")]
+
+
+def cycled(workload, cycle):
+    """`workload` cycling over its first `cycle` requests."""
+    w = list(workload)
+    w[w.index("--cycle") + 1] = str(cycle)
+    return w
+
+
+def fresh_fit(root):
+    """`ponder fit-latency` of the default pair into `root`, on core 0 alone (the
+    workload's calls at 2 questions per level, the sweep once); its printed table."""
+    cmd = ["taskset", "-c", "0", PONDER, "fit-latency", "--default-only", "--repeats", "1",
+           "--workload", "2", "--out", root]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def fitted_recording(rec_root, fit_root):
+    """The real cluster's recording (run-cluster.sh --record-calls: ROOT/<role>) with
+    the fresh fit of each role's model beside it."""
+    dirs = []
+    for role in ("generator", "verifier"):
+        rec = os.path.join(rec_root, role)
+        with open(os.path.join(rec, "info.json")) as f:
+            model_id = json.load(f)["model_id"]
+        fits = glob.glob(os.path.join(fit_root, f"{role}-*", "latency.json"))
+        fit = [p for p in fits if json.load(open(p))["model_id"] == model_id]
+        if not fit:
+            sys.exit(f"no fit of {role} {model_id} in {fit_root}")
+        with open(fit[0]) as src, open(os.path.join(rec, "latency.json"), "w") as dst:
+            dst.write(src.read())
+        dirs.append(rec)
+    return tuple(dirs)
+
+
+def fidelity_step(c, kind, flag, value, duration, work, workload):
     """One load on cluster `c`: the driver's figures and each node's mean time per call."""
     def node_times():
         row = {}
-        for role, method in (("generator", "Generate"), ("verifier", "Score")):
+        for role, method, kind in (("generator", "Generate", "prompt"),
+                                   ("verifier", "Score", "scored")):
             s = c.scrape(c.names(role)[0])
             row[method] = (total(s, "ponder_request_duration_seconds_sum", method=method),
-                           total(s, "ponder_request_duration_seconds_count", method=method))
+                           total(s, "ponder_request_duration_seconds_count", method=method),
+                           total(s, "ponder_tokens_total", kind=kind))
         return row
     before = node_times()
-    r = load(["run", "--addr", c.addrs, "--connections", "2", "--rate", str(rate),
-              "--duration", f"{duration}s", "--warmup", "5s"] + WORKLOAD,
-             os.path.join(work, f"load-{rate}.json"))
+    r = load(["run", "--addr", c.addrs, "--connections", "2", f"--{flag}", str(value),
+              "--duration", f"{duration}s", "--warmup", "5s"] + workload,
+             os.path.join(work, f"load-{flag}-{value}.json"))
     after = node_times()
-    row = {"kind": kind, "rate": rate, "failed": failures(r), "sent": r["sent"],
-           "throughput": r["throughput"], "accuracy": r["accuracy"],
+    row = {"kind": kind, "load": f"{flag}={value}", flag: value, "failed": failures(r),
+           "sent": r["sent"], "throughput": r["throughput"], "accuracy": r["accuracy"],
            "p50_s": r["latency"]["p50"], "p99_s": r["latency"]["p99"]}
     for method in after:
         secs = after[method][0] - before[method][0]
         calls = after[method][1] - before[method][1]
+        tokens = after[method][2] - before[method][2]
         row[f"{method}_calls"] = calls
         row[f"{method}_mean_ms"] = 1e3 * secs / calls if calls else None
+        # Prompt tokens per Generate call, scored (uncached) tokens per Score call.
+        row[f"{method}_tokens_per_call"] = tokens / calls if calls else None
     return row
 
 
@@ -479,9 +554,15 @@ def main():
     p.add_argument("--speedup", type=float, default=1.0,
                    help="cpu: nodes this many times as fast as the fit")
     p.add_argument("--concurrency", default="",
-                   help="cpu: closed loops with these queries in flight, instead of --rates")
+                   help="cpu, fidelity: closed loops with these queries in flight, instead of --rates")
     p.add_argument("--calibrate", action="store_true",
                    help="fidelity: also a recorded cluster scaled to the real one at the first rate")
+    p.add_argument("--pin", action="store_true",
+                   help="fidelity: each model node on a core of its own (run-cluster.sh --pin)")
+    p.add_argument("--fresh", action="store_true",
+                   help="fidelity: fit and record in this run instead of using REC")
+    p.add_argument("--cycle", type=int, default=40,
+                   help="fidelity --fresh: the requests recorded and cycled")
     p.add_argument("--quota", type=float, default=0.0,
                    help="cpu: cap the orchestrator at this fraction of a core (cgroup v1 CFS quota)")
     p.add_argument("--rate-limit", type=float, default=2.0,

@@ -99,7 +99,8 @@ if [ "$SLOWDOWN" != 1 ]; then
 fi
 
 # 2. Each size: start the cluster, sweep, stop. `sweep real 1 1` is the real engine at
-#    N=1 (the same processes with the models), the reference the recorded N=1 must match.
+#    N=1 (the same processes with the models, pinned), the reference the recorded N=1
+#    must match; bench/scaling/probe.py fidelity --fresh compares the two in one run.
 sweep() {   # sweep recorded|real N K
     local kind="$1" n="$2" k="$3" m=$(( ($2 + GENERATORS_PER_VERIFIER - 1) / GENERATORS_PER_VERIFIER )) tag
     tag="n$2-k$3"
@@ -111,7 +112,9 @@ sweep() {   # sweep recorded|real N K
     if [ "$kind" = recorded ]; then
         source=(--recorded-generator "$gen_rec" --recorded-verifier "$ver_rec")
     else
-        source=()
+        # Each model node on a core of its own, as the latency fit was measured
+        # (docs/scaling.md, "N = 1, call by call").
+        source=(--pin)
     fi
     deploy/local/run-cluster.sh --generators "$n" --verifiers "$m" --orchestrators "$k" \
         --port 51000 "${source[@]+"${source[@]}"}" \

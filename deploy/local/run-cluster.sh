@@ -27,6 +27,9 @@ Usage: deploy/local/run-cluster.sh [options]
                          serve these recordings on the recorded backend instead of the
                          models (--engine recorded:DIR; the orchestrators get
                          --allow-recorded): scale measurements only, docs/scaling.md
+  --record-calls ROOT    model nodes record every answer they give (ponder node
+                         --record-calls) into ROOT/generator and ROOT/verifier:
+                         recordings the recorded backend serves (docs/scaling.md)
   --models DIR           models directory; its manifest.json names the default
                          generator and verifier (default: ./models)
   --generator-model P    generator model (default: DIR's default generator)
@@ -35,6 +38,11 @@ Usage: deploy/local/run-cluster.sh [options]
   --etcd-bin PATH        etcd binary (default: $PONDER_ETCD_BIN or etcd)
   --cluster NAME         cluster name, the etcd key prefix (default: local)
   --metrics              serve /metrics on every node (free ports, listed at start)
+  --pin                  run each model node on one core of its own (taskset, round
+                         robin over this machine's cores, generators first), as a pod
+                         with a one-core CPU limit; orchestrators and etcd float.
+                         What the recorded backend's latency fit assumes
+                         (docs/scaling.md, "N = 1, call by call")
   --log-format FMT       text or json (default: text)
   --work-dir DIR         etcd data, logs and cluster.env (default: a new temp dir)
   --keep                 keep the working directory on exit
@@ -54,6 +62,7 @@ verifiers=1
 orchestrators=1
 recorded_generator=""
 recorded_verifier=""
+record_calls=""
 port=50051
 models="$repo/models"
 generator_model=""
@@ -62,6 +71,7 @@ bin="$repo/target/release/ponder"
 etcd_bin="${PONDER_ETCD_BIN:-etcd}"
 cluster=local
 metrics=0
+pin=0
 log_format=text
 work=""
 keep=0
@@ -76,6 +86,7 @@ while [ $# -gt 0 ]; do
         --orchestrators) need "$@"; orchestrators="$2"; shift 2 ;;
         --recorded-generator) need "$@"; recorded_generator="$2"; shift 2 ;;
         --recorded-verifier) need "$@"; recorded_verifier="$2"; shift 2 ;;
+        --record-calls) need "$@"; record_calls="$2"; shift 2 ;;
         --models) need "$@"; models="$2"; shift 2 ;;
         --generator-model) need "$@"; generator_model="$2"; shift 2 ;;
         --verifier-model) need "$@"; verifier_model="$2"; shift 2 ;;
@@ -83,6 +94,7 @@ while [ $# -gt 0 ]; do
         --etcd-bin) need "$@"; etcd_bin="$2"; shift 2 ;;
         --cluster) need "$@"; cluster="$2"; shift 2 ;;
         --metrics) metrics=1; shift ;;
+        --pin) pin=1; shift ;;
         --log-format) need "$@"; log_format="$2"; shift 2 ;;
         --work-dir) need "$@"; work="$2"; shift 2 ;;
         --keep) keep=1; shift ;;
@@ -100,6 +112,7 @@ models="$(abs "$models")"; bin="$(abs "$bin")"
 [ -z "$work" ] || work="$(abs "$work")"
 [ -z "$recorded_generator" ] || recorded_generator="$(abs "$recorded_generator")"
 [ -z "$recorded_verifier" ] || recorded_verifier="$(abs "$recorded_verifier")"
+[ -z "$record_calls" ] || record_calls="$(abs "$record_calls")"
 case "$etcd_bin" in */*) etcd_bin="$(abs "$etcd_bin")" ;; esac
 
 is_count() { [[ "$1" =~ ^[0-9]+$ ]]; }
@@ -109,6 +122,9 @@ is_count "$port" || { echo "--port must be a number" >&2; exit 2; }
 is_count "$orchestrators" && [ "$orchestrators" -ge 1 ] || { echo "--orchestrators must be at least 1" >&2; exit 2; }
 if [ -n "$recorded_generator$recorded_verifier" ] && { [ -z "$recorded_generator" ] || { [ "$verifiers" -gt 0 ] && [ -z "$recorded_verifier" ]; }; }; then
     echo "--recorded-generator and --recorded-verifier go together (a cluster is recorded or not)" >&2; exit 2
+fi
+if [ -n "$record_calls" ] && [ -n "$recorded_generator" ]; then
+    echo "--record-calls records the models; a recorded cluster has none to record" >&2; exit 2
 fi
 # A models directory is resolved by each node through its manifest (the role's default
 # model, digests checked); `ponder models` lists it.
@@ -247,14 +263,31 @@ else
     generator_source=(--model "$generator_model")
     verifier_source=(--model "$verifier_model")
     orchestrator_flags=()
+    if [ -n "$record_calls" ]; then
+        generator_source+=(--record-calls "$record_calls/generator")
+        verifier_source+=(--record-calls "$record_calls/verifier")
+    fi
 fi
+# --pin: the next model node's core. A process started under taskset sees one core, so
+# the engine sizes its compute pool (and its wide pool: none) to it.
+cores="$(nproc --all)"
+next_core=0
+pinned() {   # sets $PIN: the command prefix that puts the next model node on its core
+    PIN=()
+    if [ "$pin" = 1 ]; then
+        PIN=(taskset -c "$next_core")
+        next_core=$(((next_core + 1) % cores))
+    fi
+}
 for ((g = 1; g <= generators; g++)); do
     node_args "generator-$g" 127.0.0.1:0
-    start "generator-$g" "$bin" node generator "${generator_source[@]}" "${ARGS[@]}"
+    pinned
+    start "generator-$g" "${PIN[@]+"${PIN[@]}"}" "$bin" node generator "${generator_source[@]}" "${ARGS[@]}"
 done
 for ((v = 1; v <= verifiers; v++)); do
     node_args "verifier-$v" 127.0.0.1:0
-    start "verifier-$v" "$bin" node verifier "${verifier_source[@]}" "${ARGS[@]}"
+    pinned
+    start "verifier-$v" "${PIN[@]+"${PIN[@]}"}" "$bin" node verifier "${verifier_source[@]}" "${ARGS[@]}"
 done
 for ((i = 1; i < ${#pids[@]}; i++)); do
     role="${names[i]%-*}"

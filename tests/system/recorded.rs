@@ -78,6 +78,7 @@ async fn recorded_nodes_replay_a_real_cluster_only_where_allowed() {
             call_s: 0.001,
             token_s: 1e-6,
             candidate_s: 0.0,
+            attention_token_s: 0.0,
         }),
     );
 

@@ -162,6 +162,14 @@ enum Command {
         /// Calls measured per sample (or candidate) count.
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// Questions per level that the bundled policy answers at budget 16, each of
+        /// its calls timed alone and fitted with the sweep (0: the sweep only).
+        #[arg(long, default_value_t = 4)]
+        workload: usize,
+        /// Only the manifest's default generator and the verifier (the pair `ponder up
+        /// --default-only` serves), not the rest of the ladder.
+        #[arg(long)]
+        default_only: bool,
     },
     /// Evaluate strategies on a held-out question set at several budgets, in-process
     /// on the bundled models; with --fit also fit the compute-optimal policy
@@ -398,6 +406,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 models,
                 out,
                 repeats,
+                workload,
+                default_only,
             } => {
                 if repeats == 0 {
                     return Err(ponder_cli::exit::usage("--repeats must be at least 1"));
@@ -406,6 +416,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     models,
                     out,
                     repeats,
+                    workload,
+                    default_only,
                 })
                 .await
             }

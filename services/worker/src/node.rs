@@ -198,6 +198,7 @@ impl ModelNode {
                         RecordedConfig {
                             max_queued: model.max_queued,
                             max_active_sequences: model.max_active_sequences,
+                            max_batch_tokens: model.max_batch_tokens,
                         },
                     )?;
                     tracing::warn!(

@@ -54,12 +54,14 @@ const FAST_SCORE: ScoreCost = ScoreCost {
     call_s: 0.0005,
     token_s: 1e-6,
     candidate_s: 0.0,
+    attention_token_s: 0.0,
 };
 
 fn recorded(dir: &Path, role: &str) -> Backend {
     let config = RecordedConfig {
         max_queued: 64,
         max_active_sequences: 256,
+        max_batch_tokens: 2048,
     };
     Backend::new(Engine::Recorded(
         RecordedWorker::open(dir, role, config).unwrap(),
@@ -155,6 +157,7 @@ async fn a_recording_replays_the_engines_answers_and_nothing_else() {
     let config = RecordedConfig {
         max_queued: 1,
         max_active_sequences: 1,
+        max_batch_tokens: 2048,
     };
     let wrong = RecordedWorker::open(&gen_dir, "verifier", config)
         .err()
@@ -267,6 +270,7 @@ fn the_shipped_latency_fits_follow_from_their_measurements() {
                 (fit.call_s, cost.call_s),
                 (fit.token_s, cost.token_s),
                 (fit.candidate_s, cost.candidate_s),
+                (fit.attention_token_s, cost.attention_token_s),
             ] {
                 assert!(close(a, b), "{}: {a} vs {b}", dir.display());
             }

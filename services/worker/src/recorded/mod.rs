@@ -20,7 +20,7 @@ pub mod sim;
 pub mod store;
 
 use crate::local::with_deadline;
-use latency::LatencyModel;
+use latency::{score_attended_context, LatencyModel};
 use ponder_engine::prefix_cache::PrefixCacheStats;
 use ponder_engine::{ModelInfo, WorkerStats};
 use ponder_search::traits::{forward_flops, GeneratorLimits, VerifierCost};
@@ -46,6 +46,8 @@ pub const ENGINE_NAME: &str = "recorded";
 pub struct RecordedConfig {
     pub max_queued: usize,
     pub max_active_sequences: usize,
+    /// Tokens one pass takes at most (the engine's, which packs score calls up to it).
+    pub max_batch_tokens: usize,
 }
 
 enum Command {
@@ -132,7 +134,12 @@ impl RecordedWorker {
             i.max_samples_per_request
         };
         let max_samples = recorded_max.min(config.max_active_sequences as u32).max(1);
-        let sim = BatchSim::new(latency.generate, latency.score, config.max_active_sequences);
+        let sim = BatchSim::new(
+            latency.generate,
+            latency.score,
+            config.max_active_sequences,
+            config.max_batch_tokens,
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_loop(sim, rx));
         Ok(Self {
@@ -282,6 +289,7 @@ impl Score for RecordedWorker {
         let work = Work::Score {
             tokens,
             candidates: found.len() as u32,
+            attended_context: score_attended_context(found.iter().map(|c| c.tokens)),
         };
         with_deadline(req.deadline, self.run(work, None)).await?;
         Ok(ScoreOutput {

@@ -7,8 +7,8 @@
 //! call, so a node killed mid-run leaves a recording of everything it answered.
 
 use super::store::{
-    candidate_key, finish_name, prompt_key, sample_key, score_call_key, token_shares, Line,
-    RecordedInfo, CALLS_PREFIX, CALLS_SUFFIX, INFO_FILE,
+    candidate_bounds, candidate_key, finish_name, prompt_key, sample_key, score_call_key,
+    token_shares, Line, RecordedInfo, CALLS_PREFIX, CALLS_SUFFIX, INFO_FILE,
 };
 use ponder_search::traits::VerifierCost;
 use ponder_search::{GenOutput, GenRequest, ScoreOutput, ScoreRequest};
@@ -93,12 +93,7 @@ impl Recorder {
     /// Records the answer `out` to `req`, splitting its tokens over the candidates by
     /// `cost`'s bound.
     pub fn scored(&self, req: &ScoreRequest, out: &ScoreOutput, cost: &VerifierCost) {
-        let bounds: Vec<u64> = req
-            .candidates
-            .iter()
-            .map(|c| cost.bound(&req.question, &c.steps))
-            .collect();
-        let shares = token_shares(out.tokens, &bounds);
+        let shares = token_shares(out.tokens, &candidate_bounds(req, cost));
         let mut lines = vec![Line::ScoreCall {
             key: score_call_key(&req.question, &req.candidates),
             tokens: out.tokens,

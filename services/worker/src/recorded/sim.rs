@@ -7,7 +7,9 @@
 //!
 //! What it models, after the engine's loop (docs/engine.md): one loop per node; a
 //! generate call waits until its samples fit in `max_active` running sequences, then
-//! its prefill (and any score call) holds the loop for its cost; decode steps advance
+//! its prefill holds the loop for its cost; score calls wait for the pass in progress,
+//! then every one waiting joins one pass (up to the engine's `max_batch_tokens`, as its
+//! admission packs them) and all are answered when it ends; decode steps advance
 //! every running sequence by one token, at a cost that grows with the batch and with
 //! the context the sequences attend to; a call is answered when its last sample has
 //! all its recorded tokens. Between events, progress is a fluid (fractions of a step,
@@ -29,6 +31,8 @@ pub enum Work {
     Score {
         tokens: u64,
         candidates: u32,
+        /// [`super::latency::score_attended_context`] of its candidates.
+        attended_context: f64,
     },
 }
 
@@ -55,6 +59,7 @@ pub struct BatchSim {
     generate: Option<GenerateCost>,
     score: Option<ScoreCost>,
     max_active: usize,
+    max_batch_tokens: u64,
     /// Time accounted for.
     now: f64,
     /// A prefill or score pass holds the loop until then.
@@ -73,11 +78,13 @@ impl BatchSim {
         generate: Option<GenerateCost>,
         score: Option<ScoreCost>,
         max_active: usize,
+        max_batch_tokens: usize,
     ) -> Self {
         Self {
             generate,
             score,
             max_active: max_active.max(1),
+            max_batch_tokens: max_batch_tokens.max(1) as u64,
             now: 0.0,
             busy_until: 0.0,
             running: vec![],
@@ -115,9 +122,17 @@ impl BatchSim {
         self.admit();
     }
 
-    /// When the next call would finish if nothing else arrived.
+    /// When the next call would finish (or waiting ones start a pass) if nothing else
+    /// arrived.
     pub fn next_event(&self) -> Option<f64> {
-        let timed = self.timed.iter().map(|(t, _)| *t).min_by(f64::total_cmp);
+        let pass_ends =
+            (!self.waiting.is_empty() && self.busy_until > self.now).then_some(self.busy_until);
+        let timed = self
+            .timed
+            .iter()
+            .map(|(t, _)| *t)
+            .chain(pass_ends)
+            .min_by(f64::total_cmp);
         let decode = self
             .next_completion()
             .map(|dt| self.now.max(self.busy_until) + dt);
@@ -205,57 +220,90 @@ impl BatchSim {
     }
 
     /// Admits waiting calls while their samples fit in the batch (one always fits when
-    /// none runs).
+    /// none runs); score calls once the loop is free, as one pass.
     fn admit(&mut self) {
         while let Some((_, work)) = self.waiting.front() {
-            let needs = match work {
-                Work::Generate { sample_tokens, .. } => sample_tokens.len(),
-                Work::Score { .. } => 0,
-            };
-            if needs > 0 && !self.running.is_empty() && self.running.len() + needs > self.max_active
-            {
-                return;
-            }
-            let (job, work) = self.waiting.pop_front().expect("checked above");
-            let start = self.now.max(self.busy_until);
             match work {
+                Work::Generate { sample_tokens, .. } => {
+                    let needs = sample_tokens.len();
+                    if needs > 0
+                        && !self.running.is_empty()
+                        && self.running.len() + needs > self.max_active
+                    {
+                        return;
+                    }
+                }
+                Work::Score { .. } if self.busy_until > self.now => return,
+                Work::Score { .. } => {
+                    self.score_pass();
+                    continue;
+                }
+            }
+            let Some((
+                job,
                 Work::Generate {
                     prompt_tokens,
                     uncached_prompt_tokens,
                     sample_tokens,
-                } => {
-                    let cost = self
-                        .generate
-                        .expect("a generator recording has a generate cost");
-                    self.busy_until = start + cost.prefill(uncached_prompt_tokens);
-                    // Every prompt token, cached or not, as the engine counts them
-                    // (`ponder_tokens_total{kind="prompt"}`).
-                    self.counters.prompt_tokens += u64::from(prompt_tokens);
-                    let decoding: Vec<u32> = sample_tokens.into_iter().filter(|t| *t > 0).collect();
-                    self.counters.generated_tokens +=
-                        decoding.iter().map(|t| u64::from(*t)).sum::<u64>();
-                    if decoding.is_empty() {
-                        self.timed.push((self.busy_until, job));
-                    } else {
-                        self.open.insert(job, decoding.len());
-                        self.running.extend(decoding.into_iter().map(|t| Running {
-                            job,
-                            left: f64::from(t),
-                            context: f64::from(prompt_tokens),
-                        }));
-                    }
-                }
-                Work::Score { tokens, candidates } => {
-                    let cost = self.score.expect("a verifier recording has a score cost");
-                    self.busy_until = start
-                        + cost.call_s
-                        + cost.token_s * tokens as f64
-                        + cost.candidate_s * f64::from(candidates);
-                    self.counters.scored_tokens += tokens;
-                    self.timed.push((self.busy_until, job));
-                }
+                },
+            )) = self.waiting.pop_front()
+            else {
+                unreachable!("the front is a generate call (matched above)");
+            };
+            let cost = self
+                .generate
+                .expect("a generator recording has a generate cost");
+            let start = self.now.max(self.busy_until);
+            self.busy_until = start + cost.prefill(uncached_prompt_tokens);
+            // Every prompt token, cached or not, as the engine counts them
+            // (`ponder_tokens_total{kind="prompt"}`).
+            self.counters.prompt_tokens += u64::from(prompt_tokens);
+            let decoding: Vec<u32> = sample_tokens.into_iter().filter(|t| *t > 0).collect();
+            self.counters.generated_tokens += decoding.iter().map(|t| u64::from(*t)).sum::<u64>();
+            if decoding.is_empty() {
+                self.timed.push((self.busy_until, job));
+            } else {
+                self.open.insert(job, decoding.len());
+                self.running.extend(decoding.into_iter().map(|t| Running {
+                    job,
+                    left: f64::from(t),
+                    context: f64::from(prompt_tokens),
+                }));
             }
         }
+    }
+
+    /// One scoring pass from now: the score calls at the front of the queue while the
+    /// pass has fewer than `max_batch_tokens` tokens (the engine admits the call that
+    /// crosses it), all answered when it ends.
+    fn score_pass(&mut self) {
+        let cost = self.score.expect("a verifier recording has a score cost");
+        let (mut tokens, mut candidates, mut context) = (0u64, 0u32, 0.0);
+        let mut jobs = vec![];
+        while tokens < self.max_batch_tokens {
+            let Some((_, Work::Score { .. })) = self.waiting.front() else {
+                break;
+            };
+            let Some((
+                job,
+                Work::Score {
+                    tokens: t,
+                    candidates: c,
+                    attended_context: a,
+                },
+            )) = self.waiting.pop_front()
+            else {
+                unreachable!("the front is a score call (matched above)");
+            };
+            tokens += t;
+            candidates += c;
+            context += a;
+            jobs.push(job);
+        }
+        self.busy_until = self.now + cost.pass(tokens, candidates, context);
+        self.counters.scored_tokens += tokens;
+        self.timed
+            .extend(jobs.into_iter().map(|job| (self.busy_until, job)));
     }
 }
 
@@ -265,9 +313,10 @@ pub fn makespan(
     generate: Option<GenerateCost>,
     score: Option<ScoreCost>,
     max_active: usize,
+    max_batch_tokens: usize,
     works: Vec<Work>,
 ) -> f64 {
-    let mut sim = BatchSim::new(generate, score, max_active);
+    let mut sim = BatchSim::new(generate, score, max_active, max_batch_tokens);
     let count = works.len();
     for (i, w) in works.into_iter().enumerate() {
         sim.submit(0.0, i as u64, w);
@@ -285,6 +334,9 @@ pub fn makespan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The engine's default `max_batch_tokens`.
+    const TOKENS: usize = 2048;
 
     const COST: GenerateCost = GenerateCost {
         call_s: 0.01,
@@ -306,14 +358,14 @@ mod tests {
     fn a_call_alone_takes_what_the_model_says() {
         // Prefill 0.01 + 0.02; then 10 steps of 2 sequences (0.004 each), 10 of one
         // (0.003 each).
-        let t = makespan(Some(COST), None, 64, vec![gen(20, &[10, 20])]);
+        let t = makespan(Some(COST), None, 64, TOKENS, vec![gen(20, &[10, 20])]);
         assert!((t - (0.03 + 0.04 + 0.03)).abs() < 1e-9, "{t}");
         // With attention, the simulation still adds up to the formula for a call alone.
         let cost = GenerateCost {
             attention_token_s: 1e-5,
             ..COST
         };
-        let t = makespan(Some(cost), None, 64, vec![gen(20, &[10, 20, 35])]);
+        let t = makespan(Some(cost), None, 64, TOKENS, vec![gen(20, &[10, 20, 35])]);
         let m = super::super::latency::GenerateMeasure {
             n: 3,
             prompt_tokens: 20,
@@ -332,18 +384,30 @@ mod tests {
 
     #[test]
     fn calls_together_share_decode_steps_and_queue_past_the_batch() {
-        let alone = makespan(Some(COST), None, 64, vec![gen(0, &[100])]);
-        let two = makespan(Some(COST), None, 64, vec![gen(0, &[100]), gen(0, &[100])]);
+        let alone = makespan(Some(COST), None, 64, TOKENS, vec![gen(0, &[100])]);
+        let two = makespan(
+            Some(COST),
+            None,
+            64,
+            TOKENS,
+            vec![gen(0, &[100]), gen(0, &[100])],
+        );
         // Sharing: two together cost far less than two in turn, more than one.
         assert!(two > alone && two < 1.5 * alone, "{alone} {two}");
         // A batch of one sequence: the second waits for the first.
-        let serial = makespan(Some(COST), None, 1, vec![gen(0, &[100]), gen(0, &[100])]);
+        let serial = makespan(
+            Some(COST),
+            None,
+            1,
+            TOKENS,
+            vec![gen(0, &[100]), gen(0, &[100])],
+        );
         assert!((serial - 2.0 * alone).abs() < 1e-9, "{serial} {alone}");
     }
 
     #[test]
     fn events_come_in_order_and_a_cancelled_call_frees_the_batch() {
-        let mut sim = BatchSim::new(Some(COST), None, 2);
+        let mut sim = BatchSim::new(Some(COST), None, 2, TOKENS);
         assert!(sim.submit(0.0, 1, gen(0, &[50, 50])).is_empty());
         assert!(sim.submit(0.0, 2, gen(0, &[5])).is_empty());
         assert_eq!((sim.running(), sim.waiting()), (2, 1));
@@ -357,14 +421,16 @@ mod tests {
             call_s: 0.005,
             token_s: 1e-4,
             candidate_s: 0.0,
+            attention_token_s: 0.0,
         };
-        let mut v = BatchSim::new(None, Some(score), 8);
+        let mut v = BatchSim::new(None, Some(score), 8, TOKENS);
         v.submit(
             0.0,
             7,
             Work::Score {
                 tokens: 100,
                 candidates: 2,
+                attended_context: 5000.0,
             },
         );
         v.submit(
@@ -373,6 +439,7 @@ mod tests {
             Work::Score {
                 tokens: 100,
                 candidates: 2,
+                attended_context: 5000.0,
             },
         );
         // Score passes hold the loop in turn.
@@ -380,5 +447,46 @@ mod tests {
         assert_eq!(v.advance(0.0151), vec![7]);
         assert_eq!(v.advance(0.031), vec![8]);
         assert_eq!(v.counters.scored_tokens, 200);
+    }
+
+    fn score(tokens: u64) -> Work {
+        Work::Score {
+            tokens,
+            candidates: 1,
+            attended_context: 0.0,
+        }
+    }
+
+    #[test]
+    fn score_calls_that_wait_share_one_pass_up_to_the_token_budget() {
+        let cost = ScoreCost {
+            call_s: 0.01,
+            token_s: 1e-4,
+            candidate_s: 0.0,
+            attention_token_s: 0.0,
+        };
+        let mut v = BatchSim::new(None, Some(cost), 8, 1000);
+        // The first starts a pass alone (0.01 + 0.01): the next three wait for it.
+        v.submit(0.0, 1, score(100));
+        v.submit(0.001, 2, score(600));
+        v.submit(0.002, 3, score(500));
+        v.submit(0.003, 4, score(100));
+        assert_eq!((v.waiting(), v.advance(0.0199)), (3, vec![]));
+        // At 0.02 calls 2 and 3 start one pass: 1,100 tokens, past the budget with the
+        // second, so call 4 waits again. One call cost for both: 0.01 + 0.11.
+        assert_eq!(v.advance(0.0201), vec![1]);
+        assert_eq!(v.waiting(), 1);
+        assert_eq!(v.advance(0.1399), Vec::<u64>::new());
+        assert_eq!(v.advance(0.1401), vec![2, 3]);
+        assert_eq!(v.advance(0.1601), vec![4]);
+        assert_eq!(v.next_event(), None);
+        assert_eq!(v.counters.scored_tokens, 1300);
+        // Cancelling every call of a pass still lets the ones waiting start after it.
+        let mut w = BatchSim::new(None, Some(cost), 8, 1000);
+        w.submit(0.0, 1, score(100));
+        w.submit(0.0, 2, score(100));
+        w.cancel(1);
+        assert_eq!(w.next_event(), Some(0.02));
+        assert_eq!(w.advance(0.05), vec![2]);
     }
 }

@@ -262,6 +262,18 @@ impl Recording {
     }
 }
 
+/// Each candidate's cost bound (`VerifierCost::bound`): what [`token_shares`] splits a
+/// call's tokens by.
+pub fn candidate_bounds(
+    req: &ponder_search::ScoreRequest,
+    cost: &ponder_search::traits::VerifierCost,
+) -> Vec<u64> {
+    req.candidates
+        .iter()
+        .map(|c| cost.bound(&req.question, &c.steps))
+        .collect()
+}
+
 /// Splits a call's PRM tokens over its candidates in proportion to each one's cost
 /// bound (`bound`), so that the shares add up to `tokens` exactly (largest remainder).
 /// The engine does not report tokens per candidate; replaying a candidate in another

@@ -6,16 +6,24 @@
 //! step; how calls share the batch loop is the simulation's part
 //! (`ponder_worker::recorded::sim`), so concurrent calls are the held-out check of
 //! both together, not fitted data.
+//!
+//! The calls fitted are a sweep of sample and candidate counts (so that every
+//! coefficient is determined) and the workload's own calls ([`workload`]), the default
+//! generator's and the verifier's, as the bundled policy makes them.
+
+mod workload;
 
 use crate::models;
 use ponder_search::format::SolutionFormat;
-use ponder_search::{Candidate, GenRequest, Generate, Sample, Score, ScoreRequest};
+use ponder_search::strategy::compute_optimal::Policy;
+use ponder_search::{Candidate, GenRequest, Generate, Sample, Score, ScoreOutput, ScoreRequest};
 use ponder_worker::local::{LocalGenerator, LocalVerifier};
 use ponder_worker::recorded::latency::{
-    attended_context, fit_error, fit_generate, fit_score, ConcurrentCheck, FitError,
-    GenerateMeasure, LatencyModel, ScoreMeasure,
+    attended_context, fit_error, fit_generate, fit_score, score_attended_context, ConcurrentCheck,
+    FitError, GenerateMeasure, LatencyModel, ScoreMeasure,
 };
 use ponder_worker::recorded::sim::{makespan, Work};
+use ponder_worker::recorded::store::{candidate_bounds, token_shares};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -26,11 +34,21 @@ const CANDIDATES: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
 /// Calls run together in the held-out check.
 const TOGETHER: [u32; 3] = [2, 4, 8];
 
+/// Tokens per pass of the workers measured (`open_worker`: the engine's default), which
+/// the simulation packs score calls up to.
+fn max_batch_tokens() -> usize {
+    ponder_engine::WorkerConfig::default().max_batch_tokens
+}
+
 pub struct FitLatency {
     pub models: Option<PathBuf>,
     /// A recording root: each model's file goes to `<out>/<role>-<model dir>/`.
     pub out: PathBuf,
     pub repeats: usize,
+    /// Workload questions per level (0: the sweep only).
+    pub workload: usize,
+    /// Only the default generator (and the verifier).
+    pub default_only: bool,
 }
 
 /// Fits every bundled model and writes the files; prints a table.
@@ -43,13 +61,38 @@ pub async fn run(args: FitLatency) -> anyhow::Result<()> {
         "| model | calls fitted | median error | max error | calls together: median / max error |"
     );
     println!("|---|---|---|---|---|");
-    let generators = std::iter::once(&bundled.generator).chain(&bundled.other_generators);
+    // The verifier first: the workload's calls need both models.
+    let verifier = match &bundled.verifier {
+        Some(path) => {
+            let worker = crate::eval::open_worker(path)?;
+            Some((path, worker.clone(), LocalVerifier::new(worker)?))
+        }
+        None => None,
+    };
+    let policy = match &bundled.policy {
+        Some(p) => Some(std::sync::Arc::new(Policy::from_file(p)?)),
+        None => None,
+    };
+    let mut workload_scores = vec![];
+    let others = if args.default_only {
+        &[][..]
+    } else {
+        &bundled.other_generators[..]
+    };
+    let generators = std::iter::once(&bundled.generator).chain(others);
     for (i, path) in generators.enumerate() {
         let worker = crate::eval::open_worker(path)?;
         let generator = LocalGenerator::new(worker.clone());
-        let (measures, outputs) = measure_generate(&generator, &format, args.repeats).await?;
+        let (mut measures, outputs) = measure_generate(&generator, &format, args.repeats).await?;
         if i == 0 {
             samples_for_scoring = outputs;
+            if let Some((_, _, verifier)) = verifier.as_ref().filter(|_| args.workload > 0) {
+                let calls =
+                    workload::measure(&generator, verifier, policy.clone(), &format, args.workload)
+                        .await?;
+                measures.extend(calls.generate);
+                workload_scores = calls.score;
+            }
         }
         let (cost, error) = fit_generate(&measures)?;
         let concurrent = generate_together(&generator, &format, cost, worker.max_samples()).await?;
@@ -66,12 +109,11 @@ pub async fn run(args: FitLatency) -> anyhow::Result<()> {
         };
         write(&args.out, "generator", path, &model)?;
     }
-    if let Some(path) = &bundled.verifier {
-        let worker = crate::eval::open_worker(path)?;
-        let verifier = LocalVerifier::new(worker.clone())?;
-        let measures = measure_score(&verifier, &samples_for_scoring, args.repeats).await?;
+    if let Some((path, worker, verifier)) = &verifier {
+        let mut measures = measure_score(verifier, &samples_for_scoring, args.repeats).await?;
+        measures.extend(workload_scores);
         let (cost, error) = fit_score(&measures)?;
-        let concurrent = score_together(&verifier, &samples_for_scoring, cost).await?;
+        let concurrent = score_together(verifier, &samples_for_scoring, cost).await?;
         let model = LatencyModel {
             model_id: worker.info().id.clone(),
             machine: machine.clone(),
@@ -218,7 +260,13 @@ async fn generate_together(
                 sample_tokens: o.samples.iter().map(|s| s.tokens).collect(),
             })
             .collect();
-        let modelled_s = makespan(Some(cost), None, max_samples as usize, works);
+        let modelled_s = makespan(
+            Some(cost),
+            None,
+            max_samples as usize,
+            max_batch_tokens(),
+            works,
+        );
         checks.push(ConcurrentCheck {
             calls,
             n,
@@ -279,13 +327,15 @@ async fn measure_score(
     for i in 0..CANDIDATES.len() * repeats {
         let count = CANDIDATES[i % CANDIDATES.len()];
         let (question, cands) = candidates(samples, count, i);
+        let req = score_request(question, cands);
+        let bounds = candidate_bounds(&req, &verifier.cost());
         let started = Instant::now();
-        let out = verifier.score(score_request(question, cands)).await?;
-        measures.push(ScoreMeasure {
-            candidates: count,
-            tokens: out.tokens,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        let out = verifier.score(req).await?;
+        measures.push(score_measure(
+            &bounds,
+            &out,
+            started.elapsed().as_secs_f64(),
+        ));
     }
     Ok(measures)
 }
@@ -304,18 +354,27 @@ async fn score_together(
                 score_request(q, c)
             })
             .collect();
+        let bounds: Vec<Vec<u64>> = reqs
+            .iter()
+            .map(|r| candidate_bounds(r, &verifier.cost()))
+            .collect();
         let started = Instant::now();
         let outs =
             futures::future::try_join_all(reqs.into_iter().map(|r| verifier.score(r))).await?;
         let measured_s = started.elapsed().as_secs_f64();
         let works = outs
             .iter()
-            .map(|o| Work::Score {
-                tokens: o.tokens,
-                candidates: n,
+            .zip(&bounds)
+            .map(|(o, b)| {
+                let m = score_measure(b, o, 0.0);
+                Work::Score {
+                    tokens: m.tokens,
+                    candidates: m.candidates,
+                    attended_context: m.attended_context,
+                }
             })
             .collect();
-        let modelled_s = makespan(None, Some(cost), 256, works);
+        let modelled_s = makespan(None, Some(cost), 256, max_batch_tokens(), works);
         checks.push(ConcurrentCheck {
             calls,
             n,
@@ -324,6 +383,17 @@ async fn score_together(
         });
     }
     Ok(checks)
+}
+
+/// A score call's measure: its candidates' shares of its tokens (as a recording splits
+/// them, by `bounds`) give the context they attend to.
+pub(crate) fn score_measure(bounds: &[u64], out: &ScoreOutput, seconds: f64) -> ScoreMeasure {
+    ScoreMeasure {
+        candidates: bounds.len() as u32,
+        tokens: out.tokens,
+        attended_context: score_attended_context(token_shares(out.tokens, bounds)),
+        seconds,
+    }
 }
 
 /// The error of the concurrent checks, as the fit's.
