@@ -17,6 +17,7 @@ pub mod membership;
 pub mod metrics;
 pub mod models;
 pub mod node;
+pub mod one_write;
 pub mod pool;
 pub mod register;
 pub mod reload;

@@ -194,6 +194,12 @@ impl Member {
         })
     }
 
+    /// The channel a call to this member goes over: each unary request leaves in as few
+    /// writes as h2 allows ([`crate::one_write`]).
+    pub fn calls(&self) -> crate::one_write::EndsWithMessage<Channel> {
+        crate::one_write::EndsWithMessage(self.channel.clone())
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }

@@ -529,7 +529,7 @@ impl Generate for GeneratorPool {
                 );
                 async move {
                     let r = request_with(msg, deadline, &id, tenant, &tracing::Span::current())?;
-                    let resp = GeneratorClient::new(m.channel.clone()).generate(r).await?;
+                    let resp = GeneratorClient::new(m.calls()).generate(r).await?;
                     m.record_queue_report(resp.metadata());
                     let parameters = m.info.get().map_or(0, |i| i.parameters);
                     Ok(wire::gen_output_from_pb(resp.into_inner(), parameters))
@@ -666,7 +666,7 @@ impl Score for VerifierPool {
                 );
                 async move {
                     let r = request_with(msg, deadline, &id, tenant, &tracing::Span::current())?;
-                    let resp = VerifierClient::new(m.channel.clone()).score(r).await?;
+                    let resp = VerifierClient::new(m.calls()).score(r).await?;
                     m.record_queue_report(resp.metadata());
                     let parameters = m.info.get().map_or(0, |i| i.parameters);
                     Ok(wire::score_output_from_pb(
