@@ -56,6 +56,15 @@ pub async fn run(args: FitLatency) -> anyhow::Result<()> {
     let bundled = models::bundled(args.models.as_deref())?;
     let format = SolutionFormat::default();
     let machine = machine();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores > 1 {
+        // Not an error: a node with every core of a host is a fit worth having too.
+        eprintln!(
+            "note: fitting with {cores} cores visible, so small models' wide passes use \
+             them all; a node pinned to one core (run-cluster.sh --pin, a pod with a \
+             1-CPU limit) is fitted under `taskset -c 0` (docs/scaling.md)"
+        );
+    }
     let mut samples_for_scoring = vec![];
     println!(
         "| model | calls fitted | median error | max error | calls together: median / max error |"
