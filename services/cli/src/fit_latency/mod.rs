@@ -16,7 +16,9 @@ mod workload;
 use crate::models;
 use ponder_search::format::SolutionFormat;
 use ponder_search::strategy::compute_optimal::Policy;
-use ponder_search::{Candidate, GenRequest, Generate, Sample, Score, ScoreOutput, ScoreRequest};
+use ponder_search::{
+    Candidate, GenOutput, GenRequest, Generate, Sample, Score, ScoreOutput, ScoreRequest,
+};
 use ponder_worker::local::{LocalGenerator, LocalVerifier};
 use ponder_worker::recorded::latency::{
     attended_context, fit_error, fit_generate, fit_score, score_attended_context, ConcurrentCheck,
@@ -223,18 +225,7 @@ async fn measure_generate(
         let started = Instant::now();
         let out = generator.generate(req).await?;
         let seconds = started.elapsed().as_secs_f64();
-        measures.push(GenerateMeasure {
-            n,
-            prompt_tokens: out.prompt_tokens,
-            uncached_prompt_tokens: out.prompt_tokens - out.cached_prompt_tokens,
-            longest: out.samples.iter().map(|s| s.tokens).max().unwrap_or(0),
-            sampled_tokens: out.samples.iter().map(|s| u64::from(s.tokens)).sum(),
-            attended_context: attended_context(
-                out.prompt_tokens,
-                out.samples.iter().map(|s| s.tokens),
-            ),
-            seconds,
-        });
+        measures.push(generate_measure(n, &out, seconds));
         outputs.push((prompt, out.samples));
     }
     Ok((measures, outputs))
@@ -392,6 +383,20 @@ async fn score_together(
         });
     }
     Ok(checks)
+}
+
+/// A generate call of `n` samples' measure, from its output.
+pub(crate) fn generate_measure(n: u32, out: &GenOutput, seconds: f64) -> GenerateMeasure {
+    let tokens = out.samples.iter().map(|s| s.tokens);
+    GenerateMeasure {
+        n,
+        prompt_tokens: out.prompt_tokens,
+        uncached_prompt_tokens: out.prompt_tokens - out.cached_prompt_tokens,
+        longest: tokens.clone().max().unwrap_or(0),
+        sampled_tokens: tokens.clone().map(u64::from).sum(),
+        attended_context: attended_context(out.prompt_tokens, tokens),
+        seconds,
+    }
 }
 
 /// A score call's measure: its candidates' shares of its tokens (as a recording splits

@@ -16,7 +16,7 @@ use ponder_search::traits::{GeneratorLimits, VerifierCost};
 use ponder_search::{
     solve, Budget, GenOutput, GenRequest, Generate, Score, ScoreOutput, ScoreRequest, SolveParams,
 };
-use ponder_worker::recorded::latency::{attended_context, GenerateMeasure, ScoreMeasure};
+use ponder_worker::recorded::latency::{GenerateMeasure, ScoreMeasure};
 use ponder_worker::recorded::store::candidate_bounds;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -46,17 +46,11 @@ impl<T: Generate> Generate for Alone<'_, T> {
         let _turn = self.turn.lock().await;
         let started = Instant::now();
         let out = self.inner.generate(req).await?;
-        let seconds = started.elapsed().as_secs_f64();
-        let tokens = out.samples.iter().map(|s| s.tokens);
-        let measure = GenerateMeasure {
-            n: out.samples.len() as u32,
-            prompt_tokens: out.prompt_tokens,
-            uncached_prompt_tokens: out.prompt_tokens - out.cached_prompt_tokens,
-            longest: tokens.clone().max().unwrap_or(0),
-            sampled_tokens: tokens.clone().map(u64::from).sum(),
-            attended_context: attended_context(out.prompt_tokens, tokens),
-            seconds,
-        };
+        let measure = super::generate_measure(
+            out.samples.len() as u32,
+            &out,
+            started.elapsed().as_secs_f64(),
+        );
         self.measured
             .lock()
             .expect("measures lock")
