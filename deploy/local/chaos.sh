@@ -6,14 +6,20 @@
 # latency against a fault-free baseline measured in the same run.
 #
 #   cargo build --release -p ponder-cli -p ponder-load
-#   deploy/local/chaos.sh                 # the long form (about 12 minutes)
-#   deploy/local/chaos.sh --short         # the CI form (about 4 minutes)
+#   deploy/local/chaos.sh                 # the long form (about 13 minutes)
+#   deploy/local/chaos.sh --short         # the CI form (about 7 minutes)
 #   deploy/local/chaos.sh --scenarios 1,4 --out /tmp/chaos
 #
 # Scenarios: 0 baseline; 1 SIGKILL one generator of three; 2 SIGKILL the only verifier,
 # then start a new one; 3 stop etcd, then start it again; 4 SIGSTOP a generator, then
 # SIGCONT; 5 rolling restart (SIGTERM, restart, wait until ready) of every worker;
-# 6 three times the sustainable rate (--sustainable) for a while, then back.
+# 6 three times the sustainable rate (--sustainable) for a while, then back. Partitions,
+# made with links that fail without stopping either end (deploy/local/link.py): 7 a
+# generator cut off from the orchestrator, still holding its etcd lease, then
+# reconnected; 8 the orchestrator cut off from etcd, not from the workers, then
+# reconnected; 9 200 ms each way and 5% loss on one generator's link; 10 a rogue
+# generator registering in etcd with a poisonous ModelInfo (deploy/local/rogue.py; needs
+# grpcio-tools: $PONDER_PYTHON, else .venv/bin/python, else python3).
 # Writes OUT/<n>.json (ponder-load reports), OUT/summary.json and OUT/summary.md.
 # Only ever touches the processes it started; every wait is bounded.
 set -euo pipefail
@@ -22,7 +28,7 @@ repo="$(cd "$(dirname "$0")/../.." && pwd)"
 bin="$repo/target/release/ponder"
 load_bin="$repo/target/release/ponder-load"
 out=""
-scenarios="0,1,2,3,4,5,6"
+scenarios="0,1,2,3,4,5,6,7,8,9,10"
 short=0
 rate=3
 # Queries/s this cluster sustains within a 10 s p99 (ponder-load sweep on this machine,
@@ -41,7 +47,7 @@ while [ $# -gt 0 ]; do
         --mix) mix="$2"; shift ;;
         --bin) bin="$2"; shift ;;
         --load-bin) load_bin="$2"; shift ;;
-        -h|--help) sed -n 2,18p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,24p "$0"; exit 0 ;;
         *) echo "chaos.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -78,8 +84,9 @@ cleanup() {
 trap 'cleanup' EXIT
 trap 'cleanup; exit 130' INT TERM
 
-start_cluster() {   # start_cluster NAME
-    work="$out/$1-cluster"
+start_cluster() {   # start_cluster NAME [run-cluster.sh options...]
+    local name="$1"; shift
+    work="$out/$name-cluster"
     rm -rf "$work"
     # A small query limit, so overload shows as RESOURCE_EXHAUSTED rather than a queue;
     # large enough to hold the queries that wait through the longest stall the suite
@@ -87,14 +94,14 @@ start_cluster() {   # start_cluster NAME
     # whether scenario 4 lost queries depended on how many had been routed to the
     # stopped generator, and a host stall of 4 s failed scenario 0 (docs/reliability.md).
     PONDER_MAX_QUERIES=24 PONDER_DRAIN_SECS=20 "$repo/deploy/local/run-cluster.sh" \
-        --generators 3 --verifiers 1 --port "$port" --bin "$bin" --work-dir "$work" --keep \
-        >"$out/$1-cluster.log" 2>&1 &
+        --generators 3 --verifiers 1 --port "$port" --bin "$bin" --work-dir "$work" --keep "$@" \
+        >"$out/$name-cluster.log" 2>&1 &
     cluster_pid=$!
     # cluster.env is complete once its last line (the orchestrator's pid) is there.
     unset "${!PID_@}"
     for _ in $(seq 1 1200); do
         grep -q '^PID_ORCHESTRATOR=' "$work/cluster.env" 2>/dev/null && break
-        kill -0 "$cluster_pid" 2>/dev/null || { cat "$out/$1-cluster.log" >&2; exit 1; }
+        kill -0 "$cluster_pid" 2>/dev/null || { cat "$out/$name-cluster.log" >&2; exit 1; }
         sleep 0.1
     done
     grep -q '^PID_ORCHESTRATOR=' "$work/cluster.env" 2>/dev/null || { echo "the cluster did not start" >&2; exit 1; }
@@ -142,12 +149,20 @@ run_load() {   # run_load NAME RATE DURATION
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
+python="${PONDER_PYTHON:-}"
+[ -n "$python" ] || { [ -x "$repo/.venv/bin/python" ] && python="$repo/.venv/bin/python"; } || python=python3
+
 port=$((40000 + RANDOM % 10000))
 IFS=',' read -r -a wanted <<<"$scenarios"
 for s in "${wanted[@]}"; do
     name="scenario-$s"
     echo "chaos: $name"
-    start_cluster "$name"
+    case "$s" in
+        7) start_cluster "$name" --generator-link blackhole ;;
+        8) start_cluster "$name" --etcd-link ;;
+        9) start_cluster "$name" --generator-link slow ;;
+        *) start_cluster "$name" ;;
+    esac
     run_load "$s" "$rate" "$duration" &
     load_pid=$!
     sleep "$fault_at"
@@ -200,9 +215,38 @@ for s in "${wanted[@]}"; do
             # show whether the cluster recovered.
             echo "$((fault_at + burst + 2))" >"$out/6.recovered_after"
             note="3x the sustainable rate (${sustainable}/s) for ${burst}s from ${fault_at}s; orchestrator RSS ${orch_rss_before} kB before, peak ${peak} kB" ;;
+        7)
+            kill -USR1 "$PID_LINK_GENERATOR"
+            sleep "$hang"
+            kill -USR2 "$PID_LINK_GENERATOR"
+            note="generator-3 cut off from the orchestrator at ${fault_at}s for ${hang}s (its etcd lease held), then reconnected" ;;
+        8)
+            kill -USR1 "$PID_LINK_ETCD"
+            sleep "$etcd_down"
+            kill -USR2 "$PID_LINK_ETCD"
+            note="the orchestrator cut off from etcd (not from the workers) at ${fault_at}s for ${etcd_down}s, then reconnected" ;;
+        9)
+            kill -USR1 "$PID_LINK_GENERATOR"
+            note="200 ms each way and 5% loss on generator-3's link from ${fault_at}s" ;;
+        10)
+            model="$("$bin" status --addr "$PONDER_ADDR" | awk '$1 == "generator" {print $4; exit}')"
+            "$python" "$repo/deploy/local/rogue.py" --etcd "$PONDER_ETCD" --cluster "$PONDER_CLUSTER" \
+                --model-id "$model" >"$work/logs/rogue.log" 2>&1 &
+            rogue_pid=$!
+            extra_pids+=("$rogue_pid")
+            note="a rogue generator registered in etcd at ${fault_at}s with a poisonous ModelInfo (model $model, context 1 token)" ;;
         *) echo "chaos: unknown scenario $s" >&2; exit 2 ;;
     esac
     wait "$load_pid" || true
+    if [ "$s" = 10 ]; then
+        kill -TERM "$rogue_pid" 2>/dev/null || true
+        wait "$rogue_pid" 2>/dev/null || true
+        asked="$(grep -o 'rogue: .*' "$work/logs/rogue.log" || echo 'rogue: did not report')"
+        refused="$(grep -c 'member refused' "$work/logs/orchestrator.log" || true)"
+        echo "$asked" | grep -o '[0-9]* Generate' | grep -o '[0-9]*' >"$out/10.rogue_generate" || echo -1 >"$out/10.rogue_generate"
+        echo "$refused" >"$out/10.refused"
+        note="$note; ${asked#rogue: } calls reached it; refusal warnings: $refused"
+    fi
     alive="yes"; kill -0 "$PID_ORCHESTRATOR" 2>/dev/null || alive="no"
     if [ "$s" = 6 ]; then
         note="$note, $(rss_kb "$PID_ORCHESTRATOR") kB after"
@@ -244,6 +288,10 @@ for s in scenarios:
         "failed_after_recovery": failed_after,
         "orchestrator_alive": open(os.path.join(out, f"{s}.alive")).read().strip() == "yes",
     })
+    rogue = os.path.join(out, f"{s}.rogue_generate")
+    if os.path.exists(rogue):
+        rows[-1]["rogue_generate_calls"] = int(open(rogue).read().strip() or -1)
+        rows[-1]["refusal_warnings"] = int(open(os.path.join(out, f"{s}.refused")).read().strip() or 0)
 json.dump(rows, open(os.path.join(out, "summary.json"), "w"), indent=2)
 lines = ["| scenario | fault | sent | ok | failed (by code) | p99 (s) | baseline p99 (s) |",
          "|---|---|---|---|---|---|---|"]

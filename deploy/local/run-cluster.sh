@@ -43,6 +43,14 @@ Usage: deploy/local/run-cluster.sh [options]
                          with a one-core CPU limit; orchestrators and etcd float.
                          What the recorded backend's latency fit assumes
                          (docs/scaling.md, "N = 1, call by call")
+  --generator-link FAULT the last generator is dialed through a link it does not know
+                         of (deploy/local/link.py; its etcd connection is direct, so
+                         it keeps its lease): SIGUSR1 to PID_LINK_GENERATOR switches the
+                         link to FAULT (blackhole: no bytes pass, nothing is closed;
+                         slow: 200 ms each way and 5% of chunks held a retransmission
+                         timeout more), SIGUSR2 back (docs/reliability.md)
+  --etcd-link            the orchestrators reach etcd through a black-hole link
+                         (PID_LINK_ETCD, switched the same way)
   --log-format FMT       text or json (default: text)
   --work-dir DIR         etcd data, logs and cluster.env (default: a new temp dir)
   --keep                 keep the working directory on exit
@@ -63,6 +71,8 @@ orchestrators=1
 recorded_generator=""
 recorded_verifier=""
 record_calls=""
+generator_link=""
+etcd_link=0
 port=50051
 models="$repo/models"
 generator_model=""
@@ -95,6 +105,8 @@ while [ $# -gt 0 ]; do
         --cluster) need "$@"; cluster="$2"; shift 2 ;;
         --metrics) metrics=1; shift ;;
         --pin) pin=1; shift ;;
+        --generator-link) need "$@"; generator_link="$2"; shift 2 ;;
+        --etcd-link) etcd_link=1; shift ;;
         --log-format) need "$@"; log_format="$2"; shift 2 ;;
         --work-dir) need "$@"; work="$2"; shift 2 ;;
         --keep) keep=1; shift ;;
@@ -133,6 +145,10 @@ verifier_model="${verifier_model:-$models}"
 [ -x "$bin" ] || { echo "no ponder binary at $bin; build it: cargo build --release -p ponder-cli" >&2; exit 1; }
 command -v "$etcd_bin" >/dev/null || { echo "no etcd ($etcd_bin); install it (apt-get install etcd-server) or pass --etcd-bin" >&2; exit 1; }
 [ -e "$generator_model" ] || { echo "no generator model at $generator_model" >&2; exit 1; }
+case "$generator_link" in
+    ""|blackhole|slow) ;;
+    *) echo "--generator-link must be blackhole or slow, not $generator_link" >&2; exit 2 ;;
+esac
 if [ "$verifiers" -gt 0 ] && [ ! -e "$verifier_model" ]; then
     echo "no verifier model at $verifier_model" >&2; exit 1
 fi
@@ -279,8 +295,23 @@ pinned() {   # sets $PIN: the command prefix that puts the next model node on it
         next_core=$(((next_core + 1) % cores))
     fi
 }
+# start_link NAME FAULT TARGET: a link (deploy/local/link.py) to TARGET on a free port,
+# passing bytes until SIGUSR1; sets $LINK to its address.
+start_link() {
+    free_port
+    LINK="127.0.0.1:$PORT"
+    start "$1" python3 "$repo/deploy/local/link.py" --listen-port "$PORT" --target "$3" --fault "$2"
+    wait_for "$((${#pids[@]} - 1))" "link listening on "
+}
 for ((g = 1; g <= generators; g++)); do
-    node_args "generator-$g" 127.0.0.1:0
+    if [ -n "$generator_link" ] && [ "$g" = "$generators" ]; then
+        free_port
+        node_args "generator-$g" "127.0.0.1:$PORT"
+        start_link link-generator "$generator_link" "127.0.0.1:$PORT"
+        ARGS+=(--advertise "$LINK")
+    else
+        node_args "generator-$g" 127.0.0.1:0
+    fi
     pinned
     start "generator-$g" "${PIN[@]+"${PIN[@]}"}" "$bin" node generator "${generator_source[@]}" "${ARGS[@]}"
 done
@@ -290,6 +321,7 @@ for ((v = 1; v <= verifiers; v++)); do
     start "verifier-$v" "${PIN[@]+"${PIN[@]}"}" "$bin" node verifier "${verifier_source[@]}" "${ARGS[@]}"
 done
 for ((i = 1; i < ${#pids[@]}; i++)); do
+    [ "${names[i]#link-}" = "${names[i]}" ] || continue
     role="${names[i]%-*}"
     wait_for "$i" "$role listening on "
     echo "${names[i]} $(grep -o -- "$role listening on .*" "$work/logs/${names[i]}.log" | head -n 1) (pid ${pids[i]})"
@@ -297,6 +329,10 @@ done
 
 # An orchestrator turns SERVING (and prints its line) once a generator is registered.
 addrs=()
+if [ "$etcd_link" = 1 ]; then
+    start_link link-etcd blackhole "127.0.0.1:$etcd_port"
+    orchestrator_flags+=(--etcd "http://$LINK")
+fi
 for ((o = 0; o < orchestrators; o++)); do
     name=orchestrator
     [ "$orchestrators" = 1 ] || name="orchestrator-$((o + 1))"

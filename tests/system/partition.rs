@@ -6,7 +6,10 @@
 //!   longer reach it (its address in etcd is the proxy): queries keep being answered by
 //!   the other generator, without waiting for the query deadline;
 //! - the orchestrator is cut off from etcd but not from the workers: it keeps the
-//!   membership it knows and keeps answering.
+//!   membership it knows and keeps answering;
+//! - once the orchestrator knows how long calls take, a query whose call goes to a
+//!   cut-off generator is answered by a hedged copy on the other one, well before the
+//!   keep-alive declares the connection dead.
 
 use crate::common::*;
 use ponder_cluster::node::NodeArgs;
@@ -77,40 +80,70 @@ async fn pipe(
     }
 }
 
+/// etcd, a generator behind a black-hole proxy (etcd gets the proxy's address), another
+/// generator, a verifier, and an orchestrator that sees them all ready.
+struct CutCluster {
+    _etcd: Etcd,
+    _nodes: Vec<Proc>,
+    proxy: BlackHoleProxy,
+    orchestrator: ponder_orchestrator::OrchestratorNode,
+    metrics: ponder_cluster::metrics::Metrics,
+}
+
+impl CutCluster {
+    async fn start(cluster: &str) -> Self {
+        let etcd = Etcd::start();
+        let url = etcd.client_url.clone();
+        let (gen, prm) = (generator_model(), verifier_model());
+        let proxy = BlackHoleProxy::start().await;
+        let (cut_gen, cut_addr) = spawn_etcd_node(
+            "generator",
+            &gen,
+            &url,
+            cluster,
+            &["--advertise", &proxy.addr],
+        );
+        *proxy.target.lock().unwrap() = Some(cut_addr);
+        let (other_gen, _) = spawn_etcd_node("generator", &gen, &url, cluster, &[]);
+        let (v, _) = spawn_etcd_node("verifier", &prm, &url, cluster, &[]);
+        let metrics = ponder_cluster::metrics::Metrics::new();
+        let orchestrator = ponder_orchestrator::start(
+            ponder_orchestrator::OrchestratorArgs::new(NodeArgs {
+                etcd: vec![url.clone()],
+                cluster: cluster.into(),
+                ..NodeArgs::default()
+            }),
+            metrics.clone(),
+        )
+        .await
+        .unwrap();
+        let reg = orchestrator.registry.clone();
+        assert!(
+            eventually(Duration::from_secs(15), || reg.ready(Role::Generator) == 2
+                && reg.ready(Role::Verifier) == 1)
+            .await,
+            "both generators and the verifier are ready"
+        );
+        Self {
+            _etcd: etcd,
+            _nodes: vec![cut_gen, other_gen, v],
+            proxy,
+            orchestrator,
+            metrics,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generator_cut_off_but_registered_fails_no_query() {
-    let etcd = Etcd::start();
-    let url = etcd.client_url.clone();
-    let (gen, prm) = (generator_model(), verifier_model());
-    let proxy = BlackHoleProxy::start().await;
-    // The one behind the proxy: etcd gets the proxy's address.
-    let (_cut_gen, cut_addr) = spawn_etcd_node(
-        "generator",
-        &gen,
-        &url,
-        "cut",
-        &["--advertise", &proxy.addr],
-    );
-    *proxy.target.lock().unwrap() = Some(cut_addr);
-    let (_other_gen, _) = spawn_etcd_node("generator", &gen, &url, "cut", &[]);
-    let (_v, _) = spawn_etcd_node("verifier", &prm, &url, "cut", &[]);
-    let o = ponder_orchestrator::start(
-        ponder_orchestrator::OrchestratorArgs::new(NodeArgs {
-            etcd: vec![url.clone()],
-            cluster: "cut".into(),
-            ..NodeArgs::default()
-        }),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let CutCluster {
+        _etcd,
+        _nodes,
+        proxy,
+        orchestrator: o,
+        ..
+    } = CutCluster::start("cut").await;
     let reg = o.registry.clone();
-    assert!(
-        eventually(Duration::from_secs(15), || reg.ready(Role::Generator) == 2
-            && reg.ready(Role::Verifier) == 1)
-        .await,
-        "both generators and the verifier are ready"
-    );
     // Queries one after another; the cable is cut a second in, with calls in flight.
     let addr = o.node.addr;
     let cut = proxy.cut.clone();
@@ -137,6 +170,61 @@ async fn a_generator_cut_off_but_registered_fails_no_query() {
     );
     // The cut-off member is still registered (its lease is held) but ejected.
     assert_eq!(reg.members(Role::Generator).len(), 2);
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_generator_costs_a_query_a_hedge_not_the_keep_alive() {
+    let CutCluster {
+        _etcd,
+        _nodes,
+        proxy,
+        orchestrator: o,
+        metrics,
+    } = CutCluster::start("hedge").await;
+    let addr = o.node.addr;
+    let questions = ["47+38", "85*3-19", "12*(7+6)", "(47+38)*3-19"];
+    // Enough answered calls for the orchestrator to know how long a call takes.
+    let warm = futures::future::join_all((0..4u64).map(|w| async move {
+        let mut c = client(addr).await;
+        for i in 0..12u64 {
+            let seed = w * 100 + i;
+            c.solve(request(questions[seed as usize % 4], 4, seed))
+                .await
+                .unwrap();
+        }
+    }));
+    warm.await;
+    // Cut the cable, then ask one query after another: those whose calls go to the
+    // cut-off member are answered by the hedge, long before the keep-alive gives up.
+    proxy.cut.store(true, Ordering::SeqCst);
+    let mut c = client(addr).await;
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut i = 1000u64;
+    while started.elapsed() < Duration::from_secs(6) {
+        let t = Instant::now();
+        let r = c.solve(request(questions[i as usize % 4], 4, i)).await;
+        slowest = slowest.max(t.elapsed());
+        assert!(r.is_ok(), "query {i} failed after the partition: {r:?}");
+        i += 1;
+    }
+    let won = metrics
+        .hedges
+        .get_or_create(&ponder_cluster::metrics::Metrics::labels(&[
+            ("role", "generator"),
+            ("result", "won"),
+        ]))
+        .get();
+    eprintln!(
+        "after the cut: {} queries, the slowest {slowest:?}; hedges won: {won}",
+        i - 1000
+    );
+    assert!(won >= 1, "no hedge answered for the cut-off member");
+    assert!(
+        slowest < Duration::from_millis(2500),
+        "a query waited {slowest:?}: a hedge should answer well before the keep-alive (~4 s)"
+    );
     o.stop().await;
 }
 

@@ -115,13 +115,19 @@ impl Interceptor for BearerToken {
     }
 }
 
-/// The error's sources, each as ": cause" (empty when it has none).
+/// The error's sources, each as ": cause" (empty when it has none), leaving out a cause
+/// the message or an earlier cause already quotes.
 pub fn causes(e: &dyn std::error::Error) -> String {
+    let head = e.to_string();
     let mut text = String::new();
     let mut source = e.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let said = cause.to_string();
+        // A message that already quotes its cause is not told the cause twice.
+        if !head.contains(&said) && !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         source = cause.source();
     }
     text
@@ -131,4 +137,33 @@ pub fn causes(e: &dyn std::error::Error) -> String {
 /// tonic's top-level message alone does not say why a (TLS) connection failed.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     format!("{e}{}", causes(e))
+}
+
+#[cfg(test)]
+mod cause_tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Failed(String, std::io::Error);
+
+    impl std::fmt::Display for Failed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Failed {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.1)
+        }
+    }
+
+    #[test]
+    fn a_cause_is_told_once() {
+        let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let quoted = Failed("cannot connect to a:1: refused".into(), refused());
+        assert_eq!(error_chain(&quoted), "cannot connect to a:1: refused");
+        let unquoted = Failed("cannot connect to a:1".into(), refused());
+        assert_eq!(error_chain(&unquoted), "cannot connect to a:1: refused");
+    }
 }

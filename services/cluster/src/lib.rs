@@ -11,13 +11,14 @@
 pub mod config;
 pub mod connect;
 pub mod discovery;
+pub mod hedge;
 pub mod member;
 pub mod member_check;
+pub mod member_conn;
 pub mod membership;
 pub mod metrics;
 pub mod models;
 pub mod node;
-pub mod one_write;
 pub mod pool;
 pub mod register;
 pub mod reload;

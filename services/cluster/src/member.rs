@@ -8,13 +8,14 @@
 //! With a cluster CA configured every member is dialed over TLS (`https://`), verifying
 //! the member's certificate and presenting this node's own (mTLS).
 
+use crate::member_conn::{MemberConn, TlsDial};
 use crate::tls::PeerTls;
 use ponder_proto::v1::ModelInfoResponse;
+use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -120,7 +121,8 @@ impl MemberRecord {
 #[derive(Debug)]
 pub struct Member {
     pub record: MemberRecord,
-    pub channel: Channel,
+    /// The connection its calls go over ([`crate::member_conn`]).
+    conn: MemberConn,
     /// The stable hash of the instance id that rendezvous routing mixes with each
     /// call's key (computed once, not per call).
     pub id_hash: u64,
@@ -130,6 +132,8 @@ pub struct Member {
     pub requests: AtomicU64,
     pub failures: AtomicU64,
     consecutive_failures: AtomicU32,
+    /// Calls in a row that a hedged copy on another member answered first.
+    consecutive_outpaced: AtomicU32,
     /// Milliseconds since `epoch` until which the member is ejected.
     ejected_until_ms: AtomicU64,
     /// Milliseconds since `epoch` of the last failed call.
@@ -157,35 +161,45 @@ pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest time a failing member stays ejected before the next probe.
 pub const MAX_EJECTION: Duration = Duration::from_secs(30);
 pub const FIRST_EJECTION: Duration = Duration::from_millis(500);
+/// Calls in a row a hedged copy must win before the member they were sent to is
+/// ejected as slow.
+pub const OUTPACED_TO_EJECT: u32 = 2;
 
 impl Member {
-    /// A member dialed in plaintext, or over TLS with `tls`.
+    /// A member dialed in plaintext, or over TLS with `tls`. Nothing is dialed until
+    /// its first call.
     pub fn new(record: MemberRecord, tls: Option<&PeerTls>) -> anyhow::Result<Self> {
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let mut endpoint = Channel::from_shared(format!("{scheme}://{}", record.address))?;
-        if let Some(tls) = tls {
-            endpoint = endpoint.tls_config(tls.config.clone())?;
-        }
+        let dial = match tls {
+            None => None,
+            Some(tls) => {
+                let name = match &tls.server_name {
+                    Some(name) => name.clone(),
+                    None => host_of(&record.address).to_string(),
+                };
+                let server_name = ServerName::try_from(name.clone()).map_err(|e| {
+                    anyhow::anyhow!("{name:?} cannot name a TLS server (--tls-server-name): {e}")
+                })?;
+                Some(TlsDial {
+                    config: tls.config.clone(),
+                    server_name,
+                })
+            }
+        };
         // HTTP/2 pings every 2 s, also while idle, answered within 2 s: a member that is
         // cut off (alive, still holding its etcd lease, but unreachable) fails its calls
         // within about 4 s instead of hanging until the query's deadline, and they are
         // retried on another member. The pings cost a few bytes per member per 2 s.
-        let channel = endpoint
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let conn = MemberConn::new(&record.address, dial)?;
         Ok(Self {
             id_hash: ponder_search::solve::hash(&record.instance_id),
             record,
-            channel,
+            conn,
             info: OnceLock::new(),
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
+            consecutive_outpaced: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             last_failure_ms: AtomicU64::new(0),
             reported_queue: AtomicU32::new(0),
@@ -194,10 +208,10 @@ impl Member {
         })
     }
 
-    /// The channel a call to this member goes over: each unary request leaves in as few
-    /// writes as h2 allows ([`crate::one_write`]).
-    pub fn calls(&self) -> crate::one_write::EndsWithMessage<Channel> {
-        crate::one_write::EndsWithMessage(self.channel.clone())
+    /// The connection a call to this member goes over: wrap it in the role's client,
+    /// e.g. `GeneratorClient::new(member.calls())`.
+    pub fn calls(&self) -> MemberConn {
+        self.conn.clone()
     }
 
     fn now_ms(&self) -> u64 {
@@ -233,7 +247,21 @@ impl Member {
 
     pub fn record_success(&self) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.consecutive_outpaced.store(0, Ordering::Relaxed);
         self.ejected_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Records that a hedged copy of a call to this member, sent later to another
+    /// member, answered first; true when that has happened [`OUTPACED_TO_EJECT`] times
+    /// in a row (then the count starts again): the member is slow, not just its call
+    /// large, and is ejected like a failing one (latency-based outlier ejection).
+    pub fn record_outpaced(&self) -> bool {
+        let n = self.consecutive_outpaced.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= OUTPACED_TO_EJECT {
+            self.consecutive_outpaced.store(0, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 
     /// Records the queue depth a response reported ([`QUEUE_DEPTH_HEADER`]); a missing or
@@ -296,6 +324,12 @@ impl Drop for InFlight {
     }
 }
 
+/// The host of a `host:port` address, without the brackets of an IPv6 literal.
+fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,5 +352,12 @@ mod tests {
         ] {
             assert!(bad.parse::<MemberKey>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_tls_name_of_an_address_is_its_host() {
+        assert_eq!(host_of("gen-0.ponder:50051"), "gen-0.ponder");
+        assert_eq!(host_of("127.0.0.1:50051"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:50051"), "::1");
     }
 }

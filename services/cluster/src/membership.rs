@@ -423,11 +423,11 @@ async fn fetch_info(member: Arc<Member>, tx: mpsc::UnboundedSender<Command>) {
     loop {
         attempts += 1;
         let res = match member.record.role {
-            Role::Generator => GeneratorClient::new(member.channel.clone())
+            Role::Generator => GeneratorClient::new(member.calls())
                 .model_info(ModelInfoRequest {})
                 .await
                 .map(|r| r.into_inner()),
-            Role::Verifier => VerifierClient::new(member.channel.clone())
+            Role::Verifier => VerifierClient::new(member.calls())
                 .model_info(ModelInfoRequest {})
                 .await
                 .map(|r| r.into_inner()),

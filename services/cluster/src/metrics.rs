@@ -70,6 +70,9 @@ pub struct Metrics {
     pub retries: Family<Labels, Counter>,
     /// Orchestrator: members ejected after a failed call, by role.
     pub ejections: Family<Labels, Counter>,
+    /// Orchestrator: hedged calls (a copy sent to another member when the first was
+    /// slow), by role and result (`won`, `lost`, `failed`).
+    pub hedges: Family<Labels, Counter>,
     /// Orchestrator: first attempts of calls, by role and whether they went to the
     /// member their query's affinity key ranks first (`preferred`) or not (`other`).
     pub affinity_routes: Family<Labels, Counter>,
@@ -134,6 +137,7 @@ impl Metrics {
         let partial_answers = Family::<Labels, Counter>::default();
         let retries = Family::<Labels, Counter>::default();
         let ejections = Family::<Labels, Counter>::default();
+        let hedges = Family::<Labels, Counter>::default();
         let affinity_routes = Family::<Labels, Counter>::default();
         let members = Family::<Labels, Gauge>::default();
         let etcd_watch_up = Gauge::default();
@@ -181,6 +185,11 @@ impl Metrics {
             "ejections",
             "orchestrator: members ejected from routing after a failed call, by role",
             ejections.clone(),
+        );
+        r.register(
+            "hedges",
+            "orchestrator: generate/score calls hedged on a second member after running longer than the role's 95th percentile, by role and result (won: the copy answered first; lost: the first call did; failed: neither)",
+            hedges.clone(),
         );
         r.register(
             "affinity_routes",
@@ -293,6 +302,7 @@ impl Metrics {
             partial_answers,
             retries,
             ejections,
+            hedges,
             affinity_routes,
             members,
             etcd_watch_up,

@@ -30,6 +30,7 @@
 //!   first attempt deposits, every retry withdraws), so when a large part of the
 //!   cluster fails, failed calls are not multiplied into a retry storm.
 
+use crate::hedge::Hedging;
 use crate::member::{InFlight, Member, Role};
 use crate::membership::{PerSnapshot, Registry, Snapshot};
 use crate::metrics::{CounterFamily, Metrics};
@@ -116,6 +117,19 @@ impl RetryBudget {
         }
     }
 
+    /// Counts a hedged call in `ponder_hedges_total` by `result`: `won` (the copy
+    /// answered first), `lost` (the first call did), `failed` (neither answered).
+    fn count_hedge(&self, role: Role, result: &str) {
+        if let Some(m) = &self.metrics {
+            m.hedges
+                .get_or_create(&Metrics::labels(&[
+                    ("role", role.as_str()),
+                    ("result", result),
+                ]))
+                .inc();
+        }
+    }
+
     /// Counts a first attempt in `ponder_affinity_routes_total`: whether it went to the
     /// member its key ranks first ([`Routed::preferred`]; with affinity off too, so
     /// that the two modes compare).
@@ -139,14 +153,17 @@ pub struct Routing {
     pub retries: RetryBudget,
     /// Rank members by each call's affinity key (on by default); off: random preference.
     pub affinity: bool,
+    /// Hedged calls and the latencies they are timed by (on by default).
+    pub hedging: Arc<Hedging>,
 }
 
 impl Routing {
-    /// Affinity on, and `retries`.
+    /// Affinity and hedging on, and `retries`.
     pub fn new(retries: RetryBudget) -> Self {
         Self {
             retries,
             affinity: true,
+            hedging: Arc::default(),
         }
     }
 }
@@ -163,6 +180,18 @@ pub struct Routed {
     pub member: Arc<Member>,
     /// Whether it is the candidate the call's key ranks first (what affinity aims for).
     pub preferred: bool,
+}
+
+/// Runs one call to `m`, counted in its calls in flight, and times it.
+async fn timed<T>(
+    m: Arc<Member>,
+    call: impl std::future::Future<Output = std::result::Result<T, CallFailure>>,
+) -> (Arc<Member>, Duration, std::result::Result<T, CallFailure>) {
+    let guard = InFlight::new(m.clone());
+    let started = Instant::now();
+    let res = call.await;
+    drop(guard);
+    (m, started.elapsed(), res)
 }
 
 /// Picks a member for a call (see the module docs). `key`: the call's affinity key;
@@ -390,44 +419,75 @@ where
             }
             retries.count(|m| &m.retries, role);
         }
-        let guard = InFlight::new(m.clone());
-        let res = call(m.clone()).await;
-        drop(guard);
-        match res {
-            Ok(v) => {
-                m.record_success();
-                return Ok(v);
+        let first = timed(m.clone(), call(m.clone()));
+        let delay = routing.hedging.delay(role);
+        let hedge = || {
+            // Slower than most calls of its role: a copy goes to the next member routing
+            // would pick, if there is one and the retry budget allows.
+            let mut others = skip.clone();
+            others.push(m.clone());
+            let h = route(registry.snapshot().members(role), &others)
+                .map(|r| r.member)
+                .filter(|_| retries.budget.withdraw())?;
+            Some(timed(h.clone(), call(h)))
+        };
+        let raced = crate::hedge::race(first, delay, hedge, |o| o.2.is_ok()).await;
+        if raced.hedged {
+            let result = match raced.outcomes.iter().find(|o| o.2.is_ok()) {
+                Some(o) if Arc::ptr_eq(&o.0, &m) => "lost",
+                Some(_) => "won",
+                None => "failed",
+            };
+            retries.count_hedge(role, result);
+            if result == "won" && m.record_outpaced() {
+                m.record_failure();
+                retries.count(|m| &m.ejections, role);
+                tracing::warn!(
+                    role = role.as_str(),
+                    instance = %m.record.instance_id,
+                    "member slower than hedged copies on others; ejected"
+                );
             }
-            Err(CallFailure { error: e, reached }) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(SearchError::DeadlineExceeded(format!(
-                        "the query's deadline passed during a call to {}",
-                        m.record.instance_id
-                    )));
+        }
+        let outcomes = raced.outcomes;
+        for (m, took, res) in outcomes {
+            match res {
+                Ok(v) => {
+                    m.record_success();
+                    routing.hedging.record(role, took);
+                    return Ok(v);
                 }
-                if !e.is_retryable() {
-                    return Err(e);
+                Err(CallFailure { error: e, reached }) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(SearchError::DeadlineExceeded(format!(
+                            "the query's deadline passed during a call to {}",
+                            m.record.instance_id
+                        )));
+                    }
+                    if !e.is_retryable() {
+                        return Err(e);
+                    }
+                    if matches!(e, SearchError::Overloaded(_)) {
+                        tracing::debug!(
+                            role = role.as_str(),
+                            instance = %m.record.instance_id,
+                            "member busy; backing off"
+                        );
+                        busy.push(m.clone());
+                    } else {
+                        m.record_failure();
+                        retries.count(|m| &m.ejections, role);
+                        failed.push(m.clone());
+                        attempts += usize::from(reached);
+                        tracing::warn!(
+                            role = role.as_str(),
+                            instance = %m.record.instance_id,
+                            error = %e,
+                            "call failed; trying another member"
+                        );
+                    }
+                    last = Some(e);
                 }
-                if matches!(e, SearchError::Overloaded(_)) {
-                    tracing::debug!(
-                        role = role.as_str(),
-                        instance = %m.record.instance_id,
-                        "member busy; backing off"
-                    );
-                    busy.push(m.clone());
-                } else {
-                    m.record_failure();
-                    retries.count(|m| &m.ejections, role);
-                    failed.push(m.clone());
-                    attempts += usize::from(reached);
-                    tracing::warn!(
-                        role = role.as_str(),
-                        instance = %m.record.instance_id,
-                        error = %e,
-                        "call failed; trying another member"
-                    );
-                }
-                last = Some(e);
             }
         }
     }
@@ -822,10 +882,8 @@ mod tests {
             .unwrap()
             .port();
         // The listener is closed: connecting is refused.
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect_lazy();
-        let refused = GeneratorClient::new(channel)
+        let conn = crate::member_conn::MemberConn::new(&format!("127.0.0.1:{port}"), None).unwrap();
+        let refused = GeneratorClient::new(conn)
             .model_info(pb::ModelInfoRequest {})
             .await
             .unwrap_err();

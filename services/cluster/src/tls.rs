@@ -1,14 +1,15 @@
 //! TLS and mutual TLS on every gRPC hop, from PEM files named by flags or `PONDER_TLS_*`.
 //!
-//! Why this shape: the TLS itself is tonic's (rustls with the ring provider); this
-//! module only turns the node's flags into tonic's server and client configs, checks
-//! the files at start-up (so a wrong path or a key in the wrong slot is a clear error
-//! naming the flag, not a handshake failure later), and decides who must present a
-//! certificate. Workers (generator, verifier) require a client certificate signed by
-//! the cluster CA once a CA is configured; the orchestrator's public port does not by
-//! default (its callers authenticate with API keys, see the orchestrator's `access`).
-//! The same CA verifies the workers the orchestrator dials. docs/security.md has the
-//! whole picture.
+//! Why this shape: the TLS itself is rustls with the ring provider, through tonic for
+//! servers and for the CLI's and load driver's clients, and directly for the
+//! orchestrator's connections to its members ([`crate::member_conn`]). This module
+//! only turns the node's flags into those configs, checks the files at start-up (so a
+//! wrong path or a key in the wrong slot is a clear error naming the flag, not a
+//! handshake failure later), and decides who must present a certificate. Workers
+//! (generator, verifier) require a client certificate signed by the cluster CA once a
+//! CA is configured; the orchestrator's public port does not by default (its callers
+//! authenticate with API keys, see the orchestrator's `access`). The same CA verifies
+//! the workers the orchestrator dials. docs/security.md has the whole picture.
 
 use crate::tls_server::ServerTlsFiles;
 use clap::{Args, ValueEnum};
@@ -68,7 +69,11 @@ pub struct TlsArgs {
 /// How the orchestrator dials its workers when TLS is on.
 #[derive(Debug, Clone)]
 pub struct PeerTls {
-    pub config: ClientTlsConfig,
+    /// Verifies members with --tls-ca and presents this node's certificate (ALPN h2).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name every member's certificate must carry (--tls-server-name); unset: the
+    /// host dialed.
+    pub server_name: Option<String>,
     /// Whether this node presents a certificate (workers requiring mTLS refuse it
     /// otherwise).
     pub has_identity: bool,
@@ -241,26 +246,43 @@ impl TlsArgs {
             "--tls-client-key",
         )?;
         let served = pair(&self.tls_cert, &self.tls_key, "--tls-cert", "--tls-key")?;
-        let mut config = ClientTlsConfig::new()
-            .timeout(HANDSHAKE_TIMEOUT)
-            .ca_certificate(Certificate::from_pem(certificate_pem(ca, "--tls-ca")?));
         install_crypto_provider();
-        let has_identity = own.is_some() || served.is_some();
-        if let Some((cert, key)) = own {
-            config = config.identity(identity(
-                cert,
-                key,
-                "--tls-client-cert",
-                "--tls-client-key",
-            )?);
-        } else if let Some((cert, key)) = served {
-            config = config.identity(identity(cert, key, "--tls-cert", "--tls-key")?);
+        let ca_pem = certificate_pem(ca, "--tls-ca")?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&ca_pem) {
+            roots
+                .add(cert?)
+                .map_err(|e| anyhow::anyhow!("--tls-ca file {}: {e}", ca.display()))?;
         }
-        if let Some(name) = &self.tls_server_name {
-            config = config.domain_name(name.clone());
-        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+        let identity_files = own
+            .map(|(c, k)| (c, k, "--tls-client-cert", "--tls-client-key"))
+            .or(served.map(|(c, k)| (c, k, "--tls-cert", "--tls-key")));
+        let has_identity = identity_files.is_some();
+        let mut config = match identity_files {
+            Some((cert, key, cert_flag, key_flag)) => {
+                let chain = CertificateDer::pem_slice_iter(&certificate_pem(cert, cert_flag)?)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let private = PrivateKeyDer::from_pem_slice(&key_pem(key, key_flag)?)?;
+                builder.with_client_auth_cert(chain, private).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{cert_flag} {} and {key_flag} {} do not make an identity: {e}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        // gRPC is HTTP/2 only.
+        config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Some(PeerTls {
-            config,
+            config: Arc::new(config),
+            server_name: self.tls_server_name.clone(),
             has_identity,
         }))
     }

@@ -104,6 +104,18 @@ pub struct OrchestratorArgs {
         value_name = "BOOL"
     )]
     pub affinity: bool,
+    /// Hedge slow calls: a generate or score call still running after its role's 95th
+    /// percentile latency gets a copy on another member, and the first answer wins
+    /// (seeded calls answer alike). Hedges spend the retry budget. `false`: no copies
+    /// (docs/reliability.md, "Slow members").
+    #[arg(
+        long,
+        env = "PONDER_HEDGING",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub hedging: bool,
     #[command(flatten)]
     pub access: AccessArgs,
     #[command(flatten)]
@@ -188,6 +200,7 @@ impl OrchestratorArgs {
             expect_model: vec![],
             allow_recorded: false,
             affinity: true,
+            hedging: true,
             status_addresses: false,
             access: AccessArgs::default(),
             control: Default::default(),
@@ -389,6 +402,7 @@ pub fn start(
             status_addresses: args.status_addresses,
             routing: ponder_cluster::pool::Routing {
                 affinity: args.affinity,
+                hedging: std::sync::Arc::new(ponder_cluster::hedge::Hedging::new(args.hedging)),
                 ..ponder_cluster::pool::Routing::new(
                     ponder_cluster::pool::RetryBudget::default().with_metrics(metrics.clone()),
                 )
