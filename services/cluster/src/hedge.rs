@@ -183,11 +183,8 @@ impl LatencyQuantile {
 
     /// The upper edge of the bucket where the quantile falls.
     fn refresh(&self) {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| u64::from(b.load(Ordering::Relaxed)))
-            .collect();
+        let counts: [u64; BUCKETS] =
+            std::array::from_fn(|i| u64::from(self.buckets[i].load(Ordering::Relaxed)));
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return;

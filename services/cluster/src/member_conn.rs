@@ -170,20 +170,14 @@ impl Shared {
 
     /// A connection ready for a new stream: the live one, or a new dial.
     async fn connection(self: &Arc<Self>) -> Result<SendRequest<Bytes>, Status> {
-        if let Some(live) = self.current() {
-            match live.send.ready().await {
-                Ok(send) => return Ok(send),
-                Err(_) => self.forget(live.id),
-            }
+        if let Some(send) = self.live_ready().await {
+            return Ok(send);
         }
         let dials_seen = self.dials.load(Ordering::Acquire);
         let _one_dial = self.dialing.lock().await;
         // Another call may have dialed while this one waited.
-        if let Some(live) = self.current() {
-            match live.send.ready().await {
-                Ok(send) => return Ok(send),
-                Err(_) => self.forget(live.id),
-            }
+        if let Some(send) = self.live_ready().await {
+            return Ok(send);
         }
         if self.dials.load(Ordering::Acquire) != dials_seen {
             if let Some(failure) = lock(&self.dial_failure).clone() {
@@ -206,8 +200,16 @@ impl Shared {
             .map_err(|e| unavailable("the new connection failed to", &self.address, e))
     }
 
-    fn current(&self) -> Option<Live> {
-        lock(&self.live).clone()
+    /// The live connection, once ready for a new stream; a broken one is forgotten.
+    async fn live_ready(&self) -> Option<SendRequest<Bytes>> {
+        let live = lock(&self.live).clone()?;
+        match live.send.ready().await {
+            Ok(send) => Some(send),
+            Err(_) => {
+                self.forget(live.id);
+                None
+            }
+        }
     }
 
     fn forget(&self, id: u64) {
@@ -227,9 +229,9 @@ impl Shared {
                     CONNECT_TIMEOUT.as_secs()
                 ))
             })?
-            .map_err(|e| io_unavailable("cannot connect to", &self.address, e))?;
+            .map_err(|e| unavailable("cannot connect to", &self.address, e))?;
         tcp.set_nodelay(true)
-            .map_err(|e| io_unavailable("cannot set TCP_NODELAY on", &self.address, e))?;
+            .map_err(|e| unavailable("cannot set TCP_NODELAY on", &self.address, e))?;
         match &self.tls {
             None => self.handshake(tcp).await,
             Some(tls) => {
@@ -245,7 +247,7 @@ impl Shared {
                         self.address
                     ))
                 })?
-                .map_err(|e| io_unavailable("TLS handshake failed with", &self.address, e))?;
+                .map_err(|e| unavailable("TLS handshake failed with", &self.address, e))?;
                 self.handshake(stream).await
             }
         }
@@ -360,15 +362,12 @@ fn call_failed(address: &str, e: h2::Error) -> Status {
     unavailable("the connection failed under a call to", address, e)
 }
 
-fn unavailable(what: &str, address: &str, e: h2::Error) -> Status {
-    let mut s = Status::unavailable(format!("{what} {address}: {e}"));
-    s.set_source(Arc::new(e));
-    s
-}
-
-/// UNAVAILABLE with the `io::Error` as its source (the pool tells a refused connection
-/// apart by it: nothing was sent).
-fn io_unavailable(what: &str, address: &str, e: std::io::Error) -> Status {
+/// UNAVAILABLE with `e` as its source: the pool tells a refused connection apart by an
+/// `io::Error` there (nothing was sent).
+fn unavailable<E>(what: &str, address: &str, e: E) -> Status
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     let mut s = Status::unavailable(format!("{what} {address}: {e}"));
     s.set_source(Arc::new(e));
     s

@@ -449,8 +449,7 @@ where
                 );
             }
         }
-        let outcomes = raced.outcomes;
-        for (m, took, res) in outcomes {
+        for (m, took, res) in raced.outcomes {
             match res {
                 Ok(v) => {
                     m.record_success();

@@ -125,6 +125,30 @@ pub fn key_pem(path: &Path, flag: &str) -> anyhow::Result<Vec<u8>> {
     Ok(pem)
 }
 
+/// The certificates of a PEM file, for rustls (`flag` names it in errors).
+pub fn certificate_chain(path: &Path, flag: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    CertificateDer::pem_slice_iter(&certificate_pem(path, flag)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
+}
+
+/// The private key of a PEM file, for rustls (`flag` names it in errors).
+pub fn private_key(path: &Path, flag: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(&key_pem(path, flag)?)
+        .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
+}
+
+/// The certificates of a CA file as rustls trust roots (`flag` names it in errors).
+pub fn root_store(ca: &Path, flag: &str) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificate_chain(ca, flag)? {
+        roots
+            .add(cert)
+            .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", ca.display()))?;
+    }
+    Ok(roots)
+}
+
 /// A certificate and its key as a TLS identity.
 pub fn identity(
     cert: &Path,
@@ -247,35 +271,25 @@ impl TlsArgs {
         )?;
         let served = pair(&self.tls_cert, &self.tls_key, "--tls-cert", "--tls-key")?;
         install_crypto_provider();
-        let ca_pem = certificate_pem(ca, "--tls-ca")?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&ca_pem) {
-            roots
-                .add(cert?)
-                .map_err(|e| anyhow::anyhow!("--tls-ca file {}: {e}", ca.display()))?;
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
+        let builder =
+            rustls::ClientConfig::builder().with_root_certificates(root_store(ca, "--tls-ca")?);
         let identity_files = own
             .map(|(c, k)| (c, k, "--tls-client-cert", "--tls-client-key"))
             .or(served.map(|(c, k)| (c, k, "--tls-cert", "--tls-key")));
         let has_identity = identity_files.is_some();
         let mut config = match identity_files {
-            Some((cert, key, cert_flag, key_flag)) => {
-                let chain = CertificateDer::pem_slice_iter(&certificate_pem(cert, cert_flag)?)
-                    .collect::<Result<Vec<_>, _>>()?;
-                let private = PrivateKeyDer::from_pem_slice(&key_pem(key, key_flag)?)?;
-                builder.with_client_auth_cert(chain, private).map_err(|e| {
+            Some((cert, key, cert_flag, key_flag)) => builder
+                .with_client_auth_cert(
+                    certificate_chain(cert, cert_flag)?,
+                    private_key(key, key_flag)?,
+                )
+                .map_err(|e| {
                     anyhow::anyhow!(
                         "{cert_flag} {} and {key_flag} {} do not make an identity: {e}",
                         cert.display(),
                         key.display()
                     )
-                })?
-            }
+                })?,
             None => builder.with_no_client_auth(),
         };
         // gRPC is HTTP/2 only.

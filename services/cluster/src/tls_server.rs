@@ -12,9 +12,9 @@
 //! accept loop. The same loop serves the gRPC port (ALPN h2) and the HTTP gateway
 //! (http/1.1).
 
-use crate::tls::{certificate_pem, install_crypto_provider, key_pem, HANDSHAKE_TIMEOUT};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use crate::tls::{
+    certificate_chain, install_crypto_provider, private_key, root_store, HANDSHAKE_TIMEOUT,
+};
 use rustls::server::WebPkiClientVerifier;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,24 +42,13 @@ impl ServerTlsFiles {
     /// A rustls server config from the files as they are now, offering `alpn`.
     pub fn load(&self, alpn: &[&[u8]]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         install_crypto_provider();
-        let certs = CertificateDer::pem_slice_iter(&certificate_pem(&self.cert, "--tls-cert")?)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("--tls-cert {}: {e}", self.cert.display()))?;
-        let key = PrivateKeyDer::from_pem_slice(&key_pem(&self.key, "--tls-key")?)
-            .map_err(|e| anyhow::anyhow!("--tls-key {}: {e}", self.key.display()))?;
+        let certs = certificate_chain(&self.cert, "--tls-cert")?;
+        let key = private_key(&self.key, "--tls-key")?;
         let builder = rustls::ServerConfig::builder();
         let builder = match &self.client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(&certificate_pem(ca, "--tls-ca")?) {
-                    let cert =
-                        cert.map_err(|e| anyhow::anyhow!("--tls-ca {}: {e}", ca.display()))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| anyhow::anyhow!("--tls-ca {}: {e}", ca.display()))?;
-                }
-                let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+                let verifier = WebPkiClientVerifier::builder(Arc::new(root_store(ca, "--tls-ca")?))
                     .build()
                     .map_err(|e| anyhow::anyhow!("--tls-ca {}: {e}", ca.display()))?;
                 builder.with_client_cert_verifier(verifier)
