@@ -434,6 +434,74 @@ async fn a_likelihood_prm_reads_each_steps_teacher_forced_probability() {
     }
 }
 
+/// A scoring request longer than one pass's token budget runs in parts over several
+/// passes (docs/security.md, finding H2): its scores are the ones a single pass gives,
+/// and another tenant's small request, sent just after it, is answered before it.
+#[tokio::test]
+async fn a_long_scoring_runs_in_parts_and_lets_another_tenant_in_between() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinySpec {
+        token_prob_prm: true,
+        ..TinySpec::llama()
+    };
+    write_tiny_model(dir.path(), &spec).unwrap();
+    let spawn = |max_batch_tokens| {
+        let loaded = load(dir.path(), &LoadOptions::default()).unwrap();
+        ModelWorker::spawn(
+            loaded,
+            WorkerConfig {
+                max_batch_tokens,
+                ..WorkerConfig::default()
+            },
+        )
+    };
+    let (whole, parted) = (spawn(4096), spawn(24));
+    let candidates: Vec<Vec<String>> = (0..40)
+        .map(|i| vec![format!("{i}+7={}", i + 7), format!("Answer: {}", i + 7)])
+        .collect();
+    let long = ScoreRequest {
+        question: "(12+7)*3".into(),
+        candidates,
+    };
+    let expected = whole.score(long.clone()).await.unwrap();
+    assert_eq!(whole.stats().await.unwrap().forward_passes, 1);
+
+    let small = ScoreRequest {
+        question: "1+1".into(),
+        candidates: vec![vec!["Answer: 2".into()]],
+    };
+    let order = std::sync::Mutex::new(Vec::new());
+    let (got, _) = tokio::join!(
+        async {
+            let r = parted.score_for(1, long.clone()).await.unwrap();
+            order.lock().unwrap().push("long");
+            r
+        },
+        async {
+            parted.score_for(2, small).await.unwrap();
+            order.lock().unwrap().push("small");
+        },
+    );
+    assert_eq!(*order.lock().unwrap(), ["small", "long"]);
+    let stats = parted.stats().await.unwrap();
+    assert!(
+        stats.forward_passes >= 20,
+        "40 candidates in passes of 24 tokens took {} passes",
+        stats.forward_passes
+    );
+    assert_eq!(stats.completed_requests, 2);
+    assert_eq!(got.scores.len(), expected.scores.len());
+    for (i, (a, b)) in got.scores.iter().zip(&expected.scores).enumerate() {
+        assert_eq!(a.len(), b.len(), "candidate {i}: one score per step");
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() < 1e-4,
+                "candidate {i}: {x} in parts, {y} whole"
+            );
+        }
+    }
+}
+
 #[test]
 fn sharded_checkpoints_load_to_the_same_model() {
     let dir = tempfile::tempdir().unwrap();

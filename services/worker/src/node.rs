@@ -50,8 +50,11 @@ pub struct ModelArgs {
     /// Sequences decoded together at most.
     #[arg(long, env = "PONDER_MAX_BATCH", default_value_t = 256)]
     pub max_active_sequences: usize,
-    /// Prompt tokens per forward pass at most.
-    #[arg(long, env = "PONDER_MAX_BATCH_TOKENS", default_value_t = 2048)]
+    /// New tokens per forward pass at most; a scoring request longer than this is
+    /// scored over several passes, so other clients' requests get passes in between
+    /// (0: from the model's size, passes of about 1.5 GFLOP within 128..=2048 tokens:
+    /// 2048 for arith-gen-xs and -s, 512 for arith-gen-l and arith-prm).
+    #[arg(long, env = "PONDER_MAX_BATCH_TOKENS", default_value_t = 0)]
     pub max_batch_tokens: usize,
     /// Compute threads of the model worker (0: one for a model under 20M parameters,
     /// every core for a larger one). Set it when several nodes share a host.
@@ -82,7 +85,7 @@ impl ModelArgs {
             model_name: None,
             max_queued: 256,
             max_active_sequences: 256,
-            max_batch_tokens: 2048,
+            max_batch_tokens: 0,
             threads: 0,
             quantize: ponder_engine::Quantize::None,
             max_prompt_bytes: ponder_engine::DEFAULT_MAX_PROMPT_BYTES,

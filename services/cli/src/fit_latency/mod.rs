@@ -36,12 +36,6 @@ const CANDIDATES: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
 /// Calls run together in the held-out check.
 const TOGETHER: [u32; 3] = [2, 4, 8];
 
-/// Tokens per pass of the workers measured (`open_worker`: the engine's default), which
-/// the simulation packs score calls up to.
-fn max_batch_tokens() -> usize {
-    ponder_engine::WorkerConfig::default().max_batch_tokens
-}
-
 pub struct FitLatency {
     pub models: Option<PathBuf>,
     /// A recording root: each model's file goes to `<out>/<role>-<model dir>/`.
@@ -264,7 +258,7 @@ async fn generate_together(
             Some(cost),
             None,
             max_samples as usize,
-            max_batch_tokens(),
+            generator.worker().max_batch_tokens(),
             works,
         );
         checks.push(ConcurrentCheck {
@@ -374,7 +368,13 @@ async fn score_together(
                 }
             })
             .collect();
-        let modelled_s = makespan(None, Some(cost), 256, max_batch_tokens(), works);
+        let modelled_s = makespan(
+            None,
+            Some(cost),
+            256,
+            verifier.worker().max_batch_tokens(),
+            works,
+        );
         checks.push(ConcurrentCheck {
             calls,
             n,

@@ -17,6 +17,9 @@ pub(super) struct Admitted {
 
 impl Worker {
     /// Moves waiting requests into this pass while the token and sequence budgets allow.
+    /// A scoring part that would take the pass over its token budget waits for the
+    /// next pass (unless the pass would otherwise be empty), so a pass never grows
+    /// much past the budget and a small request is never packed behind a long one.
     pub(super) fn admit(&mut self, decode_rows: usize) -> Admitted {
         let mut admitted = Admitted::default();
         let mut tokens = decode_rows;
@@ -24,10 +27,14 @@ impl Worker {
         while let Some(next) = self.waiting.front() {
             let admitted_any =
                 !admitted.prefills.is_empty() || !admitted.scorings.is_empty() || decode_rows > 0;
-            if let Waiting::Generate(req, _, _) = next {
-                if admitted_any && seqs + req.n as usize > self.config.max_active_sequences {
-                    break;
+            let fits = match next {
+                Waiting::Generate(req, _, _) => {
+                    seqs + req.n as usize <= self.config.max_active_sequences
                 }
+                Waiting::Score(part) => tokens + part.tokens <= self.config.max_batch_tokens,
+            };
+            if admitted_any && !fits {
+                break;
             }
             let Some(next) = self.waiting.pop() else {
                 break;
@@ -45,10 +52,14 @@ impl Worker {
                         reply,
                     });
                 }
-                Waiting::Score(encoded, reply) => {
-                    let inputs = self.prepare_scoring(encoded);
+                Waiting::Score(part) => {
+                    let inputs = self.prepare_scoring(part.candidates);
                     tokens += inputs.iter().map(|i| i.ids.len() - i.reused).sum::<usize>();
-                    admitted.scorings.push(Scoring { inputs, reply });
+                    admitted.scorings.push(Scoring {
+                        job: part.job,
+                        first: part.first,
+                        inputs,
+                    });
                 }
             }
             if tokens >= self.config.max_batch_tokens {

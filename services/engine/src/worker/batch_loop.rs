@@ -12,15 +12,15 @@ use super::admission::Admitted;
 use super::fair_queue::FairQueue;
 use super::packing::{pack, RowUse};
 use super::readout::{read_outputs, Outputs};
-use super::sequence::{Prefill, Running, Scoring, Sequence, Waiting};
+use super::sequence::{Prefill, Running, ScoreJob, Sequence, Waiting};
 use super::stop::{advance, StopScan};
 use super::types::*;
 use super::Command;
 use crate::engine::LoadedModel;
 use crate::error::EngineError;
 use crate::prefix_cache::PrefixCache;
-use crate::prm::Chain;
 use crate::sampling::sequence_rng;
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -36,6 +36,9 @@ pub(super) struct Worker {
     rx: mpsc::UnboundedReceiver<Command>,
     pub(super) waiting: FairQueue<Waiting>,
     running: Vec<Running>,
+    /// Scoring requests with parts waiting or in a pass ([`super::scoring`]), by id.
+    pub(super) score_jobs: HashMap<u64, ScoreJob>,
+    pub(super) next_score_job: u64,
     /// The prefills and scorings of the pass in progress (so a failure can answer them).
     pass: Admitted,
     pub(super) stats: WorkerStats,
@@ -65,6 +68,8 @@ impl Worker {
             rx,
             waiting: FairQueue::default(),
             running: Vec::new(),
+            score_jobs: HashMap::new(),
+            next_score_job: 0,
             pass: Admitted::default(),
             stats: WorkerStats::default(),
             outstanding,
@@ -101,14 +106,12 @@ impl Worker {
             Command::Generate(tenant, req, ids, reply) => self
                 .waiting
                 .push(tenant, Waiting::Generate(req, ids, reply)),
-            Command::Score(tenant, encoded, reply) => {
-                self.waiting.push(tenant, Waiting::Score(encoded, reply))
-            }
+            Command::Score(tenant, encoded, reply) => self.accept_score(tenant, encoded, reply),
             Command::Stats(reply) => {
                 let mut stats = self.stats.clone();
                 stats.queued_requests = self.outstanding.load(Ordering::Relaxed);
                 stats.active_sequences = self.active_sequences();
-                stats.waiting_requests = self.waiting.len();
+                stats.waiting_requests = self.waiting_requests();
                 stats.prefix_cache = self.cache.stats();
                 let _ = reply.send(stats);
             }
@@ -116,10 +119,21 @@ impl Worker {
     }
 
     fn drop_cancelled(&mut self) {
-        let before = self.running.len() + self.waiting.len();
+        let before = self.running.len() + self.waiting_generates();
         self.running.retain(|r| !r.reply.is_closed());
-        self.waiting.retain(|w| !w.is_cancelled());
-        self.stats.cancelled_requests += (before - self.running.len() - self.waiting.len()) as u64;
+        let scorings = self.drop_cancelled_scorings();
+        let after = self.running.len() + self.waiting_generates();
+        self.stats.cancelled_requests += (before - after + scorings) as u64;
+    }
+
+    fn waiting_generates(&self) -> usize {
+        self.waiting.count(|w| matches!(w, Waiting::Generate(..)))
+    }
+
+    /// Requests not yet (wholly) admitted: waiting generates, and scorings with a part
+    /// waiting (between passes, every scoring job has one).
+    fn waiting_requests(&self) -> usize {
+        self.waiting_generates() + self.score_jobs.len()
     }
 
     pub(super) fn active_sequences(&self) -> usize {
@@ -172,7 +186,7 @@ impl Worker {
     /// Fails every request in the pass in progress and every running one.
     fn fail_pass(&mut self, msg: &str) {
         let Admitted { prefills, scorings } = std::mem::take(&mut self.pass);
-        let failed = self.running.len() + prefills.len() + scorings.len();
+        let failed = self.running.len() + prefills.len() + self.fail_scorings(scorings, msg);
         self.stats.failed_requests += failed as u64;
         let err = || EngineError::Internal(msg.to_string());
         for run in self.running.drain(..) {
@@ -180,9 +194,6 @@ impl Worker {
         }
         for p in prefills {
             let _ = p.reply.send(Err(err()));
-        }
-        for s in scorings {
-            let _ = s.reply.send(Err(err()));
         }
     }
 
@@ -258,30 +269,6 @@ impl Worker {
             seqs,
             reply: p.reply,
         });
-    }
-
-    fn answer_scorings(&mut self, scorings: Vec<Scoring>, scores: Vec<f32>) {
-        let mut scores = scores.into_iter();
-        let prm = self.loaded.prm.as_deref();
-        let chain = prm.map_or(Chain::None, |p| p.config().chain);
-        for job in scorings {
-            let mut per_candidate = Vec::with_capacity(job.inputs.len());
-            let mut tokens = 0;
-            for input in job.inputs {
-                per_candidate.push(chain.apply(scores.by_ref().take(input.tags.len()).collect()));
-                tokens += input.ids.len() - input.reused;
-                // Keep the question prefix for the next scoring of this question.
-                let keep = prm.map_or(0, |p| p.reusable_prefix(&input.tags));
-                self.cache
-                    .insert(input.ids[..keep].to_vec(), input.cache.truncated(keep));
-            }
-            self.stats.scored_tokens += tokens as u64;
-            self.stats.completed_requests += 1;
-            let _ = job.reply.send(Ok(ScoreResponse {
-                scores: per_candidate,
-                tokens: tokens as u32,
-            }));
-        }
     }
 
     /// Answers requests whose every sequence has finished, caching their KV.

@@ -73,8 +73,13 @@ impl<T> FairQueue<T> {
         self.len = self.queues.values().map(VecDeque::len).sum();
     }
 
-    pub fn len(&self) -> usize {
-        self.len
+    /// Items `matches` says yes to.
+    pub fn count(&self, mut matches: impl FnMut(&T) -> bool) -> usize {
+        self.queues
+            .values()
+            .flatten()
+            .filter(|&t| matches(t))
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -94,7 +99,7 @@ mod tests {
         }
         q.push(2, "victim-0".to_string());
         q.push(2, "victim-1".to_string());
-        assert_eq!(q.len(), 7);
+        assert_eq!(q.count(|_| true), 7);
         assert_eq!(q.front().map(String::as_str), Some("flood-0"));
         let order: Vec<String> = std::iter::from_fn(|| q.pop()).collect();
         assert_eq!(
@@ -111,7 +116,7 @@ mod tests {
         q.push(2, 2);
         q.push(2, 3);
         q.retain(|&x| x != 1 && x != 2);
-        assert_eq!(q.len(), 1);
+        assert_eq!(q.count(|_| true), 1);
         assert_eq!(q.pop(), Some(3));
         assert_eq!(q.pop(), None);
     }

@@ -13,7 +13,8 @@
 //!
 //! Files: [`types`] (requests, responses, settings, counters), this file (the
 //! handle), and the thread that owns the model in parts: `batch_loop.rs` (the loop and
-//! its failure handling), `admission.rs`, `packing.rs`, `readout.rs`, `stop.rs`
+//! its failure handling), `admission.rs`, `scoring.rs` (scoring requests in parts),
+//! `packing.rs`, `readout.rs`, `stop.rs`
 //! (sampling and incremental stop-string detection) and `sequence.rs` (their types).
 
 mod admission;
@@ -21,6 +22,7 @@ mod batch_loop;
 mod fair_queue;
 mod packing;
 mod readout;
+mod scoring;
 mod sequence;
 mod stop;
 #[cfg(test)]
@@ -62,6 +64,7 @@ pub struct ModelWorker {
     outstanding: Arc<AtomicUsize>,
     max_queued: usize,
     max_samples: u32,
+    max_batch_tokens: usize,
     info: Arc<ModelInfo>,
     threads: usize,
     /// The model's tokenizer and PRM encoding, shared with the model thread: requests
@@ -99,6 +102,10 @@ impl ModelWorker {
         };
         let max_samples = MAX_SAMPLES_PER_REQUEST.min(config.max_active_sequences as u32);
         let threads = config.threads_for(info.parameters);
+        let config = WorkerConfig {
+            max_batch_tokens: config.batch_tokens_for(info.parameters),
+            ..config
+        };
         let name = format!("model-worker-{}", info.id);
         let build_pool = |threads: usize, tag: &str| {
             let pool_name = format!("{name}{tag}");
@@ -130,6 +137,7 @@ impl ModelWorker {
             outstanding,
             max_queued: config.max_queued_requests,
             max_samples,
+            max_batch_tokens: config.max_batch_tokens,
             info,
             threads,
             codec,
@@ -142,6 +150,12 @@ impl ModelWorker {
     /// The most samples one generate request may ask for (the worker's batch limit).
     pub fn max_samples(&self) -> u32 {
         self.max_samples
+    }
+
+    /// New tokens per forward pass at most (resolved from the model's size when the
+    /// configuration left it at 0).
+    pub fn max_batch_tokens(&self) -> usize {
+        self.max_batch_tokens
     }
 
     pub fn info(&self) -> &ModelInfo {

@@ -19,16 +19,28 @@ pub(super) type EncodedCandidate = (Vec<u32>, Vec<usize>);
 /// tokens (encoded by the handle, on the caller's task, never on the model thread).
 pub(super) enum Waiting {
     Generate(GenerateRequest, Vec<u32>, GenerateReply),
-    Score(Vec<EncodedCandidate>, ScoreReply),
+    /// One part of a scoring request ([`ScoreJob`]): a scoring of many long candidates
+    /// runs over several passes, so other tenants' requests get passes in between.
+    Score(ScorePart),
 }
 
-impl Waiting {
-    pub(super) fn is_cancelled(&self) -> bool {
-        match self {
-            Waiting::Generate(_, _, r) => r.is_closed(),
-            Waiting::Score(_, r) => r.is_closed(),
-        }
-    }
+/// Candidates `first..first + candidates.len()` of scoring job `job`.
+pub(super) struct ScorePart {
+    pub job: u64,
+    pub first: usize,
+    pub candidates: Vec<EncodedCandidate>,
+    /// Their tokens (before any prefix-cache reuse): what the part adds to a pass.
+    pub tokens: usize,
+}
+
+/// A scoring request whose parts are waiting or in a pass; answered when the last
+/// part has been scored.
+pub(super) struct ScoreJob {
+    pub scores: Vec<Vec<f32>>,
+    /// Tokens run through the model so far (cached prefixes excluded).
+    pub tokens: usize,
+    pub parts_left: usize,
+    pub reply: ScoreReply,
 }
 
 /// One sampled sequence of a running request.
@@ -81,8 +93,9 @@ pub(super) struct ScoreInput {
     pub cache: KvCache,
 }
 
-/// A scoring request admitted into this pass.
+/// A part of a scoring request admitted into this pass.
 pub(super) struct Scoring {
+    pub job: u64,
+    pub first: usize,
     pub inputs: Vec<ScoreInput>,
-    pub reply: ScoreReply,
 }

@@ -69,7 +69,9 @@ pub struct WorkerConfig {
     pub max_queued_requests: usize,
     /// Sequences decoding at once.
     pub max_active_sequences: usize,
-    /// New tokens per forward pass (at least one waiting request is always admitted).
+    /// New tokens per forward pass (at least one waiting request is always admitted; a
+    /// scoring request longer than this runs over several passes); 0 picks it from the
+    /// model's size (see [`WorkerConfig::batch_tokens_for`]).
     pub max_batch_tokens: usize,
     pub prefix_cache_entries: usize,
     pub prefix_cache_tokens: usize,
@@ -98,14 +100,35 @@ impl WorkerConfig {
             n => n,
         }
     }
+
+    /// The token budget of one pass for a model of `parameters`: `max_batch_tokens`
+    /// when set; otherwise the largest power of two whose pass costs at most
+    /// [`AUTO_PASS_FLOPS`] (2 x parameters x tokens), within 128..=2048. Why: a pass is
+    /// what every other request waits for, so its length is a latency bound (about
+    /// 0.1 s on the 2-core reference host), and past a few hundred rows a bigger pass
+    /// buys no throughput (docs/security.md, "Bounded compute"). The bundled models:
+    /// 2048 for arith-gen-xs and -s, 512 for arith-gen-l and arith-prm.
+    pub fn batch_tokens_for(&self, parameters: u64) -> usize {
+        match self.max_batch_tokens {
+            0 => {
+                let fits = (AUTO_PASS_FLOPS / (2.0 * parameters.max(1) as f64)) as usize;
+                let power = fits.checked_ilog2().map_or(1, |log| 1usize << log);
+                power.clamp(128, 2048)
+            }
+            n => n,
+        }
+    }
 }
+
+/// The compute of one pass that an automatic `max_batch_tokens` aims at, in FLOPs.
+pub const AUTO_PASS_FLOPS: f64 = 1.5e9;
 
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             max_queued_requests: 256,
             max_active_sequences: 256,
-            max_batch_tokens: 2048,
+            max_batch_tokens: 0,
             prefix_cache_entries: 64,
             prefix_cache_tokens: 32_768,
             threads: 0,
@@ -156,5 +179,20 @@ mod tests {
         };
         assert_eq!(three.threads_for(1_300_000), 3);
         assert_eq!(three.threads_for(135_000_000), 3);
+    }
+
+    #[test]
+    fn the_pass_budget_follows_the_model_unless_set() {
+        let auto = WorkerConfig::default();
+        assert_eq!(auto.batch_tokens_for(46_624), 2048);
+        assert_eq!(auto.batch_tokens_for(226_496), 2048);
+        assert_eq!(auto.batch_tokens_for(1_305_472), 512);
+        assert_eq!(auto.batch_tokens_for(135_000_000), 128);
+        assert_eq!(auto.batch_tokens_for(0), 2048);
+        let set = WorkerConfig {
+            max_batch_tokens: 300,
+            ..WorkerConfig::default()
+        };
+        assert_eq!(set.batch_tokens_for(1_305_472), 300);
     }
 }

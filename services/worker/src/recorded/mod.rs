@@ -46,7 +46,8 @@ pub const ENGINE_NAME: &str = "recorded";
 pub struct RecordedConfig {
     pub max_queued: usize,
     pub max_active_sequences: usize,
-    /// Tokens one pass takes at most (the engine's, which packs score calls up to it).
+    /// Tokens one pass takes at most (the engine's, which packs score calls up to it;
+    /// 0: from the recorded model's size, as the engine picks it).
     pub max_batch_tokens: usize,
 }
 
@@ -138,7 +139,11 @@ impl RecordedWorker {
             latency.generate,
             latency.score,
             config.max_active_sequences,
-            config.max_batch_tokens,
+            ponder_engine::WorkerConfig {
+                max_batch_tokens: config.max_batch_tokens,
+                ..Default::default()
+            }
+            .batch_tokens_for(i.parameters),
         );
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_loop(sim, rx));

@@ -335,7 +335,7 @@ pub fn makespan(
 mod tests {
     use super::*;
 
-    /// The engine's default `max_batch_tokens`.
+    /// The engine's `max_batch_tokens` for the bundled generators.
     const TOKENS: usize = 2048;
 
     const COST: GenerateCost = GenerateCost {

@@ -1,0 +1,165 @@
+//! Scoring requests in parts.
+//!
+//! Why: a scoring request is the largest unit of work a worker takes (up to 256
+//! candidates, each the question plus its steps; with the bundled character-level PRM
+//! one DVTS round of 256 paths is some 25,000 tokens). Admitted whole, it made one pass
+//! of seconds, and every other tenant's request, however small, waited for that pass
+//! (docs/security.md, finding H2). So a request is cut on arrival into parts of at
+//! most the pass's token budget (`max_batch_tokens`); each part queues under the
+//! request's tenant, the fair queue lets other tenants in between parts, and the answer
+//! goes out when the last part has been scored. A candidate's scores do not depend on
+//! the pass it ran in (each candidate is its own segment over its own cache).
+
+use super::batch_loop::Worker;
+use super::sequence::{EncodedCandidate, ScoreJob, ScorePart, Scoring, Waiting};
+use super::types::ScoreResponse;
+use crate::error::EngineError;
+use crate::prm::Chain;
+use tokio::sync::oneshot;
+
+/// `candidates` in order, as parts of at most `budget` tokens each (a candidate longer
+/// than that is a part of its own). Parts carry `job` and their first index.
+pub(super) fn split(job: u64, candidates: Vec<EncodedCandidate>, budget: usize) -> Vec<ScorePart> {
+    let mut parts: Vec<ScorePart> = Vec::new();
+    for (first, candidate) in candidates.into_iter().enumerate() {
+        let len = candidate.0.len();
+        match parts.last_mut() {
+            Some(part) if part.tokens + len <= budget => {
+                part.tokens += len;
+                part.candidates.push(candidate);
+            }
+            _ => parts.push(ScorePart {
+                job,
+                first,
+                candidates: vec![candidate],
+                tokens: len,
+            }),
+        }
+    }
+    parts
+}
+
+impl Worker {
+    /// Queues a scoring request as parts under `tenant`.
+    pub(super) fn accept_score(
+        &mut self,
+        tenant: u64,
+        candidates: Vec<EncodedCandidate>,
+        reply: oneshot::Sender<crate::error::Result<ScoreResponse>>,
+    ) {
+        let job = self.next_score_job;
+        self.next_score_job += 1;
+        let count = candidates.len();
+        let parts = split(job, candidates, self.config.max_batch_tokens.max(1));
+        self.score_jobs.insert(
+            job,
+            ScoreJob {
+                scores: vec![Vec::new(); count],
+                tokens: 0,
+                parts_left: parts.len(),
+                reply,
+            },
+        );
+        for part in parts {
+            self.waiting.push(tenant, Waiting::Score(part));
+        }
+    }
+
+    /// Files the scores of this pass's parts with their requests, and answers the
+    /// requests whose last part this was. `scores` holds one reading per tag,
+    /// candidates in pass order.
+    pub(super) fn answer_scorings(&mut self, scorings: Vec<Scoring>, scores: Vec<f32>) {
+        let mut scores = scores.into_iter();
+        let prm = self.loaded.prm.as_deref();
+        let chain = prm.map_or(Chain::None, |p| p.config().chain);
+        for part in scorings {
+            let mut per_candidate = Vec::with_capacity(part.inputs.len());
+            let mut tokens = 0;
+            for input in part.inputs {
+                per_candidate.push(chain.apply(scores.by_ref().take(input.tags.len()).collect()));
+                tokens += input.ids.len() - input.reused;
+                // Keep the question prefix for the next scoring of this question.
+                let keep = prm.map_or(0, |p| p.reusable_prefix(&input.tags));
+                self.cache
+                    .insert(input.ids[..keep].to_vec(), input.cache.truncated(keep));
+            }
+            self.stats.scored_tokens += tokens as u64;
+            // A job that is gone was cancelled or failed; its scores go nowhere.
+            let Some(job) = self.score_jobs.get_mut(&part.job) else {
+                continue;
+            };
+            job.tokens += tokens;
+            for (i, s) in per_candidate.into_iter().enumerate() {
+                job.scores[part.first + i] = s;
+            }
+            job.parts_left -= 1;
+            if job.parts_left == 0 {
+                let job = self.score_jobs.remove(&part.job).expect("looked up above");
+                self.stats.completed_requests += 1;
+                let _ = job.reply.send(Ok(ScoreResponse {
+                    scores: job.scores,
+                    tokens: job.tokens as u32,
+                }));
+            }
+        }
+    }
+
+    /// Fails the scoring requests of this pass's parts (their other parts are dropped
+    /// from the queue as cancelled); returns how many requests failed.
+    pub(super) fn fail_scorings(&mut self, scorings: Vec<Scoring>, msg: &str) -> usize {
+        let mut failed = 0;
+        for part in scorings {
+            if let Some(job) = self.score_jobs.remove(&part.job) {
+                let _ = job.reply.send(Err(EngineError::Internal(msg.to_string())));
+                failed += 1;
+            }
+        }
+        failed
+    }
+
+    /// Drops scoring requests whose caller has gone and their waiting parts (and
+    /// parts of requests already failed); returns how many requests were dropped.
+    pub(super) fn drop_cancelled_scorings(&mut self) -> usize {
+        let before = self.score_jobs.len();
+        self.score_jobs.retain(|_, job| !job.reply.is_closed());
+        let jobs = &self.score_jobs;
+        self.waiting.retain(|w| match w {
+            Waiting::Generate(_, _, reply) => !reply.is_closed(),
+            Waiting::Score(part) => jobs.contains_key(&part.job),
+        });
+        before - self.score_jobs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(len: usize) -> EncodedCandidate {
+        (vec![7; len], vec![len - 1])
+    }
+
+    #[test]
+    fn parts_keep_order_and_stay_within_the_budget() {
+        let lens = [30, 50, 40, 200, 10, 10, 90];
+        let parts = split(9, lens.iter().map(|&l| candidate(l)).collect(), 100);
+        let shape: Vec<(usize, Vec<usize>, usize)> = parts
+            .iter()
+            .map(|p| {
+                assert_eq!(p.job, 9);
+                let lens = p.candidates.iter().map(|c| c.0.len()).collect();
+                (p.first, lens, p.tokens)
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (0, vec![30, 50], 80),
+                (2, vec![40], 40),
+                (3, vec![200], 200),
+                (4, vec![10, 10], 20),
+                (6, vec![90], 90),
+            ]
+        );
+    }
+}
