@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One client flooding, another waiting (docs/security.md, "Bounded compute"): bob's
-# latency (weighted best-of-N, budget 4, one at a time, 100 measured; VICTIM_MIX for
-# another mix) unloaded, then while alice keeps 4 DVTS searches of width 1 at budget 256
-# in flight. Bundled models on 127.0.0.1 ports 47100-47102. Extra arguments go to the
-# orchestrator, e.g. --budget-mode fixed; GENERATOR_ARGS and VERIFIER_ARGS
-# (space-separated) go to the workers.
+# latency (weighted best-of-N, budget 4, one at a time; VICTIM_REQUESTS measured, default
+# 100; VICTIM_MIX for another mix) unloaded, then while alice keeps 4 DVTS searches of
+# width 1 at budget 256 in flight. Bundled models on 127.0.0.1 ports 47100-47102. Extra
+# arguments go to the orchestrator, e.g. --budget-mode fixed; GENERATOR_ARGS and
+# VERIFIER_ARGS (space-separated) go to the workers.
 #
 #   cargo build --release -p ponder-cli -p ponder-load
 #   OUT=/tmp/h2 deploy/local/h2-flood.sh [orchestrator flags...]
@@ -32,7 +32,8 @@ PONDER_API_KEYS_FILE="$out/keys" $bin node orchestrator --listen 127.0.0.1:47100
   --generators 127.0.0.1:47101 --verifiers 127.0.0.1:47102 "${extra[@]}" > "$out/o.log" 2>&1 & pids+=($!)
 sleep 4
 victim() {
-  $load run --addr 127.0.0.1:47100 --token "$B" --concurrency 1 --requests 100 --warmup 2s \
+  $load run --addr 127.0.0.1:47100 --token "$B" --concurrency 1 \
+    --requests "${VICTIM_REQUESTS:-100}" --warmup 2s \
     --mix "${VICTIM_MIX:-weighted_best_of_n:4}" --levels 1=1,2=1,3=1 --seed 3 --quiet --json "$out/$1.json" > /dev/null
   python3 -c "import json;r=json.load(open('$out/$1.json'));l=r['latency'] if 'latency' in r else r;print('$1', json.dumps(l)[:400])"
 }
