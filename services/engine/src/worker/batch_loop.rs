@@ -118,22 +118,31 @@ impl Worker {
         }
     }
 
+    /// Drops requests whose caller has gone: running and waiting generates, scoring
+    /// jobs, and the waiting parts of jobs that are gone (cancelled or failed).
     fn drop_cancelled(&mut self) {
-        let before = self.running.len() + self.waiting_generates();
+        let (running, jobs) = (self.running.len(), self.score_jobs.len());
         self.running.retain(|r| !r.reply.is_closed());
-        let scorings = self.drop_cancelled_scorings();
-        let after = self.running.len() + self.waiting_generates();
-        self.stats.cancelled_requests += (before - after + scorings) as u64;
-    }
-
-    fn waiting_generates(&self) -> usize {
-        self.waiting.count(|w| matches!(w, Waiting::Generate(..)))
+        self.score_jobs.retain(|_, job| !job.reply.is_closed());
+        let mut cancelled_waiting = 0;
+        let live_jobs = &self.score_jobs;
+        self.waiting.retain(|w| match w {
+            Waiting::Generate(_, _, reply) => {
+                let cancelled = reply.is_closed();
+                cancelled_waiting += usize::from(cancelled);
+                !cancelled
+            }
+            Waiting::Score(part) => live_jobs.contains_key(&part.job),
+        });
+        let dropped =
+            running - self.running.len() + cancelled_waiting + jobs - self.score_jobs.len();
+        self.stats.cancelled_requests += dropped as u64;
     }
 
     /// Requests not yet (wholly) admitted: waiting generates, and scorings with a part
     /// waiting (between passes, every scoring job has one).
     fn waiting_requests(&self) -> usize {
-        self.waiting_generates() + self.score_jobs.len()
+        self.waiting.count(|w| matches!(w, Waiting::Generate(..))) + self.score_jobs.len()
     }
 
     pub(super) fn active_sequences(&self) -> usize {

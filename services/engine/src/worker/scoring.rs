@@ -11,11 +11,10 @@
 //! the pass it ran in (each candidate is its own segment over its own cache).
 
 use super::batch_loop::Worker;
-use super::sequence::{EncodedCandidate, ScoreJob, ScorePart, Scoring, Waiting};
+use super::sequence::{EncodedCandidate, ScoreJob, ScorePart, ScoreReply, Scoring, Waiting};
 use super::types::ScoreResponse;
 use crate::error::EngineError;
 use crate::prm::Chain;
-use tokio::sync::oneshot;
 
 /// `candidates` in order, as parts of at most `budget` tokens each (a candidate longer
 /// than that is a part of its own). Parts carry `job` and their first index.
@@ -45,12 +44,12 @@ impl Worker {
         &mut self,
         tenant: u64,
         candidates: Vec<EncodedCandidate>,
-        reply: oneshot::Sender<crate::error::Result<ScoreResponse>>,
+        reply: ScoreReply,
     ) {
         let job = self.next_score_job;
         self.next_score_job += 1;
         let count = candidates.len();
-        let parts = split(job, candidates, self.config.max_batch_tokens.max(1));
+        let parts = split(job, candidates, self.config.max_batch_tokens);
         self.score_jobs.insert(
             job,
             ScoreJob {
@@ -115,19 +114,6 @@ impl Worker {
             }
         }
         failed
-    }
-
-    /// Drops scoring requests whose caller has gone and their waiting parts (and
-    /// parts of requests already failed); returns how many requests were dropped.
-    pub(super) fn drop_cancelled_scorings(&mut self) -> usize {
-        let before = self.score_jobs.len();
-        self.score_jobs.retain(|_, job| !job.reply.is_closed());
-        let jobs = &self.score_jobs;
-        self.waiting.retain(|w| match w {
-            Waiting::Generate(_, _, reply) => !reply.is_closed(),
-            Waiting::Score(part) => jobs.contains_key(&part.job),
-        });
-        before - self.score_jobs.len()
     }
 }
 
