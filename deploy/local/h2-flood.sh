@@ -9,13 +9,15 @@
 #   cargo build --release -p ponder-cli -p ponder-load
 #   OUT=/tmp/h2 deploy/local/h2-flood.sh [orchestrator flags...]
 #
+# PONDER_BIN picks another ponder binary (default target/release/ponder), for A/B runs.
+#
 # Prints bob's latency summary (seconds) for both phases, then alice's outcome: the
 # flood runs for FLOOD_SECONDS (default 60) and its searches in flight then get the
 # load driver's grace to finish. The ponder-load reports are in $OUT (default: a fresh
 # temporary directory).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bin=target/release/ponder; load=target/release/ponder-load
+bin=${PONDER_BIN:-target/release/ponder}; load=target/release/ponder-load
 out=${OUT:-$(mktemp -d)}; mkdir -p "$out"
 extra=("$@")
 A=alice-key-0123456789abcdef; B=bob-key-0123456789abcdef0

@@ -5,7 +5,9 @@
 
 use super::batch_loop::Worker;
 use super::sequence::{EncodedCandidate, Prefill, ScoreInput, Scoring, Waiting};
+use super::tenant_share::Shares;
 use crate::kv::KvCache;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// The requests admitted into one pass.
@@ -16,54 +18,82 @@ pub(super) struct Admitted {
 }
 
 impl Worker {
-    /// Moves waiting requests into this pass while the token and sequence budgets allow.
-    /// A scoring part that would take the pass over its token budget waits for the
-    /// next pass (unless the pass would otherwise be empty), so a pass never grows
-    /// much past the budget and a small request is never packed behind a long one.
-    pub(super) fn admit(&mut self, decode_rows: usize) -> Admitted {
+    /// Moves work into this pass while the token and sequence budgets and the tenants'
+    /// shares ([`super::tenant_share`]) allow: first the next chunks of prefills already
+    /// in progress, then waiting requests, tenants in turn. A prompt is cut into chunks
+    /// by what is left of its tenant's share and, unless it is the pass's first prefill,
+    /// of the pass's token budget. A scoring part that would take the pass over its token
+    /// budget waits for the next pass (unless the pass would otherwise be empty), so a
+    /// pass never grows much past the budget and a small request is never packed behind
+    /// a long one.
+    pub(super) fn admit(&mut self, decode_rows: usize, shares: &mut Shares) -> Admitted {
+        let budget = self.config.max_batch_tokens;
         let mut admitted = Admitted::default();
         let mut tokens = decode_rows;
-        let mut seqs = self.active_sequences();
-        while let Some(next) = self.waiting.front() {
+        let mut seqs = self.active_sequences()
+            + self
+                .prefilling
+                .iter()
+                .map(|p| p.req.n as usize)
+                .sum::<usize>();
+        let mut later = VecDeque::new();
+        while let Some(mut p) = self.prefilling.pop_front() {
+            let room = chunk_room(shares.allowance(p.tenant), budget, tokens, &admitted);
+            if room == 0 {
+                later.push_back(p);
+                continue;
+            }
+            let chunk = room.min(p.ids.len() - p.cache.len());
+            p.chunk_end = p.cache.len() + chunk;
+            tokens += chunk;
+            shares.take(p.tenant, chunk);
+            admitted.prefills.push(p);
+        }
+        self.prefilling = later;
+        while let Some((_, next)) = self.waiting.front_where(|t| shares.allowance(t) > 0) {
             let admitted_any =
                 !admitted.prefills.is_empty() || !admitted.scorings.is_empty() || decode_rows > 0;
             let fits = match next {
                 Waiting::Generate(req, _, _) => {
                     seqs + req.n as usize <= self.config.max_active_sequences
                 }
-                Waiting::Score(part) => tokens + part.tokens <= self.config.max_batch_tokens,
+                Waiting::Score(part) => tokens + part.tokens <= budget,
             };
-            if admitted_any && !fits {
+            if admitted_any && (!fits || tokens >= budget) {
                 break;
             }
-            let Some(next) = self.waiting.pop() else {
+            let Some((tenant, next)) = self.waiting.pop_where(|t| shares.allowance(t) > 0) else {
                 break;
             };
             match next {
                 Waiting::Generate(req, ids, reply) => {
                     let (reused, cache) = self.prepare_prefill(&ids);
-                    tokens += ids.len() - reused;
+                    let room = chunk_room(shares.allowance(tenant), budget, tokens, &admitted);
+                    let chunk = room.max(1).min(ids.len() - reused);
+                    tokens += chunk;
+                    shares.take(tenant, chunk);
                     seqs += req.n as usize;
                     admitted.prefills.push(Prefill {
+                        tenant,
                         req,
                         ids: Arc::new(ids),
                         reused,
+                        chunk_end: reused + chunk,
                         cache,
                         reply,
                     });
                 }
                 Waiting::Score(part) => {
                     let inputs = self.prepare_scoring(part.candidates);
-                    tokens += inputs.iter().map(|i| i.ids.len() - i.reused).sum::<usize>();
+                    let new: usize = inputs.iter().map(|i| i.ids.len() - i.reused).sum();
+                    tokens += new;
+                    shares.take(tenant, new);
                     admitted.scorings.push(Scoring {
                         job: part.job,
                         first: part.first,
                         inputs,
                     });
                 }
-            }
-            if tokens >= self.config.max_batch_tokens {
-                break;
             }
         }
         admitted
@@ -102,5 +132,16 @@ impl Worker {
                 }
             })
             .collect()
+    }
+}
+
+/// Prompt tokens a prefill may run in this pass: what is left of its tenant's share
+/// and, unless no prefill or scoring is in the pass yet, of the pass's token budget.
+fn chunk_room(allowance: usize, budget: usize, tokens: usize, admitted: &Admitted) -> usize {
+    let first = admitted.prefills.is_empty() && admitted.scorings.is_empty();
+    if first {
+        allowance
+    } else {
+        allowance.min(budget.saturating_sub(tokens))
     }
 }

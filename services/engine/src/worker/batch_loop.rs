@@ -11,16 +11,17 @@
 use super::admission::Admitted;
 use super::fair_queue::FairQueue;
 use super::packing::{pack, RowUse};
+use super::pool_choice::PoolChoice;
 use super::readout::{read_outputs, Outputs};
 use super::sequence::{Prefill, Running, ScoreJob, Sequence, Waiting};
-use super::stop::{advance, StopScan};
+use super::stop::advance;
+use super::tenant_share::{share_decode_rows, Shares};
 use super::types::*;
 use super::Command;
 use crate::engine::LoadedModel;
 use crate::error::EngineError;
 use crate::prefix_cache::PrefixCache;
-use crate::sampling::sequence_rng;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,7 +36,10 @@ pub(super) struct Worker {
     pub(super) cache: PrefixCache,
     rx: mpsc::UnboundedReceiver<Command>,
     pub(super) waiting: FairQueue<Waiting>,
-    running: Vec<Running>,
+    /// Prompts cut into chunks ([`super::tenant_share`]) with chunks still to run, in
+    /// the order they were admitted.
+    pub(super) prefilling: VecDeque<Prefill>,
+    pub(super) running: Vec<Running>,
     /// Scoring requests with parts waiting or in a pass ([`super::scoring`]), by id.
     pub(super) score_jobs: HashMap<u64, ScoreJob>,
     pub(super) next_score_job: u64,
@@ -44,14 +48,15 @@ pub(super) struct Worker {
     pub(super) stats: WorkerStats,
     outstanding: Arc<AtomicUsize>,
     /// Every core, for passes of at least [`WIDE_PASS_ROWS`] rows, when the loop itself
-    /// runs on a one-thread pool (see `ModelWorker::spawn`).
-    wide: Option<rayon::ThreadPool>,
+    /// runs on a one-thread pool (see `ModelWorker::spawn`), and whether such a pass
+    /// runs there or on the loop's thread ([`PoolChoice`]).
+    wide: Option<(rayon::ThreadPool, PoolChoice)>,
 }
 
 /// Rows (new tokens) from which a pass runs on the wide pool. Measured on the bundled
 /// generator (docs/engine.md, "Threads"): one decode row is ~20% slower on two threads
 /// (the hand-offs cost more than the split saves), eight rows are ~35% faster.
-const WIDE_PASS_ROWS: usize = 8;
+pub(super) const WIDE_PASS_ROWS: usize = 8;
 
 impl Worker {
     pub(super) fn new(
@@ -61,12 +66,14 @@ impl Worker {
         outstanding: Arc<AtomicUsize>,
         wide: Option<rayon::ThreadPool>,
     ) -> Self {
+        let wide = wide.map(|pool| (pool, PoolChoice::default()));
         Self {
             cache: PrefixCache::new(config.prefix_cache_entries, config.prefix_cache_tokens),
             loaded,
             config,
             rx,
             waiting: FairQueue::default(),
+            prefilling: VecDeque::new(),
             running: Vec::new(),
             score_jobs: HashMap::new(),
             next_score_job: 0,
@@ -79,7 +86,7 @@ impl Worker {
 
     pub(super) fn run(mut self) {
         loop {
-            if self.running.is_empty() && self.waiting.is_empty() {
+            if self.running.is_empty() && self.prefilling.is_empty() && self.waiting.is_empty() {
                 match self.rx.blocking_recv() {
                     Some(cmd) => self.accept(cmd),
                     None => return,
@@ -121,8 +128,13 @@ impl Worker {
     /// Drops requests whose caller has gone: running and waiting generates, scoring
     /// jobs, and the waiting parts of jobs that are gone (cancelled or failed).
     fn drop_cancelled(&mut self) {
-        let (running, jobs) = (self.running.len(), self.score_jobs.len());
+        let (running, prefilling, jobs) = (
+            self.running.len(),
+            self.prefilling.len(),
+            self.score_jobs.len(),
+        );
         self.running.retain(|r| !r.reply.is_closed());
+        self.prefilling.retain(|p| !p.reply.is_closed());
         self.score_jobs.retain(|_, job| !job.reply.is_closed());
         let mut cancelled_waiting = 0;
         let live_jobs = &self.score_jobs;
@@ -134,15 +146,20 @@ impl Worker {
             }
             Waiting::Score(part) => live_jobs.contains_key(&part.job),
         });
-        let dropped =
-            running - self.running.len() + cancelled_waiting + jobs - self.score_jobs.len();
+        let dropped = running - self.running.len() + prefilling - self.prefilling.len()
+            + cancelled_waiting
+            + jobs
+            - self.score_jobs.len();
         self.stats.cancelled_requests += dropped as u64;
     }
 
-    /// Requests not yet (wholly) admitted: waiting generates, and scorings with a part
-    /// waiting (between passes, every scoring job has one).
+    /// Requests not yet (wholly) admitted: waiting generates, prompts with chunks still
+    /// to prefill, and scorings with a part waiting (between passes, every scoring job
+    /// has one).
     fn waiting_requests(&self) -> usize {
-        self.waiting.count(|w| matches!(w, Waiting::Generate(..))) + self.score_jobs.len()
+        self.waiting.count(|w| matches!(w, Waiting::Generate(..)))
+            + self.prefilling.len()
+            + self.score_jobs.len()
     }
 
     pub(super) fn active_sequences(&self) -> usize {
@@ -151,8 +168,12 @@ impl Worker {
 
     /// One packed forward pass over decodes, prefills and scorings, then bookkeeping.
     fn step(&mut self) {
-        let decode_rows = self.active_sequences();
-        self.pass = self.admit(decode_rows);
+        let started = std::time::Instant::now();
+        let mut shares = Shares::plan(&self.demand());
+        let pass = self.stats.forward_passes + 1;
+        let decode_rows = share_decode_rows(&mut self.running, pass, &mut shares);
+        self.stats.rows_sat_out += (self.active_sequences() - decode_rows) as u64;
+        self.pass = self.admit(decode_rows, &mut shares);
         #[cfg(test)]
         if self
             .pass
@@ -165,6 +186,8 @@ impl Worker {
         if decode_rows == 0 && self.pass.prefills.is_empty() && self.pass.scorings.is_empty() {
             return;
         }
+        let summary = tracing::enabled!(target: "ponder_engine::pass", tracing::Level::TRACE)
+            .then(|| self.pass_summary());
         let packed = pack(
             &mut self.running,
             &mut self.pass.prefills,
@@ -174,8 +197,19 @@ impl Worker {
         let mut segments = packed.segments;
         let rows: usize = segments.iter().map(|s| s.tokens.len()).sum();
         let model = &self.loaded.model;
-        let hidden = match &self.wide {
-            Some(pool) if rows >= WIDE_PASS_ROWS => pool.install(|| model.forward(&mut segments)),
+        let hidden = match &mut self.wide {
+            Some((pool, choice)) if rows >= WIDE_PASS_ROWS => {
+                let on_wide = choice.use_wide();
+                let began = std::time::Instant::now();
+                let hidden = if on_wide {
+                    pool.install(|| model.forward(&mut segments))
+                } else {
+                    model.forward(&mut segments)
+                };
+                choice.record(on_wide, rows, began.elapsed());
+                self.stats.wide_passes += u64::from(on_wide);
+                hidden
+            }
             _ => model.forward(&mut segments),
         };
         drop(segments);
@@ -183,6 +217,7 @@ impl Worker {
         let outputs = hidden.map_err(EngineError::from).and_then(|hidden| {
             read_outputs(&self.loaded, &hidden, &lens, &uses, &self.pass.scorings)
         });
+        let forward = started.elapsed();
         match outputs {
             Ok(outputs) => self.apply(&uses, outputs),
             Err(e) => {
@@ -190,6 +225,56 @@ impl Worker {
                 self.fail_pass(&e.to_string());
             }
         }
+        // One line per pass at trace level (RUST_LOG=ponder_engine::pass=trace): what
+        // a slow call's passes held, when its latency has to be explained.
+        if let Some(summary) = summary {
+            tracing::trace!(
+                target: "ponder_engine::pass",
+                rows,
+                forward_us = forward.as_micros() as u64,
+                total_us = started.elapsed().as_micros() as u64,
+                "{summary}"
+            );
+        }
+    }
+
+    /// Who is in the pass in progress, per tenant: decode rows (of its live rows),
+    /// prefill tokens (chunks), scoring parts.
+    fn pass_summary(&self) -> String {
+        #[derive(Default)]
+        struct Part {
+            decode: usize,
+            live: usize,
+            prefill: usize,
+        }
+        let mut parts: HashMap<u64, Part> = HashMap::new();
+        for run in &self.running {
+            let part = parts.entry(run.tenant).or_default();
+            part.live += run.live();
+            part.decode += run
+                .seqs
+                .iter()
+                .filter(|s| s.done.is_none() && !s.sits_out)
+                .count();
+        }
+        for p in &self.pass.prefills {
+            parts.entry(p.tenant).or_default().prefill += p.chunk_end - p.cache.len();
+        }
+        let mut line: Vec<String> = parts
+            .iter()
+            .map(|(t, p)| {
+                format!(
+                    "{t:016x}: decode {}/{} prefill {}",
+                    p.decode, p.live, p.prefill
+                )
+            })
+            .collect();
+        line.sort();
+        format!(
+            "{}; scoring parts {}",
+            line.join(", "),
+            self.pass.scorings.len()
+        )
     }
 
     /// Fails every request in the pass in progress and every running one.
@@ -222,7 +307,7 @@ impl Worker {
         }
         let mut prefills: Vec<Option<Prefill>> = prefills.into_iter().map(Some).collect();
         for u in uses {
-            let (RowUse::Decode { .. } | RowUse::Prefill { .. }) = u else {
+            let (RowUse::Decode { .. } | RowUse::Prefill { last: true, .. }) = u else {
                 continue;
             };
             let Some(row) = logits.next() else {
@@ -240,7 +325,7 @@ impl Worker {
                         &mut self.stats,
                     );
                 }
-                RowUse::Prefill { prefill } => {
+                RowUse::Prefill { prefill, .. } => {
                     if let Some(p) = prefills[prefill].take() {
                         self.start(p, &row);
                     }
@@ -248,6 +333,11 @@ impl Worker {
                 RowUse::Score { .. } => {}
             }
         }
+        // Prompts with chunks still to run go on in the next pass.
+        let partial = prefills.into_iter().flatten();
+        let before = self.prefilling.len();
+        self.prefilling.extend(partial);
+        self.stats.partial_prefills += (self.prefilling.len() - before) as u64;
         self.answer_scorings(scorings, outputs.scores);
         self.reply_finished();
     }
@@ -258,20 +348,12 @@ impl Worker {
         self.cache.insert(p.ids.to_vec(), p.cache.clone());
         let mut seqs = Vec::with_capacity(p.req.n as usize);
         for index in 0..p.req.n {
-            let mut seq = Sequence {
-                index,
-                rng: sequence_rng(p.req.params.seed, index),
-                cache: p.cache.clone(),
-                generated: Vec::new(),
-                next: 0,
-                logprob: 0.0,
-                scan: StopScan::default(),
-                done: None,
-            };
+            let mut seq = Sequence::new(index, p.req.params.seed, p.cache.clone());
             advance(&mut seq, row, &p.req.params, &self.loaded, &mut self.stats);
             seqs.push(seq);
         }
         self.running.push(Running {
+            tenant: p.tenant,
             params: p.req.params,
             prompt: p.ids,
             cached_prompt_tokens: p.reused,

@@ -41,14 +41,30 @@ impl<T> FairQueue<T> {
     }
 
     /// The item that [`FairQueue::pop`] would return.
+    #[cfg(test)]
     pub fn front(&self) -> Option<&T> {
-        let tenant = self.turn.front()?;
-        self.queues.get(tenant)?.front()
+        self.front_where(|_| true).map(|(_, item)| item)
     }
 
-    /// The head of the tenant whose turn it is; that tenant then goes to the back.
-    pub fn pop(&mut self) -> Option<T> {
-        let tenant = self.turn.pop_front()?;
+    /// The head of the first tenant in turn that `eligible` says yes to, with that
+    /// tenant: what [`FairQueue::pop_where`] would return.
+    pub fn front_where(&self, mut eligible: impl FnMut(u64) -> bool) -> Option<(u64, &T)> {
+        let tenant = *self.turn.iter().find(|&&t| eligible(t))?;
+        Some((tenant, self.queues.get(&tenant)?.front()?))
+    }
+
+    /// The head of the tenant whose turn it is, with that tenant, which then goes to
+    /// the back.
+    #[cfg(test)]
+    pub fn pop(&mut self) -> Option<(u64, T)> {
+        self.pop_where(|_| true)
+    }
+
+    /// As [`FairQueue::pop`], passing over tenants that `eligible` says no to; they
+    /// keep their place in turn.
+    pub fn pop_where(&mut self, mut eligible: impl FnMut(u64) -> bool) -> Option<(u64, T)> {
+        let at = self.turn.iter().position(|&t| eligible(t))?;
+        let tenant = self.turn.remove(at)?;
         let queue = self.queues.get_mut(&tenant)?;
         let item = queue.pop_front();
         if queue.is_empty() {
@@ -59,7 +75,14 @@ impl<T> FairQueue<T> {
         if item.is_some() {
             self.len -= 1;
         }
-        item
+        item.map(|item| (tenant, item))
+    }
+
+    /// Every waiting item with its tenant, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
+        self.queues
+            .iter()
+            .flat_map(|(&tenant, queue)| queue.iter().map(move |item| (tenant, item)))
     }
 
     /// Keeps only the items `keep` says yes to.
@@ -101,11 +124,31 @@ mod tests {
         q.push(2, "victim-1".to_string());
         assert_eq!(q.count(|_| true), 7);
         assert_eq!(q.front().map(String::as_str), Some("flood-0"));
-        let order: Vec<String> = std::iter::from_fn(|| q.pop()).collect();
+        let order: Vec<String> = std::iter::from_fn(|| q.pop()).map(|(_, s)| s).collect();
         assert_eq!(
             order,
             ["flood-0", "victim-0", "flood-1", "victim-1", "flood-2", "flood-3", "flood-4"]
         );
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_tenant_passed_over_keeps_its_place() {
+        let mut q = FairQueue::default();
+        q.push(1, "flood-0");
+        q.push(1, "flood-1");
+        q.push(2, "victim-0");
+        q.push(3, "other-0");
+        assert_eq!(q.front_where(|t| t != 1), Some((2, &"victim-0")));
+        assert_eq!(q.pop_where(|t| t != 1), Some((2, "victim-0")));
+        assert_eq!(q.pop_where(|t| t == 9), None);
+        assert_eq!(
+            q.pop(),
+            Some((1, "flood-0")),
+            "tenant 1 is still first in turn"
+        );
+        assert_eq!(q.pop(), Some((3, "other-0")));
+        assert_eq!(q.pop(), Some((1, "flood-1")));
         assert!(q.is_empty());
     }
 
@@ -117,7 +160,7 @@ mod tests {
         q.push(2, 3);
         q.retain(|&x| x != 1 && x != 2);
         assert_eq!(q.count(|_| true), 1);
-        assert_eq!(q.pop(), Some(3));
+        assert_eq!(q.pop(), Some((2, 3)));
         assert_eq!(q.pop(), None);
     }
 }

@@ -13,18 +13,21 @@
 //!
 //! Files: [`types`] (requests, responses, settings, counters), this file (the
 //! handle), and the thread that owns the model in parts: `batch_loop.rs` (the loop and
-//! its failure handling), `admission.rs`, `scoring.rs` (scoring requests in parts),
-//! `packing.rs`, `readout.rs`, `stop.rs`
+//! its failure handling), `admission.rs`, `tenant_share.rs` (how much of a pass each
+//! client gets), `scoring.rs` (scoring requests in parts), `packing.rs`, `readout.rs`,
+//! `stop.rs`
 //! (sampling and incremental stop-string detection) and `sequence.rs` (their types).
 
 mod admission;
 mod batch_loop;
 mod fair_queue;
 mod packing;
+mod pool_choice;
 mod readout;
 mod scoring;
 mod sequence;
 mod stop;
+mod tenant_share;
 #[cfg(test)]
 mod tests;
 mod types;

@@ -1,4 +1,5 @@
-//! Packing: every row of one forward pass (a decode token per live sequence, the new
+//! Packing: every row of one forward pass (a decode token per live sequence that does
+//! not sit the pass out, see [`super::tenant_share`]; the new
 //! prompt tokens of each prefill, the uncached tokens of each scored candidate) as
 //! segments over their KV caches, and which request each segment belongs to.
 
@@ -10,8 +11,9 @@ use crate::model::Segment;
 pub(super) enum RowUse {
     /// Sequence `seq` of running request `run` (one row).
     Decode { run: usize, seq: usize },
-    /// Admitted prefill `prefill` (its last row gives the first token).
-    Prefill { prefill: usize },
+    /// A chunk of admitted prefill `prefill`; the last chunk's last row gives the first
+    /// token.
+    Prefill { prefill: usize, last: bool },
     /// Candidate `candidate` of admitted scoring `scoring` (its tag rows give scores).
     Score { scoring: usize, candidate: usize },
 }
@@ -32,7 +34,7 @@ pub(super) fn pack<'a>(
     let mut uses = Vec::new();
     for (ri, run) in running.iter_mut().enumerate() {
         for (si, seq) in run.seqs.iter_mut().enumerate() {
-            if seq.done.is_none() {
+            if seq.done.is_none() && !seq.sits_out {
                 segments.push(Segment {
                     tokens: std::slice::from_ref(&seq.next),
                     cache: &mut seq.cache,
@@ -42,11 +44,12 @@ pub(super) fn pack<'a>(
         }
     }
     for (pi, p) in prefills.iter_mut().enumerate() {
+        let last = p.is_last_chunk();
         segments.push(Segment {
-            tokens: &p.ids[p.reused..],
+            tokens: &p.ids[p.cache.len()..p.chunk_end],
             cache: &mut p.cache,
         });
-        uses.push(RowUse::Prefill { prefill: pi });
+        uses.push(RowUse::Prefill { prefill: pi, last });
     }
     for (ji, job) in scorings.iter_mut().enumerate() {
         for (ci, input) in job.inputs.iter_mut().enumerate() {

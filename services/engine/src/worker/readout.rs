@@ -1,5 +1,5 @@
 //! Readout: from the pass's hidden states, the logits of the last new row of every
-//! decode and prefill segment, and the PRM reading of every step of every scored
+//! decode segment and of every prompt's last chunk, and the PRM reading of every step of every scored
 //! candidate (from its tag row, or from its tokens' rows for the likelihood readout).
 
 use super::packing::RowUse;
@@ -10,7 +10,7 @@ use candle_core::Tensor;
 
 /// What one pass produced, in pass order.
 pub(super) struct Outputs {
-    /// One row per decode or prefill use.
+    /// One row per decode use and per prefill use that ends its prompt.
     pub logits: Vec<Vec<f32>>,
     /// One score per tag, candidates in pass order.
     pub scores: Vec<f32>,
@@ -29,9 +29,10 @@ pub(super) fn read_outputs(
     let mut offset = 0;
     for (u, len) in uses.iter().zip(lens) {
         match *u {
-            RowUse::Decode { .. } | RowUse::Prefill { .. } => {
+            RowUse::Decode { .. } | RowUse::Prefill { last: true, .. } => {
                 gen_rows.push((offset + len - 1) as u32)
             }
+            RowUse::Prefill { last: false, .. } => {}
             RowUse::Score { scoring, candidate } => {
                 let input = &scorings[scoring].inputs[candidate];
                 let prm = prm_of(loaded)?;

@@ -4,7 +4,7 @@ use super::stop::StopScan;
 use super::types::*;
 use crate::error::Result;
 use crate::kv::KvCache;
-use crate::sampling::SamplingParams;
+use crate::sampling::{sequence_rng, SamplingParams};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -55,10 +55,34 @@ pub(super) struct Sequence {
     /// The decoded text so far, kept only while stop strings must be checked.
     pub scan: StopScan,
     pub done: Option<Completion>,
+    /// The pass this sequence last decoded in ([`super::tenant_share`]).
+    pub last_decoded: u64,
+    /// Whether it sits the coming pass out, to share the step with other tenants.
+    pub sits_out: bool,
+}
+
+impl Sequence {
+    /// Sample `index` of a request with `seed`, starting from the prompt's KV.
+    pub fn new(index: u32, seed: u64, cache: KvCache) -> Self {
+        Self {
+            index,
+            rng: sequence_rng(seed, index),
+            cache,
+            generated: Vec::new(),
+            next: 0,
+            logprob: 0.0,
+            scan: StopScan::default(),
+            done: None,
+            last_decoded: 0,
+            sits_out: false,
+        }
+    }
 }
 
 /// A generate request whose sequences are decoding.
 pub(super) struct Running {
+    /// Whose query this serves (see [`super::fair_queue`]).
+    pub tenant: u64,
     pub params: SamplingParams,
     pub prompt: Arc<Vec<u32>>,
     pub cached_prompt_tokens: usize,
@@ -73,14 +97,28 @@ impl Running {
     }
 }
 
-/// A generate request admitted into this pass: its prompt (minus the cached prefix) runs now.
+/// A generate request whose prompt is being prefilled: its tokens `cache.len()..chunk_end`
+/// run in this pass. A prompt longer than what its tenant may put into one pass
+/// ([`super::tenant_share`]) runs in chunks over several passes; the last chunk's last
+/// row gives the first token.
 pub(super) struct Prefill {
+    pub tenant: u64,
     pub req: GenerateRequest,
     pub ids: Arc<Vec<u32>>,
     /// Prompt tokens whose KV came from the prefix cache.
     pub reused: usize,
+    /// The prompt's KV so far (the cached prefix, then every chunk already run).
     pub cache: KvCache,
+    /// Where this pass's chunk ends (`ids.len()` for the last chunk).
+    pub chunk_end: usize,
     pub reply: GenerateReply,
+}
+
+impl Prefill {
+    /// Whether this pass runs the rest of the prompt.
+    pub fn is_last_chunk(&self) -> bool {
+        self.chunk_end == self.ids.len()
+    }
 }
 
 /// One candidate of a scoring request, encoded as the PRM reads it.

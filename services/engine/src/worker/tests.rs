@@ -111,3 +111,87 @@ async fn input_above_the_workers_caps_is_refused_before_the_model_thread() {
     ok.params.stop = vec!["1234".into(), "5678".into()];
     worker.generate(ok).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_light_tenant_shares_decode_steps_with_a_flood_and_both_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = tiny_worker(dir.path());
+    // Alone, a tenant decodes every row every step.
+    let mut alone = request("Q: 2+2\n", 40);
+    alone.n = 32;
+    worker.generate_for(1, alone).await.unwrap();
+    assert_eq!(worker.stats().await.unwrap().rows_sat_out, 0);
+
+    let mut flood = request("Q: 3+4\n", 900);
+    flood.n = 48;
+    let flooding = worker.generate_for(1, flood);
+    let light = async {
+        while worker.stats().await.unwrap().active_sequences == 0 {
+            tokio::task::yield_now().await;
+        }
+        let response = worker.generate_for(2, request("Q: 5+6\n", 30)).await;
+        (response, worker.stats().await.unwrap())
+    };
+    let (flooded, (light, during)) = tokio::join!(flooding, light);
+    assert!(
+        during.active_sequences > 0,
+        "the flood was still decoding when the light request ended"
+    );
+    assert!(
+        during.rows_sat_out > 0,
+        "the flood's rows beyond its share sat steps out: {during:?}"
+    );
+    for c in light.unwrap().completions {
+        assert_eq!(c.tokens, 30);
+    }
+    let flooded = flooded.unwrap();
+    assert_eq!(flooded.completions.len(), 48);
+    assert!(flooded.completions.iter().all(|c| c.tokens == 900));
+}
+
+#[tokio::test]
+async fn a_long_prompt_beside_another_tenant_is_prefilled_in_chunks_to_the_same_samples() {
+    let prompt = format!("Q: {}\n", "12+34*5-6 ".repeat(30));
+    let mut long = request(&prompt, 24);
+    long.params.seed = 7;
+    // Alone on a worker: one pass for the whole prompt.
+    let alone_dir = tempfile::tempdir().unwrap();
+    let alone_worker = tiny_worker(alone_dir.path());
+    let alone = alone_worker.generate_for(1, long.clone()).await.unwrap();
+    assert_eq!(alone_worker.stats().await.unwrap().partial_prefills, 0);
+
+    // Beside another tenant's two decoding rows, the same prompt (on a worker with
+    // the same weights) gets a few tokens per pass.
+    let dir = tempfile::tempdir().unwrap();
+    let worker = tiny_worker(dir.path());
+    let busy = worker.generate_for(2, request("Q: 1+1\n", 700));
+    let shared = async {
+        while worker.stats().await.unwrap().active_sequences == 0 {
+            tokio::task::yield_now().await;
+        }
+        let r = worker.generate_for(1, long.clone()).await.unwrap();
+        (r, worker.stats().await.unwrap())
+    };
+    let (busy, (shared, during)) = tokio::join!(busy, shared);
+    busy.unwrap();
+    assert!(
+        during.partial_prefills > 10,
+        "a {}-byte prompt at a few tokens a pass: {during:?}",
+        prompt.len()
+    );
+    assert!(
+        during.active_sequences > 0,
+        "the other tenant was still decoding"
+    );
+    let texts = |r: &GenerateResponse| {
+        r.completions
+            .iter()
+            .map(|c| c.text.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        texts(&shared),
+        texts(&alone),
+        "chunked prefill samples what one pass does"
+    );
+}

@@ -149,6 +149,14 @@ pub struct WorkerStats {
     pub max_decode_batch: usize,
     /// Sequences decoded by the latest decode step.
     pub last_decode_batch: usize,
+    /// Sum over decode steps of the live sequences that sat the step out so that another
+    /// tenant's sequences decode in shorter steps (see `worker::tenant_share`).
+    pub rows_sat_out: u64,
+    /// Passes run on the wide pool (every core; see `worker::pool_choice`).
+    pub wide_passes: u64,
+    /// Prompt chunks run that did not end their prompt (a prompt longer than what its
+    /// tenant may put into one pass is prefilled over several).
+    pub partial_prefills: u64,
     pub prompt_tokens: u64,
     pub generated_tokens: u64,
     pub scored_tokens: u64,
