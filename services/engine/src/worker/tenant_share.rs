@@ -42,15 +42,22 @@ impl Shares {
         if busy.len() < 2 {
             return Self { left: None };
         }
+        // The busiest other tenant of each: the busiest of all, or for that one itself
+        // the second busiest (linear in tenants; a worker may serve hundreds).
+        let mut top = (0, 0);
+        let mut second = 0;
+        for &(tenant, d) in &busy {
+            if d > top.1 {
+                second = top.1;
+                top = (tenant, d);
+            } else if d > second {
+                second = d;
+            }
+        }
         let left = busy
             .iter()
             .map(|&(tenant, _)| {
-                let busiest_other = busy
-                    .iter()
-                    .filter(|&&(t, _)| t != tenant)
-                    .map(|&(_, d)| d)
-                    .max()
-                    .unwrap_or(0);
+                let busiest_other = if tenant == top.0 { second } else { top.1 };
                 (tenant, busiest_other.max(SHARE_FLOOR))
             })
             .collect();
