@@ -251,11 +251,7 @@ impl Worker {
         for run in &self.running {
             let part = parts.entry(run.tenant).or_default();
             part.live += run.live();
-            part.decode += run
-                .seqs
-                .iter()
-                .filter(|s| s.done.is_none() && !s.sits_out)
-                .count();
+            part.decode += run.seqs.iter().filter(|s| s.decodes()).count();
         }
         for p in &self.pass.prefills {
             parts.entry(p.tenant).or_default().prefill += p.chunk_end - p.cache.len();

@@ -34,7 +34,7 @@ pub(super) fn pack<'a>(
     let mut uses = Vec::new();
     for (ri, run) in running.iter_mut().enumerate() {
         for (si, seq) in run.seqs.iter_mut().enumerate() {
-            if seq.done.is_none() && !seq.sits_out {
+            if seq.decodes() {
                 segments.push(Segment {
                     tokens: std::slice::from_ref(&seq.next),
                     cache: &mut seq.cache,

@@ -77,6 +77,11 @@ impl Sequence {
             sits_out: false,
         }
     }
+
+    /// Whether it is live and decodes in the coming pass.
+    pub fn decodes(&self) -> bool {
+        self.done.is_none() && !self.sits_out
+    }
 }
 
 /// A generate request whose sequences are decoding.

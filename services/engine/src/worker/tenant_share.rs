@@ -73,6 +73,11 @@ impl Shares {
         }
     }
 
+    /// Whether anyone is held back in this pass (more than one tenant has work).
+    pub fn is_shared(&self) -> bool {
+        self.left.is_some()
+    }
+
     /// Counts `tokens` of `tenant`'s against its share.
     pub fn take(&mut self, tenant: u64, tokens: usize) {
         if let Some(left) = self.left.as_mut().and_then(|l| l.get_mut(&tenant)) {
@@ -108,30 +113,36 @@ impl Worker {
 /// them against their tenants' shares, and returns how many decode. A sequence that
 /// decodes records `pass` as its last.
 pub(super) fn share_decode_rows(running: &mut [Running], pass: u64, shares: &mut Shares) -> usize {
-    let mut live: HashMap<u64, usize> = HashMap::new();
-    for run in running.iter() {
-        *live.entry(run.tenant).or_default() += run.live();
-    }
     let mut decoding = 0;
-    for (&tenant, &rows) in &live {
-        let share = shares.allowance(tenant);
-        // Least recently decoded first; ties (as at the start) in running order.
-        let mut order: Vec<(u64, usize, usize)> = Vec::with_capacity(rows);
-        for (ri, run) in running.iter().enumerate() {
-            if run.tenant != tenant {
-                continue;
-            }
-            for (si, seq) in run.seqs.iter().enumerate() {
-                if seq.done.is_none() {
-                    order.push((seq.last_decoded, ri, si));
-                }
+    if !shares.is_shared() {
+        // At most one tenant has work (the common case): every live sequence decodes,
+        // with nothing to sort or allocate.
+        for seq in running.iter_mut().flat_map(|r| &mut r.seqs) {
+            if seq.done.is_none() {
+                seq.sits_out = false;
+                seq.last_decoded = pass;
+                decoding += 1;
             }
         }
-        if rows > share {
+        return decoding;
+    }
+    // Each tenant's live rows, gathered in one sweep.
+    let mut rows: HashMap<u64, Vec<(u64, usize, usize)>> = HashMap::new();
+    for (ri, run) in running.iter().enumerate() {
+        let tenant_rows = rows.entry(run.tenant).or_default();
+        for (si, seq) in run.seqs.iter().enumerate() {
+            if seq.done.is_none() {
+                tenant_rows.push((seq.last_decoded, ri, si));
+            }
+        }
+    }
+    for (tenant, mut order) in rows {
+        let decoded = order.len().min(shares.allowance(tenant));
+        if decoded < order.len() {
+            // Least recently decoded first; ties (as at the start) in running order.
             order.sort_unstable();
         }
-        let decoded = rows.min(share);
-        for (rank, &(_, ri, si)) in order.iter().enumerate() {
+        for (rank, (_, ri, si)) in order.into_iter().enumerate() {
             let seq = &mut running[ri].seqs[si];
             seq.sits_out = rank >= decoded;
             if !seq.sits_out {
@@ -172,7 +183,7 @@ mod tests {
             .iter()
             .filter(|r| r.tenant == tenant)
             .flat_map(|r| &r.seqs)
-            .filter(|s| s.done.is_none() && !s.sits_out)
+            .filter(|s| s.decodes())
             .count()
     }
 
