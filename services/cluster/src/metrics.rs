@@ -62,6 +62,8 @@ pub struct Metrics {
     pub prefix_cache_saved_tokens: Family<Labels, Counter<u64, AtomicU64>>,
     /// Model worker: KV tokens the prefix cache holds.
     pub prefix_cache_tokens: Family<Labels, Gauge>,
+    /// Model worker: bytes of KV buffers held by the prefix cache.
+    pub prefix_cache_bytes: Family<Labels, Gauge>,
     /// Orchestrator: seconds from a SolveStream request to its first progress event.
     pub first_event: Family<Labels, Histogram, fn() -> Histogram>,
     /// Orchestrator: answers the deadline cut short, by strategy.
@@ -131,6 +133,7 @@ impl Metrics {
         let prefix_cache_lookups = Family::<Labels, Counter<u64, AtomicU64>>::default();
         let prefix_cache_saved_tokens = Family::<Labels, Counter<u64, AtomicU64>>::default();
         let prefix_cache_tokens = Family::<Labels, Gauge>::default();
+        let prefix_cache_bytes = Family::<Labels, Gauge>::default();
         let first_event = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
@@ -165,6 +168,11 @@ impl Metrics {
             "prefix_cache_tokens",
             "model worker: KV tokens held by the prefix cache",
             prefix_cache_tokens.clone(),
+        );
+        r.register(
+            "prefix_cache_bytes",
+            "model worker: bytes of KV buffers held by the prefix cache",
+            prefix_cache_bytes.clone(),
         );
         r.register(
             "first_event_seconds",
@@ -298,6 +306,7 @@ impl Metrics {
             prefix_cache_lookups,
             prefix_cache_saved_tokens,
             prefix_cache_tokens,
+            prefix_cache_bytes,
             first_event,
             partial_answers,
             retries,

@@ -10,7 +10,7 @@
 use candle_core::Result;
 use std::sync::Arc;
 
-/// Capacity grows in steps of this many positions (and doubles for long sequences).
+/// Capacity grows in steps of this many positions (by a quarter for long sequences).
 const GROW_STEP: usize = 64;
 
 /// Keys and values of one layer, f32. Keys are stored transposed, (kv_heads, head_dim,
@@ -41,6 +41,29 @@ impl KvBuffer {
         &self.v[start..start + len * self.head_dim]
     }
 
+    fn empty(heads: usize, capacity: usize, head_dim: usize) -> Self {
+        Self {
+            k: vec![0.0; heads * capacity * head_dim],
+            v: vec![0.0; heads * capacity * head_dim],
+            heads,
+            capacity,
+            head_dim,
+        }
+    }
+
+    /// Copies the first `len` positions of `old` (of the same head dimension).
+    fn copy_prefix(&mut self, old: &KvBuffer, len: usize) {
+        let (capacity, head_dim) = (self.capacity, self.head_dim);
+        for h in 0..self.heads.min(old.heads) {
+            for d in 0..head_dim {
+                let dst = (h * head_dim + d) * capacity;
+                self.k[dst..dst + len].copy_from_slice(old.key_row(h, d, len));
+            }
+            let dst = h * capacity * head_dim;
+            self.v[dst..dst + len * head_dim].copy_from_slice(old.values(h, len));
+        }
+    }
+
     fn write(&mut self, head: usize, pos: usize, key: &[f32], value: &[f32]) {
         let (cap, dim) = (self.capacity, self.head_dim);
         for (d, &x) in key.iter().enumerate() {
@@ -61,6 +84,9 @@ struct LayerKv {
 pub struct KvCache {
     layers: Vec<LayerKv>,
     len: usize,
+    /// Positions a new buffer is made for when the sequence's final length is known
+    /// ([`KvCache::reserve_exact`]); 0: grow as needed.
+    exact: usize,
 }
 
 impl KvCache {
@@ -68,6 +94,7 @@ impl KvCache {
         Self {
             layers: vec![LayerKv::default(); num_layers],
             len: 0,
+            exact: 0,
         }
     }
 
@@ -90,6 +117,46 @@ impl KvCache {
         Self {
             layers: self.layers.clone(),
             len,
+            exact: 0,
+        }
+    }
+
+    /// Makes the next new buffer exactly `positions` long, for a sequence whose final
+    /// length is known (a scored candidate): no spare room is copied now or kept later
+    /// (the prefix cache keeps scored candidates).
+    pub fn reserve_exact(&mut self, positions: usize) {
+        self.exact = positions;
+    }
+
+    /// This cache with buffers of exactly its length where its buffers hold more than a
+    /// quarter again as many positions (a short fork of a long sequence): a copy of
+    /// what is valid, so that keeping it does not keep the rest alive.
+    pub fn compacted(self) -> Self {
+        let len = self.len;
+        let roomy = |b: &KvBuffer| b.capacity > len + len / 4 + GROW_STEP;
+        if len == 0
+            || !self
+                .layers
+                .iter()
+                .any(|l| l.buffer.as_deref().is_some_and(roomy))
+        {
+            return self;
+        }
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| LayerKv {
+                buffer: l.buffer.as_deref().map(|old| {
+                    let mut exact = KvBuffer::empty(old.heads, len, old.head_dim);
+                    exact.copy_prefix(old, len);
+                    Arc::new(exact)
+                }),
+            })
+            .collect();
+        Self {
+            layers,
+            len,
+            exact: 0,
         }
     }
 
@@ -138,23 +205,13 @@ impl KvCache {
             None => false,
         };
         if !reusable {
-            let capacity = grow_to(needed);
-            let mut fresh = KvBuffer {
-                k: vec![0.0; heads * capacity * head_dim],
-                v: vec![0.0; heads * capacity * head_dim],
-                heads,
-                capacity,
-                head_dim,
+            let capacity = match needed <= self.exact {
+                true => self.exact,
+                false => grow_to(needed),
             };
+            let mut fresh = KvBuffer::empty(heads, capacity, head_dim);
             if let Some(old) = slot.as_ref() {
-                for h in 0..heads.min(old.heads) {
-                    for d in 0..head_dim {
-                        let dst = (h * head_dim + d) * capacity;
-                        fresh.k[dst..dst + len].copy_from_slice(old.key_row(h, d, len));
-                    }
-                    let dst = h * capacity * head_dim;
-                    fresh.v[dst..dst + len * head_dim].copy_from_slice(old.values(h, len));
-                }
+                fresh.copy_prefix(old, len);
             }
             *slot = Some(Arc::new(fresh));
         }
@@ -182,13 +239,12 @@ impl KvCache {
     }
 }
 
+/// Room for `needed` positions and a quarter more (at least [`GROW_STEP`]), in whole
+/// steps. Appends stay amortised O(1), since each copy is followed by at least a quarter
+/// as many appends in place, and a buffer is at most about a fifth spare, where doubling
+/// left up to half of it spare: buffers the prefix cache keeps count against its bound.
 fn grow_to(needed: usize) -> usize {
-    let stepped = needed.div_ceil(GROW_STEP) * GROW_STEP;
-    if needed > 4 * GROW_STEP {
-        stepped.next_power_of_two().max(stepped)
-    } else {
-        stepped + GROW_STEP
-    }
+    (needed + (needed / 4).max(GROW_STEP)).div_ceil(GROW_STEP) * GROW_STEP
 }
 
 #[cfg(test)]
@@ -229,6 +285,57 @@ mod tests {
         }
         assert_eq!(c.capacity_bytes(), before);
         assert_eq!(c.len(), 11);
+    }
+
+    #[test]
+    fn a_short_fork_compacts_to_its_own_length_and_keeps_its_rows() {
+        let mut long = KvCache::new(1);
+        for i in 0..300 {
+            step(&mut long, i as f32);
+        }
+        let short = long.truncated(40).compacted();
+        assert_eq!(short.len(), 40);
+        assert_eq!(
+            short.capacity_bytes(),
+            40 * 2 * 2 * 4,
+            "keys and values of dim 2"
+        );
+        let buf = short.layer(0).unwrap();
+        assert_eq!(
+            buf.key_row(0, 1, 40),
+            long.layer(0).unwrap().key_row(0, 1, 40)
+        );
+        assert_eq!(buf.values(0, 40)[79], 39.0);
+        // What is not roomy stays as it is (no copy).
+        let whole = long.clone().compacted();
+        assert_eq!(whole.capacity_bytes(), long.capacity_bytes());
+        // And a compacted fork appends like any other.
+        let mut grown = short;
+        assert_eq!(step(&mut grown, 7.0)[80..], [7.0, 7.0]);
+    }
+
+    #[test]
+    fn a_reserved_length_makes_an_exact_buffer_and_growth_past_it_still_works() {
+        let mut shared = KvCache::new(1);
+        step(&mut shared, 1.0);
+        let mut fork = shared.truncated(1);
+        fork.reserve_exact(30);
+        for i in 0..29 {
+            step(&mut fork, i as f32);
+        }
+        assert_eq!(
+            fork.capacity_bytes(),
+            30 * 2 * 2 * 4,
+            "one copy, of exactly 30"
+        );
+        step(&mut fork, 9.0);
+        assert_eq!(fork.len(), 31);
+        assert!(fork.capacity_bytes() > 31 * 2 * 2 * 4);
+        assert_eq!(
+            step(&mut shared, 2.0),
+            vec![1., 1., 2., 2.],
+            "the parent is untouched"
+        );
     }
 
     #[test]

@@ -39,5 +39,5 @@ pub use sampling::{FinishReason, SamplingParams};
 pub use worker::{
     Completion, GenerateRequest, GenerateResponse, ModelWorker, ScoreRequest, ScoreResponse,
     WorkerConfig, WorkerStats, DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MAX_STOP_BYTES,
-    DEFAULT_MAX_STOP_STRINGS, MAX_PROMPT_CHARS,
+    DEFAULT_MAX_STOP_STRINGS, DEFAULT_PREFIX_CACHE_MIB, MAX_PROMPT_CHARS,
 };

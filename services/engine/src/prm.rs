@@ -153,6 +153,15 @@ pub struct Prm {
 /// ([`Prm::encode`]).
 pub type Marked<'a> = (&'a [u32], &'a [usize]);
 
+/// What [`Prm::readings`] read in one pass.
+pub struct Readings {
+    /// One reading per step, candidates in order.
+    pub scores: Vec<f32>,
+    /// Likelihood readout only: per candidate, the log-probability of each of its tokens
+    /// from the first step on (`reusable_prefix + 1..`).
+    pub token_logp: Vec<Vec<f32>>,
+}
+
 /// Longest question + solution a PRM request may score, in characters.
 pub const MAX_SCORE_CHARS: usize = 64 * 1024;
 
@@ -271,8 +280,18 @@ impl Prm {
         }
     }
 
+    /// Whether a candidate that extends a scored one may take that one's readings from
+    /// the prefix cache and run only its new tokens through the model: the likelihood
+    /// readout reads each token once, at the row that predicts it, so what it read for
+    /// a prefix holds for every extension (the next round of a tree search re-scores
+    /// each path with one more step). Tag readouts reuse the question's KV only.
+    pub fn reads_tokens(&self) -> bool {
+        matches!(self.readout, Readout::Likelihood)
+    }
+
     /// The positions whose final hidden rows the readout needs, in order: the tags, or
-    /// for the likelihood readout every position that predicts a step token.
+    /// for the likelihood readout every position that predicts a step token. Where a
+    /// pass starts a candidate at position `reused`, it reads only rows from there on.
     pub fn rows(&self, (ids, marks): Marked) -> Vec<usize> {
         match self.readout {
             Readout::Likelihood => (self.reusable_prefix(marks)..ids.len() - 1).collect(),
@@ -280,39 +299,63 @@ impl Prm {
         }
     }
 
-    /// One reading per step of every candidate, in order, from the rows [`Prm::rows`]
-    /// named for each candidate, stacked in the same order.
+    /// One reading per step of every candidate, in order, from `hidden`: the rows
+    /// [`Prm::rows`] named for each candidate from its first computed position on,
+    /// stacked in the same order (`None`: no rows). For the likelihood readout,
+    /// `known[i]` holds the log-probabilities of candidate `i`'s first step tokens read
+    /// in an earlier pass (from the prefix cache), and the readings come with every
+    /// candidate's step-token log-probabilities, for the cache.
     pub fn readings(
         &self,
         model: &Transformer,
-        hidden: &Tensor,
+        hidden: Option<&Tensor>,
         candidates: &[Marked],
-    ) -> Result<Vec<f32>> {
+        known: &[&[f32]],
+    ) -> Result<Readings> {
         if !matches!(self.readout, Readout::Likelihood) {
-            return self.score_rows(model, hidden);
+            let scores = match hidden {
+                Some(rows) => self.score_rows(model, rows)?,
+                None => Vec::new(),
+            };
+            return Ok(Readings {
+                scores,
+                token_logp: Vec::new(),
+            });
         }
-        let logp = candle_nn::ops::log_softmax(&model.logits(hidden)?, candle_core::D::Minus1)?
-            .to_dtype(DType::F32)?
-            .to_vec2::<f32>()?;
+        let logp = match hidden {
+            Some(rows) => {
+                candle_nn::ops::log_softmax(&model.logits(rows)?, candle_core::D::Minus1)?
+                    .to_dtype(DType::F32)?
+                    .to_vec2::<f32>()?
+            }
+            None => Vec::new(),
+        };
         let mut rows = logp.iter();
-        let mut out = Vec::new();
-        for &(ids, marks) in candidates {
+        let mut scores = Vec::new();
+        let mut token_logps = Vec::with_capacity(candidates.len());
+        for (&(ids, marks), &known) in candidates.iter().zip(known) {
             let first = self.reusable_prefix(marks);
-            // logp of token p, for p in first + 1..ids.len() (row p - 1 predicts it).
-            let token_logp = (first + 1..ids.len())
-                .map(|p| {
-                    rows.next().map(|row| row[ids[p] as usize]).ok_or_else(|| {
-                        EngineError::Internal("fewer likelihood rows than step tokens".into())
-                    })
-                })
-                .collect::<Result<Vec<f32>>>()?;
+            // logp of token p, for p in first + 1..ids.len() (row p - 1 predicts it):
+            // the known ones, then one per row.
+            let mut token_logp = Vec::with_capacity(ids.len().saturating_sub(first + 1));
+            token_logp.extend_from_slice(known);
+            for &token in ids.iter().skip(first + 1 + known.len()) {
+                let row = rows.next().ok_or_else(|| {
+                    EngineError::Internal("fewer likelihood rows than step tokens".into())
+                })?;
+                token_logp.push(row[token as usize]);
+            }
             for (k, &start) in marks.iter().enumerate() {
                 let end = marks.get(k + 1).copied().unwrap_or(ids.len());
                 let span = &token_logp[start - first - 1..end - first - 1];
-                out.push(span.iter().sum::<f32>().exp());
+                scores.push(span.iter().sum::<f32>().exp());
             }
+            token_logps.push(token_logp);
         }
-        Ok(out)
+        Ok(Readings {
+            scores,
+            token_logp: token_logps,
+        })
     }
 
     /// Scores in [0, 1] for rows of final hidden states taken at tag positions (the tag

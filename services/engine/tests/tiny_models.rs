@@ -205,6 +205,108 @@ async fn a_prompt_extending_a_recent_one_reuses_its_kv_and_gets_the_same_tokens(
     );
 }
 
+/// A tiny Llama with a likelihood-readout prm.json (a generative verifier), in a fresh
+/// directory.
+fn likelihood_prm() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(dir.path(), &TinySpec::llama()).unwrap();
+    std::fs::write(
+        dir.path().join("prm.json"),
+        r#"{"kind": "likelihood", "question_template": "Q: {question}\n", "after_tag": "\n"}"#,
+    )
+    .unwrap();
+    dir
+}
+
+/// A tree search's next round scores each path with one more step. Under the likelihood
+/// readout the path's earlier steps were read when it was scored last round, so only
+/// the new step runs through the model, and every reading is what a worker that never
+/// saw the path reads.
+#[tokio::test]
+async fn a_likelihood_prm_scores_only_the_new_step_of_a_path_it_scored_before() {
+    let dir = likelihood_prm();
+    let spawn = || {
+        ModelWorker::spawn(
+            load(dir.path(), &LoadOptions::default()).unwrap(),
+            WorkerConfig::default(),
+        )
+    };
+    let (worker, fresh) = (spawn(), spawn());
+    let score = |worker: &ModelWorker, candidates: Vec<Vec<String>>| {
+        let request = ScoreRequest {
+            question: "(12+7)*3-4".into(),
+            candidates,
+        };
+        let worker = worker.clone();
+        async move { worker.score(request).await.unwrap() }
+    };
+    let round_one: Vec<Vec<String>> = (0..6).map(|i| vec![format!("12+7={}", 17 + i)]).collect();
+    let first = score(&worker, round_one.clone()).await;
+    let round_two: Vec<Vec<String>> = round_one
+        .iter()
+        .enumerate()
+        .map(|(i, path)| [path.clone(), vec![format!("{}*3={}", 17 + i, 51 + 3 * i)]].concat())
+        .collect();
+    let next = score(&worker, round_two.clone()).await;
+    let expected = score(&fresh, round_two.clone()).await;
+    assert_eq!(next.scores.len(), 6);
+    for ((got, want), path) in next.scores.iter().zip(&expected.scores).zip(&round_two) {
+        assert_eq!(got.len(), 2);
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-4, "{path:?}: {got:?} against {want:?}");
+        }
+    }
+    // Each new step is "\n" and about 7 characters; the whole candidate about 30.
+    let new_tokens: usize = round_two.iter().map(|p| p[1].len() + 1).sum();
+    assert!(
+        (next.tokens as usize) <= new_tokens + 6,
+        "{} tokens scored for {new_tokens} new ones (round one: {}, a fresh worker: {})",
+        next.tokens,
+        first.tokens,
+        expected.tokens
+    );
+    assert!(
+        expected.tokens > 3 * next.tokens,
+        "{} vs {}",
+        expected.tokens,
+        next.tokens
+    );
+}
+
+#[tokio::test]
+async fn every_path_of_a_wide_tree_search_comes_back_from_the_prefix_cache() {
+    // 200 paths of one question, as DVTS keeps them (the cache once held 64 entries, so
+    // a round evicted every path before the next one came back to it): each path's
+    // next prompt, its prompt so far plus its completion and a new step, reuses at
+    // least the prompt so far, not only the question.
+    let dir = tempfile::tempdir().unwrap();
+    let worker = worker_for(dir.path(), &TinySpec::llama(), WorkerConfig::default());
+    let round = |prompts: &[String]| {
+        join_all(prompts.iter().map(|prompt| {
+            worker.generate(GenerateRequest {
+                prompt: prompt.clone(),
+                n: 1,
+                params: greedy(6),
+            })
+        }))
+    };
+    let paths: Vec<String> = (0..200)
+        .map(|i| format!("Q: (12+7)*3-4\npath {i}:"))
+        .collect();
+    let first = round(&paths).await;
+    let next: Vec<String> = paths
+        .iter()
+        .zip(first)
+        .map(|(p, r)| format!("{p}{}\nstep", r.unwrap().completions[0].text))
+        .collect();
+    for (path, reply) in paths.iter().zip(round(&next).await) {
+        let reused = reply.unwrap().cached_prompt_tokens as usize;
+        assert!(reused >= path.len(), "{path:?}: {reused} tokens reused");
+    }
+    let cache = worker.stats().await.unwrap().prefix_cache;
+    assert!(cache.entries >= 200, "{cache:?}");
+}
+
 #[tokio::test]
 async fn stop_strings_cut_the_text_where_the_unstopped_sample_has_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -373,13 +475,7 @@ async fn a_chained_prm_scores_the_running_product_of_its_readings() {
 /// when the question's prefix comes from the prefix cache.
 #[tokio::test]
 async fn a_likelihood_prm_reads_each_steps_teacher_forced_probability() {
-    let dir = tempfile::tempdir().unwrap();
-    write_tiny_model(dir.path(), &TinySpec::llama()).unwrap();
-    std::fs::write(
-        dir.path().join("prm.json"),
-        r#"{"kind": "likelihood", "question_template": "Q: {question}\n", "after_tag": "\n"}"#,
-    )
-    .unwrap();
+    let dir = likelihood_prm();
     let direct = load(dir.path(), &LoadOptions::default()).unwrap();
     let worker = ModelWorker::spawn(
         load(dir.path(), &LoadOptions::default()).unwrap(),

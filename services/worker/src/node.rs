@@ -60,6 +60,11 @@ pub struct ModelArgs {
     /// every core for a larger one). Set it when several nodes share a host.
     #[arg(long, env = "PONDER_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// Memory the prefix cache may hold, in MiB of KV buffers (0: no prefix cache).
+    /// Tree searches reuse it for every path's earlier steps (docs/engine.md, "Prefix
+    /// cache").
+    #[arg(long, env = "PONDER_PREFIX_CACHE_MIB", default_value_t = ponder_engine::DEFAULT_PREFIX_CACHE_MIB)]
+    pub prefix_cache_mib: usize,
     /// Quantize a safetensors model's linear layers at load: none (the default) or q8_0
     /// (int8 weights; docs/engine.md, "Int8 weights", for speed and accuracy).
     #[arg(long, env = "PONDER_QUANTIZE", default_value = "none")]
@@ -87,6 +92,7 @@ impl ModelArgs {
             max_active_sequences: 256,
             max_batch_tokens: 0,
             threads: 0,
+            prefix_cache_mib: ponder_engine::DEFAULT_PREFIX_CACHE_MIB,
             quantize: ponder_engine::Quantize::None,
             max_prompt_bytes: ponder_engine::DEFAULT_MAX_PROMPT_BYTES,
             max_stop_strings: ponder_engine::DEFAULT_MAX_STOP_STRINGS,
@@ -338,6 +344,7 @@ async fn load_model(model: &ModelArgs, given: PathBuf, role: Role) -> anyhow::Re
             max_active_sequences: model.max_active_sequences,
             max_batch_tokens: model.max_batch_tokens,
             threads: model.threads,
+            prefix_cache_bytes: model.prefix_cache_mib.saturating_mul(1 << 20),
             max_prompt_bytes: model.max_prompt_bytes,
             max_stop_strings: model.max_stop_strings,
             max_stop_bytes: model.max_stop_bytes,
@@ -418,6 +425,10 @@ fn spawn_stats(
                 .prefix_cache_tokens
                 .get_or_create(&labels)
                 .set(cache.cached_tokens as i64);
+            metrics
+                .prefix_cache_bytes
+                .get_or_create(&labels)
+                .set(cache.cached_bytes as i64);
             // Counters from the worker's running totals: add what is new since the last
             // second.
             let now = [

@@ -108,26 +108,31 @@ impl Worker {
         (cache.len(), cache)
     }
 
-    /// Each candidate with the cached prefix it can reuse: only what precedes the
-    /// first row the PRM reads, since those rows must be computed.
+    /// Each candidate with the cached prefix it can reuse: what precedes the first row
+    /// the PRM reads, since those rows must be computed, or, for the likelihood readout,
+    /// as much of a candidate it extends as was read before (with what it read).
     fn prepare_scoring(&mut self, encoded: Vec<EncodedCandidate>) -> Vec<ScoreInput> {
+        let prm = self.loaded.prm.clone();
+        let layers = self.loaded.model.config.num_layers;
         encoded
             .into_iter()
             .map(|(ids, tags)| {
-                let reusable = self
-                    .loaded
-                    .prm
-                    .as_ref()
-                    .map_or(0, |p| p.reusable_prefix(&tags));
-                let cache = self
-                    .cache
-                    .lookup(&ids[..(reusable + 1).min(ids.len())])
-                    .unwrap_or_else(|| KvCache::new(self.loaded.model.config.num_layers));
-                let reused = cache.len();
+                let reusable = prm.as_ref().map_or(0, |p| p.reusable_prefix(&tags));
+                let found = match prm.as_ref().is_some_and(|p| p.reads_tokens()) {
+                    true => self.cache.lookup_scored(&ids, reusable + 1),
+                    false => self
+                        .cache
+                        .lookup(&ids[..(reusable + 1).min(ids.len())])
+                        .map(|cache| (cache, Vec::new())),
+                };
+                let (mut cache, known) =
+                    found.unwrap_or_else(|| (KvCache::new(layers), Vec::new()));
+                cache.reserve_exact(ids.len());
                 ScoreInput {
                     ids,
                     tags,
-                    reused,
+                    reused: cache.len(),
+                    known,
                     cache,
                 }
             })

@@ -68,7 +68,7 @@ impl Worker {
     ) -> Self {
         let wide = wide.map(|pool| (pool, PoolChoice::default()));
         Self {
-            cache: PrefixCache::new(config.prefix_cache_entries, config.prefix_cache_tokens),
+            cache: PrefixCache::new(config.prefix_cache_entries, config.prefix_cache_bytes),
             loaded,
             config,
             rx,
@@ -334,7 +334,7 @@ impl Worker {
         let before = self.prefilling.len();
         self.prefilling.extend(partial);
         self.stats.partial_prefills += (self.prefilling.len() - before) as u64;
-        self.answer_scorings(scorings, outputs.scores);
+        self.answer_scorings(scorings, outputs.scores, outputs.token_logp);
         self.reply_finished();
     }
 

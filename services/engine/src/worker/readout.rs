@@ -14,6 +14,9 @@ pub(super) struct Outputs {
     pub logits: Vec<Vec<f32>>,
     /// One score per tag, candidates in pass order.
     pub scores: Vec<f32>,
+    /// Likelihood readout: each candidate's step-token log-probabilities, in pass order
+    /// (for the prefix cache); empty otherwise.
+    pub token_logp: Vec<Vec<f32>>,
 }
 
 pub(super) fn read_outputs(
@@ -26,6 +29,7 @@ pub(super) fn read_outputs(
     let mut gen_rows = Vec::new();
     let mut score_rows = Vec::new();
     let mut marked = Vec::new();
+    let mut known = Vec::new();
     let mut offset = 0;
     for (u, len) in uses.iter().zip(lens) {
         match *u {
@@ -37,12 +41,15 @@ pub(super) fn read_outputs(
                 let input = &scorings[scoring].inputs[candidate];
                 let prm = prm_of(loaded)?;
                 let marks = (input.ids.as_slice(), input.tags.as_slice());
+                // Rows before `reused` were read in an earlier pass (`input.known`).
                 score_rows.extend(
                     prm.rows(marks)
                         .into_iter()
+                        .filter(|&t| t >= input.reused)
                         .map(|t| (offset + t - input.reused) as u32),
                 );
                 marked.push(marks);
+                known.push(input.known.as_slice());
             }
         }
         offset += len;
@@ -54,13 +61,21 @@ pub(super) fn read_outputs(
         let rows = hidden.index_select(&Tensor::new(gen_rows.as_slice(), device)?, 0)?;
         loaded.model.logits(&rows)?.to_vec2::<f32>()?
     };
-    let scores = if score_rows.is_empty() {
-        vec![]
+    let (scores, token_logp) = if marked.is_empty() {
+        (vec![], vec![])
     } else {
-        let rows = hidden.index_select(&Tensor::new(score_rows.as_slice(), device)?, 0)?;
-        prm_of(loaded)?.readings(&loaded.model, &rows, &marked)?
+        let rows = match score_rows.is_empty() {
+            true => None,
+            false => Some(hidden.index_select(&Tensor::new(score_rows.as_slice(), device)?, 0)?),
+        };
+        let read = prm_of(loaded)?.readings(&loaded.model, rows.as_ref(), &marked, &known)?;
+        (read.scores, read.token_logp)
     };
-    Ok(Outputs { logits, scores })
+    Ok(Outputs {
+        logits,
+        scores,
+        token_logp,
+    })
 }
 
 fn prm_of(loaded: &LoadedModel) -> Result<&crate::prm::Prm> {

@@ -14,6 +14,7 @@ use super::batch_loop::Worker;
 use super::sequence::{EncodedCandidate, ScoreJob, ScorePart, ScoreReply, Scoring, Waiting};
 use super::types::ScoreResponse;
 use crate::error::EngineError;
+use crate::prefix_cache::TokenLogp;
 use crate::prm::Chain;
 
 /// `candidates` in order, as parts of at most `budget` tokens each (a candidate longer
@@ -66,21 +67,41 @@ impl Worker {
 
     /// Files the scores of this pass's parts with their requests, and answers the
     /// requests whose last part this was. `scores` holds one reading per tag,
-    /// candidates in pass order.
-    pub(super) fn answer_scorings(&mut self, scorings: Vec<Scoring>, scores: Vec<f32>) {
+    /// candidates in pass order; `token_logp` (likelihood readout only) what was read
+    /// for each candidate's tokens.
+    pub(super) fn answer_scorings(
+        &mut self,
+        scorings: Vec<Scoring>,
+        scores: Vec<f32>,
+        token_logp: Vec<Vec<f32>>,
+    ) {
         let mut scores = scores.into_iter();
-        let prm = self.loaded.prm.as_deref();
-        let chain = prm.map_or(Chain::None, |p| p.config().chain);
+        let mut token_logp = token_logp.into_iter();
+        let prm = self.loaded.prm.clone();
+        let chain = prm.as_ref().map_or(Chain::None, |p| p.config().chain);
         for part in scorings {
             let mut per_candidate = Vec::with_capacity(part.inputs.len());
             let mut tokens = 0;
             for input in part.inputs {
                 per_candidate.push(chain.apply(scores.by_ref().take(input.tags.len()).collect()));
                 tokens += input.ids.len() - input.reused;
-                // Keep the question prefix for the next scoring of this question.
-                let keep = prm.map_or(0, |p| p.reusable_prefix(&input.tags));
-                self.cache
-                    .insert(input.ids[..keep].to_vec(), input.cache.truncated(keep));
+                let keep = prm.as_ref().map_or(0, |p| p.reusable_prefix(&input.tags));
+                match token_logp.next() {
+                    // The whole candidate with what was read: a candidate extending it
+                    // (this path's next step) runs only its new tokens.
+                    Some(values) => self.cache.insert_scored(
+                        input.ids,
+                        input.cache,
+                        TokenLogp {
+                            from: keep + 1,
+                            values: values.into(),
+                        },
+                    ),
+                    // The question prefix, for the next scoring of this question.
+                    None => self
+                        .cache
+                        .insert(input.ids[..keep].to_vec(), input.cache.truncated(keep)),
+                }
             }
             self.stats.scored_tokens += tokens as u64;
             // A job that is gone was cancelled or failed; its scores go nowhere.

@@ -133,6 +133,10 @@ pub(super) struct ScoreInput {
     pub tags: Vec<usize>,
     /// Leading tokens whose KV came from the prefix cache.
     pub reused: usize,
+    /// Likelihood readout: the log-probabilities of its step tokens up to `reused`,
+    /// read when an earlier candidate it extends was scored (see
+    /// [`crate::prefix_cache::PrefixCache::lookup_scored`]).
+    pub known: Vec<f32>,
     pub cache: KvCache,
 }
 

@@ -73,8 +73,10 @@ pub struct WorkerConfig {
     /// scoring request longer than this runs over several passes); 0 picks it from the
     /// model's size (see [`WorkerConfig::batch_tokens_for`]).
     pub max_batch_tokens: usize,
+    /// Entries the prefix cache keeps at most (0: no prefix cache).
     pub prefix_cache_entries: usize,
-    pub prefix_cache_tokens: usize,
+    /// Bytes of KV buffers the prefix cache keeps at most (see [`crate::prefix_cache`]).
+    pub prefix_cache_bytes: usize,
     /// Threads of the worker's compute pool; 0 picks them from the model's size (see
     /// [`WorkerConfig::threads_for`]).
     pub threads: usize,
@@ -120,6 +122,15 @@ impl WorkerConfig {
     }
 }
 
+/// Entries a prefix cache keeps by default: a few searches' paths (DVTS at budget 256
+/// keeps 256); lookups cost the same however many there are.
+pub const DEFAULT_PREFIX_CACHE_ENTRIES: usize = 4096;
+
+/// The prefix cache's default bound, in MiB: 1,024 paths of 300 tokens of the bundled
+/// generator (768 B of KV per token, buffers up to a fifth spare) take about 300 MiB;
+/// SmolLM2-135M keeps about 11,000 tokens (46 KB per token).
+pub const DEFAULT_PREFIX_CACHE_MIB: usize = 512;
+
 /// The compute of one pass that an automatic `max_batch_tokens` aims at, in FLOPs.
 pub const AUTO_PASS_FLOPS: f64 = 1.5e9;
 
@@ -129,8 +140,8 @@ impl Default for WorkerConfig {
             max_queued_requests: 256,
             max_active_sequences: 256,
             max_batch_tokens: 0,
-            prefix_cache_entries: 64,
-            prefix_cache_tokens: 32_768,
+            prefix_cache_entries: DEFAULT_PREFIX_CACHE_ENTRIES,
+            prefix_cache_bytes: DEFAULT_PREFIX_CACHE_MIB << 20,
             threads: 0,
             max_prompt_bytes: DEFAULT_MAX_PROMPT_BYTES,
             max_stop_strings: DEFAULT_MAX_STOP_STRINGS,
