@@ -161,7 +161,12 @@ for ((o = 0; o < orchestrators; o++)); do
     fi
 done
 # free_port: sets $PORT to a port nothing listens on (no subshell: it advances a counter).
-next_port=$((20000 + RANDOM % 20000))
+# Below the kernel's ephemeral range: a port from inside it can be taken, between being
+# picked and being bound, by any outgoing connection (seen once in CI: a verifier's
+# metrics port was taken before it bound it, "Address already in use").
+ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "$ephemeral_low" -gt 12000 ] 2>/dev/null || ephemeral_low=32768
+next_port=$((10000 + RANDOM % (ephemeral_low - 12000)))
 free_port() {
     while port_in_use "$next_port"; do next_port=$((next_port + 1)); done
     PORT="$next_port"
