@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use store::{candidate_key, prompt_key, sample_key, score_call_key, Recording};
+use store::{candidate_key, numbered_call, prompt_key, sample_key, score_call_key, Recording};
 use tokio::sync::{mpsc, oneshot};
 
 /// The `--engine` value that selects this backend, before its directory.
@@ -69,6 +69,10 @@ pub struct RecordedWorker {
     dir: PathBuf,
     outstanding: Arc<AtomicUsize>,
     misses: Arc<AtomicU64>,
+    /// How often each score call has been made here: the n-th identical call replays the
+    /// n-th recorded one, whose cost the verifier's caches had cut (an identical call
+    /// again, or a path scored before, costs the real engine next to nothing).
+    score_calls_made: Arc<std::sync::Mutex<HashMap<String, u32>>>,
     config: RecordedConfig,
     max_samples: u32,
 }
@@ -154,6 +158,7 @@ impl RecordedWorker {
             dir: dir.to_path_buf(),
             outstanding: Arc::new(AtomicUsize::new(0)),
             misses: Arc::new(AtomicU64::new(0)),
+            score_calls_made: Arc::default(),
             config,
             max_samples,
         })
@@ -281,16 +286,24 @@ impl Score for RecordedWorker {
             })
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| self.miss("a candidate"))?;
-        // The call's own count when these candidates were scored together; otherwise
-        // the sum of their shares of the calls they were recorded in.
-        let tokens = match self
-            .recording
-            .score_calls
-            .get(&score_call_key(&req.question, &req.candidates))
-        {
-            Some(tokens) => *tokens,
-            None => found.iter().map(|c| c.tokens).sum(),
+        // The call's own count when these candidates were scored together (the n-th
+        // time here: the n-th recorded, else the first; a recording from before calls
+        // were counted has one, unnumbered); otherwise the sum of their shares of the
+        // calls they were recorded in.
+        let call = score_call_key(&req.question, &req.candidates);
+        let nth = {
+            let mut made = self
+                .score_calls_made
+                .lock()
+                .expect("never held across a panic");
+            let n = made.entry(call.clone()).or_insert(0);
+            *n += 1;
+            *n - 1
         };
+        let recorded = [numbered_call(&call, nth), numbered_call(&call, 0), call]
+            .into_iter()
+            .find_map(|key| self.recording.score_calls.get(&key).copied());
+        let tokens = recorded.unwrap_or_else(|| found.iter().map(|c| c.tokens).sum());
         let work = Work::Score {
             tokens,
             candidates: found.len() as u32,

@@ -7,12 +7,12 @@
 //! call, so a node killed mid-run leaves a recording of everything it answered.
 
 use super::store::{
-    candidate_bounds, candidate_key, finish_name, prompt_key, sample_key, score_call_key,
-    token_shares, Line, RecordedInfo, CALLS_PREFIX, CALLS_SUFFIX, INFO_FILE,
+    candidate_bounds, candidate_key, finish_name, numbered_call, prompt_key, sample_key,
+    score_call_key, token_shares, Line, RecordedInfo, CALLS_PREFIX, CALLS_SUFFIX, INFO_FILE,
 };
 use ponder_search::traits::VerifierCost;
 use ponder_search::{GenOutput, GenRequest, ScoreOutput, ScoreRequest};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 use std::sync::mpsc;
@@ -112,9 +112,16 @@ impl Recorder {
 fn write_lines(file: std::fs::File, path: &Path, rx: mpsc::Receiver<Vec<Line>>) {
     let mut out = std::io::BufWriter::new(file);
     let mut written: HashSet<String> = HashSet::new();
+    let mut score_calls: HashMap<String, u32> = HashMap::new();
     for lines in rx {
         let mut failed = None;
-        for line in lines {
+        for mut line in lines {
+            // Every score call is kept, numbered: an identical call again costs less.
+            if let Line::ScoreCall { key, .. } = &mut line {
+                let n = score_calls.entry(key.clone()).or_insert(0);
+                *key = numbered_call(key, *n);
+                *n += 1;
+            }
             let key = match &line {
                 Line::Prompt { key, .. }
                 | Line::Sample { key, .. }

@@ -262,6 +262,12 @@ impl Recording {
     }
 }
 
+/// The key of the `nth` (from 0) score call of key `call` in a recording: identical calls
+/// are recorded once each, since what they cost differs (the verifier's caches).
+pub fn numbered_call(call: &str, nth: u32) -> String {
+    format!("{call}#{nth}")
+}
+
 /// Each candidate's cost bound (`VerifierCost::bound`): what [`token_shares`] splits a
 /// call's tokens by.
 pub fn candidate_bounds(
