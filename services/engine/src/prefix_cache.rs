@@ -176,6 +176,14 @@ impl PrefixCache {
         if covered {
             return;
         }
+        // A question prefix of a scored candidate would keep the whole candidate's
+        // buffers alive: keep a copy of the prefix instead. An entry larger than the
+        // whole bound is not kept, and then replaces nothing.
+        let cache = cache.compacted();
+        let bytes = cache.capacity_bytes();
+        if bytes > self.max_bytes {
+            return;
+        }
         while let Some((prefix, _)) = self
             .by_tokens
             .range::<[u32], _>((Bound::Unbounded, Bound::Excluded(&tokens[..])))
@@ -184,13 +192,6 @@ impl PrefixCache {
         {
             let prefix = prefix.clone();
             self.remove(&prefix);
-        }
-        // A question prefix of a scored candidate would keep the whole candidate's
-        // buffers alive: keep a copy of the prefix instead.
-        let cache = cache.compacted();
-        let bytes = cache.capacity_bytes();
-        if bytes > self.max_bytes {
-            return;
         }
         let key: Arc<[u32]> = tokens.into();
         self.clock += 1;
@@ -341,9 +342,14 @@ mod tests {
             small.lookup(&[4, 5, 6, 0]).is_none(),
             "4 5 6 was least recently used"
         );
-        // An entry larger than the whole bound is not kept.
+        // An entry larger than the whole bound is not kept, nor does it replace the
+        // prefix it extends.
         small.insert(vec![1; 400], cache_of(400));
+        let mut extension = vec![7, 8, 9];
+        extension.resize(400, 1);
+        small.insert(extension, cache_of(400));
         assert_eq!(small.stats().entries, 2);
+        assert_eq!(small.lookup(&[7, 8, 9, 0]).unwrap().len(), 3);
     }
 
     #[test]

@@ -280,6 +280,12 @@ impl Prm {
         }
     }
 
+    /// The first token whose log-probability the likelihood readout reads (the row
+    /// before it predicts it): where a scored candidate's cached readings start.
+    pub fn first_token_read(&self, marks: &[usize]) -> usize {
+        self.reusable_prefix(marks) + 1
+    }
+
     /// Whether a candidate that extends a scored one may take that one's readings from
     /// the prefix cache and run only its new tokens through the model: the likelihood
     /// readout reads each token once, at the row that predicts it, so what it read for

@@ -119,7 +119,9 @@ impl Worker {
             .map(|(ids, tags)| {
                 let reusable = prm.as_ref().map_or(0, |p| p.reusable_prefix(&tags));
                 let found = match prm.as_ref().is_some_and(|p| p.reads_tokens()) {
-                    true => self.cache.lookup_scored(&ids, reusable + 1),
+                    true => self
+                        .cache
+                        .lookup_scored(&ids, prm.as_ref().map_or(1, |p| p.first_token_read(&tags))),
                     false => self
                         .cache
                         .lookup(&ids[..(reusable + 1).min(ids.len())])

@@ -85,7 +85,7 @@ impl Worker {
             for input in part.inputs {
                 per_candidate.push(chain.apply(scores.by_ref().take(input.tags.len()).collect()));
                 tokens += input.ids.len() - input.reused;
-                let keep = prm.as_ref().map_or(0, |p| p.reusable_prefix(&input.tags));
+                let prm = prm.as_deref();
                 match token_logp.next() {
                     // The whole candidate with what was read: a candidate extending it
                     // (this path's next step) runs only its new tokens.
@@ -93,14 +93,16 @@ impl Worker {
                         input.ids,
                         input.cache,
                         TokenLogp {
-                            from: keep + 1,
+                            from: prm.map_or(1, |p| p.first_token_read(&input.tags)),
                             values: values.into(),
                         },
                     ),
                     // The question prefix, for the next scoring of this question.
-                    None => self
-                        .cache
-                        .insert(input.ids[..keep].to_vec(), input.cache.truncated(keep)),
+                    None => {
+                        let keep = prm.map_or(0, |p| p.reusable_prefix(&input.tags));
+                        self.cache
+                            .insert(input.ids[..keep].to_vec(), input.cache.truncated(keep))
+                    }
                 }
             }
             self.stats.scored_tokens += tokens as u64;
