@@ -29,6 +29,8 @@ import gguf
 import llama_cpp as L
 from safetensors.numpy import load_file
 
+from llama_cpp_compat import model_params
+
 
 def permute(w, heads):
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
@@ -88,7 +90,7 @@ def convert(model_dir, out_path, qtype):
 
 class Runner:
     def __init__(self, path, n_seq, n_ctx, n_batch, n_ubatch, threads, unified):
-        mp = L.llama_model_default_params()
+        mp = model_params()
         self.model = L.llama_model_load_from_file(path.encode(), mp)
         if not self.model:
             raise SystemExit(f"llama.cpp could not load {path}")

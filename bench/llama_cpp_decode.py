@@ -10,6 +10,8 @@ import time
 import llama_cpp
 import numpy as np
 
+from llama_cpp_compat import use_safe_model_params
+
 
 def last_argmax(llm):
     # Without logits_all, Llama.scores stays zero; read the last row directly.
@@ -24,6 +26,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    use_safe_model_params()
     llm = llama_cpp.Llama(model_path=args.model, n_ctx=1024, n_threads=args.threads,
                           n_threads_batch=args.threads, verbose=False)
     ids = llm.tokenize(args.prompt.encode(), add_bos=False, special=True)
