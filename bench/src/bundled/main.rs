@@ -31,6 +31,11 @@ struct Args {
     /// The PRM model directory.
     #[arg(long, default_value = "models/arith-prm")]
     prm: PathBuf,
+    /// The generator whose samples are scored and continued (the manifest's default
+    /// generator, whose candidates the cluster's verifier sees; a larger rung gives few
+    /// distinct solutions, see `workloads::candidates`).
+    #[arg(long, default_value = "models/arith-gen-xs")]
+    candidates_from: PathBuf,
     /// Samples per request for the sampling figure.
     #[arg(long, default_value = "1,8,16,64", value_delimiter = ',')]
     samples: Vec<u32>,
@@ -149,7 +154,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None
     };
 
-    let mut scoring_candidates = None;
+    let cands = if has(Part::Steps) || has(Part::Score) {
+        let max_batch = args.batches.iter().copied().max().unwrap_or(8) as u32;
+        let worker = spawn(&args.candidates_from, args.threads, args.quantize)?;
+        let cands = workloads::candidates(&worker, &questions, max_batch.max(4)).await?;
+        println!(
+            "candidates: {} distinct solutions from {} (T = 1.0)",
+            cands.iter().map(Vec::len).sum::<usize>(),
+            worker.info().id
+        );
+        cands
+    } else {
+        Vec::new()
+    };
     for path in &args.generator {
         let worker = spawn(path, args.threads, args.quantize)?;
         let (params, threads) = (worker.info().parameters, worker.threads());
@@ -173,18 +190,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
         }
-        if has(Part::Steps) || (has(Part::Score) && scoring_candidates.is_none()) {
-            let max_batch = args.batches.iter().copied().max().unwrap_or(8) as u32;
-            let cands = workloads::candidates(&worker, &questions, max_batch.max(4)).await?;
-            if has(Part::Steps) {
-                let mut cache = workloads::CacheUse::default();
-                let w = median_of(args.runs, async || {
-                    let (w, c) = workloads::step_rounds(&worker, &questions, &cands, 4, 4).await?;
-                    cache = c;
-                    Ok(w)
-                })
-                .await?;
-                println!(
+        if has(Part::Steps) {
+            let mut cache = workloads::CacheUse::default();
+            let w = median_of(args.runs, async || {
+                let (w, c) = workloads::step_rounds(&worker, &questions, &cands, 4, 4).await?;
+                cache = c;
+                Ok(w)
+            })
+            .await?;
+            println!(
                     "  step continuations (beam width 4 x 4 expansions, shared prefixes): {:>7.0} generated tok/s ({} tokens in {:.2} s; {} of {} prompt tokens from the prefix cache; {})",
                     w.rate(),
                     w.tokens,
@@ -193,8 +207,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     cache.prompt_tokens,
                     mfu(w.rate(), params, peak.as_ref())
                 );
-            }
-            scoring_candidates.get_or_insert(cands);
         }
         if has(Part::Llama) {
             if let Some(python) = &args.python {
@@ -211,7 +223,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    if let (true, Some(cands)) = (has(Part::Score), scoring_candidates) {
+    if has(Part::Score) {
         // A second copy of the PRM counts the tokens of each scored sequence.
         let counter = load(&args.prm, &LoadOptions::default())?;
         let prm = counter
@@ -225,21 +237,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
             worker.info().id,
             worker.info().format
         );
+        drop(worker);
         for &batch in &args.batches {
             let w = median_of(args.runs, async || {
+                // A cold worker per run: the verifier keeps what it scored, so scoring
+                // the same candidates again would read them from its cache.
+                let worker = spawn(&args.prm, args.threads, args.quantize)?;
                 workloads::scoring(&worker, &questions, &cands, batch, |q, steps| {
                     Ok(prm.encode(&counter.codec, q, steps)?.0.len() as u64)
                 })
                 .await
             })
             .await?;
+            let distinct: usize = cands
+                .iter()
+                .map(|c| {
+                    let picked: std::collections::HashSet<_> =
+                        c.iter().cycle().take(batch).collect();
+                    picked.len()
+                })
+                .sum();
+            let computed = w.computed.unwrap_or(w.tokens);
             println!(
-                "  score batch {batch:>2}: {:>7.0} scored tok/s ({:.0} candidates/s; {} tokens in {:.2} s; {})",
+                "  score batch {batch:>2}: {:>7.0} scored tok/s ({:.0} candidates/s, {distinct} of them distinct; {} tokens in {:.2} s, {computed} of them run through the model; {})",
                 w.rate(),
                 (batch * questions.len()) as f64 / w.seconds,
                 w.tokens,
                 w.seconds,
-                mfu(w.rate(), params, peak.as_ref())
+                mfu(computed as f64 / w.seconds, params, peak.as_ref())
             );
         }
     }

@@ -13,6 +13,8 @@ use std::time::Instant;
 pub struct Work {
     pub tokens: u64,
     pub seconds: f64,
+    /// Of `tokens`, those the model ran (the rest came from its caches), where known.
+    pub computed: Option<u64>,
 }
 
 impl Work {
@@ -57,11 +59,15 @@ pub async fn samples(worker: &ModelWorker, questions: &[Problem], n: u32) -> any
     Ok(Work {
         tokens,
         seconds: t.elapsed().as_secs_f64(),
+        computed: None,
     })
 }
 
-/// The candidate solutions PRM scoring and step continuation start from: `count` samples
-/// per question (T = 0.8, seed fixed), split into steps. Made once, outside any timing.
+/// The candidate solutions PRM scoring and step continuation start from: up to `count`
+/// *distinct* solutions per question, from `4 * count` samples (T = 1.0, seed fixed),
+/// split into steps. Made once, outside any timing. Distinct, because the verifier scores
+/// a repeated candidate once: the bundled generator at T = 0.8 gives 6 to 8 distinct
+/// solutions in 64 samples, and a batch of copies would time the cache, not the model.
 pub async fn candidates(
     worker: &ModelWorker,
     questions: &[Problem],
@@ -73,22 +79,24 @@ pub async fn candidates(
         let resp = worker
             .generate(GenerateRequest {
                 prompt: format.prompt(&q.question),
-                n: count,
-                params: sampling(0.8, MAX_SOLUTION_TOKENS, 1234),
+                n: 4 * count,
+                params: sampling(1.0, MAX_SOLUTION_TOKENS, 1234),
             })
             .await?;
+        let mut seen = std::collections::HashSet::new();
         out.push(
             resp.completions
                 .iter()
                 .map(|c| format.steps(&c.text))
-                .filter(|steps| !steps.is_empty())
+                .filter(|steps| !steps.is_empty() && seen.insert(steps.clone()))
+                .take(count as usize)
                 .collect(),
         );
     }
     Ok(out)
 }
 
-/// Scores the first `batch` candidates of each question in one request per question.
+/// Scores the first `batch` candidates of each question in one request per question\n/// (cycling through them where a question has fewer).
 /// `tokens` counts every token of every scored sequence (question and steps), whatever
 /// the engine reuses, so the figure compares across engine versions.
 pub async fn scoring(
@@ -110,13 +118,16 @@ pub async fn scoring(
             candidates: picked,
         });
     }
+    let before = worker.stats().await?.scored_tokens;
     let t = Instant::now();
     for req in requests {
         worker.score(req).await?;
     }
+    let seconds = t.elapsed().as_secs_f64();
     Ok(Work {
         tokens,
-        seconds: t.elapsed().as_secs_f64(),
+        seconds,
+        computed: Some(worker.stats().await?.scored_tokens - before),
     })
 }
 
@@ -184,6 +195,7 @@ pub async fn step_rounds(
         Work {
             tokens,
             seconds: t.elapsed().as_secs_f64(),
+            computed: None,
         },
         cache,
     ))

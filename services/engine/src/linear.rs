@@ -1,5 +1,6 @@
 //! A linear layer over whichever weight storage the file gave us: dense
-//! (safetensors), ggml-quantized (candle's `QMatMul`), or Q4_1/Q8_0 (our kernels).
+//! (safetensors), ggml-quantized (candle's `QMatMul`), or Q4_1/Q8_0 (our kernels);
+//! and [`Fused`], several layers that read the same input run as one.
 
 use crate::qmatmul::{self, BlockMatmul, BlockQ4_1, BlockQ8_0};
 use crate::small_matmul::{SmallMatmul, SMALL_ROWS};
@@ -64,5 +65,221 @@ impl Linear {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+}
+
+impl Linear {
+    /// The layers' output features side by side in one layer, where their storage can
+    /// be joined (our f32 and Q4_1/Q8_0 kernels); `None` otherwise.
+    fn concat(parts: &[Linear]) -> Result<Option<Linear>> {
+        let bias = match parts
+            .iter()
+            .map(|p| p.bias.as_ref())
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(b) => Some(Tensor::cat(&b, 0)?),
+            None if parts.iter().all(|p| p.bias.is_none()) => None,
+            None => return Ok(None),
+        };
+        let weight = if let Some(w) = each(parts, |w| match w {
+            Weight::DenseT(t) => Some(t),
+            _ => None,
+        }) {
+            Weight::DenseT(Tensor::cat(&w, 1)?)
+        } else if let Some(w) = each(parts, |w| match w {
+            Weight::Dense(t) => Some(t),
+            _ => None,
+        }) {
+            Weight::Dense(Tensor::cat(&w, 0)?)
+        } else if let Some(w) = each(parts, |w| match w {
+            Weight::Q4_1(m) => Some(m.as_ref()),
+            _ => None,
+        }) {
+            Weight::Q4_1(Arc::new(BlockMatmul::concat_rows(&w)?))
+        } else if let Some(w) = each(parts, |w| match w {
+            Weight::Q8_0(m) => Some(m.as_ref()),
+            _ => None,
+        }) {
+            Weight::Q8_0(Arc::new(BlockMatmul::concat_rows(&w)?))
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(Linear { weight, bias }))
+    }
+}
+
+/// `pick` of every part's weight, if it gives one for each.
+fn each<'a, T>(parts: &'a [Linear], pick: impl Fn(&'a Weight) -> Option<T>) -> Option<Vec<T>> {
+    parts.iter().map(|p| pick(&p.weight)).collect()
+}
+
+/// Several linear layers over the same input (a layer's q, k and v projections; its
+/// gate and up projections), run as one product where their storage allows.
+///
+/// Why: in a decode step each product is a handful of rows, so what a product costs
+/// besides its arithmetic (quantizing the input to 8 bits for the quantized kernels,
+/// handing the work to the thread pool and waiting for it, allocating the output) is a
+/// large share of it. One product instead of three pays those costs once.
+pub enum Fused {
+    One { linear: Linear, widths: Vec<usize> },
+    Separate(Vec<Linear>),
+}
+
+impl Fused {
+    /// `widths[i]` is the output features of `parts[i]`.
+    pub fn new(parts: Vec<Linear>, widths: Vec<usize>) -> Result<Self> {
+        Ok(match Linear::concat(&parts)? {
+            Some(linear) => Fused::One { linear, widths },
+            None => Fused::Separate(parts),
+        })
+    }
+
+    /// Each part's output for `x` (tokens, in), in order, as (tokens, width) tensors.
+    pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Fused::Separate(parts) => parts.iter().map(|p| p.forward(x)).collect(),
+            Fused::One { linear, widths } => {
+                let y = linear.forward(x)?;
+                let mut at = 0;
+                widths
+                    .iter()
+                    .map(|&w| {
+                        let part = y.narrow(D::Minus1, at, w);
+                        at += w;
+                        part
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The parts' outputs for `x` as row-major f32 values, one vector per part (what
+    /// attention reads).
+    pub fn forward_f32(&self, x: &Tensor) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Fused::Separate(parts) => parts
+                .iter()
+                .map(|p| p.forward(x)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1())
+                .collect(),
+            Fused::One { linear, widths } => {
+                let y: Vec<f32> = linear
+                    .forward(x)?
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()?;
+                let total: usize = widths.iter().sum();
+                let rows = y.len() / total.max(1);
+                let mut out: Vec<Vec<f32>> = widths
+                    .iter()
+                    .map(|w| Vec::with_capacity(rows * w))
+                    .collect();
+                for row in y.chunks_exact(total) {
+                    let mut at = 0;
+                    for (o, &w) in out.iter_mut().zip(widths) {
+                        o.extend_from_slice(&row[at..at + w]);
+                        at += w;
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn outputs(fused: &Fused, x: &Tensor) -> Vec<Vec<f32>> {
+        fused.forward_f32(x).unwrap()
+    }
+
+    fn separate(parts: &[Linear], x: &Tensor) -> Vec<Vec<f32>> {
+        parts
+            .iter()
+            .map(|p| {
+                p.forward(x)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fused_product_equals_the_separate_ones_for_every_joinable_storage() {
+        let dev = Device::Cpu;
+        // Three layers of widths 64, 32, 32 over 128 input features.
+        let widths = vec![64, 32, 32];
+        let weights: Vec<(Tensor, Tensor)> = widths
+            .iter()
+            .map(|&out| {
+                (
+                    Tensor::randn(0f32, 1.0, (out, 128), &dev).unwrap(),
+                    Tensor::randn(0f32, 1.0, out, &dev).unwrap(),
+                )
+            })
+            .collect();
+        type Make = fn(&Tensor, &Tensor) -> Linear;
+        let makers: [(&str, Make); 3] = [
+            ("f32 with bias", |w, b| {
+                Linear::dense(w.clone(), Some(b.clone())).unwrap()
+            }),
+            ("q4_1", |w, _| {
+                Linear::quantized(QTensor::quantize(w, GgmlDType::Q4_1).unwrap(), None).unwrap()
+            }),
+            ("q8_0", |w, _| {
+                Linear::quantized(QTensor::quantize(w, GgmlDType::Q8_0).unwrap(), None).unwrap()
+            }),
+        ];
+        // Both kernel paths of the f32 storage: few rows and many.
+        for rows in [3, SMALL_ROWS + 5] {
+            let x = Tensor::randn(0f32, 1.0, (rows, 128), &dev).unwrap();
+            for (name, make) in makers {
+                let parts = || weights.iter().map(|(w, b)| make(w, b)).collect::<Vec<_>>();
+                let want = separate(&parts(), &x);
+                let fused = Fused::new(parts(), widths.clone()).unwrap();
+                assert!(matches!(fused, Fused::One { .. }), "{name}: not joined");
+                let got = outputs(&fused, &x);
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!(g.len(), w.len(), "{name}");
+                    for (a, b) in g.iter().zip(w) {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                            "{name}, {rows} rows: {a} vs {b}"
+                        );
+                    }
+                }
+                let tensors = fused.forward(&x).unwrap();
+                assert_eq!(tensors[1].dims(), &[rows, 32], "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn layers_of_different_storage_stay_separate() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (32, 128), &dev).unwrap();
+        let mixed = vec![
+            Linear::dense(w.clone(), None).unwrap(),
+            Linear::quantized(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap(), None).unwrap(),
+        ];
+        assert!(matches!(
+            Fused::new(mixed, vec![32, 32]).unwrap(),
+            Fused::Separate(_)
+        ));
+        // A bias on one part only cannot be joined either.
+        let b = Tensor::zeros(32, DType::F32, &dev).unwrap();
+        let half_biased = vec![
+            Linear::dense(w.clone(), Some(b)).unwrap(),
+            Linear::dense(w, None).unwrap(),
+        ];
+        assert!(matches!(
+            Fused::new(half_biased, vec![32, 32]).unwrap(),
+            Fused::Separate(_)
+        ));
     }
 }

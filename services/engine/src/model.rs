@@ -14,10 +14,12 @@
 use crate::attention::{attend, Heads, Rotary};
 use crate::config::{ModelConfig, RopeStyle};
 use crate::kv::KvCache;
-use crate::linear::Linear;
+use crate::linear::{Fused, Linear};
 use candle_core::{DType, Device, Result, Tensor, D};
 
-pub struct Layer {
+/// A layer's weights as the file names them, before [`Layer::new`] fuses the
+/// products that read the same input.
+pub struct LayerWeights {
     pub attn_norm: Tensor,
     pub q: Linear,
     pub k: Linear,
@@ -27,6 +29,57 @@ pub struct Layer {
     pub gate: Linear,
     pub up: Linear,
     pub down: Linear,
+}
+
+pub struct Layer {
+    pub attn_norm: Tensor,
+    /// The q, k and v projections.
+    pub qkv: Fused,
+    pub o: Linear,
+    pub ffn_norm: Tensor,
+    /// The gate and up projections.
+    pub gate_up: Fused,
+    pub down: Linear,
+}
+
+impl Layer {
+    pub fn new(w: LayerWeights, cfg: &ModelConfig) -> Result<Self> {
+        let (q_out, kv_out) = (
+            cfg.num_heads * cfg.head_dim,
+            cfg.num_kv_heads * cfg.head_dim,
+        );
+        Ok(Self {
+            attn_norm: w.attn_norm,
+            qkv: Fused::new(vec![w.q, w.k, w.v], vec![q_out, kv_out, kv_out])?,
+            o: w.o,
+            ffn_norm: w.ffn_norm,
+            gate_up: Fused::new(
+                vec![w.gate, w.up],
+                vec![cfg.intermediate_size, cfg.intermediate_size],
+            )?,
+            down: w.down,
+        })
+    }
+
+    /// `silu(gate(h)) * up(h)`, in one pass over the fused product on the CPU.
+    fn swiglu(&self, h: &Tensor) -> Result<Tensor> {
+        if let Fused::One { linear, widths } = &self.gate_up {
+            if h.device().is_cpu() && h.dtype() == DType::F32 {
+                let ff = widths[0];
+                let y: Vec<f32> = linear.forward(h)?.flatten_all()?.to_vec1()?;
+                let mut out = Vec::with_capacity(y.len() / 2);
+                for row in y.chunks_exact(2 * ff) {
+                    let (gate, up) = row.split_at(ff);
+                    // candle's silu, x / (1 + e^-x), so the result is the same.
+                    out.extend(gate.iter().zip(up).map(|(g, u)| g / (1.0 + (-g).exp()) * u));
+                }
+                let rows = out.len() / ff;
+                return Tensor::from_vec(out, (rows, ff), h.device());
+            }
+        }
+        let parts = self.gate_up.forward(h)?;
+        candle_nn::ops::silu(&parts[0])? * &parts[1]
+    }
 }
 
 pub struct Transformer {
@@ -131,9 +184,7 @@ impl Transformer {
             let attn = self.attention(li, layer, &h, &positions, segments)?;
             x = (x + layer.o.forward(&attn)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-            let gated =
-                (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
-            x = (x + layer.down.forward(&gated)?)?;
+            x = (x + layer.down.forward(&layer.swiglu(&h)?)?)?;
         }
         for seg in segments.iter_mut() {
             seg.cache.advance(seg.tokens.len());
@@ -160,11 +211,10 @@ impl Transformer {
             kv: cfg.num_kv_heads,
             dim: cfg.head_dim,
         };
-        let rows =
-            |t: Tensor| -> Result<Vec<f32>> { t.to_dtype(DType::F32)?.flatten_all()?.to_vec1() };
-        let mut q = rows(layer.q.forward(h)?)?;
-        let mut k = rows(layer.k.forward(h)?)?;
-        let v = rows(layer.v.forward(h)?)?;
+        let mut qkv = layer.qkv.forward_f32(h)?.into_iter();
+        let (Some(mut q), Some(mut k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
+            candle_core::bail!("a layer's fused projection must give q, k and v")
+        };
         self.rope.rotary.apply(&mut q, heads.query, positions);
         self.rope.rotary.apply(&mut k, heads.kv, positions);
         let out = attend(li, heads, &q, &k, &v, segments)?;

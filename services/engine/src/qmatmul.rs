@@ -305,6 +305,26 @@ impl<B: WeightBlock> BlockMatmul<B> {
         })
     }
 
+    /// One matrix holding the rows of `parts` in order (all of the same width): the
+    /// fused projection of several layers that read the same input.
+    pub fn concat_rows(parts: &[&Self]) -> candle_core::Result<Self> {
+        let Some(first) = parts.first() else {
+            candle_core::bail!("nothing to concatenate")
+        };
+        if parts.iter().any(|p| p.cols != first.cols) {
+            candle_core::bail!("quantized matrices of different widths cannot share rows")
+        }
+        Ok(Self {
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols: first.cols,
+            blocks: parts
+                .iter()
+                .flat_map(|p| p.blocks.iter().copied())
+                .collect(),
+            vnni: first.vnni,
+        })
+    }
+
     fn row(&self, r: usize) -> &[B] {
         let per_row = self.cols / QK;
         &self.blocks[r * per_row..(r + 1) * per_row]
@@ -342,6 +362,14 @@ impl<B: WeightBlock> BlockMatmul<B> {
                     .enumerate()
                     .for_each(|(t, v)| put(i + t, r, v));
                 i += TILE;
+            }
+            // Four rows (n = 4 samples) in one tile: each weight block unpacked once.
+            if i + 4 <= job.m {
+                let vs = B::dot_tile::<4, VNNI>(w, std::array::from_fn(|t| act_row(i + t)));
+                vs.into_iter()
+                    .enumerate()
+                    .for_each(|(t, v)| put(i + t, r, v));
+                i += 4;
             }
             while i + 2 <= job.m {
                 let vs = B::dot_tile::<2, VNNI>(w, [act_row(i), act_row(i + 1)]);
