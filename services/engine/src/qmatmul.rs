@@ -28,6 +28,14 @@ const QK: usize = 32;
 /// Activation rows handled together per weight row.
 const TILE: usize = 8;
 
+/// How far ahead of the block being read each step asks for weights (software
+/// prefetch): 2.5 KiB of Q4_1, 4.3 KiB of Q8_0. The hardware prefetcher stops at every
+/// 4 KiB page, and a weight row is read once per token, so without this the kernel
+/// waited on memory: SmolLM2 single-stream decode went from 37-40 to 80-87 tok/s on
+/// one thread and from 73-75 to 137-149 on two (16 blocks: 44; 64: 70-78 and 121-129;
+/// 256 no better than 128).
+const PREFETCH_BLOCKS: usize = 128;
+
 /// One activation block: 32 values as `d * q`, with `s = d * sum(q)`; `d` and `s`
 /// hold f16-rounded values widened to f32, as ggml stores them.
 #[derive(Clone, Copy)]
@@ -155,6 +163,10 @@ impl WeightBlock for BlockQ4_1 {
             let mut acc = [_mm256_setzero_ps(); T];
             let mut mins = [0f32; T];
             for (b, x) in w.iter().enumerate() {
+                _mm_prefetch(
+                    w.as_ptr().wrapping_add(b + PREFETCH_BLOCKS) as *const i8,
+                    _MM_HINT_T0,
+                );
                 let (xd, xm) = (x.d.to_f32(), x.m.to_f32());
                 let packed = _mm_loadu_si128(x.qs.as_ptr() as *const __m128i);
                 let nibbles = _mm256_and_si256(
@@ -224,6 +236,10 @@ impl WeightBlock for BlockQ8_0 {
         unsafe {
             let mut acc = [_mm256_setzero_ps(); T];
             for (b, x) in w.iter().enumerate() {
+                _mm_prefetch(
+                    w.as_ptr().wrapping_add(b + PREFETCH_BLOCKS) as *const i8,
+                    _MM_HINT_T0,
+                );
                 let xd = x.d.to_f32();
                 let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
                 // maddubs wants one unsigned operand: |x| times y carrying x's sign.
