@@ -252,9 +252,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let distinct: usize = cands
                 .iter()
                 .map(|c| {
-                    let picked: std::collections::HashSet<_> =
-                        c.iter().cycle().take(batch).collect();
-                    picked.len()
+                    workloads::picked(c, batch)
+                        .collect::<std::collections::HashSet<_>>()
+                        .len()
                 })
                 .sum();
             let computed = w.computed.unwrap_or(w.tokens);

@@ -96,7 +96,14 @@ pub async fn candidates(
     Ok(out)
 }
 
-/// Scores the first `batch` candidates of each question in one request per question\n/// (cycling through them where a question has fewer).
+/// The candidates one scoring request of `batch` takes from a question's: the first
+/// `batch`, cycling through them where there are fewer.
+pub fn picked(cands: &[Vec<String>], batch: usize) -> impl Iterator<Item = &Vec<String>> {
+    cands.iter().cycle().take(batch)
+}
+
+/// Scores the first `batch` candidates of each question in one request per question
+/// (cycling through them where a question has fewer, see [`picked`]).
 /// `tokens` counts every token of every scored sequence (question and steps), whatever
 /// the engine reuses, so the figure compares across engine versions.
 pub async fn scoring(
@@ -109,7 +116,7 @@ pub async fn scoring(
     let mut requests = Vec::new();
     let mut tokens = 0u64;
     for (q, cands) in questions.iter().zip(candidates) {
-        let picked: Vec<Vec<String>> = cands.iter().cycle().take(batch).cloned().collect();
+        let picked: Vec<Vec<String>> = picked(cands, batch).cloned().collect();
         for steps in &picked {
             tokens += sequence_tokens(&q.question, steps)?;
         }

@@ -69,9 +69,10 @@ impl Linear {
 }
 
 impl Linear {
-    /// The layers' output features side by side in one layer, where their storage can
-    /// be joined (our f32 and Q4_1/Q8_0 kernels); `None` otherwise.
-    fn concat(parts: &[Linear]) -> Result<Option<Linear>> {
+    /// The layers' output features side by side in one layer, with each part's width,
+    /// where their storage can be joined (our f32 and Q4_1/Q8_0 kernels); `None`
+    /// otherwise.
+    fn concat(parts: &[Linear]) -> Result<Option<(Linear, Vec<usize>)>> {
         let bias = match parts
             .iter()
             .map(|p| p.bias.as_ref())
@@ -81,30 +82,40 @@ impl Linear {
             None if parts.iter().all(|p| p.bias.is_none()) => None,
             None => return Ok(None),
         };
-        let weight = if let Some(w) = each(parts, |w| match w {
+        let (weight, widths) = if let Some(w) = each(parts, |w| match w {
             Weight::DenseT(t) => Some(t),
             _ => None,
         }) {
-            Weight::DenseT(Tensor::cat(&w, 1)?)
+            let widths = w.iter().map(|t| t.dim(1)).collect::<Result<_>>()?;
+            (Weight::DenseT(Tensor::cat(&w, 1)?), widths)
         } else if let Some(w) = each(parts, |w| match w {
             Weight::Dense(t) => Some(t),
             _ => None,
         }) {
-            Weight::Dense(Tensor::cat(&w, 0)?)
+            let widths = w.iter().map(|t| t.dim(0)).collect::<Result<_>>()?;
+            (Weight::Dense(Tensor::cat(&w, 0)?), widths)
         } else if let Some(w) = each(parts, |w| match w {
             Weight::Q4_1(m) => Some(m.as_ref()),
             _ => None,
         }) {
-            Weight::Q4_1(Arc::new(BlockMatmul::concat_rows(&w)?))
+            let widths = w.iter().map(|m| m.out_features()).collect();
+            (
+                Weight::Q4_1(Arc::new(BlockMatmul::concat_rows(&w)?)),
+                widths,
+            )
         } else if let Some(w) = each(parts, |w| match w {
             Weight::Q8_0(m) => Some(m.as_ref()),
             _ => None,
         }) {
-            Weight::Q8_0(Arc::new(BlockMatmul::concat_rows(&w)?))
+            let widths = w.iter().map(|m| m.out_features()).collect();
+            (
+                Weight::Q8_0(Arc::new(BlockMatmul::concat_rows(&w)?)),
+                widths,
+            )
         } else {
             return Ok(None);
         };
-        Ok(Some(Linear { weight, bias }))
+        Ok(Some((Linear { weight, bias }, widths)))
     }
 }
 
@@ -121,15 +132,18 @@ fn each<'a, T>(parts: &'a [Linear], pick: impl Fn(&'a Weight) -> Option<T>) -> O
 /// handing the work to the thread pool and waiting for it, allocating the output) is a
 /// large share of it. One product instead of three pays those costs once.
 pub enum Fused {
-    One { linear: Linear, widths: Vec<usize> },
+    /// The joined layer and each part's output features, in order.
+    One {
+        linear: Linear,
+        widths: Vec<usize>,
+    },
     Separate(Vec<Linear>),
 }
 
 impl Fused {
-    /// `widths[i]` is the output features of `parts[i]`.
-    pub fn new(parts: Vec<Linear>, widths: Vec<usize>) -> Result<Self> {
+    pub fn new(parts: Vec<Linear>) -> Result<Self> {
         Ok(match Linear::concat(&parts)? {
-            Some(linear) => Fused::One { linear, widths },
+            Some((linear, widths)) => Fused::One { linear, widths },
             None => Fused::Separate(parts),
         })
     }
@@ -241,7 +255,10 @@ mod tests {
             for (name, make) in makers {
                 let parts = || weights.iter().map(|(w, b)| make(w, b)).collect::<Vec<_>>();
                 let want = separate(&parts(), &x);
-                let fused = Fused::new(parts(), widths.clone()).unwrap();
+                let fused = Fused::new(parts()).unwrap();
+                if let Fused::One { widths: got, .. } = &fused {
+                    assert_eq!(got, &widths, "{name}: widths");
+                }
                 assert!(matches!(fused, Fused::One { .. }), "{name}: not joined");
                 let got = outputs(&fused, &x);
                 for (g, w) in got.iter().zip(&want) {
@@ -267,10 +284,7 @@ mod tests {
             Linear::dense(w.clone(), None).unwrap(),
             Linear::quantized(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap(), None).unwrap(),
         ];
-        assert!(matches!(
-            Fused::new(mixed, vec![32, 32]).unwrap(),
-            Fused::Separate(_)
-        ));
+        assert!(matches!(Fused::new(mixed).unwrap(), Fused::Separate(_)));
         // A bias on one part only cannot be joined either.
         let b = Tensor::zeros(32, DType::F32, &dev).unwrap();
         let half_biased = vec![
@@ -278,7 +292,7 @@ mod tests {
             Linear::dense(w, None).unwrap(),
         ];
         assert!(matches!(
-            Fused::new(half_biased, vec![32, 32]).unwrap(),
+            Fused::new(half_biased).unwrap(),
             Fused::Separate(_)
         ));
     }

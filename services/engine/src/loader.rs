@@ -181,35 +181,32 @@ pub fn load_hf(
     for i in 0..config.num_layers {
         let p = format!("model.layers.{i}");
         let bias = config.attention_bias;
-        layers.push(Layer::new(
-            LayerWeights {
-                attn_norm: get(&format!("{p}.input_layernorm.weight"), &[h])?,
-                q: linear(&format!("{p}.self_attn.q_proj"), q_out, h, bias)?,
-                k: linear(&format!("{p}.self_attn.k_proj"), kv_out, h, bias)?,
-                v: linear(&format!("{p}.self_attn.v_proj"), kv_out, h, bias)?,
-                o: linear(&format!("{p}.self_attn.o_proj"), h, q_out, false)?,
-                ffn_norm: get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
-                gate: linear(
-                    &format!("{p}.mlp.gate_proj"),
-                    config.intermediate_size,
-                    h,
-                    false,
-                )?,
-                up: linear(
-                    &format!("{p}.mlp.up_proj"),
-                    config.intermediate_size,
-                    h,
-                    false,
-                )?,
-                down: linear(
-                    &format!("{p}.mlp.down_proj"),
-                    h,
-                    config.intermediate_size,
-                    false,
-                )?,
-            },
-            &config,
-        )?);
+        layers.push(Layer::new(LayerWeights {
+            attn_norm: get(&format!("{p}.input_layernorm.weight"), &[h])?,
+            q: linear(&format!("{p}.self_attn.q_proj"), q_out, h, bias)?,
+            k: linear(&format!("{p}.self_attn.k_proj"), kv_out, h, bias)?,
+            v: linear(&format!("{p}.self_attn.v_proj"), kv_out, h, bias)?,
+            o: linear(&format!("{p}.self_attn.o_proj"), h, q_out, false)?,
+            ffn_norm: get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+            gate: linear(
+                &format!("{p}.mlp.gate_proj"),
+                config.intermediate_size,
+                h,
+                false,
+            )?,
+            up: linear(
+                &format!("{p}.mlp.up_proj"),
+                config.intermediate_size,
+                h,
+                false,
+            )?,
+            down: linear(
+                &format!("{p}.mlp.down_proj"),
+                h,
+                config.intermediate_size,
+                false,
+            )?,
+        })?);
     }
     let lm_head = if config.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
         layer(embed.clone(), None)?
@@ -289,20 +286,17 @@ pub fn load_gguf(file: &Path, device: &Device) -> Result<(Transformer, gguf_file
     let mut layers = Vec::with_capacity(config.num_layers);
     for i in 0..config.num_layers {
         let p = format!("blk.{i}");
-        layers.push(Layer::new(
-            LayerWeights {
-                attn_norm: t.dense(&format!("{p}.attn_norm.weight"))?,
-                q: t.linear(&format!("{p}.attn_q"), bias)?,
-                k: t.linear(&format!("{p}.attn_k"), bias)?,
-                v: t.linear(&format!("{p}.attn_v"), bias)?,
-                o: t.linear(&format!("{p}.attn_output"), false)?,
-                ffn_norm: t.dense(&format!("{p}.ffn_norm.weight"))?,
-                gate: t.linear(&format!("{p}.ffn_gate"), false)?,
-                up: t.linear(&format!("{p}.ffn_up"), false)?,
-                down: t.linear(&format!("{p}.ffn_down"), false)?,
-            },
-            &config,
-        )?);
+        layers.push(Layer::new(LayerWeights {
+            attn_norm: t.dense(&format!("{p}.attn_norm.weight"))?,
+            q: t.linear(&format!("{p}.attn_q"), bias)?,
+            k: t.linear(&format!("{p}.attn_k"), bias)?,
+            v: t.linear(&format!("{p}.attn_v"), bias)?,
+            o: t.linear(&format!("{p}.attn_output"), false)?,
+            ffn_norm: t.dense(&format!("{p}.ffn_norm.weight"))?,
+            gate: t.linear(&format!("{p}.ffn_gate"), false)?,
+            up: t.linear(&format!("{p}.ffn_up"), false)?,
+            down: t.linear(&format!("{p}.ffn_down"), false)?,
+        })?);
     }
     let lm_head = t.linear(
         if config.tie_word_embeddings {

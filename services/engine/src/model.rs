@@ -43,20 +43,13 @@ pub struct Layer {
 }
 
 impl Layer {
-    pub fn new(w: LayerWeights, cfg: &ModelConfig) -> Result<Self> {
-        let (q_out, kv_out) = (
-            cfg.num_heads * cfg.head_dim,
-            cfg.num_kv_heads * cfg.head_dim,
-        );
+    pub fn new(w: LayerWeights) -> Result<Self> {
         Ok(Self {
             attn_norm: w.attn_norm,
-            qkv: Fused::new(vec![w.q, w.k, w.v], vec![q_out, kv_out, kv_out])?,
+            qkv: Fused::new(vec![w.q, w.k, w.v])?,
             o: w.o,
             ffn_norm: w.ffn_norm,
-            gate_up: Fused::new(
-                vec![w.gate, w.up],
-                vec![cfg.intermediate_size, cfg.intermediate_size],
-            )?,
+            gate_up: Fused::new(vec![w.gate, w.up])?,
             down: w.down,
         })
     }

@@ -341,6 +341,11 @@ impl<B: WeightBlock> BlockMatmul<B> {
         })
     }
 
+    /// Output features: the weight's rows.
+    pub fn out_features(&self) -> usize {
+        self.rows
+    }
+
     fn row(&self, r: usize) -> &[B] {
         let per_row = self.cols / QK;
         &self.blocks[r * per_row..(r + 1) * per_row]
@@ -362,40 +367,43 @@ struct RowJob<'a> {
     out: &'a OutPtr,
 }
 
+impl RowJob<'_> {
+    /// Output feature `r` (weight row `w`) for activation rows `i..i + T`.
+    #[inline(always)]
+    fn tile<B: WeightBlock, const T: usize, const VNNI: bool>(&self, w: &[B], r: usize, i: usize) {
+        let vs = B::dot_tile::<T, VNNI>(
+            w,
+            std::array::from_fn(|t| &self.act[(i + t) * self.per_row..(i + t + 1) * self.per_row]),
+        );
+        for (t, v) in vs.into_iter().enumerate() {
+            // SAFETY: (i + t, r) is written once; r belongs to the caller's chunk only.
+            unsafe { *self.out.0.add((i + t) * self.n + r) = v };
+        }
+    }
+}
+
 impl<B: WeightBlock> BlockMatmul<B> {
     /// Output features `rows` for every activation row, in tiles of [`TILE`].
     #[inline(always)]
     fn rows<const VNNI: bool>(&self, job: &RowJob<'_>, rows: std::ops::Range<usize>) {
-        let act_row = |i: usize| &job.act[i * job.per_row..(i + 1) * job.per_row];
-        // SAFETY: (i, r) is written once; r belongs to this chunk only.
-        let put = |i: usize, r: usize, v: f32| unsafe { *job.out.0.add(i * job.n + r) = v };
         for r in rows {
             let w = self.row(r);
             let mut i = 0;
             while i + TILE <= job.m {
-                let vs = B::dot_tile::<TILE, VNNI>(w, std::array::from_fn(|t| act_row(i + t)));
-                vs.into_iter()
-                    .enumerate()
-                    .for_each(|(t, v)| put(i + t, r, v));
+                job.tile::<B, TILE, VNNI>(w, r, i);
                 i += TILE;
             }
             // Four rows (n = 4 samples) in one tile: each weight block unpacked once.
             if i + 4 <= job.m {
-                let vs = B::dot_tile::<4, VNNI>(w, std::array::from_fn(|t| act_row(i + t)));
-                vs.into_iter()
-                    .enumerate()
-                    .for_each(|(t, v)| put(i + t, r, v));
+                job.tile::<B, 4, VNNI>(w, r, i);
                 i += 4;
             }
             while i + 2 <= job.m {
-                let vs = B::dot_tile::<2, VNNI>(w, [act_row(i), act_row(i + 1)]);
-                vs.into_iter()
-                    .enumerate()
-                    .for_each(|(t, v)| put(i + t, r, v));
+                job.tile::<B, 2, VNNI>(w, r, i);
                 i += 2;
             }
             if i < job.m {
-                put(i, r, B::dot_tile::<1, VNNI>(w, [act_row(i)])[0]);
+                job.tile::<B, 1, VNNI>(w, r, i);
             }
         }
     }
