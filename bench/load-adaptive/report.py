@@ -16,6 +16,7 @@ resampled together. Needs matplotlib for the plot (bench/requirements.txt).
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import random
 from pathlib import Path
@@ -24,8 +25,16 @@ MODES = ["fixed1", "fixed2", "fixed4", "fixed8", "fixed16", "switch", "adaptive"
 FIXED = ["fixed1", "fixed2", "fixed4", "fixed8", "fixed16"]
 
 
+def records_path(out: Path, mode: str, m: str):
+    """A run's records: MODE-xM.jsonl, or gzipped (.jsonl.gz, as committed)."""
+    plain = out / f"{mode}-x{m}.jsonl"
+    return plain if plain.exists() else out / f"{mode}-x{m}.jsonl.gz"
+
+
 def read(out: Path, mode: str, m: str):
-    recs = [json.loads(l) for l in open(out / f"{mode}-x{m}.jsonl") if l.strip()]
+    path = records_path(out, mode, m)
+    with (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)) as f:
+        recs = [json.loads(l) for l in f if l.strip()]
     recs = [r for r in recs if not r.get("warmup")]
     info = json.load(open(out / f"{mode}-x{m}.json"))
     return {r["index"]: r for r in recs}, info
@@ -68,12 +77,12 @@ def main():
     a = ap.parse_args()
     out = Path(a.out)
     mults = sorted(
-        {p.stem.split("-x")[1] for p in out.glob("fixed16-x*.jsonl")}, key=float
+        {p.name.split("-x")[1].split(".jsonl")[0] for p in out.glob("fixed16-x*.jsonl*")}, key=float
     )
     rows, table = {}, []
     for m in mults:
         for mode in MODES:
-            if not (out / f"{mode}-x{m}.jsonl").exists():
+            if not records_path(out, mode, m).exists():
                 continue
             recs, info = read(out, mode, m)
             window = max(r["intended_s"] for r in recs.values()) - min(

@@ -12,6 +12,9 @@
 # (16 below load 1, 4 at or above); adaptive (the price law, maximum 16). SLO 10 s, given
 # to the server's controller too (--slo 10) in the modes that adapt; CONTROL adds flags
 # (e.g. CONTROL="--queries-per-node 3").
+# CLUSTER=processes runs the multi-process cluster instead (deploy/local/run-cluster.sh:
+# etcd, one generator, one verifier and one orchestrator as separate processes, the
+# same models and policy; the server's flags go in as PONDER_* variables).
 # Then bench/load-adaptive/report.py writes the table and the plot.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,11 +34,27 @@ for mode in $modes; do
         switch) mix="default:16/adaptive"; server=(--slo 10 --budget-law switch --switch-budget 4 ${CONTROL:-}) ;;
         adaptive) mix="default:16/adaptive"; server=(--slo 10 ${CONTROL:-}) ;;
     esac
-    "$ponder" up --default-only --no-gateway --orchestrator-addr "127.0.0.1:$port" \
-        "${server[@]}" >"$out/$mode.server.log" 2>&1 &
-    pid=$!
-    for _ in $(seq 120); do
-        grep -q "listening on" "$out/$mode.server.log" && break
+    if [ "${CLUSTER:-embedded}" = processes ]; then
+        # The same flags as the orchestrator's environment (clap reads PONDER_*).
+        env=(PONDER_POLICY="$PWD/models/arith-policy.json")
+        set -- "${server[@]+"${server[@]}"}"
+        while [ $# -gt 0 ]; do
+            name="PONDER_$(echo "${1#--}" | tr 'a-z-' 'A-Z_')"
+            env+=("$name=$2"); shift 2
+        done
+        env "${env[@]}" deploy/local/run-cluster.sh --generators 1 --verifiers 1 \
+            --port "$port" --cluster "adaptive-$mode" --timeout 300 \
+            >"$out/$mode.server.log" 2>&1 &
+        pid=$!
+        ready="(Ctrl-C stops the cluster)"
+    else
+        "$ponder" up --default-only --no-gateway --orchestrator-addr "127.0.0.1:$port" \
+            "${server[@]+"${server[@]}"}" >"$out/$mode.server.log" 2>&1 &
+        pid=$!
+        ready="listening on"
+    fi
+    for _ in $(seq 300); do
+        grep -qF "$ready" "$out/$mode.server.log" && break
         sleep 1
     done
     for m in $multipliers; do

@@ -74,7 +74,7 @@ class Cluster:
     every answer into `record_calls`/<role> when given)."""
 
     def __init__(self, work, n, m, k, gen_rec, ver_rec, port=51000, env=None, pin=False,
-                 record_calls=None):
+                 record_calls=None, keep=False):
         self.work, self.gen_rec, self.ver_rec = work, gen_rec, ver_rec
         self.n, self.m, self.k = n, m, k
         self.env = dict(os.environ, **(env or {}))
@@ -94,6 +94,8 @@ class Cluster:
             args.append("--pin")
         if record_calls:
             args += ["--record-calls", record_calls]
+        if keep:
+            args.append("--keep")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         self.extra = {}  # name -> (Popen, metrics url) of nodes started by the probe
@@ -187,3 +189,16 @@ def load(args, json_path, cpu=None):
         raise subprocess.CalledProcessError(code, [LOAD] + args)
     with open(json_path) as f:
         return json.load(f)
+
+
+def emit(result, out=None, bulky=()):
+    """Prints `result` as JSON and, with `out`, writes it there whole; the printed copy
+    then leaves out the `bulky` keys (time series kept for the plots)."""
+    text = json.dumps(result, indent=1)
+    if out:
+        print(json.dumps({k: v for k, v in result.items() if k not in bulky}, indent=1))
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            f.write(text + "\n")
+    else:
+        print(text)

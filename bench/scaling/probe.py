@@ -32,7 +32,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import REPO, PONDER, Cluster, cpu_seconds, load, scrape, start_load, total  # noqa: E402
+from cluster import REPO, PONDER, Cluster, cpu_seconds, emit, load, scrape, start_load, total  # noqa: E402
 from dilate import dilate  # noqa: E402
 
 WORKLOAD = ["--mix", "default:16/fixed", "--seed", "1", "--cycle", "300", "--slo", "10s"]
@@ -574,13 +574,7 @@ def main():
                    help="set this in every process's environment (e.g. TOKIO_WORKER_THREADS=1)")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args()
-    result = globals()[a.probe](a)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if a.out:
-        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
+    emit(globals()[a.probe](a), a.out)
 
 
 if __name__ == "__main__":
