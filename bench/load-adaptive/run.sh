@@ -36,13 +36,13 @@ for mode in $modes; do
     esac
     if [ "${CLUSTER:-embedded}" = processes ]; then
         # The same flags as the orchestrator's environment (clap reads PONDER_*).
-        env=(PONDER_POLICY="$PWD/models/arith-policy.json")
+        vars=(PONDER_POLICY="$PWD/models/arith-policy.json")
         set -- "${server[@]+"${server[@]}"}"
         while [ $# -gt 0 ]; do
             name="PONDER_$(echo "${1#--}" | tr 'a-z-' 'A-Z_')"
-            env+=("$name=$2"); shift 2
+            vars+=("$name=$2"); shift 2
         done
-        env "${env[@]}" deploy/local/run-cluster.sh --generators 1 --verifiers 1 \
+        env "${vars[@]}" deploy/local/run-cluster.sh --generators 1 --verifiers 1 \
             --port "$port" --cluster "adaptive-$mode" --timeout 300 \
             >"$out/$mode.server.log" 2>&1 &
         pid=$!

@@ -47,8 +47,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "scaling"))
-from cluster import REPO, Cluster, emit, load, start_load, total  # noqa: E402
-from dilate import dilate  # noqa: E402
+from cluster import (  # noqa: E402
+    REPO, Cluster, dilated, emit, env_pairs, failed, load, recordings, start_load, total,
+)
 
 SEED_CYCLE = ["--seed", "1", "--cycle", "300", "--slo", "10s"]
 ENV = {
@@ -59,28 +60,13 @@ ENV = {
 }
 
 
-def recordings(rec):
-    import glob
-
-    gen = sorted(glob.glob(os.path.join(rec, "generator-*")))
-    ver = sorted(glob.glob(os.path.join(rec, "verifier-*")))
-    if not gen or not ver:
-        sys.exit(f"no recording in {rec}: run bench/load-adaptive/record.sh first")
-    return gen[0], ver[0]
-
-
-def scaled(src, work, factor):
-    if factor == 1.0:
-        return src
-    dst = os.path.join(work, "scaled", os.path.basename(src))
-    dilate(src, factor, dst)
-    return dst
-
-
 def cluster(a, work, n, k, mode):
-    gen, ver = recordings(a.rec)
-    gen, ver = scaled(gen, work, a.generator_time), scaled(ver, work, a.verifier_time)
-    env = dict(ENV, PONDER_BUDGET_MODE=mode, **dict(kv.split("=", 1) for kv in a.env or []))
+    gen, ver = recordings(a.rec, "bench/load-adaptive/record.sh")
+    if a.generator_time != 1.0:
+        gen = dilated(gen, work, a.generator_time)
+    if a.verifier_time != 1.0:
+        ver = dilated(ver, work, a.verifier_time)
+    env = dict(ENV, PONDER_BUDGET_MODE=mode, **env_pairs(a.env))
     return Cluster(work, n, a.verifiers or n, k, gen, ver, env=env, keep=bool(a.work))
 
 
@@ -90,10 +76,6 @@ def workdir(a):
         os.makedirs(a.work, exist_ok=True)
         return contextlib.nullcontext(a.work)
     return tempfile.TemporaryDirectory()
-
-
-def failed(report):
-    return sum(report["errors"].values())
 
 
 class Poller(threading.Thread):
@@ -248,6 +230,7 @@ def kill(a):
         v = sorted(r["latency_s"] for r in measured if a <= r["t"] < b and r["code"] == "OK")
         return {"p50": round(statistics.median(v), 2), "p99": round(v[int(0.99 * (len(v) - 1))], 2),
                 "answers": len(v)} if v else None
+    unrecorded, other = failures(measured)
     by_code = {}
     for r in measured:
         by_code[r["code"]] = by_code.get(r["code"], 0) + 1
@@ -269,7 +252,7 @@ def kill(a):
         "grant_windows": [[round(t, 1), round(m, 2), n] for t, m, n in w],
         "sent": report["sent"], "ok": report["ok"], "failed": failed(report),
         "codes": by_code, "not_recorded_calls": gen_refusals,
-        "failed_outside_recording": failures(measured)[0], "failed_otherwise": failures(measured)[1],
+        "failed_outside_recording": unrecorded, "failed_otherwise": other,
         "retries": total(s1, "ponder_retries_total") - total(s0, "ponder_retries_total"),
         "controller": [[round(t, 2), round(l, 3), p] for t, _, l, p, _, _ in poll.rows],
         "signals": [[round(t, 2), {k: round(v, 3) for k, v in sig.items()}] for t, _, sig in poll.signals],
@@ -344,17 +327,23 @@ def orchestrators(a):
         fails = [failures(records(os.path.join(work, f"load-{i}.jsonl"))) for i in range(len(reports))]
     names = sorted({r[1] for r in poll.rows})
     series = {n: [r for r in poll.rows if r[1] == n] for n in names}
-    # Mean grant per orchestrator per 1 s window, from its histogram's increments.
-    per_s = {}
-    for n, rows in series.items():
-        acc = {}
-        for (t1, _, _, _, s1, c1), (t2, _, _, _, s2, c2) in zip(rows, rows[1:]):
-            b = acc.setdefault(int(t2), [0.0, 0.0])
-            b[0] += s2 - s1
-            b[1] += c2 - c1
-        per_s[n] = {t: s / cnt for t, (s, cnt) in acc.items() if cnt > 0}
     hs, he, _ = bounds[1]
     steady = (hs + a.phase / 2, he)  # the high phase once the controllers have reacted
+    # Grant histograms' increments between polls, summed per 1 s window: per
+    # orchestrator, and for the whole cluster at steady load ({second: [generations
+    # granted, queries]}).
+    increments, cluster_s = {}, {}
+    for n, rows in series.items():
+        acc = increments[n] = {}
+        for (_, _, _, _, s1, c1), (t2, _, _, _, s2, c2) in zip(rows, rows[1:]):
+            bins = [acc.setdefault(int(t2), [0.0, 0.0])]
+            if steady[0] <= t2 < steady[1]:
+                bins.append(cluster_s.setdefault(int(t2), [0.0, 0.0]))
+            for b in bins:
+                b[0] += s2 - s1
+                b[1] += c2 - c1
+    per_s = {n: {t: s / cnt for t, (s, cnt) in acc.items() if cnt > 0}
+             for n, acc in increments.items()}
     loads = {n: [r[2] for r in rows if steady[0] <= r[0] < steady[1]] for n, rows in series.items()}
     corr = []
     for i in range(len(names)):
@@ -363,14 +352,6 @@ def orchestrators(a):
             m = min(len(x), len(y))
             if m > 2 and statistics.pstdev(x[:m]) > 0 and statistics.pstdev(y[:m]) > 0:
                 corr.append(statistics.correlation(x[:m], y[:m]))
-    # The cluster's grant per 1 s window at steady load: all orchestrators' increments.
-    cluster_s = {}
-    for n, rows in series.items():
-        for (t1, _, _, _, s1, c1), (t2, _, _, _, s2, c2) in zip(rows, rows[1:]):
-            if steady[0] <= t2 < steady[1]:
-                b = cluster_s.setdefault(int(t2), [0.0, 0.0])
-                b[0] += s2 - s1
-                b[1] += c2 - c1
     grants = [s / cnt for s, cnt in cluster_s.values() if cnt > 0]
     out = {
         "scenario": "orchestrators", "n": a.n, "k": a.k, "verifiers": a.verifiers or a.n,

@@ -5,9 +5,11 @@ Why a Python wrapper and not more shell: the probes poll several processes' metr
 sub-second intervals while a load run goes on, and compute ratios from them.
 """
 
+import glob
 import json
 import os
 import re
+import sys
 import signal
 import subprocess
 import time
@@ -20,6 +22,39 @@ PONDER = os.environ.get("PONDER_BIN") or os.path.join(REPO, "target", "release",
 LOAD = os.environ.get("PONDER_LOAD_BIN") or os.path.join(REPO, "target", "release", "ponder-load")
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def recordings(rec, how):
+    """The generator and verifier recordings under `rec`, each with its latency fit
+    beside it; exits saying `how` to record one when there are none."""
+    gen = sorted(glob.glob(os.path.join(rec, "generator-*")))
+    ver = sorted(glob.glob(os.path.join(rec, "verifier-*")))
+    if not gen or not ver:
+        sys.exit(f"no recording in {rec}: record one with {how}")
+    for d in (gen[0], ver[0]):
+        if not os.path.exists(os.path.join(d, "latency.json")):
+            sys.exit(f"{d} has no latency.json (the recording scripts copy the fits beside it)")
+    return gen[0], ver[0]
+
+
+def dilated(src, work, factor):
+    """`src` (a recording directory) with every modelled time times `factor`
+    (dilate.py), under `work`."""
+    from dilate import dilate
+
+    dst = os.path.join(work, "dilated", os.path.basename(src))
+    dilate(src, factor, dst)
+    return dst
+
+
+def env_pairs(pairs):
+    """`--env K=V` arguments as a dict."""
+    return dict(kv.split("=", 1) for kv in pairs or [])
+
+
+def failed(report):
+    """Measured requests that got no OK answer (error codes, and UNFINISHED ones)."""
+    return sum(report["errors"].values())
 
 
 def parse_metrics(text):

@@ -32,10 +32,13 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import REPO, PONDER, Cluster, cpu_seconds, emit, load, scrape, start_load, total  # noqa: E402
-from dilate import dilate  # noqa: E402
+from cluster import (  # noqa: E402
+    PONDER, REPO, Cluster, cpu_seconds, dilated, emit, env_pairs, failed, load, recordings, scrape,
+    start_load, total,
+)
 
 WORKLOAD = ["--mix", "default:16/fixed", "--seed", "1", "--cycle", "300", "--slo", "10s"]
+RECORD = '`NS=" " KS=" " REAL=0 bench/scaling/run.sh`'
 ENV = {
     "PONDER_MAX_QUERIES": "4096",
     "PONDER_MAX_QUERIES_PER_CLIENT": "0",
@@ -44,37 +47,13 @@ ENV = {
 }
 
 
-def recordings(rec):
-    gen = sorted(glob.glob(os.path.join(rec, "generator-*")))
-    ver = sorted(glob.glob(os.path.join(rec, "verifier-*")))
-    if not gen or not ver:
-        sys.exit(f'no recording in {rec}: record one with `NS=" " KS=" " REAL=0 bench/scaling/run.sh`')
-    for d in (gen[0], ver[0]):
-        if not os.path.exists(os.path.join(d, "latency.json")):
-            sys.exit(f"{d} has no latency.json (run.sh copies the fits beside the recording)")
-    return gen[0], ver[0]
-
-
-def dilated(src, work, factor):
-    """`src` (a recording directory) with every modelled time times `factor`
-    (dilate.py), under `work`."""
-    dst = os.path.join(work, "dilated", os.path.basename(src))
-    dilate(src, factor, dst)
-    return dst
-
-
 def cluster(a, work, n, k=1, env=None, factor=1.0):
-    gen, ver = recordings(a.rec)
-    env = dict(dict(kv.split("=", 1) for kv in getattr(a, "env", []) or []), **(env or {}))
+    gen, ver = recordings(a.rec, RECORD)
+    env = dict(env_pairs(getattr(a, "env", [])), **(env or {}))
     if factor != 1.0:
         gen, ver = dilated(gen, work, factor), dilated(ver, work, factor)
     m = a.verifiers or n
     return Cluster(work, n, m, k, gen, ver, env=dict(ENV, **(env or {})))
-
-
-def failures(report):
-    """Measured requests that got no OK answer (error codes, and UNFINISHED ones)."""
-    return sum(report["errors"].values())
 
 
 def worker_counts(c, role):
@@ -129,7 +108,7 @@ def balance(a):
     prompt = sum(x["prompt_tokens"] for x in d.values())
     return {
         "probe": "balance", "n": a.n, "k": a.k, "rate": a.rate, "affinity": a.affinity,
-        "duration_s": a.duration, "sent": r["sent"], "ok": r["ok"], "failed": failures(r),
+        "duration_s": a.duration, "sent": r["sent"], "ok": r["ok"], "failed": failed(r),
         "throughput": r["throughput"], "p99_s": (r.get("latency") or {}).get("p99"),
         "calls_max_over_mean": max_over_mean(x["calls"] for x in d.values()),
         "tokens_max_over_mean": max_over_mean(x["tokens"] for x in d.values()),
@@ -209,7 +188,7 @@ def cpu(a):
                 th1 = throttled(group) if group else (0, 0)
                 rows.append({
                     kind: level, "wall_s": wall, "cpu_s": used, "queries": queries,
-                    "subcalls": subcalls, "failed": failures(r),
+                    "subcalls": subcalls, "failed": failed(r),
                     "answered_per_s": r.get("throughput"),
                     "subcalls_per_s": subcalls / wall,
                     "core_busy": used / wall,
@@ -299,7 +278,7 @@ def churn(a):
         "kill_to_not_serving_s": ejected - killed if ejected else None,
         "healthy_state": healths[0],
         "lease_ttl_s": lease_ttl,
-        "sent": r["sent"], "ok": r["ok"], "failed": failures(r), "errors": r["errors"],
+        "sent": r["sent"], "ok": r["ok"], "failed": failed(r), "errors": r["errors"],
         "retries": total(s1, "ponder_retries_total") - total(s0, "ponder_retries_total"),
         "ejections": total(s1, "ponder_ejections_total") - total(s0, "ponder_ejections_total"),
     }
@@ -360,7 +339,7 @@ def storm(a):
     return {
         "probe": "storm", "n": a.n, "rate": a.rate, "signal": "KILL" if a.kill else "TERM",
         "restarted": len(names), "within_s": spread,
-        "sent": r["sent"], "ok": r["ok"], "failed": failures(r), "errors": r["errors"],
+        "sent": r["sent"], "ok": r["ok"], "failed": failed(r), "errors": r["errors"],
         "retries": total(s1, "ponder_retries_total") - total(s0, "ponder_retries_total"),
         "etcd_before": e0, "etcd_after": e1,
     }
@@ -435,7 +414,7 @@ def fidelity(a):
             fit_root = os.path.join(keep, "fit")
             out["fit"] = fresh_fit(fit_root)
         else:
-            gen, ver = recordings(a.rec)
+            gen, ver = recordings(a.rec, RECORD)
         for kind in kinds:
             with tempfile.TemporaryDirectory() as work:
                 record = None
@@ -527,7 +506,7 @@ def fidelity_step(c, kind, flag, value, duration, work, workload):
               "--duration", f"{duration}s", "--warmup", "5s"] + workload,
              os.path.join(work, f"load-{flag}-{value}.json"))
     after = node_times()
-    row = {"kind": kind, "load": f"{flag}={value}", flag: value, "failed": failures(r),
+    row = {"kind": kind, "load": f"{flag}={value}", flag: value, "failed": failed(r),
            "sent": r["sent"], "throughput": r["throughput"], "accuracy": r["accuracy"],
            "p50_s": r["latency"]["p50"], "p99_s": r["latency"]["p99"]}
     for method in after:
