@@ -21,7 +21,9 @@ import json
 import random
 from pathlib import Path
 
-MODES = ["fixed1", "fixed2", "fixed4", "fixed8", "fixed16", "switch", "adaptive"]
+MODES = ["fixed1", "fixed2", "fixed4", "fixed8", "fixed16", "switch", "adaptive", "capacity"]
+# The modes that adapt, each compared with the others (capacity: run.sh with CAPACITY).
+ADAPTIVE = ["adaptive", "capacity"]
 FIXED = ["fixed1", "fixed2", "fixed4", "fixed8", "fixed16"]
 
 
@@ -109,15 +111,15 @@ def main():
             table.append(row)
     # Paired comparisons at each load.
     comps = []
-    for m in mults:
-        if ("adaptive", m) not in rows:
+    for m, mode in ((m, mode) for mode in ADAPTIVE for m in mults):
+        if (mode, m) not in rows:
             continue
-        ad_row, ad = rows[("adaptive", m)]
+        ad_row, ad = rows[(mode, m)]
         w = ad_row["window"]
         best = max(
             (f for f in FIXED if (f, m) in rows), key=lambda f: rows[(f, m)][0]["goodput"]
         )
-        for other in {best, "fixed16", "switch"}:
+        for other in sorted({best, "fixed16", "switch"} | set(ADAPTIVE[: ADAPTIVE.index(mode)])):
             if (other, m) not in rows:
                 continue
             ob = rows[(other, m)][1]
@@ -132,7 +134,7 @@ def main():
                 a.resamples,
             )
             comps.append({
-                "load": float(m), "versus": other, "best_fixed": other == best,
+                "mode": mode, "load": float(m), "versus": other, "best_fixed": other == best,
                 "goodput_diff": gp, "accuracy_diff": acc,
                 "goodput_ratio": ad_row["goodput"] / max(1e-9, rows[(other, m)][0]["goodput"]),
             })
@@ -145,12 +147,12 @@ def main():
             f"| {r['load']:g} | {r['mode']} | {r['queries']} | {r['goodput']:.3f} | {100*r['accuracy']:.1f}% | "
             f"{r['p50']:.1f} | {r['p99']:.1f} | {r['refused']} | {r['failed']} | "
             + (f"{r['granted']:.1f}" if r["granted"] else "-") + " |")
-    lines += ["", "| load | adaptive vs | goodput diff /s [95% CI] | ratio | accuracy diff [95% CI] |", "|---|---|---|---|---|"]
+    lines += ["", "| load | mode | versus | goodput diff /s [95% CI] | ratio | accuracy diff [95% CI] |", "|---|---|---|---|---|---|"]
     for c in comps:
         g, acc = c["goodput_diff"], c["accuracy_diff"]
         tag = " (best fixed)" if c["best_fixed"] else ""
         lines.append(
-            f"| {c['load']:g} | {c['versus']}{tag} | {g[0]:+.3f} [{g[1]:+.3f}, {g[2]:+.3f}] | {c['goodput_ratio']:.2f}x | "
+            f"| {c['load']:g} | {c['mode']} | {c['versus']}{tag} | {g[0]:+.3f} [{g[1]:+.3f}, {g[2]:+.3f}] | {c['goodput_ratio']:.2f}x | "
             f"{100*acc[0]:+.1f} [{100*acc[1]:+.1f}, {100*acc[2]:+.1f}] pts |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -165,8 +167,8 @@ def main():
     for mode in MODES:
         pts = [(r["load"], r["goodput"]) for r in table if r["mode"] == mode]
         if pts:
-            style = "-" if mode in ("adaptive", "switch") else "--"
-            width = 2.5 if mode == "adaptive" else 1.2
+            style = "-" if mode in ADAPTIVE + ["switch"] else "--"
+            width = 2.5 if mode in ADAPTIVE else 1.2
             ax.plot(*zip(*pts), style, marker="o", linewidth=width, label=mode)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("offered load (x the knee of fixed budget 16)")

@@ -9,9 +9,11 @@
 # KNEE is fixed budget 16's knee in queries/s (`ponder-load sweep`). Offered loads are
 # 0.25, 0.5, 1, 2, 3 and 4 x KNEE; the points at 1, 2 and 3 x send MAIN_REQUESTS queries
 # (default 300), the others (indicative) fewer: max(16, min(MAIN/2, MAIN x load/3)). Modes: fixed 1, 2, 4, 8, 16; the switch
-# (16 below load 1, 4 at or above); adaptive (the price law, maximum 16). SLO 10 s, given
-# to the server's controller too (--slo 10) in the modes that adapt; CONTROL adds flags
-# (e.g. CONTROL="--queries-per-node 3").
+# (16 below load 1, 4 at or above); adaptive (the price law read off the load, maximum
+# 16); capacity (the price law solved from arrivals against CAPACITY generations per
+# second per generator node: --capacity, docs/load-adaptive.md "The capacity law"; only
+# when CAPACITY is set). SLO 10 s, given to the server's controller too (--slo 10) in
+# the modes that adapt; CONTROL adds flags (e.g. CONTROL="--queries-per-node 3").
 # CLUSTER=processes runs the multi-process cluster instead (deploy/local/run-cluster.sh:
 # etcd, one generator, one verifier and one orchestrator as separate processes, the
 # same models and policy; the server's flags go in as PONDER_* variables).
@@ -26,13 +28,15 @@ ponder=target/release/ponder
 load=target/release/ponder-load
 port=50161
 multipliers="${MULTIPLIERS:-0.25 0.5 1 2 3 4}"
-modes="${MODES:-fixed16 adaptive switch fixed4 fixed8 fixed2 fixed1}"
+modes="${MODES:-fixed16 adaptive ${CAPACITY:+capacity} switch fixed4 fixed8 fixed2 fixed1}"
 for mode in $modes; do
     server=()
     case $mode in
         fixed*) mix="default:${mode#fixed}/fixed" ;;
         switch) mix="default:16/adaptive"; server=(--slo 10 --budget-law switch --switch-budget 4 ${CONTROL:-}) ;;
         adaptive) mix="default:16/adaptive"; server=(--slo 10 ${CONTROL:-}) ;;
+        capacity) mix="default:16/adaptive"
+            server=(--slo 10 --capacity "${CAPACITY:?the capacity mode needs CAPACITY}" ${CONTROL:-}) ;;
     esac
     if [ "${CLUSTER:-embedded}" = processes ]; then
         # The same flags as the orchestrator's environment (clap reads PONDER_*).

@@ -36,6 +36,7 @@ oscillates (its spread over 1 s windows at steady load, against one orchestrator
 """
 
 import argparse
+import math
 import json
 import os
 import statistics
@@ -353,6 +354,14 @@ def orchestrators(a):
             if m > 2 and statistics.pstdev(x[:m]) > 0 and statistics.pstdev(y[:m]) > 0:
                 corr.append(statistics.correlation(x[:m], y[:m]))
     grants = [s / cnt for s, cnt in cluster_s.values() if cnt > 0]
+    # The controllers' mean load per 1 s at steady load, and its autocorrelation: a
+    # cycle shows as a negative lobe at half its period and a positive one at the
+    # period; noise (the question mix) decays to within 2/sqrt(n) of 0.
+    mean_load = []
+    for t in range(int(steady[0]), int(steady[1])):
+        v = [r[2] for rows in series.values() for r in rows if t <= r[0] < t + 1]
+        if v:
+            mean_load.append(statistics.mean(v))
     out = {
         "scenario": "orchestrators", "n": a.n, "k": a.k, "verifiers": a.verifiers or a.n,
         "env": a.env or [],
@@ -367,6 +376,15 @@ def orchestrators(a):
         },
         "steady_load": {n: {"mean": round(statistics.mean(v), 3), "sd": round(statistics.pstdev(v), 3)}
                         for n, v in loads.items() if v},
+        "load_autocorrelation": {
+            "lags_s": list(range(1, 25)),
+            "acf": [round(autocorrelation(mean_load, lag), 3) for lag in range(1, 25)],
+            "noise_band": round(2 / math.sqrt(len(mean_load)), 3) if mean_load else None,
+        },
+        # Each controller's price (its decision) at steady load: the median, and the
+        # share of polls within 2x of it (-1, the metric's infinity, counts as outside).
+        "steady_price": {n: price_spread([r[3] for r in rows if steady[0] <= r[0] < steady[1]])
+                         for n, rows in series.items()},
         "cluster_grant_per_s": {
             "mean": round(statistics.mean(grants), 2) if grants else None,
             "sd": round(statistics.pstdev(grants), 2) if grants else None,
@@ -386,12 +404,41 @@ def orchestrators(a):
     return out
 
 
+def price_spread(prices):
+    """The median price and the share of `prices` within 2x of it."""
+    if not prices:
+        return None
+    finite = sorted(p if p >= 0 else math.inf for p in prices)
+    median = finite[len(finite) // 2]
+    near = sum(1 for p in finite if 0 < median < math.inf and median / 2 <= p <= median * 2)
+    return {"median": median if median < math.inf else -1,
+            "within_2x": round(near / len(finite), 3)}
+
+
+def autocorrelation(x, lag):
+    """The sample autocorrelation of `x` at `lag` (0 for a constant or short series)."""
+    if len(x) <= lag + 1:
+        return 0.0
+    m = statistics.mean(x)
+    var = sum((v - m) ** 2 for v in x)
+    if var == 0:
+        return 0.0
+    return sum((x[i] - m) * (x[i + lag] - m) for i in range(len(x) - lag)) / var
+
+
 def plot_orchestrators(out, path):
     fig, ax = two_panels()
     for n, rows in sorted(out["grant_per_s"].items()):
         ax[0].step([t for t, _ in rows], [g for _, g in rows], where="post", label=n, lw=1)
     for n, rows in sorted(out["controller"].items()):
         ax[1].plot([r[0] for r in rows], [r[1] for r in rows], label=n, lw=1)
+    # The price each controller grants at (the decision; -1 in the metric: infinite).
+    price = ax[1].twinx()
+    for n, rows in sorted(out["controller"].items()):
+        price.step([r[0] for r in rows], [r[2] if r[2] >= 0 else 1.0 for r in rows],
+                   where="post", lw=0.8, ls=":", color="black", alpha=0.6)
+    price.set_yscale("symlog", linthresh=1e-4)
+    price.set_ylabel("price (dotted)")
     ax[0].set_ylabel("mean grant per 1 s")
     ax[1].set_ylabel("controller load")
     ax[1].set_xlabel("seconds")

@@ -1,7 +1,8 @@
-//! Load-adaptive budgets end to end on the embedded cluster (docs/load-adaptive.md):
-//! an idle cluster grants the maximum, an open-loop burst makes the controller cut
-//! the budgets of the queries it runs (none fails), and once the burst is over the
-//! grants are back at the maximum. A fixed-mode query in the burst keeps its budget.
+//! Load-adaptive budgets end to end on the embedded cluster (docs/load-adaptive.md),
+//! under the load law and under the capacity law: an idle cluster grants the maximum,
+//! an open-loop burst makes the controller cut the budgets of the queries it runs (none
+//! fails), and once the burst is over the grants are back at the maximum. A fixed-mode
+//! query in the burst keeps its budget.
 
 use crate::common;
 use ponder_cli::embedded::EmbeddedCluster;
@@ -23,6 +24,27 @@ async fn budgets_shrink_under_a_burst_and_grow_back_after_it() {
     // load 1), so it gets its maximum; a burst of 25 is far past the top of the range.
     let cfg = common::embedded_config(1);
     assert_eq!(cfg.control.budget_mode, ponder_search::BudgetMode::Adaptive);
+    burst_then_recover(cfg, &["ponder_budget_load_signal{signal=\"queries\"}"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_capacity_law_too() {
+    // 48 generations per second on the one generator node: a query alone (16 in 5 s)
+    // fits, 25 at once (24 per second at 16 each) are far past it. After the burst its
+    // arrivals leave the 5 s window, and one query every half second or more (at most
+    // 32 per second) fits again.
+    let mut cfg = common::embedded_config(1);
+    cfg.control.capacity = 48.0;
+    burst_then_recover(
+        cfg,
+        &["ponder_budget_capacity_share ", "ponder_budget_demand "],
+    )
+    .await;
+}
+
+/// An idle query, a burst of 24 adaptive queries and one fixed at once, then one at a
+/// time until the grant is the maximum again; `series` must be in /metrics.
+async fn burst_then_recover(cfg: ponder_cli::embedded::EmbeddedConfig, series: &[&str]) {
     let cluster = EmbeddedCluster::start(cfg)
         .await
         .expect("the cluster starts");
@@ -99,8 +121,10 @@ async fn budgets_shrink_under_a_burst_and_grow_back_after_it() {
         "ponder_budget_granted_generations_count{reason=\"idle\"}",
         "ponder_budget_requested_generations_count",
         "ponder_budget_load ",
-        "ponder_budget_load_signal{signal=\"queries\"}",
-    ] {
+    ]
+    .iter()
+    .chain(series)
+    {
         assert!(metrics.contains(series), "{series} missing from /metrics");
     }
     assert!(

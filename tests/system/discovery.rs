@@ -1,5 +1,6 @@
-//! Discovery through a real etcd: members appear and leave, a SIGKILLed node vanishes
-//! when its lease expires, and the orchestrator keeps serving while etcd restarts.
+//! Discovery through a real etcd: members appear and leave (orchestrators register
+//! too), a SIGKILLed node vanishes when its lease expires, and the orchestrator keeps
+//! serving while etcd restarts.
 
 use crate::common::*;
 use ponder_cluster::node::NodeArgs;
@@ -30,6 +31,17 @@ async fn members_come_and_go_and_etcd_may_restart() {
     .unwrap();
     let reg = o.registry.clone();
     assert_eq!(reg.ready(Role::Generator), 1);
+    // The orchestrator registers itself too (never routed to; the capacity law counts
+    // the replicas that share the generators), and is never taken for a model node.
+    assert!(
+        eventually(Duration::from_secs(5), || reg
+            .members(Role::Orchestrator)
+            .len()
+            == 1)
+        .await,
+        "the orchestrator did not register under its role"
+    );
+    assert_eq!(reg.ready(Role::Orchestrator), 0);
     let watch_up =
         || crate::metrics::sample(&metrics.render(), "ponder_etcd_watch_up", &[]).unwrap_or(-1.0);
     assert_eq!(watch_up(), 1.0);

@@ -140,6 +140,19 @@ impl Admission {
         self.in_progress() as f64 / self.limit.max(1) as f64
     }
 
+    /// The share in use of the fullest admission limit, 0..=1: all the query slots, or
+    /// the busiest client's (when clients are capped). A query is refused when this
+    /// is 1 for it.
+    pub fn fullest(&self) -> f64 {
+        let client = if self.per_client > 0 {
+            let busiest = self.clients.iter().map(|c| c.queries).max().unwrap_or(0);
+            busiest as f64 / self.per_client as f64
+        } else {
+            0.0
+        };
+        self.occupancy().max(client)
+    }
+
     /// Queries in progress now.
     pub fn in_progress(&self) -> usize {
         self.limit.saturating_sub(self.slots.available_permits())
@@ -154,6 +167,24 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fullest_limit_is_the_busiest_clients_or_all_slots() {
+        let a = Admission::new(8, 2, 0);
+        assert_eq!(a.fullest(), 0.0);
+        let _one = a.admit("k1", "k1").unwrap();
+        assert_eq!(a.fullest(), 0.5, "one of k1's two");
+        let _two = a.admit("k2", "k2").unwrap();
+        let _three = a.admit("k1", "k1").unwrap();
+        assert_eq!(a.fullest(), 1.0, "k1 is full; 3 of 8 slots are not");
+        drop(_three);
+        assert_eq!(a.fullest(), 0.5);
+        let open = Admission::new(4, 0, 0);
+        let _q: Vec<_> = (0..3)
+            .map(|i| open.admit(&i.to_string(), "c").unwrap())
+            .collect();
+        assert_eq!(open.fullest(), 0.75, "no per-client limit: the slots");
+    }
 
     #[test]
     fn a_full_house_is_resource_exhausted_until_a_query_ends() {

@@ -422,7 +422,17 @@ pub fn start(
         registry
             .wait_for(None, |snap| (snap.ready(Role::Generator) > 0).then_some(()))
             .await;
-        node.set_serving(None).await;
+        // Registered in etcd (when discovery is etcd) under the orchestrator role: never
+        // routed to, but counted, so that each replica's budget controller knows how
+        // many share the generators (docs/load-adaptive.md, "The capacity law").
+        let record = ponder_cluster::MemberRecord {
+            role: Role::Orchestrator,
+            instance_id: node.instance_id("orchestrator"),
+            address: node.advertised(),
+            model_id: String::new(),
+            capacity: args.max_queries as u32,
+        };
+        node.set_serving(Some(record)).await;
         let readiness = follow_readiness(&registry, node.health());
         let member_gauges = count_members(&registry, metrics_for_members);
         // Started once the orchestrator serves: its ready line means it answers.

@@ -22,6 +22,7 @@ use ponder_proto::v1 as pb;
 use ponder_proto::v1::orchestrator_server::Orchestrator;
 use ponder_search::solve::{solve_query_on, Query};
 use ponder_search::strategy::compute_optimal::Policy;
+use ponder_search::strategy::StrategyKind;
 use ponder_search::{Generators, Model, Outcome, Progress, QueryLimits, SolutionFormat};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,7 +131,17 @@ impl OrchestratorService {
             .with_tenant(ponder_search::solve::hash(&caller.bucket()) | 1);
         let mode = ponder_cluster::wire::budget_mode_from_pb(request.get_ref().budget_mode)
             .unwrap_or_else(|| self.shared.controller.default_mode());
-        if let Some(allowance) = self.shared.controller.allowance(mode, caller.key_name()) {
+        // Compute-optimal (the default strategy) spends its probes before its bin, and
+        // so its grant, is known: the controller counts them in what the query costs.
+        let probes = match query.strategy() {
+            None | Some(StrategyKind::ComputeOptimal) => self.shared.policy.probes,
+            Some(_) => 0,
+        };
+        let allowance =
+            self.shared
+                .controller
+                .allowance(mode, caller.key_name(), query.budget(), probes);
+        if let Some(allowance) = allowance {
             query = query.with_allowance(allowance);
         }
         let requested = query.budget().max_generations;

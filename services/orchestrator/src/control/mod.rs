@@ -13,20 +13,23 @@
 //! load wave by wave. Each replica decides from its own view of the load; nothing is
 //! shared between replicas (docs/load-adaptive.md, "Several orchestrators").
 
+pub mod curves;
+pub mod demand;
 pub mod law;
+mod metrics;
 pub mod signal;
 
 use crate::admission::Admission;
 use clap::Args;
+pub use curves::Curves;
+use demand::{Cost, Demand, Priced};
 use law::LawParams;
+use metrics::ControlMetrics;
 use ponder_cluster::metrics::{Labels, Metrics};
-use ponder_cluster::Registry;
+use ponder_cluster::{Registry, Role};
+use ponder_search::budget::Budget;
 use ponder_search::grant::{Allowance, BudgetMode, Grant, GrantAsk, GrantReason};
-use ponder_search::strategy::compute_optimal::{Policy, BINS};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use ponder_search::strategy::compute_optimal::Policy;
 use signal::{LatencyWindow, LoadSignal};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,6 +78,18 @@ pub struct ControlArgs {
     /// What the `switch` law grants at or above load 1.
     #[arg(long, env = "PONDER_SWITCH_BUDGET", default_value_t = 4)]
     pub switch_budget: u32,
+    /// Generations per second one generator node performs at the cluster's knee: fixed
+    /// 16's knee rate x its mean generations per query (ponder-load's records) /
+    /// generator nodes. With it, the `price` law solves the price at which the recent
+    /// arrivals fit this capacity instead of reading it off the load
+    /// (docs/load-adaptive.md, "The capacity law"); 0 (the default): off.
+    #[arg(long, env = "PONDER_CAPACITY", default_value_t = 0.0)]
+    pub capacity: f64,
+    /// Orchestrator replicas sharing the generators when discovery is not etcd (with
+    /// etcd, the orchestrators registered there are counted): with --capacity, each one
+    /// commits its even share of the capacity.
+    #[arg(long, env = "PONDER_REPLICAS", default_value_t = 1)]
+    pub replicas: u32,
 }
 
 /// Which control law grants adaptive budgets.
@@ -99,6 +114,8 @@ impl Default for ControlArgs {
             backlog_target: DEFAULT_BACKLOG_TARGET,
             budget_law: LawKind::Price,
             switch_budget: 4,
+            capacity: 0.0,
+            replicas: 1,
         }
     }
 }
@@ -130,47 +147,16 @@ impl ControlArgs {
             "--backlog-target must be a positive number of requests per node, got {}",
             self.backlog_target
         );
+        anyhow::ensure!(
+            self.capacity.is_finite() && self.capacity >= 0.0,
+            "--capacity must be 0 (off) or generations per second per generator node, got {}",
+            self.capacity
+        );
+        anyhow::ensure!(
+            self.replicas >= 1,
+            "--replicas must be at least 1 orchestrator"
+        );
         Ok(law)
-    }
-}
-
-/// The accuracy curves grants are read from: one per difficulty bin and one pooled (for
-/// a query whose bin is not known: before its probes, or a strategy without probes).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Curves {
-    bins: Vec<Vec<(u32, f64)>>,
-    pooled: Vec<(u32, f64)>,
-}
-
-impl Curves {
-    /// The policy's fitted curves (schema 2), or [`law::fallback_curve`] for every bin
-    /// when it has none.
-    pub fn from_policy(policy: &Policy) -> Self {
-        let pooled = policy.curve(None);
-        if pooled.is_empty() {
-            return Self {
-                bins: vec![law::fallback_curve(); BINS],
-                pooled: law::fallback_curve(),
-            };
-        }
-        let bins = (0..BINS)
-            .map(|b| {
-                let c = policy.curve(Some(b));
-                if c.is_empty() {
-                    pooled.clone()
-                } else {
-                    c
-                }
-            })
-            .collect();
-        Self { bins, pooled }
-    }
-
-    pub fn get(&self, bin: Option<usize>) -> &[(u32, f64)] {
-        match bin {
-            Some(b) => &self.bins[b.min(BINS - 1)],
-            None => &self.pooled,
-        }
     }
 }
 
@@ -186,8 +172,24 @@ pub struct Controller {
     /// f64 bits: the price of a generation now, and the smoothed load it came from.
     price: AtomicU64,
     load: AtomicU64,
-    finished: mpsc::Sender<f64>,
+    /// f64 bits: with --capacity, the price just below `price` at which the grants no
+    /// longer fit, and the share of queries that get it (so that the expected grants
+    /// meet the capacity exactly rather than jumping between two of the curves' steps).
+    generous: AtomicU64,
+    mix: AtomicU64,
+    /// Counts allowances, to spread the queries that get the generous price evenly.
+    allowances: AtomicU64,
+    events: mpsc::Sender<Event>,
     metrics: ControlMetrics,
+}
+
+/// What the service tells the controller's task about queries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Event {
+    /// A query was admitted, and may cost this much (the capacity law's demand).
+    Arrived(Cost),
+    /// A query finished after this many seconds (the latency signal).
+    Finished(f64),
 }
 
 impl Controller {
@@ -196,8 +198,8 @@ impl Controller {
         args: &ControlArgs,
         policy: &Policy,
         metrics: &Metrics,
-    ) -> anyhow::Result<(Arc<Self>, mpsc::Receiver<f64>)> {
-        let (finished, rx) = mpsc::channel(4096);
+    ) -> anyhow::Result<(Arc<Self>, mpsc::Receiver<Event>)> {
+        let (events, rx) = mpsc::channel(4096);
         let c = Self {
             default_mode: args.budget_mode,
             priority: args.priority_keys.iter().cloned().collect(),
@@ -207,7 +209,10 @@ impl Controller {
             curves: Curves::from_policy(policy),
             price: AtomicU64::new(0f64.to_bits()),
             load: AtomicU64::new(0f64.to_bits()),
-            finished,
+            generous: AtomicU64::new(0f64.to_bits()),
+            mix: AtomicU64::new(0f64.to_bits()),
+            allowances: AtomicU64::new(0),
+            events,
             metrics: ControlMetrics::register(metrics),
         };
         Ok((Arc::new(c), rx))
@@ -227,10 +232,28 @@ impl Controller {
         f64::from_bits(self.load.load(Ordering::Relaxed))
     }
 
-    /// Publishes a new smoothed load and its price.
+    /// Publishes a new smoothed load and its price on the load law.
     pub fn set_load(&self, load: f64) {
-        self.load.store(load.to_bits(), Ordering::Relaxed);
         let price = self.law.price(load);
+        self.publish(
+            load,
+            Priced {
+                price,
+                generous: price,
+                mix: 0.0,
+                asked: 0.0,
+                spent: 0.0,
+            },
+        );
+    }
+
+    /// Publishes a smoothed load and the price of a generation.
+    pub fn publish(&self, load: f64, priced: Priced) {
+        let price = priced.price;
+        self.generous
+            .store(priced.generous.to_bits(), Ordering::Relaxed);
+        self.mix.store(priced.mix.to_bits(), Ordering::Relaxed);
+        self.load.store(load.to_bits(), Ordering::Relaxed);
         self.price.store(price.to_bits(), Ordering::Relaxed);
         self.metrics.load.set(load);
         self.metrics
@@ -238,27 +261,55 @@ impl Controller {
             .set(if price.is_finite() { price } else { -1.0 });
     }
 
-    /// The allowance of a query in `mode` from the API key `key` (None for a fixed
+    /// Books an admitted query of `mode` from the API key `key`, with the client's
+    /// `budget` and the `probes` its strategy spends before its bin is known (0 for a
+    /// strategy that does not probe), and returns its allowance (None for a fixed
     /// budget).
     pub fn allowance(
         self: &Arc<Self>,
         mode: BudgetMode,
         key: Option<&str>,
+        budget: &Budget,
+        probes: u32,
     ) -> Option<Arc<dyn Allowance>> {
+        let priority = key.is_some_and(|k| self.priority.contains(k));
+        let max = budget.max_generations;
+        let cost = match mode {
+            BudgetMode::Adaptive if !priority => Cost::Adaptive {
+                max,
+                floor: budget.min_generations,
+                probes,
+            },
+            _ => Cost::Committed(max),
+        };
+        let _ = self.events.try_send(Event::Arrived(cost));
         match mode {
             BudgetMode::Fixed => None,
             BudgetMode::Adaptive => Some(Arc::new(QueryAllowance {
                 controller: self.clone(),
-                priority: key.is_some_and(|k| self.priority.contains(k)),
+                priority,
+                draw: spread(self.allowances.fetch_add(1, Ordering::Relaxed)),
             })),
         }
     }
 
     /// The grant at the current price for a query that knows `ask`.
     pub fn grant(&self, ask: &GrantAsk<'_>) -> Grant {
+        self.grant_drawn(ask, 1.0)
+    }
+
+    /// The grant for a query whose draw in [0, 1) is `draw`: the generous price when
+    /// the draw is below the published mix.
+    fn grant_drawn(&self, ask: &GrantAsk<'_>, draw: f64) -> Grant {
         match self.kind {
             LawKind::Price => {
-                law::grant(self.curves.get(ask.bin), self.price(), ask.max, ask.floor)
+                let mix = f64::from_bits(self.mix.load(Ordering::Relaxed));
+                let price = if draw < mix {
+                    f64::from_bits(self.generous.load(Ordering::Relaxed))
+                } else {
+                    self.price()
+                };
+                law::grant(self.curves.get(ask.bin), price, ask.max, ask.floor)
             }
             LawKind::Switch => {
                 law::switch(self.load(), 1.0, self.switch_budget, ask.max, ask.floor)
@@ -269,7 +320,7 @@ impl Controller {
     /// Books a finished query: its latency (a load signal) and its budget requested and
     /// granted (metrics).
     pub fn finished(&self, latency: Duration, requested: u32, granted: u32, reason: GrantReason) {
-        let _ = self.finished.try_send(latency.as_secs_f64());
+        let _ = self.events.try_send(Event::Finished(latency.as_secs_f64()));
         self.metrics.requested.observe(requested as f64);
         let l: Labels = Metrics::labels(&[("reason", reason.as_str())]);
         self.metrics
@@ -280,25 +331,31 @@ impl Controller {
     }
 
     /// Reads the load every [`TICK`] until the orchestrator stops: the task owns the
-    /// latency window, and publishes the smoothed load and its price.
+    /// latency window and the recent arrivals, and publishes the smoothed load and the
+    /// price (read off the load, or with `--capacity` solved from the arrivals).
     pub fn run(
         self: Arc<Self>,
         registry: Registry,
         admission: Admission,
         args: ControlArgs,
-        mut finished: mpsc::Receiver<f64>,
+        mut events: mpsc::Receiver<Event>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut window = LatencyWindow::default();
+            let mut demand = Demand::default();
             let mut smoothed = 0.0;
+            let mut harm = 0.0;
             let mut last = Instant::now();
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 let now = Instant::now();
-                while let Ok(seconds) = finished.try_recv() {
-                    window.record(now, seconds);
+                while let Ok(event) = events.try_recv() {
+                    match event {
+                        Event::Finished(seconds) => window.record(now, seconds),
+                        Event::Arrived(cost) => demand.record(now, cost),
+                    }
                 }
                 let snapshot = registry.snapshot();
                 let s = LoadSignal {
@@ -316,8 +373,23 @@ impl Controller {
                     self.metrics.signal.get_or_create(&l).set(v);
                 }
                 smoothed = signal::smooth(smoothed, s.load(), now - last, SMOOTHING);
+                let harm_now = signal::harm(admission.fullest(), s.latency);
+                harm = signal::smooth(harm, harm_now, now - last, SMOOTHING);
                 last = now;
-                self.set_load(smoothed);
+                if args.capacity > 0.0 {
+                    let nodes = signal::generator_nodes(snapshot.all());
+                    let replicas = match snapshot.members(Role::Orchestrator).len() {
+                        0 => args.replicas,
+                        counted => counted as u32,
+                    };
+                    let share = demand::share(args.capacity, nodes, replicas, harm);
+                    let priced = demand.price(now, share, &self.curves);
+                    self.metrics.capacity.set(share);
+                    self.metrics.demand.set(priced.asked);
+                    self.publish(smoothed, priced);
+                } else {
+                    self.set_load(smoothed);
+                }
             }
         })
     }
@@ -329,6 +401,16 @@ impl Controller {
 struct QueryAllowance {
     controller: Arc<Controller>,
     priority: bool,
+    /// In [0, 1): below the controller's mix, the query is granted at the generous
+    /// price (the same draw for all its grants, so they do not flip wave by wave).
+    draw: f64,
+}
+
+/// The `n`th point of the golden-ratio sequence in [0, 1): any run of consecutive
+/// queries covers the interval evenly, so a mix of q gives about q of them the generous
+/// price without a random number generator.
+fn spread(n: u64) -> f64 {
+    (n as f64 * 0.618_033_988_749_895).fract()
 }
 
 impl Allowance for QueryAllowance {
@@ -339,72 +421,14 @@ impl Allowance for QueryAllowance {
                 reason: GrantReason::Priority,
             };
         }
-        self.controller.grant(ask)
-    }
-}
-
-/// The controller's metric families (docs/load-adaptive.md, "Metrics").
-#[derive(Debug, Clone)]
-struct ControlMetrics {
-    requested: Histogram,
-    granted: Family<Labels, Histogram, fn() -> Histogram>,
-    decisions: Family<Labels, Counter>,
-    load: Gauge<f64, AtomicU64>,
-    price: Gauge<f64, AtomicU64>,
-    signal: Family<Labels, Gauge<f64, AtomicU64>>,
-}
-
-fn generations_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(1.0, 2.0, 13))
-}
-
-impl ControlMetrics {
-    fn register(metrics: &Metrics) -> Self {
-        let m = Self {
-            requested: generations_histogram(),
-            granted: Family::new_with_constructor(generations_histogram as fn() -> Histogram),
-            decisions: Family::default(),
-            load: Gauge::default(),
-            price: Gauge::default(),
-            signal: Family::default(),
-        };
-        metrics.register(
-            "budget_requested_generations",
-            "orchestrator: budget.max_generations of finished queries",
-            m.requested.clone(),
-        );
-        metrics.register(
-            "budget_granted_generations",
-            "orchestrator: generations granted to finished queries, by reason (fixed, priority, idle, load, floor)",
-            m.granted.clone(),
-        );
-        metrics.register(
-            "budget_grants",
-            "orchestrator: finished queries by the reason of their grant",
-            m.decisions.clone(),
-        );
-        metrics.register(
-            "budget_load",
-            "orchestrator: the smoothed load the budget controller prices generations from (1 = at capacity)",
-            m.load.clone(),
-        );
-        metrics.register(
-            "budget_price",
-            "orchestrator: the price of a generation in accuracy (0 idle; -1 at the top of the load range: every grant at its floor)",
-            m.price.clone(),
-        );
-        metrics.register(
-            "budget_load_signal",
-            "orchestrator: the budget controller's load signals before smoothing (admission, queries, backlog, latency)",
-            m.signal.clone(),
-        );
-        m
+        self.controller.grant_drawn(ask, self.draw)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ponder_search::strategy::compute_optimal::BINS;
 
     fn shipped_policy() -> Policy {
         let path =
@@ -484,9 +508,23 @@ mod tests {
             ..ControlArgs::default()
         };
         let (c, _finished) = Controller::new(&args, &Policy::default(), &Metrics::new()).unwrap();
-        assert!(c.allowance(BudgetMode::Fixed, Some("gold")).is_none());
+        assert!(c
+            .allowance(
+                BudgetMode::Fixed,
+                Some("gold"),
+                &Budget::new(64, 0, None).unwrap(),
+                0
+            )
+            .is_none());
         c.set_load(1.9);
-        let gold = c.allowance(BudgetMode::Adaptive, Some("gold")).unwrap();
+        let gold = c
+            .allowance(
+                BudgetMode::Adaptive,
+                Some("gold"),
+                &Budget::new(64, 0, None).unwrap(),
+                0,
+            )
+            .unwrap();
         assert_eq!(
             gold.grant(&ask(Some(4))),
             Grant {
@@ -494,10 +532,62 @@ mod tests {
                 reason: GrantReason::Priority
             }
         );
-        let other = c.allowance(BudgetMode::Adaptive, Some("other")).unwrap();
+        let other = c
+            .allowance(
+                BudgetMode::Adaptive,
+                Some("other"),
+                &Budget::new(64, 0, None).unwrap(),
+                0,
+            )
+            .unwrap();
         assert!(other.grant(&ask(Some(4))).generations < 64);
         // A policy without curves grants from the generic one.
         assert_eq!(c.curves.get(None), law::fallback_curve().as_slice());
+    }
+
+    #[test]
+    fn the_mix_gives_its_share_of_queries_the_generous_price_and_each_keeps_its_draw() {
+        let (c, _events) =
+            Controller::new(&ControlArgs::default(), &shipped_policy(), &Metrics::new()).unwrap();
+        // Bin 4's curve keeps 16 at a price of 0.01 and drops to the floor at 0.05.
+        let at = |price| law::grant(c.curves.get(Some(3)), price, 16, 1).generations;
+        assert_eq!((at(0.01), at(0.05)), (16, 1));
+        c.publish(
+            1.0,
+            Priced {
+                price: 0.05,
+                generous: 0.01,
+                mix: 0.25,
+                asked: 0.0,
+                spent: 0.0,
+            },
+        );
+        let budget = Budget::new(16, 0, None).unwrap();
+        let allowances: Vec<_> = (0..400)
+            .map(|_| c.allowance(BudgetMode::Adaptive, None, &budget, 4).unwrap())
+            .collect();
+        let sixteen = |a: &Arc<dyn Allowance>| {
+            a.grant(&GrantAsk {
+                max: 16,
+                ..ask(Some(3))
+            })
+            .generations
+                == 16
+        };
+        let generous: Vec<bool> = allowances.iter().map(sixteen).collect();
+        let n = generous.iter().filter(|&&g| g).count();
+        assert!((98..=102).contains(&n), "{n} of 400 at the generous price");
+        // Asked again (wave by wave), every query gets the same grant.
+        assert_eq!(allowances.iter().map(sixteen).collect::<Vec<_>>(), generous);
+        // The plain grant (no draw) is at the price.
+        assert_eq!(
+            c.grant(&GrantAsk {
+                max: 16,
+                ..ask(Some(3))
+            })
+            .generations,
+            1
+        );
     }
 
     #[test]

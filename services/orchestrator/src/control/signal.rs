@@ -56,13 +56,17 @@ fn serving(m: &Member, role: Role) -> bool {
     m.record.role == role && m.info.get().is_some() && !m.is_ejected()
 }
 
-/// Queries in progress over `per_node` per serving generator node (at least one node).
-pub fn queries(members: &[Arc<Member>], in_progress: usize, per_node: f64) -> f64 {
-    let nodes = members
+/// Generator nodes serving now (answered ModelInfo, not ejected).
+pub fn generator_nodes(members: &[Arc<Member>]) -> usize {
+    members
         .iter()
         .filter(|m| serving(m, Role::Generator))
         .count()
-        .max(1);
+}
+
+/// Queries in progress over `per_node` per serving generator node (at least one node).
+pub fn queries(members: &[Arc<Member>], in_progress: usize, per_node: f64) -> f64 {
+    let nodes = generator_nodes(members).max(1);
     in_progress as f64 / (nodes as f64 * per_node)
 }
 
@@ -84,6 +88,20 @@ pub fn backlog(members: &[Arc<Member>], target: f64) -> f64 {
             }
         })
         .fold(0.0, f64::max)
+}
+
+/// The share of the fullest admission limit at which the capacity law's harm is 1.
+pub const HARM_OCCUPANCY: f64 = 0.5;
+
+/// What the capacity law divides its share by, above 1: the signals that measure harm
+/// itself rather than estimate capacity. `fullest` is the fullest admission limit's
+/// share in use (all slots, or the busiest client's): refusals are near, and at
+/// [`HARM_OCCUPANCY`] of it the share starts to shrink (full slots halve it). `latency`
+/// is the latency signal: the objective is being missed. Queries and backlog are
+/// estimates of the capacity that `--capacity` replaces, read from queues that every
+/// replica shares, so they do not price under that law.
+pub fn harm(fullest: f64, latency: f64) -> f64 {
+    (fullest / HARM_OCCUPANCY).max(latency)
 }
 
 /// Latencies of recently finished queries (owned by the controller's task).
@@ -143,6 +161,13 @@ mod tests {
         let s = LoadSignal { queries: 2.5, ..s };
         assert_eq!(s.load(), 2.5);
         assert_eq!(LoadSignal::default().load(), 0.0);
+    }
+
+    #[test]
+    fn harm_is_the_fullest_limit_over_half_or_the_latency_pressure() {
+        assert_eq!(harm(0.25, 0.3), 0.5);
+        assert_eq!(harm(1.0, 0.3), 2.0, "a full limit halves the share");
+        assert_eq!(harm(0.2, 1.5), 1.5);
     }
 
     #[test]
