@@ -91,7 +91,6 @@ impl Demand {
             .max(MIN_SPAN)
             .as_secs_f64();
         let per_second = (n / DEMAND_WINDOW.as_secs_f64()).max((n - 1.0).max(0.0) / span);
-        let window = if n > 0.0 { n / per_second } else { 1.0 };
         // Arrivals with the same budget cost the same: priced once per kind (clients
         // send few distinct budgets), so a tick stays cheap at any arrival rate.
         let mut committed = 0.0;
@@ -104,6 +103,8 @@ impl Demand {
                 }
             }
         }
+        // Generations per second at `price`: the arrivals' mean expected spend times
+        // their rate.
         let rate = |price: f64| {
             let adaptive: f64 = adaptive
                 .iter()
@@ -111,7 +112,7 @@ impl Demand {
                     n * curves.expected_spend(price, max, floor, probes)
                 })
                 .sum();
-            (committed + adaptive) / window
+            (committed + adaptive) * per_second / n.max(1.0)
         };
         let asked = rate(0.0);
         // `generous` does not fit and `price` does: the mix of the two that meets the
@@ -132,13 +133,7 @@ impl Demand {
             }
         };
         if asked <= capacity {
-            return Priced {
-                price: 0.0,
-                generous: 0.0,
-                mix: 0.0,
-                asked,
-                spent: asked,
-            };
+            return mixed(0.0, 0.0);
         }
         if rate(PRICE_MAX) > capacity {
             return mixed(f64::INFINITY, f64::INFINITY);

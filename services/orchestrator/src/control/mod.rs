@@ -508,22 +508,13 @@ mod tests {
             ..ControlArgs::default()
         };
         let (c, _finished) = Controller::new(&args, &Policy::default(), &Metrics::new()).unwrap();
+        let budget = Budget::new(64, 0, None).unwrap();
         assert!(c
-            .allowance(
-                BudgetMode::Fixed,
-                Some("gold"),
-                &Budget::new(64, 0, None).unwrap(),
-                0
-            )
+            .allowance(BudgetMode::Fixed, Some("gold"), &budget, 0)
             .is_none());
         c.set_load(1.9);
         let gold = c
-            .allowance(
-                BudgetMode::Adaptive,
-                Some("gold"),
-                &Budget::new(64, 0, None).unwrap(),
-                0,
-            )
+            .allowance(BudgetMode::Adaptive, Some("gold"), &budget, 0)
             .unwrap();
         assert_eq!(
             gold.grant(&ask(Some(4))),
@@ -533,12 +524,7 @@ mod tests {
             }
         );
         let other = c
-            .allowance(
-                BudgetMode::Adaptive,
-                Some("other"),
-                &Budget::new(64, 0, None).unwrap(),
-                0,
-            )
+            .allowance(BudgetMode::Adaptive, Some("other"), &budget, 0)
             .unwrap();
         assert!(other.grant(&ask(Some(4))).generations < 64);
         // A policy without curves grants from the generic one.
