@@ -78,8 +78,9 @@ def main():
     ap.add_argument("--resamples", type=int, default=10000)
     a = ap.parse_args()
     out = Path(a.out)
+    # The loads any mode ran at (a run of a few modes, MODES=..., has no fixed16).
     mults = sorted(
-        {p.name.split("-x")[1].split(".jsonl")[0] for p in out.glob("fixed16-x*.jsonl*")}, key=float
+        {p.name.split("-x")[1].split(".jsonl")[0] for p in out.glob("*-x*.jsonl*")}, key=float
     )
     rows, table = {}, []
     for m in mults:

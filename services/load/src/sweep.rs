@@ -48,6 +48,14 @@ impl SweepReport {
         self.steps.iter().rev().find(|s| s.met)
     }
 
+    /// Generations per second the cluster served at the knee: its throughput times the
+    /// mean generations per answer. Divided by the generator nodes, it is the
+    /// orchestrator's `--capacity` (docs/load-adaptive.md, "The capacity law").
+    pub fn knee_generations_per_s(&self) -> Option<f64> {
+        let k = &self.knee()?.report;
+        Some(k.throughput * k.mean_generations?)
+    }
+
     pub fn save(&self, path: &std::path::Path) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(self)? + "\n")
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
@@ -196,7 +204,11 @@ pub fn summary(s: &SweepReport) -> String {
             k.report.slo_latency_s.unwrap_or(f64::NAN),
             k.report.accuracy.map_or("-".into(), |a| format!("{a:.3}")),
             k.report.goodput.map_or("-".into(), |g| format!("{g:.3}/s")),
-        ),
+        ) + &s.knee_generations_per_s().map_or(String::new(), |g| {
+            format!(
+                ", {g:.1} generations/s (--capacity: this over the generator nodes, from a sweep at a fixed budget)"
+            )
+        }),
         None => format!(
             "no knee: the lowest rate, {} req/s, already broke the SLO",
             s.steps.first().map_or(f64::NAN, |s| s.rate)
@@ -217,5 +229,34 @@ mod tests {
         assert_eq!(linear_rates(1.0, 1.0, 1.0).unwrap(), vec![1.0]);
         assert!(linear_rates(1.0, 1000.0, 1.0).is_err());
         assert!(linear_rates(2.0, 1.0, 1.0).is_err());
+    }
+
+    #[test]
+    fn the_knee_reports_the_generations_it_served() {
+        use crate::report::tests::{info, record};
+        let step = |rate: f64, met: bool| Step {
+            rate,
+            met,
+            reason: None,
+            report: Report::build(
+                info(Some(2.0)),
+                &[
+                    record(1, 1.0, Some(1.0), "OK", Some(true)),
+                    record(2, 2.0, Some(3.0), "OK", Some(true)),
+                ],
+            ),
+        };
+        let mut s = SweepReport {
+            slo_s: 2.0,
+            slo_percentile: 99.0,
+            max_failed_share: 0.01,
+            steps: vec![step(1.0, true), step(2.0, false)],
+            knee_rate: Some(1.0),
+        };
+        // Two answers of 4 generations each over a 4 s window.
+        assert_eq!(s.knee_generations_per_s(), Some(2.0));
+        assert!(summary(&s).contains(", 2.0 generations/s (--capacity"));
+        s.steps[0].met = false;
+        assert_eq!(s.knee_generations_per_s(), None, "no knee");
     }
 }
