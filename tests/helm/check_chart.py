@@ -25,7 +25,9 @@
    one NetworkPolicy that admits exactly the expected flows (only the orchestrator's
    client ports, gRPC and the HTTP gateway's, may admit any source); the gateway
    (orchestrator.gateway) gets its address, body limit, container, Service and policy
-   port, HTTPS exactly with TLS, or none of them when off; trace export
+   port, HTTPS exactly with TLS, or none of them when off; the load-adaptive budget
+   settings (orchestrator.budget, maxQueriesPerClient) reach the orchestrator only,
+   as the values say; trace export
    (tracing.otlpEndpoint) gives every role's pods (each generator group's too)
    PONDER_OTLP_ENDPOINT and, with egress policies, an egress rule to the collector's
    port towards networkPolicy.otlpTo (any address when empty), and the defaults
@@ -61,6 +63,7 @@ import kubernetes_validate
 # on sys.path already; this keeps the import working under -P / PYTHONSAFEPATH too.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from chart_checks.budget import check_budget  # noqa: E402
 from chart_checks.base import CHART, EXAMPLES, FAILURES, KUBE_VERSIONS, deep_merge, fail, load_values_file  # noqa: E402
 from chart_checks.etcd_auth import check_etcd_auth, run_auth_script  # noqa: E402
 from chart_checks.gateway import check_gateway  # noqa: E402
@@ -128,6 +131,7 @@ def main() -> int:
         check_network_policy(scen, docs, merged)
         check_generator_groups(scen, docs, merged, notes)
         check_gateway(scen, docs, merged, notes)
+        check_budget(scen, docs, merged)
         check_tracing(scen, docs, merged)
         check_monitoring(scen, docs, merged)
         if scen == "default":

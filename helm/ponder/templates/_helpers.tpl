@@ -160,6 +160,13 @@ PONDER_PREFIX_CACHE_MIB: {{ int64 $v.prefixCacheMiB | quote }}
 {{- else }}
 PONDER_DEFAULT_GENERATIONS: {{ int64 $v.defaultGenerations | quote }}
 PONDER_MAX_QUERIES: {{ int64 $v.maxQueries | quote }}
+PONDER_MAX_QUERIES_PER_CLIENT: {{ int64 $v.maxQueriesPerClient | quote }}
+PONDER_BUDGET_MODE: {{ $v.budget.mode | quote }}
+PONDER_SLO: {{ $v.budget.slo | toString | quote }}
+PONDER_CAPACITY: {{ $v.budget.capacity | toString | quote }}
+{{- with $v.budget.priorityKeys }}
+PONDER_PRIORITY_KEYS: {{ join "," . | quote }}
+{{- end }}
 {{- with include "ponder.defaultModel" $ctx }}
 PONDER_DEFAULT_MODEL: {{ . | quote }}
 {{- end }}

@@ -122,10 +122,31 @@ def scenarios() -> dict[str, dict]:
         "tls": {"enabled": False},
         "cluster": {"ipFamily": "IPv6"},
     }
+    # Load-adaptive budgets configured (the capacity law, priority keys, a per-client
+    # limit) on two orchestrator replicas; checked by budget.py.
+    out[BUDGET_SET] = {
+        "orchestrator": {
+            "maxQueriesPerClient": 0,
+            "budget": {"mode": "fixed", "slo": 7.5, "capacity": 69, "priorityKeys": ["batch", "ops-team"]},
+            "apiKeys": {"secretName": "ponder-api-keys"},
+        },
+        "tests": {"apiKey": {"secretName": "ponder-test-token"}},
+    }
     out.update(group_scenarios())
     out.update(monitoring_scenarios())
     out.update(tracing_scenarios())
     return out
+
+
+BUDGET_SET = "budget:capacity+priority+no-per-client-limit"
+
+# What budget.py expects in the orchestrator's environment, written out by hand.
+BUDGET_EXPECT = {
+    "default": {"PONDER_MAX_QUERIES_PER_CLIENT": "32", "PONDER_BUDGET_MODE": "adaptive", "PONDER_SLO": "0",
+                "PONDER_CAPACITY": "0"},
+    BUDGET_SET: {"PONDER_MAX_QUERIES_PER_CLIENT": "0", "PONDER_BUDGET_MODE": "fixed", "PONDER_SLO": "7.5",
+                 "PONDER_CAPACITY": "69", "PONDER_PRIORITY_KEYS": "batch,ops-team"},
+}
 
 
 # What gateway.py expects per scenario, written out by hand: None (no gateway), or
@@ -408,6 +429,13 @@ BAD_VALUES = [
     ({"networkPolicy": {"otlpTo": "observability"}}, "/networkPolicy/otlpTo"),
     ({"networkPolicy": {"otlpTo": ["observability"]}}, "/networkPolicy/otlpTo/0"),
     ({"networkPolicy": {"egress": {"otlpTo": []}}}, "additional"),
+    # Load-adaptive budgets.
+    ({"orchestrator": {"budget": {"mode": "dynamic"}}}, "/orchestrator/budget/mode"),
+    ({"orchestrator": {"budget": {"slo": "10s"}}}, "/orchestrator/budget/slo"),
+    ({"orchestrator": {"budget": {"capacity": -1}}}, "minimum"),
+    ({"orchestrator": {"budget": {"priorityKeys": ["a,b"]}}}, "/orchestrator/budget/priorityKeys/0"),
+    ({"orchestrator": {"budget": {"law": "switch"}}}, "additional"),
+    ({"orchestrator": {"maxQueriesPerClient": -1}}, "minimum"),
     # The HTTP gateway.
     ({"orchestrator": {"gateway": {"port": 0}}}, "minimum"),
     ({"orchestrator": {"gateway": {"port": "8080"}}}, "/orchestrator/gateway/port"),
