@@ -1,5 +1,6 @@
 //! The `ponder` command's library: the embedded local cluster and the client commands.
 
+pub mod allocator;
 pub mod client;
 pub mod embedded;
 pub mod eval;

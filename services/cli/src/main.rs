@@ -244,6 +244,8 @@ enum NodeCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    // Before the models load and the workers start: see the module's measurements.
+    ponder_cli::allocator::disable_transparent_huge_pages();
     // Parse errors exit 2 (clap's own status, the same as exit::Exit::Usage).
     let cli = match node_with_config() {
         Some(node) => Cli {
