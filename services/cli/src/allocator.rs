@@ -6,11 +6,10 @@
 //! workers free and allocate megabytes every pass (KV buffers, candle's matmul
 //! outputs), so the kernel faults those regions in again and zeroes them a 2 MiB folio
 //! at a time, mostly for much smaller allocations. Measured on the embedded cluster at
-//! 3 q/s, fixed 16 (docs/engine.md, "Transparent huge pages"): page zeroing
-//! (`clear_page_erms`) was 39% of the process's CPU in the first 30 s after a start and
-//! 11% later, and the first 30 s had a p50 of 1.05-1.90 s against 0.29-0.39 s after.
-//! With THP off, the first 30 s had a p50 of 0.22-0.24 s and p99 1.2-1.3 s, and later
-//! ones p99 1.4 s against 2.5-2.6 s.
+//! 3 q/s, fixed 16 (docs/engine.md, "Memory"): page zeroing (`clear_page_erms`) was
+//! 39% of the process's CPU samples in the first 30 s after a start and 11% later. With
+//! THP off, p99 was 1.31-1.46 s in the first 30 s against 4.69-5.78 s with it, and
+//! 1.49-1.52 s in the next 30 s against 2.44-2.56 s (three alternated repetitions).
 //!
 //! `prctl(PR_SET_THP_DISABLE)` is what mimalloc itself does for `MIMALLOC_ALLOW_THP=0`,
 //! but it reads that only from the environment at start-up, before `main`. The flag is
