@@ -182,16 +182,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_price_is_the_lowest_at_which_the_arrivals_fit_and_the_mix_meets_it() {
+    /// 10 arrivals of `cost` half a second apart, and an instant 0.6 s after the last:
+    /// all in the window, 2 per second.
+    fn two_per_second(cost: Cost) -> (Demand, Instant) {
         let t0 = Instant::now();
         let mut d = Demand::default();
+        for i in 0..10 {
+            d.record(t0 + Duration::from_millis(500 * i), cost);
+        }
+        (d, t0 + Duration::from_millis(4600))
+    }
+
+    #[test]
+    fn the_price_is_the_lowest_at_which_the_arrivals_fit_and_the_mix_meets_it() {
         // 10 adaptive queries of max 16 in the window: 2 per second, 32 generations per
         // second at their maximum.
-        for i in 0..10 {
-            d.record(t0 + Duration::from_millis(500 * i), adaptive(0));
-        }
-        let now = t0 + Duration::from_millis(4600);
+        let (mut d, now) = two_per_second(adaptive(0));
         let c = curves();
         let p = d.price(now, 40.0, &c);
         assert_eq!((p.price, p.mix, p.asked, p.spent), (0.0, 0.0, 32.0, 32.0));
@@ -219,23 +225,18 @@ mod tests {
 
     #[test]
     fn probes_are_spent_whatever_the_grant() {
-        let t0 = Instant::now();
-        let mut d = Demand::default();
-        for i in 0..10 {
-            d.record(t0 + Duration::from_millis(500 * i), adaptive(4));
-        }
-        let t0 = t0 + Duration::from_millis(4600);
+        let (mut d, now) = two_per_second(adaptive(4));
         // While the pooled curve's first grant allows the 4 probes, each bin spends at
         // least 4: at 0.015 the climbing bin drops from 16 to 4, from 20 per second to 8,
         // and a third of the queries keep 16.
         let c = curves();
-        let p = d.price(t0, 12.0, &c);
+        let p = d.price(now, 12.0, &c);
         assert!((p.price - 0.18 / 12.0).abs() < 1e-6, "{p:?}");
         assert!((p.mix - 1.0 / 3.0).abs() < 1e-9 && (p.spent - 12.0).abs() < 1e-9);
         // Below 8 per second the probes themselves must go: the pooled curve (0.685 at
         // 1, 0.80 at 4) drops its first grant to 1 at 0.115 / 3, and the climbing bin
         // keeps 4 ((1 + 4) / 2 x 2 = 5 per second).
-        let p = d.price(t0, 7.0, &c);
+        let p = d.price(now, 7.0, &c);
         assert!((p.price - 0.115 / 3.0).abs() < 1e-6, "{p:?}");
         assert!((p.mix - 2.0 / 3.0).abs() < 1e-9, "{p:?}");
     }
