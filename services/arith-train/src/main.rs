@@ -184,6 +184,9 @@ enum Command {
         /// Samples per question for pass@k (default: 64, --quick 8).
         #[arg(short)]
         k: Option<u32>,
+        /// Wrong samples per question revised (default: 2, --quick 1).
+        #[arg(long)]
+        revisions_per_question: Option<usize>,
         /// Also write the report as JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -448,6 +451,7 @@ fn main() -> Result<()> {
             per_level,
             pass_per_level,
             k,
+            revisions_per_question,
             out,
         } => {
             let mut cfg = if quick {
@@ -458,6 +462,8 @@ fn main() -> Result<()> {
             cfg.greedy_per_level = per_level.unwrap_or(cfg.greedy_per_level);
             cfg.sampled_per_level = pass_per_level.unwrap_or(cfg.sampled_per_level);
             cfg.k = k.unwrap_or(cfg.k);
+            cfg.revisions_per_question =
+                revisions_per_question.unwrap_or(cfg.revisions_per_question);
             anyhow::ensure!(
                 cfg.greedy_per_level >= cfg.sampled_per_level && cfg.k >= 1,
                 "--pass-per-level must be at most --per-level, and -k at least 1"

@@ -185,3 +185,61 @@ async fn shipped_prm_tells_right_from_wrong_samples() {
         labels.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_pair_revises_wrong_samples_where_they_went_wrong() {
+    // The default generator's own wrong samples (T=1.1, so that enough are wrong),
+    // revised as the `revisions` strategy revises them: the verifier locates the line
+    // to replace, and the revision starts there. The checker says where each sample
+    // really went wrong.
+    use ponder_arith::checker::check_solution;
+    use ponder_arith_train::report::measure;
+    let (gen, prm) = (worker(ModelRole::Generator), worker(ModelRole::Verifier));
+    let problems: Vec<task::Problem> = task::held_out_set(7_000_003, 4)
+        .into_iter()
+        .filter(|p| (2..=4).contains(&p.level))
+        .collect();
+    let prompts = problems
+        .iter()
+        .map(|p| solution::prompt(&p.question))
+        .collect();
+    let params = SamplingParams {
+        temperature: 1.1,
+        max_tokens: 700,
+        seed: 9,
+        ..Default::default()
+    };
+    let samples = measure::complete(&gen, prompts, 8, &params).await.unwrap();
+    let mut attempts: Vec<(&task::Problem, &str)> = vec![];
+    for (p, texts) in problems.iter().zip(&samples) {
+        let wrong = texts
+            .iter()
+            .filter(|t| !measure::right(p, t) && !t.is_empty());
+        attempts.extend(wrong.take(2).map(|t| (p, t.as_str())));
+    }
+    assert!(attempts.len() >= 8, "{} wrong samples", attempts.len());
+    let revised = measure::guided_revisions(&gen, &prm, &attempts, 3)
+        .await
+        .unwrap();
+    let (mut located, mut right) = (0, 0);
+    for ((p, attempt), r) in attempts.iter().zip(&revised) {
+        let first_wrong = check_solution(&p.question, attempt)
+            .steps
+            .iter()
+            .position(|s| !s.on_track);
+        located += (first_wrong == Some(r.replaced_line)) as usize;
+        right += measure::right(p, &r.text) as usize;
+        // A revision keeps the attempt's lines before the one it replaced.
+        let kept: Vec<&str> = attempt.lines().take(r.replaced_line).collect();
+        let head: Vec<&str> = r.text.lines().take(r.replaced_line).collect();
+        assert_eq!(head, kept);
+    }
+    let n = attempts.len();
+    eprintln!("{located}/{n} located, {right}/{n} revisions right");
+    // Every attempt is wrong; a revision that did not find the mistake would be too.
+    assert!(
+        5 * located >= 3 * n,
+        "{located}/{n} located at the first wrong line"
+    );
+    assert!(3 * right >= n, "{right}/{n} revisions right");
+}

@@ -85,6 +85,17 @@ impl SolutionFormat {
         self.prompt_template.replace("{question}", question)
     }
 
+    /// The prompt that continues a partial solution: the question's prompt, then each
+    /// step followed by the step delimiter.
+    pub fn partial_prompt(&self, question: &str, steps: &[String]) -> String {
+        let mut prompt = self.prompt(question);
+        for s in steps {
+            prompt.push_str(s);
+            prompt.push_str(&self.step_delimiter);
+        }
+        prompt
+    }
+
     /// The prompt asking for a new attempt after `attempts` (oldest first).
     pub fn revision_prompt(&self, question: &str, attempts: &[String]) -> String {
         let mut block = String::new();

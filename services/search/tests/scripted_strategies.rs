@@ -449,41 +449,108 @@ async fn weighted_best_of_n_picks_the_answer_with_the_largest_score_sum() {
 // Sequential revisions
 
 #[tokio::test]
-async fn revisions_condition_each_chain_on_its_own_earlier_attempts() {
-    // 4 attempts in 2 chains: round 1 starts both chains from the question, round 2
-    // shows each chain its own first attempt.
-    let first = "Q: q\nAttempt:\nx\nAnswer: 1\nRevision:\n";
-    let second = "Q: q\nAttempt:\ny\nAnswer: 2\nRevision:\n";
+async fn revisions_revise_each_chain_from_the_step_the_verifier_doubts() {
+    // 4 attempts in 2 chains. Round 1 starts both chains from the question.
     let g = ScriptedGenerator::new()
-        .reply(ROOT, ["x\nAnswer: 1", "y\nAnswer: 2"])
-        .reply(first, ["x2\nAnswer: 3"])
-        .reply(second, ["y2\nAnswer: 3"]);
+        .reply(ROOT, ["a\nb\nAnswer: 1", "y\nz\nAnswer: 2"])
+        // Round 2, chain 1: rewards 0.9, 0.3, 0.3 fall to 0.9, 0.33 and 1.0 of the one
+        // before, so "b" is doubted and "a" kept. Of its 8 proposals "b" again is out
+        // however it scores, and "e" (0.6) beats "c" (0.5, proposed 4 times).
+        .reply(
+            &at(&["a"]),
+            ["b\n", "c\n", "d\n", "c\n", "c\n", "e\n", "b\n", "c\n"],
+        )
+        // Chain 2: rewards 0.8, 0.7, 0.1 fall to 0.8, 0.875 and 0.14: the answer line
+        // is doubted. "Answer: 4" and "Answer: 5" score the same and are proposed
+        // once each: the earlier wins.
+        .reply(
+            &at(&["y", "z"]),
+            ["Answer: 2", "Answer: 4", "Answer: 2", "Answer: 5"]
+                .into_iter()
+                .chain(["Answer: 2"; 4]),
+        )
+        // Then the model finishes each revision; the second is already whole.
+        .reply(&at(&["a", "e"]), ["Answer: 3"])
+        .reply(&at(&["y", "z", "Answer: 4"]), [""]);
     let v = ScriptedVerifier::per_step(
-        &[("Answer: 1", 0.2), ("Answer: 2", 0.3), ("Answer: 3", 0.8)],
+        &[
+            ("a", 0.9),
+            ("b", 0.3),
+            ("e", 0.6),
+            ("Answer: 1", 0.3),
+            ("y", 0.8),
+            ("z", 0.7),
+            ("Answer: 2", 0.1),
+            ("Answer: 3", 0.8),
+            ("Answer: 4", 0.6),
+            ("Answer: 5", 0.6),
+        ],
         0.5,
     );
     let o = run(&g, &v, StrategyKind::parse("revisions:2").unwrap(), 4).await;
     assert_eq!(
         g.calls(),
-        calls(&[(ROOT, 1), (ROOT, 1), (first, 1), (second, 1)])
+        calls(&[
+            (ROOT, 1),
+            (ROOT, 1),
+            (&at(&["a"]), 8),
+            (&at(&["y", "z"]), 8),
+            (&at(&["a", "e"]), 1),
+            (&at(&["y", "z", "Answer: 4"]), 1),
+        ])
     );
-    // Every attempt is scored, all of a round in one call.
+    // Every attempt is scored whole, all of a round in one call; between the rounds
+    // one call scores the 16 proposals, each after its chain's kept steps.
+    let scored = v.scored();
+    assert_eq!(scored.len(), 3);
     assert_eq!(
-        v.scored(),
+        scored[0],
         vec![
-            vec![steps(&["x", "Answer: 1"]), steps(&["y", "Answer: 2"])],
-            vec![steps(&["x2", "Answer: 3"]), steps(&["y2", "Answer: 3"])],
+            steps(&["a", "b", "Answer: 1"]),
+            steps(&["y", "z", "Answer: 2"])
         ]
     );
-    // "3" weighs 1.6; its first best-scored attempt is chain 1's revision.
+    assert_eq!(scored[1].len(), 16);
+    assert_eq!(
+        (&scored[1][0], &scored[1][8]),
+        (&steps(&["a", "b"]), &steps(&["y", "z", "Answer: 2"]))
+    );
+    assert_eq!(
+        scored[2],
+        vec![
+            steps(&["a", "e", "Answer: 3"]),
+            steps(&["y", "z", "Answer: 4"])
+        ]
+    );
+    // Last-step scores: "1" 0.3, "2" 0.1, "3" 0.8, "4" 0.6.
     assert_eq!(o.answer.as_deref(), Some("3"));
-    assert_eq!(o.solution, "x2\nAnswer: 3");
+    assert_eq!(o.solution, "a\ne\nAnswer: 3");
+    // The proposals are tokens, not generations: one generation per attempt.
     assert_eq!((o.candidates, o.usage.generations), (4, 4));
 }
 
 #[tokio::test]
-async fn revisions_show_the_model_at_most_its_last_four_attempts() {
-    // One chain of 6 attempts; attempt i answers i.
+async fn a_revision_whose_proposals_all_repeat_the_doubted_step_keeps_it() {
+    // One chain of 2: the only step is doubted; every proposal repeats it, so the
+    // revision is the same line again, finished by the model.
+    let g = ScriptedGenerator::new()
+        .reply(ROOT, ["Answer: 1"])
+        .reply(ROOT, ["Answer: 1"; 8])
+        .reply(&at(&["Answer: 1"]), [""]);
+    let v = ScriptedVerifier::per_step(&[], 0.4);
+    let o = run(&g, &v, StrategyKind::parse("revisions:1").unwrap(), 2).await;
+    assert_eq!(
+        g.calls(),
+        calls(&[(ROOT, 1), (ROOT, 8), (&at(&["Answer: 1"]), 1)])
+    );
+    assert_eq!(o.candidates, 2);
+    assert_eq!(o.solution, "Answer: 1");
+}
+
+#[tokio::test]
+async fn unguided_revisions_show_the_model_at_most_its_last_four_attempts() {
+    // Under the majority rule nothing is scored, so nothing locates an error: the
+    // model is shown its earlier attempts. One chain of 6 attempts; attempt i answers i.
     let prompts = [
         "Q: q\n".to_string(),
         "Q: q\nAttempt:\nAnswer: 0\nRevision:\n".to_string(),
@@ -501,7 +568,12 @@ async fn revisions_show_the_model_at_most_its_last_four_attempts() {
         g = g.reply(p, [format!("Answer: {i}")]);
     }
     let v = ScriptedVerifier::per_step(&[], 0.5);
-    run(&g, &v, StrategyKind::parse("revisions:1").unwrap(), 6).await;
+    let majority = StrategyKind::Revisions {
+        chains: 1,
+        rule: Rule::Majority,
+    };
+    run(&g, &v, majority, 6).await;
+    assert!(v.scored().is_empty());
     let sent: Vec<String> = g.requests().into_iter().map(|r| r.prompt).collect();
     assert_eq!(sent, prompts);
 }
@@ -568,10 +640,17 @@ async fn compute_optimal_routes_by_the_mean_probe_score() {
     assert_eq!((d.bin, d.chosen), (1, StrategyKind::WeightedBestOfN));
     assert!(close(d.mean_probe_score, 0.7));
 
-    // Hard: mean 0.1 is below every edge: bin 5 (index 4), two revision chains.
+    // Hard: mean 0.1 is below every edge: bin 5 (index 4), two revision chains. Each
+    // chain's first attempt, "Answer: 5", is its only step and doubted; of its 8
+    // proposals "Answer: 6" (0.1) outscores "Answer: 7" (0), and the model adds
+    // nothing after it.
     let g = ScriptedGenerator::new()
         .reply(ROOT, ["Answer: 5"; 6])
-        .reply("Q: q\nAttempt:\nAnswer: 5\nRevision:\n", ["Answer: 6"; 2]);
+        .reply(
+            ROOT,
+            ["Answer: 5", "Answer: 6", "Answer: 6", "Answer: 7"].repeat(4),
+        )
+        .reply(&at(&["Answer: 6"]), ["", ""]);
     let v = ScriptedVerifier::per_step(&[("Answer: 5", 0.1), ("Answer: 6", 0.1)], 0.0);
     let o = route(&g, &v).await;
     let d = o.decision.clone().unwrap();
@@ -585,15 +664,17 @@ async fn compute_optimal_routes_by_the_mean_probe_score() {
             }
         )
     );
-    let revision = "Q: q\nAttempt:\nAnswer: 5\nRevision:\n";
+    let revision = at(&["Answer: 6"]);
     assert_eq!(
         g.calls(),
         calls(&[
             (ROOT, 4),
             (ROOT, 1),
             (ROOT, 1),
-            (revision, 1),
-            (revision, 1)
+            (ROOT, 8),
+            (ROOT, 8),
+            (&revision, 1),
+            (&revision, 1)
         ])
     );
     assert_eq!(o.usage.generations, 8);

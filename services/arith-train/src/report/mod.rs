@@ -17,6 +17,7 @@ pub mod stats;
 pub use stats::auroc;
 
 use anyhow::Result;
+use ponder_arith::checker::check_solution;
 use ponder_arith::solution;
 use ponder_arith::task::{Problem, LEVELS};
 use ponder_engine::ModelWorker;
@@ -122,12 +123,24 @@ pub struct VerifierFigures {
     pub first_error_f1: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RevisionFigures {
     pub level: u8,
     pub attempts: usize,
+    /// Revisions by the model alone, shown its whole wrong attempt.
     pub revised_right: usize,
+    /// Revisions guided by the verifier (None without one).
+    pub guided_right: Option<usize>,
+    /// Guided revisions that replaced exactly the attempt's first wrong line.
+    pub guided_at_first_error: Option<usize>,
     pub fresh_right: usize,
+    /// Tokens generated, over all attempts: guided revisions (proposals included) and
+    /// fresh samples.
+    pub guided_tokens: Option<usize>,
+    pub fresh_tokens: usize,
+    /// Per attempt: (guided revision right, fresh sample right), for paired intervals
+    /// (`bench/paired.py --revisions`).
+    pub guided_and_fresh: Vec<(bool, bool)>,
 }
 
 fn pct(right: usize, total: usize) -> f64 {
@@ -195,6 +208,7 @@ async fn sampler_figures<'a>(
 /// fresh samples, per level.
 async fn revision_figures(
     gen: &ModelWorker,
+    verifier: Option<&ModelWorker>,
     own: &IndependentSamples<'_>,
     per_question: usize,
 ) -> Result<Vec<RevisionFigures>> {
@@ -213,22 +227,49 @@ async fn revision_figures(
         .map(|(p, _)| solution::prompt(&p.question))
         .collect();
     let fresh = measure::complete(gen, fresh_prompts, 1, &measure::sampled(12)).await?;
+    let guided = match verifier {
+        Some(v) => {
+            let of: Vec<(&Problem, &str)> =
+                attempts.iter().map(|(p, t)| (*p, t.as_str())).collect();
+            Some(measure::guided_revisions(gen, v, &of, 14).await?)
+        }
+        None => None,
+    };
     Ok(LEVELS
         .map(|level| {
             let mut f = RevisionFigures {
                 level,
                 attempts: 0,
                 revised_right: 0,
+                guided_right: guided.as_ref().map(|_| 0),
+                guided_at_first_error: guided.as_ref().map(|_| 0),
                 fresh_right: 0,
+                guided_tokens: guided.as_ref().map(|_| 0),
+                fresh_tokens: 0,
+                guided_and_fresh: vec![],
             };
-            for (i, (p, _)) in attempts
+            for (i, (p, attempt)) in attempts
                 .iter()
                 .enumerate()
                 .filter(|(_, a)| a.0.level == level)
             {
                 f.attempts += 1;
                 f.revised_right += measure::right(p, &revised[i][0]) as usize;
-                f.fresh_right += measure::right(p, &fresh[i][0]) as usize;
+                let fresh_right = measure::right(p, &fresh[i][0]);
+                f.fresh_right += fresh_right as usize;
+                f.fresh_tokens += measure::tokens(&fresh[i][0]);
+                if let Some(g) = guided.as_ref().map(|g| &g[i]) {
+                    let first_error = check_solution(&p.question, attempt)
+                        .steps
+                        .iter()
+                        .position(|s| !s.on_track);
+                    let right = measure::right(p, &g.text);
+                    *f.guided_right.get_or_insert(0) += right as usize;
+                    *f.guided_at_first_error.get_or_insert(0) +=
+                        (first_error == Some(g.replaced_line)) as usize;
+                    *f.guided_tokens.get_or_insert(0) += g.generated_tokens;
+                    f.guided_and_fresh.push((right, fresh_right));
+                }
             }
             f
         })
@@ -291,8 +332,13 @@ pub async fn run(
             }
         }
         let independent = independent.expect("the independent sampler is measured");
-        let revisions =
-            revision_figures(&g.worker, &independent, cfg.revisions_per_question).await?;
+        let revisions = revision_figures(
+            &g.worker,
+            verifier.map(|(_, v)| v),
+            &independent,
+            cfg.revisions_per_question,
+        )
+        .await?;
         if let Some((_, prm)) = verifier {
             let prompts = validation
                 .iter()
@@ -397,12 +443,25 @@ pub fn render(r: &Report) -> String {
             out,
             "\nrevisions of its own wrong attempts (T=0.8) against fresh samples:\n"
         );
-        let _ = writeln!(out, "| level | attempts | revision right | fresh right |");
-        let _ = writeln!(out, "|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| level | attempts | model's revision right | guided revision right | fresh right | guided at the first wrong line | tokens: guided / fresh |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
         for f in &g.revisions {
+            let guided = f
+                .guided_right
+                .map_or("-".into(), |n| format!("{:.1}%", pct(n, f.attempts)));
+            let located = f
+                .guided_at_first_error
+                .map_or("-".into(), |n| format!("{n}/{}", f.attempts));
+            let per = |t: usize| t as f64 / f.attempts.max(1) as f64;
+            let tokens = f.guided_tokens.map_or("-".into(), |g| {
+                format!("{:.0} / {:.0}", per(g), per(f.fresh_tokens))
+            });
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.1}% | {:.1}% |",
+                "| {} | {} | {:.1}% | {guided} | {:.1}% | {located} | {tokens} |",
                 f.level,
                 f.attempts,
                 pct(f.revised_right, f.attempts),

@@ -21,12 +21,7 @@ impl<'a, G: Generate, S: Score> Context<'a, G, S> {
 
     /// The prompt that continues the partial solution `steps`.
     pub(super) fn partial_prompt(&self, steps: &[String]) -> String {
-        let mut prompt = self.format.prompt(self.question());
-        for s in steps {
-            prompt.push_str(s);
-            prompt.push_str(&self.format.step_delimiter);
-        }
-        prompt
+        self.format.partial_prompt(self.question(), steps)
     }
 
     pub(super) fn request(
