@@ -223,10 +223,7 @@ async fn shipped_pair_revises_wrong_samples_where_they_went_wrong() {
         .unwrap();
     let (mut located, mut right) = (0, 0);
     for ((p, attempt), r) in attempts.iter().zip(&revised) {
-        let first_wrong = check_solution(&p.question, attempt)
-            .steps
-            .iter()
-            .position(|s| !s.on_track);
+        let first_wrong = check_solution(&p.question, attempt).first_wrong_line();
         located += (first_wrong == Some(r.replaced_line)) as usize;
         right += measure::right(p, &r.text) as usize;
         // A revision keeps the attempt's lines before the one it replaced.

@@ -49,6 +49,14 @@ pub struct Checked {
     pub correct: bool,
 }
 
+impl Checked {
+    /// The first line that is not on track: where the solution went wrong. None when
+    /// every line is (a wrong solution may still stop before its answer).
+    pub fn first_wrong_line(&self) -> Option<usize> {
+        self.steps.iter().position(|s| !s.on_track)
+    }
+}
+
 /// Checks every line of `text` as a solution of `question` (see the module docs).
 pub fn check_solution(question: &str, text: &str) -> Checked {
     let mut current: Option<Expr> = parse_relaxed(question).ok();
@@ -112,6 +120,7 @@ mod tests {
         for t in [text.clone(), format!("{text}\n")] {
             let c = check_solution(q, &t);
             assert_eq!(flags(&c), vec![(true, true); 4]);
+            assert_eq!(c.first_wrong_line(), None);
             assert_eq!((c.answer, c.correct), (Some(236), true));
         }
     }
@@ -145,6 +154,7 @@ mod tests {
                 };
                 assert_eq!((s.local_ok, s.on_track), expected, "{text}\nline {j}");
             }
+            assert_eq!(c.first_wrong_line(), Some(k), "{text}");
             assert_eq!(c.answer, Some(tail.answer));
             assert_eq!(c.correct, tail.answer == p.answer);
         }

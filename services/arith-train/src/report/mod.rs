@@ -259,10 +259,7 @@ async fn revision_figures(
                 f.fresh_right += fresh_right as usize;
                 f.fresh_tokens += measure::tokens(&fresh[i][0]);
                 if let Some(g) = guided.as_ref().map(|g| &g[i]) {
-                    let first_error = check_solution(&p.question, attempt)
-                        .steps
-                        .iter()
-                        .position(|s| !s.on_track);
+                    let first_error = check_solution(&p.question, attempt).first_wrong_line();
                     let right = measure::right(p, &g.text);
                     *f.guided_right.get_or_insert(0) += right as usize;
                     *f.guided_at_first_error.get_or_insert(0) +=

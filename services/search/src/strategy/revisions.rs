@@ -140,13 +140,13 @@ pub async fn revisions<G: Generate, S: Score>(
             .map(|(a, head)| {
                 let rest = a.into_iter().next().map(|s| s.text).unwrap_or_default();
                 match head {
-                    Some(steps) if rest.trim().is_empty() => steps.join(&format.step_delimiter),
+                    // The kept steps and the new one, then the model's finish.
                     Some(steps) => {
-                        let mut text = steps.join(&format.step_delimiter);
-                        if !steps.is_empty() {
-                            text.push_str(&format.step_delimiter);
+                        let mut parts = steps.clone();
+                        if !rest.trim().is_empty() {
+                            parts.push(rest);
                         }
-                        text + &rest
+                        parts.join(&format.step_delimiter)
                     }
                     None => rest,
                 }
@@ -193,8 +193,9 @@ fn conditioned_prompt<G: Generate, S: Score>(
 ) -> String {
     let (format, question) = (ctx.format(), ctx.question());
     let limits = ctx.limits();
-    let texts: Vec<String> = earlier.iter().map(|a| a.text.clone()).collect();
-    let mut from = texts.len().saturating_sub(CONTEXT_ATTEMPTS);
+    let window = &earlier[earlier.len().saturating_sub(CONTEXT_ATTEMPTS)..];
+    let texts: Vec<String> = window.iter().map(|a| a.text.clone()).collect();
+    let mut from = 0;
     loop {
         let p = if from == texts.len() {
             format.prompt(question)
