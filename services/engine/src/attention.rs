@@ -8,16 +8,41 @@
 //! more than the arithmetic, and batching more sequences only adds more of it. Here one
 //! pass over the packed batch appends keys and values and runs every (sequence, head)
 //! pair as plain loops the compiler vectorizes, spread over the worker's thread pool.
-//! A sequence that brings many query rows at once (a long prefill) goes through candle's
-//! GEMM instead, which wins once there are enough rows to pack.
+//! A sequence that brings many query rows at once (a long prefill) goes through
+//! candle's GEMM instead, which splits one sequence over threads; for the small heads
+//! of the bundled models only from far more rows than for wide ones
+//! ([`SMALL_HEAD_DIM`]).
 
 use crate::kv::{KvBuffer, KvCache};
 use crate::model::Segment;
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
-/// From this many new tokens on, a sequence's attention runs as GEMMs.
+/// From this many new tokens on, a sequence's attention runs as GEMMs, for heads wider
+/// than [`SMALL_HEAD_DIM`].
 const GEMM_MIN_QUERIES: usize = 24;
+
+/// Heads up to this wide (the bundled models: 8, 16 and 32) run the direct loops up to
+/// [`SMALL_HEAD_GEMM_MIN_QUERIES`] new tokens.
+///
+/// Why: since the direct loops keep their sums in registers they beat the GEMM
+/// formulation (which copies the keys and values out, builds a mask and allocates per
+/// op) on these heads at every length measured on 2 cores: bundled PRM scoring
+/// (candidates of 100-300 tokens) 1.25-1.36x faster (docs/benchmarks.md). On SmolLM2's
+/// 64-wide heads a 400-token prefill measured the same either way, and its logits there
+/// are held to llama.cpp's (docs/engine.md), so wider heads keep the GEMM path, bit for
+/// bit as before. Above 1,024 rows the GEMM's threads split one sequence, which the
+/// direct loops cannot.
+const SMALL_HEAD_DIM: usize = 32;
+const SMALL_HEAD_GEMM_MIN_QUERIES: usize = 1024;
+
+/// Whether a sequence bringing `rows` new tokens runs its attention as GEMMs.
+fn runs_as_gemm(heads: Heads, rows: usize) -> bool {
+    match heads.dim <= SMALL_HEAD_DIM {
+        true => rows >= SMALL_HEAD_GEMM_MIN_QUERIES,
+        false => rows >= GEMM_MIN_QUERIES,
+    }
+}
 
 /// Head layout of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -106,7 +131,7 @@ pub fn attend(
             .layer(layer)
             .expect("the segment appended to this layer");
         let len = cache.len() + q.len() / q_row;
-        if q.len() / q_row >= GEMM_MIN_QUERIES {
+        if runs_as_gemm(heads, q.len() / q_row) {
             gemm_attention(heads, q, buf, len, out)
         } else {
             direct_attention(heads, q, buf, len, out);
@@ -137,15 +162,7 @@ fn direct_attention(heads: Heads, q: &[f32], buf: &KvBuffer, len: usize, out: &m
             let visible = len - t + i + 1;
             let query = &q[i * q_row + h * dim..][..dim];
             let scores = &mut scores[..visible];
-            scores.fill(0.0);
-            // Scores across positions, one key component at a time (keys are stored
-            // transposed): contiguous multiply-adds, no horizontal sums.
-            for (d, &qd) in query.iter().enumerate() {
-                let qd = qd * scale;
-                for (s, &k) in scores.iter_mut().zip(buf.key_row(g, d, visible)) {
-                    *s = k.mul_add(qd, *s);
-                }
-            }
+            key_scores(query, scale, buf, g, scores);
             let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
             let mut sum = 0f32;
             for s in scores.iter_mut() {
@@ -153,16 +170,78 @@ fn direct_attention(heads: Heads, q: &[f32], buf: &KvBuffer, len: usize, out: &m
                 sum += *s;
             }
             let acc = &mut out[i * q_row + h * dim..][..dim];
-            acc.fill(0.0);
-            for (&p, value) in scores.iter().zip(values.chunks_exact(dim)) {
-                for (a, &x) in acc.iter_mut().zip(value) {
-                    *a = x.mul_add(p, *a);
-                }
+            match dim {
+                32 => weighted_values::<32>(scores, values, acc),
+                64 => weighted_values::<64>(scores, values, acc),
+                _ => weighted_values_any(scores, values, acc),
             }
             let inv = 1.0 / sum;
             for a in acc.iter_mut() {
                 *a *= inv;
             }
+        }
+    }
+}
+
+/// Positions whose scores [`key_scores`] keeps in registers at once.
+const SCORE_BLOCK: usize = 32;
+
+/// `scores[p] = sum over d of key_p[d] * (query[d] * scale)` for the first
+/// `scores.len()` keys of KV head `g`, summed in order of `d` with one multiply-add
+/// each.
+///
+/// Keys are stored transposed, so a block of positions is one contiguous run per key
+/// component: the block's sums stay in registers across all components and are stored
+/// once. (Summing a component at a time into `scores` loaded and stored every score
+/// once per component, and the stores were the bottleneck.) The order of the
+/// operations, and so every bit of the result, is the same either way.
+fn key_scores(query: &[f32], scale: f32, buf: &KvBuffer, g: usize, scores: &mut [f32]) {
+    let visible = scores.len();
+    let whole = visible - visible % SCORE_BLOCK;
+    for start in (0..whole).step_by(SCORE_BLOCK) {
+        let mut acc = [0f32; SCORE_BLOCK];
+        for (d, &qd) in query.iter().enumerate() {
+            let qd = qd * scale;
+            let keys: &[f32; SCORE_BLOCK] = buf.key_row(g, d, visible)[start..][..SCORE_BLOCK]
+                .try_into()
+                .expect("a whole block");
+            for (a, &k) in acc.iter_mut().zip(keys) {
+                *a = k.mul_add(qd, *a);
+            }
+        }
+        scores[start..start + SCORE_BLOCK].copy_from_slice(&acc);
+    }
+    let tail = &mut scores[whole..];
+    tail.fill(0.0);
+    for (d, &qd) in query.iter().enumerate() {
+        let qd = qd * scale;
+        for (s, &k) in tail.iter_mut().zip(&buf.key_row(g, d, visible)[whole..]) {
+            *s = k.mul_add(qd, *s);
+        }
+    }
+}
+
+/// `acc = sum over p of probs[p] * value_p` (values position-major, `D` per position),
+/// with the sum in registers: a head dimension known at compile time lets the
+/// accumulator live in `D / 8` vector registers instead of being loaded and stored for
+/// every position. Same order of operations as [`weighted_values_any`].
+fn weighted_values<const D: usize>(probs: &[f32], values: &[f32], acc: &mut [f32]) {
+    let mut sum = [0f32; D];
+    for (&p, value) in probs.iter().zip(values.chunks_exact(D)) {
+        let value: &[f32; D] = value.try_into().expect("a whole value row");
+        for (a, &x) in sum.iter_mut().zip(value) {
+            *a = x.mul_add(p, *a);
+        }
+    }
+    acc.copy_from_slice(&sum);
+}
+
+/// [`weighted_values`] for any head dimension.
+fn weighted_values_any(probs: &[f32], values: &[f32], acc: &mut [f32]) {
+    acc.fill(0.0);
+    for (&p, value) in probs.iter().zip(values.chunks_exact(acc.len())) {
+        for (a, &x) in acc.iter_mut().zip(value) {
+            *a = x.mul_add(p, *a);
         }
     }
 }
@@ -267,6 +346,82 @@ mod tests {
         let first = heads.query * heads.dim;
         assert_eq!(&a[..first], &c[..first]);
         assert_ne!(&a[2 * first..], &c[2 * first..]);
+    }
+
+    /// The plain loops the blocked ones replaced: every score summed a key component at
+    /// a time into memory, then the values likewise.
+    fn reference_attention(heads: Heads, q: &[f32], buf: &KvBuffer, len: usize) -> Vec<f32> {
+        let (dim, q_row) = (heads.dim, heads.query * heads.dim);
+        let t = q.len() / q_row;
+        let scale = 1.0 / (dim as f32).sqrt();
+        let mut out = vec![0f32; q.len()];
+        for h in 0..heads.query {
+            let g = h / heads.groups();
+            for i in 0..t {
+                let visible = len - t + i + 1;
+                let mut scores = vec![0f32; visible];
+                for (d, &qd) in q[i * q_row + h * dim..][..dim].iter().enumerate() {
+                    let qd = qd * scale;
+                    for (s, &k) in scores.iter_mut().zip(buf.key_row(g, d, visible)) {
+                        *s = k.mul_add(qd, *s);
+                    }
+                }
+                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+                let mut sum = 0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let acc = &mut out[i * q_row + h * dim..][..dim];
+                for (&p, value) in scores.iter().zip(buf.values(g, visible).chunks_exact(dim)) {
+                    for (a, &x) in acc.iter_mut().zip(value) {
+                        *a = x.mul_add(p, *a);
+                    }
+                }
+                acc.iter_mut().for_each(|a| *a *= 1.0 / sum);
+            }
+        }
+        out
+    }
+
+    /// Blocking the scores and keeping the value sums in registers changes no bit: the
+    /// same multiply-adds in the same order, for the specialised head dimensions and
+    /// any other, on lengths inside, at and across block boundaries.
+    #[test]
+    fn blocked_loops_give_the_plain_loops_bits() {
+        let val = |i: usize| ((i * 7919) % 101) as f32 / 50.0 - 1.0;
+        for dim in [8, 32, 64] {
+            let heads = Heads {
+                query: 4,
+                kv: 2,
+                dim,
+            };
+            for len in [
+                1,
+                5,
+                SCORE_BLOCK - 1,
+                SCORE_BLOCK,
+                SCORE_BLOCK + 1,
+                3 * SCORE_BLOCK + 7,
+            ] {
+                for t in [1, 3.min(len)] {
+                    let kv_row = heads.kv * dim;
+                    let mut cache = KvCache::new(1);
+                    let keys: Vec<f32> = (0..len * kv_row).map(val).collect();
+                    let values: Vec<f32> = (0..len * kv_row).map(|i| val(i + 11)).collect();
+                    cache.append(0, heads.kv, dim, &keys, &values).unwrap();
+                    let q: Vec<f32> = (0..t * heads.query * dim).map(|i| val(i + 3)).collect();
+                    let buf = cache.layer(0).unwrap();
+                    let mut got = vec![0f32; q.len()];
+                    direct_attention(heads, &q, buf, len, &mut got);
+                    assert_eq!(
+                        got,
+                        reference_attention(heads, &q, buf, len),
+                        "dim {dim}, len {len}, t {t}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -80,6 +80,12 @@ pub enum Chain {
     None,
     /// Step k's score is the product of the readings at tags 1..=k.
     Product,
+    /// Step k's score is the smallest of the readings at tags 1..=k: the weakest step so
+    /// far. Unlike the product it does not fall with the number of steps, so a long
+    /// solution of sure steps scores as high as a short one and a threshold means the
+    /// same at every length; it keeps the product's order of the steps (the first step
+    /// under a threshold is the first reading under it).
+    Min,
 }
 
 impl Chain {
@@ -89,12 +95,15 @@ impl Chain {
 
     /// Step scores from one candidate's tag readings, in order.
     pub fn apply(self, mut readings: Vec<f32>) -> Vec<f32> {
-        if self == Chain::Product {
-            let mut running = 1.0f32;
-            for r in readings.iter_mut() {
-                running *= *r;
-                *r = running;
-            }
+        let combine: fn(f32, f32) -> f32 = match self {
+            Chain::None => return readings,
+            Chain::Product => |running, r| running * r,
+            Chain::Min => f32::min,
+        };
+        let mut running = 1.0f32;
+        for r in readings.iter_mut() {
+            running = combine(running, *r);
+            *r = running;
         }
         readings
     }
@@ -448,4 +457,23 @@ fn load_head(
             Ok(Linear::dense(w, b)?)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chains_combine_readings_in_order() {
+        let readings = vec![0.9, 0.5, 0.8, 0.2];
+        assert_eq!(Chain::None.apply(readings.clone()), readings);
+        assert_eq!(
+            Chain::Product.apply(readings.clone()),
+            vec![0.9, 0.45, 0.45 * 0.8, 0.45 * 0.8 * 0.2]
+        );
+        assert_eq!(Chain::Min.apply(readings), vec![0.9, 0.5, 0.5, 0.2]);
+        let parsed: PrmConfig =
+            serde_json::from_str(r#"{"kind": "likelihood", "chain": "min"}"#).unwrap();
+        assert_eq!(parsed.chain, Chain::Min);
+    }
 }

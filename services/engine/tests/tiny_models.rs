@@ -423,10 +423,10 @@ async fn prm_scores_do_not_depend_on_batch_mates() {
     }
 }
 
-/// A PRM whose prm.json says `"chain": "product"` answers the running product of its
-/// tag readings, i.e. what the same weights read without the chain, multiplied up.
+/// A PRM whose prm.json names a chain answers its tag readings chained: `"product"` the
+/// running product, `"min"` the running minimum, of what the same weights read without it.
 #[tokio::test]
-async fn a_chained_prm_scores_the_running_product_of_its_readings() {
+async fn a_chained_prm_scores_the_running_product_or_minimum_of_its_readings() {
     let spec = TinySpec {
         token_prob_prm: true,
         ..TinySpec::llama()
@@ -442,30 +442,47 @@ async fn a_chained_prm_scores_the_running_product_of_its_readings() {
     let plain = worker_for(plain_dir.path(), &spec, WorkerConfig::default());
     let readings = plain.score(request.clone()).await.unwrap().scores;
 
-    let chained_dir = tempfile::tempdir().unwrap();
-    write_tiny_model(chained_dir.path(), &spec).unwrap();
-    let prm_json = chained_dir.path().join("prm.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&prm_json).unwrap()).unwrap();
-    config["chain"] = "product".into();
-    std::fs::write(&prm_json, config.to_string()).unwrap();
-    let chained = ModelWorker::spawn(
-        load(chained_dir.path(), &LoadOptions::default()).unwrap(),
-        WorkerConfig::default(),
-    );
-    let scores = chained.score(request).await.unwrap().scores;
+    let chained = |chain: &'static str| {
+        let request = request.clone();
+        let spec = spec.clone();
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            write_tiny_model(dir.path(), &spec).unwrap();
+            let prm_json = dir.path().join("prm.json");
+            let mut config: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&prm_json).unwrap()).unwrap();
+            config["chain"] = chain.into();
+            std::fs::write(&prm_json, config.to_string()).unwrap();
+            let worker = ModelWorker::spawn(
+                load(dir.path(), &LoadOptions::default()).unwrap(),
+                WorkerConfig::default(),
+            );
+            worker.score(request).await.unwrap().scores
+        }
+    };
+    let product = chained("product").await;
+    let min = chained("min").await;
 
-    for (read, chain) in readings.iter().zip(&scores) {
-        let mut running = 1.0f32;
-        assert_eq!(read.len(), chain.len());
-        for (r, c) in read.iter().zip(chain) {
+    for ((read, prod), low) in readings.iter().zip(&product).zip(&min) {
+        let (mut running, mut lowest) = (1.0f32, 1.0f32);
+        assert_eq!((read.len(), read.len()), (prod.len(), low.len()));
+        for ((r, p), m) in read.iter().zip(prod).zip(low) {
             running *= r;
-            assert!((running - c).abs() < 1e-5, "{read:?} chained to {chain:?}");
+            lowest = lowest.min(*r);
+            assert!(
+                (running - p).abs() < 1e-5,
+                "{read:?} multiplied to {prod:?}"
+            );
+            assert!((lowest - m).abs() < 1e-5, "{read:?} minimised to {low:?}");
         }
     }
     assert!(
-        scores[0][2] < scores[0][0],
+        product[0][2] < product[0][0],
         "a product of readings below 1 falls"
+    );
+    assert!(
+        min[0].iter().zip(&product[0]).all(|(m, p)| m >= p),
+        "the weakest reading is never below the product of all of them"
     );
 }
 
