@@ -136,13 +136,12 @@ pub async fn revisions<G: Generate, S: Score>(
         let texts: Vec<String> = attempts
             .await?
             .into_iter()
-            .zip(&heads)
+            .zip(heads)
             .map(|(a, head)| {
                 let rest = a.into_iter().next().map(|s| s.text).unwrap_or_default();
                 match head {
                     // The kept steps and the new one, then the model's finish.
-                    Some(steps) => {
-                        let mut parts = steps.clone();
+                    Some(mut parts) => {
                         if !rest.trim().is_empty() {
                             parts.push(rest);
                         }
