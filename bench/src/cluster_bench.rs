@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
     ponder_engine::engine::init_cpu_threads();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let bundled = ponder_cli::models::bundled(args.models.as_deref())?;
+        let bundled = ponder_cli::models::bundled(args.models.as_deref(), None)?;
         let gen_path = bundled.generator.clone();
         let prm_path = bundled
             .verifier

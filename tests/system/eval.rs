@@ -11,6 +11,7 @@ async fn eval_fits_a_policy_the_orchestrator_can_load() {
     let _ = std::fs::remove_dir_all(&out);
     let cfg = EvalConfig {
         models: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"),
+        verifier: None,
         per_level: 2,
         seed: 7,
         budgets: vec![1, 2, 4],

@@ -190,6 +190,13 @@ enum Command {
         /// Also write the report as JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The verifier of the manifest to measure, by name (default: the default one).
+        #[arg(long)]
+        verifier: Option<String>,
+        /// Also write every sample the verifier scored (its step scores, the checker's
+        /// labels, validation or own) here, one JSON object per line.
+        #[arg(long)]
+        scores_out: Option<PathBuf>,
     },
     /// Greedy accuracy per level on a held-out set (seed and size given).
     EvalGenerator {
@@ -453,6 +460,8 @@ fn main() -> Result<()> {
             k,
             revisions_per_question,
             out,
+            verifier,
+            scores_out,
         } => {
             let mut cfg = if quick {
                 ReportConfig::quick()
@@ -496,9 +505,13 @@ fn main() -> Result<()> {
                 "no generator of {} matches --only {only:?}",
                 models.display()
             );
-            let verifier = match dir.default_for(ModelRole::Verifier) {
-                Some(m) => Some((m.name.clone(), open(m)?)),
-                None => None,
+            let verifier = match (verifier, dir.default_for(ModelRole::Verifier)) {
+                (Some(name), _) => {
+                    let m = dir.select(ModelRole::Verifier, Some(&name))?;
+                    Some((m.name.clone(), open(m)?))
+                }
+                (None, Some(m)) => Some((m.name.clone(), open(m)?)),
+                (None, None) => None,
             };
             let started = std::time::Instant::now();
             let report =
@@ -512,6 +525,19 @@ fn main() -> Result<()> {
             if let Some(out) = out {
                 std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
                 println!("wrote {}", out.display());
+            }
+            if let Some(path) = scores_out {
+                let mut lines = String::new();
+                for record in &report.scored {
+                    lines.push_str(&serde_json::to_string(record)?);
+                    lines.push('\n');
+                }
+                std::fs::write(&path, lines)?;
+                println!(
+                    "wrote {} scored samples to {}",
+                    report.scored.len(),
+                    path.display()
+                );
             }
         }
         Command::EvalGenerator {

@@ -127,10 +127,27 @@ async fn shipped_prm_tells_right_from_wrong_samples() {
     // The generator's own samples (the distribution the PRM is for), at a temperature
     // high enough that enough of them are wrong; each batch of samples scored in one
     // call, by the last step. The token cap stops the rare runaway sample (no solution
-    // of levels 3-6 is that long), which then counts as wrong.
-    let (gen, prm) = (worker(ModelRole::Generator), worker(ModelRole::Verifier));
+    // of levels 3-6 is that long), which then counts as wrong. Every verifier of the
+    // manifest (the default one and any ensemble) scores the same samples.
+    let dir = shipped();
+    let gen = worker(ModelRole::Generator);
+    let verifiers: Vec<(String, ModelWorker)> = dir
+        .manifest
+        .models
+        .iter()
+        .filter(|m| m.role == ModelRole::Verifier)
+        .map(|m| {
+            let path = dir.resolve(ModelRole::Verifier, Some(&m.name)).unwrap();
+            let loaded = ponder_engine::load(&path, &LoadOptions::default()).unwrap();
+            (
+                m.name.clone(),
+                ModelWorker::spawn(loaded, WorkerConfig::default()),
+            )
+        })
+        .collect();
     let problems = task::held_out_set(7_000_002, 6);
-    let (mut scores, mut labels) = (vec![], vec![]);
+    let mut scores = vec![vec![]; verifiers.len()];
+    let mut labels = vec![];
     for p in problems.iter().filter(|p| p.level >= 3) {
         let r = gen
             .generate(GenerateRequest {
@@ -157,14 +174,14 @@ async fn shipped_prm_tells_right_from_wrong_samples() {
                 right.push(solution::extract_answer(text) == Some(p.answer));
             }
         }
-        let s = prm
-            .score(ScoreRequest {
-                question: p.question.clone(),
-                candidates,
-            })
-            .await
-            .unwrap();
-        scores.extend(s.scores.iter().map(|steps| *steps.last().unwrap()));
+        let request = ScoreRequest {
+            question: p.question.clone(),
+            candidates,
+        };
+        for ((_, prm), scores) in verifiers.iter().zip(scores.iter_mut()) {
+            let s = prm.score(request.clone()).await.unwrap();
+            scores.extend(s.scores.iter().map(|steps| *steps.last().unwrap()));
+        }
         labels.extend(right);
     }
     let wrong = labels.iter().filter(|l| !**l).count();
@@ -173,17 +190,19 @@ async fn shipped_prm_tells_right_from_wrong_samples() {
         "{wrong} of {} wrong",
         labels.len()
     );
-    let auroc = ponder_arith_train::report::auroc(&scores, &labels).unwrap();
-    // Chance is 0.5.
-    assert!(
-        auroc >= 0.65,
-        "final-step AUROC {auroc:.3} on {} samples ({wrong} wrong)",
-        labels.len()
-    );
-    eprintln!(
-        "final-step AUROC {auroc:.3} on {} samples ({wrong} wrong)",
-        labels.len()
-    );
+    for ((name, _), scores) in verifiers.iter().zip(&scores) {
+        let auroc = ponder_arith_train::report::auroc(scores, &labels).unwrap();
+        // Chance is 0.5.
+        assert!(
+            auroc >= 0.65,
+            "{name}: final-step AUROC {auroc:.3} on {} samples ({wrong} wrong)",
+            labels.len()
+        );
+        eprintln!(
+            "{name}: final-step AUROC {auroc:.3} on {} samples ({wrong} wrong)",
+            labels.len()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,10 @@ enum Command {
         /// (default: ./models).
         #[arg(long, env = "PONDER_MODELS")]
         models: Option<PathBuf>,
+        /// Serve this verifier of the manifest instead of the default one (e.g.
+        /// arith-prm-duo, the ensemble: docs/engine.md, "Verifier ensembles").
+        #[arg(long, env = "PONDER_VERIFIER")]
+        verifier: Option<String>,
         /// Serve Prometheus metrics for all nodes on this address.
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
@@ -177,6 +181,9 @@ enum Command {
     Eval {
         #[arg(long, env = "PONDER_MODELS")]
         models: Option<PathBuf>,
+        /// Evaluate with this verifier of the manifest instead of the default one.
+        #[arg(long, env = "PONDER_VERIFIER")]
+        verifier: Option<String>,
         /// Questions per level (levels 1..=6).
         #[arg(long, default_value_t = 100)]
         per_level: usize,
@@ -303,6 +310,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 etcd,
                 cluster,
                 models,
+                verifier,
                 metrics_addr,
                 gateway_addr,
                 no_gateway,
@@ -313,7 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 log_format,
             } => {
                 ponder_cluster::telemetry::init_logging(log_format);
-                let bundled = models::bundled(models.as_deref())?;
+                let bundled = models::bundled(models.as_deref(), verifier.as_deref())?;
                 // The whole ladder runs the policy over model sizes; the default model
                 // alone runs the one fitted on it.
                 let whole_ladder = !default_only && !bundled.other_generators.is_empty();
@@ -425,6 +433,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Eval {
                 models,
+                verifier,
                 per_level,
                 seed,
                 budgets,
@@ -488,6 +497,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     let cfg = ponder_cli::eval::EvalConfig {
                         models: models::models_dir(models.as_deref())?,
+                        verifier: verifier.clone(),
                         per_level,
                         seed,
                         budgets,

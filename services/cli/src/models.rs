@@ -47,9 +47,9 @@ pub fn models_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         })
 }
 
-/// Opens the models directory and resolves its default generator and verifier
-/// (checking their digests).
-pub fn bundled(explicit: Option<&Path>) -> anyhow::Result<Bundled> {
+/// Opens the models directory and resolves its default generator and its default
+/// verifier, or the verifier named (checking their digests).
+pub fn bundled(explicit: Option<&Path>, verifier: Option<&str>) -> anyhow::Result<Bundled> {
     let dir = ModelsDir::open(&models_dir(explicit)?)?;
     let generator = dir.resolve(ModelRole::Generator, None)?;
     let default_name = dir
@@ -63,9 +63,10 @@ pub fn bundled(explicit: Option<&Path>) -> anyhow::Result<Bundled> {
         .filter(|m| m.role == ModelRole::Generator && m.name != default_name)
         .map(|m| dir.resolve(ModelRole::Generator, Some(&m.name)))
         .collect::<Result<Vec<_>, _>>()?;
-    let verifier = match dir.default_for(ModelRole::Verifier) {
-        Some(_) => Some(dir.resolve(ModelRole::Verifier, None)?),
-        None => None,
+    let verifier = match (verifier, dir.default_for(ModelRole::Verifier)) {
+        (Some(name), _) => Some(dir.resolve(ModelRole::Verifier, Some(name))?),
+        (None, Some(_)) => Some(dir.resolve(ModelRole::Verifier, None)?),
+        (None, None) => None,
     };
     let policy_file = dir.manifest.policy.as_deref().unwrap_or(LEGACY_POLICY_FILE);
     let policy = Some(dir.root.join(policy_file)).filter(|p| p.is_file());
@@ -139,4 +140,29 @@ pub fn print(explicit: Option<&Path>) -> anyhow::Result<()> {
         "{failures} model(s) failed their digest check"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")
+    }
+
+    #[test]
+    fn a_named_verifier_replaces_the_default_and_an_unknown_one_is_refused() {
+        let default = bundled(Some(&shipped()), None).unwrap();
+        assert!(default.verifier.unwrap().ends_with("arith-prm"));
+        let duo = bundled(Some(&shipped()), Some("arith-prm-duo")).unwrap();
+        assert!(duo.verifier.unwrap().ends_with("arith-prm-duo"));
+        let err = match bundled(Some(&shipped()), Some("arith-gen-s")) {
+            Ok(_) => panic!("a generator was served as the verifier"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("not a verifier") && err.contains("arith-prm-duo"),
+            "{err}"
+        );
+    }
 }

@@ -6,7 +6,7 @@ use crate::gguf_tokenizer;
 use crate::kv::KvCache;
 use crate::loader::{load_gguf, load_hf, ModelFiles};
 use crate::model::{Segment, Transformer};
-use crate::prm::{Prm, PrmConfig};
+use crate::prm::{Chain, Combine, Prm, PrmConfig};
 use crate::tokenizer::TextCodec;
 use candle_core::{DType, Device};
 use serde::Serialize;
@@ -90,8 +90,20 @@ pub struct LoadedModel {
     pub model: Transformer,
     /// Shared with the worker handle, which tokenises requests on the caller's task.
     pub codec: Arc<TextCodec>,
+    /// For an ensemble verifier, this model's own part: its readings unchained (the
+    /// ensemble chains the combined readings, [`Ensemble::chain`]).
     pub prm: Option<Arc<Prm>>,
     pub info: ModelInfo,
+    /// The other models of a verifier ensemble (`prm.json` `members`), each loaded as a
+    /// PRM of the same convention, unchained.
+    pub ensemble: Option<Ensemble>,
+}
+
+/// The members of a verifier ensemble and how their readings join this model's.
+pub struct Ensemble {
+    pub members: Vec<LoadedModel>,
+    pub combine: Combine,
+    pub chain: Chain,
 }
 
 /// The CPU by default; the first CUDA device when built with `--features cuda` and one exists.
@@ -138,7 +150,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let (model, codec, weights, format) = match &files {
         ModelFiles::HuggingFace { dir, weights } => {
             let model = load_hf(dir, weights, opts.dtype, &opts.device, opts.quantize)?;
-            let tok = tokenizer_json.ok_or_else(|| {
+            let tok = tokenizer_json.clone().ok_or_else(|| {
                 EngineError::load(format!("{} has no tokenizer.json", dir.display()))
             })?;
             let codec = TextCodec::from_file(&tok, model.config.eos_token_ids.clone())?;
@@ -151,7 +163,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         ModelFiles::Gguf { file } => {
             let (model, content) = load_gguf(file, &opts.device)?;
             let eos = model.config.eos_token_ids.clone();
-            let codec = match tokenizer_json {
+            let codec = match tokenizer_json.clone() {
                 Some(tok) => TextCodec::from_file(&tok, eos)?,
                 None => {
                     let add_bos = content
@@ -186,10 +198,23 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
             }
         }
     };
+    let (prm_config, ensemble) = match prm_config {
+        Some(cfg) if !cfg.members.is_empty() => {
+            let (own, ensemble) =
+                load_ensemble(&dir, cfg, tokenizer_json.as_deref(), &model, opts)?;
+            (Some(own), Some(ensemble))
+        }
+        other => (other, None),
+    };
     let prm = prm_config
         .map(|cfg| Prm::new(cfg, &codec, &weights, model.dtype, &opts.device))
         .transpose()?;
     let cfg = &model.config;
+    let member_parameters: u64 = ensemble
+        .iter()
+        .flat_map(|e| &e.members)
+        .map(|m| m.info.parameters)
+        .sum();
     let info = ModelInfo {
         id: path
             .file_name()
@@ -199,7 +224,9 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         architecture: cfg.arch.name().into(),
         format,
         dtype: format!("{:?}", model.dtype).to_lowercase(),
-        parameters: cfg.num_parameters(),
+        // An ensemble runs every member over the same tokens: its FLOPs per token are
+        // those of all its parameters.
+        parameters: cfg.num_parameters() + member_parameters,
         vocab_size: cfg.vocab_size,
         context_length: model.rope.max_positions(),
         num_layers: cfg.num_layers,
@@ -217,7 +244,65 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         codec: Arc::new(codec),
         prm: prm.map(Arc::new),
         info,
+        ensemble,
     })
+}
+
+/// Loads the members an ensemble's `prm.json` names; returns this model's own PRM
+/// convention (unchained) and the ensemble.
+///
+/// Members are read with this model's tokenizer, so every member sees the same tokens
+/// and step spans; a member of another vocabulary size is refused. A member directory
+/// must lie inside this model's directory, so that the files a manifest hashes for this
+/// model can cover the members too.
+fn load_ensemble(
+    dir: &Path,
+    cfg: PrmConfig,
+    tokenizer: Option<&Path>,
+    model: &Transformer,
+    opts: &LoadOptions,
+) -> Result<(PrmConfig, Ensemble)> {
+    let unchained = PrmConfig {
+        chain: Chain::None,
+        members: vec![],
+        ..cfg.clone()
+    };
+    let mut members = Vec::with_capacity(cfg.members.len());
+    for name in &cfg.members {
+        let rel = Path::new(name);
+        if name.is_empty()
+            || rel.is_absolute()
+            || !rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(EngineError::load(format!(
+                "prm.json member {name:?} must be a directory inside {}",
+                dir.display()
+            )));
+        }
+        let member_opts = LoadOptions {
+            tokenizer: tokenizer.map(Path::to_path_buf),
+            prm: Some(unchained.clone()),
+            ..opts.clone()
+        };
+        let member = load(&dir.join(rel), &member_opts)
+            .map_err(|e| EngineError::load(format!("prm.json member {name:?}: {e}")))?;
+        if member.model.config.vocab_size != model.config.vocab_size {
+            return Err(EngineError::load(format!(
+                "prm.json member {name:?} has a vocabulary of {} tokens, this model {}: \
+                 ensemble members must share the tokenizer",
+                member.model.config.vocab_size, model.config.vocab_size
+            )));
+        }
+        members.push(member);
+    }
+    let ensemble = Ensemble {
+        members,
+        combine: cfg.combine,
+        chain: cfg.chain,
+    };
+    Ok((unchained, ensemble))
 }
 
 impl LoadedModel {
@@ -233,6 +318,9 @@ impl LoadedModel {
         }])?;
         let last = hidden.narrow(0, ids.len() - 1, 1)?;
         self.model.logits(&last)?;
+        for member in self.ensemble.iter().flat_map(|e| &e.members) {
+            member.warm_up()?;
+        }
         Ok(())
     }
 }

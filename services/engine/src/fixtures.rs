@@ -180,6 +180,8 @@ pub fn write_tiny_model(dir: &Path, spec: &TinySpec) -> Result<()> {
             step_suffix: String::new(),
             after_tag: "\n".into(),
             chain: Default::default(),
+            members: vec![],
+            combine: Default::default(),
         };
         std::fs::write(
             dir.join("prm.json"),

@@ -62,6 +62,49 @@ pub struct PrmConfig {
     /// How a candidate's tag readings become its step scores.
     #[serde(default, skip_serializing_if = "Chain::is_none")]
     pub chain: Chain,
+    /// Other models that read every step beside this one (a verifier ensemble):
+    /// directories inside this model's directory, each a Hugging Face model
+    /// (`config.json`, `model.safetensors`) read with this model's tokenizer and this
+    /// file's convention. Their readings of a step and this model's are combined by
+    /// [`PrmConfig::combine`] before the chain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// How the members' readings of one step combine (only with `members`).
+    #[serde(default, skip_serializing_if = "Combine::is_product")]
+    pub combine: Combine,
+}
+
+/// How an ensemble's readings of one step become the step's reading.
+///
+/// Why an ensemble at all: a generative verifier cannot doubt a line it would have
+/// written itself, so the samples of the very model it is read from are where it is
+/// weakest (docs/results.md). A second model of other weights does not share those
+/// confident mistakes; a step must then convince both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// The product of the readings: for the likelihood readout, the probability both
+    /// models give the step (a product of experts), so either one's doubt counts in full.
+    #[default]
+    Product,
+    /// The smallest reading: the most doubtful member decides.
+    Min,
+}
+
+impl Combine {
+    fn is_product(&self) -> bool {
+        *self == Combine::Product
+    }
+
+    /// Combines `other`'s readings into `readings`, step by step.
+    pub fn fold(self, readings: &mut [f32], other: &[f32]) {
+        for (r, &o) in readings.iter_mut().zip(other) {
+            *r = match self {
+                Combine::Product => *r * o,
+                Combine::Min => r.min(o),
+            };
+        }
+    }
 }
 
 /// How a candidate's tag readings become its step scores.
@@ -475,5 +518,22 @@ mod tests {
         let parsed: PrmConfig =
             serde_json::from_str(r#"{"kind": "likelihood", "chain": "min"}"#).unwrap();
         assert_eq!(parsed.chain, Chain::Min);
+        assert!(parsed.members.is_empty());
+        assert_eq!(parsed.combine, Combine::Product);
+    }
+
+    #[test]
+    fn ensemble_readings_combine_step_by_step() {
+        let mut product = vec![0.9, 0.5, 1.0];
+        Combine::Product.fold(&mut product, &[0.5, 0.5, 0.25]);
+        assert_eq!(product, vec![0.45, 0.25, 0.25]);
+        let mut min = vec![0.9, 0.5, 1.0];
+        Combine::Min.fold(&mut min, &[0.5, 0.75, 0.25]);
+        assert_eq!(min, vec![0.5, 0.5, 0.25]);
+        let parsed: PrmConfig =
+            serde_json::from_str(r#"{"kind": "likelihood", "members": ["s"], "combine": "min"}"#)
+                .unwrap();
+        assert_eq!(parsed.members, vec!["s".to_string()]);
+        assert_eq!(parsed.combine, Combine::Min);
     }
 }

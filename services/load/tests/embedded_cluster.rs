@@ -14,7 +14,7 @@ async fn cluster() -> EmbeddedCluster {
 }
 
 async fn cluster_with_gateway(gateway_addr: Option<std::net::SocketAddr>) -> EmbeddedCluster {
-    let models = ponder_cli::models::bundled(None).expect("the bundled models");
+    let models = ponder_cli::models::bundled(None, None).expect("the bundled models");
     EmbeddedCluster::start(EmbeddedConfig {
         orchestrator_addr: "127.0.0.1:0".parse().unwrap(),
         generator_model: models.generator,

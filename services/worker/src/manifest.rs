@@ -52,7 +52,7 @@ pub struct ModelEntry {
     pub parameters: u64,
     /// Training compute, 6 x parameters x training tokens (forward and backward).
     pub training_flops: f64,
-    /// File name (in `dir`) -> lowercase hex SHA-256. Every file listed is checked before
+    /// File (relative to `dir`; an ensemble member's as `member/file`) -> lowercase hex SHA-256. Every file listed is checked before
     /// the model is served; the legacy layout has none.
     #[serde(default)]
     pub sha256: BTreeMap<String, String>,
@@ -193,11 +193,11 @@ impl ModelsDir {
                 ));
             }
             for (file, digest) in &m.sha256 {
-                if file.contains('/') || file.contains("..") {
+                if !is_inside(file) {
                     return Err(invalid(
                         &path,
                         format!(
-                            "{}: sha256 key {file:?} must be a file name in {}",
+                            "{}: sha256 key {file:?} must be a file in {} (a relative path without ..)",
                             m.name, m.dir
                         ),
                     ));
@@ -288,9 +288,11 @@ impl ModelsDir {
         self.root.join(&model.dir)
     }
 
-    /// Checks every digest the manifest lists for `model`.
+    /// Checks every digest the manifest lists for `model`, and that the weights of every
+    /// ensemble member its `prm.json` names are among them.
     pub fn verify(&self, model: &ModelEntry) -> Result<()> {
         let dir = self.path_of(model);
+        self.check_members_hashed(model)?;
         for (file, expected) in &model.sha256 {
             let actual = sha256_file(&dir.join(file))?;
             if &actual != expected {
@@ -302,6 +304,38 @@ impl ModelsDir {
                         model.name
                     ),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A verifier ensemble (`prm.json` `members`) loads the members' weights from
+    /// subdirectories: a manifest that hashes the model's files must hash those too, or
+    /// swapped member weights would be served unverified.
+    fn check_members_hashed(&self, model: &ModelEntry) -> Result<()> {
+        let prm = self.path_of(model).join("prm.json");
+        if model.sha256.is_empty() || !prm.is_file() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(&prm)
+            .map_err(|e| ManifestError::Io(format!("reading {}: {e}", prm.display())))?;
+        let config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| invalid(&prm, e.to_string()))?;
+        let members = config["members"].as_array().cloned().unwrap_or_default();
+        for member in members {
+            let member = member.as_str().unwrap_or_default().trim_end_matches('/');
+            for file in ["config.json", "model.safetensors"] {
+                let key = format!("{member}/{file}");
+                if !model.sha256.contains_key(&key) {
+                    return Err(invalid(
+                        &self.manifest_path(),
+                        format!(
+                            "{}: prm.json names ensemble member {member:?}, but sha256 has no {key:?}; \
+                             list the digest of every file the model loads",
+                            model.name
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
@@ -361,6 +395,16 @@ fn legacy_manifest(root: &Path) -> Manifest {
 }
 
 /// Lowercase hex SHA-256 of a file's contents.
+/// Whether `file` names a path inside a model's directory: relative, no `..`.
+fn is_inside(file: &str) -> bool {
+    let path = Path::new(file);
+    !file.is_empty()
+        && !file.contains('\\')
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path)
         .map_err(|e| ManifestError::Io(format!("reading {}: {e}", path.display())))?;

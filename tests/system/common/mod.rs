@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 /// checked); PONDER_MODELS points the tests at another models directory.
 pub fn bundled() -> ponder_cli::models::Bundled {
     let explicit = std::env::var_os("PONDER_MODELS").map(PathBuf::from);
-    ponder_cli::models::bundled(explicit.as_deref()).expect("the bundled models")
+    ponder_cli::models::bundled(explicit.as_deref(), None).expect("the bundled models")
 }
 
 /// A level-6 question whose solution is about 300 tokens: a thousand samples of it take

@@ -85,6 +85,22 @@ pub struct Report {
     /// Fitted on the validation slice, pooled over the generators' samples.
     pub threshold: Option<f32>,
     pub generators: Vec<GeneratorFigures>,
+    /// Every sample the verifier scored, for analyses outside the report (`--scores-out`).
+    #[serde(skip)]
+    pub scored: Vec<ScoredRecord>,
+}
+
+/// One sample the verifier scored: the validation samples the threshold is fitted on,
+/// then each generator's own samples, in the order they were scored.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoredRecord {
+    /// `validation` or `own`.
+    pub set: &'static str,
+    pub generator: String,
+    pub level: u8,
+    pub question: String,
+    #[serde(flatten)]
+    pub sample: ScoredSample,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -315,6 +331,7 @@ pub async fn run(
     let mut figures = vec![];
     let mut own_samples = vec![];
     let mut validation_scored = vec![];
+    let mut records = vec![];
     for g in generators {
         let mut samplers = vec![];
         let mut independent = None;
@@ -343,6 +360,13 @@ pub async fn run(
                 .collect();
             let samples = measure::complete(&g.worker, prompts, 8, &measure::sampled(13)).await?;
             let scored = measure::score(prm, &validation_refs, &samples).await?;
+            records.extend(scored.iter().map(|(i, s)| ScoredRecord {
+                set: "validation",
+                generator: g.name.clone(),
+                level: validation[*i].level,
+                question: validation[*i].question.clone(),
+                sample: s.clone(),
+            }));
             validation_scored.extend(scored.into_iter().map(|(_, s)| s));
         }
         figures.push(GeneratorFigures {
@@ -361,6 +385,13 @@ pub async fn run(
         for (f, own) in figures.iter_mut().zip(&own_samples) {
             let scored = measure::score(prm, &own.problems, &own.samples).await?;
             f.verifier = verifier_figures(&scored, &own.problems, t);
+            records.extend(scored.into_iter().map(|(i, s)| ScoredRecord {
+                set: "own",
+                generator: f.name.clone(),
+                level: own.problems[i].level,
+                question: own.problems[i].question.clone(),
+                sample: s,
+            }));
         }
     }
     Ok(Report {
@@ -369,6 +400,7 @@ pub async fn run(
         verifier: verifier.map(|(name, _)| name.to_string()),
         threshold,
         generators: figures,
+        scored: records,
     })
 }
 

@@ -11,7 +11,7 @@
 use serde::Serialize;
 
 /// One scored sample: the verifier's score per line and the checker's labels.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ScoredSample {
     pub scores: Vec<f32>,
     /// Per line: this line and every earlier one are right (`StepCheck::on_track`).

@@ -28,6 +28,8 @@ pub fn prm_config(chain: Chain) -> PrmConfig {
         step_suffix: String::new(),
         after_tag: "\n".into(),
         chain,
+        members: vec![],
+        combine: Default::default(),
     }
 }
 

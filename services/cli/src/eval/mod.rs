@@ -47,6 +47,8 @@ const CONCURRENCY: usize = 16;
 
 pub struct EvalConfig {
     pub models: PathBuf,
+    /// The manifest's verifier to use, by name (None: the default one).
+    pub verifier: Option<String>,
     pub per_level: usize,
     pub seed: u64,
     pub budgets: Vec<u32>,
@@ -125,7 +127,7 @@ pub fn run(cfg: EvalConfig) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Ce
             !cfg.budgets.is_empty() && cfg.budgets.iter().chain(&run_budgets).all(|&b| b >= 1),
             "--budgets must be positive"
         );
-        let bundled = crate::models::bundled(Some(&cfg.models))?;
+        let bundled = crate::models::bundled(Some(&cfg.models), cfg.verifier.as_deref())?;
         let generator = LocalGenerator::new(open_worker(&bundled.generator)?);
         let verifier_path = bundled.verifier.as_deref().ok_or_else(|| {
             anyhow::anyhow!(

@@ -49,7 +49,7 @@ pub struct FitLatency {
 
 /// Fits every bundled model and writes the files; prints a table.
 pub async fn run(args: FitLatency) -> anyhow::Result<()> {
-    let bundled = models::bundled(args.models.as_deref())?;
+    let bundled = models::bundled(args.models.as_deref(), None)?;
     let format = SolutionFormat::default();
     let machine = machine();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -20,6 +20,7 @@
 
 mod admission;
 mod batch_loop;
+mod ensemble;
 mod fair_queue;
 mod packing;
 mod pool_choice;
@@ -74,6 +75,8 @@ pub struct ModelWorker {
     /// are tokenised on the caller's task, so a long prompt never stalls the batch loop.
     codec: Arc<TextCodec>,
     prm: Option<Arc<Prm>>,
+    /// A verifier ensemble's other members (`prm.json` `members`).
+    ensemble: Option<Arc<ensemble::EnsembleWorkers>>,
     context: usize,
     input: InputCaps,
 }
@@ -92,7 +95,14 @@ const INLINE_ENCODE_BYTES: usize = 4096;
 
 impl ModelWorker {
     /// Starts the worker thread. The model should already be warmed up.
-    pub fn spawn(loaded: LoadedModel, config: WorkerConfig) -> Self {
+    pub fn spawn(mut loaded: LoadedModel, config: WorkerConfig) -> Self {
+        let ensemble = loaded
+            .ensemble
+            .take()
+            .map(|e| Arc::new(ensemble::EnsembleWorkers::spawn(e, &config)));
+        // Threads and pass size follow this model's own size (an ensemble's
+        // `info.parameters` counts its members too).
+        let own_parameters = loaded.model.config.num_parameters();
         let (tx, rx) = mpsc::unbounded_channel();
         let outstanding = Arc::new(AtomicUsize::new(0));
         let info = Arc::new(loaded.info.clone());
@@ -104,9 +114,9 @@ impl ModelWorker {
             stop_bytes: config.max_stop_bytes,
         };
         let max_samples = MAX_SAMPLES_PER_REQUEST.min(config.max_active_sequences as u32);
-        let threads = config.threads_for(info.parameters);
+        let threads = config.threads_for(own_parameters);
         let config = WorkerConfig {
-            max_batch_tokens: config.batch_tokens_for(info.parameters),
+            max_batch_tokens: config.batch_tokens_for(own_parameters),
             ..config
         };
         let name = format!("model-worker-{}", info.id);
@@ -145,6 +155,7 @@ impl ModelWorker {
             threads,
             codec,
             prm,
+            ensemble,
             context,
             input,
         }
@@ -250,6 +261,17 @@ impl ModelWorker {
 
     /// [`ModelWorker::score`] on behalf of `tenant` (see [`ModelWorker::generate_for`]).
     pub async fn score_for(&self, tenant: u64, req: ScoreRequest) -> Result<ScoreResponse> {
+        match &self.ensemble {
+            None => self.score_own(tenant, req).await,
+            Some(ensemble) => {
+                let own = self.score_own(tenant, req.clone());
+                ensemble.score(tenant, req, own).await
+            }
+        }
+    }
+
+    /// This worker's own model's scoring (for an ensemble, its unchained readings).
+    async fn score_own(&self, tenant: u64, req: ScoreRequest) -> Result<ScoreResponse> {
         let Some(prm) = self.prm.clone() else {
             return Err(EngineError::invalid(
                 "this model is not configured as a PRM (no prm.json)",

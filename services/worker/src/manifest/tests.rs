@@ -175,6 +175,10 @@ fn malformed_manifests_are_refused_with_what_to_fix() {
             "not 64 lowercase hex",
         ),
         (
+            serde_json::json!({"format": 1, "models": [{"name": "g", "role": "generator", "dir": "g", "parameters": 1, "training_flops": 1.0, "sha256": {"../other/model.safetensors": sha}}]}),
+            "a relative path without ..",
+        ),
+        (
             serde_json::json!({"format": 1, "models": [{"name": "g", "role": "critic", "dir": "g", "parameters": 1, "training_flops": 1.0}]}),
             "unknown variant `critic`",
         ),
@@ -213,4 +217,56 @@ fn malformed_manifests_are_refused_with_what_to_fix() {
     // Not a models directory at all.
     let empty = scratch();
     assert!(open_err(empty.path()).contains("not a models directory"));
+}
+
+/// A verifier ensemble loads its members' weights from subdirectories: the manifest must
+/// hash them, and a changed member is refused like any other changed file.
+#[test]
+fn an_ensemble_members_weights_must_be_hashed_and_unchanged() {
+    let tmp = scratch();
+    let root = tmp.path();
+    let gen = write_model(root, "gen", b"gen");
+    let prm = write_model(root, "prm", b"prm");
+    let member = write_model(root, "prm/second", b"second");
+    std::fs::write(root.join("prm/second/config.json"), b"{}").unwrap();
+    let member_config = sha256_file(&root.join("prm/second/config.json")).unwrap();
+    std::fs::write(
+        root.join("prm/prm.json"),
+        br#"{"kind": "likelihood", "members": ["second"]}"#,
+    )
+    .unwrap();
+    let prm_json = sha256_file(&root.join("prm/prm.json")).unwrap();
+    let verifier = |with_member: bool| {
+        let mut e = entry("prm", ModelRole::Verifier, true, &prm);
+        e["sha256"]["prm.json"] = prm_json.clone().into();
+        if with_member {
+            e["sha256"]["second/model.safetensors"] = member.clone().into();
+            e["sha256"]["second/config.json"] = member_config.clone().into();
+        }
+        e
+    };
+    let generator = entry("gen", ModelRole::Generator, true, &gen);
+
+    write_manifest(root, vec![generator.clone(), verifier(false)]);
+    let err = resolve_model_path(root, ModelRole::Verifier, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ensemble member \"second\"") && err.contains("second/config.json"),
+        "{err}"
+    );
+
+    write_manifest(root, vec![generator, verifier(true)]);
+    assert_eq!(
+        resolve_model_path(root, ModelRole::Verifier, None).unwrap(),
+        root.join("prm")
+    );
+    std::fs::write(root.join("prm/second/model.safetensors"), b"swapped").unwrap();
+    let err = resolve_model_path(root, ModelRole::Verifier, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refusing to serve") && err.contains(&member),
+        "{err}"
+    );
 }
