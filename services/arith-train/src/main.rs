@@ -505,13 +505,9 @@ fn main() -> Result<()> {
                 "no generator of {} matches --only {only:?}",
                 models.display()
             );
-            let verifier = match (verifier, dir.default_for(ModelRole::Verifier)) {
-                (Some(name), _) => {
-                    let m = dir.select(ModelRole::Verifier, Some(&name))?;
-                    Some((m.name.clone(), open(m)?))
-                }
-                (None, Some(m)) => Some((m.name.clone(), open(m)?)),
-                (None, None) => None,
+            let verifier = match dir.select_or_default(ModelRole::Verifier, verifier.as_deref())? {
+                Some(m) => Some((m.name.clone(), open(m)?)),
+                None => None,
             };
             let started = std::time::Instant::now();
             let report =

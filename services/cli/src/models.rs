@@ -63,10 +63,9 @@ pub fn bundled(explicit: Option<&Path>, verifier: Option<&str>) -> anyhow::Resul
         .filter(|m| m.role == ModelRole::Generator && m.name != default_name)
         .map(|m| dir.resolve(ModelRole::Generator, Some(&m.name)))
         .collect::<Result<Vec<_>, _>>()?;
-    let verifier = match (verifier, dir.default_for(ModelRole::Verifier)) {
-        (Some(name), _) => Some(dir.resolve(ModelRole::Verifier, Some(name))?),
-        (None, Some(_)) => Some(dir.resolve(ModelRole::Verifier, None)?),
-        (None, None) => None,
+    let verifier = match dir.select_or_default(ModelRole::Verifier, verifier)? {
+        Some(m) => Some(dir.resolve(ModelRole::Verifier, Some(&m.name))?),
+        None => None,
     };
     let policy_file = dir.manifest.policy.as_deref().unwrap_or(LEGACY_POLICY_FILE);
     let policy = Some(dir.root.join(policy_file)).filter(|p| p.is_file());

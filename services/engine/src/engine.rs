@@ -4,7 +4,7 @@
 use crate::error::{EngineError, Result};
 use crate::gguf_tokenizer;
 use crate::kv::KvCache;
-use crate::loader::{load_gguf, load_hf, ModelFiles};
+use crate::loader::{is_inside_model_dir, load_gguf, load_hf, ModelFiles};
 use crate::model::{Segment, Transformer};
 use crate::prm::{Chain, Combine, Prm, PrmConfig};
 use crate::tokenizer::TextCodec;
@@ -150,10 +150,10 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let (model, codec, weights, format) = match &files {
         ModelFiles::HuggingFace { dir, weights } => {
             let model = load_hf(dir, weights, opts.dtype, &opts.device, opts.quantize)?;
-            let tok = tokenizer_json.clone().ok_or_else(|| {
+            let tok = tokenizer_json.as_deref().ok_or_else(|| {
                 EngineError::load(format!("{} has no tokenizer.json", dir.display()))
             })?;
-            let codec = TextCodec::from_file(&tok, model.config.eos_token_ids.clone())?;
+            let codec = TextCodec::from_file(tok, model.config.eos_token_ids.clone())?;
             let format = match opts.quantize {
                 Quantize::None => "safetensors".to_string(),
                 Quantize::Q8_0 => "safetensors/q8_0".to_string(),
@@ -163,8 +163,8 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         ModelFiles::Gguf { file } => {
             let (model, content) = load_gguf(file, &opts.device)?;
             let eos = model.config.eos_token_ids.clone();
-            let codec = match tokenizer_json.clone() {
-                Some(tok) => TextCodec::from_file(&tok, eos)?,
+            let codec = match tokenizer_json.as_deref() {
+                Some(tok) => TextCodec::from_file(tok, eos)?,
                 None => {
                     let add_bos = content
                         .metadata
@@ -269,13 +269,7 @@ fn load_ensemble(
     };
     let mut members = Vec::with_capacity(cfg.members.len());
     for name in &cfg.members {
-        let rel = Path::new(name);
-        if name.is_empty()
-            || rel.is_absolute()
-            || !rel
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)))
-        {
+        if !is_inside_model_dir(name) {
             return Err(EngineError::load(format!(
                 "prm.json member {name:?} must be a directory inside {}",
                 dir.display()
@@ -286,7 +280,7 @@ fn load_ensemble(
             prm: Some(unchained.clone()),
             ..opts.clone()
         };
-        let member = load(&dir.join(rel), &member_opts)
+        let member = load(&dir.join(name), &member_opts)
             .map_err(|e| EngineError::load(format!("prm.json member {name:?}: {e}")))?;
         if member.model.config.vocab_size != model.config.vocab_size {
             return Err(EngineError::load(format!(

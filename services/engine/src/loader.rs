@@ -19,6 +19,17 @@ pub enum ModelFiles {
     Gguf { file: PathBuf },
 }
 
+/// Whether `rel` names a path inside a model's directory: non-empty, relative, no `..`
+/// or `.`, no backslash (a manifest is read on every platform). Ensemble members and the
+/// files a manifest hashes must be such paths.
+pub fn is_inside_model_dir(rel: &str) -> bool {
+    !rel.is_empty()
+        && !rel.contains('\\')
+        && Path::new(rel)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
 impl ModelFiles {
     /// Resolves a user-given path: a `.gguf` file, a directory with `config.json`
     /// (Hugging Face layout), or a directory holding exactly one `.gguf` file.

@@ -52,8 +52,9 @@ pub struct ModelEntry {
     pub parameters: u64,
     /// Training compute, 6 x parameters x training tokens (forward and backward).
     pub training_flops: f64,
-    /// File (relative to `dir`; an ensemble member's as `member/file`) -> lowercase hex SHA-256. Every file listed is checked before
-    /// the model is served; the legacy layout has none.
+    /// File (relative to `dir`; an ensemble member's as `member/file`) -> lowercase hex
+    /// SHA-256. Every file listed is checked before the model is served; the legacy
+    /// layout has none.
     #[serde(default)]
     pub sha256: BTreeMap<String, String>,
     /// The model a request gets when it pins none (one per role at most; exactly one
@@ -193,7 +194,7 @@ impl ModelsDir {
                 ));
             }
             for (file, digest) in &m.sha256 {
-                if !is_inside(file) {
+                if !ponder_engine::loader::is_inside_model_dir(file) {
                     return Err(invalid(
                         &path,
                         format!(
@@ -317,13 +318,11 @@ impl ModelsDir {
         if model.sha256.is_empty() || !prm.is_file() {
             return Ok(());
         }
-        let text = std::fs::read_to_string(&prm)
-            .map_err(|e| ManifestError::Io(format!("reading {}: {e}", prm.display())))?;
-        let config: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| invalid(&prm, e.to_string()))?;
-        let members = config["members"].as_array().cloned().unwrap_or_default();
-        for member in members {
-            let member = member.as_str().unwrap_or_default().trim_end_matches('/');
+        // The engine's own reading of prm.json, so the members checked are the ones loaded.
+        let config = ponder_engine::prm::PrmConfig::from_file(&prm)
+            .map_err(|e| invalid(&prm, e.to_string()))?;
+        for member in &config.members {
+            let member = member.trim_end_matches('/');
             for file in ["config.json", "model.safetensors"] {
                 let key = format!("{member}/{file}");
                 if !model.sha256.contains_key(&key) {
@@ -339,6 +338,19 @@ impl ModelsDir {
             }
         }
         Ok(())
+    }
+
+    /// The model of `role` named, or without a name the role's default if it has one
+    /// (a missing name is an error; a missing default is not).
+    pub fn select_or_default(
+        &self,
+        role: ModelRole,
+        name: Option<&str>,
+    ) -> Result<Option<&ModelEntry>> {
+        match name {
+            Some(_) => self.select(role, name).map(Some),
+            None => Ok(self.default_for(role)),
+        }
     }
 
     /// Selects and verifies the model a node of `role` serves.
@@ -395,16 +407,6 @@ fn legacy_manifest(root: &Path) -> Manifest {
 }
 
 /// Lowercase hex SHA-256 of a file's contents.
-/// Whether `file` names a path inside a model's directory: relative, no `..`.
-fn is_inside(file: &str) -> bool {
-    let path = Path::new(file);
-    !file.is_empty()
-        && !file.contains('\\')
-        && path
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)))
-}
-
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path)
         .map_err(|e| ManifestError::Io(format!("reading {}: {e}", path.display())))?;

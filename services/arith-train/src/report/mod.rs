@@ -103,6 +103,18 @@ pub struct ScoredRecord {
     pub sample: ScoredSample,
 }
 
+impl ScoredRecord {
+    fn new(set: &'static str, generator: &str, problem: &Problem, sample: ScoredSample) -> Self {
+        ScoredRecord {
+            set,
+            generator: generator.to_string(),
+            level: problem.level,
+            question: problem.question.clone(),
+            sample,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct GeneratorFigures {
     pub name: String,
@@ -360,12 +372,8 @@ pub async fn run(
                 .collect();
             let samples = measure::complete(&g.worker, prompts, 8, &measure::sampled(13)).await?;
             let scored = measure::score(prm, &validation_refs, &samples).await?;
-            records.extend(scored.iter().map(|(i, s)| ScoredRecord {
-                set: "validation",
-                generator: g.name.clone(),
-                level: validation[*i].level,
-                question: validation[*i].question.clone(),
-                sample: s.clone(),
+            records.extend(scored.iter().map(|(i, s)| {
+                ScoredRecord::new("validation", &g.name, &validation[*i], s.clone())
             }));
             validation_scored.extend(scored.into_iter().map(|(_, s)| s));
         }
@@ -385,13 +393,11 @@ pub async fn run(
         for (f, own) in figures.iter_mut().zip(&own_samples) {
             let scored = measure::score(prm, &own.problems, &own.samples).await?;
             f.verifier = verifier_figures(&scored, &own.problems, t);
-            records.extend(scored.into_iter().map(|(i, s)| ScoredRecord {
-                set: "own",
-                generator: f.name.clone(),
-                level: own.problems[i].level,
-                question: own.problems[i].question.clone(),
-                sample: s,
-            }));
+            records.extend(
+                scored
+                    .into_iter()
+                    .map(|(i, s)| ScoredRecord::new("own", &f.name, own.problems[i], s)),
+            );
         }
     }
     Ok(Report {
