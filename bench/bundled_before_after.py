@@ -32,14 +32,16 @@ def main():
     ap.add_argument("before")
     ap.add_argument("after")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--after-args", default="", help="more arguments for the after side only, e.g. '--kv-cache-dtype f16' (BEFORE_DIR and AFTER_DIR may then be one build)")
     ap.add_argument("extra", nargs="*", help="arguments for bundled-bench (after --)")
-    args = ap.parse_args()
-    extra = args.extra or ["--only", "samples,steps,score"]
+    args, unknown = ap.parse_known_args()
+    extra = [a for a in args.extra + unknown if a != "--"] or ["--only", "samples,steps,score"]
+    after_extra = extra + args.after_args.split()
     runs = {"before": [], "after": []}
     for _ in range(args.runs):
-        for side, d in (("before", args.before), ("after", args.after)):
-            runs[side].append(figures(f"{d}/bundled-bench", extra))
-    print(f"medians of {args.runs} alternating runs; bundled-bench {' '.join(extra)}")
+        for side, d, more in (("before", args.before, extra), ("after", args.after, after_extra)):
+            runs[side].append(figures(f"{d}/bundled-bench", more))
+    print(f"medians of {args.runs} alternating runs; bundled-bench {' '.join(extra)}; after side: {' '.join(after_extra)}")
     for name in runs["before"][0]:
         b = statistics.median(r[name] for r in runs["before"])
         a = statistics.median(r[name] for r in runs["after"])

@@ -85,6 +85,8 @@ def main() -> None:
         ),
         "sha256": {f: sha256(dst / f) for f in files},
     }
+    if "kv_cache" in primary:  # served as the primary is (docs/engine.md, "f16 KV cache")
+        entry["kv_cache"] = primary["kv_cache"]
     models = [m for m in manifest["models"] if m["name"] != a.name]
     if a.default:
         for m in models:

@@ -70,7 +70,7 @@ def tokens_on_the_way(run: Path) -> int:
     return total
 
 
-def ship(work: Path, name: str, run: str, role: str, default: bool, describe: dict) -> dict:
+def ship(work: Path, name: str, run: str, role: str, default: bool, describe: dict, kv_cache: str) -> dict:
     src = work / run
     files = ENGINE_FILES + (["prm.json"] if role == "verifier" else [])
     for f in files + RECORD_FILES:
@@ -96,6 +96,7 @@ def ship(work: Path, name: str, run: str, role: str, default: bool, describe: di
         "default": default,
         "description": description,
         "sha256": {f: sha256(dst / f) for f in files},
+        "kv_cache": kv_cache,
     }
 
 
@@ -105,6 +106,8 @@ def main() -> None:
     ap.add_argument("--generator", action="append", default=[], metavar="NAME=RUN[:default]")
     ap.add_argument("--verifier", action="append", default=[], metavar="NAME=RUN")
     ap.add_argument("--describe", action="append", default=[], metavar="NAME=TEXT")
+    ap.add_argument("--kv-cache", choices=["f32", "f16"], default="f16",
+                    help="how nodes store every shipped model's KV cache (docs/engine.md, 'f16 KV cache')")
     ap.add_argument("--policy", default="arith-policy.json")
     ap.add_argument("--ladder-policy", default="arith-ladder-policy.json")
     a = ap.parse_args()
@@ -113,10 +116,10 @@ def main() -> None:
     for spec in a.generator:
         name, run = spec.split("=", 1)
         default = run.endswith(":default")
-        entries.append(ship(a.work, name, run.removesuffix(":default"), "generator", default, describe))
+        entries.append(ship(a.work, name, run.removesuffix(":default"), "generator", default, describe, a.kv_cache))
     for i, spec in enumerate(a.verifier):
         name, run = spec.split("=", 1)
-        entries.append(ship(a.work, name, run, "verifier", i == 0, describe))
+        entries.append(ship(a.work, name, run, "verifier", i == 0, describe, a.kv_cache))
     if sum(e["default"] for e in entries if e["role"] == "generator") != 1:
         sys.exit("mark exactly one generator :default")
     manifest = {"format": 1, "policy": a.policy, "ladder_policy": a.ladder_policy, "models": entries}

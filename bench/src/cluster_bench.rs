@@ -70,11 +70,20 @@ fn main() -> anyhow::Result<()> {
             gateway_addr: None,
             control: Default::default(),
             record_calls: None,
+            kv_cache_dtype: Default::default(),
         })
         .await?;
         let mut client = ponder_cli::client::connect(&cluster.addr().to_string()).await?;
         let open = |p: &PathBuf| -> anyhow::Result<ModelWorker> {
-            let m = ponder_engine::load(p, &LoadOptions::default())?;
+            // As the cluster's nodes load it: the KV cache its manifest entry asks for.
+            let kv_cache = ponder_worker::manifest::holding_entry(p)
+                .and_then(|e| e.kv_cache)
+                .unwrap_or_default();
+            let opts = LoadOptions {
+                kv_cache,
+                ..LoadOptions::default()
+            };
+            let m = ponder_engine::load(p, &opts)?;
             m.warm_up()?;
             Ok(ModelWorker::spawn(m, WorkerConfig::default()))
         };

@@ -49,6 +49,10 @@ async fn operator_caps_hold_and_calls_above_a_workers_limit_are_split() {
         .unwrap()
         .into_inner();
     assert_eq!(info.max_samples_per_request, 8, "the worker says its limit");
+    assert_eq!(
+        info.kv_cache_dtype, "f16",
+        "--kv-cache-dtype auto takes the bundled model's manifest entry"
+    );
     let mut c = client(o.node.addr).await;
     // Members' addresses are not shown to API callers unless the operator asks.
     let status = c

@@ -30,6 +30,7 @@ async fn two_models_with(policy: Option<std::path::PathBuf>) -> EmbeddedCluster 
         gateway_addr: None,
         control: Default::default(),
         record_calls: None,
+        kv_cache_dtype: Default::default(),
     })
     .await
     .expect("the two-model cluster starts")

@@ -18,7 +18,7 @@ mod workloads;
 use anyhow::Context;
 use clap::Parser;
 use ponder_cluster::metrics::resident_bytes;
-use ponder_engine::{load, LoadOptions, ModelWorker, Quantize, WorkerConfig};
+use ponder_engine::{load, KvDtype, LoadOptions, ModelWorker, Quantize, WorkerConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use workloads::Work;
@@ -56,6 +56,10 @@ struct Args {
     /// Weight quantization at load (none or q8_0), for generator and verifier alike.
     #[arg(long, default_value = "none")]
     quantize: Quantize,
+    /// How the KV cache stores keys and values (f32 or f16), for generator and verifier
+    /// alike.
+    #[arg(long, default_value = "f32")]
+    kv_cache_dtype: KvDtype,
     /// Which parts to run.
     #[arg(
         long,
@@ -109,9 +113,15 @@ fn mfu(tokens_per_s: f64, params: u64, peak: Option<&peak::Peak>) -> String {
     }
 }
 
-fn spawn(path: &Path, threads: usize, quantize: Quantize) -> anyhow::Result<ModelWorker> {
+fn spawn(
+    path: &Path,
+    threads: usize,
+    quantize: Quantize,
+    kv_cache: KvDtype,
+) -> anyhow::Result<ModelWorker> {
     let opts = LoadOptions {
         quantize,
+        kv_cache,
         ..LoadOptions::default()
     };
     // What an operator sizes a node by: load plus warm-up time, and the memory it adds.
@@ -156,7 +166,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let cands = if has(Part::Steps) || has(Part::Score) {
         let max_batch = args.batches.iter().copied().max().unwrap_or(8) as u32;
-        let worker = spawn(&args.candidates_from, args.threads, args.quantize)?;
+        let worker = spawn(
+            &args.candidates_from,
+            args.threads,
+            args.quantize,
+            args.kv_cache_dtype,
+        )?;
         let cands = workloads::candidates(&worker, &questions, max_batch.max(4)).await?;
         println!(
             "candidates: {} distinct solutions from {} (T = 1.0)",
@@ -168,7 +183,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Vec::new()
     };
     for path in &args.generator {
-        let worker = spawn(path, args.threads, args.quantize)?;
+        let worker = spawn(path, args.threads, args.quantize, args.kv_cache_dtype)?;
         let (params, threads) = (worker.info().parameters, worker.threads());
         println!(
             "generator {} ({params} parameters, {}, {threads} worker thread(s))",
@@ -230,7 +245,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .prm
             .as_ref()
             .context("--prm names a model without a PRM convention (prm.json)")?;
-        let worker = spawn(&args.prm, args.threads, args.quantize)?;
+        let worker = spawn(&args.prm, args.threads, args.quantize, args.kv_cache_dtype)?;
         let (params, threads) = (worker.info().parameters, worker.threads());
         println!(
             "verifier {} ({params} parameters, {}, {threads} worker thread(s))",
@@ -242,7 +257,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let w = median_of(args.runs, async || {
                 // A cold worker per run: the verifier keeps what it scored, so scoring
                 // the same candidates again would read them from its cache.
-                let worker = spawn(&args.prm, args.threads, args.quantize)?;
+                let worker = spawn(&args.prm, args.threads, args.quantize, args.kv_cache_dtype)?;
                 workloads::scoring(&worker, &questions, &cands, batch, |q, steps| {
                     Ok(prm.encode(&counter.codec, q, steps)?.0.len() as u64)
                 })

@@ -7,7 +7,7 @@ use ponder_cluster::metrics::Metrics;
 use ponder_cluster::node::NodeArgs;
 use ponder_cluster::BoxedFuture;
 use ponder_orchestrator::{OrchestratorArgs, OrchestratorNode};
-use ponder_worker::node::{ModelArgs, ModelNode};
+use ponder_worker::node::{KvCacheChoice, ModelArgs, ModelNode};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -35,6 +35,8 @@ pub struct EmbeddedConfig {
     /// and model (`generator-<model dir>`, `verifier-<model dir>`): the recordings a
     /// recorded node serves (docs/scaling.md).
     pub record_calls: Option<PathBuf>,
+    /// How every node stores its KV cache (`auto`: each model's manifest entry).
+    pub kv_cache_dtype: KvCacheChoice,
 }
 
 /// Where a node of `role` serving the model at `model` records, under `dir`.
@@ -74,6 +76,7 @@ impl EmbeddedCluster {
                     .record_calls
                     .as_ref()
                     .map(|dir| recording_dir(dir, role, model)),
+                kv_cache_dtype: cfg.kv_cache_dtype,
                 ..ModelArgs::new(model.clone())
             };
             for model in models {

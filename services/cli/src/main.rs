@@ -72,6 +72,10 @@ enum Command {
         /// model), for recorded nodes to serve (docs/scaling.md).
         #[arg(long, env = "PONDER_RECORD_CALLS")]
         record_calls: Option<PathBuf>,
+        /// How every node stores its KV cache: auto (each model's manifest entry; the
+        /// bundled models say f16), f32 or f16 (docs/engine.md, "f16 KV cache").
+        #[arg(long, env = "PONDER_KV_CACHE_DTYPE", default_value = "auto")]
+        kv_cache_dtype: ponder_worker::node::KvCacheChoice,
         /// Answer the sample questions, print the results, and exit.
         #[arg(long)]
         demo: bool,
@@ -316,6 +320,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 no_gateway,
                 control,
                 record_calls,
+                kv_cache_dtype,
                 demo,
                 demo_budget,
                 log_format,
@@ -346,6 +351,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     gateway_addr: (!no_gateway).then_some(gateway_addr),
                     control,
                     record_calls,
+                    kv_cache_dtype,
                 };
                 let cluster = EmbeddedCluster::start(cfg).await?;
                 println!("orchestrator listening on {}", cluster.addr());

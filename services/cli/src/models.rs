@@ -102,8 +102,8 @@ pub fn print(explicit: Option<&Path>) -> anyhow::Result<()> {
     let dir = ModelsDir::open(&models_dir(explicit)?)?;
     println!("{}", dir.root.display());
     println!(
-        "{:<16} {:<10} {:>8} {:>12} {:>10}  {:<9} description",
-        "name", "role", "default", "parameters", "train FLOPs", "digests"
+        "{:<16} {:<10} {:>8} {:>12} {:>10}  {:<9} {:<3} description",
+        "name", "role", "default", "parameters", "train FLOPs", "digests", "kv"
     );
     let mut failures = 0;
     for m in &dir.manifest.models {
@@ -121,13 +121,14 @@ pub fn print(explicit: Option<&Path>) -> anyhow::Result<()> {
             }
         };
         println!(
-            "{:<16} {:<10} {:>8} {:>12} {:>10.2e}  {:<9} {}",
+            "{:<16} {:<10} {:>8} {:>12} {:>10.2e}  {:<9} {:<3} {}",
             m.name,
             m.role.to_string(),
             if is_default { "yes" } else { "" },
             m.parameters,
             m.training_flops,
             digests,
+            m.kv_cache.unwrap_or_default().name(),
             m.description
         );
     }

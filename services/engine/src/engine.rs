@@ -3,7 +3,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::gguf_tokenizer;
-use crate::kv::KvCache;
+use crate::kv::KvDtype;
 use crate::loader::{is_inside_model_dir, load_gguf, load_hf, ModelFiles};
 use crate::model::{Segment, Transformer};
 use crate::prm::{Chain, Combine, Prm, PrmConfig};
@@ -24,6 +24,9 @@ pub struct LoadOptions {
     pub prm: Option<PrmConfig>,
     /// Quantize a safetensors model's linear layers at load (CPU, f32 compute only).
     pub quantize: Quantize,
+    /// How the model's KV caches store keys and values: f32 (exact, the default) or f16
+    /// (half the bytes for attention to read; docs/engine.md, "f16 KV cache").
+    pub kv_cache: KvDtype,
 }
 
 /// Weight quantization applied at load to a safetensors model's linear layers.
@@ -60,6 +63,7 @@ impl Default for LoadOptions {
             tokenizer: None,
             prm: None,
             quantize: Quantize::None,
+            kv_cache: KvDtype::F32,
         }
     }
 }
@@ -77,6 +81,9 @@ pub struct ModelInfo {
     pub context_length: usize,
     pub num_layers: usize,
     pub hidden_size: usize,
+    /// How its KV caches store keys and values: "f32" or "f16" (empty: no cache, a
+    /// recorded node).
+    pub kv_cache: String,
     /// "token_prob" or "class_head" when the model is loaded as a PRM.
     pub prm: Option<String>,
     /// Longest UTF-8 text any single vocabulary token decodes to: a generated
@@ -147,7 +154,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         .tokenizer
         .clone()
         .or_else(|| Some(dir.join("tokenizer.json")).filter(|p| p.is_file()));
-    let (model, codec, weights, format) = match &files {
+    let (mut model, codec, weights, format) = match &files {
         ModelFiles::HuggingFace { dir, weights } => {
             let model = load_hf(dir, weights, opts.dtype, &opts.device, opts.quantize)?;
             let tok = tokenizer_json.as_deref().ok_or_else(|| {
@@ -187,6 +194,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
             (model, codec, vec![], format!("gguf/{quant}"))
         }
     };
+    model.kv_dtype = opts.kv_cache;
     let prm_config = match &opts.prm {
         Some(cfg) => Some(cfg.clone()),
         None => {
@@ -224,6 +232,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         architecture: cfg.arch.name().into(),
         format,
         dtype: format!("{:?}", model.dtype).to_lowercase(),
+        kv_cache: model.kv_dtype.name().to_string(),
         // An ensemble runs every member over the same tokens: its FLOPs per token are
         // those of all its parameters.
         parameters: cfg.num_parameters() + member_parameters,
@@ -305,7 +314,7 @@ impl LoadedModel {
     pub fn warm_up(&self) -> Result<()> {
         let ids = self.codec.encode("Hello", true)?;
         let ids = if ids.is_empty() { vec![0] } else { ids };
-        let mut cache = KvCache::new(self.model.config.num_layers);
+        let mut cache = self.model.new_cache();
         let hidden = self.model.forward(&mut [Segment {
             tokens: &ids,
             cache: &mut cache,

@@ -191,3 +191,12 @@ pub fn write_tiny_model(dir: &Path, spec: &TinySpec) -> Result<()> {
     }
     Ok(())
 }
+
+/// The largest |a - b| over two sets of logit rows of the same shape.
+pub fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

@@ -1,4 +1,4 @@
-//! Per-sequence KV cache with copy-on-write forking.
+//! Per-sequence KV cache with copy-on-write forking, stored as f32 or f16.
 //!
 //! Why copy-on-write: beam search and `n`-sample requests continue many
 //! sequences from one prefix, and the prefix cache keeps finished prefixes
@@ -6,45 +6,135 @@
 //! parent's buffers and only the first append to a buffer that someone else
 //! still holds copies the valid prefix into a fresh buffer. A sequence that owns
 //! its buffer alone appends in place into spare capacity (amortised O(1)).
+//!
+//! Why f16 as an option: on the bundled models a decode step of many samples is bound
+//! by reading the cache (n = 64 reads ~60 MB of f32 keys and values per step, more than
+//! the L3 holds), and f16 halves those bytes. Every sum stays f32; only the stored keys
+//! and values are rounded (relative error 2^-11), which moves logits at the 1e-3 level.
+//! f32 is the default, bit for bit what it was; f16 is chosen per model
+//! ([`crate::LoadOptions::kv_cache`], and the models manifest's `kv_cache`), after
+//! its accuracy was measured (docs/engine.md, "f16 KV cache").
 
 use candle_core::Result;
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 use std::sync::Arc;
 
 /// Capacity grows in steps of this many positions (by a quarter for long sequences).
 const GROW_STEP: usize = 64;
 
-/// Keys and values of one layer, f32. Keys are stored transposed, (kv_heads, head_dim,
+/// How a cache stores keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvDtype {
+    /// Exact: what the forward computed.
+    #[default]
+    F32,
+    /// Half the bytes; every sum still in f32.
+    F16,
+}
+
+impl KvDtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::F32 => "f32",
+            KvDtype::F16 => "f16",
+        }
+    }
+}
+
+impl std::fmt::Display for KvDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KvDtype {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            other => Err(format!(
+                "the KV cache dtype must be f32 or f16, got {other:?}"
+            )),
+        }
+    }
+}
+
+/// An element a [`KvBuffer`] stores: f32 as is, or f16 widened to f32 on every read.
+pub trait KvElement: Copy + Send + Sync + 'static {
+    const ZERO: Self;
+    fn from_f32(x: f32) -> Self;
+    fn to_f32(self) -> f32;
+    /// `src` (exactly `N` elements) as f32. For f32 a plain copy the compiler keeps in
+    /// registers; for f16 one F16C conversion per 8.
+    fn widen<const N: usize>(src: &[Self]) -> [f32; N];
+}
+
+impl KvElement for f32 {
+    const ZERO: Self = 0.0;
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn widen<const N: usize>(src: &[Self]) -> [f32; N] {
+        src.try_into().expect("exactly N elements")
+    }
+}
+
+impl KvElement for f16 {
+    const ZERO: Self = f16::ZERO;
+    fn from_f32(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    #[inline(always)]
+    fn widen<const N: usize>(src: &[Self]) -> [f32; N] {
+        let mut out = [0f32; N];
+        src.convert_to_f32_slice(&mut out);
+        out
+    }
+}
+
+/// Keys and values of one layer. Keys are stored transposed, (kv_heads, head_dim,
 /// capacity), so that a query's scores against every key are `head_dim` contiguous
 /// multiply-adds across positions (vectorized, no horizontal sums); values are
 /// (kv_heads, capacity, head_dim), so the weighted sum runs across dimensions.
 ///
 /// Plain vectors rather than tensors: attention reads and appends them directly
 /// (`crate::attention`), with no per-sequence tensor ops in a decode step.
-pub struct KvBuffer {
-    k: Vec<f32>,
-    v: Vec<f32>,
+pub struct KvBuffer<E> {
+    k: Vec<E>,
+    v: Vec<E>,
     pub heads: usize,
     pub capacity: usize,
     pub head_dim: usize,
 }
 
-impl KvBuffer {
+impl<E: KvElement> KvBuffer<E> {
     /// Component `d` of the first `len` keys of `head`.
-    pub fn key_row(&self, head: usize, d: usize, len: usize) -> &[f32] {
+    pub fn key_row(&self, head: usize, d: usize, len: usize) -> &[E] {
         let start = (head * self.head_dim + d) * self.capacity;
         &self.k[start..start + len]
     }
 
     /// The first `len` values of `head`: `len * head_dim` values, position-major.
-    pub fn values(&self, head: usize, len: usize) -> &[f32] {
+    pub fn values(&self, head: usize, len: usize) -> &[E] {
         let start = head * self.capacity * self.head_dim;
         &self.v[start..start + len * self.head_dim]
     }
 
     fn empty(heads: usize, capacity: usize, head_dim: usize) -> Self {
         Self {
-            k: vec![0.0; heads * capacity * head_dim],
-            v: vec![0.0; heads * capacity * head_dim],
+            k: vec![E::ZERO; heads * capacity * head_dim],
+            v: vec![E::ZERO; heads * capacity * head_dim],
             heads,
             capacity,
             head_dim,
@@ -52,7 +142,7 @@ impl KvBuffer {
     }
 
     /// Copies the first `len` positions of `old` (of the same head dimension).
-    fn copy_prefix(&mut self, old: &KvBuffer, len: usize) {
+    fn copy_prefix(&mut self, old: &KvBuffer<E>, len: usize) {
         let (capacity, head_dim) = (self.capacity, self.head_dim);
         for h in 0..self.heads.min(old.heads) {
             for d in 0..head_dim {
@@ -67,16 +157,93 @@ impl KvBuffer {
     fn write(&mut self, head: usize, pos: usize, key: &[f32], value: &[f32]) {
         let (cap, dim) = (self.capacity, self.head_dim);
         for (d, &x) in key.iter().enumerate() {
-            self.k[(head * dim + d) * cap + pos] = x;
+            self.k[(head * dim + d) * cap + pos] = E::from_f32(x);
         }
         let at = (head * cap + pos) * dim;
-        self.v[at..at + dim].copy_from_slice(value);
+        for (o, &x) in self.v[at..at + dim].iter_mut().zip(value) {
+            *o = E::from_f32(x);
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        (self.k.len() + self.v.len()) * std::mem::size_of::<E>()
+    }
+}
+
+/// One layer's buffer in the cache's dtype.
+pub enum KvLayer {
+    F32(KvBuffer<f32>),
+    F16(KvBuffer<f16>),
+}
+
+/// `$body` with `$b` bound to the layer's buffer, whatever its element type.
+macro_rules! with_buffer {
+    ($layer:expr, $b:ident => $body:expr) => {
+        match $layer {
+            KvLayer::F32($b) => $body,
+            KvLayer::F16($b) => $body,
+        }
+    };
+}
+
+impl KvLayer {
+    fn empty(dtype: KvDtype, heads: usize, capacity: usize, head_dim: usize) -> Self {
+        match dtype {
+            KvDtype::F32 => KvLayer::F32(KvBuffer::empty(heads, capacity, head_dim)),
+            KvDtype::F16 => KvLayer::F16(KvBuffer::empty(heads, capacity, head_dim)),
+        }
+    }
+
+    pub fn dtype(&self) -> KvDtype {
+        match self {
+            KvLayer::F32(_) => KvDtype::F32,
+            KvLayer::F16(_) => KvDtype::F16,
+        }
+    }
+
+    /// (kv heads, capacity in positions, head dimension).
+    pub fn shape(&self) -> (usize, usize, usize) {
+        with_buffer!(self, b => (b.heads, b.capacity, b.head_dim))
+    }
+
+    /// Component `d` of the first `len` keys of `head`, widened to f32.
+    pub fn key_row_f32(&self, head: usize, d: usize, len: usize) -> Vec<f32> {
+        with_buffer!(self, b => b.key_row(head, d, len).iter().map(|x| x.to_f32()).collect())
+    }
+
+    /// The first `len` values of `head`, widened to f32.
+    pub fn values_f32(&self, head: usize, len: usize) -> Vec<f32> {
+        with_buffer!(self, b => b.values(head, len).iter().map(|x| x.to_f32()).collect())
+    }
+
+    fn bytes(&self) -> usize {
+        with_buffer!(self, b => b.bytes())
+    }
+
+    /// A copy of the first `len` positions into a fresh buffer of `capacity`.
+    fn prefix_copy(&self, capacity: usize, len: usize) -> Self {
+        match self {
+            KvLayer::F32(old) => {
+                let mut fresh = KvBuffer::empty(old.heads, capacity, old.head_dim);
+                fresh.copy_prefix(old, len);
+                KvLayer::F32(fresh)
+            }
+            KvLayer::F16(old) => {
+                let mut fresh = KvBuffer::empty(old.heads, capacity, old.head_dim);
+                fresh.copy_prefix(old, len);
+                KvLayer::F16(fresh)
+            }
+        }
+    }
+
+    fn write(&mut self, head: usize, pos: usize, key: &[f32], value: &[f32]) {
+        with_buffer!(self, b => b.write(head, pos, key, value))
     }
 }
 
 #[derive(Clone, Default)]
 struct LayerKv {
-    buffer: Option<Arc<KvBuffer>>,
+    buffer: Option<Arc<KvLayer>>,
 }
 
 /// The cache of one sequence across all layers. `Clone` is the cheap fork.
@@ -87,15 +254,27 @@ pub struct KvCache {
     /// Positions a new buffer is made for when the sequence's final length is known
     /// ([`KvCache::reserve_exact`]); 0: grow as needed.
     exact: usize,
+    dtype: KvDtype,
 }
 
 impl KvCache {
+    /// An empty f32 cache.
     pub fn new(num_layers: usize) -> Self {
+        Self::with_dtype(num_layers, KvDtype::F32)
+    }
+
+    /// An empty cache whose buffers store `dtype`; its forks and compacted copies keep it.
+    pub fn with_dtype(num_layers: usize, dtype: KvDtype) -> Self {
         Self {
             layers: vec![LayerKv::default(); num_layers],
             len: 0,
             exact: 0,
+            dtype,
         }
+    }
+
+    pub fn dtype(&self) -> KvDtype {
+        self.dtype
     }
 
     /// Number of positions whose keys and values are stored.
@@ -118,6 +297,7 @@ impl KvCache {
             layers: self.layers.clone(),
             len,
             exact: 0,
+            dtype: self.dtype,
         }
     }
 
@@ -133,7 +313,7 @@ impl KvCache {
     /// what is valid, so that keeping it does not keep the rest alive.
     pub fn compacted(self) -> Self {
         let len = self.len;
-        let roomy = |b: &KvBuffer| b.capacity > len + len / 4 + GROW_STEP;
+        let roomy = |b: &KvLayer| b.shape().1 > len + len / 4 + GROW_STEP;
         if len == 0
             || !self
                 .layers
@@ -146,17 +326,17 @@ impl KvCache {
             .layers
             .iter()
             .map(|l| LayerKv {
-                buffer: l.buffer.as_deref().map(|old| {
-                    let mut exact = KvBuffer::empty(old.heads, len, old.head_dim);
-                    exact.copy_prefix(old, len);
-                    Arc::new(exact)
-                }),
+                buffer: l
+                    .buffer
+                    .as_deref()
+                    .map(|old| Arc::new(old.prefix_copy(len, len))),
             })
             .collect();
         Self {
             layers,
             len,
             exact: 0,
+            dtype: self.dtype,
         }
     }
 
@@ -165,7 +345,7 @@ impl KvCache {
         self.layers
             .iter()
             .filter_map(|l| l.buffer.as_ref())
-            .map(|b| (b.k.len() + b.v.len()) * std::mem::size_of::<f32>())
+            .map(|b| b.bytes())
             .sum()
     }
 
@@ -182,7 +362,7 @@ impl KvCache {
         head_dim: usize,
         k_new: &[f32],
         v_new: &[f32],
-    ) -> Result<&KvBuffer> {
+    ) -> Result<&KvLayer> {
         let row = heads * head_dim;
         if row == 0 || k_new.len() != v_new.len() || !k_new.len().is_multiple_of(row) {
             candle_core::bail!(
@@ -195,12 +375,19 @@ impl KvCache {
         let len = self.len;
         let needed = len + t;
         let slot = &mut self.layers[layer].buffer;
+        if let Some(old) = slot.as_deref() {
+            if old.dtype() != self.dtype {
+                candle_core::bail!(
+                    "kv append to a {} buffer of a {} cache",
+                    old.dtype(),
+                    self.dtype
+                )
+            }
+        }
         let reusable = match slot {
             Some(arc) => {
-                arc.capacity >= needed
-                    && arc.heads == heads
-                    && arc.head_dim == head_dim
-                    && Arc::get_mut(arc).is_some()
+                let (h, capacity, dim) = arc.shape();
+                capacity >= needed && h == heads && dim == head_dim && Arc::get_mut(arc).is_some()
             }
             None => false,
         };
@@ -209,10 +396,12 @@ impl KvCache {
                 true => self.exact,
                 false => grow_to(needed),
             };
-            let mut fresh = KvBuffer::empty(heads, capacity, head_dim);
-            if let Some(old) = slot.as_ref() {
-                fresh.copy_prefix(old, len);
-            }
+            let fresh = match slot.as_deref() {
+                Some(old) if old.shape().0 == heads && old.shape().2 == head_dim => {
+                    old.prefix_copy(capacity, len)
+                }
+                _ => KvLayer::empty(self.dtype, heads, capacity, head_dim),
+            };
             *slot = Some(Arc::new(fresh));
         }
         // In place: this cache is the only holder of the buffer (checked above, or it
@@ -229,7 +418,7 @@ impl KvCache {
     }
 
     /// The buffer of `layer`, if anything was appended to it.
-    pub fn layer(&self, layer: usize) -> Option<&KvBuffer> {
+    pub fn layer(&self, layer: usize) -> Option<&KvLayer> {
         self.layers[layer].buffer.as_deref()
     }
 
@@ -256,7 +445,7 @@ mod tests {
         let len = cache.len() + 1;
         let buf = cache.append(0, 1, 2, &k, &k).unwrap();
         let keys = (0..len)
-            .flat_map(|p| [buf.key_row(0, 0, len)[p], buf.key_row(0, 1, len)[p]])
+            .flat_map(|p| [buf.key_row_f32(0, 0, len)[p], buf.key_row_f32(0, 1, len)[p]])
             .collect();
         cache.advance(1);
         keys
@@ -302,10 +491,10 @@ mod tests {
         );
         let buf = short.layer(0).unwrap();
         assert_eq!(
-            buf.key_row(0, 1, 40),
-            long.layer(0).unwrap().key_row(0, 1, 40)
+            buf.key_row_f32(0, 1, 40),
+            long.layer(0).unwrap().key_row_f32(0, 1, 40)
         );
-        assert_eq!(buf.values(0, 40)[79], 39.0);
+        assert_eq!(buf.values_f32(0, 40)[79], 39.0);
         // What is not roomy stays as it is (no copy).
         let whole = long.clone().compacted();
         assert_eq!(whole.capacity_bytes(), long.capacity_bytes());
@@ -350,9 +539,45 @@ mod tests {
             c.advance(1);
         }
         let buf = c.layer(0).unwrap();
-        assert_eq!(buf.key_row(0, 0, 3), &[1.0, 2.0, 3.0]);
-        assert_eq!(buf.key_row(1, 0, 3), &[10.0, 20.0, 30.0]);
-        assert_eq!(buf.values(0, 102)[101], 99.0);
+        assert_eq!(buf.key_row_f32(0, 0, 3), [1.0, 2.0, 3.0]);
+        assert_eq!(buf.key_row_f32(1, 0, 3), [10.0, 20.0, 30.0]);
+        assert_eq!(buf.values_f32(0, 102)[101], 99.0);
         assert!(c.append(0, 2, 1, &[1.0], &[1.0]).is_err());
+    }
+
+    #[test]
+    fn an_f16_cache_rounds_to_half_keeps_its_dtype_in_forks_and_holds_half_the_bytes() {
+        let mut f32_cache = KvCache::new(1);
+        let mut f16_cache = KvCache::with_dtype(1, KvDtype::F16);
+        // 1/3 is not a half-precision number; 0.5 is.
+        for x in [1.0 / 3.0, 0.5] {
+            for c in [&mut f32_cache, &mut f16_cache] {
+                c.append(0, 1, 2, &[x, -x], &[x, 2.0 * x]).unwrap();
+                c.advance(1);
+            }
+        }
+        let buf = f16_cache.layer(0).unwrap();
+        assert_eq!(buf.dtype(), KvDtype::F16);
+        let third = f16::from_f32(1.0 / 3.0).to_f32();
+        assert_ne!(third, 1.0 / 3.0);
+        assert_eq!(buf.key_row_f32(0, 0, 2), [third, 0.5]);
+        assert_eq!(buf.key_row_f32(0, 1, 2), [-third, -0.5]);
+        assert_eq!(
+            buf.values_f32(0, 2),
+            [third, f16::from_f32(2.0 / 3.0).to_f32(), 0.5, 1.0]
+        );
+        assert_eq!(f16_cache.capacity_bytes() * 2, f32_cache.capacity_bytes());
+        // Forks and compacted copies stay f16, and appends to them too.
+        let mut fork = f16_cache.truncated(1).compacted();
+        assert_eq!(fork.dtype(), KvDtype::F16);
+        fork.append(0, 1, 2, &[0.25, 0.25], &[0.25, 0.25]).unwrap();
+        fork.advance(1);
+        assert_eq!(fork.layer(0).unwrap().dtype(), KvDtype::F16);
+        assert_eq!(fork.layer(0).unwrap().key_row_f32(0, 0, 2), [third, 0.25]);
+        assert_eq!("f16".parse::<KvDtype>(), Ok(KvDtype::F16));
+        assert!("bf16"
+            .parse::<KvDtype>()
+            .unwrap_err()
+            .contains("f32 or f16"));
     }
 }

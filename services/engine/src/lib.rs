@@ -35,6 +35,7 @@ pub mod worker;
 
 pub use engine::{load, LoadOptions, LoadedModel, ModelInfo, Quantize};
 pub use error::{EngineError, Result};
+pub use kv::KvDtype;
 pub use sampling::{FinishReason, SamplingParams};
 pub use worker::{
     Completion, GenerateRequest, GenerateResponse, ModelWorker, ScoreRequest, ScoreResponse,

@@ -5,6 +5,7 @@
 use crate::config::ModelConfig;
 use crate::engine::Quantize;
 use crate::error::{EngineError, Result};
+use crate::kv::KvDtype;
 use crate::linear::Linear;
 use crate::model::{Layer, LayerWeights, RopeTable, Transformer};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
@@ -235,6 +236,7 @@ pub fn load_hf(
         rope,
         device: device.clone(),
         dtype,
+        kv_dtype: KvDtype::F32,
     })
 }
 
@@ -328,6 +330,7 @@ pub fn load_gguf(file: &Path, device: &Device) -> Result<(Transformer, gguf_file
         rope,
         device: device.clone(),
         dtype: DType::F32,
+        kv_dtype: KvDtype::F32,
     };
     Ok((model, t.content))
 }

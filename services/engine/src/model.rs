@@ -13,7 +13,7 @@
 
 use crate::attention::{attend, Heads, Rotary};
 use crate::config::{ModelConfig, RopeStyle};
-use crate::kv::KvCache;
+use crate::kv::{KvCache, KvDtype};
 use crate::linear::{Fused, Linear};
 use candle_core::{DType, Device, Result, Tensor, D};
 
@@ -85,6 +85,8 @@ pub struct Transformer {
     pub rope: RopeTable,
     pub device: Device,
     pub dtype: DType,
+    /// How this model's caches store keys and values ([`crate::LoadOptions::kv_cache`]).
+    pub kv_dtype: KvDtype,
 }
 
 /// One sequence's share of a packed forward pass: its new tokens and its cache.
@@ -145,6 +147,11 @@ impl RopeTable {
 }
 
 impl Transformer {
+    /// An empty cache for one sequence of this model, in its KV dtype.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::with_dtype(self.config.num_layers, self.kv_dtype)
+    }
+
     /// Runs the new tokens of every segment through the model, appending to each
     /// segment's cache, and returns the final-norm hidden states of all new
     /// tokens in packed order: (total_new_tokens, hidden).

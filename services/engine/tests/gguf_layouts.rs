@@ -7,7 +7,7 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use ponder_engine::config::Arch;
-use ponder_engine::fixtures::{write_tiny_model, TinySpec};
+use ponder_engine::fixtures::{max_abs_diff, write_tiny_model, TinySpec};
 use ponder_engine::kv::KvCache;
 use ponder_engine::model::Segment;
 use ponder_engine::{load, LoadOptions, LoadedModel};
@@ -179,14 +179,6 @@ fn logits(m: &LoadedModel, text: &str) -> Vec<Vec<f32>> {
     m.model.logits(&h).unwrap().to_vec2::<f32>().unwrap()
 }
 
-fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn gguf_conversions_of_llama_and_qwen2_match_the_safetensors_model() {
     let text = "Q: (47+38)*3-19\nstep";
@@ -199,7 +191,7 @@ fn gguf_conversions_of_llama_and_qwen2_match_the_safetensors_model() {
         convert_to_gguf(hf_dir.path(), &spec, f32_dir.path(), GgmlDType::F32, None);
         let gguf = load(&f32_dir.path().join("tiny.gguf"), &LoadOptions::default()).unwrap();
         assert_eq!(gguf.info.architecture, spec.arch.name());
-        let d = max_diff(&reference, &logits(&gguf, text));
+        let d = max_abs_diff(&reference, &logits(&gguf, text));
         assert!(d < 1e-3, "{:?}: f32 GGUF logits differ by {d}", spec.arch);
         // Q4_1 and Q8_0 matrices through our kernels against the same rounded weights
         // in f32: the only difference left is the 8-bit rounding of activations.
@@ -221,7 +213,7 @@ fn gguf_conversions_of_llama_and_qwen2_match_the_safetensors_model() {
                 q.info.format
             );
             let deq = load(&deq_dir.path().join("tiny.gguf"), &LoadOptions::default()).unwrap();
-            let d = max_diff(&logits(&deq, text), &logits(&q, text)) / scale;
+            let d = max_abs_diff(&logits(&deq, text), &logits(&q, text)) / scale;
             // Measured about 0.025 for both types and architectures.
             assert!(
                 d < 0.05,

@@ -28,6 +28,7 @@ async fn cluster_with_gateway(gateway_addr: Option<std::net::SocketAddr>) -> Emb
         gateway_addr,
         control: Default::default(),
         record_calls: None,
+        kv_cache_dtype: Default::default(),
     })
     .await
     .expect("the embedded cluster starts")

@@ -127,6 +127,7 @@ impl Backend {
                 self.max_samples()
             },
             engine: self.engine_name().to_string(),
+            kv_cache_dtype: info.kv_cache.clone(),
         }
     }
 

@@ -64,6 +64,11 @@ pub struct ModelEntry {
     /// What it is, in a line (shown by `ponder models`).
     #[serde(default)]
     pub description: String,
+    /// How a node stores this model's KV cache unless `--kv-cache-dtype` says otherwise
+    /// (absent: f32). The bundled models say f16, measured to answer as f32 does
+    /// (docs/engine.md, "f16 KV cache").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache: Option<ponder_engine::KvDtype>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -365,9 +370,54 @@ impl ModelsDir {
 /// its manifest (the named model, or the role's default, verified); anything else (one
 /// model directory, a .gguf file) is served as given, and `name` must then be unset.
 pub fn resolve_model_path(path: &Path, role: ModelRole, name: Option<&str>) -> Result<PathBuf> {
+    Ok(resolve_model(path, role, name)?.path)
+}
+
+/// A model as a node serves it: where it is, and the KV cache dtype its manifest entry
+/// asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedModel {
+    pub path: PathBuf,
+    pub kv_cache: Option<ponder_engine::KvDtype>,
+}
+
+/// [`resolve_model_path`], with the serving settings of the model's manifest entry: the
+/// resolved entry's for a models directory; for one model directory, its entry in the
+/// manifest of the directory that holds it, if any (how `ponder up` and `ponder eval`
+/// start the bundled models).
+pub fn resolve_model(path: &Path, role: ModelRole, name: Option<&str>) -> Result<ResolvedModel> {
     if path.is_dir() && ModelsDir::is_models_dir(path) {
-        return ModelsDir::open(path)?.resolve(role, name);
+        let dir = ModelsDir::open(path)?;
+        let entry = dir.select(role, name)?;
+        return Ok(ResolvedModel {
+            kv_cache: entry.kv_cache,
+            path: dir.resolve(role, Some(&entry.name))?,
+        });
     }
+    let path = resolve_single(path, name)?;
+    Ok(ResolvedModel {
+        kv_cache: holding_entry(&path).and_then(|e| e.kv_cache),
+        path,
+    })
+}
+
+/// The manifest entry of the models directory holding model directory `path`, if that
+/// directory has a manifest and an entry for it.
+pub fn holding_entry(path: &Path) -> Option<ModelEntry> {
+    let own = path.canonicalize().ok()?;
+    let parent = own.parent()?;
+    if !parent.join(MANIFEST_FILE).is_file() {
+        return None;
+    }
+    let dir = ModelsDir::open(parent).ok()?;
+    dir.manifest
+        .models
+        .iter()
+        .find(|m| dir.path_of(m).canonicalize().ok().as_deref() == Some(own.as_path()))
+        .cloned()
+}
+
+fn resolve_single(path: &Path, name: Option<&str>) -> Result<PathBuf> {
     match name {
         Some(name) => Err(invalid(
             path,
@@ -395,6 +445,7 @@ fn legacy_manifest(root: &Path) -> Manifest {
                 sha256: BTreeMap::new(),
                 default: true,
                 description: format!("{dir}/ (layout without {MANIFEST_FILE})"),
+                kv_cache: None,
             });
         }
     }

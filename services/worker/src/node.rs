@@ -5,7 +5,7 @@
 //! registers. A once-cell hands the loaded worker to the service without a lock.
 
 use crate::backend::{Backend, Engine};
-use crate::manifest::{resolve_model_path, ModelRole};
+use crate::manifest::{resolve_model, ModelRole};
 use crate::recorded::recorder::Recorder;
 use crate::recorded::{RecordedConfig, RecordedWorker, ENGINE_PREFIX};
 use clap::Args;
@@ -69,6 +69,11 @@ pub struct ModelArgs {
     /// (int8 weights; docs/engine.md, "Int8 weights", for speed and accuracy).
     #[arg(long, env = "PONDER_QUANTIZE", default_value = "none")]
     pub quantize: ponder_engine::Quantize,
+    /// How the KV cache stores keys and values: auto (what the model's manifest entry
+    /// says, else f32), f32 (exact) or f16 (half the bytes for attention to read, every
+    /// sum still f32; docs/engine.md, "f16 KV cache").
+    #[arg(long, env = "PONDER_KV_CACHE_DTYPE", default_value = "auto")]
+    pub kv_cache_dtype: KvCacheChoice,
     /// Longest prompt (generate) or question plus steps (score) accepted, in bytes (at
     /// most 262144); longer: INVALID_ARGUMENT.
     #[arg(long, env = "PONDER_MAX_PROMPT_BYTES", default_value_t = ponder_engine::DEFAULT_MAX_PROMPT_BYTES)]
@@ -94,6 +99,7 @@ impl ModelArgs {
             threads: 0,
             prefix_cache_mib: ponder_engine::DEFAULT_PREFIX_CACHE_MIB,
             quantize: ponder_engine::Quantize::None,
+            kv_cache_dtype: KvCacheChoice::Auto,
             max_prompt_bytes: ponder_engine::DEFAULT_MAX_PROMPT_BYTES,
             max_stop_strings: ponder_engine::DEFAULT_MAX_STOP_STRINGS,
             max_stop_bytes: ponder_engine::DEFAULT_MAX_STOP_BYTES,
@@ -124,6 +130,39 @@ impl ModelArgs {
             "--max-stop-strings must be at most 256 and --max-stop-bytes at most 65536"
         );
         Ok(())
+    }
+}
+
+/// The `--kv-cache-dtype` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvCacheChoice {
+    /// The model's manifest entry decides; f32 where it says nothing.
+    #[default]
+    Auto,
+    Fixed(ponder_engine::KvDtype),
+}
+
+impl KvCacheChoice {
+    /// The dtype for a model whose manifest entry asks for `entry` (if anything).
+    pub fn pick(self, entry: Option<ponder_engine::KvDtype>) -> ponder_engine::KvDtype {
+        match self {
+            KvCacheChoice::Auto => entry.unwrap_or_default(),
+            KvCacheChoice::Fixed(dtype) => dtype,
+        }
+    }
+}
+
+impl std::str::FromStr for KvCacheChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            other => other
+                .parse()
+                .map(Self::Fixed)
+                .map_err(|_| format!("--kv-cache-dtype must be auto, f32 or f16, got {other:?}")),
+        }
     }
 }
 
@@ -312,18 +351,21 @@ async fn load_model(model: &ModelArgs, given: PathBuf, role: Role) -> anyhow::Re
     let name = model.model_name.clone();
     let needs_prm = role == Role::Verifier;
     let quantize = model.quantize;
+    let kv_choice = model.kv_cache_dtype;
     let model_role = match role {
         Role::Generator => ModelRole::Generator,
         Role::Verifier => ModelRole::Verifier,
         Role::Orchestrator => anyhow::bail!("an orchestrator serves no model"),
     };
     let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let path = resolve_model_path(&given, model_role, name.as_deref())?;
+        let resolved = resolve_model(&given, model_role, name.as_deref())?;
+        let path = resolved.path;
         if path != given {
             tracing::info!(model = %path.display(), "resolved through the models manifest");
         }
         let opts = LoadOptions {
             quantize,
+            kv_cache: kv_choice.pick(resolved.kv_cache),
             ..LoadOptions::default()
         };
         let loaded = ponder_engine::load(&path, &opts)?;
@@ -459,4 +501,23 @@ fn spawn_stats(
             last = now;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KvCacheChoice;
+    use ponder_engine::KvDtype;
+
+    #[test]
+    fn the_kv_cache_flag_defers_to_the_manifest_only_when_auto() {
+        let auto: KvCacheChoice = "auto".parse().unwrap();
+        assert_eq!(auto.pick(Some(KvDtype::F16)), KvDtype::F16);
+        assert_eq!(auto.pick(None), KvDtype::F32);
+        let f32: KvCacheChoice = "f32".parse().unwrap();
+        assert_eq!(f32.pick(Some(KvDtype::F16)), KvDtype::F32);
+        let f16: KvCacheChoice = "f16".parse().unwrap();
+        assert_eq!(f16.pick(None), KvDtype::F16);
+        let err = "fp8".parse::<KvCacheChoice>().unwrap_err();
+        assert!(err.contains("auto, f32 or f16"), "{err}");
+    }
 }

@@ -62,6 +62,7 @@ pub fn embedded_config(generators: usize) -> EmbeddedConfig {
         gateway_addr: None,
         control: Default::default(),
         record_calls: None,
+        kv_cache_dtype: Default::default(),
     }
 }
 

@@ -61,9 +61,16 @@ pub struct EvalConfig {
     pub fit: bool,
 }
 
-/// A bundled model loaded, warmed up and running in a worker of its own.
+/// A bundled model loaded, warmed up and running in a worker of its own, with the KV
+/// cache its manifest entry asks for, as a node serves it.
 pub(crate) fn open_worker(path: &Path) -> anyhow::Result<ModelWorker> {
-    let m = ponder_engine::load(path, &LoadOptions::default())?;
+    let opts = LoadOptions {
+        kv_cache: ponder_worker::manifest::holding_entry(path)
+            .and_then(|e| e.kv_cache)
+            .unwrap_or_default(),
+        ..LoadOptions::default()
+    };
+    let m = ponder_engine::load(path, &opts)?;
     m.warm_up()?;
     Ok(ModelWorker::spawn(m, WorkerConfig::default()))
 }

@@ -40,6 +40,9 @@ struct ModelArgs {
     /// Quantize a safetensors model's linear layers at load: none or q8_0.
     #[arg(long, env = "PONDER_QUANTIZE", default_value = "none")]
     quantize: ponder_engine::Quantize,
+    /// How the KV cache stores keys and values: f32 (exact) or f16 (half the bytes).
+    #[arg(long, env = "PONDER_KV_CACHE_DTYPE", default_value = "f32")]
+    kv_cache_dtype: ponder_engine::KvDtype,
 }
 
 impl ModelArgs {
@@ -124,6 +127,7 @@ fn open(args: &ModelArgs) -> anyhow::Result<ponder_engine::LoadedModel> {
         tokenizer: args.tokenizer.clone(),
         prm: None,
         quantize: args.quantize,
+        kv_cache: args.kv_cache_dtype,
     };
     let t = Instant::now();
     let loaded =
@@ -222,7 +226,7 @@ async fn run() -> anyhow::Result<()> {
             let loaded = open(&model)?;
             let ids = loaded.codec.encode(&prompt, true)?;
             anyhow::ensure!(!ids.is_empty(), "the prompt encodes to no tokens");
-            let mut cache = ponder_engine::kv::KvCache::new(loaded.model.config.num_layers);
+            let mut cache = loaded.model.new_cache();
             let segment = ponder_engine::model::Segment {
                 tokens: &ids,
                 cache: &mut cache,

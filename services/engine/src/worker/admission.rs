@@ -6,7 +6,6 @@
 use super::batch_loop::Worker;
 use super::sequence::{EncodedCandidate, Prefill, ScoreInput, Scoring, Waiting};
 use super::tenant_share::Shares;
-use crate::kv::KvCache;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -100,11 +99,11 @@ impl Worker {
     }
 
     /// The longest cached prefix of a prompt (its tokens were checked by the handle).
-    fn prepare_prefill(&mut self, ids: &[u32]) -> (usize, KvCache) {
+    fn prepare_prefill(&mut self, ids: &[u32]) -> (usize, crate::kv::KvCache) {
         let cache = self
             .cache
             .lookup(ids)
-            .unwrap_or_else(|| KvCache::new(self.loaded.model.config.num_layers));
+            .unwrap_or_else(|| self.loaded.model.new_cache());
         (cache.len(), cache)
     }
 
@@ -113,7 +112,6 @@ impl Worker {
     /// as much of a candidate it extends as was read before (with what it read).
     fn prepare_scoring(&mut self, encoded: Vec<EncodedCandidate>) -> Vec<ScoreInput> {
         let prm = self.loaded.prm.clone();
-        let layers = self.loaded.model.config.num_layers;
         encoded
             .into_iter()
             .map(|(ids, tags)| {
@@ -128,7 +126,7 @@ impl Worker {
                         .map(|cache| (cache, Vec::new())),
                 };
                 let (mut cache, known) =
-                    found.unwrap_or_else(|| (KvCache::new(layers), Vec::new()));
+                    found.unwrap_or_else(|| (self.loaded.model.new_cache(), Vec::new()));
                 cache.reserve_exact(ids.len());
                 ScoreInput {
                     ids,

@@ -270,3 +270,37 @@ fn an_ensemble_members_weights_must_be_hashed_and_unchanged() {
         "{err}"
     );
 }
+
+#[test]
+fn a_manifest_entry_sets_the_kv_cache_dtype_of_the_model_it_resolves_or_holds() {
+    use ponder_engine::KvDtype;
+    let tmp = scratch();
+    let root = tmp.path();
+    let a = write_model(root, "gen-a", b"a");
+    let b = write_model(root, "gen-b", b"b");
+    let mut half = entry("gen-a", ModelRole::Generator, true, &a);
+    half["kv_cache"] = serde_json::json!("f16");
+    write_manifest(
+        root,
+        vec![half, entry("gen-b", ModelRole::Generator, false, &b)],
+    );
+    let through = |name| resolve_model(root, ModelRole::Generator, name).unwrap();
+    assert_eq!(through(None).kv_cache, Some(KvDtype::F16));
+    assert_eq!(through(Some("gen-b")).kv_cache, None);
+    // A model directory inside the models directory, as `ponder up` starts it.
+    let held = resolve_model(&root.join("gen-a"), ModelRole::Generator, None).unwrap();
+    assert_eq!(
+        (held.path, held.kv_cache),
+        (root.join("gen-a"), Some(KvDtype::F16))
+    );
+    // One outside any models directory says nothing.
+    let lone = scratch();
+    write_model(lone.path(), "m", b"m");
+    let m = resolve_model(&lone.path().join("m"), ModelRole::Generator, None).unwrap();
+    assert_eq!(m.kv_cache, None);
+    // A value the engine does not know is refused when the manifest is read.
+    let mut bad = entry("gen-a", ModelRole::Generator, true, &a);
+    bad["kv_cache"] = serde_json::json!("int4");
+    write_manifest(root, vec![bad]);
+    assert!(open_err(root).contains("int4"), "{}", open_err(root));
+}

@@ -121,6 +121,7 @@ impl RecordedWorker {
             architecture: i.architecture.clone(),
             format: i.format.clone(),
             dtype: i.dtype.clone(),
+            kv_cache: String::new(),
             parameters: i.parameters,
             vocab_size: i.vocab_size as usize,
             context_length: i.context_length as usize,
