@@ -420,15 +420,40 @@ async fn a_generator_killed_mid_batch_fails_no_query() {
     for i in 0..12u64 {
         tasks.push(tokio::spawn(async move {
             let mut c = client(addr).await;
-            let q = ["12*(7+6)-45+3", "(47+38)*3-19", "85*3-19"][i as usize % 3];
-            // Fixed budgets: the calls must still be in flight when the node dies (an
-            // adaptive budget would cut them under this burst).
-            let mut req = request(q, 16, i);
+            // Twelve questions, so that affinity spreads them over both generators; 256
+            // samples each at a fixed budget (an adaptive one would cut them under this
+            // burst), several seconds of sampling to kill a generator in.
+            let q = format!("({}+{})*{}-{}", 10 + i, 20 + 2 * i, 3 + i % 4, i);
+            let mut req = request(&q, 256, i);
+            req.strategy = Some(pb::Strategy {
+                kind: Some(pb::strategy::Kind::SelfConsistency(pb::SelfConsistency {})),
+            });
             req.budget_mode = pb::BudgetMode::Fixed as i32;
             c.solve(req).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Killed once the burst's generate calls are under way (not after a fixed time: on
+    // a fast engine a small burst is over in a few hundred milliseconds).
+    use crate::metrics::sample;
+    let routed = |t: &str| {
+        ["preferred", "other"]
+            .iter()
+            .filter_map(|r| {
+                let result = format!("result=\"{r}\"");
+                sample(
+                    t,
+                    "ponder_affinity_routes_total",
+                    &["role=\"generator\"", &result],
+                )
+            })
+            .sum::<f64>()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || routed(&metrics.render())
+            >= 24.0)
+        .await,
+        "the burst's generate calls never started"
+    );
     g1.0.kill().unwrap(); // SIGKILL
     for t in tasks {
         let r = t.await.unwrap();
@@ -436,7 +461,6 @@ async fn a_generator_killed_mid_batch_fails_no_query() {
     }
     // The failover shows: the dead member's calls were retried and it was ejected.
     let t = metrics.render();
-    use crate::metrics::sample;
     let gen = "role=\"generator\"";
     assert!(
         sample(&t, "ponder_retries_total", &[gen]).unwrap_or(0.0) >= 1.0,
