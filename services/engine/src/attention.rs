@@ -175,30 +175,47 @@ fn direct_attention<E: KvElement>(
     let q_row = heads.query * dim;
     let t = q.len() / q_row;
     let scale = 1.0 / (dim as f32).sqrt();
-    let mut scores = vec![0f32; len];
+    let (mut scores, mut next_scores) = (vec![0f32; len], vec![0f32; len]);
     for h in 0..heads.query {
         let g = h / heads.groups();
         let values = buf.values(g, len);
-        for i in 0..t {
+        let query = |i: usize| &q[i * q_row + h * dim..][..dim];
+        // Rows in pairs (a prefill's), sharing each block of keys; a last odd row alone.
+        let mut i = 0;
+        while i < t {
             let visible = len - t + i + 1;
-            let query = &q[i * q_row + h * dim..][..dim];
-            let scores = &mut scores[..visible];
-            key_scores(query, scale, buf, g, scores);
-            softmax_weights(scores);
-            let sum = lane_sum(scores);
+            let pair = i + 1 < t;
+            if pair {
+                let (first, second) = (&mut scores[..visible], &mut next_scores[..visible + 1]);
+                key_scores_pair([query(i), query(i + 1)], scale, buf, g, first, second);
+            } else {
+                key_scores(query(i), scale, buf, g, &mut scores[..visible]);
+            }
             let acc = &mut out[i * q_row + h * dim..][..dim];
-            match dim {
-                8 => weighted_values::<8, E>(scores, values, acc),
-                16 => weighted_values::<16, E>(scores, values, acc),
-                32 => weighted_values::<32, E>(scores, values, acc),
-                64 => weighted_values::<64, E>(scores, values, acc),
-                _ => weighted_values_any(scores, values, acc),
+            attend_row::<E>(&mut scores[..visible], values, acc);
+            if pair {
+                let acc = &mut out[(i + 1) * q_row + h * dim..][..dim];
+                attend_row::<E>(&mut next_scores[..visible + 1], values, acc);
             }
-            let inv = 1.0 / sum;
-            for a in acc.iter_mut() {
-                *a *= inv;
-            }
+            i += if pair { 2 } else { 1 };
         }
+    }
+}
+
+/// One query row's output from its scores: softmax, then the weighted sum of values.
+fn attend_row<E: KvElement>(scores: &mut [f32], values: &[E], acc: &mut [f32]) {
+    softmax_weights(scores);
+    let sum = lane_sum(scores);
+    match acc.len() {
+        8 => weighted_values::<8, E>(scores, values, acc),
+        16 => weighted_values::<16, E>(scores, values, acc),
+        32 => weighted_values::<32, E>(scores, values, acc),
+        64 => weighted_values::<64, E>(scores, values, acc),
+        _ => weighted_values_any(scores, values, acc),
+    }
+    let inv = 1.0 / sum;
+    for a in acc.iter_mut() {
+        *a *= inv;
     }
 }
 
@@ -246,20 +263,67 @@ fn key_scores<E: KvElement>(
     g: usize,
     scores: &mut [f32],
 ) {
-    let visible = scores.len();
+    let whole = block_scores([query], scale, buf, g, [scores]);
+    tail_scores(query, scale, buf, g, whole, scores);
+}
+
+/// [`key_scores`] for two consecutive query rows of one head (the second sees one
+/// position more): each block of keys is loaded, and widened from f16, once for both.
+/// Every score is the same sum in the same order as [`key_scores`] gives it.
+fn key_scores_pair<E: KvElement>(
+    queries: [&[f32]; 2],
+    scale: f32,
+    buf: &KvBuffer<E>,
+    g: usize,
+    first: &mut [f32],
+    second: &mut [f32],
+) {
+    let shared = first.len();
+    let whole = block_scores(queries, scale, buf, g, [first, &mut second[..shared]]);
+    tail_scores(queries[0], scale, buf, g, whole, first);
+    tail_scores(queries[1], scale, buf, g, whole, second);
+}
+
+/// The whole blocks of [`SCORE_BLOCK`] positions of `R` query rows' scores (each row's
+/// first `scores[0].len()` keys); returns where the blocks end.
+fn block_scores<const R: usize, E: KvElement>(
+    queries: [&[f32]; R],
+    scale: f32,
+    buf: &KvBuffer<E>,
+    g: usize,
+    mut scores: [&mut [f32]; R],
+) -> usize {
+    let visible = scores[0].len();
     let whole = visible - visible % SCORE_BLOCK;
     for start in (0..whole).step_by(SCORE_BLOCK) {
-        let mut acc = [0f32; SCORE_BLOCK];
-        for (d, &qd) in query.iter().enumerate() {
-            let qd = qd * scale;
+        let mut acc = [[0f32; SCORE_BLOCK]; R];
+        for d in 0..queries[0].len() {
             let keys: [f32; SCORE_BLOCK] =
                 E::widen(&buf.key_row(g, d, visible)[start..][..SCORE_BLOCK]);
-            for (a, &k) in acc.iter_mut().zip(&keys) {
-                *a = k.mul_add(qd, *a);
+            for (acc, query) in acc.iter_mut().zip(&queries) {
+                let qd = query[d] * scale;
+                for (a, &k) in acc.iter_mut().zip(&keys) {
+                    *a = k.mul_add(qd, *a);
+                }
             }
         }
-        scores[start..start + SCORE_BLOCK].copy_from_slice(&acc);
+        for (scores, acc) in scores.iter_mut().zip(&acc) {
+            scores[start..start + SCORE_BLOCK].copy_from_slice(acc);
+        }
     }
+    whole
+}
+
+/// Scores of the positions from `whole` on, one component at a time.
+fn tail_scores<E: KvElement>(
+    query: &[f32],
+    scale: f32,
+    buf: &KvBuffer<E>,
+    g: usize,
+    whole: usize,
+    scores: &mut [f32],
+) {
+    let visible = scores.len();
     let tail = &mut scores[whole..];
     tail.fill(0.0);
     for (d, &qd) in query.iter().enumerate() {
