@@ -9,7 +9,7 @@
 
 use clap::Parser;
 use ponder_cli::embedded::{EmbeddedCluster, EmbeddedConfig};
-use ponder_engine::{LoadOptions, ModelWorker, WorkerConfig};
+use ponder_engine::{ModelWorker, WorkerConfig};
 use ponder_search::{solve, Budget, SolutionFormat, SolveParams};
 use ponder_worker::local::{LocalGenerator, LocalVerifier};
 use rand::SeedableRng;
@@ -76,14 +76,7 @@ fn main() -> anyhow::Result<()> {
         let mut client = ponder_cli::client::connect(&cluster.addr().to_string()).await?;
         let open = |p: &PathBuf| -> anyhow::Result<ModelWorker> {
             // As the cluster's nodes load it: the KV cache its manifest entry asks for.
-            let kv_cache = ponder_worker::manifest::holding_entry(p)
-                .and_then(|e| e.kv_cache)
-                .unwrap_or_default();
-            let opts = LoadOptions {
-                kv_cache,
-                ..LoadOptions::default()
-            };
-            let m = ponder_engine::load(p, &opts)?;
+            let m = ponder_engine::load(p, &ponder_worker::manifest::serving_options(p))?;
             m.warm_up()?;
             Ok(ModelWorker::spawn(m, WorkerConfig::default()))
         };

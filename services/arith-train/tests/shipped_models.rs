@@ -11,27 +11,17 @@ use ponder_engine::model::Segment;
 use ponder_engine::{
     GenerateRequest, LoadOptions, ModelWorker, SamplingParams, ScoreRequest, WorkerConfig,
 };
-use ponder_worker::manifest::{ModelEntry, ModelRole, ModelsDir};
+use ponder_worker::manifest::{serving_options, ModelRole, ModelsDir};
 use std::path::{Path, PathBuf};
 
 fn shipped() -> ModelsDir {
     ModelsDir::open(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")).unwrap()
 }
 
-/// How a node loads `entry`: with the KV cache its manifest entry asks for.
-fn served(entry: &ModelEntry) -> LoadOptions {
-    LoadOptions {
-        kv_cache: entry.kv_cache.unwrap_or_default(),
-        ..LoadOptions::default()
-    }
-}
-
 /// The default model of `role`, digests checked, loaded as a node serves it.
 fn worker(role: ModelRole) -> ModelWorker {
-    let dir = shipped();
-    let path = dir.resolve(role, None).unwrap();
-    let entry = dir.select(role, None).unwrap();
-    let m = ponder_engine::load(&path, &served(entry)).unwrap();
+    let path = shipped().resolve(role, None).unwrap();
+    let m = ponder_engine::load(&path, &serving_options(&path)).unwrap();
     ModelWorker::spawn(m, WorkerConfig::default())
 }
 
@@ -140,7 +130,8 @@ fn an_f16_kv_cache_keeps_every_shipped_model_within_rounding_of_f32() {
                 })
                 .collect()
         };
-        let (exact, half) = (logits(&LoadOptions::default()), logits(&served(entry)));
+        let served = serving_options(&dir.path_of(entry));
+        let (exact, half) = (logits(&LoadOptions::default()), logits(&served));
         let mut worst = 0f32;
         for (pos, (e, h)) in exact.iter().zip(&half).enumerate() {
             for (x, y) in e.iter().zip(h) {
@@ -213,7 +204,7 @@ async fn shipped_prm_tells_right_from_wrong_samples() {
         .filter(|m| m.role == ModelRole::Verifier)
         .map(|m| {
             let path = dir.resolve(ModelRole::Verifier, Some(&m.name)).unwrap();
-            let loaded = ponder_engine::load(&path, &served(m)).unwrap();
+            let loaded = ponder_engine::load(&path, &serving_options(&path)).unwrap();
             (
                 m.name.clone(),
                 ModelWorker::spawn(loaded, WorkerConfig::default()),

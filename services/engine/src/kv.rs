@@ -141,6 +141,14 @@ impl<E: KvElement> KvBuffer<E> {
         }
     }
 
+    /// A buffer of `heads` x `capacity` x `head_dim` holding the first `len` positions of
+    /// this one (of the same head dimension).
+    fn resized(&self, heads: usize, capacity: usize, head_dim: usize, len: usize) -> Self {
+        let mut fresh = Self::empty(heads, capacity, head_dim);
+        fresh.copy_prefix(self, len);
+        fresh
+    }
+
     /// Copies the first `len` positions of `old` (of the same head dimension).
     fn copy_prefix(&mut self, old: &KvBuffer<E>, len: usize) {
         let (capacity, head_dim) = (self.capacity, self.head_dim);
@@ -207,12 +215,14 @@ impl KvLayer {
     }
 
     /// Component `d` of the first `len` keys of `head`, widened to f32.
-    pub fn key_row_f32(&self, head: usize, d: usize, len: usize) -> Vec<f32> {
+    #[cfg(test)]
+    fn key_row_f32(&self, head: usize, d: usize, len: usize) -> Vec<f32> {
         with_buffer!(self, b => b.key_row(head, d, len).iter().map(|x| x.to_f32()).collect())
     }
 
     /// The first `len` values of `head`, widened to f32.
-    pub fn values_f32(&self, head: usize, len: usize) -> Vec<f32> {
+    #[cfg(test)]
+    fn values_f32(&self, head: usize, len: usize) -> Vec<f32> {
         with_buffer!(self, b => b.values(head, len).iter().map(|x| x.to_f32()).collect())
     }
 
@@ -220,19 +230,11 @@ impl KvLayer {
         with_buffer!(self, b => b.bytes())
     }
 
-    /// A copy of the first `len` positions into a fresh buffer of `capacity`.
-    fn prefix_copy(&self, capacity: usize, len: usize) -> Self {
+    /// [`KvBuffer::resized`], in this layer's dtype.
+    fn resized(&self, heads: usize, capacity: usize, head_dim: usize, len: usize) -> Self {
         match self {
-            KvLayer::F32(old) => {
-                let mut fresh = KvBuffer::empty(old.heads, capacity, old.head_dim);
-                fresh.copy_prefix(old, len);
-                KvLayer::F32(fresh)
-            }
-            KvLayer::F16(old) => {
-                let mut fresh = KvBuffer::empty(old.heads, capacity, old.head_dim);
-                fresh.copy_prefix(old, len);
-                KvLayer::F16(fresh)
-            }
+            KvLayer::F32(b) => KvLayer::F32(b.resized(heads, capacity, head_dim, len)),
+            KvLayer::F16(b) => KvLayer::F16(b.resized(heads, capacity, head_dim, len)),
         }
     }
 
@@ -326,10 +328,10 @@ impl KvCache {
             .layers
             .iter()
             .map(|l| LayerKv {
-                buffer: l
-                    .buffer
-                    .as_deref()
-                    .map(|old| Arc::new(old.prefix_copy(len, len))),
+                buffer: l.buffer.as_deref().map(|old| {
+                    let (heads, _, head_dim) = old.shape();
+                    Arc::new(old.resized(heads, len, head_dim, len))
+                }),
             })
             .collect();
         Self {
@@ -375,15 +377,6 @@ impl KvCache {
         let len = self.len;
         let needed = len + t;
         let slot = &mut self.layers[layer].buffer;
-        if let Some(old) = slot.as_deref() {
-            if old.dtype() != self.dtype {
-                candle_core::bail!(
-                    "kv append to a {} buffer of a {} cache",
-                    old.dtype(),
-                    self.dtype
-                )
-            }
-        }
         let reusable = match slot {
             Some(arc) => {
                 let (h, capacity, dim) = arc.shape();
@@ -396,11 +389,11 @@ impl KvCache {
                 true => self.exact,
                 false => grow_to(needed),
             };
+            // A copy keeps the old buffer's dtype, which is this cache's: every layer
+            // of a cache and of its forks was made here, in `self.dtype`.
             let fresh = match slot.as_deref() {
-                Some(old) if old.shape().0 == heads && old.shape().2 == head_dim => {
-                    old.prefix_copy(capacity, len)
-                }
-                _ => KvLayer::empty(self.dtype, heads, capacity, head_dim),
+                Some(old) => old.resized(heads, capacity, head_dim, len),
+                None => KvLayer::empty(self.dtype, heads, capacity, head_dim),
             };
             *slot = Some(Arc::new(fresh));
         }

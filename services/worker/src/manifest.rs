@@ -389,9 +389,10 @@ pub fn resolve_model(path: &Path, role: ModelRole, name: Option<&str>) -> Result
     if path.is_dir() && ModelsDir::is_models_dir(path) {
         let dir = ModelsDir::open(path)?;
         let entry = dir.select(role, name)?;
+        dir.verify(entry)?;
         return Ok(ResolvedModel {
             kv_cache: entry.kv_cache,
-            path: dir.resolve(role, Some(&entry.name))?,
+            path: dir.path_of(entry),
         });
     }
     let path = resolve_single(path, name)?;
@@ -399,6 +400,18 @@ pub fn resolve_model(path: &Path, role: ModelRole, name: Option<&str>) -> Result
         kv_cache: holding_entry(&path).and_then(|e| e.kv_cache),
         path,
     })
+}
+
+/// How a node loads the model directory at `path`: with the KV cache its entry in the
+/// holding directory's manifest asks for (f32 without one). `ponder eval` and the
+/// benchmarks load bundled models in-process this way, so they measure what is served.
+pub fn serving_options(path: &Path) -> ponder_engine::LoadOptions {
+    ponder_engine::LoadOptions {
+        kv_cache: holding_entry(path)
+            .and_then(|e| e.kv_cache)
+            .unwrap_or_default(),
+        ..ponder_engine::LoadOptions::default()
+    }
 }
 
 /// The manifest entry of the models directory holding model directory `path`, if that

@@ -30,7 +30,7 @@ pub use records::{print_table, summarize, Cell, Record};
 use draws::Draw;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use ponder_engine::{LoadOptions, ModelWorker, WorkerConfig};
+use ponder_engine::{ModelWorker, WorkerConfig};
 use ponder_search::replay::replayable;
 use ponder_search::strategy::compute_optimal::Policy;
 use ponder_search::{solve, Budget, SolutionFormat, SolveParams, StrategyKind};
@@ -64,13 +64,7 @@ pub struct EvalConfig {
 /// A bundled model loaded, warmed up and running in a worker of its own, with the KV
 /// cache its manifest entry asks for, as a node serves it.
 pub(crate) fn open_worker(path: &Path) -> anyhow::Result<ModelWorker> {
-    let opts = LoadOptions {
-        kv_cache: ponder_worker::manifest::holding_entry(path)
-            .and_then(|e| e.kv_cache)
-            .unwrap_or_default(),
-        ..LoadOptions::default()
-    };
-    let m = ponder_engine::load(path, &opts)?;
+    let m = ponder_engine::load(path, &ponder_worker::manifest::serving_options(path))?;
     m.warm_up()?;
     Ok(ModelWorker::spawn(m, WorkerConfig::default()))
 }
