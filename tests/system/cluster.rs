@@ -503,13 +503,16 @@ async fn the_deadline_gives_a_partial_answer_unless_strict() {
     let cluster = embedded(1).await;
     let mut c = client(cluster.addr()).await;
     // Far too many samples for the deadline, of solutions long enough (about 300
-    // tokens) that even the smallest generator cannot finish them in time.
+    // tokens) that even the smallest generator cannot finish them in time. Hot, so
+    // that the samples part at once: at the default temperature most of them are
+    // twins (docs/engine.md) and 1024 finish in about 3 s.
     let question = LONG_QUESTION;
     let ask = |strict: bool| {
         let mut r = request(question, 1024, 3);
         r.strategy = Some(pb::Strategy {
             kind: Some(pb::strategy::Kind::Name("self_consistency".into())),
         });
+        r.temperature = 2.0;
         r.strict = strict;
         let mut req = tonic::Request::new(r);
         req.set_timeout(Duration::from_secs(4));
@@ -553,7 +556,10 @@ async fn a_cancelled_query_stops_work_on_every_node_within_a_second() {
     let addr = cluster.addr();
     let query = tokio::spawn(async move {
         let mut c = client(addr).await;
-        c.solve(request("(958*47-3076)*29+8841", 1024, 1)).await
+        // Hot, so that few samples are twins and the query outlasts the wait below.
+        let mut r = request("(958*47-3076)*29+8841", 1024, 1);
+        r.temperature = 2.0;
+        c.solve(r).await
     });
     let before = tokens().await;
     let started = std::time::Instant::now();

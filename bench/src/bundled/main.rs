@@ -60,6 +60,10 @@ struct Args {
     /// alike.
     #[arg(long, default_value = "f32")]
     kv_cache_dtype: KvDtype,
+    /// Whether samples in the same state share one row (`WorkerConfig::share_twins`;
+    /// false measures what it saves).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    share_twins: bool,
     /// Which parts to run.
     #[arg(
         long,
@@ -113,12 +117,22 @@ fn mfu(tokens_per_s: f64, params: u64, peak: Option<&peak::Peak>) -> String {
     }
 }
 
-fn spawn(
-    path: &Path,
+/// How every model of the run is loaded and served.
+#[derive(Clone, Copy)]
+struct Serving {
     threads: usize,
     quantize: Quantize,
     kv_cache: KvDtype,
-) -> anyhow::Result<ModelWorker> {
+    share_twins: bool,
+}
+
+fn spawn(path: &Path, serving: Serving) -> anyhow::Result<ModelWorker> {
+    let Serving {
+        threads,
+        quantize,
+        kv_cache,
+        share_twins,
+    } = serving;
     let opts = LoadOptions {
         quantize,
         kv_cache,
@@ -136,6 +150,7 @@ fn spawn(
     );
     let config = WorkerConfig {
         threads,
+        share_twins,
         ..Default::default()
     };
     Ok(ModelWorker::spawn(loaded, config))
@@ -143,6 +158,12 @@ fn spawn(
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let has = |p: Part| args.only.contains(&p);
+    let serving = Serving {
+        threads: args.threads,
+        quantize: args.quantize,
+        kv_cache: args.kv_cache_dtype,
+        share_twins: args.share_twins,
+    };
     let questions = ponder_arith::eval_sampler::eval_set(args.seed, args.per_level);
     println!(
         "workload: {} questions from the independent evaluation sampler (seed {}), median of {} runs",
@@ -166,12 +187,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let cands = if has(Part::Steps) || has(Part::Score) {
         let max_batch = args.batches.iter().copied().max().unwrap_or(8) as u32;
-        let worker = spawn(
-            &args.candidates_from,
-            args.threads,
-            args.quantize,
-            args.kv_cache_dtype,
-        )?;
+        let worker = spawn(&args.candidates_from, serving)?;
         let cands = workloads::candidates(&worker, &questions, max_batch.max(4)).await?;
         println!(
             "candidates: {} distinct solutions from {} (T = 1.0)",
@@ -183,7 +199,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Vec::new()
     };
     for path in &args.generator {
-        let worker = spawn(path, args.threads, args.quantize, args.kv_cache_dtype)?;
+        let worker = spawn(path, serving)?;
         let (params, threads) = (worker.info().parameters, worker.threads());
         println!(
             "generator {} ({params} parameters, {}, {threads} worker thread(s))",
@@ -196,12 +212,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     workloads::samples(&worker, &questions, n).await
                 })
                 .await?;
+                let computed = w.computed.unwrap_or(w.tokens);
                 println!(
-                    "  samples n = {n:>2}: {:>7.0} generated tok/s ({} tokens in {:.2} s; {})",
+                    "  samples n = {n:>2}: {:>7.0} generated tok/s ({} tokens in {:.2} s, {computed} of them from rows of their own; {})",
                     w.rate(),
                     w.tokens,
                     w.seconds,
-                    mfu(w.rate(), params, peak.as_ref())
+                    mfu(computed as f64 / w.seconds, params, peak.as_ref())
                 );
             }
         }
@@ -245,7 +262,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .prm
             .as_ref()
             .context("--prm names a model without a PRM convention (prm.json)")?;
-        let worker = spawn(&args.prm, args.threads, args.quantize, args.kv_cache_dtype)?;
+        let worker = spawn(&args.prm, serving)?;
         let (params, threads) = (worker.info().parameters, worker.threads());
         println!(
             "verifier {} ({params} parameters, {}, {threads} worker thread(s))",
@@ -257,7 +274,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let w = median_of(args.runs, async || {
                 // A cold worker per run: the verifier keeps what it scored, so scoring
                 // the same candidates again would read them from its cache.
-                let worker = spawn(&args.prm, args.threads, args.quantize, args.kv_cache_dtype)?;
+                let worker = spawn(&args.prm, serving)?;
                 workloads::scoring(&worker, &questions, &cands, batch, |q, steps| {
                     Ok(prm.encode(&counter.codec, q, steps)?.0.len() as u64)
                 })

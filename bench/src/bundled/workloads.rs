@@ -40,6 +40,7 @@ pub fn sampling(temperature: f32, max_tokens: usize, seed: u64) -> SamplingParam
 pub async fn samples(worker: &ModelWorker, questions: &[Problem], n: u32) -> anyhow::Result<Work> {
     let format = SolutionFormat::default();
     let temperature = if n == 1 { 0.0 } else { 0.8 };
+    let before = worker.stats().await?;
     let t = Instant::now();
     let mut tokens = 0u64;
     for (i, q) in questions.iter().enumerate() {
@@ -56,10 +57,16 @@ pub async fn samples(worker: &ModelWorker, questions: &[Problem], n: u32) -> any
             .map(|c| u64::from(c.tokens))
             .sum::<u64>();
     }
+    let seconds = t.elapsed().as_secs_f64();
+    let after = worker.stats().await?;
+    // Each sample's first token comes from its prompt's row; the rest from decode rows,
+    // of which twins share some (`WorkerConfig::share_twins`).
+    let first_tokens = u64::from(n) * questions.len() as u64;
+    let shared = after.twin_rows - before.twin_rows;
     Ok(Work {
         tokens,
-        seconds: t.elapsed().as_secs_f64(),
-        computed: None,
+        seconds,
+        computed: Some(tokens.saturating_sub(first_tokens + shared)),
     })
 }
 

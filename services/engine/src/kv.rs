@@ -288,6 +288,32 @@ impl KvCache {
         self.len == 0
     }
 
+    /// Whether `other` holds as many positions in the very same buffers: it is a fork of
+    /// this cache, or this of it, and neither has appended since. Nobody writes a shared
+    /// buffer, and an owner writes only past its length, so such caches hold the same
+    /// keys and values, and the same next token gives the same output.
+    pub fn same_state(&self, other: &KvCache) -> bool {
+        self.len == other.len
+            && self.dtype == other.dtype
+            && self.layers.len() == other.layers.len()
+            && self
+                .layers
+                .iter()
+                .zip(&other.layers)
+                .all(|(a, b)| match (&a.buffer, &b.buffer) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                })
+    }
+
+    /// Lets go of this cache's buffers, leaving a cache of no layers (to be replaced
+    /// before use), so that a fork sharing them becomes their only holder and appends in
+    /// place.
+    pub fn release(&mut self) {
+        *self = KvCache::with_dtype(0, self.dtype);
+    }
+
     /// A fork that keeps only the first `len` positions (shares the buffers).
     pub fn truncated(&self, len: usize) -> Self {
         assert!(
@@ -455,6 +481,37 @@ mod tests {
         assert_eq!(step(&mut b, 4.0), vec![1., 1., 4., 4.]);
         assert_eq!(step(&mut parent, 5.0), vec![1., 1., 2., 2., 5., 5.]);
         assert_eq!(step(&mut a, 6.0), vec![1., 1., 2., 2., 3., 3., 6., 6.]);
+    }
+
+    #[test]
+    fn forks_share_a_state_until_either_appends() {
+        let mut a = KvCache::new(2);
+        assert!(a.same_state(&KvCache::new(2)));
+        a.append(0, 1, 2, &[1.0; 2], &[1.0; 2]).unwrap();
+        a.append(1, 1, 2, &[1.0; 2], &[1.0; 2]).unwrap();
+        a.advance(1);
+        let mut b = a.clone();
+        assert!(a.same_state(&b) && b.same_state(&a));
+        assert!(!a.same_state(&a.truncated(0)));
+        let mut c = KvCache::new(2);
+        c.append(0, 1, 2, &[1.0; 2], &[1.0; 2]).unwrap();
+        c.append(1, 1, 2, &[1.0; 2], &[1.0; 2]).unwrap();
+        c.advance(1);
+        assert!(
+            !a.same_state(&c),
+            "equal values in other buffers are not a shared state"
+        );
+        b.append(0, 1, 2, &[2.0; 2], &[2.0; 2]).unwrap();
+        b.append(1, 1, 2, &[2.0; 2], &[2.0; 2]).unwrap();
+        b.advance(1);
+        assert!(!a.same_state(&b));
+        // Released, a fork's buffers have one holder again: the next append is in place.
+        let mut d = a.clone();
+        d.release();
+        let before = a.capacity_bytes();
+        step(&mut a, 3.0);
+        assert_eq!(a.capacity_bytes(), before);
+        assert_eq!(d.len(), 0);
     }
 
     #[test]

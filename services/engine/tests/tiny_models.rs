@@ -727,10 +727,15 @@ async fn bad_requests_and_overload_are_refused_with_reasons() {
 async fn a_dropped_request_is_cancelled_in_the_worker() {
     let dir = tempfile::tempdir().unwrap();
     let worker = worker_for(dir.path(), &TinySpec::llama(), WorkerConfig::default());
+    // Sampled, not greedy: greedy samples are twins, one row for all four, and could
+    // finish within the wait.
     let req = GenerateRequest {
         prompt: "long".into(),
         n: 4,
-        params: greedy(900),
+        params: SamplingParams {
+            temperature: 1.0,
+            ..greedy(900)
+        },
     };
     let slow = worker.generate(req);
     let _ = tokio::time::timeout(std::time::Duration::from_millis(50), slow).await;

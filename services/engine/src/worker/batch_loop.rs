@@ -10,7 +10,7 @@
 
 use super::admission::Admitted;
 use super::fair_queue::FairQueue;
-use super::packing::{pack, RowUse};
+use super::packing::{pack, RowUse, Twin};
 use super::pool_choice::PoolChoice;
 use super::readout::{read_outputs, Outputs};
 use super::sequence::{Prefill, Running, ScoreJob, Sequence, Waiting};
@@ -192,8 +192,9 @@ impl Worker {
             &mut self.running,
             &mut self.pass.prefills,
             &mut self.pass.scorings,
+            self.config.share_twins,
         );
-        let (uses, lens) = (packed.uses, packed.lens);
+        let (uses, lens, twins) = (packed.uses, packed.lens, packed.twins);
         let mut segments = packed.segments;
         let rows: usize = segments.iter().map(|s| s.tokens.len()).sum();
         let model = &self.loaded.model;
@@ -219,7 +220,7 @@ impl Worker {
         });
         let forward = started.elapsed();
         match outputs {
-            Ok(outputs) => self.apply(&uses, outputs),
+            Ok(outputs) => self.apply(&uses, &twins, outputs),
             Err(e) => {
                 tracing::error!(error = %e, "forward pass failed");
                 self.fail_pass(&e.to_string());
@@ -288,13 +289,19 @@ impl Worker {
     }
 
     /// Samples, starts newly prefilled requests, answers scorings and finished requests.
-    fn apply(&mut self, uses: &[RowUse], outputs: Outputs) {
+    fn apply(&mut self, uses: &[RowUse], twins: &[Twin], outputs: Outputs) {
         let Admitted { prefills, scorings } = std::mem::take(&mut self.pass);
         let mut logits = outputs.logits.into_iter();
-        let decode_count = uses
-            .iter()
-            .filter(|u| matches!(u, RowUse::Decode { .. }))
-            .count();
+        let decode_count = twins.len()
+            + uses
+                .iter()
+                .filter(|u| matches!(u, RowUse::Decode { .. }))
+                .count();
+        self.stats.twin_rows += twins.len() as u64;
+        let mut followers: HashMap<(usize, usize), Vec<(usize, usize)>> = HashMap::new();
+        for t in twins {
+            followers.entry(t.leader).or_default().push(t.follower);
+        }
         if decode_count > 0 {
             self.stats.decode_steps += 1;
             self.stats.decoded_sequences += decode_count as u64;
@@ -312,6 +319,19 @@ impl Worker {
             };
             match *u {
                 RowUse::Decode { run, seq } => {
+                    // Twins first: each forks the leader's cache as the pass left it.
+                    for &(fr, fs) in followers.get(&(run, seq)).into_iter().flatten() {
+                        let cache = self.running[run].seqs[seq].cache.clone();
+                        let follower = &mut self.running[fr];
+                        follower.seqs[fs].cache = cache;
+                        advance(
+                            &mut follower.seqs[fs],
+                            &row,
+                            &follower.params,
+                            &self.loaded,
+                            &mut self.stats,
+                        );
+                    }
                     let run = &mut self.running[run];
                     advance(
                         &mut run.seqs[seq],

@@ -195,3 +195,74 @@ async fn a_long_prompt_beside_another_tenant_is_prefilled_in_chunks_to_the_same_
         "chunked prefill samples what one pass does"
     );
 }
+
+#[tokio::test]
+async fn twins_share_rows_and_every_sample_is_what_it_would_have_been() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(dir.path(), &TinySpec::llama()).unwrap();
+    let worker = |share_twins| {
+        let loaded = crate::load(dir.path(), &crate::LoadOptions::default()).unwrap();
+        ModelWorker::spawn(
+            loaded,
+            WorkerConfig {
+                share_twins,
+                ..WorkerConfig::default()
+            },
+        )
+    };
+    let (shared, apart) = (worker(true), worker(false));
+    let run = |w: &ModelWorker, prompt: &str, temperature: f32| {
+        let mut req = request(prompt, 48);
+        req.n = 24;
+        req.params.temperature = temperature;
+        req.params.seed = 11;
+        let w = w.clone();
+        async move { w.generate(req).await.unwrap() }
+    };
+    let samples = |r: &GenerateResponse| {
+        r.completions
+            .iter()
+            .map(|c| (c.index, c.token_ids.clone(), c.logprob))
+            .collect::<Vec<_>>()
+    };
+    // Greedy, every sample of a request is one path: one row per request per step
+    // (two requests for one prompt at once can be twins across requests too). Hotter,
+    // samples split, and the completions must still be what each would have been.
+    let mut before = shared.stats().await.unwrap();
+    for temperature in [0.0, 0.6, 1.5] {
+        let (a, b, c) = tokio::join!(
+            run(&shared, "Q: 7+8\n", temperature),
+            run(&shared, "Q: 7+8\n", temperature),
+            run(&shared, "Q: 9*9\n", temperature),
+        );
+        let (x, y, z) = tokio::join!(
+            run(&apart, "Q: 7+8\n", temperature),
+            run(&apart, "Q: 7+8\n", temperature),
+            run(&apart, "Q: 9*9\n", temperature),
+        );
+        assert_eq!(samples(&a), samples(&x), "T={temperature}");
+        assert_eq!(samples(&b), samples(&y), "T={temperature}");
+        assert_eq!(samples(&c), samples(&z), "T={temperature}");
+        assert_eq!(
+            samples(&a),
+            samples(&b),
+            "one prompt and seed, one set of samples"
+        );
+        let after = shared.stats().await.unwrap();
+        let (rows, twins) = (
+            after.decoded_sequences - before.decoded_sequences,
+            after.twin_rows - before.twin_rows,
+        );
+        if temperature == 0.0 {
+            assert!(
+                twins * 24 >= rows * 23,
+                "greedy: {twins} of {rows} rows shared"
+            );
+        }
+        before = after;
+    }
+    let (on, off) = (shared.stats().await.unwrap(), apart.stats().await.unwrap());
+    assert_eq!(off.twin_rows, 0);
+    assert_eq!(on.generated_tokens, off.generated_tokens);
+    assert!(on.twin_rows > 0);
+}

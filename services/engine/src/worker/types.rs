@@ -85,6 +85,11 @@ pub struct WorkerConfig {
     /// Stop strings per generate request, and their total bytes.
     pub max_stop_strings: usize,
     pub max_stop_bytes: usize,
+    /// Whether a sampled sequence in the same state as another (same KV, same next token)
+    /// takes that one's output instead of computing its own row ([`super::packing`]).
+    /// Completions are the same either way; off only to measure what it saves (the
+    /// default is on unless `PONDER_NO_TWINS` is set, as `PONDER_NO_VNNI` is for kernels).
+    pub share_twins: bool,
 }
 
 /// Below this many parameters a worker computes on one thread by default.
@@ -146,6 +151,7 @@ impl Default for WorkerConfig {
             max_prompt_bytes: DEFAULT_MAX_PROMPT_BYTES,
             max_stop_strings: DEFAULT_MAX_STOP_STRINGS,
             max_stop_bytes: DEFAULT_MAX_STOP_BYTES,
+            share_twins: std::env::var_os("PONDER_NO_TWINS").is_none(),
         }
     }
 }
@@ -163,6 +169,9 @@ pub struct WorkerStats {
     /// Sum over decode steps of the live sequences that sat the step out so that another
     /// tenant's sequences decode in shorter steps (see `worker::tenant_share`).
     pub rows_sat_out: u64,
+    /// Sum over decode steps of the sequences that took a twin's row instead of their
+    /// own (rows computed = `decoded_sequences - twin_rows`; see `worker::packing`).
+    pub twin_rows: u64,
     /// Passes run on the wide pool (every core; see `worker::pool_choice`).
     pub wide_passes: u64,
     /// Prompt chunks run that did not end their prompt (a prompt longer than what its
