@@ -15,15 +15,21 @@ import statistics
 import subprocess
 
 LINE = re.compile(r"^\s*(.+?):\s+([0-9.]+) (generated|scored) tok/s")
+# "generator arith-gen-xs (46624 parameters, ...)": figures below it are that model's.
+MODEL = re.compile(r"^(?:generator|verifier) (\S+) \(")
 
 
 def figures(binary, extra):
     out = subprocess.run([binary, "--runs", "1", *extra], check=True, capture_output=True, text=True).stdout
     rates = {}
+    model = ""
     for line in out.splitlines():
+        g = MODEL.match(line)
+        if g:
+            model = g.group(1) + ": "
         m = LINE.match(line)
         if m:
-            rates[m.group(1)] = float(m.group(2))
+            rates[model + m.group(1)] = float(m.group(2))
     return rates
 
 
@@ -47,7 +53,7 @@ def main():
     for name in runs["before"][0]:
         b = statistics.median(r[name] for r in runs["before"])
         a = statistics.median(r[name] for r in runs["after"])
-        print(f"{name:<70} before {b:>8.0f} tok/s  after {a:>8.0f} tok/s  ({a / b:.2f}x)")
+        print(f"{name:<84} before {b:>8.0f} tok/s  after {a:>8.0f} tok/s  ({a / b:.2f}x)")
 
 
 if __name__ == "__main__":

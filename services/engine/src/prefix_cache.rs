@@ -122,6 +122,16 @@ impl PrefixCache {
     /// lookup; `None` is a miss.
     fn longest(&mut self, tokens: &[u32], limit: usize) -> Option<(Arc<[u32]>, usize)> {
         self.stats.lookups += 1;
+        self.nearest(tokens, limit)
+    }
+
+    /// How many leading tokens of `tokens` some entry holds (not counted as a lookup).
+    pub fn shared_len(&self, tokens: &[u32]) -> usize {
+        self.nearest(tokens, usize::MAX)
+            .map_or(0, |(_, shared)| shared)
+    }
+
+    fn nearest(&self, tokens: &[u32], limit: usize) -> Option<(Arc<[u32]>, usize)> {
         let below = self
             .by_tokens
             .range::<[u32], _>((Bound::Unbounded, Bound::Included(tokens)))

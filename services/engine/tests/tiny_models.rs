@@ -225,13 +225,16 @@ fn likelihood_prm() -> tempfile::TempDir {
 #[tokio::test]
 async fn a_likelihood_prm_scores_only_the_new_step_of_a_path_it_scored_before() {
     let dir = likelihood_prm();
-    let spawn = || {
-        ModelWorker::spawn(
-            load(dir.path(), &LoadOptions::default()).unwrap(),
-            WorkerConfig::default(),
-        )
-    };
-    let (worker, fresh) = (spawn(), spawn());
+    let spawn =
+        |config| ModelWorker::spawn(load(dir.path(), &LoadOptions::default()).unwrap(), config);
+    // The fresh worker defers nothing: every candidate runs whole.
+    let (worker, fresh) = (
+        spawn(WorkerConfig::default()),
+        spawn(WorkerConfig {
+            defer_shared_candidates: false,
+            ..Default::default()
+        }),
+    );
     let score = |worker: &ModelWorker, candidates: Vec<Vec<String>>| {
         let request = ScoreRequest {
             question: "(12+7)*3-4".into(),
@@ -271,6 +274,73 @@ async fn a_likelihood_prm_scores_only_the_new_step_of_a_path_it_scored_before() 
         expected.tokens,
         next.tokens
     );
+}
+
+/// Candidates of one question share their question and, from a confident generator,
+/// their first steps. One sharing a long prefix with a candidate already in the pass
+/// waits for the next pass and runs only what it does not share; its scores are what it
+/// gets run whole. For a likelihood readout (shares any prefix) and a tag readout
+/// (shares the question only).
+#[tokio::test]
+async fn candidates_sharing_a_prefix_wait_a_pass_and_score_as_they_would_whole() {
+    let likelihood = likelihood_prm();
+    let tags = tempfile::tempdir().unwrap();
+    write_tiny_model(
+        tags.path(),
+        &TinySpec {
+            token_prob_prm: true,
+            ..TinySpec::llama()
+        },
+    )
+    .unwrap();
+    let question = "(12+7)*3-4+(80-67)*2";
+    let candidates: Vec<Vec<String>> = (0..12)
+        .map(|i| {
+            let mut path = vec!["12+7=19".to_string(), "19*3=57".to_string()];
+            match i % 4 {
+                0 => path.push(format!("57-4={}", 53 + i)),
+                1 => path.extend(["57-4=53".to_string(), format!("80-67={}", 13 + i)]),
+                // Repeated candidates, as a sampled batch has them.
+                _ => path.extend(["57-4=53".to_string(), "80-67=13".to_string()]),
+            }
+            path
+        })
+        .collect();
+    for dir in [likelihood.path(), tags.path()] {
+        let worker = |defer| {
+            ModelWorker::spawn(
+                load(dir, &LoadOptions::default()).unwrap(),
+                WorkerConfig {
+                    defer_shared_candidates: defer,
+                    ..Default::default()
+                },
+            )
+        };
+        let (deferring, whole) = (worker(true), worker(false));
+        let request = || ScoreRequest {
+            question: question.into(),
+            candidates: candidates.clone(),
+        };
+        let (got, want) = tokio::join!(deferring.score(request()), whole.score(request()));
+        let (got, want) = (got.unwrap(), want.unwrap());
+        for ((g, w), path) in got.scores.iter().zip(&want.scores).zip(&candidates) {
+            assert_eq!(g.len(), w.len());
+            for (a, b) in g.iter().zip(w) {
+                assert!((a - b).abs() < 1e-4, "{path:?}: {g:?} against {w:?}");
+            }
+        }
+        let stats = deferring.stats().await.unwrap();
+        assert!(stats.deferred_candidates >= 11, "{stats:?}");
+        assert_eq!(whole.stats().await.unwrap().deferred_candidates, 0);
+        // The question (26 tokens with its template) alone is 11 x 26 tokens saved.
+        assert!(
+            got.tokens + 11 * 26 <= want.tokens,
+            "{} tokens run deferring, {} whole ({})",
+            got.tokens,
+            want.tokens,
+            dir.display()
+        );
+    }
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 //! fail and no text is tokenised on the model thread.
 
 use super::batch_loop::Worker;
-use super::sequence::{EncodedCandidate, Prefill, ScoreInput, Scoring, Waiting};
+use super::scoring::defer_from;
+use super::sequence::{Prefill, ScoreInput, ScorePart, Scoring, Waiting};
 use super::tenant_share::Shares;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ impl Worker {
                 .map(|p| p.req.n as usize)
                 .sum::<usize>();
         let mut later = VecDeque::new();
+        // Scoring candidates that wait for a later pass (`super::scoring`, deferral).
+        let mut deferred: Vec<(u64, ScorePart)> = Vec::new();
         while let Some(mut p) = self.prefilling.pop_front() {
             let room = chunk_room(shares.allowance(p.tenant), budget, tokens, &admitted);
             if room == 0 {
@@ -83,17 +86,29 @@ impl Worker {
                     });
                 }
                 Waiting::Score(part) => {
-                    let inputs = self.prepare_scoring(part.candidates);
-                    let new: usize = inputs.iter().map(|i| i.ids.len() - i.reused).sum();
+                    let (scoring, waits) = self.prepare_scoring(part, &admitted.scorings);
+                    let Some(scoring) = scoring else {
+                        // Every candidate waits: the part goes back whole.
+                        deferred.extend(waits.map(|w| (tenant, w)));
+                        continue;
+                    };
+                    if let Some(waits) = waits {
+                        // The part is now two, and both are answered.
+                        if let Some(job) = self.score_jobs.get_mut(&scoring.job) {
+                            job.parts_left += 1;
+                        }
+                        deferred.push((tenant, waits));
+                    }
+                    let new: usize = scoring.inputs.iter().map(|i| i.ids.len() - i.reused).sum();
                     tokens += new;
                     shares.take(tenant, new);
-                    admitted.scorings.push(Scoring {
-                        job: part.job,
-                        first: part.first,
-                        inputs,
-                    });
+                    admitted.scorings.push(scoring);
                 }
             }
+        }
+        for (tenant, part) in deferred.into_iter().rev() {
+            self.stats.deferred_candidates += part.candidates.len() as u64;
+            self.waiting.push_front(tenant, Waiting::Score(part));
         }
         admitted
     }
@@ -107,36 +122,69 @@ impl Worker {
         (cache.len(), cache)
     }
 
-    /// Each candidate with the cached prefix it can reuse: what precedes the first row
-    /// the PRM reads, since those rows must be computed, or, for the likelihood readout,
-    /// as much of a candidate it extends as was read before (with what it read).
-    fn prepare_scoring(&mut self, encoded: Vec<EncodedCandidate>) -> Vec<ScoreInput> {
+    /// Each candidate of `part` with the cached prefix it can reuse: what precedes the
+    /// first row the PRM reads, since those rows must be computed, or, for the likelihood
+    /// readout, as much of a candidate it extends as was read before (with what it read).
+    /// Candidates that share much more with one already in this pass (`in_pass`, or an
+    /// earlier one of this part) than the cache gives them are split off to wait for a
+    /// later pass ([`super::scoring`], deferral).
+    fn prepare_scoring(
+        &mut self,
+        part: ScorePart,
+        in_pass: &[Scoring],
+    ) -> (Option<Scoring>, Option<ScorePart>) {
         let prm = self.loaded.prm.clone();
-        encoded
-            .into_iter()
-            .map(|(ids, tags)| {
-                let reusable = prm.as_ref().map_or(0, |p| p.reusable_prefix(&tags));
-                let found = match prm.as_ref().is_some_and(|p| p.reads_tokens()) {
-                    true => self
-                        .cache
-                        .lookup_scored(&ids, prm.as_ref().map_or(1, |p| p.first_token_read(&tags))),
-                    false => self
-                        .cache
-                        .lookup(&ids[..(reusable + 1).min(ids.len())])
-                        .map(|cache| (cache, Vec::new())),
-                };
-                let (mut cache, known) =
-                    found.unwrap_or_else(|| (self.loaded.model.new_cache(), Vec::new()));
-                cache.reserve_exact(ids.len());
-                ScoreInput {
-                    ids,
-                    tags,
-                    reused: cache.len(),
-                    known,
-                    cache,
-                }
-            })
-            .collect()
+        let mut inputs: Vec<ScoreInput> = Vec::new();
+        let mut indices = Vec::new();
+        let mut waits = ScorePart {
+            job: part.job,
+            indices: Vec::new(),
+            candidates: Vec::new(),
+            tokens: 0,
+        };
+        for (index, (ids, tags)) in part.indices.into_iter().zip(part.candidates) {
+            let reusable = prm.as_ref().map_or(0, |p| p.reusable_prefix(&tags));
+            let reads_tokens = prm.as_ref().is_some_and(|p| p.reads_tokens());
+            let cap = if reads_tokens { usize::MAX } else { reusable };
+            let cached = self.cache.shared_len(&ids);
+            let others = in_pass
+                .iter()
+                .flat_map(|s| &s.inputs)
+                .chain(&inputs)
+                .map(|i| i.ids.as_slice());
+            if self.config.defer_shared_candidates && defer_from(&ids, cached, cap, others) {
+                waits.tokens += ids.len();
+                waits.indices.push(index);
+                waits.candidates.push((ids, tags));
+                continue;
+            }
+            let found = match reads_tokens {
+                true => self
+                    .cache
+                    .lookup_scored(&ids, prm.as_ref().map_or(1, |p| p.first_token_read(&tags))),
+                false => self
+                    .cache
+                    .lookup(&ids[..(reusable + 1).min(ids.len())])
+                    .map(|cache| (cache, Vec::new())),
+            };
+            let (mut cache, known) =
+                found.unwrap_or_else(|| (self.loaded.model.new_cache(), Vec::new()));
+            cache.reserve_exact(ids.len());
+            indices.push(index);
+            inputs.push(ScoreInput {
+                ids,
+                tags,
+                reused: cache.len(),
+                known,
+                cache,
+            });
+        }
+        let scoring = (!inputs.is_empty()).then_some(Scoring {
+            job: part.job,
+            indices,
+            inputs,
+        });
+        (scoring, (!waits.indices.is_empty()).then_some(waits))
     }
 }
 

@@ -40,6 +40,17 @@ impl<T> FairQueue<T> {
         self.len += 1;
     }
 
+    /// Puts `item` at the head of its tenant's queue (work that was in a pass and must
+    /// come next, before that tenant's later arrivals).
+    pub fn push_front(&mut self, tenant: u64, item: T) {
+        let queue = self.queues.entry(tenant).or_default();
+        if queue.is_empty() {
+            self.turn.push_back(tenant);
+        }
+        queue.push_front(item);
+        self.len += 1;
+    }
+
     /// The item that [`FairQueue::pop`] would return.
     #[cfg(test)]
     pub fn front(&self) -> Option<&T> {

@@ -9,6 +9,14 @@
 //! request's tenant, the fair queue lets other tenants in between parts, and the answer
 //! goes out when the last part has been scored. A candidate's scores do not depend on
 //! the pass it ran in (each candidate is its own segment over its own cache).
+//!
+//! Deferral: candidates of one question share long prefixes (the question, and the
+//! early steps that most samples of a confident generator agree on), but a pass cannot
+//! reuse KV that the same pass computes. So a candidate whose prefix shared with one
+//! already in the pass is at least [`DEFER_MIN_TOKENS`] longer than what the prefix
+//! cache gives it waits for a later pass ([`defer_from`]), by when that one is in the
+//! prefix cache with its readings, and runs only what it does not share: one more pass
+//! of latency for it, far fewer tokens through the model for the request.
 
 use super::batch_loop::Worker;
 use super::sequence::{EncodedCandidate, ScoreJob, ScorePart, ScoreReply, Scoring, Waiting};
@@ -17,26 +25,55 @@ use crate::error::EngineError;
 use crate::prefix_cache::TokenLogp;
 use crate::prm::Chain;
 
+/// Shared tokens beyond its cached prefix that make a candidate wait for a later pass
+/// (about a step of a character-level solution; less is not worth a pass).
+pub(super) const DEFER_MIN_TOKENS: usize = 16;
+
 /// `candidates` in order, as parts of at most `budget` tokens each (a candidate longer
 /// than that is a part of its own). Parts carry `job` and their first index.
 pub(super) fn split(job: u64, candidates: Vec<EncodedCandidate>, budget: usize) -> Vec<ScorePart> {
     let mut parts: Vec<ScorePart> = Vec::new();
-    for (first, candidate) in candidates.into_iter().enumerate() {
+    for (index, candidate) in candidates.into_iter().enumerate() {
         let len = candidate.0.len();
         match parts.last_mut() {
             Some(part) if part.tokens + len <= budget => {
                 part.tokens += len;
                 part.candidates.push(candidate);
+                part.indices.push(index);
             }
             _ => parts.push(ScorePart {
                 job,
-                first,
+                indices: vec![index],
                 candidates: vec![candidate],
                 tokens: len,
             }),
         }
     }
     parts
+}
+
+/// Whether a candidate of `ids`, of which the prefix cache holds `reused` tokens, should
+/// wait for a later pass because it shares at least [`DEFER_MIN_TOKENS`] more with a
+/// candidate already in this pass (`in_pass`), of which it could then reuse `reusable`
+/// at most (the PRM's reusable prefix; `usize::MAX` for a likelihood readout, which
+/// reuses what it read of any prefix).
+pub(super) fn defer_from<'a>(
+    ids: &[u32],
+    reused: usize,
+    reusable: usize,
+    in_pass: impl IntoIterator<Item = &'a [u32]>,
+) -> bool {
+    let cap = reusable.min(ids.len().saturating_sub(1));
+    if cap < reused + DEFER_MIN_TOKENS {
+        return false;
+    }
+    in_pass
+        .into_iter()
+        .any(|other| common_prefix(ids, other).min(cap) >= reused + DEFER_MIN_TOKENS)
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 impl Worker {
@@ -111,8 +148,8 @@ impl Worker {
                 continue;
             };
             job.tokens += tokens;
-            for (i, s) in per_candidate.into_iter().enumerate() {
-                job.scores[part.first + i] = s;
+            for (&index, s) in part.indices.iter().zip(per_candidate) {
+                job.scores[index] = s;
             }
             job.parts_left -= 1;
             if job.parts_left == 0 {
@@ -157,7 +194,7 @@ mod tests {
             .map(|p| {
                 assert_eq!(p.job, 9);
                 let lens = p.candidates.iter().map(|c| c.0.len()).collect();
-                (p.first, lens, p.tokens)
+                (p.indices[0], lens, p.tokens)
             })
             .collect();
         assert_eq!(

@@ -24,10 +24,11 @@ pub(super) enum Waiting {
     Score(ScorePart),
 }
 
-/// Candidates `first..first + candidates.len()` of scoring job `job`.
+/// Candidates `indices` of scoring job `job` (consecutive, unless the part holds
+/// candidates deferred from an earlier pass: [`super::scoring`]).
 pub(super) struct ScorePart {
     pub job: u64,
-    pub first: usize,
+    pub indices: Vec<usize>,
     pub candidates: Vec<EncodedCandidate>,
     /// Their tokens (before any prefix-cache reuse): what the part adds to a pass.
     pub tokens: usize,
@@ -143,6 +144,7 @@ pub(super) struct ScoreInput {
 /// A part of a scoring request admitted into this pass.
 pub(super) struct Scoring {
     pub job: u64,
-    pub first: usize,
+    /// Each input's index among the job's candidates.
+    pub indices: Vec<usize>,
     pub inputs: Vec<ScoreInput>,
 }

@@ -90,6 +90,10 @@ pub struct WorkerConfig {
     /// Completions are the same either way; off only to measure what it saves (the
     /// default is on unless `PONDER_NO_TWINS` is set, as `PONDER_NO_VNNI` is for kernels).
     pub share_twins: bool,
+    /// Whether a scoring candidate that shares a long prefix with one already in the pass
+    /// waits for a later pass to reuse its KV ([`super::scoring`], deferral). Scores are
+    /// the same either way; off only to measure what it saves (`PONDER_NO_DEFER`).
+    pub defer_shared_candidates: bool,
 }
 
 /// Below this many parameters a worker computes on one thread by default.
@@ -152,6 +156,7 @@ impl Default for WorkerConfig {
             max_stop_strings: DEFAULT_MAX_STOP_STRINGS,
             max_stop_bytes: DEFAULT_MAX_STOP_BYTES,
             share_twins: std::env::var_os("PONDER_NO_TWINS").is_none(),
+            defer_shared_candidates: std::env::var_os("PONDER_NO_DEFER").is_none(),
         }
     }
 }
@@ -172,6 +177,9 @@ pub struct WorkerStats {
     /// Sum over decode steps of the sequences that took a twin's row instead of their
     /// own (rows computed = `decoded_sequences - twin_rows`; see `worker::packing`).
     pub twin_rows: u64,
+    /// Scoring candidates put off to a later pass to reuse what the pass computes for one
+    /// they share a prefix with (counted each time; see `worker::scoring`).
+    pub deferred_candidates: u64,
     /// Passes run on the wide pool (every core; see `worker::pool_choice`).
     pub wide_passes: u64,
     /// Prompt chunks run that did not end their prompt (a prompt longer than what its
