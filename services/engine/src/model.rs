@@ -15,6 +15,7 @@ use crate::attention::{attend, Heads, Rotary};
 use crate::config::{ModelConfig, RopeStyle};
 use crate::kv::{KvCache, KvDtype};
 use crate::linear::{Fused, Linear};
+use crate::sampling::exp_in_place;
 use candle_core::{DType, Device, Result, Tensor, D};
 
 /// A layer's weights as the file names them, before [`Layer::new`] fuses the
@@ -63,8 +64,15 @@ impl Layer {
                 let mut out = Vec::with_capacity(y.len() / 2);
                 for row in y.chunks_exact(2 * ff) {
                     let (gate, up) = row.split_at(ff);
-                    // candle's silu, x / (1 + e^-x), so the result is the same.
-                    out.extend(gate.iter().zip(up).map(|(g, u)| g / (1.0 + (-g).exp()) * u));
+                    // candle's silu, x / (1 + e^-x), with e^-x from the vectorised
+                    // `exp_in_place` (within 2e-7 of libm's): libm's scalar `expf` here
+                    // was 4% of a loaded cluster's time (perf, `ponder up` at 11 q/s).
+                    let start = out.len();
+                    out.extend(gate.iter().map(|g| -g));
+                    exp_in_place(&mut out[start..]);
+                    for ((o, g), u) in out[start..].iter_mut().zip(gate).zip(up) {
+                        *o = g / (1.0 + *o) * u;
+                    }
                 }
                 let rows = out.len() / ff;
                 return Tensor::from_vec(out, (rows, ff), h.device());
