@@ -307,16 +307,20 @@ async fn candidates_sharing_a_prefix_wait_a_pass_and_score_as_they_would_whole()
         })
         .collect();
     for dir in [likelihood.path(), tags.path()] {
-        let worker = |defer| {
+        let worker = |defer, prefix_cache_entries| {
             ModelWorker::spawn(
                 load(dir, &LoadOptions::default()).unwrap(),
                 WorkerConfig {
                     defer_shared_candidates: defer,
+                    prefix_cache_entries,
                     ..Default::default()
                 },
             )
         };
-        let (deferring, whole) = (worker(true), worker(false));
+        let entries = WorkerConfig::default().prefix_cache_entries;
+        let (deferring, whole) = (worker(true, entries), worker(false, entries));
+        // With no prefix cache a later pass could reuse nothing, so nothing waits.
+        let uncached = worker(true, 0);
         let request = || ScoreRequest {
             question: question.into(),
             candidates: candidates.clone(),
@@ -332,6 +336,16 @@ async fn candidates_sharing_a_prefix_wait_a_pass_and_score_as_they_would_whole()
         let stats = deferring.stats().await.unwrap();
         assert!(stats.deferred_candidates >= 11, "{stats:?}");
         assert_eq!(whole.stats().await.unwrap().deferred_candidates, 0);
+        let alone = uncached.score(request()).await.unwrap();
+        assert_eq!(uncached.stats().await.unwrap().deferred_candidates, 0);
+        for (a, w) in alone
+            .scores
+            .iter()
+            .flatten()
+            .zip(want.scores.iter().flatten())
+        {
+            assert!((a - w).abs() < 1e-4, "{a} against {w}");
+        }
         // The question (26 tokens with its template) alone is 11 x 26 tokens saved.
         assert!(
             got.tokens + 11 * 26 <= want.tokens,

@@ -152,7 +152,9 @@ impl Worker {
                 .flat_map(|s| &s.inputs)
                 .chain(&inputs)
                 .map(|i| i.ids.as_slice());
-            if self.config.defer_shared_candidates && defer_from(&ids, cached, cap, others) {
+            // Without a prefix cache a later pass could reuse nothing: no deferral.
+            let defer = self.config.defer_shared_candidates && self.config.prefix_cache_entries > 0;
+            if defer && defer_from(&ids, cached, cap, others) {
                 waits.tokens += ids.len();
                 waits.indices.push(index);
                 waits.candidates.push((ids, tags));
