@@ -66,11 +66,15 @@ async fn burst_then_recover(cfg: ponder_cli::embedded::EmbeddedConfig, series: &
         "an idle cluster grants the maximum"
     );
 
-    // The burst: 24 adaptive queries at once, and one fixed.
+    // The burst: 24 adaptive queries at once, and one fixed. Hot, so that their samples
+    // part at once: at the default temperature most samples are twins (docs/engine.md),
+    // and the burst could be over before the controller's smoothed load (read every
+    // 250 ms) has risen.
     let mut burst = tokio::task::JoinSet::new();
     for i in 0..25u64 {
         let mut c = c.clone();
         let mut req = common::request(QUESTIONS[i as usize % QUESTIONS.len()], 16, 100 + i);
+        req.temperature = 2.0;
         if i == 24 {
             req.budget_mode = pb::BudgetMode::Fixed as i32;
         }
