@@ -257,7 +257,7 @@ impl PrefixCache {
 
 /// Length of the common prefix of `a` and `b`: whole blocks compared as slices (a
 /// vectorized memcmp) first, since cached prompts share long prefixes.
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+pub(crate) fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     const BLOCK: usize = 16;
     let n = a.len().min(b.len());
     let mut i = 0;

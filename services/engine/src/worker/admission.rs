@@ -142,19 +142,21 @@ impl Worker {
             candidates: Vec::new(),
             tokens: 0,
         };
+        let reads_tokens = prm.as_ref().is_some_and(|p| p.reads_tokens());
+        // Without a prefix cache a later pass could reuse nothing: no deferral.
+        let defer = self.config.defer_shared_candidates && self.config.prefix_cache_entries > 0;
         for (index, (ids, tags)) in part.indices.into_iter().zip(part.candidates) {
             let reusable = prm.as_ref().map_or(0, |p| p.reusable_prefix(&tags));
-            let reads_tokens = prm.as_ref().is_some_and(|p| p.reads_tokens());
-            let cap = if reads_tokens { usize::MAX } else { reusable };
-            let cached = self.cache.shared_len(&ids);
-            let others = in_pass
-                .iter()
-                .flat_map(|s| &s.inputs)
-                .chain(&inputs)
-                .map(|i| i.ids.as_slice());
-            // Without a prefix cache a later pass could reuse nothing: no deferral.
-            let defer = self.config.defer_shared_candidates && self.config.prefix_cache_entries > 0;
-            if defer && defer_from(&ids, cached, cap, others) {
+            let waits_a_pass = defer && {
+                let cap = if reads_tokens { usize::MAX } else { reusable };
+                let others = in_pass
+                    .iter()
+                    .flat_map(|s| &s.inputs)
+                    .chain(&inputs)
+                    .map(|i| i.ids.as_slice());
+                defer_from(&ids, self.cache.shared_len(&ids), cap, others)
+            };
+            if waits_a_pass {
                 waits.tokens += ids.len();
                 waits.indices.push(index);
                 waits.candidates.push((ids, tags));

@@ -32,23 +32,24 @@ impl<T> Default for FairQueue<T> {
 
 impl<T> FairQueue<T> {
     pub fn push(&mut self, tenant: u64, item: T) {
-        let queue = self.queues.entry(tenant).or_default();
-        if queue.is_empty() {
-            self.turn.push_back(tenant);
-        }
-        queue.push_back(item);
-        self.len += 1;
+        self.queue_for_one_more(tenant).push_back(item);
     }
 
     /// Puts `item` at the head of its tenant's queue (work that was in a pass and must
     /// come next, before that tenant's later arrivals).
     pub fn push_front(&mut self, tenant: u64, item: T) {
+        self.queue_for_one_more(tenant).push_front(item);
+    }
+
+    /// `tenant`'s queue, about to take one item: a tenant with none so far joins the
+    /// turn at its back.
+    fn queue_for_one_more(&mut self, tenant: u64) -> &mut VecDeque<T> {
+        self.len += 1;
         let queue = self.queues.entry(tenant).or_default();
         if queue.is_empty() {
             self.turn.push_back(tenant);
         }
-        queue.push_front(item);
-        self.len += 1;
+        queue
     }
 
     /// The item that [`FairQueue::pop`] would return.

@@ -22,7 +22,7 @@ use super::batch_loop::Worker;
 use super::sequence::{EncodedCandidate, ScoreJob, ScorePart, ScoreReply, Scoring, Waiting};
 use super::types::ScoreResponse;
 use crate::error::EngineError;
-use crate::prefix_cache::TokenLogp;
+use crate::prefix_cache::{common_prefix, TokenLogp};
 use crate::prm::Chain;
 
 /// Shared tokens beyond its cached prefix that make a candidate wait for a later pass
@@ -70,10 +70,6 @@ pub(super) fn defer_from<'a>(
     in_pass
         .into_iter()
         .any(|other| common_prefix(ids, other).min(cap) >= reused + DEFER_MIN_TOKENS)
-}
-
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 impl Worker {
