@@ -77,6 +77,30 @@ struct Schedule {
     resume: bool,
 }
 
+/// Which training stream: what share of it is drawn in the contract style (docs/arith.md).
+#[derive(Args, Clone, Copy)]
+struct Mix {
+    /// Share of training questions drawn in the contract style (uniform tree shapes and
+    /// operands, whole draws rejected); 0 is the stream the shipped models trained on.
+    #[arg(long, default_value_t = 0.0, value_parser = contract_share)]
+    contract_share: f64,
+}
+
+impl Mix {
+    fn stream(self) -> task::TrainingMix {
+        task::TrainingMix {
+            contract_share: self.contract_share,
+        }
+    }
+}
+
+fn contract_share(text: &str) -> Result<f64, String> {
+    let share: f64 = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a number: {e}"))?;
+    task::TrainingMix::new(share).map(|m| m.contract_share)
+}
+
 /// The step labels a PRM is trained on (`train-prm --labels`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum StepLabels {
@@ -117,6 +141,8 @@ enum Command {
         own_attempts: Option<PathBuf>,
         #[arg(long, default_value_t = 0.15)]
         own_fraction: f64,
+        #[command(flatten)]
+        mix: Mix,
     },
     /// Sample solutions from generators and label every step with the checker (JSONL),
     /// on training-slice questions only (PRM and revision training data).
@@ -136,6 +162,8 @@ enum Command {
         /// Question seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        #[command(flatten)]
+        mix: Mix,
     },
     /// Train the PRM (token-probability convention) starting from the generator's weights.
     TrainPrm {
@@ -160,6 +188,8 @@ enum Command {
         labels: StepLabels,
         #[command(flatten)]
         schedule: Schedule,
+        #[command(flatten)]
+        mix: Mix,
     },
     /// The figures the bundled models are judged by, on the independent and the
     /// training-style sampler: greedy and pass@k per level for every generator of the
@@ -197,6 +227,10 @@ enum Command {
         /// labels, validation or own) here, one JSON object per line.
         #[arg(long)]
         scores_out: Option<PathBuf>,
+        /// The training stream the models were trained on: the training-style set follows
+        /// its styles, and the overlap count redraws it.
+        #[command(flatten)]
+        mix: Mix,
     },
     /// Greedy accuracy per level on a held-out set (seed and size given).
     EvalGenerator {
@@ -262,6 +296,7 @@ fn config(
         min_steps: s.min_steps,
         init_from,
         objective,
+        mix: task::TrainingMix::SHIPPED,
     }
 }
 
@@ -285,6 +320,7 @@ fn main() -> Result<()> {
             revision_fraction,
             own_attempts,
             own_fraction,
+            mix,
         } => {
             let own: Vec<(String, String)> = match &own_attempts {
                 Some(path) => prm_data::read_jsonl(path)?
@@ -310,13 +346,15 @@ fn main() -> Result<()> {
                     rope_theta: 10_000.0,
                 },
             };
-            let cfg = config(out, shape, &schedule, init, Objective::NextToken);
+            let mut cfg = config(out, shape, &schedule, init, Objective::NextToken);
+            cfg.mix = mix.stream();
+            let cfg_mix = cfg.mix;
             let mut next_batch =
                 |rng: &mut rand_chacha::ChaCha8Rng, budget| -> Result<Vec<Encoded>> {
                     let batch = if !own.is_empty() && rng.random_bool(own_fraction) {
                         ponder_arith_train::train::data::own_revision_batch(rng, &own, budget)?
                     } else {
-                        sample_batch(rng, DEFAULT_LEVEL_MIX, revision_fraction, budget)?
+                        sample_batch(rng, DEFAULT_LEVEL_MIX, cfg_mix, revision_fraction, budget)?
                     };
                     batch
                         .iter()
@@ -325,7 +363,7 @@ fn main() -> Result<()> {
                 };
             // Greedy accuracy on the validation slice (never trained on, never the
             // evaluation sampler's questions).
-            let validation = task::validation_set(VALIDATION_SEED, eval_per_level);
+            let validation = task::validation_set(VALIDATION_SEED, eval_per_level, cfg.mix);
             let mut evaluate = |dir: &Path| -> Result<f64> {
                 ponder_engine::engine::cli_runtime()?.block_on(greedy_accuracy(dir, &validation))
             };
@@ -343,6 +381,7 @@ fn main() -> Result<()> {
             n,
             temperature,
             seed,
+            mix,
         } => {
             ponder_engine::engine::cli_runtime()?.block_on(sample(
                 model,
@@ -351,6 +390,7 @@ fn main() -> Result<()> {
                 n,
                 temperature,
                 seed,
+                mix.stream(),
             ))?;
         }
         Command::TrainPrm {
@@ -361,6 +401,7 @@ fn main() -> Result<()> {
             balance,
             labels,
             schedule,
+            mix,
         } => {
             let shape = ModelShape::from_hf_config(&init.join("config.json"))?;
             let pool: Vec<LabelledSolution> = match &samples {
@@ -420,14 +461,15 @@ fn main() -> Result<()> {
                     StepLabels::Local => Chain::Product,
                 },
             };
-            let cfg = config(out, shape, &schedule, Some(init), objective);
+            let mut cfg = config(out, shape, &schedule, Some(init), objective);
+            cfg.mix = mix.stream();
             let mut next_batch =
                 |rng: &mut rand_chacha::ChaCha8Rng, budget| -> Result<Vec<Encoded>> {
                     let mut batch = Vec::new();
                     let mut chars = 0;
                     while chars < budget {
                         let ex = if pool.is_empty() || rng.random_bool(synthetic_fraction) {
-                            prm_data::synthetic(rng, DEFAULT_LEVEL_MIX)?
+                            prm_data::synthetic(rng, DEFAULT_LEVEL_MIX, mix.stream())?
                         } else if balance {
                             let class = if rng.random_bool(0.5) { &right } else { &wrong };
                             class[rng.random_range(0..class.len())].clone()
@@ -462,6 +504,7 @@ fn main() -> Result<()> {
             out,
             verifier,
             scores_out,
+            mix,
         } => {
             let mut cfg = if quick {
                 ReportConfig::quick()
@@ -473,6 +516,7 @@ fn main() -> Result<()> {
             cfg.k = k.unwrap_or(cfg.k);
             cfg.revisions_per_question =
                 revisions_per_question.unwrap_or(cfg.revisions_per_question);
+            cfg.training_mix = mix.stream();
             anyhow::ensure!(
                 cfg.greedy_per_level >= cfg.sampled_per_level && cfg.k >= 1,
                 "--pass-per-level must be at most --per-level, and -k at least 1"
@@ -583,9 +627,10 @@ async fn sample(
     n: u32,
     temperatures: Vec<f32>,
     seed: u64,
+    mix: task::TrainingMix,
 ) -> Result<()> {
     // Training-slice questions only: the samples train the PRM and the revisions.
-    let questions: Vec<String> = task::styled_set(Slice::Training, seed, per_level)
+    let questions: Vec<String> = task::styled_set(Slice::Training, seed, per_level, mix)
         .into_iter()
         .map(|p| p.question)
         .collect();

@@ -47,7 +47,9 @@ fn the_training_stream_never_yields_evaluation_or_validation_questions() {
     let mut seen = 0;
     for seed in 0..200u64 {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        for ex in sample_batch(&mut rng, DEFAULT_LEVEL_MIX, 0.2, 2048).unwrap() {
+        // Both parts of the mixture: the shipped stream and the contract style.
+        let mix = task::TrainingMix::new(f64::from(seed as u8 % 2) * 0.5).unwrap();
+        for ex in sample_batch(&mut rng, DEFAULT_LEVEL_MIX, mix, 0.2, 2048).unwrap() {
             let question = ex.prompt.lines().next().unwrap().trim_start_matches("Q: ");
             let slice = slice_of(&task::parse(question).unwrap());
             assert_eq!(

@@ -19,7 +19,7 @@ pub use stats::auroc;
 use anyhow::Result;
 use ponder_arith::checker::check_solution;
 use ponder_arith::solution;
-use ponder_arith::task::{Problem, LEVELS};
+use ponder_arith::task::{self, Problem, LEVELS};
 use ponder_engine::ModelWorker;
 use questions::{Overlap, Sampler};
 use serde::Serialize;
@@ -41,6 +41,9 @@ pub struct ReportConfig {
     /// Training-stream steps redrawn for the overlap count, and their data seed.
     pub overlap_steps: u64,
     pub training_seed: u64,
+    /// The training stream: the training-style set follows its styles and the overlap
+    /// redraws it.
+    pub training_mix: task::TrainingMix,
 }
 
 impl ReportConfig {
@@ -53,6 +56,7 @@ impl ReportConfig {
             revisions_per_question: 2,
             overlap_steps: 5000,
             training_seed: 11,
+            training_mix: task::TrainingMix::SHIPPED,
         }
     }
 
@@ -66,6 +70,7 @@ impl ReportConfig {
             revisions_per_question: 1,
             overlap_steps: 100,
             training_seed: 11,
+            training_mix: task::TrainingMix::SHIPPED,
         }
     }
 }
@@ -333,10 +338,16 @@ pub async fn run(
 ) -> Result<Report> {
     let sets: Vec<(Sampler, Vec<Problem>)> = Sampler::ALL
         .iter()
-        .map(|&s| (s, s.eval_set(cfg.greedy_per_level)))
+        .map(|&s| (s, s.eval_set(cfg.greedy_per_level, cfg.training_mix)))
         .collect();
     let all: Vec<&Problem> = sets.iter().flat_map(|(_, set)| set).collect();
-    let overlap = Overlap::measure(&all, cfg.training_seed, cfg.overlap_steps, 4096)?;
+    let overlap = Overlap::measure(
+        &all,
+        cfg.training_mix,
+        cfg.training_seed,
+        cfg.overlap_steps,
+        4096,
+    )?;
     let validation = questions::threshold_set(cfg.threshold_per_level);
     let validation_refs: Vec<&Problem> = validation.iter().collect();
 

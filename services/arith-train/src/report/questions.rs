@@ -42,10 +42,13 @@ impl Sampler {
     }
 
     /// `per_level` evaluation questions of each level, in level order.
-    pub fn eval_set(self, per_level: usize) -> Vec<Problem> {
+    /// `mix` is the training stream whose styles the training-style set follows.
+    pub fn eval_set(self, per_level: usize, mix: task::TrainingMix) -> Vec<Problem> {
         match self {
             Sampler::Independent => eval_sampler::eval_set(EVAL_SEED, per_level),
-            Sampler::TrainingStyle => task::styled_set(Slice::Evaluation, EVAL_SEED, per_level),
+            Sampler::TrainingStyle => {
+                task::styled_set(Slice::Evaluation, EVAL_SEED, per_level, mix)
+            }
         }
     }
 }
@@ -71,9 +74,15 @@ pub struct Overlap {
 }
 
 impl Overlap {
-    /// Redraws the first `steps` batches of the training stream seeded `seed` and
+    /// Redraws the first `steps` batches of the training stream (`mix`) seeded `seed` and
     /// counts what `eval` shares with them.
-    pub fn measure(eval: &[&Problem], seed: u64, steps: u64, batch_chars: usize) -> Result<Self> {
+    pub fn measure(
+        eval: &[&Problem],
+        mix: task::TrainingMix,
+        seed: u64,
+        steps: u64,
+        batch_chars: usize,
+    ) -> Result<Self> {
         let mut eval_forms = HashSet::new();
         let mut outside = 0;
         for p in eval {
@@ -84,7 +93,7 @@ impl Overlap {
         let mut training = HashSet::new();
         for step in 0..steps {
             let mut rng = step_rng(seed, step);
-            for ex in sample_batch(&mut rng, DEFAULT_LEVEL_MIX, 0.2, batch_chars)? {
+            for ex in sample_batch(&mut rng, DEFAULT_LEVEL_MIX, mix, 0.2, batch_chars)? {
                 let line = ex.prompt.lines().next().unwrap_or_default();
                 let question = line.trim_start_matches("Q: ");
                 training.insert(canonical_form(&task::parse(question)?));
@@ -106,16 +115,17 @@ mod tests {
 
     #[test]
     fn both_samplers_draw_only_evaluation_questions_and_share_none_with_training() {
-        let sets: Vec<Vec<Problem>> = Sampler::ALL.iter().map(|s| s.eval_set(20)).collect();
+        let mix = task::TrainingMix::new(0.5).unwrap();
+        let sets: Vec<Vec<Problem>> = Sampler::ALL.iter().map(|s| s.eval_set(20, mix)).collect();
         let eval: Vec<&Problem> = sets.iter().flatten().collect();
-        let o = Overlap::measure(&eval, 11, 40, 4096).unwrap();
+        let o = Overlap::measure(&eval, mix, 11, 40, 4096).unwrap();
         assert!(o.eval_questions > 200, "{o:?}");
         assert!(o.training_questions > 400, "{o:?}");
         assert_eq!((o.shared, o.outside_evaluation_slice), (0, 0), "{o:?}");
         // Positive control: the training stream's own first batch is all shared and all
         // outside the evaluation slice.
         let mut rng = step_rng(11, 0);
-        let own: Vec<Problem> = sample_batch(&mut rng, DEFAULT_LEVEL_MIX, 0.2, 4096)
+        let own: Vec<Problem> = sample_batch(&mut rng, DEFAULT_LEVEL_MIX, mix, 0.2, 4096)
             .unwrap()
             .iter()
             .map(|ex| {
@@ -124,7 +134,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&Problem> = own.iter().collect();
-        let o = Overlap::measure(&refs, 11, 1, 4096).unwrap();
+        let o = Overlap::measure(&refs, mix, 11, 1, 4096).unwrap();
         assert_eq!(o.shared, o.eval_questions, "{o:?}");
         assert_eq!(o.outside_evaluation_slice, own.len(), "{o:?}");
     }

@@ -75,9 +75,10 @@ pub fn example_for(problem: &task::Problem, revision: bool, rng: &mut impl Rng) 
 pub fn sample_example(
     rng: &mut impl Rng,
     levels: &[(u8, f64)],
+    mix: task::TrainingMix,
     revision_fraction: f64,
 ) -> Result<Example> {
-    let problem = task::train_question(task::pick_level(levels, rng), rng);
+    let problem = task::train_question(task::pick_level(levels, rng), mix, rng);
     let revision = rng.random_bool(revision_fraction);
     example_for(&problem, revision, rng)
 }
@@ -90,6 +91,7 @@ pub fn sample_example(
 pub fn sample_batch(
     rng: &mut impl Rng,
     levels: &[(u8, f64)],
+    mix: task::TrainingMix,
     revision_fraction: f64,
     char_budget: usize,
 ) -> Result<Vec<Example>> {
@@ -98,7 +100,7 @@ pub fn sample_batch(
     let mut batch = Vec::new();
     let mut chars = 0;
     while chars < char_budget || batch.is_empty() {
-        let problem = task::train_question(level, rng);
+        let problem = task::train_question(level, mix, rng);
         let ex = example_for(&problem, revision, rng)?;
         chars += ex.prompt.len() + ex.target.len();
         batch.push(ex);
@@ -138,7 +140,8 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let (mut revisions, mut lens) = (0, Vec::new());
         for _ in 0..500 {
-            let ex = sample_example(&mut rng, DEFAULT_LEVEL_MIX, 0.3).unwrap();
+            let ex = sample_example(&mut rng, DEFAULT_LEVEL_MIX, task::TrainingMix::SHIPPED, 0.3)
+                .unwrap();
             assert!(ex.prompt.starts_with("Q: ") && ex.target.ends_with(crate::vocab::EOS));
             let question = ex
                 .prompt

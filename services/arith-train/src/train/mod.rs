@@ -181,6 +181,7 @@ mod tests {
             min_steps: 0,
             init_from: None,
             objective: super::trainer::Objective::NextToken,
+            mix: Default::default(),
         }
     }
 
@@ -295,6 +296,37 @@ mod tests {
         )
         .expect_err("resuming without optimizer state must fail");
         assert!(format!("{err:#}").contains("optimizer"), "{err:#}");
+    }
+
+    #[test]
+    fn a_run_resumes_only_on_the_question_stream_it_started_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |cfg: TrainConfig, resume: bool| {
+            let mut next = copy_batch;
+            train(
+                cfg,
+                resume,
+                TrainHooks {
+                    next_batch: &mut next,
+                    evaluate: None,
+                },
+            )
+        };
+        let mut contract = tiny_config(dir.path(), 2);
+        contract.mix = ponder_arith::task::TrainingMix::new(0.5).unwrap();
+        run(contract.clone(), false).unwrap();
+        let saved =
+            std::fs::read_to_string(dir.path().join("checkpoint/train_state.json")).unwrap();
+        let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
+        assert_eq!(saved["config"]["mix"]["contract_share"], 0.5, "{saved}");
+        let err =
+            run(tiny_config(dir.path(), 4), true).expect_err("another stream must be refused");
+        assert!(
+            format!("{err:#}").contains("--contract-share 0.5"),
+            "{err:#}"
+        );
+        contract.max_steps = 4;
+        assert_eq!(run(contract, true).unwrap().step, 4);
     }
 
     #[test]

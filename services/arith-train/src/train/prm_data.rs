@@ -113,8 +113,12 @@ pub fn encode(vocab: &Vocab, ex: &LabelledSolution) -> Result<Encoded> {
 
 /// A canonical solution, or (with probability 1/2) one with a slip at a random
 /// step and a faithful continuation; labelled by the checker.
-pub fn synthetic(rng: &mut impl Rng, levels: &[(u8, f64)]) -> Result<LabelledSolution> {
-    let problem = task::train_question(task::pick_level(levels, rng), rng);
+pub fn synthetic(
+    rng: &mut impl Rng,
+    levels: &[(u8, f64)],
+    mix: task::TrainingMix,
+) -> Result<LabelledSolution> {
+    let problem = task::train_question(task::pick_level(levels, rng), mix, rng);
     let text = if rng.random_bool(0.5) {
         match super::data::wrong_attempt(&problem.question, rng)? {
             Some(t) => t,
@@ -146,7 +150,12 @@ mod tests {
         .unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         for _ in 0..50 {
-            let ex = synthetic(&mut rng, super::super::data::DEFAULT_LEVEL_MIX).unwrap();
+            let ex = synthetic(
+                &mut rng,
+                super::super::data::DEFAULT_LEVEL_MIX,
+                task::TrainingMix::SHIPPED,
+            )
+            .unwrap();
             let ours = encode(&vocab, &ex).unwrap();
             let (ids, tags) = prm.encode(&codec, &ex.question, &ex.steps).unwrap();
             assert_eq!(ours.ids, ids);

@@ -175,6 +175,10 @@ pub struct TrainConfig {
     /// Absent in checkpoints written before PRM training existed: those were generators.
     #[serde(default)]
     pub objective: Objective,
+    /// The question stream (absent in checkpoints written before the contract style
+    /// existed: those trained on the shipped stream).
+    #[serde(default)]
+    pub mix: ponder_arith::task::TrainingMix,
 }
 
 fn default_patience() -> usize {
@@ -346,6 +350,12 @@ pub fn train(cfg: TrainConfig, resume: bool, hooks: TrainHooks<'_>) -> Result<Tr
         anyhow::ensure!(
             saved.config.shape == cfg.shape,
             "checkpoint has a different model shape"
+        );
+        anyhow::ensure!(
+            saved.config.mix == cfg.mix,
+            "checkpoint trained on another question stream (--contract-share {}): resume \
+             with the same one",
+            saved.config.mix.contract_share
         );
         // The schedule settings may be changed on resume (e.g. a later max_steps); the
         // progress is the checkpoint's.

@@ -34,6 +34,7 @@ use thiserror::Error;
 mod sample;
 pub use sample::{
     generate, generate_mix, held_out_set, pick_level, styled_set, train_question, validation_set,
+    TrainingMix,
 };
 
 /// Largest allowed value of any operand or intermediate result.

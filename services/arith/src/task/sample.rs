@@ -9,6 +9,14 @@
 //! whole grammar contract, and it never yields a question of the evaluation or validation
 //! slices ([`crate::slice`]). Evaluation uses a separate, independently written sampler
 //! ([`crate::eval_sampler`]) that the trainer never calls.
+//!
+//! The mixture has two parts ([`TrainingMix`]). The first (random-split and chain shapes,
+//! mixed-width or uniform operands, subtractions swapped to fit) is what the shipped models
+//! trained on. It is easier than the contract's own distribution: at level 6 its questions
+//! hold 2.2 one-digit operands and a four-digit answer half the time, where uniform
+//! questions hold 0.8 and 0.63, with solutions 7% shorter. The second part, the *contract*
+//! style, draws the contract itself: tree shapes uniform over all binary trees, operands
+//! uniform over 0..=99, and a whole draw rejected when an intermediate leaves the range.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -28,6 +36,8 @@ enum Shape {
     RandomSplit,
     /// Mostly left-deep chains (`a-b+c+d`), now and then a parenthesised group on the right.
     Chain,
+    /// Uniform over all binary trees with the level's operator count (Catalan numbers).
+    Uniform,
 }
 
 /// How operands are drawn.
@@ -46,6 +56,50 @@ struct Style {
     operands: Operands,
     /// Probability of redundant parentheses around a non-root sub-expression.
     redundant: f64,
+    /// How a draw that leaves the value range is handled.
+    fit: Fit,
+}
+
+/// What happens to a draw with an intermediate value outside 0..=9999.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fit {
+    /// Subtractions with a smaller left side swap their sides; the operands of the same
+    /// shape are redrawn until the values fit (shapes that rarely fit are kept).
+    SwapAndReroll,
+    /// The whole draw (shape, operators, operands) is thrown away: the contract's
+    /// distribution conditioned on fitting.
+    Reject,
+}
+
+/// The trainer's stream: what share of it is drawn in the contract style (see the module
+/// docs); the rest is the first mixture.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainingMix {
+    pub contract_share: f64,
+}
+
+impl TrainingMix {
+    /// The stream the shipped models trained on (models/README.md).
+    pub const SHIPPED: TrainingMix = TrainingMix {
+        contract_share: 0.0,
+    };
+
+    /// A mix with `contract_share` of contract-style questions; an error names the range.
+    pub fn new(contract_share: f64) -> Result<TrainingMix, String> {
+        if (0.0..=1.0).contains(&contract_share) {
+            Ok(TrainingMix { contract_share })
+        } else {
+            Err(format!(
+                "the contract share must be in 0..=1, not {contract_share}"
+            ))
+        }
+    }
+}
+
+impl Default for TrainingMix {
+    fn default() -> Self {
+        TrainingMix::SHIPPED
+    }
 }
 
 /// The style of [`generate`] (the first generator's training data).
@@ -53,6 +107,7 @@ const CLASSIC: Style = Style {
     shape: Shape::RandomSplit,
     operands: Operands::MixedWidth,
     redundant: 0.15,
+    fit: Fit::SwapAndReroll,
 };
 
 /// A random valid question of exactly `level` operators.
@@ -73,42 +128,54 @@ pub fn generate(level: u8, rng: &mut impl Rng) -> Problem {
 ///
 /// # Panics
 /// If `level` is not in 1..=6.
-pub fn train_question(level: u8, rng: &mut impl Rng) -> Problem {
-    sliced_question(level, Slice::Training, rng)
+pub fn train_question(level: u8, mix: TrainingMix, rng: &mut impl Rng) -> Problem {
+    sliced_question(level, Slice::Training, mix, rng)
 }
 
 /// `per_level` questions of each level from the training mixture, in the validation slice:
 /// the trainer's periodic evaluation set (never trained on).
-pub fn validation_set(seed: u64, per_level: usize) -> Vec<Problem> {
-    styled_set(Slice::Validation, seed, per_level)
+pub fn validation_set(seed: u64, per_level: usize, mix: TrainingMix) -> Vec<Problem> {
+    styled_set(Slice::Validation, seed, per_level, mix)
 }
 
 /// `per_level` questions of each level from the training mixture's styles, in `slice`:
 /// the report's second evaluation set (slice [`Slice::Evaluation`]), next to the
 /// independent sampler's, so that the gap between the two shows what the model learned
 /// of the sampler rather than of the grammar.
-pub fn styled_set(slice: Slice, seed: u64, per_level: usize) -> Vec<Problem> {
+pub fn styled_set(slice: Slice, seed: u64, per_level: usize, mix: TrainingMix) -> Vec<Problem> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     LEVELS
         .flat_map(|level| std::iter::repeat_n(level, per_level))
-        .map(|level| sliced_question(level, slice, &mut rng))
+        .map(|level| sliced_question(level, slice, mix, &mut rng))
         .collect()
 }
 
-fn sliced_question(level: u8, slice: Slice, rng: &mut impl Rng) -> Problem {
+fn sliced_question(level: u8, slice: Slice, mix: TrainingMix, rng: &mut impl Rng) -> Problem {
     loop {
-        let style = Style {
-            shape: if rng.random_bool(0.3) {
-                Shape::Chain
-            } else {
-                Shape::RandomSplit
-            },
-            operands: if rng.random_bool(0.6) {
-                Operands::Uniform
-            } else {
-                Operands::MixedWidth
-            },
-            redundant: rng.random_range(0.0..0.3),
+        // A share of 0 draws nothing here, so the shipped models' stream is unchanged.
+        let contract = mix.contract_share > 0.0 && rng.random_bool(mix.contract_share);
+        let style = if contract {
+            Style {
+                shape: Shape::Uniform,
+                operands: Operands::Uniform,
+                redundant: rng.random_range(0.0..0.3),
+                fit: Fit::Reject,
+            }
+        } else {
+            Style {
+                shape: if rng.random_bool(0.3) {
+                    Shape::Chain
+                } else {
+                    Shape::RandomSplit
+                },
+                operands: if rng.random_bool(0.6) {
+                    Operands::Uniform
+                } else {
+                    Operands::MixedWidth
+                },
+                redundant: rng.random_range(0.0..0.3),
+                fit: Fit::SwapAndReroll,
+            }
         };
         let expr = generate_expr(level, style, rng);
         if slice_of(&expr) == slice {
@@ -119,6 +186,17 @@ fn sliced_question(level: u8, slice: Slice, rng: &mut impl Rng) -> Problem {
 
 fn generate_expr<R: Rng + ?Sized>(level: u8, style: Style, rng: &mut R) -> Expr {
     assert!(LEVELS.contains(&level), "level {level} is not in 1..=6");
+    if style.fit == Fit::Reject {
+        // Every level fits often enough (about 1 draw in 8 at level 6) for this to end.
+        loop {
+            let mut tree = random_shape(usize::from(level), style.shape, rng);
+            reroll_operands(&mut tree, style.operands, rng);
+            if value_in_range(&tree).is_some() {
+                assign_parens(&mut tree, None, style.redundant, rng);
+                return tree;
+            }
+        }
+    }
     for _ in 0..MAX_SHAPES {
         let mut tree = random_shape(usize::from(level), style.shape, rng);
         for _ in 0..ATTEMPTS_PER_SHAPE {
@@ -143,6 +221,7 @@ fn random_shape<R: Rng + ?Sized>(ops: usize, shape: Shape, rng: &mut R) -> Expr 
     }
     let left = match shape {
         Shape::RandomSplit => rng.random_range(0..ops),
+        Shape::Uniform => uniform_left_size(ops, rng),
         // A right operand that is a group of 1-2 operators a quarter of the time.
         Shape::Chain if ops >= 2 && rng.random_bool(0.25) => {
             ops - 1 - rng.random_range(1..ops.min(3))
@@ -172,6 +251,32 @@ fn reroll_operands<R: Rng + ?Sized>(e: &mut Expr, operands: Operands, rng: &mut 
             reroll_operands(lhs, operands, rng);
             reroll_operands(rhs, operands, rng);
         }
+    }
+}
+
+/// Binary trees with `n` operators, `n` in 0..=5 (a left subtree has at most 5).
+const TREES: [u64; 6] = [1, 1, 2, 5, 14, 42];
+
+/// The left subtree's operator count when a tree of `ops` operators is drawn uniformly
+/// from all such trees: `k` with weight trees(k) x trees(ops - 1 - k).
+fn uniform_left_size<R: Rng + ?Sized>(ops: usize, rng: &mut R) -> usize {
+    let weight = |k: usize| TREES[k] * TREES[ops - 1 - k];
+    let total: u64 = (0..ops).map(weight).sum();
+    let mut r = rng.random_range(0..total);
+    for k in 0..ops {
+        if r < weight(k) {
+            return k;
+        }
+        r -= weight(k);
+    }
+    unreachable!("the weights sum to the total")
+}
+
+/// The value when every intermediate lies in range, with no sides swapped.
+fn value_in_range(e: &Expr) -> Option<u32> {
+    match e {
+        Expr::Num(n) => Some(*n),
+        Expr::Bin { op, lhs, rhs, .. } => op.apply(value_in_range(lhs)?, value_in_range(rhs)?),
     }
 }
 
@@ -319,7 +424,7 @@ mod tests {
         let (mut operands, mut two_digit, mut chains) = (0usize, 0usize, 0usize);
         for i in 0..6_000 {
             let level = (i % 6) as u8 + 1;
-            let p = train_question(level, &mut rng);
+            let p = train_question(level, TrainingMix::SHIPPED, &mut rng);
             let e = parse(&p.question).unwrap_or_else(|e| panic!("{}: {e}", p.question));
             assert_eq!((e.level(), e.value()), (level, p.answer));
             assert_eq!(slice_of(&e), Slice::Training, "{}", p.question);
@@ -344,11 +449,93 @@ mod tests {
 
     #[test]
     fn validation_questions_are_in_the_validation_slice() {
-        let set = validation_set(1, 20);
-        assert_eq!(set.len(), 120);
-        for p in &set {
-            assert_eq!(slice_of(&parse(&p.question).unwrap()), Slice::Validation);
+        for mix in [TrainingMix::SHIPPED, TrainingMix::new(0.5).unwrap()] {
+            let set = validation_set(1, 20, mix);
+            assert_eq!(set.len(), 120);
+            for p in &set {
+                assert_eq!(slice_of(&parse(&p.question).unwrap()), Slice::Validation);
+            }
+            assert_eq!(set, validation_set(1, 20, mix));
         }
-        assert_eq!(set, validation_set(1, 20));
+    }
+
+    /// The stream the shipped models trained on, drawn before the contract style existed:
+    /// a share of 0 must keep it question for question.
+    #[test]
+    fn the_shipped_mix_draws_the_stream_the_shipped_models_trained_on() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let first: Vec<String> = (0..12)
+            .map(|i| train_question((i % 6) as u8 + 1, TrainingMix::SHIPPED, &mut rng).question)
+            .collect();
+        assert_eq!(
+            first,
+            [
+                "57-5",
+                "(7*0*11)",
+                "32*(69+53)-30",
+                "47*56-60-(89-16)",
+                "(85-65)*(45*7)-(44+74)",
+                "(91-(4-87*0)*16+2)*55",
+                "6+33",
+                "93+91*17",
+                "81*(39-8)-57",
+                "9*17-0-0*9",
+                "26+50+87+(44-10)+67",
+                "(65+(98-13)-(30+(44+69)-19))"
+            ]
+        );
+        let validation: Vec<String> = validation_set(1, 2, TrainingMix::SHIPPED)
+            .into_iter()
+            .map(|p| p.question)
+            .collect();
+        assert_eq!(
+            validation,
+            [
+                "3*32",
+                "6+2",
+                "99+29+75",
+                "(76+82)*61",
+                "72+81-19-61",
+                "88+((98-78)+99)",
+                "79+8*(46*4)-8",
+                "(7*43-(3+22+1))",
+                "57+5*69+(1+(37-0))",
+                "(88-64+(25*3-13))*14",
+                "(8+20)*(0*(63+11*17))+92",
+                "((6+74+42)*5+6)*3*3"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_contract_style_draws_uniform_trees_and_operands_that_fit_unswapped() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let contract = TrainingMix::new(1.0).unwrap();
+        let (mut operands, mut one_digit, mut root_left) = (0usize, 0usize, [0usize; 4]);
+        for i in 0..6_000 {
+            let level = (i % 6) as u8 + 1;
+            let p = train_question(level, contract, &mut rng);
+            let e = parse(&p.question).unwrap_or_else(|e| panic!("{}: {e}", p.question));
+            assert_eq!((e.level(), e.value()), (level, p.answer));
+            assert_eq!(slice_of(&e), Slice::Training, "{}", p.question);
+            for n in p.question.split(|c: char| !c.is_ascii_digit()) {
+                operands += usize::from(!n.is_empty());
+                one_digit += usize::from(n.len() == 1);
+            }
+            if level == 4 {
+                if let Expr::Bin { lhs, .. } = &e {
+                    root_left[lhs.op_count()] += 1;
+                }
+            }
+        }
+        // Uniform operands over 0..=99 are one digit 10% of the time (a little more after
+        // rejection, which favours small values).
+        let share = one_digit as f64 / operands as f64;
+        assert!((0.08..0.2).contains(&share), "one-digit share {share}");
+        // Trees of 4 operators: the root's left subtree has 0..=3 operators with weights
+        // 5:2:2:5 over all 14 trees (before rejection, which reshapes them a little).
+        let extremes = (root_left[0] + root_left[3]) as f64 / 1_000.0;
+        assert!((0.55..0.85).contains(&extremes), "{root_left:?}");
+        assert!(TrainingMix::new(1.5).is_err() && TrainingMix::new(-0.1).is_err());
     }
 }
