@@ -32,16 +32,22 @@ declare -A args=(
     [arith-gen-xs]="--lr 1e-3 --warmup 50 --min-steps 1000 --max-steps 4000 --decay-steps 300"
     [arith-gen-s]="--lr 1e-3 --warmup 50 --min-steps 600 --max-steps 3000 --decay-steps 200"
     [arith-gen-l]="--lr 5e-4 --warmup 50 --min-steps 400 --max-steps 2000 --decay-steps 200"
+    # A second round for the default rung, from the first (its decay started at step
+    # 1,400 on a noisy evaluation, and levels 5-6 were still gaining).
+    [arith-gen-xs-2]="--lr 1e-3 --warmup 50 --min-steps 2000 --max-steps 4000 --decay-steps 400"
 )
 for rung in "${wanted[@]}"; do
     [ -n "${args[$rung]:-}" ] || { echo "unknown rung $rung" >&2; exit 2; }
     init="$work/init/$rung-shipped"
-    if [ ! -f "$init/model.safetensors" ]; then
+    if [ "$rung" = arith-gen-xs-2 ]; then
+        init="$work/arith-gen-xs-contract"
+        [ -f "$init/done" ] || { echo "$rung needs a finished $init" >&2; exit 2; }
+    elif [ ! -f "$init/model.safetensors" ]; then
         mkdir -p "$init.tmp"
         cp models/"$rung"/{config.json,model.safetensors,tokenizer.json} "$init.tmp/"
         mv "$init.tmp" "$init"
     fi
-    out="$work/$rung-contract"
+    out="$work/${rung%-2}-contract${rung#"${rung%-2}"}"
     if [ -f "$out/done" ]; then
         echo "$rung: finished"
         continue
