@@ -82,23 +82,20 @@ struct Schedule {
 struct Mix {
     /// Share of training questions drawn in the contract style (uniform tree shapes and
     /// operands, whole draws rejected); 0 is the stream the shipped models trained on.
-    #[arg(long, default_value_t = 0.0, value_parser = contract_share)]
-    contract_share: f64,
+    #[arg(
+        long = "contract-share",
+        value_name = "SHARE",
+        default_value = "0",
+        value_parser = training_mix
+    )]
+    stream: task::TrainingMix,
 }
 
-impl Mix {
-    fn stream(self) -> task::TrainingMix {
-        task::TrainingMix {
-            contract_share: self.contract_share,
-        }
-    }
-}
-
-fn contract_share(text: &str) -> Result<f64, String> {
-    let share: f64 = text
+fn training_mix(contract_share: &str) -> Result<task::TrainingMix, String> {
+    let share: f64 = contract_share
         .parse()
-        .map_err(|e| format!("{text:?} is not a number: {e}"))?;
-    task::TrainingMix::new(share).map(|m| m.contract_share)
+        .map_err(|e| format!("{contract_share:?} is not a number: {e}"))?;
+    task::TrainingMix::new(share)
 }
 
 /// The step labels a PRM is trained on (`train-prm --labels`).
@@ -278,6 +275,7 @@ fn config(
     s: &Schedule,
     init_from: Option<PathBuf>,
     objective: Objective,
+    mix: task::TrainingMix,
 ) -> TrainConfig {
     TrainConfig {
         out,
@@ -296,7 +294,7 @@ fn config(
         min_steps: s.min_steps,
         init_from,
         objective,
-        mix: task::TrainingMix::SHIPPED,
+        mix,
     }
 }
 
@@ -346,15 +344,26 @@ fn main() -> Result<()> {
                     rope_theta: 10_000.0,
                 },
             };
-            let mut cfg = config(out, shape, &schedule, init, Objective::NextToken);
-            cfg.mix = mix.stream();
-            let cfg_mix = cfg.mix;
+            let cfg = config(
+                out,
+                shape,
+                &schedule,
+                init,
+                Objective::NextToken,
+                mix.stream,
+            );
             let mut next_batch =
                 |rng: &mut rand_chacha::ChaCha8Rng, budget| -> Result<Vec<Encoded>> {
                     let batch = if !own.is_empty() && rng.random_bool(own_fraction) {
                         ponder_arith_train::train::data::own_revision_batch(rng, &own, budget)?
                     } else {
-                        sample_batch(rng, DEFAULT_LEVEL_MIX, cfg_mix, revision_fraction, budget)?
+                        sample_batch(
+                            rng,
+                            DEFAULT_LEVEL_MIX,
+                            mix.stream,
+                            revision_fraction,
+                            budget,
+                        )?
                     };
                     batch
                         .iter()
@@ -363,7 +372,7 @@ fn main() -> Result<()> {
                 };
             // Greedy accuracy on the validation slice (never trained on, never the
             // evaluation sampler's questions).
-            let validation = task::validation_set(VALIDATION_SEED, eval_per_level, cfg.mix);
+            let validation = task::validation_set(VALIDATION_SEED, eval_per_level, mix.stream);
             let mut evaluate = |dir: &Path| -> Result<f64> {
                 ponder_engine::engine::cli_runtime()?.block_on(greedy_accuracy(dir, &validation))
             };
@@ -390,7 +399,7 @@ fn main() -> Result<()> {
                 n,
                 temperature,
                 seed,
-                mix.stream(),
+                mix.stream,
             ))?;
         }
         Command::TrainPrm {
@@ -461,15 +470,14 @@ fn main() -> Result<()> {
                     StepLabels::Local => Chain::Product,
                 },
             };
-            let mut cfg = config(out, shape, &schedule, Some(init), objective);
-            cfg.mix = mix.stream();
+            let cfg = config(out, shape, &schedule, Some(init), objective, mix.stream);
             let mut next_batch =
                 |rng: &mut rand_chacha::ChaCha8Rng, budget| -> Result<Vec<Encoded>> {
                     let mut batch = Vec::new();
                     let mut chars = 0;
                     while chars < budget {
                         let ex = if pool.is_empty() || rng.random_bool(synthetic_fraction) {
-                            prm_data::synthetic(rng, DEFAULT_LEVEL_MIX, mix.stream())?
+                            prm_data::synthetic(rng, DEFAULT_LEVEL_MIX, mix.stream)?
                         } else if balance {
                             let class = if rng.random_bool(0.5) { &right } else { &wrong };
                             class[rng.random_range(0..class.len())].clone()
@@ -516,7 +524,7 @@ fn main() -> Result<()> {
             cfg.k = k.unwrap_or(cfg.k);
             cfg.revisions_per_question =
                 revisions_per_question.unwrap_or(cfg.revisions_per_question);
-            cfg.training_mix = mix.stream();
+            cfg.training_mix = mix.stream;
             anyhow::ensure!(
                 cfg.greedy_per_level >= cfg.sampled_per_level && cfg.k >= 1,
                 "--pass-per-level must be at most --per-level, and -k at least 1"

@@ -203,6 +203,16 @@ mod tests {
         Ok(out)
     }
 
+    /// Trains `cfg` on the copy task without evaluations.
+    fn train_copy_task(cfg: TrainConfig, resume: bool) -> anyhow::Result<TrainState> {
+        let mut next = copy_batch;
+        let hooks = TrainHooks {
+            next_batch: &mut next,
+            evaluate: None,
+        };
+        train(cfg, resume, hooks)
+    }
+
     fn weights(dir: &std::path::Path) -> Vec<(String, Vec<f32>)> {
         let mut t: Vec<_> =
             candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
@@ -221,14 +231,7 @@ mod tests {
             tempfile::tempdir().unwrap(),
             tempfile::tempdir().unwrap(),
         );
-        let run = |cfg: TrainConfig| {
-            let mut next = copy_batch;
-            let hooks = TrainHooks {
-                next_batch: &mut next,
-                evaluate: None,
-            };
-            train(cfg, false, hooks).unwrap()
-        };
+        let run = |cfg: TrainConfig| train_copy_task(cfg, false).unwrap();
         run(tiny_config(a.path(), 3));
         // One step at a vanishing rate, from a's weights and from a fresh draw (another
         // seed): the first keeps a's weights, the second does not.
@@ -254,18 +257,7 @@ mod tests {
     #[test]
     fn a_resumed_run_matches_an_uninterrupted_one() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let run = |cfg: TrainConfig, resume: bool| {
-            let mut next = copy_batch;
-            train(
-                cfg,
-                resume,
-                TrainHooks {
-                    next_batch: &mut next,
-                    evaluate: None,
-                },
-            )
-            .unwrap()
-        };
+        let run = |cfg: TrainConfig, resume: bool| train_copy_task(cfg, resume).unwrap();
         let whole = run(tiny_config(a.path(), 6), false);
         let first = run(tiny_config(b.path(), 3), false);
         assert_eq!(first.step, 3);
@@ -285,33 +277,15 @@ mod tests {
         }
         // A checkpoint without its optimizer state is refused, not silently re-warmed.
         std::fs::remove_file(b.path().join("checkpoint/optimizer.safetensors")).unwrap();
-        let mut next = copy_batch;
-        let err = train(
-            tiny_config(b.path(), 8),
-            true,
-            TrainHooks {
-                next_batch: &mut next,
-                evaluate: None,
-            },
-        )
-        .expect_err("resuming without optimizer state must fail");
+        let err = train_copy_task(tiny_config(b.path(), 8), true)
+            .expect_err("resuming without optimizer state must fail");
         assert!(format!("{err:#}").contains("optimizer"), "{err:#}");
     }
 
     #[test]
     fn a_run_resumes_only_on_the_question_stream_it_started_on() {
         let dir = tempfile::tempdir().unwrap();
-        let run = |cfg: TrainConfig, resume: bool| {
-            let mut next = copy_batch;
-            train(
-                cfg,
-                resume,
-                TrainHooks {
-                    next_batch: &mut next,
-                    evaluate: None,
-                },
-            )
-        };
+        let run = train_copy_task;
         let mut contract = tiny_config(dir.path(), 2);
         contract.mix = ponder_arith::task::TrainingMix::new(0.5).unwrap();
         run(contract.clone(), false).unwrap();
