@@ -150,6 +150,7 @@ async fn the_flops_report_covers_every_model_and_fits_a_ladder_policy() {
         seed: 7,
         budgets: vec![1, 4],
         out: out.clone(),
+        verifier: None,
     };
     let report = run(config()).await.unwrap();
     let ladder = ["arith-gen-xs", "arith-gen-s", "arith-gen-l"];
@@ -233,4 +234,24 @@ async fn the_flops_report_covers_every_model_and_fits_a_ladder_policy() {
         serde_json::to_value(&report.greedy).unwrap()
     );
     std::fs::remove_dir_all(&out).unwrap();
+
+    // `verifier` picks another of the manifest's verifiers: the 5.8x smaller one prices
+    // the probes' scoring lower. An unknown name is refused before any model runs.
+    let out_s = out.with_extension("prm-s");
+    let _ = std::fs::remove_dir_all(&out_s);
+    let with = |verifier: &str| FlopsConfig {
+        out: out_s.clone(),
+        verifier: Some(verifier.to_string()),
+        ..config()
+    };
+    let err = run(with("arith-prm-nope")).await.unwrap_err();
+    assert!(format!("{err:#}").contains("arith-prm-s"), "{err:#}");
+    let cheaper = run(with("arith-prm-s")).await.unwrap();
+    assert!(
+        cheaper.probes.flops < report.probes.flops,
+        "{} FLOPs with arith-prm-s, {} with the default",
+        cheaper.probes.flops,
+        report.probes.flops
+    );
+    std::fs::remove_dir_all(&out_s).unwrap();
 }

@@ -463,6 +463,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             seed,
                             budgets,
                             out: out.clone(),
+                            verifier: verifier.clone(),
                         },
                     )
                     .await?;

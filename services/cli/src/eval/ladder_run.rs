@@ -25,6 +25,8 @@ pub struct FlopsConfig {
     /// N of the options; each model's draw has max(budgets) samples.
     pub budgets: Vec<u32>,
     pub out: PathBuf,
+    /// The manifest's verifier that scores every draw, by name (None: the default one).
+    pub verifier: Option<String>,
 }
 
 fn draws_file(out: &Path, model: &str, default: bool) -> PathBuf {
@@ -65,9 +67,10 @@ pub async fn run(cfg: FlopsConfig) -> anyhow::Result<super::exchange::Report> {
         default,
         generators[0].name
     );
+    // `--verifier` picks another of the manifest's verifiers (its size prices every scored
+    // sample); an unknown name is an error that lists the verifiers.
     let verifier_entry = dir
-        .default_for(ModelRole::Verifier)
-        .ok_or_else(|| anyhow::anyhow!("--flops needs a verifier model"))?
+        .select(ModelRole::Verifier, cfg.verifier.as_deref())?
         .clone();
     let format = SolutionFormat::default();
     let problems = ponder_arith::eval_sampler::eval_set(cfg.seed, cfg.per_level);
@@ -91,7 +94,9 @@ pub async fn run(cfg: FlopsConfig) -> anyhow::Result<super::exchange::Report> {
         } else {
             let v = match verifier.take() {
                 Some(v) => v,
-                None => LocalVerifier::new(open_worker(&dir.resolve(ModelRole::Verifier, None)?)?)?,
+                None => LocalVerifier::new(open_worker(
+                    &dir.resolve(ModelRole::Verifier, Some(&verifier_entry.name))?,
+                )?)?,
             };
             let gen = LocalGenerator::new(open_worker(&model_path)?);
             let what = format!("draw {}", g.name);
