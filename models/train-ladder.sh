@@ -54,7 +54,7 @@ for rung in "${rungs[@]}"; do
     # shellcheck disable=SC2086
     (
         RAYON_NUM_THREADS=1 nice -n 19 "$work/bin/ponder-arith" train-generator \
-            --out "$work/$name" --resume $args \
+            --out "$work/$name" --resume $args --contract-share 0 \
             --batch-tokens 4096 --seed 11 \
             --max-steps 40000 --decay-steps 400 \
             --checkpoint-every 100 --eval-every 200 --milestone-every 1000 \

@@ -31,7 +31,7 @@ while :; do
         fi
         echo "$(date -u +%FT%TZ) revision fine-tune of $rung in $out (log: $out/train.log)"
         RAYON_NUM_THREADS=1 nice -n 19 "$bin" train-generator --out "$out" --resume \
-            --init "$work/$rung" --own-attempts "$samples" --own-fraction 0.3 \
+            --init "$work/$rung" --own-attempts "$samples" --own-fraction 0.3 --contract-share 0 \
             --lr 5e-4 --warmup 20 --batch-tokens 4096 --seed 31 \
             --max-steps 500 --min-steps 400 --decay-steps 100 \
             --checkpoint-every 50 --eval-every 100 --milestone-every 1000 \

@@ -40,7 +40,8 @@ while :; do
         fi
         echo "$(date -u +%FT%TZ) sampling $rung into $out"
         RAYON_NUM_THREADS=1 nice -n 19 "$bin" sample --model "$work/$rung" --out "$out.part" \
-            --temperature 0.6 --temperature 1.0 --temperature 1.3 -n 8 --per-level 100 --seed 21
+            --temperature 0.6 --temperature 1.0 --temperature 1.3 -n 8 --per-level 100 --seed 21 \
+            --contract-share 0
         mv "$out.part" "$out"
     done
     [ "$pending" = 0 ] && break
@@ -57,7 +58,7 @@ largest="${rungs[${#rungs[@]}-1]}"
 if [ ! -f "$work/arith-prm/done" ]; then
     echo "$(date -u +%FT%TZ) training the PRM from $largest in $work/arith-prm (log: $work/arith-prm/train.log)"
     RAYON_NUM_THREADS="${PONDER_TRAIN_THREADS:-1}" nice -n 19 "$bin" train-prm --out "$work/arith-prm" --resume \
-        --init "$work/$largest" --samples "$samples" --balance --labels local --lr 1e-3 \
+        --init "$work/$largest" --samples "$samples" --balance --labels local --lr 1e-3 --contract-share 0 \
         --checkpoint-every 100 --eval-every 200 --milestone-every 1000 \
         --patience 3 --min-gain 1.0 --min-steps 2000 --max-steps 40000 \
         >> "$work/arith-prm.out" 2>&1

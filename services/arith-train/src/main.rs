@@ -81,11 +81,12 @@ struct Schedule {
 #[derive(Args, Clone, Copy)]
 struct Mix {
     /// Share of training questions drawn in the contract style (uniform tree shapes and
-    /// operands, whole draws rejected); 0 is the stream the shipped models trained on.
+    /// operands, whole draws rejected); 0.5 is the stream the shipped generators finished
+    /// on, 0 the first mixture alone (what the ladder trained on from scratch).
     #[arg(
         long = "contract-share",
         value_name = "SHARE",
-        default_value = "0",
+        default_value = "0.5",
         value_parser = training_mix
     )]
     stream: task::TrainingMix,

@@ -140,8 +140,8 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let (mut revisions, mut lens) = (0, Vec::new());
         for _ in 0..500 {
-            let ex = sample_example(&mut rng, DEFAULT_LEVEL_MIX, task::TrainingMix::SHIPPED, 0.3)
-                .unwrap();
+            let ex =
+                sample_example(&mut rng, DEFAULT_LEVEL_MIX, task::TrainingMix::FIRST, 0.3).unwrap();
             assert!(ex.prompt.starts_with("Q: ") && ex.target.ends_with(crate::vocab::EOS));
             let question = ex
                 .prompt

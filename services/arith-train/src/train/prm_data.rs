@@ -153,7 +153,7 @@ mod tests {
             let ex = synthetic(
                 &mut rng,
                 super::super::data::DEFAULT_LEVEL_MIX,
-                task::TrainingMix::SHIPPED,
+                task::TrainingMix::FIRST,
             )
             .unwrap();
             let ours = encode(&vocab, &ex).unwrap();

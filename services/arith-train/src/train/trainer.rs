@@ -176,7 +176,7 @@ pub struct TrainConfig {
     #[serde(default)]
     pub objective: Objective,
     /// The question stream (absent in checkpoints written before the contract style
-    /// existed: those trained on the shipped stream).
+    /// existed: those trained on the first mixture, `TrainingMix::FIRST`).
     #[serde(default)]
     pub mix: ponder_arith::task::TrainingMix,
 }

@@ -11,12 +11,14 @@
 //! ([`crate::eval_sampler`]) that the trainer never calls.
 //!
 //! The mixture has two parts ([`TrainingMix`]). The first (random-split and chain shapes,
-//! mixed-width or uniform operands, subtractions swapped to fit) is what the shipped models
-//! trained on. It is easier than the contract's own distribution: at level 6 its questions
+//! mixed-width or uniform operands, subtractions swapped to fit) is what the ladder trained
+//! on from scratch ([`TrainingMix::FIRST`]). It is easier than the contract's own distribution: at level 6 its questions
 //! hold 2.2 one-digit operands and a four-digit answer half the time, where uniform
 //! questions hold 0.8 and 0.63, with solutions 7% shorter. The second part, the *contract*
 //! style, draws the contract itself: tree shapes uniform over all binary trees, operands
 //! uniform over 0..=99, and a whole draw rejected when an intermediate leaves the range.
+//! The shipped generators were then fine-tuned on a stream half of each
+//! ([`TrainingMix::SHIPPED`], models/train-contract.sh).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -79,9 +81,16 @@ pub struct TrainingMix {
 }
 
 impl TrainingMix {
-    /// The stream the shipped models trained on (models/README.md).
-    pub const SHIPPED: TrainingMix = TrainingMix {
+    /// The first mixture alone: what the ladder trained on from scratch, and what a
+    /// checkpoint written before the contract style existed trained on.
+    pub const FIRST: TrainingMix = TrainingMix {
         contract_share: 0.0,
+    };
+
+    /// The stream the shipped generators finished on: their contract-style fine-tunes
+    /// (models/README.md), half of each part.
+    pub const SHIPPED: TrainingMix = TrainingMix {
+        contract_share: 0.5,
     };
 
     /// A mix with `contract_share` of contract-style questions; an error names the range.
@@ -96,9 +105,10 @@ impl TrainingMix {
     }
 }
 
+/// Checkpoints that predate the field trained on the first mixture.
 impl Default for TrainingMix {
     fn default() -> Self {
-        TrainingMix::SHIPPED
+        TrainingMix::FIRST
     }
 }
 
@@ -424,7 +434,7 @@ mod tests {
         let (mut operands, mut two_digit, mut chains) = (0usize, 0usize, 0usize);
         for i in 0..6_000 {
             let level = (i % 6) as u8 + 1;
-            let p = train_question(level, TrainingMix::SHIPPED, &mut rng);
+            let p = train_question(level, TrainingMix::FIRST, &mut rng);
             let e = parse(&p.question).unwrap_or_else(|e| panic!("{}: {e}", p.question));
             assert_eq!((e.level(), e.value()), (level, p.answer));
             assert_eq!(slice_of(&e), Slice::Training, "{}", p.question);
@@ -449,7 +459,7 @@ mod tests {
 
     #[test]
     fn validation_questions_are_in_the_validation_slice() {
-        for mix in [TrainingMix::SHIPPED, TrainingMix::new(0.5).unwrap()] {
+        for mix in [TrainingMix::FIRST, TrainingMix::SHIPPED] {
             let set = validation_set(1, 20, mix);
             assert_eq!(set.len(), 120);
             for p in &set {
@@ -465,7 +475,7 @@ mod tests {
     fn the_shipped_mix_draws_the_stream_the_shipped_models_trained_on() {
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let first: Vec<String> = (0..12)
-            .map(|i| train_question((i % 6) as u8 + 1, TrainingMix::SHIPPED, &mut rng).question)
+            .map(|i| train_question((i % 6) as u8 + 1, TrainingMix::FIRST, &mut rng).question)
             .collect();
         assert_eq!(
             first,
@@ -484,7 +494,7 @@ mod tests {
                 "(65+(98-13)-(30+(44+69)-19))"
             ]
         );
-        let validation: Vec<String> = validation_set(1, 2, TrainingMix::SHIPPED)
+        let validation: Vec<String> = validation_set(1, 2, TrainingMix::FIRST)
             .into_iter()
             .map(|p| p.question)
             .collect();
