@@ -466,8 +466,10 @@ mod tests {
             );
         }
         // At load 1 (a price of about 8e-4 accuracy per generation): the easiest bin,
-        // already right with one sample, gets the floor; bin 4, whose curve climbs from
-        // 5% to 81% by 64, keeps the most. Each grant is the curve's own optimum.
+        // already right with one sample, gets the floor; a bin whose curve still climbs
+        // at 64 keeps the maximum. Each grant is the curve's own optimum. (Which bin
+        // climbs longest is the fitted policy's business: the refits of the shipped
+        // policy have moved it between the two hardest.)
         c.set_load(1.0);
         let price = c.price();
         assert!((price - 1e-4 * 500f64.powf(1.0 / 3.0)).abs() < 1e-12);
@@ -475,9 +477,9 @@ mod tests {
             .map(|b| c.grant(&ask(Some(b))).generations)
             .collect();
         assert_eq!(grants[0], 1, "{grants:?}");
-        assert_eq!(grants[3], 64, "{grants:?}");
+        assert_eq!(grants.iter().max(), Some(&64), "{grants:?}");
         assert!(
-            grants[3] >= grants[4] && grants[4] > grants[0],
+            grants[BINS - 1] > grants[0] && grants[BINS - 2] > grants[0],
             "{grants:?}"
         );
         for (b, &g) in grants.iter().enumerate() {
@@ -535,9 +537,14 @@ mod tests {
     fn the_mix_gives_its_share_of_queries_the_generous_price_and_each_keeps_its_draw() {
         let (c, _events) =
             Controller::new(&ControlArgs::default(), &shipped_policy(), &Metrics::new()).unwrap();
-        // Bin 4's curve keeps 16 at a price of 0.01 and drops to the floor at 0.05.
-        let at = |price| law::grant(c.curves.get(Some(3)), price, 16, 1).generations;
-        assert_eq!((at(0.01), at(0.05)), (16, 1));
+        // A bin whose curve keeps more at a price of 0.01 than at 0.05 (the hardest ones:
+        // for the shipped policy, 16 against the floor).
+        let at = |bin, price| law::grant(c.curves.get(Some(bin)), price, 16, 1).generations;
+        let bin = (0..BINS)
+            .rev()
+            .find(|&b| at(b, 0.01) > at(b, 0.05))
+            .expect("a bin whose grant depends on the price");
+        let (generous_grant, priced_grant) = (at(bin, 0.01), at(bin, 0.05));
         c.publish(
             1.0,
             Priced {
@@ -552,27 +559,30 @@ mod tests {
         let allowances: Vec<_> = (0..400)
             .map(|_| c.allowance(BudgetMode::Adaptive, None, &budget, 4).unwrap())
             .collect();
-        let sixteen = |a: &Arc<dyn Allowance>| {
+        let gets_generous = |a: &Arc<dyn Allowance>| {
             a.grant(&GrantAsk {
                 max: 16,
-                ..ask(Some(3))
+                ..ask(Some(bin))
             })
             .generations
-                == 16
+                == generous_grant
         };
-        let generous: Vec<bool> = allowances.iter().map(sixteen).collect();
+        let generous: Vec<bool> = allowances.iter().map(gets_generous).collect();
         let n = generous.iter().filter(|&&g| g).count();
         assert!((98..=102).contains(&n), "{n} of 400 at the generous price");
         // Asked again (wave by wave), every query gets the same grant.
-        assert_eq!(allowances.iter().map(sixteen).collect::<Vec<_>>(), generous);
+        assert_eq!(
+            allowances.iter().map(gets_generous).collect::<Vec<_>>(),
+            generous
+        );
         // The plain grant (no draw) is at the price.
         assert_eq!(
             c.grant(&GrantAsk {
                 max: 16,
-                ..ask(Some(3))
+                ..ask(Some(bin))
             })
             .generations,
-            1
+            priced_grant
         );
     }
 
