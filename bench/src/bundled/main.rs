@@ -19,6 +19,7 @@ use anyhow::Context;
 use clap::Parser;
 use ponder_cluster::metrics::resident_bytes;
 use ponder_engine::{load, KvDtype, LoadOptions, ModelWorker, Quantize, WorkerConfig};
+use ponder_proto::v1::verifier_client::VerifierClient;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use workloads::Work;
@@ -77,6 +78,12 @@ struct Args {
     /// Tokens per sequence in the llama.cpp comparison (fixed length, EOS ignored on both sides).
     #[arg(long, default_value_t = 128)]
     llama_tokens: usize,
+    /// Score through a running verifier node at HOST:PORT (its gRPC `Score`) instead of an
+    /// in-process worker, so that another build of the node serving `--prm` compares on
+    /// the same requests. A node keeps what it scored, so every run after its first reads
+    /// its caches: start a fresh node per run and batch size (`--runs 1 --batches B`).
+    #[arg(long)]
+    score_addr: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -270,6 +277,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
             worker.info().format
         );
         drop(worker);
+        if let Some(addr) = &args.score_addr {
+            let mut client = VerifierClient::connect(format!("http://{addr}"))
+                .await
+                .with_context(|| format!("no verifier node at {addr}"))?;
+            for &batch in &args.batches {
+                let w = median_of(args.runs, async || {
+                    workloads::scoring_remote(&mut client, &questions, &cands, batch, |q, steps| {
+                        Ok(prm.encode(&counter.codec, q, steps)?.0.len() as u64)
+                    })
+                    .await
+                })
+                .await?;
+                println!(
+                    "  score batch {batch:>2} through {addr}: {:>7.0} scored tok/s ({:.0} candidates/s; {} tokens in {:.2} s; {})",
+                    w.rate(),
+                    (batch * questions.len()) as f64 / w.seconds,
+                    w.tokens,
+                    w.seconds,
+                    mfu(w.rate(), params, peak.as_ref())
+                );
+            }
+            return Ok(());
+        }
         for &batch in &args.batches {
             let w = median_of(args.runs, async || {
                 // A cold worker per run: the verifier keeps what it scored, so scoring

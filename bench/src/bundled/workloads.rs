@@ -5,6 +5,7 @@
 
 use ponder_arith::task::Problem;
 use ponder_engine::{GenerateRequest, ModelWorker, SamplingParams, ScoreRequest};
+use ponder_proto::v1::{self, verifier_client::VerifierClient};
 use ponder_search::format::SolutionFormat;
 use std::time::Instant;
 
@@ -142,6 +143,48 @@ pub async fn scoring(
         tokens,
         seconds,
         computed: Some(worker.stats().await?.scored_tokens - before),
+    })
+}
+
+/// [`scoring`] through a running verifier node's `Score` RPC instead of an in-process
+/// worker: the same requests, one at a time, so that two builds of the node (or two
+/// engines behind the same protocol) compare on one workload. What the node ran itself
+/// is not known here (`computed` is None).
+pub async fn scoring_remote(
+    client: &mut VerifierClient<tonic::transport::Channel>,
+    questions: &[Problem],
+    candidates: &[Vec<Vec<String>>],
+    batch: usize,
+    sequence_tokens: impl Fn(&str, &[String]) -> anyhow::Result<u64>,
+) -> anyhow::Result<Work> {
+    let mut requests = Vec::new();
+    let mut tokens = 0u64;
+    for (q, cands) in questions.iter().zip(candidates) {
+        let picked: Vec<Vec<String>> = picked(cands, batch).cloned().collect();
+        for steps in &picked {
+            tokens += sequence_tokens(&q.question, steps)?;
+        }
+        requests.push(v1::ScoreRequest {
+            question: q.question.clone(),
+            candidates: picked
+                .into_iter()
+                .map(|steps| v1::Candidate { steps })
+                .collect(),
+        });
+    }
+    let t = Instant::now();
+    for req in requests {
+        let scored = client.score(req).await?.into_inner();
+        anyhow::ensure!(
+            scored.candidates.len() == batch,
+            "the node scored {} of {batch} candidates",
+            scored.candidates.len()
+        );
+    }
+    Ok(Work {
+        tokens,
+        seconds: t.elapsed().as_secs_f64(),
+        computed: None,
     })
 }
 
