@@ -110,17 +110,16 @@ pub fn picked(cands: &[Vec<String>], batch: usize) -> impl Iterator<Item = &Vec<
     cands.iter().cycle().take(batch)
 }
 
-/// Scores the first `batch` candidates of each question in one request per question
-/// (cycling through them where a question has fewer, see [`picked`]).
-/// `tokens` counts every token of every scored sequence (question and steps), whatever
-/// the engine reuses, so the figure compares across engine versions.
-pub async fn scoring(
-    worker: &ModelWorker,
+/// The scoring workload: one request per question with its first `batch` candidates
+/// (cycling through them where a question has fewer, see [`picked`]), and the tokens of
+/// every scored sequence (question and steps), whatever an engine reuses, so that the
+/// figure compares across engine versions.
+fn score_requests(
     questions: &[Problem],
     candidates: &[Vec<Vec<String>>],
     batch: usize,
     sequence_tokens: impl Fn(&str, &[String]) -> anyhow::Result<u64>,
-) -> anyhow::Result<Work> {
+) -> anyhow::Result<(Vec<ScoreRequest>, u64)> {
     let mut requests = Vec::new();
     let mut tokens = 0u64;
     for (q, cands) in questions.iter().zip(candidates) {
@@ -133,6 +132,18 @@ pub async fn scoring(
             candidates: picked,
         });
     }
+    Ok((requests, tokens))
+}
+
+/// Scores [`score_requests`]'s workload on an in-process worker, one request at a time.
+pub async fn scoring(
+    worker: &ModelWorker,
+    questions: &[Problem],
+    candidates: &[Vec<Vec<String>>],
+    batch: usize,
+    sequence_tokens: impl Fn(&str, &[String]) -> anyhow::Result<u64>,
+) -> anyhow::Result<Work> {
+    let (requests, tokens) = score_requests(questions, candidates, batch, sequence_tokens)?;
     let before = worker.stats().await?.scored_tokens;
     let t = Instant::now();
     for req in requests {
@@ -157,21 +168,18 @@ pub async fn scoring_remote(
     batch: usize,
     sequence_tokens: impl Fn(&str, &[String]) -> anyhow::Result<u64>,
 ) -> anyhow::Result<Work> {
-    let mut requests = Vec::new();
-    let mut tokens = 0u64;
-    for (q, cands) in questions.iter().zip(candidates) {
-        let picked: Vec<Vec<String>> = picked(cands, batch).cloned().collect();
-        for steps in &picked {
-            tokens += sequence_tokens(&q.question, steps)?;
-        }
-        requests.push(v1::ScoreRequest {
-            question: q.question.clone(),
-            candidates: picked
+    let (requests, tokens) = score_requests(questions, candidates, batch, sequence_tokens)?;
+    let requests: Vec<v1::ScoreRequest> = requests
+        .into_iter()
+        .map(|r| v1::ScoreRequest {
+            question: r.question,
+            candidates: r
+                .candidates
                 .into_iter()
                 .map(|steps| v1::Candidate { steps })
                 .collect(),
-        });
-    }
+        })
+        .collect();
     let t = Instant::now();
     for req in requests {
         let scored = client.score(req).await?.into_inner();
