@@ -6,7 +6,9 @@ Standard library only; reads the file `ponder-arith report --scores-out FILE` wr
 
     bench/verifier_thresholds.py scores.jsonl
 """
-import json, sys, math, collections
+import collections
+import json
+import sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
 val = [r for r in recs if r["set"] == "validation"]
 own = [r for r in recs if r["set"] == "own"]
