@@ -82,21 +82,26 @@ def combine(a, b, how):
     if how == 'min': return [min(x, y) for x, y in zip(a, b)]
     raise ValueError(how)
 
-A = load(sys.argv[1]); B = load(sys.argv[2])
-assert len(A) == len(B)
-for x, y in zip(A, B):
-    assert x['question'] == y['question'] and x['on_track'] == y['on_track'] and len(x['scores']) == len(y['scores'])
-gens = sorted(set(r['generator'] for r in A if r['set'] == 'own'), key=lambda g: ['arith-gen-xs','arith-gen-s','arith-gen-l'].index(g))
-for how in ['a', 'b', 'prod', 'geo', 'min']:
-    for ch in ['product', 'min']:
-        scored = [(chain(combine(x['scores'], y['scores'], how), ch), x) for x, y in zip(A, B)]
-        val = [s for s in scored if s[1]['set'] == 'validation']
-        t = fit(val)
-        line = f"{how:5s} chain {ch:8s} t={t:.3f} |"
-        for g in gens:
-            own = [s for s in scored if s[1]['set'] == 'own' and s[1]['generator'] == g]
-            st = auroc([v for sc, r in own for v in sc], [o for sc, r in own for o in r['on_track']])
-            fa = auroc([sc[-1] for sc, r in own], [r['correct'] for sc, r in own])
-            m = fe_measure(own, t)
-            line += f" {g[10:]}: step {st:.3f} final {fa:.3f} F1 {f1(*m):.3f} ({m[0]}/{m[1]}, {m[2]}/{m[3]}) |"
-        print(line, flush=True)
+def main():
+    A = load(sys.argv[1]); B = load(sys.argv[2])
+    assert len(A) == len(B)
+    for x, y in zip(A, B):
+        assert x['question'] == y['question'] and x['on_track'] == y['on_track'] and len(x['scores']) == len(y['scores'])
+    gens = sorted(set(r['generator'] for r in A if r['set'] == 'own'), key=lambda g: ['arith-gen-xs','arith-gen-s','arith-gen-l'].index(g))
+    for how in ['a', 'b', 'prod', 'geo', 'min']:
+        for ch in ['product', 'min']:
+            scored = [(chain(combine(x['scores'], y['scores'], how), ch), x) for x, y in zip(A, B)]
+            val = [s for s in scored if s[1]['set'] == 'validation']
+            t = fit(val)
+            line = f"{how:5s} chain {ch:8s} t={t:.3f} |"
+            for g in gens:
+                own = [s for s in scored if s[1]['set'] == 'own' and s[1]['generator'] == g]
+                st = auroc([v for sc, r in own for v in sc], [o for sc, r in own for o in r['on_track']])
+                fa = auroc([sc[-1] for sc, r in own], [r['correct'] for sc, r in own])
+                m = fe_measure(own, t)
+                line += f" {g[10:]}: step {st:.3f} final {fa:.3f} F1 {f1(*m):.3f} ({m[0]}/{m[1]}, {m[2]}/{m[3]}) |"
+            print(line, flush=True)
+
+
+if __name__ == '__main__':
+    main()
