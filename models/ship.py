@@ -5,13 +5,16 @@ header), training FLOPs (6 x parameters x every training token on its way, follo
 `init_from` back through the runs it started from) and the sha256 of every file the
 engine reads. Standard library only.
 
-    models/ship.py WORKDIR --generator NAME=RUN[:default] ... --verifier NAME=RUN \\
-        [--policy arith-policy.json] [--ladder-policy arith-ladder-policy.json]
+    models/ship.py WORKDIR --generator NAME=RUN[:default] ... --verifier NAME=RUN ... \\
+        [--policy VERIFIER=FILE ...] [--ladder-policy VERIFIER=FILE ...]
 
 RUN is a directory under WORKDIR holding a finished run (config.json,
 model.safetensors, tokenizer.json, train_state.json, train.log; a verifier also
 prm.json). NAME is the directory it gets under models/. Exactly one generator must be
-marked :default. Models already in models/ that are not named are left on disk but
+marked :default; the first verifier is the default one. A policy is fitted on one
+verifier's scores, so it goes on that verifier's entry (`ponder eval --fit --verifier
+NAME` writes policy.json, `--flops` ladder-policy.json); without --policy the default
+verifier gets arith-policy.json and arith-ladder-policy.json. Models already in models/ that are not named are left on disk but
 dropped from the manifest; delete them by hand. Descriptions come from --describe
 NAME=TEXT, else from the run's shape and tokens.
 """
@@ -108,8 +111,8 @@ def main() -> None:
     ap.add_argument("--describe", action="append", default=[], metavar="NAME=TEXT")
     ap.add_argument("--kv-cache", choices=["f32", "f16"], default="f16",
                     help="how nodes store every shipped model's KV cache (docs/engine.md, 'f16 KV cache')")
-    ap.add_argument("--policy", default="arith-policy.json")
-    ap.add_argument("--ladder-policy", default="arith-ladder-policy.json")
+    ap.add_argument("--policy", action="append", default=[], metavar="VERIFIER=FILE")
+    ap.add_argument("--ladder-policy", action="append", default=[], metavar="VERIFIER=FILE")
     a = ap.parse_args()
     describe = dict(d.split("=", 1) for d in a.describe)
     entries = []
@@ -122,7 +125,18 @@ def main() -> None:
         entries.append(ship(a.work, name, run, "verifier", i == 0, describe, a.kv_cache))
     if sum(e["default"] for e in entries if e["role"] == "generator") != 1:
         sys.exit("mark exactly one generator :default")
-    manifest = {"format": 1, "policy": a.policy, "ladder_policy": a.ladder_policy, "models": entries}
+    verifiers = [e["name"] for e in entries if e["role"] == "verifier"]
+    policies = {"policy": dict(p.split("=", 1) for p in a.policy),
+                "ladder_policy": dict(p.split("=", 1) for p in a.ladder_policy)}
+    if verifiers and not a.policy and not a.ladder_policy:
+        policies = {"policy": {verifiers[0]: "arith-policy.json"},
+                    "ladder_policy": {verifiers[0]: "arith-ladder-policy.json"}}
+    for field, chosen in policies.items():
+        for name, file in chosen.items():
+            if name not in verifiers:
+                sys.exit(f"--{field.replace('_', '-')} {name}={file}: {name} is not a shipped verifier ({', '.join(verifiers)})")
+            next(e for e in entries if e["name"] == name)[field] = file
+    manifest = {"format": 1, "models": entries}
     (MODELS / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     for e in entries:
         print(f"{e['name']:<16} {e['role']:<9} {e['parameters']:>10,} params  "

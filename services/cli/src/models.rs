@@ -63,28 +63,32 @@ pub fn bundled(explicit: Option<&Path>, verifier: Option<&str>) -> anyhow::Resul
         .filter(|m| m.role == ModelRole::Generator && m.name != default_name)
         .map(|m| dir.resolve(ModelRole::Generator, Some(&m.name)))
         .collect::<Result<Vec<_>, _>>()?;
-    let verifier = match dir.select_or_default(ModelRole::Verifier, verifier)? {
+    let verifier_entry = dir.select_or_default(ModelRole::Verifier, verifier)?;
+    let verifier = match verifier_entry {
         Some(m) => Some(dir.resolve(ModelRole::Verifier, Some(&m.name))?),
         None => None,
     };
-    let policy_file = dir.manifest.policy.as_deref().unwrap_or(LEGACY_POLICY_FILE);
-    let policy = Some(dir.root.join(policy_file)).filter(|p| p.is_file());
-    let ladder_policy = match &dir.manifest.ladder_policy {
-        Some(named) => {
-            let p = dir.root.join(named);
-            anyhow::ensure!(
-                p.is_file(),
-                "{}: the ladder policy {named} it names is missing",
-                dir.root.join(MANIFEST_FILE).display()
-            );
-            Some(p)
-        }
+    let (policy_name, ladder_name) = dir.policies_for(verifier_entry);
+    let default_verifier = match (verifier_entry, dir.default_for(ModelRole::Verifier)) {
+        (Some(v), Some(d)) => v.name == d.name,
+        (v, _) => v.is_none(),
+    };
+    let policy = match policy_name {
+        Some(named) => Some(policy_file(&dir, named, "policy")?),
+        // A manifest that names no policy (and the layout before the manifest): the
+        // conventional file, for the default verifier it was fitted with.
+        None if default_verifier => Some(dir.root.join(LEGACY_POLICY_FILE)).filter(|p| p.is_file()),
         None => None,
     };
-    if let (Some(named), None) = (&dir.manifest.policy, &policy) {
-        anyhow::bail!(
-            "{}: the policy {named} it names is missing",
-            dir.root.join(MANIFEST_FILE).display()
+    let ladder_policy = match ladder_name {
+        Some(named) => Some(policy_file(&dir, named, "ladder policy")?),
+        None => None,
+    };
+    if let (Some(v), None) = (verifier_entry, &policy) {
+        tracing::warn!(
+            verifier = %v.name,
+            "no compute-optimal policy was fitted with this verifier (its manifest entry names none): compute-optimal runs the built-in policy; fit one with `ponder eval --fit --verifier {}`",
+            v.name
         );
     }
     Ok(Bundled {
@@ -95,6 +99,17 @@ pub fn bundled(explicit: Option<&Path>, verifier: Option<&str>) -> anyhow::Resul
         policy,
         ladder_policy,
     })
+}
+
+/// `root/named`, which the manifest names as a verifier's `what`; an error if missing.
+fn policy_file(dir: &ModelsDir, named: &str, what: &str) -> anyhow::Result<PathBuf> {
+    let p = dir.root.join(named);
+    anyhow::ensure!(
+        p.is_file(),
+        "{}: the {what} {named} it names is missing",
+        dir.root.join(MANIFEST_FILE).display()
+    );
+    Ok(p)
 }
 
 /// `ponder models`: what the directory holds, with each model's digests checked.
@@ -132,8 +147,19 @@ pub fn print(explicit: Option<&Path>) -> anyhow::Result<()> {
             m.description
         );
     }
-    if let Some(p) = &dir.manifest.policy {
-        println!("policy: {p}");
+    for v in dir
+        .manifest
+        .models
+        .iter()
+        .filter(|m| m.role == ModelRole::Verifier)
+    {
+        let (policy, ladder) = dir.policies_for(Some(v));
+        println!(
+            "policies with {}: {} (default generator), {} (ladder)",
+            v.name,
+            policy.unwrap_or("built-in"),
+            ladder.unwrap_or("none")
+        );
     }
     anyhow::ensure!(
         failures == 0,
@@ -164,5 +190,21 @@ mod tests {
             err.contains("not a verifier") && err.contains("arith-prm-duo"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn each_shipped_verifier_brings_the_policies_fitted_with_it() {
+        let of = |v: &str| {
+            let b = bundled(Some(&shipped()), Some(v)).unwrap();
+            let name = |p: Option<PathBuf>| p.map(|p| p.file_name().unwrap().to_owned());
+            (name(b.policy), name(b.ladder_policy))
+        };
+        let (prm, prm_ladder) = of("arith-prm");
+        let (small, small_ladder) = of("arith-prm-s");
+        assert!(prm.is_some() && prm_ladder.is_some() && small.is_some() && small_ladder.is_some());
+        assert_ne!(prm, small, "arith-prm-s would route on arith-prm's fit");
+        assert_ne!(prm_ladder, small_ladder);
+        // The ensemble has no fit of its own: it runs the built-in policy, not another's.
+        assert_eq!(of("arith-prm-duo"), (None, None));
     }
 }

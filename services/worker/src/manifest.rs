@@ -69,6 +69,16 @@ pub struct ModelEntry {
     /// (docs/engine.md, "f16 KV cache").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_cache: Option<ponder_engine::KvDtype>,
+    /// A verifier's compute-optimal policy over the default generator (`ponder eval
+    /// --fit --verifier NAME`), a file in the models directory. A policy's thresholds
+    /// and choices were fitted on one verifier's scores, so a cluster started with this
+    /// verifier loads this one (see [`ModelsDir::policies_for`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// A verifier's policy over the whole generator ladder (`ponder eval --flops
+    /// --verifier NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ladder_policy: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,12 +88,13 @@ pub struct Manifest {
     pub format: u32,
     pub models: Vec<ModelEntry>,
     /// The compute-optimal policy (`ponder eval --fit`) fitted on the default pair, a
-    /// file in the models directory.
+    /// file in the models directory: the default verifier's when its entry names none
+    /// (the layout before verifiers named their own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
     /// The policy over the whole generator ladder (`ponder eval --flops`): it names
     /// models, so it serves a cluster that runs them all (`ponder up` without
-    /// `--default-only`).
+    /// `--default-only`). The default verifier's when its entry names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ladder_policy: Option<String>,
 }
@@ -198,6 +209,7 @@ impl ModelsDir {
                     ),
                 ));
             }
+            self.check_policy_fields(m)?;
             for (file, digest) in &m.sha256 {
                 if !ponder_engine::loader::is_inside_model_dir(file) {
                     return Err(invalid(
@@ -241,6 +253,70 @@ impl ModelsDir {
             return Err(invalid(&path, "no generator is marked \"default\": true"));
         }
         Ok(())
+    }
+
+    /// A model's `policy` and `ladder_policy`: only a verifier's (a policy is fitted on
+    /// a verifier's scores), each a file inside the models directory.
+    fn check_policy_fields(&self, m: &ModelEntry) -> Result<()> {
+        let path = self.manifest_path();
+        for (field, file) in [("policy", &m.policy), ("ladder_policy", &m.ladder_policy)] {
+            let Some(file) = file else { continue };
+            if m.role != ModelRole::Verifier {
+                return Err(invalid(
+                    &path,
+                    format!(
+                        "{}: {field} belongs on a verifier's entry (a policy is fitted on a verifier's scores), not a {}'s",
+                        m.name, m.role
+                    ),
+                ));
+            }
+            if !ponder_engine::loader::is_inside_model_dir(file) {
+                return Err(invalid(
+                    &path,
+                    format!(
+                        "{}: {field} {file:?} must be a file in the models directory (a relative path without ..)",
+                        m.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The policy files (over the default generator, over the ladder) that go with
+    /// `verifier`, relative to the root: its entry's own; for the default verifier, or
+    /// when there is none, the manifest's top-level ones where the entry names none.
+    /// Another verifier without its own gets none: a policy fitted on one verifier's
+    /// scores would route on thresholds the other does not keep.
+    pub fn policies_for<'a>(
+        &'a self,
+        verifier: Option<&'a ModelEntry>,
+    ) -> (Option<&'a str>, Option<&'a str>) {
+        let default = self.default_for(ModelRole::Verifier);
+        let top_level = match (verifier, default) {
+            (None, _) => true,
+            (Some(v), Some(d)) => v.name == d.name,
+            (Some(_), None) => false,
+        };
+        fn pick<'a>(
+            own: Option<&'a String>,
+            top: Option<&'a String>,
+            top_level: bool,
+        ) -> Option<&'a str> {
+            own.or(top.filter(|_| top_level)).map(String::as_str)
+        }
+        (
+            pick(
+                verifier.and_then(|v| v.policy.as_ref()),
+                self.manifest.policy.as_ref(),
+                top_level,
+            ),
+            pick(
+                verifier.and_then(|v| v.ladder_policy.as_ref()),
+                self.manifest.ladder_policy.as_ref(),
+                top_level,
+            ),
+        )
     }
 
     /// The default model of `role`: the one marked default, else the only one of it.
@@ -459,6 +535,8 @@ fn legacy_manifest(root: &Path) -> Manifest {
                 default: true,
                 description: format!("{dir}/ (layout without {MANIFEST_FILE})"),
                 kv_cache: None,
+                policy: None,
+                ladder_policy: None,
             });
         }
     }

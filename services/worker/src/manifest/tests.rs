@@ -304,3 +304,76 @@ fn a_manifest_entry_sets_the_kv_cache_dtype_of_the_model_it_resolves_or_holds() 
     write_manifest(root, vec![bad]);
     assert!(open_err(root).contains("int4"), "{}", open_err(root));
 }
+
+#[test]
+fn each_verifier_gets_the_policies_fitted_with_it() {
+    let tmp = scratch();
+    let root = tmp.path();
+    let g = write_model(root, "gen", b"g");
+    let big = write_model(root, "prm-big", b"b");
+    let small = write_model(root, "prm-small", b"s");
+    let other = write_model(root, "prm-other", b"o");
+    let mut small_entry = entry("prm-small", ModelRole::Verifier, false, &small);
+    small_entry["policy"] = "small-policy.json".into();
+    small_entry["ladder_policy"] = "small-ladder.json".into();
+    let text = serde_json::json!({
+        "format": 1,
+        "policy": "big-policy.json",
+        "ladder_policy": "big-ladder.json",
+        "models": [
+            entry("gen", ModelRole::Generator, true, &g),
+            entry("prm-big", ModelRole::Verifier, true, &big),
+            small_entry,
+            entry("prm-other", ModelRole::Verifier, false, &other),
+        ],
+    });
+    std::fs::write(root.join(MANIFEST_FILE), text.to_string()).unwrap();
+    let dir = ModelsDir::open(root).unwrap();
+    let of = |name: &str| dir.policies_for(dir.by_name(name));
+    // The default verifier keeps the top-level files (the layout before the tie).
+    assert_eq!(
+        of("prm-big"),
+        (Some("big-policy.json"), Some("big-ladder.json"))
+    );
+    assert_eq!(
+        dir.policies_for(None),
+        (Some("big-policy.json"), Some("big-ladder.json"))
+    );
+    // A verifier with its own files gets them, never the default's.
+    assert_eq!(
+        of("prm-small"),
+        (Some("small-policy.json"), Some("small-ladder.json"))
+    );
+    // One with none gets none: the default's thresholds were fitted on other scores.
+    assert_eq!(of("prm-other"), (None, None));
+}
+
+#[test]
+fn a_policy_on_a_generator_or_outside_the_directory_is_refused() {
+    let tmp = scratch();
+    let root = tmp.path();
+    let g = write_model(root, "gen", b"g");
+    let p = write_model(root, "prm", b"p");
+    let mut gen = entry("gen", ModelRole::Generator, true, &g);
+    gen["policy"] = "policy.json".into();
+    write_manifest(root, vec![gen, entry("prm", ModelRole::Verifier, true, &p)]);
+    let err = open_err(root);
+    assert!(
+        err.contains("gen: policy belongs on a verifier's entry"),
+        "{err}"
+    );
+
+    let mut prm = entry("prm", ModelRole::Verifier, true, &p);
+    prm["ladder_policy"] = "../elsewhere.json".into();
+    write_manifest(
+        root,
+        vec![entry("gen", ModelRole::Generator, true, &g), prm],
+    );
+    let err = open_err(root);
+    assert!(
+        err.contains(
+            "prm: ladder_policy \"../elsewhere.json\" must be a file in the models directory"
+        ),
+        "{err}"
+    );
+}
