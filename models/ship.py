@@ -136,7 +136,12 @@ def main() -> None:
             if name not in verifiers:
                 sys.exit(f"--{field.replace('_', '-')} {name}={file}: {name} is not a shipped verifier ({', '.join(verifiers)})")
             next(e for e in entries if e["name"] == name)[field] = file
-    manifest = {"format": 1, "models": entries}
+    # Policies are checked like weights before a node uses them.
+    named = sorted({f for chosen in policies.values() for f in chosen.values()})
+    missing = [f for f in named if not (MODELS / f).is_file()]
+    if missing:
+        sys.exit(f"policy file(s) not in {MODELS}: {', '.join(missing)}")
+    manifest = {"format": 1, "models": entries, "sha256": {f: sha256(MODELS / f) for f in named}}
     (MODELS / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     for e in entries:
         print(f"{e['name']:<16} {e['role']:<9} {e['parameters']:>10,} params  "

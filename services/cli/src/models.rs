@@ -77,7 +77,9 @@ pub fn bundled(explicit: Option<&Path>, verifier: Option<&str>) -> anyhow::Resul
         Some(named) => Some(policy_file(&dir, named, "policy")?),
         // A manifest that names no policy (and the layout before the manifest): the
         // conventional file, for the default verifier it was fitted with.
-        None if default_verifier => Some(dir.root.join(LEGACY_POLICY_FILE)).filter(|p| p.is_file()),
+        None if default_verifier && dir.root.join(LEGACY_POLICY_FILE).is_file() => {
+            Some(policy_file(&dir, LEGACY_POLICY_FILE, "policy")?)
+        }
         None => None,
     };
     let ladder_policy = match ladder_name {
@@ -101,7 +103,8 @@ pub fn bundled(explicit: Option<&Path>, verifier: Option<&str>) -> anyhow::Resul
     })
 }
 
-/// `root/named`, which the manifest names as a verifier's `what`; an error if missing.
+/// `root/named`, which the manifest names as a verifier's `what`, checked against the
+/// manifest's digest for it; an error if missing or changed.
 fn policy_file(dir: &ModelsDir, named: &str, what: &str) -> anyhow::Result<PathBuf> {
     let p = dir.root.join(named);
     anyhow::ensure!(
@@ -109,7 +112,25 @@ fn policy_file(dir: &ModelsDir, named: &str, what: &str) -> anyhow::Result<PathB
         "{}: the {what} {named} it names is missing",
         dir.root.join(MANIFEST_FILE).display()
     );
+    dir.verify_root_file(named)?;
     Ok(p)
+}
+
+/// `file (digest: ...)` for `ponder models`, counting a mismatch in `failures`.
+fn policy_line(dir: &ModelsDir, file: Option<&str>, absent: &str, failures: &mut usize) -> String {
+    let Some(file) = file else {
+        return absent.to_string();
+    };
+    let digest = if !dir.manifest.sha256.contains_key(file) {
+        "none"
+    } else if let Err(e) = dir.verify_root_file(file) {
+        *failures += 1;
+        eprintln!("{e}");
+        "MISMATCH"
+    } else {
+        "ok"
+    };
+    format!("{file} (digest {digest})")
 }
 
 /// `ponder models`: what the directory holds, with each model's digests checked.
@@ -157,13 +178,13 @@ pub fn print(explicit: Option<&Path>) -> anyhow::Result<()> {
         println!(
             "policies with {}: {} (default generator), {} (ladder)",
             v.name,
-            policy.unwrap_or("built-in"),
-            ladder.unwrap_or("none")
+            policy_line(&dir, policy, "built-in", &mut failures),
+            policy_line(&dir, ladder, "none", &mut failures)
         );
     }
     anyhow::ensure!(
         failures == 0,
-        "{failures} model(s) failed their digest check"
+        "{failures} file(s) failed their digest check"
     );
     Ok(())
 }
@@ -204,6 +225,15 @@ mod tests {
         assert!(prm.is_some() && prm_ladder.is_some() && small.is_some() && small_ladder.is_some());
         assert_ne!(prm, small, "arith-prm-s would route on arith-prm's fit");
         assert_ne!(prm_ladder, small_ladder);
+        // Every shipped policy is hashed, as the weights are.
+        let dir = ModelsDir::open(&shipped()).unwrap();
+        for file in [&prm, &prm_ladder, &small, &small_ladder] {
+            let file = file.as_ref().unwrap().to_str().unwrap();
+            assert!(
+                dir.manifest.sha256.contains_key(file),
+                "{file} has no digest"
+            );
+        }
         // The ensemble has no fit of its own: it runs the built-in policy, not another's.
         assert_eq!(of("arith-prm-duo"), (None, None));
     }

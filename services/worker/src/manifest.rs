@@ -97,6 +97,10 @@ pub struct Manifest {
     /// `--default-only`). The default verifier's when its entry names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ladder_policy: Option<String>,
+    /// File at the root of the directory (the policies) -> lowercase hex SHA-256, checked
+    /// before the file is used, as a model's files are ([`ModelsDir::verify_root_file`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sha256: BTreeMap<String, String>,
 }
 
 /// A manifest together with the directory it describes.
@@ -220,11 +224,7 @@ impl ModelsDir {
                         ),
                     ));
                 }
-                if digest.len() != 64
-                    || !digest
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                {
+                if !is_sha256_hex(digest) {
                     return Err(invalid(
                         &path,
                         format!(
@@ -235,6 +235,7 @@ impl ModelsDir {
                 }
             }
         }
+        self.check_root_digests()?;
         for role in [ModelRole::Generator, ModelRole::Verifier] {
             let defaults = self
                 .manifest
@@ -253,70 +254,6 @@ impl ModelsDir {
             return Err(invalid(&path, "no generator is marked \"default\": true"));
         }
         Ok(())
-    }
-
-    /// A model's `policy` and `ladder_policy`: only a verifier's (a policy is fitted on
-    /// a verifier's scores), each a file inside the models directory.
-    fn check_policy_fields(&self, m: &ModelEntry) -> Result<()> {
-        let path = self.manifest_path();
-        for (field, file) in [("policy", &m.policy), ("ladder_policy", &m.ladder_policy)] {
-            let Some(file) = file else { continue };
-            if m.role != ModelRole::Verifier {
-                return Err(invalid(
-                    &path,
-                    format!(
-                        "{}: {field} belongs on a verifier's entry (a policy is fitted on a verifier's scores), not a {}'s",
-                        m.name, m.role
-                    ),
-                ));
-            }
-            if !ponder_engine::loader::is_inside_model_dir(file) {
-                return Err(invalid(
-                    &path,
-                    format!(
-                        "{}: {field} {file:?} must be a file in the models directory (a relative path without ..)",
-                        m.name
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// The policy files (over the default generator, over the ladder) that go with
-    /// `verifier`, relative to the root: its entry's own; for the default verifier, or
-    /// when there is none, the manifest's top-level ones where the entry names none.
-    /// Another verifier without its own gets none: a policy fitted on one verifier's
-    /// scores would route on thresholds the other does not keep.
-    pub fn policies_for<'a>(
-        &'a self,
-        verifier: Option<&'a ModelEntry>,
-    ) -> (Option<&'a str>, Option<&'a str>) {
-        let default = self.default_for(ModelRole::Verifier);
-        let top_level = match (verifier, default) {
-            (None, _) => true,
-            (Some(v), Some(d)) => v.name == d.name,
-            (Some(_), None) => false,
-        };
-        fn pick<'a>(
-            own: Option<&'a String>,
-            top: Option<&'a String>,
-            top_level: bool,
-        ) -> Option<&'a str> {
-            own.or(top.filter(|_| top_level)).map(String::as_str)
-        }
-        (
-            pick(
-                verifier.and_then(|v| v.policy.as_ref()),
-                self.manifest.policy.as_ref(),
-                top_level,
-            ),
-            pick(
-                verifier.and_then(|v| v.ladder_policy.as_ref()),
-                self.manifest.ladder_policy.as_ref(),
-                top_level,
-            ),
-        )
     }
 
     /// The default model of `role`: the one marked default, else the only one of it.
@@ -545,7 +482,16 @@ fn legacy_manifest(root: &Path) -> Manifest {
         models,
         policy: None,
         ladder_policy: None,
+        sha256: BTreeMap::new(),
     }
+}
+
+/// Whether `digest` is a SHA-256 as the manifest writes it: 64 lowercase hex digits.
+fn is_sha256_hex(digest: &str) -> bool {
+    digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Lowercase hex SHA-256 of a file's contents.
@@ -562,5 +508,6 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         .collect())
 }
 
+mod policies;
 #[cfg(test)]
 mod tests;

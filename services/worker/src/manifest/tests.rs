@@ -377,3 +377,44 @@ fn a_policy_on_a_generator_or_outside_the_directory_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_policy_whose_digest_differs_is_refused_and_an_unlisted_one_is_taken() {
+    let tmp = scratch();
+    let root = tmp.path();
+    let g = write_model(root, "gen", b"g");
+    let p = write_model(root, "prm", b"p");
+    std::fs::write(root.join("policy.json"), b"{\"probes\": 4}").unwrap();
+    std::fs::write(root.join("other.json"), b"{}").unwrap();
+    let digest = sha256_file(&root.join("policy.json")).unwrap();
+    let text = serde_json::json!({
+        "format": 1,
+        "models": [entry("gen", ModelRole::Generator, true, &g), entry("prm", ModelRole::Verifier, true, &p)],
+        "sha256": {"policy.json": digest},
+    });
+    std::fs::write(root.join(MANIFEST_FILE), text.to_string()).unwrap();
+    let dir = ModelsDir::open(root).unwrap();
+    dir.verify_root_file("policy.json").unwrap();
+    dir.verify_root_file("other.json").unwrap(); // no digest listed: an older manifest
+    std::fs::write(root.join("policy.json"), b"{\"probes\": 8}").unwrap();
+    let err = dir.verify_root_file("policy.json").unwrap_err().to_string();
+    assert!(
+        err.contains("refusing to use it") && err.contains(&digest),
+        "{err}"
+    );
+
+    for (key, value, says) in [
+        (
+            "sub/policy.json",
+            digest.as_str(),
+            "must be a file at the root",
+        ),
+        ("policy.json", "ABC", "is not 64 lowercase hex digits"),
+    ] {
+        let mut bad = text.clone();
+        bad["sha256"] = serde_json::json!({ key: value });
+        std::fs::write(root.join(MANIFEST_FILE), bad.to_string()).unwrap();
+        let err = open_err(root);
+        assert!(err.contains(says), "{key}: {err}");
+    }
+}
