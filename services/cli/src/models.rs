@@ -69,10 +69,7 @@ pub fn bundled(explicit: Option<&Path>, verifier: Option<&str>) -> anyhow::Resul
         None => None,
     };
     let (policy_name, ladder_name) = dir.policies_for(verifier_entry);
-    let default_verifier = match (verifier_entry, dir.default_for(ModelRole::Verifier)) {
-        (Some(v), Some(d)) => v.name == d.name,
-        (v, _) => v.is_none(),
-    };
+    let default_verifier = dir.is_default_verifier(verifier_entry);
     let policy = match policy_name {
         Some(named) => Some(policy_file(&dir, named, "policy")?),
         // A manifest that names no policy (and the layout before the manifest): the

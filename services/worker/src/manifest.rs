@@ -313,17 +313,28 @@ impl ModelsDir {
         let dir = self.path_of(model);
         self.check_members_hashed(model)?;
         for (file, expected) in &model.sha256 {
-            let actual = sha256_file(&dir.join(file))?;
-            if &actual != expected {
-                return Err(invalid(
-                    &dir.join(file),
-                    format!(
-                        "sha256 {actual} differs from {expected} in {} (model {}): the file changed since the manifest was written; refusing to serve it",
-                        self.manifest_path().display(),
-                        model.name
-                    ),
-                ));
-            }
+            self.check_digest(
+                &dir.join(file),
+                expected,
+                &format!(" (model {})", model.name),
+                "refusing to serve it",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Refuses `file` unless its SHA-256 is `expected` (the manifest's, listed for
+    /// `whose`, e.g. " (model NAME)"); `refusal` ends the message.
+    fn check_digest(&self, file: &Path, expected: &str, whose: &str, refusal: &str) -> Result<()> {
+        let actual = sha256_file(file)?;
+        if actual != expected {
+            return Err(invalid(
+                file,
+                format!(
+                    "sha256 {actual} differs from {expected} in {}{whose}: the file changed since the manifest was written; {refusal}",
+                    self.manifest_path().display()
+                ),
+            ));
         }
         Ok(())
     }

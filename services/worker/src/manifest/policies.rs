@@ -8,9 +8,7 @@
 //! a default install must not route on a file it has not verified, as it does not serve
 //! weights it has not.
 
-use super::{
-    invalid, is_sha256_hex, sha256_file, ManifestError, ModelEntry, ModelRole, ModelsDir, Result,
-};
+use super::{invalid, is_sha256_hex, ModelEntry, ModelRole, ModelsDir, Result};
 
 impl ModelsDir {
     /// A model's `policy` and `ladder_policy`: only a verifier's (a policy is fitted on
@@ -50,12 +48,7 @@ impl ModelsDir {
         &'a self,
         verifier: Option<&'a ModelEntry>,
     ) -> (Option<&'a str>, Option<&'a str>) {
-        let default = self.default_for(ModelRole::Verifier);
-        let top_level = match (verifier, default) {
-            (None, _) => true,
-            (Some(v), Some(d)) => v.name == d.name,
-            (Some(_), None) => false,
-        };
+        let top_level = self.is_default_verifier(verifier);
         fn pick<'a>(
             own: Option<&'a String>,
             top: Option<&'a String>,
@@ -107,17 +100,20 @@ impl ModelsDir {
         let Some(expected) = self.manifest.sha256.get(file) else {
             return Ok(());
         };
-        let full = self.root.join(file);
-        let actual = sha256_file(&full)?;
-        if &actual != expected {
-            return Err(ManifestError::Invalid {
-                path: full,
-                message: format!(
-                    "sha256 {actual} differs from {expected} in {}: the file changed since the manifest was written; refusing to use it (after a refit, put the new digest in the manifest's \"sha256\")",
-                    self.manifest_path().display()
-                ),
-            });
+        self.check_digest(
+            &self.root.join(file),
+            expected,
+            "",
+            "refusing to use it (after a refit, put the new digest in the manifest's \"sha256\")",
+        )
+    }
+
+    /// Whether `verifier` (None: the directory has none) is the default verifier: the one
+    /// the manifest's top-level policy fields, and the conventional policy file, belong to.
+    pub fn is_default_verifier(&self, verifier: Option<&ModelEntry>) -> bool {
+        match (verifier, self.default_for(ModelRole::Verifier)) {
+            (Some(v), Some(d)) => v.name == d.name,
+            (v, _) => v.is_none(),
         }
-        Ok(())
     }
 }
