@@ -7,23 +7,30 @@
 #   OLD=/path/to/old/ponder NEW=target/release/ponder MODELS=/path/to/models \
 #       bench/prm-node-ab.sh > results.txt
 #
+# NEW_ARGS adds node flags on the new build's side only (e.g. "--quantize bf16"), and
+# OLD_ARGS on the old's.
+#
 # MODELS is a models directory whose default verifier and `arith-gen` generator both
 # builds can serve (the candidates are sampled from MODELS/$GEN by this build's
 # bundled-bench, outside the timing).
 set -uo pipefail
-: "${OLD:?the old build's ponder binary}"
+: "${OLD:?the ponder binary of the old build}"
 NEW=${NEW:-target/release/ponder}
 BENCH=${BENCH:-target/release/bundled-bench}
 M=${MODELS:?a models directory both builds serve}
 GEN=${GEN:-arith-gen}
 RUNS=${RUNS:-5}
 port=${PORT:-50400}
+NEW_ARGS=${NEW_ARGS:-}
+OLD_ARGS=${OLD_ARGS:-}
 for run in $(seq 1 "$RUNS"); do
   for label in old new; do
-    bin=$OLD; [ "$label" = new ] && bin=$NEW
+    bin=$OLD; args=$OLD_ARGS
+    [ "$label" = new ] && bin=$NEW && args=$NEW_ARGS
     for B in 8 16 64; do
       port=$((port + 1))
-      "$bin" node verifier --listen 127.0.0.1:$port --model "$M" > /dev/null 2>&1 &
+      # shellcheck disable=SC2086 # the extra flags split into words on purpose
+      "$bin" node verifier --listen 127.0.0.1:$port --model "$M" $args > /dev/null 2>&1 &
       node=$!
       for _ in $(seq 1 100); do
         (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break

@@ -71,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             control: Default::default(),
             record_calls: None,
             kv_cache_dtype: Default::default(),
+            quantize: Default::default(),
         })
         .await?;
         let mut client = ponder_cli::client::connect(&cluster.addr().to_string()).await?;

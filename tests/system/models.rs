@@ -31,6 +31,7 @@ async fn two_models_with(policy: Option<std::path::PathBuf>) -> EmbeddedCluster 
         control: Default::default(),
         record_calls: None,
         kv_cache_dtype: Default::default(),
+        quantize: Default::default(),
     })
     .await
     .expect("the two-model cluster starts")

@@ -49,6 +49,7 @@ async fn recorded_nodes_replay_a_real_cluster_only_where_allowed() {
     let real = EmbeddedCluster::start(EmbeddedConfig {
         record_calls: Some(tmp.path().to_path_buf()),
         kv_cache_dtype: Default::default(),
+        quantize: Default::default(),
         ..embedded_config(1)
     })
     .await

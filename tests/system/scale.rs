@@ -86,6 +86,7 @@ async fn eight_recorded_generators_behind_two_orchestrators_lose_nothing_and_sta
     let real = EmbeddedCluster::start(EmbeddedConfig {
         record_calls: Some(tmp.path().to_path_buf()),
         kv_cache_dtype: Default::default(),
+        quantize: Default::default(),
         ..embedded_config(1)
     })
     .await

@@ -158,6 +158,7 @@ PONDER_MAX_BATCH: {{ int64 $v.maxBatch | quote }}
 PONDER_MAX_BATCH_TOKENS: {{ int64 $v.maxBatchTokens | quote }}
 PONDER_PREFIX_CACHE_MIB: {{ int64 $v.prefixCacheMiB | quote }}
 PONDER_KV_CACHE_DTYPE: {{ $v.kvCacheDtype | default "auto" | quote }}
+PONDER_QUANTIZE: {{ $v.quantize | default "auto" | quote }}
 {{- else }}
 PONDER_DEFAULT_GENERATIONS: {{ int64 $v.defaultGenerations | quote }}
 PONDER_MAX_QUERIES: {{ int64 $v.maxQueries | quote }}

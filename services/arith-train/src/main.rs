@@ -21,7 +21,7 @@ use ponder_arith_train::train::trainer::{
 use ponder_arith_train::vocab::{Vocab, NEGATIVE, POSITIVE};
 use ponder_engine::prm::Chain;
 use ponder_engine::{LoadOptions, ModelWorker, SamplingParams, WorkerConfig};
-use ponder_worker::manifest::{ModelEntry, ModelRole, ModelsDir};
+use ponder_worker::manifest::{serving_options, ModelEntry, ModelRole, ModelsDir};
 use rand::Rng;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -534,7 +534,7 @@ fn main() -> Result<()> {
             let open = |m: &ModelEntry| -> Result<ModelWorker> {
                 dir.verify(m)?;
                 Ok(ModelWorker::spawn(
-                    ponder_engine::load(&dir.path_of(m), &LoadOptions::default())?,
+                    ponder_engine::load(&dir.path_of(m), &serving_options(&dir.path_of(m)))?,
                     WorkerConfig::default(),
                 ))
             };

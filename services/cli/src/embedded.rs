@@ -7,7 +7,7 @@ use ponder_cluster::metrics::Metrics;
 use ponder_cluster::node::NodeArgs;
 use ponder_cluster::BoxedFuture;
 use ponder_orchestrator::{OrchestratorArgs, OrchestratorNode};
-use ponder_worker::node::{KvCacheChoice, ModelArgs, ModelNode};
+use ponder_worker::node::{KvCacheChoice, ModelArgs, ModelNode, QuantizeChoice};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -37,6 +37,8 @@ pub struct EmbeddedConfig {
     pub record_calls: Option<PathBuf>,
     /// How every node stores its KV cache (`auto`: each model's manifest entry).
     pub kv_cache_dtype: KvCacheChoice,
+    /// How every node holds its weights (`auto`: each model's manifest entry).
+    pub quantize: QuantizeChoice,
 }
 
 /// Where a node of `role` serving the model at `model` records, under `dir`.
@@ -77,6 +79,7 @@ impl EmbeddedCluster {
                     .as_ref()
                     .map(|dir| recording_dir(dir, role, model)),
                 kv_cache_dtype: cfg.kv_cache_dtype,
+                quantize: cfg.quantize,
                 ..ModelArgs::new(model.clone())
             };
             for model in models {

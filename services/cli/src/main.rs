@@ -76,6 +76,11 @@ enum Command {
         /// bundled models say f16), f32 or f16 (docs/engine.md, "f16 KV cache").
         #[arg(long, env = "PONDER_KV_CACHE_DTYPE", default_value = "auto")]
         kv_cache_dtype: ponder_worker::node::KvCacheChoice,
+        /// How every node holds its weights: auto (each model's manifest entry; the
+        /// bundled models say nothing, so f32), none, q8_0 or bf16 (docs/engine.md,
+        /// "bf16 weights").
+        #[arg(long, env = "PONDER_QUANTIZE", default_value = "auto")]
+        quantize: ponder_worker::node::QuantizeChoice,
         /// Answer the sample questions, print the results, and exit.
         #[arg(long)]
         demo: bool,
@@ -321,6 +326,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 control,
                 record_calls,
                 kv_cache_dtype,
+                quantize,
                 demo,
                 demo_budget,
                 log_format,
@@ -352,6 +358,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     control,
                     record_calls,
                     kv_cache_dtype,
+                    quantize,
                 };
                 let cluster = EmbeddedCluster::start(cfg).await?;
                 println!("orchestrator listening on {}", cluster.addr());

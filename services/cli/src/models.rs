@@ -135,8 +135,8 @@ pub fn print(explicit: Option<&Path>) -> anyhow::Result<()> {
     let dir = ModelsDir::open(&models_dir(explicit)?)?;
     println!("{}", dir.root.display());
     println!(
-        "{:<16} {:<10} {:>8} {:>12} {:>10}  {:<9} {:<3} description",
-        "name", "role", "default", "parameters", "train FLOPs", "digests", "kv"
+        "{:<16} {:<10} {:>8} {:>12} {:>10}  {:<9} {:<3} {:<7} description",
+        "name", "role", "default", "parameters", "train FLOPs", "digests", "kv", "weights"
     );
     let mut failures = 0;
     for m in &dir.manifest.models {
@@ -154,7 +154,7 @@ pub fn print(explicit: Option<&Path>) -> anyhow::Result<()> {
             }
         };
         println!(
-            "{:<16} {:<10} {:>8} {:>12} {:>10.2e}  {:<9} {:<3} {}",
+            "{:<16} {:<10} {:>8} {:>12} {:>10.2e}  {:<9} {:<3} {:<7} {}",
             m.name,
             m.role.to_string(),
             if is_default { "yes" } else { "" },
@@ -162,6 +162,10 @@ pub fn print(explicit: Option<&Path>) -> anyhow::Result<()> {
             m.training_flops,
             digests,
             m.kv_cache.unwrap_or_default().name(),
+            m.quantize.map_or("f32", |q| match q {
+                ponder_engine::Quantize::None => "f32",
+                other => other.name(),
+            }),
             m.description
         );
     }

@@ -175,29 +175,43 @@ fn direct_attention<E: KvElement>(
     let q_row = heads.query * dim;
     let t = q.len() / q_row;
     let scale = 1.0 / (dim as f32).sqrt();
-    let (mut scores, mut next_scores) = (vec![0f32; len], vec![0f32; len]);
+    debug_assert!(buf.capacity.is_multiple_of(TAIL_BLOCK) && len <= buf.capacity);
+    // Room for the scores of whole tail blocks, which may reach past `len`.
+    let room = (len + 1).next_multiple_of(TAIL_BLOCK);
+    let (mut scores, mut next_scores) = (vec![0f32; room], vec![0f32; room]);
     for h in 0..heads.query {
         let g = h / heads.groups();
         let values = buf.values(g, len);
         let query = |i: usize| &q[i * q_row + h * dim..][..dim];
-        // Rows in pairs (a prefill's), sharing each block of keys; a last odd row alone.
+        // Rows in pairs (a prefill's), sharing each block of keys and each value; a last
+        // odd row alone.
         let mut i = 0;
         while i < t {
             let visible = len - t + i + 1;
-            let pair = i + 1 < t;
-            if pair {
-                let (first, second) = (&mut scores[..visible], &mut next_scores[..visible + 1]);
-                key_scores_pair([query(i), query(i + 1)], scale, buf, g, first, second);
+            if i + 1 < t {
+                let (first, second) = (&mut scores, &mut next_scores);
+                key_scores_pair(
+                    [query(i), query(i + 1)],
+                    scale,
+                    buf,
+                    g,
+                    visible,
+                    first,
+                    second,
+                );
+                let (acc, next_acc) = out[i * q_row..(i + 2) * q_row].split_at_mut(q_row);
+                attend_row_pair::<E>(
+                    [&mut first[..visible], &mut second[..visible + 1]],
+                    values,
+                    [&mut acc[h * dim..][..dim], &mut next_acc[h * dim..][..dim]],
+                );
+                i += 2;
             } else {
-                key_scores(query(i), scale, buf, g, &mut scores[..visible]);
+                key_scores(query(i), scale, buf, g, visible, &mut scores);
+                let acc = &mut out[i * q_row + h * dim..][..dim];
+                attend_row::<E>(&mut scores[..visible], values, acc);
+                i += 1;
             }
-            let acc = &mut out[i * q_row + h * dim..][..dim];
-            attend_row::<E>(&mut scores[..visible], values, acc);
-            if pair {
-                let acc = &mut out[(i + 1) * q_row + h * dim..][..dim];
-                attend_row::<E>(&mut next_scores[..visible + 1], values, acc);
-            }
-            i += if pair { 2 } else { 1 };
         }
     }
 }
@@ -213,6 +227,38 @@ fn attend_row<E: KvElement>(scores: &mut [f32], values: &[E], acc: &mut [f32]) {
         64 => weighted_values::<64, E>(scores, values, acc),
         _ => weighted_values_any(scores, values, acc),
     }
+    normalise(acc, sum);
+}
+
+/// [`attend_row`] for two consecutive rows (the second sees one position more): each
+/// value is loaded, and widened from f16, once for both. Each row's output is the
+/// same sums in the same order as [`attend_row`] gives it.
+fn attend_row_pair<E: KvElement>(scores: [&mut [f32]; 2], values: &[E], acc: [&mut [f32]; 2]) {
+    let [first, second] = scores;
+    let [acc_first, acc_second] = acc;
+    softmax_weights(first);
+    softmax_weights(second);
+    let sums = [lane_sum(first), lane_sum(second)];
+    let probs = [&*first, &*second];
+    match acc_first.len() {
+        8 => weighted_values_pair::<8, E>(probs, values, [acc_first, acc_second]),
+        16 => weighted_values_pair::<16, E>(probs, values, [acc_first, acc_second]),
+        32 => weighted_values_pair::<32, E>(probs, values, [acc_first, acc_second]),
+        // Wider heads: two rows' sums no longer fit the registers.
+        64 => {
+            weighted_values::<64, E>(first, values, acc_first);
+            weighted_values::<64, E>(second, values, acc_second);
+        }
+        _ => {
+            weighted_values_any(first, values, acc_first);
+            weighted_values_any(second, values, acc_second);
+        }
+    }
+    normalise(acc_first, sums[0]);
+    normalise(acc_second, sums[1]);
+}
+
+fn normalise(acc: &mut [f32], sum: f32) {
     let inv = 1.0 / sum;
     for a in acc.iter_mut() {
         *a *= inv;
@@ -247,9 +293,17 @@ fn lane_sum(xs: &[f32]) -> f32 {
 /// Positions whose scores [`key_scores`] keeps in registers at once.
 const SCORE_BLOCK: usize = 32;
 
-/// `scores[p] = sum over d of key_p[d] * (query[d] * scale)` for the first
-/// `scores.len()` keys of KV head `g`, summed in order of `d` with one multiply-add
-/// each.
+/// The block the last positions are scored in: a buffer's capacity is a multiple of
+/// it, so a row's last block reads keys past what the row sees (later positions of the
+/// prefill, or the buffer's zeroed room) and those scores are dropped. (Scoring them a
+/// component at a time, loading and storing every score per component, was a sixth
+/// of the attention time of PRM scoring.)
+const TAIL_BLOCK: usize = crate::kv::POSITION_ALIGN;
+
+/// `scores[p] = sum over d of key_p[d] * (query[d] * scale)` for the first `visible`
+/// keys of KV head `g`, summed in order of `d` with one multiply-add each; `scores`
+/// has room for `visible` rounded up to [`TAIL_BLOCK`] (what lies past `visible` is
+/// not a score).
 ///
 /// Keys are stored transposed, so a block of positions is one contiguous run per key
 /// component: the block's sums stay in registers across all components and are stored
@@ -261,45 +315,49 @@ fn key_scores<E: KvElement>(
     scale: f32,
     buf: &KvBuffer<E>,
     g: usize,
+    visible: usize,
     scores: &mut [f32],
 ) {
-    let whole = block_scores([query], scale, buf, g, [scores]);
-    tail_scores(query, scale, buf, g, whole, scores);
+    let whole = visible - visible % SCORE_BLOCK;
+    let tail = whole..visible.next_multiple_of(TAIL_BLOCK);
+    block_scores::<1, SCORE_BLOCK, E>([query], scale, buf, g, 0..whole, [&mut *scores]);
+    block_scores::<1, TAIL_BLOCK, E>([query], scale, buf, g, tail, [scores]);
 }
 
-/// [`key_scores`] for two consecutive query rows of one head (the second sees one
-/// position more): each block of keys is loaded, and widened from f16, once for both.
-/// Every score is the same sum in the same order as [`key_scores`] gives it.
+/// [`key_scores`] for two consecutive query rows of one head (the first sees `visible`
+/// positions, the second one more): each block of keys is loaded, and widened from
+/// f16, once for both. Every score is the same sum in the same order as [`key_scores`]
+/// gives it.
 fn key_scores_pair<E: KvElement>(
     queries: [&[f32]; 2],
     scale: f32,
     buf: &KvBuffer<E>,
     g: usize,
+    visible: usize,
     first: &mut [f32],
     second: &mut [f32],
 ) {
-    let shared = first.len();
-    let whole = block_scores(queries, scale, buf, g, [first, &mut second[..shared]]);
-    tail_scores(queries[0], scale, buf, g, whole, first);
-    tail_scores(queries[1], scale, buf, g, whole, second);
+    let whole = visible - visible % SCORE_BLOCK;
+    let tail = whole..(visible + 1).next_multiple_of(TAIL_BLOCK);
+    block_scores::<2, SCORE_BLOCK, E>(queries, scale, buf, g, 0..whole, [first, second]);
+    block_scores::<2, TAIL_BLOCK, E>(queries, scale, buf, g, tail, [first, second]);
 }
 
-/// The whole blocks of [`SCORE_BLOCK`] positions of `R` query rows' scores (each row's
-/// first `scores[0].len()` keys); returns where the blocks end.
-fn block_scores<const R: usize, E: KvElement>(
+/// The scores of `R` query rows over `positions` (whole blocks of `B`, within the
+/// buffer's capacity), a block at a time with its sums in registers.
+fn block_scores<const R: usize, const B: usize, E: KvElement>(
     queries: [&[f32]; R],
     scale: f32,
     buf: &KvBuffer<E>,
     g: usize,
+    positions: std::ops::Range<usize>,
     mut scores: [&mut [f32]; R],
-) -> usize {
-    let visible = scores[0].len();
-    let whole = visible - visible % SCORE_BLOCK;
-    for start in (0..whole).step_by(SCORE_BLOCK) {
-        let mut acc = [[0f32; SCORE_BLOCK]; R];
+) {
+    let end = positions.end;
+    for start in positions.step_by(B) {
+        let mut acc = [[0f32; B]; R];
         for d in 0..queries[0].len() {
-            let keys: [f32; SCORE_BLOCK] =
-                E::widen(&buf.key_row(g, d, visible)[start..][..SCORE_BLOCK]);
+            let keys: [f32; B] = E::widen(&buf.key_row(g, d, end)[start..][..B]);
             for (acc, query) in acc.iter_mut().zip(&queries) {
                 let qd = query[d] * scale;
                 for (a, &k) in acc.iter_mut().zip(&keys) {
@@ -308,28 +366,7 @@ fn block_scores<const R: usize, E: KvElement>(
             }
         }
         for (scores, acc) in scores.iter_mut().zip(&acc) {
-            scores[start..start + SCORE_BLOCK].copy_from_slice(acc);
-        }
-    }
-    whole
-}
-
-/// Scores of the positions from `whole` on, one component at a time.
-fn tail_scores<E: KvElement>(
-    query: &[f32],
-    scale: f32,
-    buf: &KvBuffer<E>,
-    g: usize,
-    whole: usize,
-    scores: &mut [f32],
-) {
-    let visible = scores.len();
-    let tail = &mut scores[whole..];
-    tail.fill(0.0);
-    for (d, &qd) in query.iter().enumerate() {
-        let qd = qd * scale;
-        for (s, &k) in tail.iter_mut().zip(&buf.key_row(g, d, visible)[whole..]) {
-            *s = k.to_f32().mul_add(qd, *s);
+            scores[start..start + B].copy_from_slice(acc);
         }
     }
 }
@@ -347,6 +384,32 @@ fn weighted_values<const D: usize, E: KvElement>(probs: &[f32], values: &[E], ac
         }
     }
     acc.copy_from_slice(&sum);
+}
+
+/// [`weighted_values`] for two rows, the second weighing one position more: each value
+/// is widened once for both, and each row's sum is the same sequence of multiply-adds.
+fn weighted_values_pair<const D: usize, E: KvElement>(
+    probs: [&[f32]; 2],
+    values: &[E],
+    acc: [&mut [f32]; 2],
+) {
+    let (mut first, mut second) = ([0f32; D], [0f32; D]);
+    let shared = probs[0].len();
+    for (p, value) in values.chunks_exact(D).take(shared).enumerate() {
+        let value: [f32; D] = E::widen(value);
+        let (p0, p1) = (probs[0][p], probs[1][p]);
+        for ((a, b), &x) in first.iter_mut().zip(second.iter_mut()).zip(&value) {
+            *a = x.mul_add(p0, *a);
+            *b = x.mul_add(p1, *b);
+        }
+    }
+    let last: [f32; D] = E::widen(&values[shared * D..][..D]);
+    for (b, &x) in second.iter_mut().zip(&last) {
+        *b = x.mul_add(probs[1][shared], *b);
+    }
+    let [acc_first, acc_second] = acc;
+    acc_first.copy_from_slice(&first);
+    acc_second.copy_from_slice(&second);
 }
 
 /// [`weighted_values`] for any head dimension.
@@ -553,7 +616,7 @@ mod tests {
                 SCORE_BLOCK + 1,
                 3 * SCORE_BLOCK + 7,
             ] {
-                for t in [1, 3.min(len)] {
+                for t in [1, 2.min(len), 3.min(len)] {
                     let kv_row = heads.kv * dim;
                     let keys: Vec<f32> = (0..len * kv_row).map(val).collect();
                     let values: Vec<f32> = (0..len * kv_row).map(|i| val(i + 11)).collect();
@@ -562,6 +625,16 @@ mod tests {
                     cache.append(0, heads.kv, dim, &keys, &values).unwrap();
                     let what = format!("dim {dim}, len {len}, t {t}");
                     let got = direct_equals_reference(heads, &q, f32_buffer(&cache), len, &what);
+                    // An exactly sized buffer: the last block of scores reads its
+                    // rounding room, not a next sequence's keys.
+                    let mut exact = KvCache::new(1);
+                    exact.reserve_exact(len);
+                    exact.append(0, heads.kv, dim, &keys, &values).unwrap();
+                    let (_, capacity, _) = exact.layer(0).unwrap().shape();
+                    assert_eq!(capacity, len.next_multiple_of(TAIL_BLOCK), "{what}");
+                    let exactly =
+                        direct_equals_reference(heads, &q, f32_buffer(&exact), len, &what);
+                    assert_eq!(got, exactly, "{what}");
                     let mut half = KvCache::with_dtype(1, KvDtype::F16);
                     half.append(0, heads.kv, dim, &keys, &values).unwrap();
                     let got_half =

@@ -36,11 +36,28 @@ pub struct LoadOptions {
 /// and about 3x the measured int8 over f32 arithmetic peak. Activations are quantized
 /// per row as ggml does, so outputs move slightly; `docs/engine.md` has the accuracy
 /// measured on the bundled models. GGUF files keep the quantization they were saved with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// `bf16` rounds each weight to bf16 and runs our AVX-512 BF16 kernel (`vdpbf16ps`:
+/// twice the multiply-adds per instruction of f32), activations rounded to bf16 as they
+/// enter, sums f32 (`crate::bf16_matmul`). On a CPU without AVX-512 BF16 the layers stay
+/// f32, with a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Quantize {
     #[default]
     None,
     Q8_0,
+    Bf16,
+}
+
+impl Quantize {
+    pub fn name(self) -> &'static str {
+        match self {
+            Quantize::None => "none",
+            Quantize::Q8_0 => "q8_0",
+            Quantize::Bf16 => "bf16",
+        }
+    }
 }
 
 impl std::str::FromStr for Quantize {
@@ -50,7 +67,10 @@ impl std::str::FromStr for Quantize {
         match s {
             "none" => Ok(Self::None),
             "q8_0" => Ok(Self::Q8_0),
-            other => Err(format!("quantization must be none or q8_0, got {other:?}")),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(format!(
+                "quantization must be none, q8_0 or bf16, got {other:?}"
+            )),
         }
     }
 }
@@ -164,6 +184,10 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
             let format = match opts.quantize {
                 Quantize::None => "safetensors".to_string(),
                 Quantize::Q8_0 => "safetensors/q8_0".to_string(),
+                Quantize::Bf16 if crate::bf16_matmul::supported() => "safetensors/bf16".to_string(),
+                Quantize::Bf16 => {
+                    "safetensors (bf16 asked; this CPU has no AVX-512 BF16)".to_string()
+                }
             };
             (model, codec, weights.clone(), format)
         }

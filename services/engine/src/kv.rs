@@ -24,6 +24,13 @@ use std::sync::Arc;
 /// Capacity grows in steps of this many positions (by a quarter for long sequences).
 const GROW_STEP: usize = 64;
 
+/// Every buffer's capacity is a multiple of this many positions, so that attention
+/// scores the last positions a sequence sees in whole vector blocks, reading past them
+/// into the buffer's own room (keys that exist, or zeros) and dropping those scores,
+/// instead of a component at a time (`crate::attention`). At most 7 positions more per
+/// exactly sized buffer.
+pub const POSITION_ALIGN: usize = 8;
+
 /// How a cache stores keys and values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -139,7 +146,10 @@ impl<E: KvElement> KvBuffer<E> {
         &self.v[start..start + len * self.head_dim]
     }
 
+    /// A zeroed buffer of at least `capacity` positions, rounded up to whole
+    /// [`POSITION_ALIGN`] blocks.
     fn empty(heads: usize, capacity: usize, head_dim: usize) -> Self {
+        let capacity = capacity.next_multiple_of(POSITION_ALIGN);
         Self {
             k: E::zeroed(heads * capacity * head_dim),
             v: E::zeroed(heads * capacity * head_dim),
@@ -337,7 +347,7 @@ impl KvCache {
         }
     }
 
-    /// Makes the next new buffer exactly `positions` long, for a sequence whose final
+    /// Makes the next new buffer `positions` long (rounded up to [`POSITION_ALIGN`]), for a sequence whose final
     /// length is known (a scored candidate): no spare room is copied now or kept later
     /// (the prefix cache keeps scored candidates).
     pub fn reserve_exact(&mut self, positions: usize) {
@@ -566,18 +576,19 @@ mod tests {
         let mut shared = KvCache::new(1);
         step(&mut shared, 1.0);
         let mut fork = shared.truncated(1);
+        // 30 is rounded up to whole blocks of POSITION_ALIGN: 32.
         fork.reserve_exact(30);
-        for i in 0..29 {
+        for i in 0..31 {
             step(&mut fork, i as f32);
         }
         assert_eq!(
             fork.capacity_bytes(),
-            30 * 2 * 2 * 4,
-            "one copy, of exactly 30"
+            32 * 2 * 2 * 4,
+            "one copy, of exactly 30 rounded up to 32"
         );
         step(&mut fork, 9.0);
-        assert_eq!(fork.len(), 31);
-        assert!(fork.capacity_bytes() > 31 * 2 * 2 * 4);
+        assert_eq!(fork.len(), 33);
+        assert!(fork.capacity_bytes() > 33 * 2 * 2 * 4);
         assert_eq!(
             step(&mut shared, 2.0),
             vec![1., 1., 2., 2.],

@@ -8,13 +8,14 @@
 //! - [`model`]: the Llama/Qwen2 forward pass over a *packed* batch of sequences
 //!   of unequal length, each with its own copy-on-write KV cache ([`kv`]);
 //!   linear layers over dense or quantized weights ([`linear`], with our AVX2
-//!   Q4_1/Q8_0 kernels in [`qmatmul`]).
+//!   Q4_1/Q8_0 kernels in [`qmatmul`], the AVX-512 BF16 one in [`bf16_matmul`]).
 //! - [`worker`]: the model worker actor; it owns the model, runs continuous
 //!   batching, samples ([`sampling`]) and reuses prompt prefixes ([`prefix_cache`]).
 //!
 //! Services wrap a [`worker::ModelWorker`]; nothing else touches the model.
 
 pub mod attention;
+pub mod bf16_matmul;
 pub mod char_tokenizer;
 pub mod config;
 pub mod engine;

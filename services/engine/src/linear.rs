@@ -1,7 +1,9 @@
 //! A linear layer over whichever weight storage the file gave us: dense
-//! (safetensors), ggml-quantized (candle's `QMatMul`), or Q4_1/Q8_0 (our kernels);
+//! (safetensors), ggml-quantized (candle's `QMatMul`), Q4_1/Q8_0 (our kernels), or
+//! bf16 panels (our AVX-512 BF16 kernel);
 //! and [`Fused`], several layers that read the same input run as one.
 
+use crate::bf16_matmul::Bf16Matmul;
 use crate::qmatmul::{self, BlockMatmul, BlockQ4_1, BlockQ8_0};
 use crate::small_matmul::{SmallMatmul, SMALL_ROWS};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -17,6 +19,7 @@ pub enum Weight {
     Quantized(QMatMul),
     Q4_1(Arc<BlockMatmul<BlockQ4_1>>),
     Q8_0(Arc<BlockMatmul<BlockQ8_0>>),
+    Bf16(Arc<Bf16Matmul>),
 }
 
 pub struct Linear {
@@ -32,6 +35,17 @@ impl Linear {
             Weight::Dense(weight)
         };
         Ok(Self { weight, bias })
+    }
+
+    /// `weight` ((out, in), f32 on the CPU) rounded to bf16 for our AVX-512 BF16 kernel;
+    /// `None` where this CPU lacks it.
+    pub fn bf16(weight: &Tensor, bias: Option<Tensor>) -> Result<Option<Self>> {
+        let (out, inp) = weight.dims2()?;
+        let wt: Vec<f32> = weight.t()?.contiguous()?.flatten_all()?.to_vec1()?;
+        Ok(Bf16Matmul::new(&wt, inp, out).map(|m| Self {
+            weight: Weight::Bf16(Arc::new(m)),
+            bias,
+        }))
     }
 
     /// Wraps a quantized tensor, choosing our kernels on CPU where they apply.
@@ -60,6 +74,7 @@ impl Linear {
             Weight::Quantized(q) => q.forward(x)?,
             Weight::Q4_1(op) => x.contiguous()?.apply_op1_no_bwd(op.as_ref())?,
             Weight::Q8_0(op) => x.contiguous()?.apply_op1_no_bwd(op.as_ref())?,
+            Weight::Bf16(op) => x.contiguous()?.apply_op1_no_bwd(op.as_ref())?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
@@ -112,6 +127,15 @@ impl Linear {
                 Weight::Q8_0(Arc::new(BlockMatmul::concat_rows(&w)?)),
                 widths,
             )
+        } else if let Some(w) = each(parts, |w| match w {
+            Weight::Bf16(m) => Some(m.as_ref()),
+            _ => None,
+        }) {
+            let widths = w.iter().map(|m| m.out_features()).collect();
+            match Bf16Matmul::concat_cols(&w) {
+                Some(joined) => (Weight::Bf16(Arc::new(joined)), widths),
+                None => return Ok(None),
+            }
         } else {
             return Ok(None);
         };

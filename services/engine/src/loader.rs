@@ -154,7 +154,15 @@ pub fn load_hf(
         ));
     }
     // A dense weight, or its Q8_0 blocks when asked for and its rows split into blocks.
+    if quantize == Quantize::Bf16 && !crate::bf16_matmul::supported() {
+        tracing::warn!("--quantize bf16: this CPU has no AVX-512 BF16; the weights stay f32");
+    }
     let layer = |w: Tensor, b: Option<Tensor>| -> Result<Linear> {
+        if quantize == Quantize::Bf16 {
+            if let Some(l) = Linear::bf16(&w, b.clone())? {
+                return Ok(l);
+            }
+        }
         if quantize == Quantize::Q8_0 && w.dim(1)? % 32 == 0 {
             Ok(Linear::quantized(
                 QTensor::quantize(&w, GgmlDType::Q8_0)?,

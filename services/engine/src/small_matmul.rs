@@ -83,12 +83,14 @@ pub fn matmul(x: &[f32], wt: &[f32], k: usize, n: usize) -> Vec<f32> {
     out
 }
 
-struct OutPtr(*mut f32);
-// SAFETY: see `matmul`: writers touch disjoint elements.
+/// An output buffer that parallel jobs write disjoint elements of (each job's rows or
+/// columns): the callers' SAFETY comments say which.
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: shared only with jobs that write disjoint elements (see each user).
 unsafe impl Sync for OutPtr {}
 unsafe impl Send for OutPtr {}
 impl OutPtr {
-    fn get(&self) -> *mut f32 {
+    pub(crate) fn get(&self) -> *mut f32 {
         self.0
     }
 }

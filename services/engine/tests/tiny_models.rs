@@ -866,28 +866,64 @@ async fn safetensors_models_also_run_in_bf16() {
     assert!((0.0..=1.0).contains(&scores.scores[0][0]));
 }
 
+/// `--quantize bf16` rounds the weights to bf16 for the AVX-512 BF16 kernel: the logits
+/// move, by about bf16's rounding; on a CPU without the kernel the model loads f32 and
+/// says so in its format.
+/// The tiny Llama's format string and prompt logits, loaded with `quantize`.
+fn quantized_logits(dir: &std::path::Path, quantize: Quantize, prompt: &str) -> (String, Vec<f32>) {
+    let opts = LoadOptions {
+        quantize,
+        ..Default::default()
+    };
+    let loaded = load(dir, &opts).expect("load");
+    let rows = prompt_logits(&loaded, prompt);
+    (loaded.info.format.clone(), rows)
+}
+
+/// The largest |logit| of `plain`, and how far `other` moved from it at most.
+fn logit_scale_and_move(plain: &[f32], other: &[f32]) -> (f32, f32) {
+    let scale = plain.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let worst = plain
+        .iter()
+        .zip(other)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    (scale, worst)
+}
+
+#[test]
+fn bf16_weights_stay_within_rounding_of_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(dir.path(), &TinySpec::llama()).unwrap();
+    let prompt = "bf16 weights, please";
+    let (_, plain) = quantized_logits(dir.path(), Quantize::None, prompt);
+    let (format, rounded) = quantized_logits(dir.path(), Quantize::Bf16, prompt);
+    if !ponder_engine::bf16_matmul::supported() {
+        assert!(format.contains("no AVX-512 BF16"), "{format}");
+        assert_eq!(plain, rounded);
+        return;
+    }
+    assert_eq!(format, "safetensors/bf16");
+    let (scale, worst) = logit_scale_and_move(&plain, &rounded);
+    assert!(
+        worst > 0.0,
+        "bf16 changed nothing: the weights were not rounded"
+    );
+    assert!(
+        worst < 0.02 * scale,
+        "bf16 logits moved by {worst} (largest logit {scale})"
+    );
+}
+
 #[test]
 fn q8_0_weights_load_quantized_and_stay_close_to_f32() {
     let dir = tempfile::tempdir().unwrap();
     write_tiny_model(dir.path(), &TinySpec::llama()).unwrap();
-    let logits = |quantize: Quantize| {
-        let opts = LoadOptions {
-            quantize,
-            ..Default::default()
-        };
-        let loaded = load(dir.path(), &opts).expect("load");
-        let rows = prompt_logits(&loaded, "int8 weights, please");
-        (loaded.info.format.clone(), rows)
-    };
-    let (plain_format, plain) = logits(Quantize::None);
-    let (q_format, quantized) = logits(Quantize::Q8_0);
+    let prompt = "int8 weights, please";
+    let (plain_format, plain) = quantized_logits(dir.path(), Quantize::None, prompt);
+    let (q_format, quantized) = quantized_logits(dir.path(), Quantize::Q8_0, prompt);
     assert_eq!(plain_format, "safetensors");
     assert_eq!(q_format, "safetensors/q8_0");
-    let scale = plain.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let worst = plain
-        .iter()
-        .zip(&quantized)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let (scale, worst) = logit_scale_and_move(&plain, &quantized);
     assert!(
         worst > 0.0,
         "q8_0 changed nothing: the weights were not quantized"

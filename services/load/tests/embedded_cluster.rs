@@ -29,6 +29,7 @@ async fn cluster_with_gateway(gateway_addr: Option<std::net::SocketAddr>) -> Emb
         control: Default::default(),
         record_calls: None,
         kv_cache_dtype: Default::default(),
+        quantize: Default::default(),
     })
     .await
     .expect("the embedded cluster starts")

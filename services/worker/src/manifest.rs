@@ -69,6 +69,11 @@ pub struct ModelEntry {
     /// (docs/engine.md, "f16 KV cache").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_cache: Option<ponder_engine::KvDtype>,
+    /// How a node holds this model's weights unless `--quantize` says otherwise (absent:
+    /// none, the file's f32). `bf16` runs the AVX-512 BF16 kernel where the CPU has it
+    /// (docs/engine.md, "bf16 weights").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize: Option<ponder_engine::Quantize>,
     /// A verifier's compute-optimal policy over the default generator (`ponder eval
     /// --fit --verifier NAME`), a file in the models directory. A policy's thresholds
     /// and choices were fitted on one verifier's scores, so a cluster started with this
@@ -403,6 +408,7 @@ pub fn resolve_model_path(path: &Path, role: ModelRole, name: Option<&str>) -> R
 pub struct ResolvedModel {
     pub path: PathBuf,
     pub kv_cache: Option<ponder_engine::KvDtype>,
+    pub quantize: Option<ponder_engine::Quantize>,
 }
 
 /// [`resolve_model_path`], with the serving settings of the model's manifest entry: the
@@ -416,24 +422,28 @@ pub fn resolve_model(path: &Path, role: ModelRole, name: Option<&str>) -> Result
         dir.verify(entry)?;
         return Ok(ResolvedModel {
             kv_cache: entry.kv_cache,
+            quantize: entry.quantize,
             path: dir.path_of(entry),
         });
     }
     let path = resolve_single(path, name)?;
+    let held = holding_entry(&path);
     Ok(ResolvedModel {
-        kv_cache: holding_entry(&path).and_then(|e| e.kv_cache),
+        kv_cache: held.as_ref().and_then(|e| e.kv_cache),
+        quantize: held.and_then(|e| e.quantize),
         path,
     })
 }
 
-/// How a node loads the model directory at `path`: with the KV cache its entry in the
-/// holding directory's manifest asks for (f32 without one). `ponder eval` and the
+/// How a node loads the model directory at `path`: with the KV cache and weight
+/// quantization its entry in the holding directory's manifest asks for (f32 and none
+/// without one). `ponder eval` and the
 /// benchmarks load bundled models in-process this way, so they measure what is served.
 pub fn serving_options(path: &Path) -> ponder_engine::LoadOptions {
+    let held = holding_entry(path);
     ponder_engine::LoadOptions {
-        kv_cache: holding_entry(path)
-            .and_then(|e| e.kv_cache)
-            .unwrap_or_default(),
+        kv_cache: held.as_ref().and_then(|e| e.kv_cache).unwrap_or_default(),
+        quantize: held.and_then(|e| e.quantize).unwrap_or_default(),
         ..ponder_engine::LoadOptions::default()
     }
 }
@@ -483,6 +493,7 @@ fn legacy_manifest(root: &Path) -> Manifest {
                 default: true,
                 description: format!("{dir}/ (layout without {MANIFEST_FILE})"),
                 kv_cache: None,
+                quantize: None,
                 policy: None,
                 ladder_policy: None,
             });

@@ -65,10 +65,11 @@ pub struct ModelArgs {
     /// cache").
     #[arg(long, env = "PONDER_PREFIX_CACHE_MIB", default_value_t = ponder_engine::DEFAULT_PREFIX_CACHE_MIB)]
     pub prefix_cache_mib: usize,
-    /// Quantize a safetensors model's linear layers at load: none (the default) or q8_0
-    /// (int8 weights; docs/engine.md, "Int8 weights", for speed and accuracy).
-    #[arg(long, env = "PONDER_QUANTIZE", default_value = "none")]
-    pub quantize: ponder_engine::Quantize,
+    /// Quantize a safetensors model's linear layers at load: auto (what the model's
+    /// manifest entry says, else none), none, q8_0 (int8 weights; docs/engine.md, "Int8
+    /// weights") or bf16 (bf16 weights on AVX-512 BF16; docs/engine.md, "bf16 weights").
+    #[arg(long, env = "PONDER_QUANTIZE", default_value = "auto")]
+    pub quantize: QuantizeChoice,
     /// How the KV cache stores keys and values: auto (what the model's manifest entry
     /// says, else f32), f32 (exact) or f16 (half the bytes for attention to read, every
     /// sum still f32; docs/engine.md, "f16 KV cache").
@@ -98,7 +99,7 @@ impl ModelArgs {
             max_batch_tokens: 0,
             threads: 0,
             prefix_cache_mib: ponder_engine::DEFAULT_PREFIX_CACHE_MIB,
-            quantize: ponder_engine::Quantize::None,
+            quantize: QuantizeChoice::Auto,
             kv_cache_dtype: KvCacheChoice::Auto,
             max_prompt_bytes: ponder_engine::DEFAULT_MAX_PROMPT_BYTES,
             max_stop_strings: ponder_engine::DEFAULT_MAX_STOP_STRINGS,
@@ -133,26 +134,50 @@ impl ModelArgs {
     }
 }
 
-/// The `--kv-cache-dtype` flag.
+/// A serving setting a node's flag either fixes or leaves to the model's manifest entry
+/// (`auto`, the default): `--kv-cache-dtype` ([`KvCacheChoice`]) and `--quantize`
+/// ([`QuantizeChoice`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KvCacheChoice {
-    /// The model's manifest entry decides; f32 where it says nothing.
+pub enum ManifestOr<T> {
+    /// The model's manifest entry decides; the setting's default where it says nothing.
     #[default]
     Auto,
-    Fixed(ponder_engine::KvDtype),
+    Fixed(T),
 }
 
-impl KvCacheChoice {
-    /// The dtype for a model whose manifest entry asks for `entry` (if anything).
-    pub fn pick(self, entry: Option<ponder_engine::KvDtype>) -> ponder_engine::KvDtype {
+/// `--kv-cache-dtype`: auto, f32 or f16.
+pub type KvCacheChoice = ManifestOr<ponder_engine::KvDtype>;
+/// `--quantize`: auto, none, q8_0 or bf16.
+pub type QuantizeChoice = ManifestOr<ponder_engine::Quantize>;
+
+impl<T: Default> ManifestOr<T> {
+    /// The setting for a model whose manifest entry asks for `entry` (if anything).
+    pub fn pick(self, entry: Option<T>) -> T {
         match self {
-            KvCacheChoice::Auto => entry.unwrap_or_default(),
-            KvCacheChoice::Fixed(dtype) => dtype,
+            ManifestOr::Auto => entry.unwrap_or_default(),
+            ManifestOr::Fixed(value) => value,
         }
     }
 }
 
-impl std::str::FromStr for KvCacheChoice {
+/// The flag a [`ManifestOr`] setting is given by, and the values it takes besides
+/// `auto`, for the message a wrong value gets.
+pub trait FlagSetting: std::str::FromStr {
+    const FLAG: &'static str;
+    const VALUES: &'static str;
+}
+
+impl FlagSetting for ponder_engine::KvDtype {
+    const FLAG: &'static str = "--kv-cache-dtype";
+    const VALUES: &'static str = "f32 or f16";
+}
+
+impl FlagSetting for ponder_engine::Quantize {
+    const FLAG: &'static str = "--quantize";
+    const VALUES: &'static str = "none, q8_0 or bf16";
+}
+
+impl<T: FlagSetting> std::str::FromStr for ManifestOr<T> {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -161,7 +186,7 @@ impl std::str::FromStr for KvCacheChoice {
             other => other
                 .parse()
                 .map(Self::Fixed)
-                .map_err(|_| format!("--kv-cache-dtype must be auto, f32 or f16, got {other:?}")),
+                .map_err(|_| format!("{} must be auto, {}, got {other:?}", T::FLAG, T::VALUES)),
         }
     }
 }
@@ -364,7 +389,7 @@ async fn load_model(model: &ModelArgs, given: PathBuf, role: Role) -> anyhow::Re
             tracing::info!(model = %path.display(), "resolved through the models manifest");
         }
         let opts = LoadOptions {
-            quantize,
+            quantize: quantize.pick(resolved.quantize),
             kv_cache: kv_choice.pick(resolved.kv_cache),
             ..LoadOptions::default()
         };
@@ -505,8 +530,23 @@ fn spawn_stats(
 
 #[cfg(test)]
 mod tests {
-    use super::KvCacheChoice;
+    use super::{KvCacheChoice, QuantizeChoice};
     use ponder_engine::KvDtype;
+
+    #[test]
+    fn the_quantize_flag_defers_to_the_manifest_only_when_auto() {
+        use ponder_engine::Quantize;
+        let auto: QuantizeChoice = "auto".parse().unwrap();
+        assert_eq!(auto.pick(Some(Quantize::Bf16)), Quantize::Bf16);
+        assert_eq!(auto.pick(None), Quantize::None);
+        let none: QuantizeChoice = "none".parse().unwrap();
+        assert_eq!(none.pick(Some(Quantize::Bf16)), Quantize::None);
+        let err = "int4".parse::<QuantizeChoice>().unwrap_err();
+        assert!(
+            err.contains("--quantize must be auto, none, q8_0 or bf16"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn the_kv_cache_flag_defers_to_the_manifest_only_when_auto() {

@@ -63,6 +63,7 @@ pub fn embedded_config(generators: usize) -> EmbeddedConfig {
         control: Default::default(),
         record_calls: None,
         kv_cache_dtype: Default::default(),
+        quantize: Default::default(),
     }
 }
 

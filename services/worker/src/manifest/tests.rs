@@ -306,6 +306,46 @@ fn a_manifest_entry_sets_the_kv_cache_dtype_of_the_model_it_resolves_or_holds() 
 }
 
 #[test]
+fn a_manifest_entry_sets_the_weight_quantization_of_the_model_it_resolves_or_holds() {
+    use ponder_engine::Quantize;
+    let tmp = scratch();
+    let root = tmp.path();
+    let a = write_model(root, "prm-a", b"a");
+    let b = write_model(root, "gen-b", b"b");
+    let mut bf16 = entry("prm-a", ModelRole::Verifier, true, &a);
+    bf16["quantize"] = serde_json::json!("bf16");
+    write_manifest(
+        root,
+        vec![bf16, entry("gen-b", ModelRole::Generator, true, &b)],
+    );
+    let prm = resolve_model(root, ModelRole::Verifier, None).unwrap();
+    assert_eq!(prm.quantize, Some(Quantize::Bf16));
+    assert_eq!(
+        resolve_model(root, ModelRole::Generator, None)
+            .unwrap()
+            .quantize,
+        None
+    );
+    // In-process loads (`ponder eval`, the benchmarks) follow the entry as a node does.
+    assert_eq!(
+        serving_options(&root.join("prm-a")).quantize,
+        Quantize::Bf16
+    );
+    assert_eq!(
+        serving_options(&root.join("gen-b")).quantize,
+        Quantize::None
+    );
+    // A value the engine does not know is refused when the manifest is read.
+    let mut bad = entry("prm-a", ModelRole::Verifier, true, &a);
+    bad["quantize"] = serde_json::json!("int3");
+    write_manifest(
+        root,
+        vec![bad, entry("gen-b", ModelRole::Generator, true, &b)],
+    );
+    assert!(open_err(root).contains("int3"), "{}", open_err(root));
+}
+
+#[test]
 fn each_verifier_gets_the_policies_fitted_with_it() {
     let tmp = scratch();
     let root = tmp.path();
