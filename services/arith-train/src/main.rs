@@ -241,7 +241,7 @@ enum Command {
         /// Draw from the independent evaluation sampler instead of the trainer's held-out set.
         #[arg(long)]
         independent: bool,
-        /// Quantize the weights at load (none or q8_0), to check what int8 costs.
+        /// Quantize the weights at load (none, q8_0 or bf16), to check what it costs.
         #[arg(long, default_value = "none")]
         quantize: ponder_engine::Quantize,
     },
