@@ -54,7 +54,7 @@ struct Args {
     /// Model-worker threads (0 = the worker's default for the model's size).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Weight quantization at load (none or q8_0), for generator and verifier alike.
+    /// Weight quantization at load (none, q8_0 or bf16), for generator and verifier alike.
     #[arg(long, default_value = "none")]
     quantize: Quantize,
     /// How the KV cache stores keys and values (f32 or f16), for generator and verifier

@@ -533,8 +533,9 @@ fn main() -> Result<()> {
             let dir = ModelsDir::open(&models)?;
             let open = |m: &ModelEntry| -> Result<ModelWorker> {
                 dir.verify(m)?;
+                let path = dir.path_of(m);
                 Ok(ModelWorker::spawn(
-                    ponder_engine::load(&dir.path_of(m), &serving_options(&dir.path_of(m)))?,
+                    ponder_engine::load(&path, &serving_options(&path))?,
                     WorkerConfig::default(),
                 ))
             };

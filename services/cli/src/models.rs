@@ -162,10 +162,10 @@ pub fn print(explicit: Option<&Path>) -> anyhow::Result<()> {
             m.training_flops,
             digests,
             m.kv_cache.unwrap_or_default().name(),
-            m.quantize.map_or("f32", |q| match q {
+            match m.quantize.unwrap_or_default() {
                 ponder_engine::Quantize::None => "f32",
-                other => other.name(),
-            }),
+                q => q.name(),
+            },
             m.description
         );
     }

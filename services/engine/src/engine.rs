@@ -51,6 +51,9 @@ pub enum Quantize {
 }
 
 impl Quantize {
+    const ALL: [Quantize; 3] = [Quantize::None, Quantize::Q8_0, Quantize::Bf16];
+
+    /// How flags and manifests spell it.
     pub fn name(self) -> &'static str {
         match self {
             Quantize::None => "none",
@@ -64,14 +67,10 @@ impl std::str::FromStr for Quantize {
     type Err = String;
 
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "none" => Ok(Self::None),
-            "q8_0" => Ok(Self::Q8_0),
-            "bf16" => Ok(Self::Bf16),
-            other => Err(format!(
-                "quantization must be none, q8_0 or bf16, got {other:?}"
-            )),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|q| q.name() == s)
+            .ok_or_else(|| format!("quantization must be none, q8_0 or bf16, got {s:?}"))
     }
 }
 

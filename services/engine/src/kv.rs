@@ -347,9 +347,9 @@ impl KvCache {
         }
     }
 
-    /// Makes the next new buffer `positions` long (rounded up to [`POSITION_ALIGN`]), for a sequence whose final
-    /// length is known (a scored candidate): no spare room is copied now or kept later
-    /// (the prefix cache keeps scored candidates).
+    /// Makes the next new buffer `positions` long (rounded up to [`POSITION_ALIGN`]),
+    /// for a sequence whose final length is known (a scored candidate): no spare room is
+    /// copied now or kept later (the prefix cache keeps scored candidates).
     pub fn reserve_exact(&mut self, positions: usize) {
         self.exact = positions;
     }

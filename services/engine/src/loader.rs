@@ -153,12 +153,16 @@ pub fn load_hf(
             "weight quantization needs f32 compute on the CPU (--dtype f32, no GPU)",
         ));
     }
-    // A dense weight, or its Q8_0 blocks when asked for and its rows split into blocks.
-    if quantize == Quantize::Bf16 && !crate::bf16_matmul::supported() {
+    // Checked once: without the kernel the weights stay f32, and no layer is rounded
+    // only to find that out.
+    let bf16 = quantize == Quantize::Bf16 && crate::bf16_matmul::supported();
+    if quantize == Quantize::Bf16 && !bf16 {
         tracing::warn!("--quantize bf16: this CPU has no AVX-512 BF16; the weights stay f32");
     }
+    // A dense weight; its bf16 panels, or its Q8_0 blocks when asked for and its rows
+    // split into blocks.
     let layer = |w: Tensor, b: Option<Tensor>| -> Result<Linear> {
-        if quantize == Quantize::Bf16 {
+        if bf16 {
             if let Some(l) = Linear::bf16(&w, b.clone())? {
                 return Ok(l);
             }

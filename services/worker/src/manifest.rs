@@ -437,8 +437,8 @@ pub fn resolve_model(path: &Path, role: ModelRole, name: Option<&str>) -> Result
 
 /// How a node loads the model directory at `path`: with the KV cache and weight
 /// quantization its entry in the holding directory's manifest asks for (f32 and none
-/// without one). `ponder eval` and the
-/// benchmarks load bundled models in-process this way, so they measure what is served.
+/// without one). `ponder eval`, `ponder-arith report` and the benchmarks load bundled
+/// models in-process this way, so they measure what is served.
 pub fn serving_options(path: &Path) -> ponder_engine::LoadOptions {
     let held = holding_entry(path);
     ponder_engine::LoadOptions {

@@ -37,7 +37,7 @@ struct ModelArgs {
     /// every core for a larger one).
     #[arg(long, env = "PONDER_THREADS", default_value_t = 0)]
     threads: usize,
-    /// Quantize a safetensors model's linear layers at load: none or q8_0.
+    /// Quantize a safetensors model's linear layers at load: none, q8_0 or bf16 (docs/engine.md).
     #[arg(long, env = "PONDER_QUANTIZE", default_value = "none")]
     quantize: ponder_engine::Quantize,
     /// How the KV cache stores keys and values: f32 (exact) or f16 (half the bytes).
