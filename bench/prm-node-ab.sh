@@ -8,7 +8,8 @@
 #       bench/prm-node-ab.sh > results.txt
 #
 # NEW_ARGS adds node flags on the new build's side only (e.g. "--quantize bf16"), and
-# OLD_ARGS on the old's.
+# OLD_ARGS on the old's. PER_LEVEL (default 2) sets the questions per level (6 levels),
+# i.e. how long each run is.
 #
 # MODELS is a models directory whose default verifier and `arith-gen` generator both
 # builds can serve (the candidates are sampled from MODELS/$GEN by this build's
@@ -20,6 +21,7 @@ BENCH=${BENCH:-target/release/bundled-bench}
 M=${MODELS:?a models directory both builds serve}
 GEN=${GEN:-arith-gen}
 RUNS=${RUNS:-5}
+PER_LEVEL=${PER_LEVEL:-2}
 port=${PORT:-50400}
 NEW_ARGS=${NEW_ARGS:-}
 OLD_ARGS=${OLD_ARGS:-}
@@ -38,7 +40,7 @@ for run in $(seq 1 "$RUNS"); do
       done
       out=$("$BENCH" --only score --generator "$M/$GEN" --prm "$M/arith-prm" \
               --candidates-from "$M/$GEN" --score-addr 127.0.0.1:$port \
-              --batches $B --runs 1 --per-level 2 2>&1 | grep "score batch")
+              --batches $B --runs 1 --per-level "$PER_LEVEL" 2>&1 | grep "score batch")
       echo "$run $label $B $out"
       kill $node; wait $node 2>/dev/null
     done

@@ -76,9 +76,9 @@ enum Command {
         /// bundled models say f16), f32 or f16 (docs/engine.md, "f16 KV cache").
         #[arg(long, env = "PONDER_KV_CACHE_DTYPE", default_value = "auto")]
         kv_cache_dtype: ponder_worker::node::KvCacheChoice,
-        /// How every node holds its weights: auto (each model's manifest entry; the
-        /// bundled models say nothing, so f32), none, q8_0 or bf16 (docs/engine.md,
-        /// "bf16 weights").
+        /// How every node holds its weights: auto (each model's manifest entry: bf16 for
+        /// the bundled verifier, f32 for the generators), none, q8_0 or bf16
+        /// (docs/engine.md, "bf16 weights").
         #[arg(long, env = "PONDER_QUANTIZE", default_value = "auto")]
         quantize: ponder_worker::node::QuantizeChoice,
         /// Answer the sample questions, print the results, and exit.

@@ -10,8 +10,9 @@
 //! converts to f32 first; hence this one. Each weight is rounded to bf16 once, at
 //! load (8 bits of mantissa: relative error up to 2^-9), and each activation row when
 //! it enters a product; the products are exact and summed in f32 two at a time. The
-//! outputs move by about that rounding, so the mode is opt-in, and its effect on the
-//! bundled verifier's answers is measured in docs/engine.md ("bf16 weights").
+//! outputs move by about that rounding, so the mode is chosen per model (the bundled
+//! verifier's manifest entry asks for it, its policy fitted on its bf16 scores), and its
+//! effect on the answers is measured in docs/engine.md ("bf16 weights").
 //!
 //! Layout: the (in, out) weight is cut into panels of [`COLS`] output columns; a panel
 //! holds, for each pair of input features (2j, 2j + 1), its columns' two weights side by
@@ -19,8 +20,11 @@
 //! activation rows broadcasts each row's pair of features and keeps its 2 x [`ROWS`]
 //! sums in registers across all features.
 //!
-//! Where the CPU lacks AVX-512 BF16, [`Bf16Matmul::new`] returns `None` and the layer
-//! stays f32 (the loader logs it).
+//! Where the CPU lacks AVX-512 BF16 (or `PONDER_NO_BF16=1` asks it not to be used),
+//! [`Bf16Matmul::new`] returns `None` and [`crate::linear::Linear::bf16`] emulates the
+//! kernel instead: the same rounded weights and rounded activations through the f32
+//! path, so that a verifier's scores, and a policy fitted on them, do not depend on the
+//! host's instruction set beyond the order of f32 sums.
 
 #[cfg(target_arch = "x86_64")]
 use crate::small_matmul::OutPtr;
@@ -33,16 +37,22 @@ const COLS: usize = 32;
 /// Activation rows per tile: 16 accumulators of the 32 vector registers.
 const ROWS: usize = 8;
 
-/// Whether this CPU runs the kernel.
+/// Whether this CPU runs the kernel (AVX-512 BF16, and `PONDER_NO_BF16` unset: the
+/// switch benchmarks and the emulation's checks use to compare the two).
 pub fn supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::env::var_os("PONDER_NO_BF16").is_none()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bf16")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
 }
 
 /// A (k, n) weight held as bf16 panels.

@@ -39,8 +39,8 @@ pub struct LoadOptions {
 ///
 /// `bf16` rounds each weight to bf16 and runs our AVX-512 BF16 kernel (`vdpbf16ps`:
 /// twice the multiply-adds per instruction of f32), activations rounded to bf16 as they
-/// enter, sums f32 (`crate::bf16_matmul`). On a CPU without AVX-512 BF16 the layers stay
-/// f32, with a warning.
+/// enter, sums f32 (`crate::bf16_matmul`). On a CPU without AVX-512 BF16 the same
+/// products are emulated in f32 (`crate::linear::Weight::Bf16Emulated`), with a warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Quantize {
@@ -184,9 +184,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
                 Quantize::None => "safetensors".to_string(),
                 Quantize::Q8_0 => "safetensors/q8_0".to_string(),
                 Quantize::Bf16 if crate::bf16_matmul::supported() => "safetensors/bf16".to_string(),
-                Quantize::Bf16 => {
-                    "safetensors (bf16 asked; this CPU has no AVX-512 BF16)".to_string()
-                }
+                Quantize::Bf16 => "safetensors/bf16 (emulated: no AVX-512 BF16)".to_string(),
             };
             (model, codec, weights.clone(), format)
         }

@@ -8,7 +8,8 @@
 //! - [`model`]: the Llama/Qwen2 forward pass over a *packed* batch of sequences
 //!   of unequal length, each with its own copy-on-write KV cache ([`kv`]);
 //!   linear layers over dense or quantized weights ([`linear`], with our AVX2
-//!   Q4_1/Q8_0 kernels in [`qmatmul`], the AVX-512 BF16 one in [`bf16_matmul`]).
+//!   Q4_1/Q8_0 kernels in [`qmatmul`] and [`quant_groups`], the AVX-512 BF16 one in
+//!   [`bf16_matmul`]).
 //! - [`worker`]: the model worker actor; it owns the model, runs continuous
 //!   batching, samples ([`sampling`]) and reuses prompt prefixes ([`prefix_cache`]).
 //!
@@ -29,6 +30,7 @@ pub mod model;
 pub mod prefix_cache;
 pub mod prm;
 pub mod qmatmul;
+pub mod quant_groups;
 pub mod sampling;
 pub mod small_matmul;
 pub mod tokenizer;

@@ -1,10 +1,11 @@
 //! A linear layer over whichever weight storage the file gave us: dense
 //! (safetensors), ggml-quantized (candle's `QMatMul`), Q4_1/Q8_0 (our kernels), or
-//! bf16 panels (our AVX-512 BF16 kernel);
+//! bf16 panels (our AVX-512 BF16 kernel, or its emulation in f32);
 //! and [`Fused`], several layers that read the same input run as one.
 
 use crate::bf16_matmul::Bf16Matmul;
-use crate::qmatmul::{self, BlockMatmul, BlockQ4_1, BlockQ8_0};
+use crate::qmatmul::{self, BlockMatmul};
+use crate::quant_groups::{GroupedQ4_1, GroupedQ8_0};
 use crate::small_matmul::{SmallMatmul, SMALL_ROWS};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor, D};
@@ -17,9 +18,14 @@ pub enum Weight {
     /// [`SmallMatmul`], many through candle's GEMM.
     DenseT(Tensor),
     Quantized(QMatMul),
-    Q4_1(Arc<BlockMatmul<BlockQ4_1>>),
-    Q8_0(Arc<BlockMatmul<BlockQ8_0>>),
+    Q4_1(Arc<GroupedQ4_1>),
+    Q8_0(Arc<GroupedQ8_0>),
     Bf16(Arc<Bf16Matmul>),
+    /// bf16 weights where the CPU lacks AVX-512 BF16: the rounded weights held as f32,
+    /// transposed (in, out), and each activation row rounded to bf16 before the f32
+    /// path. A product of two bf16 values is exact in f32, so this gives the kernel's
+    /// products, summed in another order.
+    Bf16Emulated(Tensor),
 }
 
 pub struct Linear {
@@ -37,23 +43,39 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
-    /// `weight` ((out, in), f32 on the CPU) rounded to bf16 for our AVX-512 BF16 kernel;
-    /// `None` where this CPU lacks it.
-    pub fn bf16(weight: &Tensor, bias: Option<Tensor>) -> Result<Option<Self>> {
+    /// `weight` ((out, in), f32 on the CPU) rounded to bf16: on our AVX-512 BF16 kernel
+    /// where this CPU has it, emulated in f32 otherwise ([`Weight::Bf16Emulated`]).
+    pub fn bf16(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
         let (out, inp) = weight.dims2()?;
         let wt: Vec<f32> = weight.t()?.contiguous()?.flatten_all()?.to_vec1()?;
-        Ok(Bf16Matmul::new(&wt, inp, out).map(|m| Self {
-            weight: Weight::Bf16(Arc::new(m)),
+        match Bf16Matmul::new(&wt, inp, out) {
+            Some(m) => Ok(Self {
+                weight: Weight::Bf16(Arc::new(m)),
+                bias,
+            }),
+            None => Self::bf16_emulated(weight, bias),
+        }
+    }
+
+    /// [`Linear::bf16`]'s emulation, on any CPU.
+    pub fn bf16_emulated(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let rounded = round_to_bf16(weight)?.t()?.contiguous()?;
+        Ok(Self {
+            weight: Weight::Bf16Emulated(rounded),
             bias,
-        }))
+        })
     }
 
     /// Wraps a quantized tensor, choosing our kernels on CPU where they apply.
     pub fn quantized(q: QTensor, bias: Option<Tensor>) -> Result<Self> {
         let on_cpu = q.device().is_cpu() && qmatmul::supports(q.dtype());
         let weight = match q.dtype() {
-            GgmlDType::Q4_1 if on_cpu => Weight::Q4_1(Arc::new(BlockMatmul::from_qtensor(&q)?)),
-            GgmlDType::Q8_0 if on_cpu => Weight::Q8_0(Arc::new(BlockMatmul::from_qtensor(&q)?)),
+            GgmlDType::Q4_1 if on_cpu => {
+                Weight::Q4_1(Arc::new(GroupedQ4_1::new(&BlockMatmul::from_qtensor(&q)?)))
+            }
+            GgmlDType::Q8_0 if on_cpu => {
+                Weight::Q8_0(Arc::new(GroupedQ8_0::new(&BlockMatmul::from_qtensor(&q)?)))
+            }
             _ => Weight::Quantized(QMatMul::from_qtensor(q)?),
         };
         Ok(Self { weight, bias })
@@ -63,14 +85,8 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
             Weight::Dense(w) => x.matmul(&w.t()?)?,
-            Weight::DenseT(wt) => {
-                let rows = x.elem_count() / x.dim(D::Minus1)?.max(1);
-                if rows <= SMALL_ROWS {
-                    x.contiguous()?.apply_op2_no_bwd(wt, &SmallMatmul)?
-                } else {
-                    x.matmul(wt)?
-                }
-            }
+            Weight::DenseT(wt) => dense_t(x, wt)?,
+            Weight::Bf16Emulated(wt) => dense_t(&round_to_bf16(x)?, wt)?,
             Weight::Quantized(q) => q.forward(x)?,
             Weight::Q4_1(op) => x.contiguous()?.apply_op1_no_bwd(op.as_ref())?,
             Weight::Q8_0(op) => x.contiguous()?.apply_op1_no_bwd(op.as_ref())?,
@@ -114,19 +130,25 @@ impl Linear {
             _ => None,
         }) {
             let widths = w.iter().map(|m| m.out_features()).collect();
-            (
-                Weight::Q4_1(Arc::new(BlockMatmul::concat_rows(&w)?)),
-                widths,
-            )
+            match GroupedQ4_1::concat_rows(&w) {
+                Some(joined) => (Weight::Q4_1(Arc::new(joined)), widths),
+                None => return Ok(None),
+            }
         } else if let Some(w) = each(parts, |w| match w {
             Weight::Q8_0(m) => Some(m.as_ref()),
             _ => None,
         }) {
             let widths = w.iter().map(|m| m.out_features()).collect();
-            (
-                Weight::Q8_0(Arc::new(BlockMatmul::concat_rows(&w)?)),
-                widths,
-            )
+            match GroupedQ8_0::concat_rows(&w) {
+                Some(joined) => (Weight::Q8_0(Arc::new(joined)), widths),
+                None => return Ok(None),
+            }
+        } else if let Some(w) = each(parts, |w| match w {
+            Weight::Bf16Emulated(t) => Some(t),
+            _ => None,
+        }) {
+            let widths = w.iter().map(|t| t.dim(1)).collect::<Result<_>>()?;
+            (Weight::Bf16Emulated(Tensor::cat(&w, 1)?), widths)
         } else if let Some(w) = each(parts, |w| match w {
             Weight::Bf16(m) => Some(m.as_ref()),
             _ => None,
@@ -140,6 +162,50 @@ impl Linear {
             return Ok(None);
         };
         Ok(Some((Linear { weight, bias }, widths)))
+    }
+}
+
+/// `x` (tokens, in) times `wt` (in, out): few rows through our [`SmallMatmul`], many
+/// through candle's GEMM.
+fn dense_t(x: &Tensor, wt: &Tensor) -> Result<Tensor> {
+    let rows = x.elem_count() / x.dim(D::Minus1)?.max(1);
+    if rows <= SMALL_ROWS {
+        x.contiguous()?.apply_op2_no_bwd(wt, &SmallMatmul)
+    } else {
+        x.matmul(wt)
+    }
+}
+
+/// `t` (f32) with each value rounded to the nearest bf16 (ties to even), as f32.
+fn round_to_bf16(t: &Tensor) -> Result<Tensor> {
+    if t.dtype() != DType::F32 || !t.device().is_cpu() {
+        return t.to_dtype(DType::BF16)?.to_dtype(DType::F32);
+    }
+    t.contiguous()?.apply_op1_no_bwd(&RoundBf16)
+}
+
+/// [`round_to_bf16`] in one pass over the values (candle's two dtype conversions made
+/// two passes and an intermediate tensor per product: up to 7% of scoring).
+struct RoundBf16;
+
+impl candle_core::CustomOp1 for RoundBf16 {
+    fn name(&self) -> &'static str {
+        "ponder-round-bf16"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (candle_core::CpuStorage::F32(x), Some((a, b))) = (s, l.contiguous_offsets()) else {
+            candle_core::bail!("bf16 rounding expects contiguous f32 values")
+        };
+        let rounded = x[a..b]
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_f32())
+            .collect();
+        Ok((candle_core::CpuStorage::F32(rounded), l.shape().clone()))
     }
 }
 
@@ -262,7 +328,7 @@ mod tests {
             })
             .collect();
         type Make = fn(&Tensor, &Tensor) -> Linear;
-        let makers: [(&str, Make); 3] = [
+        let makers: [(&str, Make); 5] = [
             ("f32 with bias", |w, b| {
                 Linear::dense(w.clone(), Some(b.clone())).unwrap()
             }),
@@ -271,6 +337,10 @@ mod tests {
             }),
             ("q8_0", |w, _| {
                 Linear::quantized(QTensor::quantize(w, GgmlDType::Q8_0).unwrap(), None).unwrap()
+            }),
+            ("bf16", |w, b| Linear::bf16(w, Some(b.clone())).unwrap()),
+            ("bf16 emulated", |w, b| {
+                Linear::bf16_emulated(w, Some(b.clone())).unwrap()
             }),
         ];
         // Both kernel paths of the f32 storage: few rows and many.
@@ -298,6 +368,46 @@ mod tests {
                 assert_eq!(tensors[1].dims(), &[rows, 32], "{name}");
             }
         }
+    }
+
+    /// The emulation gives the products of the rounded operands on any CPU, and the
+    /// kernel's outputs up to the order of f32 sums where the kernel runs.
+    #[test]
+    fn emulated_bf16_gives_the_kernels_products() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (96, 130), &dev).unwrap();
+        let emulated = Linear::bf16_emulated(&w, None).unwrap();
+        let round = |v: f32| half::bf16::from_f32(v).to_f32() as f64;
+        let wv: Vec<Vec<f32>> = w.to_vec2().unwrap();
+        for rows in [3, SMALL_ROWS + 5] {
+            let x = Tensor::randn(0f32, 1.0, (rows, 130), &dev).unwrap();
+            let got: Vec<Vec<f32>> = emulated.forward(&x).unwrap().to_vec2().unwrap();
+            let xv: Vec<Vec<f32>> = x.to_vec2().unwrap();
+            for (i, row) in got.iter().enumerate() {
+                for (j, &g) in row.iter().enumerate() {
+                    let want: f64 = (0..130).map(|k| round(xv[i][k]) * round(wv[j][k])).sum();
+                    assert!(
+                        (g as f64 - want).abs() < 1e-4,
+                        "{rows} rows, ({i}, {j}): {g} vs {want}"
+                    );
+                }
+            }
+            if crate::bf16_matmul::supported() {
+                let kernel = Linear::bf16(&w, None).unwrap();
+                assert!(matches!(kernel.weight, Weight::Bf16(_)));
+                let k: Vec<Vec<f32>> = kernel.forward(&x).unwrap().to_vec2().unwrap();
+                for (a, b) in k.iter().flatten().zip(got.iter().flatten()) {
+                    assert!((a - b).abs() <= 2e-6 * b.abs().max(1.0), "{a} vs {b}");
+                }
+            }
+        }
+        // Not f32's products: the rounding is there.
+        let x = Tensor::randn(0f32, 1.0, (2, 130), &dev).unwrap();
+        let plain = Linear::dense(w, None).unwrap().forward(&x).unwrap();
+        let rounded = emulated.forward(&x).unwrap();
+        let diff = (plain - rounded).unwrap().abs().unwrap();
+        let moved: f32 = diff.max_all().unwrap().to_scalar().unwrap();
+        assert!(moved > 1e-4, "bf16 rounding moved nothing ({moved})");
     }
 
     #[test]

@@ -153,19 +153,17 @@ pub fn load_hf(
             "weight quantization needs f32 compute on the CPU (--dtype f32, no GPU)",
         ));
     }
-    // Checked once: without the kernel the weights stay f32, and no layer is rounded
-    // only to find that out.
-    let bf16 = quantize == Quantize::Bf16 && crate::bf16_matmul::supported();
-    if quantize == Quantize::Bf16 && !bf16 {
-        tracing::warn!("--quantize bf16: this CPU has no AVX-512 BF16; the weights stay f32");
+    if quantize == Quantize::Bf16 && !crate::bf16_matmul::supported() {
+        tracing::warn!(
+            "--quantize bf16: no AVX-512 BF16 kernel here (or PONDER_NO_BF16 set); \
+             the same bf16 products are emulated at f32 speed"
+        );
     }
-    // A dense weight; its bf16 panels, or its Q8_0 blocks when asked for and its rows
+    // A dense weight; rounded to bf16, or its Q8_0 blocks when asked for and its rows
     // split into blocks.
     let layer = |w: Tensor, b: Option<Tensor>| -> Result<Linear> {
-        if bf16 {
-            if let Some(l) = Linear::bf16(&w, b.clone())? {
-                return Ok(l);
-            }
+        if quantize == Quantize::Bf16 {
+            return Ok(Linear::bf16(&w, b)?);
         }
         if quantize == Quantize::Q8_0 && w.dim(1)? % 32 == 0 {
             Ok(Linear::quantized(

@@ -17,13 +17,18 @@
 //! compute threads, not two.
 //!
 //! Each runs as a candle `CustomOp1`, so it slots into the graph like `QMatMul`.
+//!
+//! The engine now runs [`crate::quant_groups`]' kernels, which regroup these blocks
+//! eight rows at a time and fold each block into the result once per eight rows; these
+//! row kernels read the file's blocks ([`BlockMatmul::from_qtensor`]), quantize the
+//! activations for both, and are the reference the grouped kernels are tested against.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use half::f16;
 
 /// Weights per block (ggml's QK4_1 = QK8_0 = QK8_1).
-const QK: usize = 32;
+pub(crate) const QK: usize = 32;
 
 /// Activation rows handled together per weight row.
 const TILE: usize = 8;
@@ -40,14 +45,14 @@ const PREFETCH_BLOCKS: usize = 128;
 /// hold f16-rounded values widened to f32, as ggml stores them.
 #[derive(Clone, Copy)]
 pub struct ActBlock {
-    d: f32,
-    s: f32,
-    qs: [i8; QK],
+    pub(crate) d: f32,
+    pub(crate) s: f32,
+    pub(crate) qs: [i8; QK],
 }
 
 /// ggml's `quantize_row_q8_1` (and `_q8_0`, which drops `s`): per block, scale by
 /// 127/max|x| and round to nearest even.
-fn quantize_row(x: &[f32], out: &mut Vec<ActBlock>) {
+pub(crate) fn quantize_row(x: &[f32], out: &mut Vec<ActBlock>) {
     for chunk in x.chunks_exact(QK) {
         let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
@@ -137,6 +142,21 @@ mod simd {
     }
 }
 
+impl BlockQ4_1 {
+    /// The 32 weights' 4-bit values, in order.
+    pub(crate) fn weights(&self) -> [u8; QK] {
+        std::array::from_fn(|j| match j < QK / 2 {
+            true => self.qs[j] & 0x0F,
+            false => self.qs[j - QK / 2] >> 4,
+        })
+    }
+
+    /// The scale's and the offset's f16 bits.
+    pub(crate) fn scale_bits(&self) -> (u16, u16) {
+        (self.d.to_bits(), self.m.to_bits())
+    }
+}
+
 impl WeightBlock for BlockQ4_1 {
     const DTYPE: GgmlDType = GgmlDType::Q4_1;
     const BYTES: usize = 20;
@@ -206,6 +226,18 @@ impl WeightBlock for BlockQ4_1 {
             acc += x.d.to_f32() * y.d * isum as f32 + x.m.to_f32() * y.s;
         }
         acc
+    }
+}
+
+impl BlockQ8_0 {
+    /// The 32 weights' 8-bit values, in order.
+    pub(crate) fn weights(&self) -> [i8; QK] {
+        self.qs
+    }
+
+    /// The scale's f16 bits.
+    pub(crate) fn scale_bits(&self) -> u16 {
+        self.d.to_bits()
     }
 }
 
@@ -321,32 +353,17 @@ impl<B: WeightBlock> BlockMatmul<B> {
         })
     }
 
-    /// One matrix holding the rows of `parts` in order (all of the same width): the
-    /// fused projection of several layers that read the same input.
-    pub fn concat_rows(parts: &[&Self]) -> candle_core::Result<Self> {
-        let Some(first) = parts.first() else {
-            candle_core::bail!("nothing to concatenate")
-        };
-        if parts.iter().any(|p| p.cols != first.cols) {
-            candle_core::bail!("quantized matrices of different widths cannot share rows")
-        }
-        Ok(Self {
-            rows: parts.iter().map(|p| p.rows).sum(),
-            cols: first.cols,
-            blocks: parts
-                .iter()
-                .flat_map(|p| p.blocks.iter().copied())
-                .collect(),
-            vnni: first.vnni,
-        })
-    }
-
     /// Output features: the weight's rows.
     pub fn out_features(&self) -> usize {
         self.rows
     }
 
-    fn row(&self, r: usize) -> &[B] {
+    /// Input features: the weight's columns.
+    pub fn in_features(&self) -> usize {
+        self.cols
+    }
+
+    pub(crate) fn row(&self, r: usize) -> &[B] {
         let per_row = self.cols / QK;
         &self.blocks[r * per_row..(r + 1) * per_row]
     }
@@ -423,7 +440,7 @@ impl<B: WeightBlock> BlockMatmul<B> {
 
 /// Whether this CPU runs the VNNI kernels (AVX-512 VNNI with 256-bit forms, and
 /// the AVX2 kernels compiled in). `PONDER_NO_VNNI=1` turns them off (benchmarks).
-fn vnni_available() -> bool {
+pub(crate) fn vnni_available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
         #[cfg(all(
