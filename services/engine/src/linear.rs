@@ -46,6 +46,9 @@ impl Linear {
     /// `weight` ((out, in), f32 on the CPU) rounded to bf16: on our AVX-512 BF16 kernel
     /// where this CPU has it, emulated in f32 otherwise ([`Weight::Bf16Emulated`]).
     pub fn bf16(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
+        if !crate::bf16_matmul::supported() {
+            return Self::bf16_emulated(weight, bias);
+        }
         let (out, inp) = weight.dims2()?;
         let wt: Vec<f32> = weight.t()?.contiguous()?.flatten_all()?.to_vec1()?;
         match Bf16Matmul::new(&wt, inp, out) {

@@ -23,6 +23,7 @@
 //! row kernels read the file's blocks ([`BlockMatmul::from_qtensor`]), quantize the
 //! activations for both, and are the reference the grouped kernels are tested against.
 
+use crate::small_matmul::OutPtr;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use half::f16;
@@ -50,9 +51,18 @@ pub struct ActBlock {
     pub(crate) qs: [i8; QK],
 }
 
+/// Every row of `x` (rows of `k` features) through [`quantize_row`], in order.
+pub(crate) fn quantize_rows(x: &[f32], k: usize) -> Vec<ActBlock> {
+    let mut act = Vec::with_capacity(x.len() / QK);
+    for row in x.chunks_exact(k) {
+        quantize_row(row, &mut act);
+    }
+    act
+}
+
 /// ggml's `quantize_row_q8_1` (and `_q8_0`, which drops `s`): per block, scale by
 /// 127/max|x| and round to nearest even.
-pub(crate) fn quantize_row(x: &[f32], out: &mut Vec<ActBlock>) {
+fn quantize_row(x: &[f32], out: &mut Vec<ActBlock>) {
     for chunk in x.chunks_exact(QK) {
         let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
@@ -369,12 +379,6 @@ impl<B: WeightBlock> BlockMatmul<B> {
     }
 }
 
-/// A pointer to the output buffer that pool threads write through.
-struct OutPtr(*mut f32);
-// SAFETY: threads write disjoint indices (each output feature belongs to one
-// chunk) and the buffer outlives the pool call.
-unsafe impl Sync for OutPtr {}
-
 /// What every chunk of output rows needs from one matmul call.
 struct RowJob<'a> {
     act: &'a [ActBlock],
@@ -394,7 +398,7 @@ impl RowJob<'_> {
         );
         for (t, v) in vs.into_iter().enumerate() {
             // SAFETY: (i + t, r) is written once; r belongs to the caller's chunk only.
-            unsafe { *self.out.0.add((i + t) * self.n + r) = v };
+            unsafe { *self.out.get().add((i + t) * self.n + r) = v };
         }
     }
 }
@@ -490,10 +494,7 @@ impl<B: WeightBlock> CustomOp1 for BlockMatmul<B> {
             )
         }
         let m = x.len() / k;
-        let mut act = Vec::with_capacity(m * k / QK);
-        for row in x.chunks_exact(k) {
-            quantize_row(row, &mut act);
-        }
+        let act = quantize_rows(x, k);
         let per_row = k / QK;
         let n = self.rows;
         let mut out = vec![0f32; m * n];

@@ -25,7 +25,7 @@
 //! Q4_1 packs two such vectors in one of nibbles: 160 bytes per 256 weights, Q8_0 272, as
 //! in the file.
 
-use crate::qmatmul::{quantize_row, ActBlock, BlockMatmul, BlockQ4_1, BlockQ8_0, WeightBlock, QK};
+use crate::qmatmul::{quantize_rows, ActBlock, BlockMatmul, BlockQ4_1, BlockQ8_0, WeightBlock, QK};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 
 /// Output rows per group: the eight i32 lanes of a 256-bit vector.
@@ -138,10 +138,7 @@ impl<F: GroupFormat> Grouped<F> {
     pub fn matmul(&self, x: &[f32]) -> Vec<f32> {
         let k = self.cols;
         let m = x.len() / k.max(1);
-        let mut act = Vec::with_capacity(m * k / QK);
-        for row in x.chunks_exact(k) {
-            quantize_row(row, &mut act);
-        }
+        let act = quantize_rows(x, k);
         let mut out = vec![0f32; m * self.rows];
         let ptr = crate::small_matmul::OutPtr(out.as_mut_ptr());
         let job = Job {
