@@ -8,13 +8,15 @@
 //! - [`model`]: the Llama/Qwen2 forward pass over a *packed* batch of sequences
 //!   of unequal length, each with its own copy-on-write KV cache ([`kv`]);
 //!   linear layers over dense or quantized weights ([`linear`], with our AVX2
-//!   Q4_1/Q8_0 kernels in [`qmatmul`] and [`quant_groups`], the AVX-512 BF16 one in
-//!   [`bf16_matmul`]).
+//!   Q4_1/Q8_0 kernels in [`qmatmul`] and [`quant_groups`], their input quantized by
+//!   [`act_quant`], the AVX-512 BF16 one in [`bf16_matmul`]); [`parallel`] says which
+//!   threads a pass's other parallel work runs on.
 //! - [`worker`]: the model worker actor; it owns the model, runs continuous
 //!   batching, samples ([`sampling`]) and reuses prompt prefixes ([`prefix_cache`]).
 //!
 //! Services wrap a [`worker::ModelWorker`]; nothing else touches the model.
 
+pub mod act_quant;
 pub mod attention;
 pub mod bf16_matmul;
 pub mod char_tokenizer;
@@ -27,6 +29,7 @@ pub mod kv;
 pub mod linear;
 pub mod loader;
 pub mod model;
+pub mod parallel;
 pub mod prefix_cache;
 pub mod prm;
 pub mod qmatmul;

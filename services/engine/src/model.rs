@@ -60,20 +60,8 @@ impl Layer {
         if let Fused::One { linear, widths } = &self.gate_up {
             if h.device().is_cpu() && h.dtype() == DType::F32 {
                 let ff = widths[0];
-                let y: Vec<f32> = linear.forward(h)?.flatten_all()?.to_vec1()?;
-                let mut out = Vec::with_capacity(y.len() / 2);
-                for row in y.chunks_exact(2 * ff) {
-                    let (gate, up) = row.split_at(ff);
-                    // candle's silu, x / (1 + e^-x), with e^-x from the vectorised
-                    // `exp_in_place` (within 2e-7 of libm's): libm's scalar `expf` here
-                    // was 4% of a loaded cluster's time (perf, `ponder up` at 11 q/s).
-                    let start = out.len();
-                    out.extend(gate.iter().map(|g| -g));
-                    exp_in_place(&mut out[start..]);
-                    for ((o, g), u) in out[start..].iter_mut().zip(gate).zip(up) {
-                        *o = g / (1.0 + *o) * u;
-                    }
-                }
+                let y = linear.forward(h)?;
+                let out = crate::linear::with_cpu_f32(&y, |y| swiglu_rows(y, ff))?;
                 let rows = out.len() / ff;
                 return Tensor::from_vec(out, (rows, ff), h.device());
             }
@@ -81,6 +69,24 @@ impl Layer {
         let parts = self.gate_up.forward(h)?;
         candle_nn::ops::silu(&parts[0])? * &parts[1]
     }
+}
+
+/// `silu(gate) * up` for rows of `[gate | up]` (`ff` values each).
+fn swiglu_rows(y: &[f32], ff: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(y.len() / 2);
+    for row in y.chunks_exact(2 * ff) {
+        let (gate, up) = row.split_at(ff);
+        // candle's silu, x / (1 + e^-x), with e^-x from the vectorised
+        // `exp_in_place` (within 2e-7 of libm's): libm's scalar `expf` here
+        // was 4% of a loaded cluster's time (perf, `ponder up` at 11 q/s).
+        let start = out.len();
+        out.extend(gate.iter().map(|g| -g));
+        exp_in_place(&mut out[start..]);
+        for ((o, g), u) in out[start..].iter_mut().zip(gate).zip(up) {
+            *o = g / (1.0 + *o) * u;
+        }
+    }
+    out
 }
 
 pub struct Transformer {
@@ -225,7 +231,7 @@ impl Transformer {
         };
         self.rope.rotary.apply(&mut q, heads.query, positions);
         self.rope.rotary.apply(&mut k, heads.kv, positions);
-        let out = attend(li, heads, &q, &k, &v, segments)?;
+        let out = attend(li, heads, &q, &k, &v, segments, layer.qkv.pool())?;
         Tensor::from_vec(
             out,
             (positions.len(), heads.query * heads.dim),

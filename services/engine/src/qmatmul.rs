@@ -20,9 +20,11 @@
 //!
 //! The engine now runs [`crate::quant_groups`]' kernels, which regroup these blocks
 //! eight rows at a time and fold each block into the result once per eight rows; these
-//! row kernels read the file's blocks ([`BlockMatmul::from_qtensor`]), quantize the
-//! activations for both, and are the reference the grouped kernels are tested against.
+//! row kernels read the file's blocks ([`BlockMatmul::from_qtensor`]) and are the
+//! reference the grouped kernels are tested against; both quantize their input with
+//! [`crate::act_quant`].
 
+pub(crate) use crate::act_quant::{quantize_rows, ActBlock};
 use crate::small_matmul::OutPtr;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
@@ -40,47 +42,16 @@ const TILE: usize = 8;
 /// waited on memory: SmolLM2 single-stream decode went from 37-40 to 80-87 tok/s on
 /// one thread and from 73-75 to 137-149 on two (16 blocks: 44; 64: 70-78 and 121-129;
 /// 256 no better than 128).
+/// (Only the AVX2 kernels read it.)
+#[cfg_attr(
+    not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )),
+    allow(dead_code)
+)]
 const PREFETCH_BLOCKS: usize = 128;
-
-/// One activation block: 32 values as `d * q`, with `s = d * sum(q)`; `d` and `s`
-/// hold f16-rounded values widened to f32, as ggml stores them.
-#[derive(Clone, Copy)]
-pub struct ActBlock {
-    pub(crate) d: f32,
-    pub(crate) s: f32,
-    pub(crate) qs: [i8; QK],
-}
-
-/// Every row of `x` (rows of `k` features) through [`quantize_row`], in order.
-pub(crate) fn quantize_rows(x: &[f32], k: usize) -> Vec<ActBlock> {
-    let mut act = Vec::with_capacity(x.len() / QK);
-    for row in x.chunks_exact(k) {
-        quantize_row(row, &mut act);
-    }
-    act
-}
-
-/// ggml's `quantize_row_q8_1` (and `_q8_0`, which drops `s`): per block, scale by
-/// 127/max|x| and round to nearest even.
-fn quantize_row(x: &[f32], out: &mut Vec<ActBlock>) {
-    for chunk in x.chunks_exact(QK) {
-        let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        let mut qs = [0i8; QK];
-        let mut sum = 0i32;
-        for (q, v) in qs.iter_mut().zip(chunk) {
-            let r = (v * id).round_ties_even() as i32;
-            *q = r as i8;
-            sum += r;
-        }
-        out.push(ActBlock {
-            d: f16::from_f32(d).to_f32(),
-            s: f16::from_f32(d * sum as f32).to_f32(),
-            qs,
-        });
-    }
-}
 
 /// A ggml weight block type this module can multiply.
 pub trait WeightBlock: Copy + Send + Sync + 'static {
@@ -544,8 +515,7 @@ mod tests {
         }
         let rows = x.to_vec2::<f32>().unwrap();
         for (i, row) in rows.iter().enumerate() {
-            let mut act = vec![];
-            quantize_row(row, &mut act);
+            let act = quantize_rows(row, row.len());
             for (r, got) in ours[i].iter().enumerate() {
                 let want = B::dot_scalar(op.row(r), &act);
                 assert!(

@@ -25,6 +25,7 @@
 //! Q4_1 packs two such vectors in one of nibbles: 160 bytes per 256 weights, Q8_0 272, as
 //! in the file.
 
+use crate::parallel::{on_barrier_pool, GRABS_PER_THREAD};
 use crate::qmatmul::{quantize_rows, ActBlock, BlockMatmul, BlockQ4_1, BlockQ8_0, WeightBlock, QK};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 
@@ -35,6 +36,22 @@ pub const GROUP: usize = 8;
 /// eight integer accumulators) and without (16 registers).
 const TILE_VNNI: usize = 8;
 const TILE_AVX2: usize = 4;
+
+/// Ranges of groups per thread of the barrier pool for `m` activation rows: candle's 8
+/// while few rows stream the weights from memory (each range starts its prefetch cold:
+/// 32 cost SmolLM2's single stream 5-15%), 32 from [`FINE_GRABS_FROM_ROWS`] rows, where
+/// the product is bound by arithmetic and the wait for the other thread's last range
+/// (half a range on average) is what the finer ranges save: 2.2% -> 1.1% of
+/// 16-sample decode.
+fn grabs_for(m: usize) -> usize {
+    match m >= FINE_GRABS_FROM_ROWS {
+        true => 32,
+        false => GRABS_PER_THREAD,
+    }
+}
+
+/// Activation rows from which [`grabs_for`] hands out finer ranges.
+const FINE_GRABS_FROM_ROWS: usize = 8;
 
 /// A block format in groups: one group-block holds one block of each of eight rows.
 pub trait GroupFormat: Copy + Send + Sync + 'static {
@@ -148,7 +165,7 @@ impl<F: GroupFormat> Grouped<F> {
             n: self.rows,
             out: &ptr,
         };
-        candle_core::utils::barrier_pool().execute_chunked(self.rows.div_ceil(GROUP), |groups| {
+        on_barrier_pool(self.rows.div_ceil(GROUP), grabs_for(m), |groups| {
             for g in groups {
                 if self.vnni {
                     // SAFETY: `vnni` is only set after runtime detection of the features.

@@ -21,6 +21,7 @@ use super::Command;
 use crate::engine::LoadedModel;
 use crate::error::EngineError;
 use crate::prefix_cache::PrefixCache;
+use crate::sampling::{weigh_rows, Weighed};
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -291,7 +292,22 @@ impl Worker {
     /// Samples, starts newly prefilled requests, answers scorings and finished requests.
     fn apply(&mut self, uses: &[RowUse], twins: &[Twin], outputs: Outputs) {
         let Admitted { prefills, scorings } = std::mem::take(&mut self.pass);
-        let mut logits = outputs.logits.into_iter();
+        // Each row's weighing (the costly part of sampling) for all rows at once, in
+        // parallel; the draws below then go in order.
+        let temperatures: Vec<f32> = uses
+            .iter()
+            .filter_map(|u| match *u {
+                RowUse::Decode { run, .. } => Some(self.running[run].params.temperature),
+                RowUse::Prefill {
+                    prefill,
+                    last: true,
+                } => Some(prefills[prefill].req.params.temperature),
+                _ => None,
+            })
+            .collect();
+        let pool = self.loaded.model.lm_head.pool();
+        let weighed = weigh_rows(&outputs.logits, &temperatures, pool);
+        let mut logits = outputs.logits.iter().zip(&weighed);
         let decode_count = twins.len()
             + uses
                 .iter()
@@ -313,7 +329,7 @@ impl Worker {
             let (RowUse::Decode { .. } | RowUse::Prefill { last: true, .. }) = u else {
                 continue;
             };
-            let Some(row) = logits.next() else {
+            let Some((row, weighed)) = logits.next() else {
                 // read_outputs gives one row per decode and prefill use.
                 panic!("the pass produced fewer logits rows than decode and prefill uses");
             };
@@ -326,7 +342,8 @@ impl Worker {
                         follower.seqs[fs].cache = cache;
                         advance(
                             &mut follower.seqs[fs],
-                            &row,
+                            row,
+                            weighed,
                             &follower.params,
                             &self.loaded,
                             &mut self.stats,
@@ -335,7 +352,8 @@ impl Worker {
                     let run = &mut self.running[run];
                     advance(
                         &mut run.seqs[seq],
-                        &row,
+                        row,
+                        weighed,
                         &run.params,
                         &self.loaded,
                         &mut self.stats,
@@ -343,7 +361,7 @@ impl Worker {
                 }
                 RowUse::Prefill { prefill, .. } => {
                     if let Some(p) = prefills[prefill].take() {
-                        self.start(p, &row);
+                        self.start(p, row, weighed);
                     }
                 }
                 RowUse::Score { .. } => {}
@@ -358,14 +376,23 @@ impl Worker {
         self.reply_finished();
     }
 
-    /// A prefilled request becomes running: its `n` sequences sample their first token.
-    fn start(&mut self, p: Prefill, row: &[f32]) {
+    /// A prefilled request becomes running: its `n` sequences sample their first token
+    /// (from one weighing of the prompt's last row).
+    fn start(&mut self, p: Prefill, row: &[f32], weighed: &Weighed) {
         self.stats.prompt_tokens += p.ids.len() as u64;
         self.cache.insert(p.ids.to_vec(), p.cache.clone());
         let mut seqs = Vec::with_capacity(p.req.n as usize);
         for index in 0..p.req.n {
             let mut seq = Sequence::new(index, p.req.params.seed, p.cache.clone());
-            advance(&mut seq, row, &p.req.params, &self.loaded, &mut self.stats);
+            let params = &p.req.params;
+            advance(
+                &mut seq,
+                row,
+                weighed,
+                params,
+                &self.loaded,
+                &mut self.stats,
+            );
             seqs.push(seq);
         }
         self.running.push(Running {

@@ -13,7 +13,7 @@
 use super::sequence::Sequence;
 use super::types::{Completion, WorkerStats};
 use crate::engine::LoadedModel;
-use crate::sampling::{find_stop, sample, FinishReason, SamplingParams};
+use crate::sampling::{find_stop, FinishReason, SamplingParams, Weighed};
 
 /// The text of a sequence's tokens, decoded a few tokens at a time.
 #[derive(Debug, Default)]
@@ -51,15 +51,17 @@ impl StopScan {
     }
 }
 
-/// Samples the next token of `seq` from `logits` and decides whether it is done.
+/// Samples the next token of `seq` from `logits` (weighed as `weighed`) and decides
+/// whether it is done.
 pub(super) fn advance(
     seq: &mut Sequence,
     logits: &[f32],
+    weighed: &Weighed,
     params: &SamplingParams,
     loaded: &LoadedModel,
     stats: &mut WorkerStats,
 ) {
-    let s = sample(logits, params, &mut seq.rng);
+    let s = weighed.sample(logits, params, &mut seq.rng);
     seq.generated.push(s.token);
     seq.logprob += s.logprob as f64;
     seq.next = s.token;
