@@ -19,7 +19,6 @@ use crate::model::Segment;
 use crate::parallel::Pool;
 use crate::sampling::exp_in_place;
 use candle_core::{Device, Result, Tensor};
-use std::sync::Mutex;
 
 /// From this many new tokens on, a sequence's attention runs as GEMMs, for heads wider
 /// than [`SMALL_HEAD_DIM`].
@@ -140,25 +139,8 @@ pub fn attend(
             KvLayer::F16(buf) => attend_one(heads, job.q, buf, len, job.out),
         }
     };
-    // Each job is taken by one thread; the locks are never contended.
-    let jobs: Vec<Mutex<_>> = jobs.into_iter().map(Mutex::new).collect();
-    let failed = Mutex::new(None);
-    pool.for_each_range(jobs.len(), |range| {
-        for job in &jobs[range] {
-            let mut job = job.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = run(&mut job) {
-                failed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_or_insert(e);
-            }
-        }
-    });
-    drop(jobs);
-    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
+    pool.try_for_each_mut(&mut jobs, run)?;
+    Ok(out)
 }
 
 /// One sequence's share of [`attend`].

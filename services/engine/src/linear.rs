@@ -302,7 +302,7 @@ impl Fused {
         match self {
             Fused::Separate(parts) => parts
                 .iter()
-                .map(|p| p.forward(x)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1())
+                .map(|p| with_cpu_f32(&p.forward(x)?, <[f32]>::to_vec))
                 .collect(),
             Fused::One { linear, widths } => with_cpu_f32(&linear.forward(x)?, |y| {
                 let total: usize = widths.iter().sum();

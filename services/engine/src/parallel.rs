@@ -14,6 +14,7 @@
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// The thread pool a model's parallel work runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +42,33 @@ impl Pool {
         match self {
             Pool::Barrier => on_barrier_pool(n, GRABS_PER_THREAD, f),
             Pool::Rayon => (0..n).into_par_iter().for_each(|i| f(i..i + 1)),
+        }
+    }
+
+    /// Runs `f` on every item, spread as [`Pool::for_each_range`] spreads them; every
+    /// item runs even if another fails, and the first failure seen is returned.
+    pub fn try_for_each_mut<T: Send, E: Send>(
+        self,
+        items: &mut [T],
+        f: impl Fn(&mut T) -> Result<(), E> + Sync,
+    ) -> Result<(), E> {
+        // Each item is taken by one thread; the locks are never contended.
+        let items: Vec<Mutex<&mut T>> = items.iter_mut().map(Mutex::new).collect();
+        let failed = Mutex::new(None);
+        self.for_each_range(items.len(), |range| {
+            for item in &items[range] {
+                let mut item = item.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = f(&mut item) {
+                    failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(e);
+                }
+            }
+        });
+        match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 }
@@ -101,6 +129,41 @@ mod tests {
             .unwrap()
             .install(run);
         counts.into_iter().map(AtomicUsize::into_inner).collect()
+    }
+
+    #[test]
+    fn every_item_is_changed_once_and_the_first_failure_is_returned() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for which in [Pool::Rayon, Pool::Barrier] {
+            let mut items: Vec<u32> = (0..40).collect();
+            let bump = |x: &mut u32| {
+                *x += 100;
+                if *x % 10 == 7 {
+                    Err(*x)
+                } else {
+                    Ok(())
+                }
+            };
+            let result = pool.install(|| which.try_for_each_mut(&mut items, bump));
+            assert_eq!(
+                items,
+                (100..140).collect::<Vec<_>>(),
+                "{which:?}: every item ran once"
+            );
+            let failed = result.expect_err("items ending in 7 fail");
+            assert!(
+                [107, 117, 127, 137].contains(&failed),
+                "{which:?}: {failed}"
+            );
+            let mut none: Vec<u32> = vec![1, 2, 3];
+            assert_eq!(
+                pool.install(|| which.try_for_each_mut(&mut none, |_| Ok::<_, ()>(()))),
+                Ok(())
+            );
+        }
     }
 
     #[test]

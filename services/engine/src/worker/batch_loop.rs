@@ -382,9 +382,9 @@ impl Worker {
         self.stats.prompt_tokens += p.ids.len() as u64;
         self.cache.insert(p.ids.to_vec(), p.cache.clone());
         let mut seqs = Vec::with_capacity(p.req.n as usize);
+        let params = &p.req.params;
         for index in 0..p.req.n {
-            let mut seq = Sequence::new(index, p.req.params.seed, p.cache.clone());
-            let params = &p.req.params;
+            let mut seq = Sequence::new(index, params.seed, p.cache.clone());
             advance(
                 &mut seq,
                 row,
